@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stops every PostgreSQL server left under the test directory (/tmp/teal-tests) and removes
+# the directory. Fixtures already do this; this catches a test process that was killed.
+set -uo pipefail
+base=/tmp/teal-tests
+[ -d "$base" ] || exit 0
+left=0
+for pid_file in "$base"/*/*/data/postmaster.pid; do
+  [ -f "$pid_file" ] || continue
+  pid=$(head -n 1 "$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    left=$((left + 1))
+    kill -QUIT "$pid" 2>/dev/null   # SIGQUIT: immediate shutdown
+  fi
+done
+[ "$left" -gt 0 ] && echo "stop-test-servers: stopped $left server(s) a test left behind" >&2
+sleep 0.5
+rm -rf "$base"
+exit 0

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything Teal needs, builds, and runs every test against real servers.
+# This is the README's test command; .ci/run calls exactly this.
+#   scripts/test.sh                      all tests
+#   scripts/test.sh --filter NAME        passes extra arguments to `dotnet test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=$SECONDS
+scripts/setup.sh
+dotnet build Teal.slnx -c Release -nologo -clp:ErrorsOnly
+
+status=0
+# A hung test is reported with a dump instead of eating CI's time budget.
+dotnet test Teal.slnx -c Release --no-build -nologo \
+  --blame-hang-timeout 10m --blame-hang-dump-type none \
+  --logger "console;verbosity=normal" "$@" || status=$?
+
+# Last line of defence behind the fixtures' own cleanup: no test server outlives the run.
+scripts/stop-test-servers.sh
+echo "test.sh: finished in $((SECONDS - started)) s with status $status" >&2
+exit $status

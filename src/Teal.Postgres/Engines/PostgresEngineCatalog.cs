@@ -1,0 +1,120 @@
+using System.Collections.Concurrent;
+using System.Text.RegularExpressions;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Core.Instances;
+using Teal.Core.Processes;
+
+namespace Teal.Postgres.Engines;
+
+/// <summary>
+/// Finds PostgreSQL server binaries by version: Debian's <c>/usr/lib/postgresql/N/bin</c> and
+/// Teal's engines directory (<c>postgres-17.10/bin</c>). Client tools (pg_dump, psql) come from
+/// the newest Debian installation, because the npm server packages ship without them.
+/// </summary>
+public sealed partial class PostgresEngineCatalog(EngineOptions options)
+{
+    private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
+
+    public EngineOptions Options => options;
+
+    /// <summary>Every PostgreSQL installation found, newest first.</summary>
+    public async Task<IReadOnlyList<EngineBinaries>> ListAsync(CancellationToken cancellationToken)
+    {
+        var found = new List<EngineBinaries>();
+        foreach (var (bin, source) in CandidateBinDirectories())
+        {
+            var version = await ReadVersionAsync(Path.Combine(bin, "postgres"), cancellationToken);
+            if (version is not null)
+            {
+                found.Add(new EngineBinaries(EngineKind.Postgres, version, bin, source));
+            }
+        }
+
+        return found
+            .OrderByDescending(e => Version.Parse(Normalize(e.Version)))
+            .ThenBy(e => e.Source == "debian" ? 0 : 1)
+            .ToList();
+    }
+
+    /// <summary>The newest installation matching <paramref name="requested"/> ("17" or "17.10").</summary>
+    public async Task<EngineBinaries> ResolveAsync(string requested, CancellationToken cancellationToken)
+    {
+        var all = await ListAsync(cancellationToken);
+        var match = all.FirstOrDefault(e => e.Matches(requested));
+        if (match is not null)
+        {
+            return match;
+        }
+
+        var have = all.Count == 0 ? "none" : string.Join(", ", all.Select(e => e.Version).Distinct());
+        throw new TealException(
+            "engine.unknown-version",
+            $"no PostgreSQL {requested} binaries on this machine (found: {have})",
+            $"install it with scripts/setup.sh, or put its bin/ under {options.EnginesDirectory}/postgres-{requested}/")
+        { Kind = TealErrorKind.Invalid };
+    }
+
+    /// <summary>
+    /// Directory with pg_dump and psql. pg_dump must be at least as new as the server it dumps,
+    /// so the newest one is returned.
+    /// </summary>
+    public async Task<EngineBinaries> ClientToolsAsync(CancellationToken cancellationToken)
+    {
+        foreach (var e in await ListAsync(cancellationToken))
+        {
+            if (File.Exists(Path.Combine(e.BinDirectory, "pg_dump")) && File.Exists(Path.Combine(e.BinDirectory, "psql")))
+            {
+                return e;
+            }
+        }
+
+        throw new TealException(
+            "engine.no-client-tools",
+            "pg_dump and psql were not found",
+            "install postgresql-client-15 (scripts/setup.sh does)");
+    }
+
+    private IEnumerable<(string Bin, string Source)> CandidateBinDirectories()
+    {
+        if (Directory.Exists(options.DebianPostgresRoot))
+        {
+            foreach (var dir in Directory.EnumerateDirectories(options.DebianPostgresRoot))
+            {
+                yield return (Path.Combine(dir, "bin"), "debian");
+            }
+        }
+
+        if (Directory.Exists(options.EnginesDirectory))
+        {
+            foreach (var dir in Directory.EnumerateDirectories(options.EnginesDirectory, "postgres-*"))
+            {
+                yield return (Path.Combine(dir, "bin"), "teal");
+            }
+        }
+    }
+
+    private async Task<string?> ReadVersionAsync(string postgres, CancellationToken cancellationToken)
+    {
+        if (_versionByBinary.TryGetValue(postgres, out var cached))
+        {
+            return cached;
+        }
+
+        string? version = null;
+        if (File.Exists(postgres))
+        {
+            var result = await ProcessRunner.RunAsync(new ProcessSpec(postgres, ["--version"]) { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
+            var m = VersionPattern().Match(result.StandardOutput);
+            version = result.Succeeded && m.Success ? m.Groups[1].Value : null;
+        }
+
+        _versionByBinary[postgres] = version;
+        return version;
+    }
+
+    private static string Normalize(string version) => version.Contains('.', StringComparison.Ordinal) ? version : version + ".0";
+
+    [GeneratedRegex(@"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)")]
+    private static partial Regex VersionPattern();
+}

@@ -1,0 +1,127 @@
+using Npgsql;
+using Teal.Postgres.Instances;
+
+namespace Teal.Testing;
+
+/// <summary>
+/// A real PostgreSQL server for a test: started from local binaries on a free port in its own
+/// directory, with <c>wal_level=logical</c>, removed on dispose.
+/// </summary>
+public sealed class PostgresServer : IAsyncDisposable
+{
+    /// <summary>
+    /// Settings for test servers: durability is traded for speed (nothing here survives a
+    /// machine crash anyway); everything replication-related stays as in production.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> TestParameters { get; } = new Dictionary<string, string>
+    {
+        ["fsync"] = "off",
+        ["full_page_writes"] = "off",
+        ["shared_buffers"] = "64MB",
+        ["max_connections"] = "200",
+    };
+
+    private readonly NpgsqlDataSource _dataSource;
+
+    private PostgresServer(ManagedPostgresServer server, string password)
+    {
+        Server = server;
+        Password = password;
+        _dataSource = NpgsqlDataSource.Create(ConnectionString());
+    }
+
+    public ManagedPostgresServer Server { get; }
+
+    /// <summary>The superuser's password (generated per server).</summary>
+    public string Password { get; }
+
+    public int Port => Server.Port;
+
+    public string Host => Server.ListenAddress;
+
+    public string Version => Server.Version;
+
+    public int MajorVersion => Server.MajorVersion;
+
+    public string User => Server.SuperUser;
+
+    public static async Task<PostgresServer> StartAsync(string version, IReadOnlyDictionary<string, string>? parameters = null, CancellationToken cancellationToken = default)
+    {
+        var settings = new Dictionary<string, string>(TestParameters);
+        foreach (var (k, v) in parameters ?? new Dictionary<string, string>())
+        {
+            settings[k] = v;
+        }
+
+        var password = ManagedPostgres.GeneratePassword();
+        var spec = new ManagedPostgresSpec(TestDirectories.NewDirectory($"pg{version}"), version, password) { Parameters = settings };
+        var server = await TestDirectories.Managed.CreateAsync(spec, cancellationToken);
+        TestDirectories.Track(server);
+        return new PostgresServer(server, password);
+    }
+
+    public string ConnectionString(string database = "postgres", string? user = null, string? password = null) =>
+        new NpgsqlConnectionStringBuilder
+        {
+            Host = Host,
+            Port = Port,
+            Username = user ?? User,
+            Password = password ?? Password,
+            Database = database,
+            // Tests open and drop databases freely; a pooled connection would keep them busy.
+            Pooling = false,
+            Timeout = 15,
+            CommandTimeout = 120,
+        }.ConnectionString;
+
+    /// <summary>A libpq <c>key=value</c> string (for a subscription's CONNECTION).</summary>
+    public string Conninfo(string database = "postgres") => Teal.Postgres.Connections.Libpq.Conninfo(Host, Port, User, Password, database);
+
+    /// <summary>A libpq-style URI (for psql, pgbench and Teal's CLI).</summary>
+    public string Uri(string database = "postgres") =>
+        $"postgresql://{System.Uri.EscapeDataString(User)}:{System.Uri.EscapeDataString(Password)}@{Host}:{Port}/{System.Uri.EscapeDataString(database)}";
+
+    public async Task<NpgsqlConnection> OpenAsync(string database = "postgres", CancellationToken cancellationToken = default)
+    {
+        var connection = new NpgsqlConnection(ConnectionString(database));
+        await connection.OpenAsync(cancellationToken);
+        return connection;
+    }
+
+    public async Task ExecuteAsync(string sql, string database = "postgres", CancellationToken cancellationToken = default)
+    {
+        if (database == "postgres")
+        {
+            await using var command = _dataSource.CreateCommand(sql);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+            return;
+        }
+
+        await using var connection = await OpenAsync(database, cancellationToken);
+        await using var cmd = new NpgsqlCommand(sql, connection);
+        await cmd.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    public async Task<T> ScalarAsync<T>(string sql, string database = "postgres", CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenAsync(database, cancellationToken);
+        await using var cmd = new NpgsqlCommand(sql, connection);
+        var value = await cmd.ExecuteScalarAsync(cancellationToken);
+        return (T)Convert.ChangeType(value!, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Stops the server (for tests where a side goes away); <see cref="StartAgainAsync"/> brings it back.</summary>
+    public Task StopAsync(CancellationToken cancellationToken = default) =>
+        TestDirectories.Managed.StopAsync(Server, immediate: false, cancellationToken);
+
+    public Task StartAgainAsync(CancellationToken cancellationToken = default) =>
+        TestDirectories.Managed.StartAsync(Server, cancellationToken);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _dataSource.DisposeAsync();
+        NpgsqlConnection.ClearAllPools();
+        await TestDirectories.Managed.RemoveAsync(Server, CancellationToken.None);
+        TestDirectories.Untrack(Server);
+    }
+}

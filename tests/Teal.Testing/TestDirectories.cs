@@ -1,0 +1,118 @@
+using System.Collections.Concurrent;
+using Teal.Core.Engines;
+using Teal.Postgres.Engines;
+using Teal.Postgres.Instances;
+
+namespace Teal.Testing;
+
+/// <summary>
+/// Where test servers live, and the guarantee that none outlives its test process:
+/// each test process owns <c>/tmp/teal-tests/p{pid}-{random}</c>; servers are stopped when their
+/// fixture is disposed (also when a test failed), on process exit, and — for a process that
+/// died without either — by the next test process that starts, which sweeps directories whose
+/// owner is gone. <c>scripts/test.sh</c> sweeps once more at the end.
+/// </summary>
+public static class TestDirectories
+{
+    public const string BaseDirectory = "/tmp/teal-tests";
+
+    private static readonly ConcurrentDictionary<string, ManagedPostgresServer> Running = new();
+    private static readonly Lazy<string> RootLazy = new(CreateRoot);
+
+    public static PostgresEngineCatalog Catalog { get; } = new(EngineOptions.FromEnvironment());
+
+    public static ManagedPostgres Managed { get; } = new(Catalog);
+
+    /// <summary>This test process's directory (created on first use, after sweeping orphans).</summary>
+    public static string Root => RootLazy.Value;
+
+    /// <summary>A new, empty directory under <see cref="Root"/>, reachable by the server user.</summary>
+    public static string NewDirectory(string prefix)
+    {
+        var dir = Path.Combine(Root, $"{prefix}-{Guid.NewGuid():N}"[..(prefix.Length + 9)]);
+        Directory.CreateDirectory(dir);
+        File.SetUnixFileMode(dir, (UnixFileMode)0b111_101_101);
+        return dir;
+    }
+
+    internal static void Track(ManagedPostgresServer server) => Running[server.Directory] = server;
+
+    internal static void Untrack(ManagedPostgresServer server) => Running.TryRemove(server.Directory, out _);
+
+    private static string CreateRoot()
+    {
+        Directory.CreateDirectory(BaseDirectory);
+        // /tmp/teal-tests must be traversable by the non-root server user.
+        File.SetUnixFileMode(BaseDirectory, (UnixFileMode)0b111_111_111 | UnixFileMode.StickyBit);
+        SweepOrphans();
+        var root = Path.Combine(BaseDirectory, $"p{Environment.ProcessId}-{Guid.NewGuid():N}"[..12]);
+        Directory.CreateDirectory(root);
+        File.SetUnixFileMode(root, (UnixFileMode)0b111_101_101);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => StopAll(root);
+        return root;
+    }
+
+    private static void StopAll(string root)
+    {
+        foreach (var server in Running.Values)
+        {
+            StopQuietly(server);
+        }
+
+        TryDelete(root);
+    }
+
+    /// <summary>Stops servers left by test processes that no longer exist, and removes their files.</summary>
+    private static void SweepOrphans()
+    {
+        foreach (var dir in Directory.EnumerateDirectories(BaseDirectory, "p*"))
+        {
+            var name = Path.GetFileName(dir);
+            var dash = name.IndexOf('-', StringComparison.Ordinal);
+            if (dash < 2 || !int.TryParse(name.AsSpan(1, dash - 1), out var pid) || Directory.Exists($"/proc/{pid}"))
+            {
+                continue;
+            }
+
+            foreach (var instance in Directory.EnumerateDirectories(dir))
+            {
+                try
+                {
+                    StopQuietly(ManagedPostgres.LoadAsync(instance, CancellationToken.None).GetAwaiter().GetResult());
+                }
+                catch (Teal.Core.Errors.TealException)
+                {
+                    // Not a server directory.
+                }
+            }
+
+            TryDelete(dir);
+        }
+    }
+
+    private static void StopQuietly(ManagedPostgresServer server)
+    {
+        try
+        {
+            Managed.StopAsync(server, immediate: true, CancellationToken.None).GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is Teal.Core.Errors.TealException or IOException)
+        {
+            Console.Error.WriteLine($"teal tests: could not stop server in {server.Directory}: {ex.Message}");
+        }
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}
