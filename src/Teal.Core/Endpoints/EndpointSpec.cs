@@ -1,0 +1,59 @@
+using Teal.Core.Instances;
+
+namespace Teal.Core.Endpoints;
+
+public enum EndpointKind
+{
+    /// <summary>Teal's own TCP proxy, served by <c>teal serve</c>.</summary>
+    Proxy,
+
+    /// <summary>A PgBouncer the user runs; Teal drives it through its admin console.</summary>
+    PgBouncer,
+}
+
+/// <summary>
+/// An endpoint as the operator declared it: where applications connect and which instance it
+/// routes to. The route follows the instance's name, so when green takes blue's name at
+/// switchover the endpoint moves with it.
+/// </summary>
+public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instance)
+{
+    /// <summary>Proxy: address to listen on (<c>127.0.0.1:6432</c>).</summary>
+    public string? Listen { get; init; }
+
+    public InstanceRole Role { get; init; } = InstanceRole.Writer;
+
+    /// <summary>PgBouncer: how to reach and repoint it.</summary>
+    public PgBouncerSpec? PgBouncer { get; init; }
+
+    /// <summary>Reader canary: instance receiving <see cref="CanaryPercent"/>% of new connections.</summary>
+    public string? CanaryInstance { get; init; }
+
+    public int CanaryPercent { get; init; }
+
+    public DateTimeOffset CreatedAt { get; init; }
+}
+
+/// <summary>How Teal reaches a PgBouncer and which of its databases it moves.</summary>
+/// <param name="AdminHost">PgBouncer's listen address.</param>
+/// <param name="AdminPort">PgBouncer's port.</param>
+/// <param name="AdminUser">A user in PgBouncer's <c>admin_users</c>.</param>
+/// <param name="Database">The database entry (in <c>[databases]</c>) applications use.</param>
+/// <param name="ConfigFile">The ini file holding that entry; Teal rewrites its line, then RELOADs.</param>
+public sealed record PgBouncerSpec(string AdminHost, int AdminPort, string AdminUser, string Database, string ConfigFile)
+{
+    /// <summary>Key of the admin password in the secrets store.</summary>
+    public string? SecretRef { get; init; }
+}
+
+/// <summary>Where an endpoint sends connections: an instance and its address.</summary>
+public sealed record EndpointTarget(string Instance, string Host, int Port, string Database)
+{
+    public override string ToString() => $"{Instance} ({Host}:{Port})";
+}
+
+/// <summary>Per-endpoint figures.</summary>
+public sealed record EndpointStats(long Active, long Held, long Total, long BytesFromClients, long BytesToClients, long Errors)
+{
+    public static EndpointStats Empty { get; } = new(0, 0, 0, 0, 0, 0);
+}

@@ -1,0 +1,38 @@
+namespace Teal.Core.Endpoints;
+
+/// <summary>
+/// A live endpoint the switchover drives. The four operations keep their meaning across
+/// endpoint kinds: Teal's proxy implements them on its sockets, PgBouncer through its console.
+/// </summary>
+public interface IEndpoint
+{
+    string Name { get; }
+
+    EndpointTarget Target { get; }
+
+    /// <summary>Whether new connections are being held.</summary>
+    bool Paused { get; }
+
+    /// <summary>
+    /// From now on new connections are held, not refused. A connection held longer than
+    /// <paramref name="holdDeadline"/> gets a clear error naming the endpoint.
+    /// </summary>
+    Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Existing connections may finish the transaction they are in, within
+    /// <paramref name="budget"/>; then they are closed. Returns how many ended each way.
+    /// </summary>
+    Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken);
+
+    /// <summary>Routes new connections (including held ones, once resumed) to <paramref name="target"/>.</summary>
+    Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken);
+
+    /// <summary>Held connections proceed to the current target; new ones are routed again.</summary>
+    Task ResumeAsync(CancellationToken cancellationToken);
+
+    EndpointStats Stats { get; }
+}
+
+/// <summary>Connections that closed at a transaction boundary versus those cut at the end of the budget.</summary>
+public sealed record EndpointDrainResult(int ClosedIdle, int ClosedAtDeadline);

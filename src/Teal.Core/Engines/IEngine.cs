@@ -1,0 +1,41 @@
+using Teal.Core.Instances;
+
+namespace Teal.Core.Engines;
+
+/// <summary>
+/// One database family (PostgreSQL; MariaDB/MySQL later). Everything engine-specific goes
+/// through this interface and <see cref="IReplicationLink"/>, so the deployment workflow, the
+/// guardrails and the switchover plan are written once.
+/// </summary>
+public interface IEngine
+{
+    EngineKind Kind { get; }
+
+    /// <summary>
+    /// Connects and reads what Teal needs to know about a server. Unreachable servers and bad
+    /// credentials are <see cref="Errors.TealException"/>s whose message never holds the password.
+    /// </summary>
+    Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken);
+
+    /// <summary>The replication link of one deployment (cheap; holds no connection until used).</summary>
+    IReplicationLink Link(LinkSpec spec);
+}
+
+/// <summary>What a probe found.</summary>
+/// <param name="Version">Server version (15.18).</param>
+/// <param name="IsSuperuser">Whether the user is a superuser (Teal needs one on managed greens).</param>
+public sealed record InstanceProbe(string Version, bool IsSuperuser)
+{
+    /// <summary>Whether the server is a read-only standby (cannot be blue).</summary>
+    public bool InRecovery { get; init; }
+}
+
+/// <summary>Everything a link needs to know about a deployment.</summary>
+/// <param name="Name">Stem for Teal's objects on both sides (<c>teal_</c> + the id's hex digits).</param>
+/// <param name="Blue">Blue's writer, in the deployment's database.</param>
+/// <param name="Green">Green's writer, in the deployment's database.</param>
+public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo Green)
+{
+    /// <summary>Restrict replication to these tables (schema.table); empty means all tables.</summary>
+    public IReadOnlyList<string> Tables { get; init; } = [];
+}

@@ -1,0 +1,83 @@
+using Teal.Core.Guardrails;
+
+namespace Teal.Core.Engines;
+
+/// <summary>
+/// Replication between a deployment's blue and green, and the primitives the switchover plan is
+/// built from. Every operation that changes something is idempotent (safe to repeat after a
+/// crash), and every one that a switchover may need to undo has its inverse here.
+/// </summary>
+public interface IReplicationLink
+{
+    // ---- create -------------------------------------------------------------------------------
+
+    /// <summary>All prerequisites (PRODUCT.md §4.1), every one reported; changes nothing.</summary>
+    Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken);
+
+    /// <summary>Creates the database on green and copies blue's schema into it.</summary>
+    Task CopySchemaAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Installs Teal's objects on blue (heartbeat table, DDL event trigger), creates the
+    /// publication on blue and the subscription on green, and fences green so only Teal and the
+    /// replication apply worker write there until switchover.
+    /// </summary>
+    Task StartReplicationAsync(CancellationToken cancellationToken);
+
+    // ---- monitor ------------------------------------------------------------------------------
+
+    /// <summary>Lag, copy progress, worker health, DDL seen and tables skipped, read now.</summary>
+    Task<ReplicationSnapshot> ReadStatusAsync(CancellationToken cancellationToken);
+
+    /// <summary>Writes the heartbeat row on blue (the monitor calls this every second).</summary>
+    Task WriteHeartbeatAsync(CancellationToken cancellationToken);
+
+    /// <summary>Marks recorded DDL up to <paramref name="upToId"/> as applied on green by the operator.</summary>
+    Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Creates tables that exist on blue but not in the subscription on green and refreshes the
+    /// subscription so they are copied. Returns the tables added.
+    /// </summary>
+    Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken);
+
+    // ---- verify and delete --------------------------------------------------------------------
+
+    /// <summary>Compares blue and green table by table at one replication position.</summary>
+    Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken);
+
+    /// <summary>Removes every object Teal created for this deployment on both sides.</summary>
+    Task RemoveAsync(CancellationToken cancellationToken);
+
+    // ---- switchover primitives ----------------------------------------------------------------
+
+    /// <summary>Engine-side guardrails (replication health, lag, writes on green, external replication, long writes on blue).</summary>
+    Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken);
+
+    /// <summary>Makes one side refuse writes from everyone but Teal (and replication).</summary>
+    Task FenceAsync(Side side, CancellationToken cancellationToken);
+
+    /// <summary>Undoes <see cref="FenceAsync"/>.</summary>
+    Task UnfenceAsync(Side side, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Waits up to <paramref name="budget"/> for transactions that were open when the side was
+    /// fenced to finish, then terminates the sessions still holding one.
+    /// </summary>
+    Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken);
+
+    /// <summary>Writes a marker on (fenced) blue as Teal and returns its position.</summary>
+    Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken);
+
+    /// <summary>Waits until green has applied everything up to <paramref name="position"/>.</summary>
+    Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken);
+
+    /// <summary>Sets every sequence on green to blue's value (PostgreSQL) / checks AUTO_INCREMENT.</summary>
+    Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken);
+
+    /// <summary>Current write position of one side (PostgreSQL: LSN).</summary>
+    Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken);
+
+    /// <summary>Stops forward replication for good (drops the subscription and blue's slot).</summary>
+    Task StopReplicationAsync(CancellationToken cancellationToken);
+}

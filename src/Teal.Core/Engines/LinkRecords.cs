@@ -1,0 +1,82 @@
+using Teal.Core.Deployments;
+
+namespace Teal.Core.Engines;
+
+/// <summary>What <see cref="IReplicationLink.ReadStatusAsync"/> saw.</summary>
+public sealed record ReplicationSnapshot(ReplicationState State)
+{
+    public string? Reason { get; init; }
+
+    public long? LagBytes { get; init; }
+
+    public long? RetainedBytes { get; init; }
+
+    public double? LagSeconds { get; init; }
+
+    public bool WorkerRunning { get; init; }
+
+    /// <summary>Per-table initial copy state (all Ready once the copy is done).</summary>
+    public IReadOnlyList<TableProgress> Tables { get; init; } = [];
+
+    public IReadOnlyList<PendingDdl> PendingDdl { get; init; } = [];
+
+    public IReadOnlyList<string> SkippedTables { get; init; } = [];
+}
+
+/// <summary>An engine position: PostgreSQL LSN, or binlog file/position and GTID set.</summary>
+public sealed record ReplicationPosition(string Value)
+{
+    /// <summary>Extra coordinates (binlog file and position, GTID) where the engine has them.</summary>
+    public IReadOnlyDictionary<string, string> Details { get; init; } = new Dictionary<string, string>();
+
+    public override string ToString() => Value;
+}
+
+public sealed record DrainResult(int FinishedInTime, int Terminated);
+
+public sealed record SequenceSync(string Sequence, long? BlueValue, long? GreenValueBefore, long? GreenValueAfter);
+
+/// <summary>Thresholds of the engine-side guardrails.</summary>
+public sealed record SwitchoverGuardrailOptions(TimeSpan SwitchoverTimeout)
+{
+    /// <summary>A write transaction on blue older than this refuses the switchover.</summary>
+    public TimeSpan LongTransactionThreshold { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Assumed apply rate on green, to judge whether the lag drains within the timeout.</summary>
+    public long DrainBytesPerSecond { get; init; } = 16 * 1024 * 1024;
+}
+
+/// <summary>Result of comparing one table.</summary>
+public sealed record TableVerification(string Table, long BlueRows, long GreenRows, string BlueChecksum, string GreenChecksum, double Seconds)
+{
+    public bool Matches => BlueRows == GreenRows && BlueChecksum == GreenChecksum;
+}
+
+/// <summary>Every difference between blue and green, and how fast they were compared.</summary>
+public sealed record VerifyReport(string Position, IReadOnlyList<TableVerification> Tables)
+{
+    public IReadOnlyList<SequenceComparison> Sequences { get; init; } = [];
+
+    /// <summary>Engine version and parameter values checked on green.</summary>
+    public IReadOnlyList<SettingComparison> Settings { get; init; } = [];
+
+    public double Seconds { get; init; }
+
+    public long RowsPerSide => Tables.Sum(t => Math.Max(t.BlueRows, t.GreenRows));
+
+    /// <summary>Rows compared per second on each side (both sides are read concurrently).</summary>
+    public double RowsPerSecond => Seconds > 0 ? RowsPerSide / Seconds : 0;
+
+    public bool Matches => Tables.All(t => t.Matches) && Sequences.All(s => s.Matches) && Settings.All(s => s.Matches);
+}
+
+public sealed record SequenceComparison(string Sequence, long? Blue, long? Green)
+{
+    /// <summary>Before switchover green's sequences lag on purpose (they are synced at switchover); this compares after.</summary>
+    public bool Matches { get; init; } = true;
+}
+
+public sealed record SettingComparison(string Name, string Expected, string Actual)
+{
+    public bool Matches => string.Equals(Expected, Actual, StringComparison.OrdinalIgnoreCase);
+}
