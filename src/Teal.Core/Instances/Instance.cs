@@ -50,7 +50,7 @@ public sealed record Instance(string Name, EngineKind Engine)
 }
 
 /// <summary>How Teal runs a managed instance: where its files are and which settings it was given.</summary>
-public sealed record ManagedInstanceSpec(string DataDirectory, string EngineVersion)
+public sealed record ManagedInstanceSpec(string Directory, string EngineVersion)
 {
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
 

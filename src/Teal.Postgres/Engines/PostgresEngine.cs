@@ -1,0 +1,27 @@
+using Npgsql;
+using Teal.Core.Engines;
+using Teal.Core.Instances;
+using Teal.Postgres.Connections;
+
+namespace Teal.Postgres.Engines;
+
+/// <summary>The PostgreSQL engine: probes servers and opens deployments' replication links.</summary>
+public sealed partial class PostgresEngine
+{
+    public static EngineKind Kind => EngineKind.Postgres;
+
+    /// <summary>Connects once (no pooling) and reads version, superuser and recovery state.</summary>
+    public static async Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken)
+    {
+        await using var dataSource = PostgresConnections.DataSource(connection, pooling: false);
+        await using var conn = await PostgresConnections.OpenAsync(dataSource, connection, "server", cancellationToken);
+        await using var cmd = new NpgsqlCommand(
+            "SELECT current_setting('server_version'), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), pg_is_in_recovery()",
+            conn);
+        await using var reader = await cmd.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        // server_version may carry a distribution suffix ("15.18 (Debian 15.18-0+deb12u1)").
+        var version = reader.GetString(0).Split(' ', 2)[0];
+        return new InstanceProbe(version, reader.GetBoolean(1)) { InRecovery = reader.GetBoolean(2) };
+    }
+}

@@ -1,0 +1,56 @@
+using Teal.Core.Engines;
+using Teal.Core.Instances;
+using Teal.Postgres.Engines;
+
+namespace Teal.Postgres.Instances;
+
+/// <summary>Managed PostgreSQL instances for Teal's instance registry (on top of <see cref="ManagedPostgres"/>).</summary>
+public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvider time) : IInstanceProvisioner
+{
+    private readonly ManagedPostgres _managed = new(catalog);
+
+    public EngineKind Kind => EngineKind.Postgres;
+
+    public async Task<ProvisionedInstance> CreateAsync(ManagedInstanceRequest request, CancellationToken cancellationToken)
+    {
+        var password = ManagedPostgres.GeneratePassword();
+        var server = await _managed.CreateAsync(
+            new ManagedPostgresSpec(request.Directory, request.Version, password)
+            {
+                Port = request.Port,
+                ListenAddress = request.ListenAddress,
+                Parameters = request.Parameters,
+            },
+            cancellationToken);
+
+        var instance = new Instance(request.Name, EngineKind.Postgres)
+        {
+            Version = server.Version,
+            Host = server.ListenAddress == "0.0.0.0" || server.ListenAddress == "*" ? "127.0.0.1" : server.ListenAddress,
+            Port = server.Port,
+            User = server.SuperUser,
+            Database = request.Database,
+            Managed = new ManagedInstanceSpec(server.Directory, server.Version) { Parameters = request.Parameters, OsUser = server.OsUser },
+            CreatedAt = time.GetUtcNow(),
+        };
+        return new ProvisionedInstance(instance, password);
+    }
+
+    public async Task StartAsync(Instance instance, CancellationToken cancellationToken) =>
+        await _managed.StartAsync(await LoadAsync(instance, cancellationToken), cancellationToken);
+
+    public async Task StopAsync(Instance instance, CancellationToken cancellationToken) =>
+        await _managed.StopAsync(await LoadAsync(instance, cancellationToken), immediate: false, cancellationToken);
+
+    public async Task RemoveAsync(Instance instance, CancellationToken cancellationToken) =>
+        await _managed.RemoveAsync(await LoadAsync(instance, cancellationToken), cancellationToken);
+
+    public Task<IReadOnlyList<EngineBinaries>> ListEnginesAsync(CancellationToken cancellationToken) => catalog.ListAsync(cancellationToken);
+
+    private static Task<ManagedPostgresServer> LoadAsync(Instance instance, CancellationToken cancellationToken)
+    {
+        var directory = instance.Managed?.Directory
+            ?? throw new Teal.Core.Errors.TealException("instance.not-managed", $"instance '{instance.Name}' is not managed by Teal", "only instances made with `teal instance create` can be started, stopped or removed by Teal");
+        return ManagedPostgres.LoadAsync(directory, cancellationToken);
+    }
+}
