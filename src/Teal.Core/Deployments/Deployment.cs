@@ -30,6 +30,12 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     /// <summary>Engine settings requested for green (the parameter group).</summary>
     public IReadOnlyDictionary<string, string> TargetParameters { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>Tables replicated (schema.table); empty means every table.</summary>
+    public IReadOnlyList<string> Tables { get; init; } = [];
+
+    /// <summary>Whether blue's roles were copied to green with the schema.</summary>
+    public bool CopyRoles { get; init; } = true;
+
     public DateTimeOffset CreatedAt { get; init; }
 
     public DateTimeOffset UpdatedAt { get; init; }

@@ -17,6 +17,12 @@ public interface IEngine
     /// </summary>
     Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Parses a connection string as operators write them for this engine (URI or key=value).
+    /// Refusals never echo the text, which may hold a password.
+    /// </summary>
+    ConnectionInfo ParseConnection(string text);
+
     /// <summary>The replication link of one deployment (cheap; holds no connection until used).</summary>
     IReplicationLink Link(LinkSpec spec);
 }

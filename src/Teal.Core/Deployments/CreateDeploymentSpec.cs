@@ -1,0 +1,23 @@
+namespace Teal.Core.Deployments;
+
+/// <summary>What the operator asked for with <c>teal create</c>.</summary>
+/// <param name="Name">Deployment name (unique).</param>
+/// <param name="Source">Blue: a registered writer instance.</param>
+public sealed record CreateDeploymentSpec(string Name, string Source)
+{
+    /// <summary>Managed green: engine version to run (default: blue's major version).</summary>
+    public string? TargetEngineVersion { get; init; }
+
+    /// <summary>Managed green: settings (the parameter group).</summary>
+    public IReadOnlyDictionary<string, string> TargetParameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>External green: connection string of an empty server the operator provisioned.</summary>
+    public string? TargetConnection { get; init; }
+
+    public IReadOnlyDictionary<string, string> Tags { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Only these tables (schema.table); empty means all.</summary>
+    public IReadOnlyList<string> Tables { get; init; } = [];
+
+    public bool CopyRoles { get; init; } = true;
+}

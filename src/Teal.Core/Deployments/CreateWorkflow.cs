@@ -1,0 +1,176 @@
+using Microsoft.Extensions.Logging;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Core.Events;
+
+namespace Teal.Core.Deployments;
+
+/// <summary>
+/// Takes a stored deployment from PROVISIONING to AVAILABLE: COPY_SCHEMA, then replication
+/// started and COPY_DATA tracked per table, then CATCH_UP until the lag is small. Resumable
+/// after a restart of Teal from whatever task was reached, except a schema copy cut in the
+/// middle (green may be half-loaded: the deployment fails with that reason). A failure removes
+/// Teal's objects from both sides at once — a slot left on blue would retain WAL — and leaves
+/// the deployment INVALID_CONFIGURATION with the reason, for the operator to read and delete.
+/// </summary>
+public sealed partial class CreateWorkflow(DeploymentRecorder recorder, DeploymentLinks links, CreateOptions options, ILogger<CreateWorkflow> logger)
+{
+    public async Task RunAsync(DeploymentId id, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var deployment = await recorder.GetAsync(id, cancellationToken);
+            if (deployment.Status != DeploymentStatus.Provisioning)
+            {
+                return;
+            }
+
+            var link = await links.GetAsync(deployment, cancellationToken);
+            await CopySchemaAsync(deployment, link, cancellationToken);
+            await CopyDataAsync(id, link, cancellationToken);
+            await CatchUpAsync(id, link, cancellationToken);
+            await recorder.UpdateAsync(id, d => d with { Status = DeploymentStatus.Available, StatusReason = null }, cancellationToken);
+            await recorder.EventAsync(id, EventKinds.Available, "green is in sync; the deployment is AVAILABLE for switchover", cancellationToken);
+            LogAvailable(id);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Teal is shutting down; the workflow resumes when it starts again.
+        }
+        catch (Exception ex)
+        {
+            await FailAsync(id, ex);
+        }
+    }
+
+    private async Task CopySchemaAsync(Deployment deployment, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        var task = deployment.Task(DeploymentTaskKind.CopySchema);
+        switch (task?.Status)
+        {
+            case DeploymentTaskStatus.Completed:
+                return;
+            case DeploymentTaskStatus.InProgress:
+                throw new TealException(
+                    "create.interrupted",
+                    "Teal stopped while copying the schema to green, which may be half-loaded",
+                    "delete the deployment (teal delete ID --delete-target) and create it again");
+        }
+
+        await recorder.StartTaskAsync(deployment.Id, DeploymentTaskKind.CopySchema, cancellationToken);
+        await link.CopySchemaAsync(cancellationToken);
+        await recorder.CompleteTaskAsync(deployment.Id, DeploymentTaskKind.CopySchema, "schema copied to green", cancellationToken);
+    }
+
+    private async Task CopyDataAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        var deployment = await recorder.GetAsync(id, cancellationToken);
+        if (deployment.Task(DeploymentTaskKind.CopyData)?.Status == DeploymentTaskStatus.Completed)
+        {
+            return;
+        }
+
+        if (deployment.Task(DeploymentTaskKind.CopyData)?.Status != DeploymentTaskStatus.InProgress)
+        {
+            await recorder.StartTaskAsync(id, DeploymentTaskKind.CopyData, cancellationToken);
+        }
+
+        // Idempotent: after a restart it finds the publication and subscription already there.
+        await link.StartReplicationAsync(cancellationToken);
+        while (true)
+        {
+            var snapshot = await ReadAsync(id, link, cancellationToken);
+            var tables = snapshot.Tables;
+            var ready = tables.Count(t => t.State == TableCopyState.Ready);
+            var percent = tables.Count == 0 ? 100 : 100.0 * ready / tables.Count;
+            await recorder.SetTaskAsync(id, DeploymentTaskKind.CopyData, t => t with { Tables = tables, Percent = Math.Round(percent, 1), Message = $"{ready} of {tables.Count} tables copied" }, cancellationToken);
+            if (snapshot.State == ReplicationState.Stopped)
+            {
+                throw new TealException("create.replication-stopped", $"replication stopped during the initial copy: {snapshot.Reason}", "check green's server log; then delete the deployment and create it again");
+            }
+
+            if (tables.All(t => t.State == TableCopyState.Ready))
+            {
+                await recorder.CompleteTaskAsync(id, DeploymentTaskKind.CopyData, $"{tables.Count} tables copied", cancellationToken);
+                return;
+            }
+
+            await Task.Delay(options.PollInterval, recorder.Time, cancellationToken);
+        }
+    }
+
+    private async Task CatchUpAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        await recorder.StartTaskAsync(id, DeploymentTaskKind.CatchUp, cancellationToken);
+        long? firstLag = null;
+        while (true)
+        {
+            var snapshot = await ReadAsync(id, link, cancellationToken);
+            if (snapshot.State == ReplicationState.Stopped)
+            {
+                throw new TealException("create.replication-stopped", $"replication stopped while catching up: {snapshot.Reason}", "check green's server log; then delete the deployment and create it again");
+            }
+
+            var lag = snapshot.LagBytes ?? long.MaxValue;
+            firstLag ??= lag;
+            if (lag <= options.CatchUpLagBytes && (snapshot.LagSeconds ?? 0) <= options.CatchUpLagSeconds)
+            {
+                await recorder.CompleteTaskAsync(id, DeploymentTaskKind.CatchUp, $"lag {lag} bytes, {snapshot.LagSeconds ?? 0:0.00} s", cancellationToken);
+                return;
+            }
+
+            var percent = firstLag is > 0 and < long.MaxValue ? Math.Clamp(100.0 * (firstLag.Value - lag) / firstLag.Value, 0, 99) : 0;
+            await recorder.SetTaskAsync(id, DeploymentTaskKind.CatchUp, t => t with { Percent = Math.Round(percent, 1), Message = $"lag {lag} bytes" }, cancellationToken);
+            await Task.Delay(options.PollInterval, recorder.Time, cancellationToken);
+        }
+    }
+
+    /// <summary>Heartbeat, then status; the deployment's replication figures are updated from it.</summary>
+    private async Task<ReplicationSnapshot> ReadAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        await link.WriteHeartbeatAsync(cancellationToken);
+        var snapshot = await link.ReadStatusAsync(cancellationToken);
+        await recorder.UpdateAsync(id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow()) }, cancellationToken);
+        return snapshot;
+    }
+
+    private async Task FailAsync(DeploymentId id, Exception ex)
+    {
+        var reason = ex is TealException tex ? tex.Message : $"{ex.GetType().Name}: {ex.Message}";
+        LogCreationFailed(ex, id, reason);
+        // Nothing here may be cancelled: the cleanup must run even while Teal shuts down.
+        var none = CancellationToken.None;
+        try
+        {
+            var deployment = await recorder.GetAsync(id, none);
+            var link = await links.GetAsync(deployment, none);
+            await link.RemoveAsync(none);
+        }
+        catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
+        {
+            LogCleanupFailed(cleanup, id);
+            reason += $" (cleanup incomplete: {cleanup.Message}; run teal delete to retry it)";
+        }
+
+        await recorder.UpdateAsync(
+            id,
+            d => d with
+            {
+                Status = DeploymentStatus.InvalidConfiguration,
+                StatusReason = reason,
+                Replication = d.Replication with { State = ReplicationState.Stopped, Reason = reason },
+                Tasks = d.Tasks.Select(t => t.Status == DeploymentTaskStatus.InProgress ? t with { Status = DeploymentTaskStatus.Failed, Message = reason } : t).ToList(),
+            },
+            none);
+        await recorder.EventAsync(id, EventKinds.CreationFailed, $"creation failed: {reason}", none, new Dictionary<string, string> { ["reason"] = reason });
+    }
+
+    [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Deployment {DeploymentId} is AVAILABLE")]
+    private partial void LogAvailable(DeploymentId deploymentId);
+
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Error, Message = "Creating deployment {DeploymentId} failed: {Reason}")]
+    private partial void LogCreationFailed(Exception exception, DeploymentId deploymentId, string reason);
+
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Error, Message = "Removing Teal's objects after a failed create of {DeploymentId} failed")]
+    private partial void LogCleanupFailed(Exception exception, DeploymentId deploymentId);
+}

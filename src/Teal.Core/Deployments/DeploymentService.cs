@@ -1,0 +1,331 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Core.Events;
+using Teal.Core.Hosting;
+using Teal.Core.Instances;
+using Teal.Core.Secrets;
+using Teal.Core.State;
+
+namespace Teal.Core.Deployments;
+
+/// <summary>
+/// What the API offers on deployments: create, read, verify, acknowledge DDL, add skipped
+/// tables, delete. A create is refused — with every failed prerequisite reported and nothing
+/// left on either side — before anything is stored; once accepted it continues in the
+/// background (<see cref="CreateWorkflow"/>).
+/// </summary>
+public sealed partial class DeploymentService(
+    IStateStore state,
+    ISecretStore secrets,
+    EngineRegistry engines,
+    DeploymentLinks links,
+    DeploymentRecorder recorder,
+    CreateWorkflow workflow,
+    BackgroundWork background,
+    CreateOptions options,
+    ILogger<DeploymentService> logger)
+{
+    public async Task<Deployment> CreateAsync(CreateDeploymentSpec spec, CancellationToken cancellationToken)
+    {
+        Names.Validate("deployment", spec.Name);
+        if (await state.FindDeploymentAsync(spec.Name, cancellationToken) is not null)
+        {
+            throw new TealException("deployment.duplicate-name", $"a deployment named '{spec.Name}' already exists", "choose another name, or delete the old deployment first") { Kind = TealErrorKind.Conflict };
+        }
+
+        var blue = await RequireInstanceAsync(spec.Source, cancellationToken);
+        await RefuseIfInUseAsync(blue, cancellationToken);
+        if (blue.Role != InstanceRole.Writer)
+        {
+            throw new TealException("deployment.source-not-writer", $"instance '{blue.Name}' is a reader; blue must be a writer", "name the writer instance with --source");
+        }
+
+        if (spec.TargetConnection is not null && (spec.TargetEngineVersion is not null || spec.TargetParameters.Count > 0))
+        {
+            throw new TealException("deployment.target-conflict", "--target-connection names an existing green; --target-engine-version and --target-parameter apply to a green Teal creates", "use one or the other");
+        }
+
+        var engine = engines.Engine(blue.Engine);
+        var id = DeploymentId.New();
+        var greenName = $"{blue.Name}-green-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
+        var (green, greenPassword) = spec.TargetConnection is { } target
+            ? await ExternalGreenAsync(engine, greenName, target, blue, cancellationToken)
+            : await ManagedGreenAsync(greenName, spec, blue, cancellationToken);
+
+        var now = recorder.Time.GetUtcNow();
+        var deployment = new Deployment(id, spec.Name, DeploymentStatus.Provisioning)
+        {
+            Blue = blue.Name,
+            Green = green.Name,
+            GreenManaged = green.Managed is not null,
+            Database = blue.Database,
+            Tags = spec.Tags,
+            TargetParameters = spec.TargetParameters,
+            Tables = spec.Tables,
+            CopyRoles = spec.CopyRoles,
+            CreatedAt = now,
+            UpdatedAt = now,
+            Tasks =
+            [
+                new(DeploymentTaskKind.ProvisionGreen, DeploymentTaskStatus.Completed) { StartedAt = green.CreatedAt, CompletedAt = now, Percent = 100, Message = green.Managed is null ? $"external green {green.Address}" : $"managed PostgreSQL {green.Version} on {green.Address}" },
+                new(DeploymentTaskKind.CopySchema, DeploymentTaskStatus.Pending),
+                new(DeploymentTaskKind.CopyData, DeploymentTaskStatus.Pending),
+                new(DeploymentTaskKind.CatchUp, DeploymentTaskStatus.Pending),
+            ],
+        };
+
+        var greenConnection = ConnectionInfo.For(green, greenPassword).WithDatabase(deployment.Database);
+        var blueConnection = links.Connection(blue).WithDatabase(deployment.Database);
+        try
+        {
+            var link = engine.Link(links.Spec(deployment, blue, green) with { Blue = blueConnection, Green = greenConnection });
+            var report = await link.CheckPrerequisitesAsync(cancellationToken);
+            report.ThrowIfFailed("deployment.prerequisites-failed", $"cannot create deployment '{spec.Name}'");
+
+            green = green with { SecretRef = greenPassword is null ? null : $"instance/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}" };
+            if (green.SecretRef is not null)
+            {
+                secrets.Write(green.SecretRef, greenPassword!);
+            }
+
+            await state.AddInstanceAsync(green, cancellationToken);
+            try
+            {
+                await state.AddDeploymentAsync(deployment with { Green = green.Name }, cancellationToken);
+            }
+            catch
+            {
+                await state.RemoveInstanceAsync(green.Name, CancellationToken.None);
+                throw;
+            }
+        }
+        catch
+        {
+            // Refused or failed before anything was stored: leave nothing behind.
+            await DiscardGreenAsync(green, CancellationToken.None);
+            throw;
+        }
+
+        await recorder.EventAsync(
+            id,
+            EventKinds.Created,
+            $"deployment '{spec.Name}' created: blue {blue.Name} (PostgreSQL {blue.Version}) → green {green.Name} (PostgreSQL {green.Version})",
+            cancellationToken,
+            new Dictionary<string, string> { ["blue"] = blue.Name, ["green"] = green.Name, ["greenVersion"] = green.Version });
+        LogCreated(id, spec.Name, blue.Name, green.Name);
+        StartWorkflow(id);
+        return await recorder.GetAsync(id, cancellationToken);
+    }
+
+    /// <summary>Resumes create workflows of deployments left PROVISIONING when Teal stopped.</summary>
+    public async Task ResumeAsync(CancellationToken cancellationToken)
+    {
+        foreach (var d in await state.ListDeploymentsAsync(cancellationToken))
+        {
+            if (d.Status == DeploymentStatus.Provisioning)
+            {
+                StartWorkflow(d.Id);
+            }
+        }
+    }
+
+    public Task<IReadOnlyList<Deployment>> ListAsync(CancellationToken cancellationToken) => state.ListDeploymentsAsync(cancellationToken);
+
+    /// <summary>A deployment by id (<c>bgd-…</c>) or by name.</summary>
+    public async Task<Deployment> GetAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var found = DeploymentId.TryParse(idOrName, out var id)
+            ? await state.GetDeploymentAsync(id, cancellationToken)
+            : await state.FindDeploymentAsync(idOrName, cancellationToken);
+        return found ?? throw new TealException("deployment.not-found", $"no deployment '{idOrName}'", "see `teal list` for ids and names") { Kind = TealErrorKind.NotFound };
+    }
+
+    public async Task<VerifyReport> VerifyAsync(string idOrName, IProgress<TableVerification>? progress, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        RequireReplicating(deployment, "verify");
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var report = await link.VerifyAsync(progress, cancellationToken);
+        var differing = report.Tables.Count(t => !t.Matches);
+        var message = report.Matches
+            ? $"verify: {report.Tables.Count} tables, {report.RowsPerSide} rows per side, all equal ({report.RowsPerSecond:0} rows/s per side)"
+            : $"verify: {differing} of {report.Tables.Count} tables differ";
+        await recorder.EventAsync(deployment.Id, EventKinds.Verified, message, cancellationToken, new Dictionary<string, string> { ["matches"] = report.Matches ? "true" : "false", ["position"] = report.Position });
+        return report;
+    }
+
+    /// <summary>The operator applied the DDL recorded on blue to green; replication may leave DEGRADED.</summary>
+    public async Task<Deployment> AcknowledgeDdlAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var pending = (await link.ReadStatusAsync(cancellationToken)).PendingDdl;
+        if (pending.Count == 0)
+        {
+            throw new TealException("deployment.no-pending-ddl", $"deployment '{deployment.Name}' has no unacknowledged DDL", "nothing to do");
+        }
+
+        await link.AcknowledgeDdlAsync(pending.Max(p => p.Id), cancellationToken);
+        await recorder.EventAsync(
+            deployment.Id,
+            EventKinds.DdlAcknowledged,
+            $"{pending.Count} DDL statement(s) acknowledged as applied on green",
+            cancellationToken,
+            new Dictionary<string, string> { ["statements"] = string.Join("\n", pending.Select(p => p.Statement)) });
+        return await RefreshAsync(deployment, link, cancellationToken);
+    }
+
+    /// <summary>Gives green the tables created on blue after replication started, with their rows.</summary>
+    public async Task<IReadOnlyList<string>> AddMissingTablesAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        RequireReplicating(deployment, "add tables");
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var added = await link.AddMissingTablesAsync(cancellationToken);
+        if (added.Count > 0)
+        {
+            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green and to the subscription: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
+        }
+
+        await RefreshAsync(deployment, link, cancellationToken);
+        return added;
+    }
+
+    /// <summary>
+    /// Removes Teal's objects from both sides and forgets the deployment. With
+    /// <paramref name="deleteTarget"/> a managed green goes too — refused after a switchover,
+    /// when "green" is production.
+    /// </summary>
+    public async Task DeleteAsync(string idOrName, bool deleteTarget, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        if (deployment.Status == DeploymentStatus.SwitchoverInProgress)
+        {
+            throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back") { Kind = TealErrorKind.Conflict };
+        }
+
+        if (deleteTarget && deployment.Status == DeploymentStatus.SwitchoverCompleted)
+        {
+            throw new TealException("deployment.target-is-production", $"green '{deployment.Green}' became production at switchover; --delete-target would delete it", "delete without --delete-target") { Kind = TealErrorKind.Refused };
+        }
+
+        if (deleteTarget && !deployment.GreenManaged)
+        {
+            throw new TealException("deployment.target-not-managed", $"green '{deployment.Green}' was provisioned by you, not by Teal; Teal never deletes it", "delete without --delete-target and remove the server yourself");
+        }
+
+        await background.CancelAsync(WorkKey(deployment.Id));
+        await recorder.UpdateAsync(deployment.Id, d => d with { Status = DeploymentStatus.Deleting }, cancellationToken);
+        await recorder.EventAsync(deployment.Id, EventKinds.Deleting, $"deleting deployment '{deployment.Name}'", cancellationToken);
+
+        var link = await links.GetAsync(deployment, cancellationToken);
+        await link.RemoveAsync(cancellationToken);
+        links.Forget(deployment.Id);
+
+        if (deleteTarget && await state.GetInstanceAsync(deployment.Green, cancellationToken) is { } green)
+        {
+            await engines.Provisioner(green.Engine).RemoveAsync(green, cancellationToken);
+            await state.RemoveInstanceAsync(green.Name, cancellationToken);
+            if (green.SecretRef is not null)
+            {
+                secrets.Remove(green.SecretRef);
+            }
+        }
+
+        await state.RemoveDeploymentAsync(deployment.Id, cancellationToken);
+        var what = deleteTarget ? $" and managed green '{deployment.Green}'" : string.Empty;
+        await recorder.EventAsync(deployment.Id, EventKinds.Deleted, $"deployment '{deployment.Name}'{what} deleted", cancellationToken, new Dictionary<string, string> { ["name"] = deployment.Name });
+        LogDeleted(deployment.Id, deleteTarget);
+    }
+
+    public static string WorkKey(DeploymentId id) => $"create/{id}";
+
+    private void StartWorkflow(DeploymentId id) => background.TryStart(WorkKey(id), ct => workflow.RunAsync(id, ct));
+
+    private async Task<Deployment> RefreshAsync(Deployment deployment, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        var snapshot = await link.ReadStatusAsync(cancellationToken);
+        return await recorder.UpdateAsync(deployment.Id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow()) }, cancellationToken);
+    }
+
+    private static void RequireReplicating(Deployment deployment, string what)
+    {
+        if (deployment.Status is not (DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed or DeploymentStatus.Provisioning))
+        {
+            throw new TealException("deployment.not-replicating", $"cannot {what}: deployment '{deployment.Name}' is {deployment.Status}", "this needs blue → green replication running") { Kind = TealErrorKind.Refused };
+        }
+    }
+
+    private async Task<Instance> RequireInstanceAsync(string name, CancellationToken cancellationToken) =>
+        await state.GetInstanceAsync(name, cancellationToken)
+        ?? throw new TealException("instance.not-found", $"no instance named '{name}'", "register it with `teal instance add NAME --connection …` (see `teal instance list`)") { Kind = TealErrorKind.NotFound };
+
+    private async Task RefuseIfInUseAsync(Instance blue, CancellationToken cancellationToken)
+    {
+        foreach (var d in await state.ListDeploymentsAsync(cancellationToken))
+        {
+            if (d.Status != DeploymentStatus.SwitchoverCompleted && (d.Blue == blue.Name || d.Green == blue.Name))
+            {
+                throw new TealException("deployment.instance-in-use", $"instance '{blue.Name}' already belongs to deployment '{d.Name}' ({d.Id})", "finish or delete that deployment first") { Kind = TealErrorKind.Conflict };
+            }
+        }
+    }
+
+    private async Task<(Instance Green, string? Password)> ManagedGreenAsync(string name, CreateDeploymentSpec spec, Instance blue, CancellationToken cancellationToken)
+    {
+        var version = spec.TargetEngineVersion ?? blue.MajorVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var provisioned = await engines.Provisioner(blue.Engine).CreateAsync(
+            new ManagedInstanceRequest(name, version, Path.Combine(options.InstancesDirectory, name))
+            {
+                Parameters = spec.TargetParameters,
+                Database = blue.Database,
+            },
+            cancellationToken);
+        return (provisioned.Instance, provisioned.Password);
+    }
+
+    private async Task<(Instance Green, string? Password)> ExternalGreenAsync(IEngine engine, string name, string connectionText, Instance blue, CancellationToken cancellationToken)
+    {
+        var connection = engine.ParseConnection(connectionText);
+        var probe = await engine.ProbeAsync(connection, cancellationToken);
+        var green = new Instance(name, blue.Engine)
+        {
+            Version = probe.Version,
+            Host = connection.Host,
+            Port = connection.Port,
+            User = connection.User,
+            Database = blue.Database,
+            Options = connection.Options,
+            CreatedAt = recorder.Time.GetUtcNow(),
+        };
+        return (green, connection.Password);
+    }
+
+    private async Task DiscardGreenAsync(Instance green, CancellationToken cancellationToken)
+    {
+        if (green.Managed is null)
+        {
+            return;
+        }
+
+        try
+        {
+            await engines.Provisioner(green.Engine).RemoveAsync(green, cancellationToken);
+        }
+        catch (Exception ex) when (ex is TealException or IOException)
+        {
+            LogDiscardFailed(ex, green.Name, green.Managed.Directory);
+        }
+    }
+
+    [LoggerMessage(EventId = 1300, Level = LogLevel.Information, Message = "Deployment {DeploymentId} '{Name}' created: {Blue} -> {Green}")]
+    private partial void LogCreated(DeploymentId deploymentId, string name, string blue, string green);
+
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Information, Message = "Deployment {DeploymentId} deleted (managed green removed: {DeleteTarget})")]
+    private partial void LogDeleted(DeploymentId deploymentId, bool deleteTarget);
+
+    [LoggerMessage(EventId = 1302, Level = LogLevel.Error, Message = "Could not remove the managed green {Name} in {Directory} after a refused create; remove it by hand")]
+    private partial void LogDiscardFailed(Exception exception, string name, string directory);
+}

@@ -1,0 +1,130 @@
+using Microsoft.Extensions.Logging;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Core.Events;
+using Teal.Core.State;
+
+namespace Teal.Core.Deployments;
+
+/// <summary>
+/// Watches every deployment whose replication runs: once per poll interval it writes the
+/// heartbeat on blue, reads lag, worker health, DDL seen and skipped tables, stores the figures
+/// and records an event when the replication state changes (DEGRADED with its reason).
+/// Deployments are read concurrently so one unreachable server does not stall the others.
+/// </summary>
+public sealed partial class ReplicationMonitor(IStateStore state, DeploymentRecorder recorder, DeploymentLinks links, CreateOptions options, ILogger<ReplicationMonitor> logger)
+{
+    /// <summary>Statuses in which forward replication runs and the monitor looks after it.</summary>
+    private static readonly HashSet<DeploymentStatus> Watched = [DeploymentStatus.Available, DeploymentStatus.SwitchoverFailed];
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(options.PollInterval, recorder.Time);
+        do
+        {
+            try
+            {
+                await PollOnceAsync(cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                LogPollFailed(ex);
+            }
+        }
+        while (await timer.WaitForNextTickAsync(cancellationToken));
+    }
+
+    /// <summary>One round over all watched deployments.</summary>
+    public async Task PollOnceAsync(CancellationToken cancellationToken)
+    {
+        var deployments = await state.ListDeploymentsAsync(cancellationToken);
+        await Task.WhenAll(deployments.Where(d => Watched.Contains(d.Status)).Select(d => PollAsync(d, cancellationToken)));
+    }
+
+    public async Task PollAsync(Deployment deployment, CancellationToken cancellationToken)
+    {
+        ReplicationStatus status;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(options.StatusTimeout);
+        try
+        {
+            var link = await links.GetAsync(deployment, timeout.Token);
+            await link.WriteHeartbeatAsync(timeout.Token);
+            status = ToStatus(await link.ReadStatusAsync(timeout.Token), recorder.Time.GetUtcNow());
+        }
+        catch (Exception ex) when (ex is TealException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested) || IsDatabaseError(ex))
+        {
+            var reason = ex is OperationCanceledException ? $"status not readable within {options.StatusTimeout.TotalSeconds:0} s" : ex.Message;
+            status = deployment.Replication with { State = ReplicationState.Stopped, Reason = reason, ObservedAt = recorder.Time.GetUtcNow() };
+        }
+
+        var previous = deployment.Replication;
+        var updated = await recorder.UpdateAsync(
+            deployment.Id,
+            d => Watched.Contains(d.Status) ? d with { Replication = status } : d,
+            cancellationToken);
+        if (!Watched.Contains(updated.Status))
+        {
+            return;
+        }
+
+        await RecordTransitionAsync(deployment.Id, previous, status, cancellationToken);
+    }
+
+    /// <summary>Maps what the link read onto the stored figures.</summary>
+    public static ReplicationStatus ToStatus(ReplicationSnapshot snapshot, DateTimeOffset observedAt) =>
+        new(snapshot.State)
+        {
+            Reason = snapshot.Reason,
+            LagBytes = snapshot.LagBytes,
+            RetainedBytes = snapshot.RetainedBytes,
+            LagSeconds = snapshot.LagSeconds,
+            WorkerRunning = snapshot.WorkerRunning,
+            PendingDdl = snapshot.PendingDdl,
+            SkippedTables = snapshot.SkippedTables,
+            ObservedAt = observedAt,
+        };
+
+    private async Task RecordTransitionAsync(DeploymentId id, ReplicationStatus previous, ReplicationStatus current, CancellationToken cancellationToken)
+    {
+        var reasonChanged = current.State == ReplicationState.Degraded && previous.Reason != current.Reason;
+        if (previous.State == current.State && !reasonChanged)
+        {
+            return;
+        }
+
+        var data = new Dictionary<string, string> { ["from"] = StateName(previous.State), ["to"] = StateName(current.State) };
+        if (current.Reason is not null)
+        {
+            data["reason"] = current.Reason;
+        }
+
+        if (current.State == ReplicationState.Degraded)
+        {
+            await recorder.EventAsync(id, EventKinds.ReplicationDegraded, $"replication degraded: {current.Reason}", cancellationToken, data);
+        }
+        else
+        {
+            var why = current.Reason is null ? string.Empty : $": {current.Reason}";
+            await recorder.EventAsync(id, EventKinds.ReplicationStateChanged, $"replication {StateName(previous.State)} → {StateName(current.State)}{why}", cancellationToken, data);
+        }
+
+        LogStateChanged(id, previous.State, current.State, current.Reason);
+    }
+
+    private static string StateName(ReplicationState state) => state switch
+    {
+        ReplicationState.ReverseReplicating => "REVERSE_REPLICATING",
+        _ => state.ToString().ToUpperInvariant(),
+    };
+
+    /// <summary>Driver errors (connection lost, server error) without referencing a driver from Core.</summary>
+    private static bool IsDatabaseError(Exception ex) =>
+        ex is System.Data.Common.DbException or IOException or System.Net.Sockets.SocketException or TimeoutException;
+
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Warning, Message = "Replication monitor round failed")]
+    private partial void LogPollFailed(Exception exception);
+
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Information, Message = "Deployment {DeploymentId} replication {From} -> {To} ({Reason})")]
+    private partial void LogStateChanged(DeploymentId deploymentId, ReplicationState from, ReplicationState to, string? reason);
+}
