@@ -36,6 +36,9 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     /// <summary>Whether blue's roles were copied to green with the schema.</summary>
     public bool CopyRoles { get; init; } = true;
 
+    /// <summary>The last switchover (in progress, completed or rolled back); null before the first.</summary>
+    public Switchover.SwitchoverState? Switchover { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 
     public DateTimeOffset UpdatedAt { get; init; }

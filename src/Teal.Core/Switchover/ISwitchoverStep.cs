@@ -1,0 +1,42 @@
+namespace Teal.Core.Switchover;
+
+/// <summary>
+/// One action of the switchover runbook (PRODUCT.md §6). The executor journals a step before
+/// it acts; a step that fails, or any step before the point of no return when a later one
+/// fails or the timeout passes, is undone in reverse order. Execute and undo are idempotent:
+/// after a crash either may run again on a step that already (partly) ran.
+/// </summary>
+public interface ISwitchoverStep
+{
+    /// <summary>Stable name, as in the journal, the API and the bench output (<c>fence-blue</c>).</summary>
+    string Name { get; }
+
+    /// <summary>What the step does, for <c>--dry-run</c> and the docs.</summary>
+    string Description { get; }
+
+    /// <summary>
+    /// Once this step has started, Teal only rolls forward: the endpoints may already send
+    /// clients to green, so blue must never be reopened.
+    /// </summary>
+    bool IsPointOfNoReturn => false;
+
+    /// <summary>
+    /// Decides what the step will do and records it in <see cref="SwitchoverContext.Data"/> before
+    /// the journal entry is written (so recovery finishes the same action, e.g. the same names).
+    /// </summary>
+    Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken);
+
+    /// <summary>Reverts the step (no-op for steps with nothing to revert).</summary>
+    Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>
+/// Wraps steps of a plan. Production registers none; tests use one to inject faults (crash
+/// Teal at a phase, fail a step) without switches in product code.
+/// </summary>
+public interface ISwitchoverStepDecorator
+{
+    ISwitchoverStep Decorate(ISwitchoverStep inner);
+}
