@@ -2,16 +2,17 @@ using Npgsql;
 using Teal.Core.Engines;
 using Teal.Core.Instances;
 using Teal.Postgres.Connections;
+using Teal.Postgres.Replication;
 
 namespace Teal.Postgres.Engines;
 
-/// <summary>The PostgreSQL engine: probes servers and opens deployments' replication links.</summary>
-public sealed partial class PostgresEngine
+/// <summary>The PostgreSQL engine: probes servers, parses connection strings and opens deployments' replication links.</summary>
+public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider time) : IEngine
 {
-    public static EngineKind Kind => EngineKind.Postgres;
+    public EngineKind Kind => EngineKind.Postgres;
 
     /// <summary>Connects once (no pooling) and reads version, superuser and recovery state.</summary>
-    public static async Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken)
+    public async Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken)
     {
         await using var dataSource = PostgresConnections.DataSource(connection, pooling: false);
         await using var conn = await PostgresConnections.OpenAsync(dataSource, connection, "server", cancellationToken);
@@ -24,4 +25,8 @@ public sealed partial class PostgresEngine
         var version = reader.GetString(0).Split(' ', 2)[0];
         return new InstanceProbe(version, reader.GetBoolean(1)) { InRecovery = reader.GetBoolean(2) };
     }
+
+    public ConnectionInfo ParseConnection(string text) => ConnectionStrings.Parse(text);
+
+    public IReplicationLink Link(LinkSpec spec) => new PostgresReplicationLink(spec, catalog, time);
 }
