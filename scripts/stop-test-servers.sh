@@ -5,7 +5,7 @@ set -uo pipefail
 base=/tmp/teal-tests
 [ -d "$base" ] || exit 0
 left=0
-for pid_file in "$base"/*/*/data/postmaster.pid; do
+for pid_file in "$base"/*/*/data/postmaster.pid "$base"/*/*/instances/*/data/postmaster.pid; do
   [ -f "$pid_file" ] || continue
   pid=$(head -n 1 "$pid_file")
   if kill -0 "$pid" 2>/dev/null; then

@@ -6,7 +6,6 @@ using Teal.Core.Events;
 using Teal.Core.Guardrails;
 using Teal.Core.Hosting;
 using Teal.Core.State;
-using Teal.Core.Switchover.Steps;
 
 namespace Teal.Core.Switchover;
 
@@ -30,22 +29,6 @@ public sealed class SwitchoverService(
     BackgroundWork background,
     IStateStore state)
 {
-    /// <summary>The steps of PRODUCT.md §6, in order. The point of no return is <c>flip</c>.</summary>
-    public static IReadOnlyList<ISwitchoverStep> Plan() =>
-    [
-        new GuardrailsStep(),
-        new PauseEndpointsStep(),
-        new DrainEndpointsStep(),
-        new FenceBlueStep(),
-        new DrainBlueStep(),
-        new CatchUpStep(),
-        new SyncSequencesStep(),
-        new FlipStep(),
-        new OpenGreenStep(),
-        new ResumeEndpointsStep(),
-        new StopReplicationStep(),
-    ];
-
     public async Task<CheckReport> CheckAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
     {
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
@@ -61,7 +44,7 @@ public sealed class SwitchoverService(
         return new SwitchoverPlanView(
             deployment.Name,
             (int)options.Timeout.TotalSeconds,
-            [.. Plan().Select(s => new PlannedStep(s.Name, s.Description, s.IsPointOfNoReturn))],
+            [.. SwitchoverPlan.Forward().Select(s => new PlannedStep(s.Name, s.Description, s.IsPointOfNoReturn))],
             report);
     }
 
@@ -98,7 +81,7 @@ public sealed class SwitchoverService(
             new Dictionary<string, string> { ["switchoverId"] = switchoverId });
 
         var context = Context(started, link, routed, options, switchoverId, now);
-        background.TryStart(WorkKey(deployment.Id), ct => executor.RunAsync(context, Plan(), ct));
+        background.TryStart(WorkKey(deployment.Id), ct => executor.RunAsync(context, SwitchoverPlan.Forward(), ct));
         return started;
     }
 
@@ -123,7 +106,7 @@ public sealed class SwitchoverService(
             var routed = await endpoints.ForInstanceAsync(routedName, cancellationToken);
             var options = SwitchoverOptions.Create(switchover.TimeoutSeconds);
             var context = Context(deployment, link, routed, options, switchover.Id, switchover.StartedAt);
-            background.TryStart(WorkKey(deployment.Id), ct => executor.RecoverAsync(context, Plan(), journal, ct));
+            background.TryStart(WorkKey(deployment.Id), ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct));
         }
     }
 
