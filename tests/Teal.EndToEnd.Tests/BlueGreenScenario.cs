@@ -63,7 +63,7 @@ public sealed class BlueGreenScenario : IAsyncDisposable
     /// <summary><c>teal create upgrade --source app --target-engine-version 17 --wait</c>.</summary>
     public async Task<JsonElement> CreateDeploymentAsync(string name = "upgrade")
     {
-        var created = await Cli.RunAsync(["create", name, "--source", "app", "--target-engine-version", "17", "--wait", "--output", "json"], TimeSpan.FromMinutes(5));
+        var created = await Cli.RunAsync(["create", name, "--source", "app", "--target-engine-version", "17", "--wait"], TimeSpan.FromMinutes(5));
         created.ShouldSucceed();
         var deployment = await ShowAsync(name);
         Status(deployment).ShouldBe("AVAILABLE", deployment.ToString());
@@ -105,6 +105,93 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(sql, connection);
         await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>Whether a plain write (rolled back) is accepted by the server behind <paramref name="connectionString"/>.</summary>
+    public static async Task<bool> AcceptsWritesAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
+        await connection.OpenAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        try
+        {
+            await using var insert = new NpgsqlCommand("INSERT INTO orders (note) VALUES ('write check')", connection, transaction);
+            await insert.ExecuteNonQueryAsync();
+            await transaction.RollbackAsync();
+            return true;
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.ReadOnlySqlTransaction)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Stops a server Teal manages the way a crash or an operator would (fast shutdown of its postmaster).</summary>
+    public static async Task StopServerAsync(string connectionString)
+    {
+        var directory = await ScalarAsync<string>(connectionString, "SHOW data_directory");
+        var pid = int.Parse(File.ReadLines(Path.Combine(directory, "postmaster.pid")).First(), System.Globalization.CultureInfo.InvariantCulture);
+        using var postmaster = System.Diagnostics.Process.GetProcessById(pid);
+        // SIGINT: fast shutdown, as pg_ctl stop -m fast.
+        System.Diagnostics.Process.Start("kill", ["-INT", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        await postmaster.WaitForExitAsync();
+        NpgsqlConnection.ClearAllPools();
+    }
+
+    /// <summary>Polls <c>teal show</c> until the status is one of <paramref name="statuses"/>.</summary>
+    public async Task<JsonElement> WaitForStatusAsync(string name, TimeSpan timeout, params string[] statuses)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        JsonElement deployment;
+        do
+        {
+            deployment = await ShowAsync(name);
+            if (statuses.Contains(Status(deployment)))
+            {
+                return deployment;
+            }
+
+            await Task.Delay(250);
+        }
+        while (DateTime.UtcNow < deadline);
+        throw new TimeoutException($"deployment {name} did not reach {string.Join("/", statuses)} within {timeout}: {deployment}\n{Teal.Log}");
+    }
+
+    /// <summary>Polls until the running switchover's phase is <paramref name="phase"/>.</summary>
+    public async Task WaitForPhaseAsync(string phase, string name = "upgrade")
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            var deployment = await ShowAsync(name);
+            if (deployment.TryGetProperty("switchover", out var switchover) && switchover.ValueKind == JsonValueKind.Object
+                && switchover.TryGetProperty("phase", out var current) && current.GetString() == phase)
+            {
+                return;
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"switchover of {name} never reached {phase}");
+    }
+
+    /// <summary>Polls until the monitor reports forward replication running again.</summary>
+    public async Task WaitForReplicationAsync(string name, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            var deployment = await ShowAsync(name);
+            if (Normalize(deployment.GetProperty("replication").GetProperty("state").GetString()) == "REPLICATING")
+            {
+                return;
+            }
+
+            await Task.Delay(250);
+        }
+
+        throw new TimeoutException($"replication of {name} did not resume within {timeout}");
     }
 
     public async ValueTask DisposeAsync()

@@ -13,7 +13,6 @@ public sealed class TealProcess : IAsyncDisposable
 {
     private Process? _process;
     private readonly string _entry;
-    private readonly IReadOnlyDictionary<string, string> _environment;
     private readonly System.Text.StringBuilder _log = new();
 
     private TealProcess(string dataDirectory, int port, string entry, IReadOnlyDictionary<string, string> environment)
@@ -21,10 +20,13 @@ public sealed class TealProcess : IAsyncDisposable
         DataDirectory = dataDirectory;
         Port = port;
         _entry = entry;
-        _environment = environment;
+        Environment = environment;
     }
 
     public string DataDirectory { get; }
+
+    /// <summary>Extra environment of the next start (fault-injection tests change it between restarts).</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; set; }
 
     public int Port { get; }
 
@@ -72,7 +74,7 @@ public sealed class TealProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
-        foreach (var (key, value) in _environment)
+        foreach (var (key, value) in Environment)
         {
             info.Environment[key] = value;
         }
