@@ -163,14 +163,17 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
         ];
     }
 
-    /// <summary>Publications, logical slots or subscriptions that are not this deployment's: blue already feeds (or follows) someone.</summary>
+    /// <summary>
+    /// Publications, logical slots or subscriptions that are not Teal's: blue already feeds (or
+    /// follows) someone. Other Teal deployments (teal_*) of the same server are fine.
+    /// </summary>
     private async Task<CheckResult> ExternalReplicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         var name = sessions.Spec.Name;
         var found = new List<string>();
-        found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
+        found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
         found.AddRange((await blue.QueryAsync(
-            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%'",
+            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
             r => r.GetString(0),
             cancellationToken,
             name)).Select(s => $"logical slot {s}"));

@@ -46,10 +46,10 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
         {
             var name = sessions.Spec.Name;
             var external = new List<string>();
-            external.AddRange((await blue.QueryAsync("SELECT 'publication ' || pubname FROM pg_publication WHERE pubname <> $1", r => r.GetString(0), cancellationToken, name)));
+            external.AddRange((await blue.QueryAsync("SELECT 'publication ' || pubname FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)));
             // Table-sync slots (pg_<suboid>_sync_<relid>_<sysid>) are transient copies, not consumers.
             external.AddRange(await blue.QueryAsync(
-                "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%'",
+                "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
                 r => r.GetString(0),
                 cancellationToken,
                 name));
