@@ -4,8 +4,10 @@
 set -uo pipefail
 base=/tmp/teal-tests
 [ -d "$base" ] || exit 0
+# `teal serve` processes a killed test run left behind (their data dirs are under $base).
+pkill -9 -f "serve --data-dir $base/" 2>/dev/null && echo "stop-test-servers: killed a teal serve a test left behind" >&2
 left=0
-for pid_file in "$base"/*/*/data/postmaster.pid; do
+for pid_file in "$base"/*/*/data/postmaster.pid "$base"/*/*/instances/*/data/postmaster.pid; do
   [ -f "$pid_file" ] || continue
   pid=$(head -n 1 "$pid_file")
   if kill -0 "$pid" 2>/dev/null; then
@@ -14,6 +16,18 @@ for pid_file in "$base"/*/*/data/postmaster.pid; do
   fi
 done
 [ "$left" -gt 0 ] && echo "stop-test-servers: stopped $left server(s) a test left behind" >&2
+# Test PgBouncers (tests/Teal.Testing/PgBouncerServer.cs) keep their pid file in their directory.
+bouncers=0
+for pid_file in "$base"/*/*/pgbouncer.pid; do
+  [ -f "$pid_file" ] || continue
+  pid=$(head -n 1 "$pid_file")
+  # Only if the pid still belongs to a pgbouncer: pids are reused.
+  if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "pgbouncer" ]; then
+    bouncers=$((bouncers + 1))
+    kill -TERM "$pid" 2>/dev/null   # SIGTERM: immediate shutdown
+  fi
+done
+[ "$bouncers" -gt 0 ] && echo "stop-test-servers: stopped $bouncers pgbouncer(s) a test left behind" >&2
 sleep 0.5
 rm -rf "$base"
 exit 0

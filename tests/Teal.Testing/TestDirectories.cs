@@ -19,6 +19,9 @@ public static class TestDirectories
     private static readonly ConcurrentDictionary<string, ManagedPostgresServer> Running = new();
     private static readonly Lazy<string> RootLazy = new(CreateRoot);
 
+    // Helper daemons (PgBouncer) by pid file, with the program name the pid must still belong to.
+    private static readonly ConcurrentDictionary<string, string> RunningDaemons = new();
+
     public static PostgresEngineCatalog Catalog { get; } = new(EngineOptions.FromEnvironment());
 
     public static ManagedPostgres Managed { get; } = new(Catalog);
@@ -35,9 +38,45 @@ public static class TestDirectories
         return dir;
     }
 
+    private static readonly ConcurrentDictionary<Processes.TealProcess, bool> RunningTeal = new();
+
+    internal static void TrackTeal(Processes.TealProcess process) => RunningTeal[process] = true;
+
+    internal static void UntrackTeal(Processes.TealProcess process) => RunningTeal.TryRemove(process, out _);
+
     internal static void Track(ManagedPostgresServer server) => Running[server.Directory] = server;
 
     internal static void Untrack(ManagedPostgresServer server) => Running.TryRemove(server.Directory, out _);
+
+    internal static void TrackDaemon(string pidFile, string program) => RunningDaemons[pidFile] = program;
+
+    internal static void UntrackDaemon(string pidFile) => RunningDaemons.TryRemove(pidFile, out _);
+
+    /// <summary>
+    /// Kills the daemon whose pid is in <paramref name="pidFile"/>, if that pid still belongs to
+    /// <paramref name="program"/> (pids are reused). Returns the pid killed, or null.
+    /// </summary>
+    internal static int? KillDaemon(string pidFile, string program)
+    {
+        try
+        {
+            if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid)
+                || !File.Exists($"/proc/{pid}/comm") || File.ReadAllText($"/proc/{pid}/comm").Trim() != program)
+            {
+                return null;
+            }
+
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            process.Kill();
+            process.WaitForExit(5000);
+            return pid;
+        }
+        catch (Exception ex) when (ex is IOException or ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            // Gone between the check and the kill, or not ours to kill: nothing left to stop.
+            return null;
+        }
+    }
 
     private static string CreateRoot()
     {
@@ -54,9 +93,19 @@ public static class TestDirectories
 
     private static void StopAll(string root)
     {
+        foreach (var teal in RunningTeal.Keys)
+        {
+            teal.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
         foreach (var server in Running.Values)
         {
             StopQuietly(server);
+        }
+
+        foreach (var (pidFile, program) in RunningDaemons)
+        {
+            KillDaemon(pidFile, program);
         }
 
         TryDelete(root);
@@ -74,8 +123,11 @@ public static class TestDirectories
                 continue;
             }
 
+            // Servers a killed `teal serve` started (managed instances) live deeper down.
+            Processes.TealProcess.StopServersUnder(dir);
             foreach (var instance in Directory.EnumerateDirectories(dir))
             {
+                KillDaemon(Path.Combine(instance, "pgbouncer.pid"), "pgbouncer");
                 try
                 {
                     StopQuietly(ManagedPostgres.LoadAsync(instance, CancellationToken.None).GetAwaiter().GetResult());
