@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Teal.Proxy.Hosting;
 using Teal.Server;
 
 namespace Teal.Cli.Commands;
@@ -12,6 +13,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Run the control plane: state, monitors and the REST API") { listen };
         command.SetAction(async (parse, ct) =>
         {
+            ProxyRuntime.ConfigureProcess();
             var options = new TealServerOptions(session.DataDirectoryFor(parse)) { Listen = parse.GetValue(listen)! }; // Has a default value.
             await using var app = TealServer.Build(options);
             try
