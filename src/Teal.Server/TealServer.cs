@@ -9,12 +9,15 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Deployments;
+using Teal.Core.Endpoints;
 using Teal.Core.Engines;
 using Teal.Core.Hosting;
 using Teal.Core.Secrets;
 using Teal.Core.State;
 using Teal.Postgres.Engines;
 using Teal.Postgres.Instances;
+using Teal.Proxy.Endpoints;
+using Teal.Proxy.Hosting;
 using Teal.Server.Api;
 using Teal.Server.Endpoints;
 using Teal.Server.Hosting;
@@ -112,6 +115,17 @@ public static class TealServer
         services.AddSingleton<DeploymentService>();
         services.AddSingleton<ReplicationMonitor>();
 
+        // Endpoints: Teal's proxy serves the declared ones and answers the switchover's
+        // "which endpoints route to this instance?".
+        services.AddSingleton(new ProxyOptions());
+        services.AddSingleton<StateTargetResolver>();
+        services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
+        services.AddSingleton<ProxyManager>();
+        services.AddSingleton<PgBouncerEndpoints>();
+        services.AddSingleton<IEndpointRegistry, EndpointRegistry>();
+        services.AddSwitchover();
+        services.AddSingleton<LiveEndpoints>();
+
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
         services.AddHostedService<StartupWork>();
@@ -127,6 +141,7 @@ public static class TealServer
         DeploymentRoutes.Map(api);
         EventRoutes.Map(api);
         EndpointRoutes.Map(api);
+        SwitchoverRoutes.Map(api);
         api.MapFallback((HttpContext context) => ApiErrors.WriteAsync(
             context,
             new ApiProblem("about:blank", "Not Found", StatusCodes.Status404NotFound, $"no route {context.Request.Method} {context.Request.Path}", "request.no-route") { Hint = "see the OpenAPI document at /openapi/v1.json" }));

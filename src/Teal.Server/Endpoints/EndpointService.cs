@@ -11,10 +11,10 @@ namespace Teal.Server.Endpoints;
 
 /// <summary>
 /// Endpoint declarations in the state store. The live side (proxy listeners, PgBouncer drivers)
-/// is another service's: when an <see cref="IEndpointRegistry"/> is registered, its figures are
-/// shown with each declaration; without one the declarations are listed alone.
+/// (<see cref="LiveEndpoints"/>) starts and stops with them; the figures shown with each come
+/// from the registered <see cref="IEndpointRegistry"/> (none: declarations are listed alone).
 /// </summary>
-public sealed class EndpointService(IStateStore state, ISecretStore secrets, IServiceProvider services, TimeProvider time)
+public sealed class EndpointService(IStateStore state, ISecretStore secrets, LiveEndpoints live, IServiceProvider services, TimeProvider time)
 {
     public async Task<IReadOnlyList<EndpointView>> ListAsync(CancellationToken cancellationToken)
     {
@@ -85,13 +85,30 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, ISe
             CreatedAt = time.GetUtcNow(),
         };
         await state.AddEndpointAsync(spec, cancellationToken);
-        return EndpointView.From(spec, null);
+        try
+        {
+            await live.StartAsync(spec, cancellationToken);
+        }
+        catch
+        {
+            // An endpoint that cannot listen is not kept: the operator fixes the address and adds it again.
+            await state.RemoveEndpointAsync(spec.Name, CancellationToken.None);
+            if (spec.PgBouncer?.SecretRef is { } secret)
+            {
+                secrets.Remove(secret);
+            }
+
+            throw;
+        }
+
+        return (await ListAsync(cancellationToken)).First(e => e.Name == spec.Name);
     }
 
     public async Task RemoveAsync(string name, CancellationToken cancellationToken)
     {
         var spec = await state.GetEndpointAsync(name, cancellationToken)
             ?? throw new TealException("endpoint.not-found", $"no endpoint named '{name}'", "see `teal endpoint list`") { Kind = TealErrorKind.NotFound };
+        await live.StopAsync(name);
         await state.RemoveEndpointAsync(name, cancellationToken);
         if (spec.PgBouncer?.SecretRef is { } secret)
         {

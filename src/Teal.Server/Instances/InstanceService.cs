@@ -75,7 +75,17 @@ public sealed partial class InstanceService(
         LogAdded(instance.Name, how, instance.Address);
         if (endpoint is not null)
         {
-            await endpoints.AddAsync(endpoint, cancellationToken);
+            try
+            {
+                await endpoints.AddAsync(endpoint, cancellationToken);
+            }
+            catch
+            {
+                // Add both or neither: an instance whose endpoint could not listen is taken back.
+                await state.RemoveInstanceAsync(instance.Name, CancellationToken.None);
+                await DiscardAsync(instance);
+                throw;
+            }
         }
 
         return InstanceView.From(instance);

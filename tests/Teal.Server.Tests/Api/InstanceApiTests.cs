@@ -106,26 +106,50 @@ public sealed class InstanceApiTests(Postgres15Fixture postgres) : IClassFixture
     }
 
     [Fact]
-    public async Task Endpoint_AddListRemove_AndInstanceRemovalWaitsForIt()
+    public async Task Endpoint_AddedWithInstance_ServesConnectionsAndBlocksInstanceRemoval()
     {
         using var client = _teal.Client();
-        using var added = await client.PostAsJsonAsync("/api/instances", new { name = "blue", connection = postgres.Server.Uri(), endpoint = "127.0.0.1:16432" });
+        var port = Teal.Postgres.Instances.ManagedPostgres.FreePort();
+        using var added = await client.PostAsJsonAsync("/api/instances", new { name = "blue", connection = postgres.Server.Uri(), endpoint = $"127.0.0.1:{port}" });
         added.StatusCode.ShouldBe(HttpStatusCode.Created);
+
+        var url = (await client.GetFromJsonAsync<InstanceUrl>("/api/instances/blue/url?endpoint=true", TealJson.Options))!.Url;
+        url.ShouldContain($"@127.0.0.1:{port}/");
+        await using (var connection = new Npgsql.NpgsqlConnection($"Host=127.0.0.1;Port={port};Username={postgres.Server.User};Password={postgres.Server.Password};Database=postgres;Pooling=false"))
+        {
+            await connection.OpenAsync();
+            await using var command = new Npgsql.NpgsqlCommand("SELECT 1", connection);
+            (await command.ExecuteScalarAsync()).ShouldBe(1);
+        }
 
         var endpoint = (await client.GetFromJsonAsync<EndpointView[]>("/api/endpoints", TealJson.Options))!.ShouldHaveSingleItem();
         endpoint.Name.ShouldBe("blue");
         endpoint.Instance.ShouldBe("blue");
-        endpoint.Listen.ShouldBe("127.0.0.1:16432");
-        endpoint.Stats.ShouldBeNull();
-        var url = (await client.GetFromJsonAsync<InstanceUrl>("/api/instances/blue/url?endpoint=true", TealJson.Options))!.Url;
-        url.ShouldContain("@127.0.0.1:16432/");
+        endpoint.Listen.ShouldBe($"127.0.0.1:{port}");
+        endpoint.Stats.ShouldNotBeNull().Total.ShouldBeGreaterThanOrEqualTo(1);
 
-        using var sameAddress = await client.PostAsJsonAsync("/api/endpoints", new { name = "other", instance = "blue", listen = "127.0.0.1:16432" });
+        using var sameAddress = await client.PostAsJsonAsync("/api/endpoints", new { name = "other", instance = "blue", listen = $"127.0.0.1:{port}" });
         sameAddress.StatusCode.ShouldBe(HttpStatusCode.Conflict);
         using var inUse = await client.DeleteAsync("/api/instances/blue");
         inUse.StatusCode.ShouldBe(HttpStatusCode.Conflict);
 
         (await client.DeleteAsync("/api/endpoints/blue")).StatusCode.ShouldBe(HttpStatusCode.NoContent);
         (await client.DeleteAsync("/api/instances/blue")).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+    }
+
+    [Fact]
+    public async Task Endpoint_AddressTaken_RefusedAndInstanceNotKept()
+    {
+        using var client = _teal.Client();
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        var port = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port;
+
+        using var added = await client.PostAsJsonAsync("/api/instances", new { name = "blue", connection = postgres.Server.Uri(), endpoint = $"127.0.0.1:{port}" });
+
+        added.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        (await added.Content.ReadAsStringAsync()).ShouldContain("endpoint.listen-failed");
+        (await _teal.State.ListInstancesAsync(default)).ShouldBeEmpty();
+        (await _teal.State.ListEndpointsAsync(default)).ShouldBeEmpty();
     }
 }
