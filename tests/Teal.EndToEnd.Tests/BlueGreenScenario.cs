@@ -17,6 +17,11 @@ public sealed class BlueGreenScenario : IAsyncDisposable
 {
     public const string Database = "app";
 
+    /// <summary>The application's role: Teal copies it (with its password hash) to green, so clients log in on either side.</summary>
+    public const string AppUser = "app_user";
+
+    public const string AppPassword = "app-secret-for-tests";
+
     private BlueGreenScenario(TealProcess teal, PostgresServer blue, int endpointPort)
     {
         Teal = teal;
@@ -38,8 +43,8 @@ public sealed class BlueGreenScenario : IAsyncDisposable
     {
         Host = "127.0.0.1",
         Port = EndpointPort,
-        Username = Blue.User,
-        Password = Blue.Password,
+        Username = AppUser,
+        Password = AppPassword,
         Database = Database,
     }.ConnectionString;
 
@@ -49,11 +54,15 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         var teal = await TealProcess.StartAsync(tealEntry, tealEnvironment);
         var blue = await PostgresServer.StartAsync("15");
         var scenario = new BlueGreenScenario(teal, blue, ManagedPostgres.FreePort());
+        await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");
         await blue.ExecuteAsync($"CREATE DATABASE {Database}");
         await blue.ExecuteAsync(ProbeWriter.CreateTableSql, Database);
         await blue.ExecuteAsync("CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL)", Database);
         await blue.ExecuteAsync("INSERT INTO orders (note) SELECT 'before ' || g FROM generate_series(1, 500) g", Database);
         await PgBench.InitializeAsync(blue.Host, blue.Port, blue.User, blue.Password, Database, pgbenchScale);
+        // pgbench_history has no key; it is insert-only, so the fix Teal's refusal names is enough.
+        await blue.ExecuteAsync("ALTER TABLE pgbench_history REPLICA IDENTITY FULL", Database);
+        await blue.ExecuteAsync($"GRANT ALL ON ALL TABLES IN SCHEMA public TO {AppUser}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {AppUser}", Database);
 
         (await scenario.Cli.RunAsync("instance", "add", "app", "--connection", blue.Uri(Database), "--endpoint", $"127.0.0.1:{scenario.EndpointPort}"))
             .ShouldSucceed();
@@ -77,12 +86,14 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         return JsonDocument.Parse(shown.Stdout).RootElement.Clone();
     }
 
-    /// <summary>The connection URI Teal hands out for an instance (with its password; explicit request).</summary>
+    /// <summary>The connection Teal hands out for an instance (with its password; explicit request), to the app database.</summary>
     public async Task<string> InstanceUrlAsync(string instance)
     {
         var url = await Cli.RunAsync("instance", "url", instance);
         url.ShouldSucceed();
-        return url.Stdout.Trim();
+        // Teal prints a libpq URI (for psql and pgbench); Npgsql wants key=value.
+        var info = global::Teal.Postgres.Connections.ConnectionStrings.Parse(url.Stdout.Trim());
+        return new NpgsqlConnectionStringBuilder { Host = info.Host, Port = info.Port, Username = info.User, Password = info.Password, Database = Database }.ConnectionString;
     }
 
     /// <summary>Status as the API spells it (<c>SWITCHOVER_COMPLETED</c>).</summary>

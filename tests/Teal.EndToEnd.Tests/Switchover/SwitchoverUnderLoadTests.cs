@@ -18,13 +18,13 @@ public sealed class SwitchoverUnderLoadTests
 
         await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
         probe.Start();
-        var blue = scenario.Blue;
         // -C: a new connection per transaction, as a pooled application reconnects after a drain.
-        var load = PgBench.TpcbAsync("127.0.0.1", scenario.EndpointPort, blue.User, blue.Password, BlueGreenScenario.Database, clients: 8, TimeSpan.FromSeconds(12), connectPerTransaction: true);
+        var load = PgBench.TpcbAsync("127.0.0.1", scenario.EndpointPort, BlueGreenScenario.AppUser, BlueGreenScenario.AppPassword, BlueGreenScenario.Database, clients: 8, TimeSpan.FromSeconds(12), connectPerTransaction: true);
         await Task.Delay(TimeSpan.FromSeconds(3));
 
         var switchover = await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait", "--output", "json"], TimeSpan.FromMinutes(2));
         switchover.ShouldSucceed();
+        var ackedAtSwitchover = probe.Acknowledged.Count;
         await Task.Delay(TimeSpan.FromSeconds(2));
         await probe.StopAsync();
         var bench = await load;
@@ -40,6 +40,8 @@ public sealed class SwitchoverUnderLoadTests
         // Every acknowledged probe row is on green.
         var acked = probe.Acknowledged;
         acked.Count.ShouldBeGreaterThan(100);
+        // The probe kept writing after the switchover: through the endpoint, on green.
+        acked.Count.ShouldBeGreaterThan(ackedAtSwitchover, string.Join("\n", probe.Errors.TakeLast(5)));
         await using (var connection = new NpgsqlConnection(green))
         {
             await connection.OpenAsync();

@@ -9,7 +9,10 @@ public sealed class GuardrailsStep : ISwitchoverStep
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        var report = await SwitchoverGuardrails.CheckAsync(context.Current, context.Link, context.Endpoints.Count, context.Options, cancellationToken);
+        // The deployment is SWITCHOVER_IN_PROGRESS because of this very switchover, which was
+        // accepted from AVAILABLE (or SWITCHOVER_FAILED): judge the rest as of that status.
+        var accepted = context.Current with { Status = Deployments.DeploymentStatus.Available };
+        var report = await SwitchoverGuardrails.CheckAsync(accepted, context.Link, context.Endpoints.Count, context.Options, cancellationToken);
         report.ThrowIfFailed("switchover.guardrail-failed", "switchover refused");
     }
 }
