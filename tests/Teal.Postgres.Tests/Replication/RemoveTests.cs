@@ -28,7 +28,7 @@ public sealed class RemoveTests(RoomyBlueGreenFixture servers) : IClassFixture<R
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_namespace WHERE nspname = 'teal'", db)).ShouldBe(0);
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE proname LIKE 'teal%'", db)).ShouldBe(0);
         (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
-        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (name) VALUES ('green is open')")).ShouldBeNull();
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000001, 'green is open')")).ShouldBeNull();
         (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items (name) VALUES ('blue is open')")).ShouldBeNull();
     }
 
@@ -47,7 +47,7 @@ public sealed class RemoveTests(RoomyBlueGreenFixture servers) : IClassFixture<R
         (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(0);
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_publication", db)).ShouldBe(0);
         (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
-        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (name) VALUES ('green writable')")).ShouldBeNull();
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000002, 'green writable')")).ShouldBeNull();
         await link.RemoveAsync(default);
     }
 }
