@@ -30,11 +30,29 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await TealObjects.InstallTablesAsync(green, cancellationToken);
             if (!await SubscriptionExistsAsync(green, cancellationToken))
             {
-                // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
-                var conninfo = Libpq.Conninfo(BlueConninfo());
-                await green.ExecuteAsync(
-                    $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
-                    cancellationToken);
+                // The statement holds blue's password: keep it out of green's server log, whatever
+                // log_statement says and also when it fails (log_min_error_statement).
+                await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+                try
+                {
+                    // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
+                    var conninfo = Libpq.Conninfo(BlueConninfo());
+                    await green.ExecuteAsync(
+                        $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
+                        cancellationToken);
+                }
+                catch (PostgresException ex)
+                {
+                    // Npgsql keeps the statement on the exception: rethrow without it.
+                    throw new TealException(
+                        "replication.subscription-failed",
+                        $"creating the subscription on green failed: {ex.MessageText} ({ex.SqlState})",
+                        "green must reach blue at the address Teal uses for blue, and blue's pg_hba.conf must allow replication connections from green");
+                }
+                finally
+                {
+                    await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+                }
             }
         }
 

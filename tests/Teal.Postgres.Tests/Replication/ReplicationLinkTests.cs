@@ -217,19 +217,35 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
             await begin.ExecuteNonQueryAsync();
         }
 
+        await using var quick = await deployment.Blue.OpenAsync(Db);
+        await using (var begin = new NpgsqlCommand("BEGIN; INSERT INTO audit_log (message) VALUES ('committed during drain')", quick))
+        {
+            await begin.ExecuteNonQueryAsync();
+        }
+
         await deployment.Link.FenceAsync(Side.Blue, default);
         try
         {
             var started = System.Diagnostics.Stopwatch.StartNew();
-            var result = await deployment.Link.DrainAsync(Side.Blue, TimeSpan.FromMilliseconds(300), default);
-            started.Elapsed.ShouldBeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(290));
+            var drain = deployment.Link.DrainAsync(Side.Blue, TimeSpan.FromMilliseconds(1000), default);
+            await Task.Delay(100);
+            await using (var commit = new NpgsqlCommand("COMMIT", quick))
+            {
+                // Begun before the fence, so still read-write: it may finish within the budget.
+                await commit.ExecuteNonQueryAsync();
+            }
+
+            var result = await drain;
+            started.Elapsed.ShouldBeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(990));
             result.Terminated.ShouldBe(1);
-            result.FinishedInTime.ShouldBe(0);
+            result.FinishedInTime.ShouldBe(1);
         }
         finally
         {
             await deployment.Link.UnfenceAsync(Side.Blue, default);
         }
+
+        (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM audit_log WHERE message = 'committed during drain'", Db)).ShouldBe(1);
 
         await Should.ThrowAsync<Exception>(async () =>
         {
