@@ -33,6 +33,36 @@ public sealed class RemoveTests(RoomyBlueGreenFixture servers) : IClassFixture<R
     }
 
     [Fact]
+    public async Task Remove_WithBlueDown_CleansGreenAndSaysSo_ThenFinishesOnBlueWhenItIsBack()
+    {
+        var db = LinkTestKit.NewName("down");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, Schema);
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name);
+        await LinkTestKit.StartAsync(link);
+
+        await servers.Blue.StopAsync();
+        try
+        {
+            var refusal = await Should.ThrowAsync<Teal.Core.Errors.TealException>(() => link.RemoveAsync(default));
+            refusal.Code.ShouldBe("replication.blue-unreachable");
+            (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000003, 'green open')")).ShouldBeNull();
+        }
+        finally
+        {
+            await servers.Blue.StartAgainAsync();
+        }
+
+        // The detached slot still retains WAL on blue until the delete is repeated.
+        (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(1);
+        await link.RemoveAsync(default);
+        (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(0);
+        (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_publication", db)).ShouldBe(0);
+        (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_namespace WHERE nspname = 'teal'", db)).ShouldBe(0);
+    }
+
+    [Fact]
     public async Task StopReplication_DropsSubscriptionSlotAndPublication_AndOpensGreen()
     {
         var db = LinkTestKit.NewName("stop");
