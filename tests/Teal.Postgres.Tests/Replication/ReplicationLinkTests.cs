@@ -155,6 +155,40 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
     }
 
     [Fact]
+    public async Task CreateAndDropOnBlue_AreEachRecordedOnce_AndAckClearsBoth()
+    {
+        await deployment.Blue.ExecuteAsync("CREATE TABLE scratch (id int PRIMARY KEY)", Db);
+        await deployment.Blue.ExecuteAsync("DROP TABLE scratch", Db);
+        await deployment.Blue.ExecuteAsync("CREATE TEMP TABLE session_only (id int)", Db);
+
+        var degraded = await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Degraded, TimeSpan.FromSeconds(10));
+        degraded.PendingDdl.Select(d => d.CommandTag).ShouldBe(["CREATE TABLE", "DROP TABLE"]);
+        degraded.SkippedTables.ShouldBeEmpty();
+
+        await deployment.Link.AcknowledgeDdlAsync(degraded.PendingDdl[^1].Id, default);
+        (await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Replicating, TimeSpan.FromSeconds(10))).PendingDdl.ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task SwitchoverGuardrails_RefuseALongWriteTransactionOnBlue()
+    {
+        await using var writer = await deployment.Blue.OpenAsync(Db);
+        await using (var begin = new NpgsqlCommand("BEGIN; INSERT INTO audit_log (message) VALUES ('long writer')", writer))
+        {
+            await begin.ExecuteNonQueryAsync();
+        }
+
+        await Task.Delay(1200);
+        var report = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)) { LongTransactionThreshold = TimeSpan.FromSeconds(1) }, default);
+        var failure = report.Failures.ShouldHaveSingleItem();
+        failure.Name.ShouldBe("blue.long-transactions");
+        failure.Message.ShouldContain("long writer");
+
+        await using var rollback = new NpgsqlCommand("ROLLBACK", writer);
+        await rollback.ExecuteNonQueryAsync();
+    }
+
+    [Fact]
     public async Task TableCreatedOnBlue_IsReportedSkipped_AndAddMissingTablesCopiesIt()
     {
         await deployment.Blue.ExecuteAsync("CREATE TABLE coupons (code text PRIMARY KEY, percent int NOT NULL)", Db);
