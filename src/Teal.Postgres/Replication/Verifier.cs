@@ -28,7 +28,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
 
     private static readonly TimeSpan MarkerTimeout = TimeSpan.FromSeconds(120);
 
-    /// <summary>Row text depends on these: both sides must print values alike.</summary>
+    /// <summary>Values hashed as text, and timestamptz read as timestamp, depend on these: both sides must agree.</summary>
     private const string SessionSettings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
 
     public async Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken)
