@@ -34,12 +34,15 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
     public async Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
-        var tables = await ReadTablesAsync(cancellationToken);
+        // Catalogs of both sides are read while green catches up with the marker.
+        var tablesTask = ReadTablesAsync(cancellationToken);
+        var greenTask = ReadGreenTablesAsync(cancellationToken);
         var position = await SyncPointAsync(cancellationToken);
+        var tables = await tablesTask;
+        var green = await greenTask;
 
-        var green = await ReadGreenTablesAsync(cancellationToken);
         var results = new TableVerification?[tables.Count];
-        var chunks = new List<Chunk>();
+        var plans = new List<Task<List<Chunk>>>();
         for (var i = 0; i < tables.Count; i++)
         {
             var t = tables[i];
@@ -56,8 +59,10 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
                 continue;
             }
 
-            chunks.AddRange(await PlanAsync(i, t, cancellationToken));
+            plans.Add(PlanAsync(i, t, cancellationToken));
         }
+
+        var chunks = (await Task.WhenAll(plans)).SelectMany(p => p).ToList();
 
         await RunRoundAsync(chunks, lastRound: false, cancellationToken);
         for (var round = 1; round <= Rechecks && chunks.Any(c => c.Outcome == ChunkOutcome.Pending); round++)
