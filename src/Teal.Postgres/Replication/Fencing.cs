@@ -46,16 +46,6 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
     }
 
-    /// <summary>Whether the server-wide setting is on (what a new client session gets).</summary>
-    public async Task<bool> IsFencedAsync(Side side, CancellationToken cancellationToken)
-    {
-        await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        return await conn.ScalarAsync<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_file_settings WHERE name = $1 AND applied AND setting IN ('on', 'true', '1', 'yes'))",
-            cancellationToken,
-            Parameter);
-    }
-
     /// <summary>
     /// pg_reload_conf() only signals the postmaster. Once a fresh-config session sees the new
     /// value, the postmaster has re-read the configuration and signalled every backend, so each

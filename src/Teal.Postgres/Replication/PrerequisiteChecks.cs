@@ -39,6 +39,12 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     {
         var (level, pending) = (await blue.QueryAsync(
             "SELECT setting, pending_restart FROM pg_settings WHERE name = 'wal_level'", r => (r.GetString(0), r.GetBoolean(1)), cancellationToken))[0];
+        // "Set" is not "active": ALTER SYSTEM plus a reload leaves the old level running.
+        if (level != "logical" && pending)
+        {
+            return CheckResult.Fail("blue.wal-level", $"blue's wal_level is still {level}: the change to it waits for a restart (pending_restart)", "restart blue so that wal_level = logical takes effect");
+        }
+
         if (level != "logical")
         {
             return CheckResult.Fail("blue.wal-level", $"blue's wal_level is {level}; logical replication needs logical", "on blue: ALTER SYSTEM SET wal_level = logical; then restart blue");

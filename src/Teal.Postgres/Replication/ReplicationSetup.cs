@@ -30,11 +30,29 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await TealObjects.InstallTablesAsync(green, cancellationToken);
             if (!await SubscriptionExistsAsync(green, cancellationToken))
             {
-                // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
-                var conninfo = Libpq.Conninfo(BlueConninfo());
-                await green.ExecuteAsync(
-                    $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
-                    cancellationToken);
+                // The statement holds blue's password: keep it out of green's server log, whatever
+                // log_statement says and also when it fails (log_min_error_statement).
+                await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+                try
+                {
+                    // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
+                    var conninfo = Libpq.Conninfo(BlueConninfo());
+                    await green.ExecuteAsync(
+                        $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
+                        cancellationToken);
+                }
+                catch (PostgresException ex)
+                {
+                    // Npgsql keeps the statement on the exception: rethrow without it.
+                    throw new TealException(
+                        "replication.subscription-failed",
+                        $"creating the subscription on green failed: {ex.MessageText} ({ex.SqlState})",
+                        "green must reach blue at the address Teal uses for blue, and blue's pg_hba.conf must allow replication connections from green");
+                }
+                finally
+                {
+                    await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+                }
             }
         }
 
@@ -99,46 +117,67 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     /// </summary>
     public async Task RemoveAsync(CancellationToken cancellationToken)
     {
-        NpgsqlConnection? blue = null;
+        await using var blue = await TryOpenAsync(Side.Blue, cancellationToken);
+        Exception? greenFailure = null;
         try
         {
-            blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+            await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+            await DropSubscriptionAsync(green, blue is not null, cancellationToken);
+            await TealObjects.RemoveAsync(green, Name, cancellationToken);
+            await fencing.UnfenceAsync(Side.Green, cancellationToken);
         }
-        catch (TealException ex) when (ex.Code is "connection.unreachable" or "connection.timeout" or "connection.starting-up" or "connection.failed")
+        catch (Exception ex) when (IsUnreachable(ex) && blue is not null)
         {
-            blue = null;
+            // Green is gone (e.g. its managed server was removed): blue still gets cleaned up.
+            greenFailure = ex;
         }
 
-        await using (blue)
+        if (blue is null)
         {
-            TealException? greenFailure = null;
-            try
-            {
-                await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
-                await DropSubscriptionAsync(green, blue is not null, cancellationToken);
-                await TealObjects.RemoveAsync(green, Name, cancellationToken);
-                await fencing.UnfenceAsync(Side.Green, cancellationToken);
-            }
-            catch (TealException ex) when (ex.Code.StartsWith("connection.", StringComparison.Ordinal) && blue is not null)
-            {
-                // Green is gone (e.g. its managed server was removed): blue still gets cleaned up.
-                greenFailure = ex;
-            }
+            throw new TealException("replication.blue-unreachable", "blue is unreachable: its publication, slot and Teal objects could not be removed (green was cleaned up)", "the slot retains WAL on blue: run the delete again once blue is back");
+        }
 
-            if (blue is null)
-            {
-                throw new TealException("replication.blue-unreachable", "blue is unreachable: its publication, slot and Teal objects could not be removed", "the slot retains WAL on blue: run the delete again once blue is back");
-            }
-
-            await blue.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
-            await DropSlotAsync(blue, cancellationToken);
-            await TealObjects.RemoveAsync(blue, Name, cancellationToken);
-            if (greenFailure is not null && greenFailure.Code is not ("connection.unreachable" or "connection.database-not-found"))
-            {
-                throw greenFailure;
-            }
+        await blue.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
+        await DropSlotAsync(blue, cancellationToken);
+        await TealObjects.RemoveAsync(blue, Name, cancellationToken);
+        if (greenFailure is TealException { Code: not ("connection.unreachable" or "connection.database-not-found") })
+        {
+            throw greenFailure;
         }
     }
+
+    /// <summary>
+    /// Opens a side and proves it answers. A pooled connection may have died with a server
+    /// restart: one retry after clearing the pool tells "was restarted" from "is down".
+    /// </summary>
+    private async Task<NpgsqlConnection?> TryOpenAsync(Side side, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 2; attempt++)
+        {
+            NpgsqlConnection? conn = null;
+            try
+            {
+                conn = await sessions.OpenAsync(side, cancellationToken);
+                await conn.ExecuteAsync("SELECT 1", cancellationToken);
+                return conn;
+            }
+            catch (Exception ex) when (IsUnreachable(ex))
+            {
+                if (conn is not null)
+                {
+                    NpgsqlConnection.ClearPool(conn);
+                    await conn.DisposeAsync();
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private static bool IsUnreachable(Exception ex) =>
+        ex is TealException { Kind: TealErrorKind.Unavailable } or TealException { Code: "connection.database-not-found" }
+        || (ex is NpgsqlException && ex is not PostgresException)
+        || ex is PostgresException { SqlState: PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow };
 
     private async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
     {

@@ -28,18 +28,21 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
 
     private static readonly TimeSpan MarkerTimeout = TimeSpan.FromSeconds(120);
 
-    /// <summary>Row text depends on these: both sides must print values alike.</summary>
+    /// <summary>Values hashed as text, and timestamptz read as timestamp, depend on these: both sides must agree.</summary>
     private const string SessionSettings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
 
     public async Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
-        var tables = await ReadTablesAsync(cancellationToken);
+        // Catalogs of both sides are read while green catches up with the marker.
+        var tablesTask = ReadTablesAsync(cancellationToken);
+        var greenTask = ReadGreenTablesAsync(cancellationToken);
         var position = await SyncPointAsync(cancellationToken);
+        var tables = await tablesTask;
+        var green = await greenTask;
 
-        var green = await ReadGreenTablesAsync(cancellationToken);
         var results = new TableVerification?[tables.Count];
-        var chunks = new List<Chunk>();
+        var plans = new List<Task<List<Chunk>>>();
         for (var i = 0; i < tables.Count; i++)
         {
             var t = tables[i];
@@ -49,15 +52,17 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
                 continue;
             }
 
-            var missing = t.Columns.Except(greenColumns).ToList();
+            var missing = t.Columns.Select(c => c.Name).Except(greenColumns).ToList();
             if (missing.Count > 0)
             {
                 results[i] = new TableVerification(t.Display, 0, 0, string.Empty, string.Empty, 0) { Problem = $"columns missing on green: {string.Join(", ", missing)}" };
                 continue;
             }
 
-            chunks.AddRange(await PlanAsync(i, t, cancellationToken));
+            plans.Add(PlanAsync(i, t, cancellationToken));
         }
+
+        var chunks = (await Task.WhenAll(plans)).SelectMany(p => p).ToList();
 
         await RunRoundAsync(chunks, lastRound: false, cancellationToken);
         for (var round = 1; round <= Rechecks && chunks.Any(c => c.Outcome == ChunkOutcome.Pending); round++)
@@ -117,7 +122,9 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         return position;
     }
 
-    private sealed record Table(string Schema, string Name, IReadOnlyList<string> Columns, string? KeyColumn, double Rows)
+    private sealed record Column(string Name, string Type);
+
+    private sealed record Table(string Schema, string Name, IReadOnlyList<Column> Columns, string? KeyColumn, double Rows)
     {
         public string Display => Sql.Display(Schema, Name);
 
@@ -136,6 +143,8 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
             """
             SELECT n.nspname::text, c.relname::text,
                    array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+                   array(SELECT coalesce(bt.typname, ty.typname)::text FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN pg_type bt ON ty.typtype = 'd' AND bt.oid = ty.typbasetype
+                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
                    (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = c.oid AND i.indisprimary AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)),
                    greatest(c.reltuples, (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0) FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid WHERE h.inhparent = c.oid))::float8
@@ -145,7 +154,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
             ORDER BY 1, 2
             """,
-            r => new Table(r.GetString(0), r.GetString(1), r.GetFieldValue<string[]>(2), r.NullableString(3), r.GetDouble(4)),
+            r => new Table(r.GetString(0), r.GetString(1), r.GetFieldValue<string[]>(2).Zip(r.GetFieldValue<string[]>(3), (n, t) => new Column(n, t)).ToList(), r.NullableString(4), r.GetDouble(5)),
             cancellationToken);
         var filter = sessions.Spec.Tables;
         return filter.Count == 0 ? rows : rows.Where(t => filter.Contains(t.Display) || (t.Schema == "public" && filter.Contains(t.Name))).ToList();
@@ -169,8 +178,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
     /// <summary>Cuts a table into key ranges covering both sides' key span; open-ended at both ends.</summary>
     private async Task<List<Chunk>> PlanAsync(int index, Table table, CancellationToken cancellationToken)
     {
-        var rowText = "ROW(" + string.Join(", ", table.Columns.Select(c => "t." + Sql.Ident(c))) + ")::text";
-        var select = $"SELECT count(*), coalesce(sum(hashtextextended({rowText}, 0)), 0) FROM {table.Qualified} t";
+        var select = $"SELECT count(*), coalesce(sum({RowHash(table)}), 0) FROM {table.Qualified} t";
         var count = (long)Math.Ceiling(Math.Max(table.Rows, 1) / RowsPerChunk);
         if (table.KeyColumn is null || count <= 1)
         {
@@ -202,6 +210,35 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         }
 
         return chunks;
+    }
+
+    /// <summary>
+    /// A 64-bit hash of a row without printing it: each column hashed by its type's own hash
+    /// function (stable across major versions: hash partitioning depends on them), seeded with
+    /// its position so that swapped values differ, NULL as a per-position constant, XORed.
+    /// Types without a native hash here are hashed as text. Much cheaper than hashing
+    /// <c>row::text</c>: integers and numerics are never formatted.
+    /// </summary>
+    private static string RowHash(Table table)
+    {
+        var parts = table.Columns.Select((c, i) =>
+        {
+            var col = "t." + Sql.Ident(c.Name);
+            var seed = (i + 1).ToString(CultureInfo.InvariantCulture);
+            var hash = c.Type switch
+            {
+                "int2" => $"hashint2extended({col}, {seed})",
+                "int4" => $"hashint4extended({col}, {seed})",
+                "int8" => $"hashint8extended({col}, {seed})",
+                "text" or "varchar" => $"hashtextextended({col}, {seed})",
+                "bpchar" => $"hashbpcharextended({col}, {seed})",
+                "numeric" => $"hash_numeric_extended({col}, {seed})",
+                "timestamp" or "timestamptz" => $"timestamp_hash_extended({col}::timestamp, {seed})",
+                _ => $"hashtextextended({col}::text, {seed})",
+            };
+            return $"coalesce({hash}, {(-7919 * (i + 1)).ToString(CultureInfo.InvariantCulture)})";
+        });
+        return string.Join(" # ", parts);
     }
 
     private async Task<(long? Min, long? Max)> SpanAsync(Side side, string sql, CancellationToken cancellationToken)

@@ -28,8 +28,38 @@ public sealed class RemoveTests(RoomyBlueGreenFixture servers) : IClassFixture<R
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_namespace WHERE nspname = 'teal'", db)).ShouldBe(0);
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE proname LIKE 'teal%'", db)).ShouldBe(0);
         (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
-        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (name) VALUES ('green is open')")).ShouldBeNull();
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000001, 'green is open')")).ShouldBeNull();
         (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items (name) VALUES ('blue is open')")).ShouldBeNull();
+    }
+
+    [Fact]
+    public async Task Remove_WithBlueDown_CleansGreenAndSaysSo_ThenFinishesOnBlueWhenItIsBack()
+    {
+        var db = LinkTestKit.NewName("down");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, Schema);
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name);
+        await LinkTestKit.StartAsync(link);
+
+        await servers.Blue.StopAsync();
+        try
+        {
+            var refusal = await Should.ThrowAsync<Teal.Core.Errors.TealException>(() => link.RemoveAsync(default));
+            refusal.Code.ShouldBe("replication.blue-unreachable");
+            (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000003, 'green open')")).ShouldBeNull();
+        }
+        finally
+        {
+            await servers.Blue.StartAgainAsync();
+        }
+
+        // The detached slot still retains WAL on blue until the delete is repeated.
+        (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(1);
+        await link.RemoveAsync(default);
+        (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(0);
+        (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_publication", db)).ShouldBe(0);
+        (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_namespace WHERE nspname = 'teal'", db)).ShouldBe(0);
     }
 
     [Fact]
@@ -47,7 +77,7 @@ public sealed class RemoveTests(RoomyBlueGreenFixture servers) : IClassFixture<R
         (await servers.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}'")).ShouldBe(0);
         (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_publication", db)).ShouldBe(0);
         (await servers.Green.ScalarAsync<long>($"SELECT count(*) FROM pg_subscription WHERE subname = '{name}'")).ShouldBe(0);
-        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (name) VALUES ('green writable')")).ShouldBeNull();
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items (id, name) VALUES (1000002, 'green writable')")).ShouldBeNull();
         await link.RemoveAsync(default);
     }
 }
