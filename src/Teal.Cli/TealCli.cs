@@ -85,6 +85,11 @@ internal static class TealCli
             root.Subcommands.Add(verb);
         }
 
+        foreach (var verb in SwitchoverCommands.Create(session))
+        {
+            root.Subcommands.Add(verb);
+        }
+
         root.Subcommands.Add(EventCommands.Create(session));
         root.Subcommands.Add(EndpointCommands.Create(session));
         return root;

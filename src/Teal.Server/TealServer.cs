@@ -119,10 +119,11 @@ public static class TealServer
         // "which endpoints route to this instance?".
         services.AddSingleton(new ProxyOptions());
         services.AddSingleton<StateTargetResolver>();
-        services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
-        services.AddSingleton<ProxyManager>();
-        services.AddSingleton<IEndpointRegistry>(sp => sp.GetRequiredService<ProxyManager>());
+        services.AddSingleton(sp => new ProxyManager(sp.GetRequiredService<ProxyOptions>(), sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<StateTargetResolver>()));
+        services.AddSingleton<PgBouncerEndpoints>();
         services.AddSingleton<LiveEndpoints>();
+        services.AddSingleton<IEndpointRegistry>(sp => sp.GetRequiredService<LiveEndpoints>());
+        services.AddSwitchover();
 
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
@@ -139,6 +140,7 @@ public static class TealServer
         DeploymentRoutes.Map(api);
         EventRoutes.Map(api);
         EndpointRoutes.Map(api);
+        SwitchoverRoutes.Map(api);
         api.MapFallback((HttpContext context) => ApiErrors.WriteAsync(
             context,
             new ApiProblem("about:blank", "Not Found", StatusCodes.Status404NotFound, $"no route {context.Request.Method} {context.Request.Path}", "request.no-route") { Hint = "see the OpenAPI document at /openapi/v1.json" }));

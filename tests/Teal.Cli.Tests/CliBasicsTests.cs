@@ -28,7 +28,7 @@ public sealed class CliBasicsTests : IAsyncLifetime
         var run = await CliRun.RunAsync("--help");
 
         run.ExitCode.ShouldBe(0);
-        foreach (var verb in new[] { "serve", "engine", "instance", "create", "list", "show", "verify", "ack-ddl", "add-tables", "delete", "events", "endpoint" })
+        foreach (var verb in new[] { "serve", "engine", "instance", "create", "list", "show", "verify", "ack-ddl", "add-tables", "delete", "events", "endpoint", "check", "switchover" })
         {
             run.Stdout.ShouldContain($"  {verb}");
         }
@@ -141,6 +141,25 @@ public sealed class CliBasicsTests : IAsyncLifetime
 
         run.ExitCode.ShouldBe(0, run.ToString());
         run.Stdout.Trim().ShouldBe("[]");
+    }
+
+    [Fact]
+    public async Task Switchover_UnknownDeployment_Exit1()
+    {
+        var run = await Run("switchover", "nope", "--wait");
+
+        run.ExitCode.ShouldBe(1, run.ToString());
+        run.ErrorLines[0].ShouldBe("error: no deployment 'nope'");
+    }
+
+    [Fact]
+    public async Task Switchover_TimeoutOutOfRange_Exit1NamingTheRange()
+    {
+        var run = await Run("switchover", "nope", "--switchover-timeout", "5");
+
+        run.ExitCode.ShouldBe(1, run.ToString());
+        run.ErrorLines[0].ShouldBe("error: --switchover-timeout 5 is out of range");
+        run.ErrorLines[1].ShouldContain("30–3600");
     }
 
     private Task<CliRun> Run(params string[] args) =>

@@ -1,0 +1,497 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Core.Processes;
+using Teal.Core.Secrets;
+
+namespace Teal.Postgres.PgBouncer;
+
+/// <summary>What <see cref="PgBouncerEndpoint.ValidateAsync"/> found: the PgBouncer and the entry Teal will move.</summary>
+public sealed record PgBouncerValidation(string Version, PgBouncerDatabase Live, TimeSpan? HeldClientTimeout);
+
+/// <summary>
+/// An endpoint served by a PgBouncer the operator runs, driven through its admin console:
+/// pause = <c>PAUSE db</c>, flip = rewrite the entry's line in the ini and <c>RELOAD</c>,
+/// resume = <c>RESUME db</c>. With transaction pooling clients see a pause, not an error.
+/// <para>
+/// The hold deadline: PgBouncer has no per-pause deadline. A held client waits for at most
+/// PgBouncer's own <c>query_wait_timeout</c> and then gets PgBouncer's error; <see cref="PauseAsync"/>
+/// reads that setting, reports it in <see cref="HeldClientTimeout"/> and warns when it is
+/// shorter than the deadline Teal was asked for.
+/// </para>
+/// </summary>
+public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
+{
+    private static readonly TimeSpan DrainPollInterval = TimeSpan.FromMilliseconds(20);
+
+    private readonly PgBouncerSpec _spec;
+    private readonly string? _password;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly SemaphoreSlim _controlLock = new(1, 1);
+    private PgBouncerConsole? _control;
+    private FileOwner? _configOwner;
+    private EndpointTarget _target;
+    private EndpointStats _stats = EndpointStats.Empty;
+    private long _errors;
+    private volatile bool _paused;
+
+    /// <param name="name">The endpoint's name.</param>
+    /// <param name="spec">How to reach the PgBouncer and which entry to move.</param>
+    /// <param name="target">Where the entry points now.</param>
+    /// <param name="adminPassword">Password of <see cref="PgBouncerSpec.AdminUser"/>; null for trust authentication.</param>
+    /// <param name="logger">Where to log; the password never goes there.</param>
+    /// <param name="time">Clock for the drain budget and timings.</param>
+    public PgBouncerEndpoint(string name, PgBouncerSpec spec, EndpointTarget target, string? adminPassword, ILogger logger, TimeProvider? time = null)
+    {
+        Name = name;
+        _spec = spec;
+        _target = target;
+        _password = adminPassword;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+    }
+
+    public string Name { get; }
+
+    public EndpointTarget Target => Volatile.Read(ref _target);
+
+    public bool Paused => _paused;
+
+    /// <summary>The last figures read by <see cref="RefreshStatsAsync"/> (or after an operation).</summary>
+    public EndpointStats Stats => Volatile.Read(ref _stats);
+
+    /// <summary>PgBouncer's <c>query_wait_timeout</c> as read at the last pause: how long a held client waits before PgBouncer fails it. Null: forever.</summary>
+    public TimeSpan? HeldClientTimeout { get; private set; }
+
+    /// <summary>Builds the endpoint from the operator's spec, reading the admin password from the secrets store.</summary>
+    public static PgBouncerEndpoint Create(EndpointSpec spec, EndpointTarget target, ISecretStore secrets, ILogger logger, TimeProvider? time = null)
+    {
+        var pgBouncer = spec.PgBouncer
+            ?? throw new TealException("endpoint.pgbouncer-spec-missing", $"endpoint '{spec.Name}' is a PgBouncer endpoint without PgBouncer settings", "give the admin host, port, user, database entry and ini file");
+        string? password = null;
+        if (pgBouncer.SecretRef is { } reference)
+        {
+            password = secrets.Read(reference)
+                ?? throw new TealException("endpoint.pgbouncer-secret-missing", $"no secret is stored under '{reference}' for endpoint '{spec.Name}'", "store the PgBouncer admin password under that reference");
+        }
+
+        return new PgBouncerEndpoint(spec.Name, pgBouncer, target, password, logger, time);
+    }
+
+    /// <summary>
+    /// Everything the endpoint needs, checked when the operator adds it: the console answers,
+    /// the user is an admin, the entry is in the ini file and in PgBouncer and both agree, and
+    /// the file can be replaced. Each failure is a <see cref="TealException"/> with its fix.
+    /// </summary>
+    public async Task<PgBouncerValidation> ValidateAsync(CancellationToken cancellationToken)
+    {
+        await using var console = await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
+        var versionRows = (await console.RunAsync("SHOW VERSION", cancellationToken)).Rows;
+        var version = versionRows.Count > 0 ? versionRows[0][0] ?? "PgBouncer" : "PgBouncer";
+
+        // The console has no "am I admin" query. RESUME of a database that cannot exist is
+        // refused with "no such database" for an admin and "admin access needed" for a stats
+        // user, and changes nothing either way.
+        try
+        {
+            await console.RunAsync($"RESUME {PgBouncerConsole.Quote("teal_admin_check_" + Guid.NewGuid().ToString("N"))}", cancellationToken);
+        }
+        catch (TealException ex) when (ex.Code == "endpoint.pgbouncer-command-failed")
+        {
+            // An admin: the refusal was about the made-up database.
+        }
+
+        var entry = await ReadEntryAsync(cancellationToken);
+        var live = await console.ShowDatabaseAsync(cancellationToken);
+        if (live is null)
+        {
+            var conffile = await console.ShowConfigAsync("conffile", cancellationToken);
+            throw new TealException(
+                "endpoint.pgbouncer-database-unknown",
+                $"PgBouncer at {_spec.AdminHost}:{_spec.AdminPort} has no database '{_spec.Database}' although {_spec.ConfigFile} defines it",
+                $"RELOAD PgBouncer, or give the ini it runs with (its conffile is {conffile ?? "unknown"})");
+        }
+
+        var fromFile = new PgBouncerDatabase(
+            entry.Name,
+            entry["host"],
+            int.TryParse(entry["port"], CultureInfo.InvariantCulture, out var port) ? port : 5432,
+            entry["dbname"] ?? entry.Name,
+            null,
+            false,
+            false);
+        if (!string.Equals(fromFile.Host ?? "", live.Host ?? "", StringComparison.OrdinalIgnoreCase) || fromFile.Port != live.Port || fromFile.Database != live.Database)
+        {
+            throw new TealException(
+                "endpoint.pgbouncer-config-mismatch",
+                $"'{_spec.Database}' in {_spec.ConfigFile} points at {fromFile} but PgBouncer runs it against {live}",
+                "RELOAD PgBouncer if the file was edited since, or give the ini file PgBouncer really reads");
+        }
+
+        CheckWritable();
+        if (ProcessRunner.IsRoot)
+        {
+            _configOwner = await AtomicFile.ReadOwnerAsync(_spec.ConfigFile, cancellationToken);
+        }
+
+        return new PgBouncerValidation(version, live, await console.HeldClientTimeoutAsync(cancellationToken));
+    }
+
+    /// <summary>
+    /// <c>PAUSE db</c>: PgBouncer holds new queries at once and answers only when every server
+    /// connection of the database is released — in transaction pooling, when the transactions in
+    /// flight have ended. So when this returns, blue has no connection from PgBouncer left and
+    /// no transaction of its clients open. Cancelling gives up the wait and resumes the
+    /// database (PgBouncer would otherwise stay paused after the asking connection is gone).
+    /// </summary>
+    public async Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        var started = _time.GetTimestamp();
+        await CountingErrorsAsync(async () =>
+        {
+            var (heldTimeout, live) = await WithControlAsync(
+                async c => (await c.HeldClientTimeoutAsync(cancellationToken), await c.ShowDatabaseAsync(cancellationToken)),
+                cancellationToken);
+            HeldClientTimeout = heldTimeout;
+            if (live is null)
+            {
+                throw new TealException("endpoint.pgbouncer-database-unknown", $"PgBouncer at {_spec.AdminHost}:{_spec.AdminPort} has no database '{_spec.Database}'", "check the endpoint's database entry and RELOAD PgBouncer");
+            }
+
+            if (live.PoolMode is { } mode && mode != "transaction" && mode != "statement")
+            {
+                PgBouncerLog.NotTransactionPooling(_logger, Name, _spec.Database, mode);
+            }
+
+            if (heldTimeout is { } t && t < holdDeadline)
+            {
+                var shortTimeout = Describe(heldTimeout);
+                PgBouncerLog.HeldClientTimeoutShort(_logger, Name, shortTimeout, holdDeadline);
+            }
+
+            if (ProcessRunner.IsRoot && _configOwner is null)
+            {
+                // Read now, while nothing waits, so that the flip spawns no process.
+                _configOwner = await AtomicFile.ReadOwnerAsync(_spec.ConfigFile, cancellationToken);
+            }
+
+            // Its own connection: PAUSE blocks it until the transactions end, and stats or a
+            // cancelling RESUME must still get through on the control connection meanwhile.
+            await using var pause = await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
+            try
+            {
+                await pause.RunAsync($"PAUSE {PgBouncerConsole.Quote(_spec.Database)}", cancellationToken);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or TealException)
+            {
+                await pause.DisposeAsync();
+                await ResumeAbandonedPauseAsync(ex is OperationCanceledException ? "cancelled" : ex.Message);
+                throw;
+            }
+
+            _paused = true;
+            var elapsedMs = (long)_time.GetElapsedTime(started).TotalMilliseconds;
+            var held = Describe(heldTimeout);
+            PgBouncerLog.Paused(_logger, Name, _spec.Database, elapsedMs, held);
+        });
+        await RefreshStatsQuietlyAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// In transaction pooling the PAUSE already waited for every transaction, so this normally
+    /// finds nothing open. Server connections still held (session pooling, or a pause that has
+    /// not completed) are watched until they close or the budget ends. PgBouncer 1.18 cannot
+    /// close one client's connection (<c>KILL db</c> would drop the held clients too), so what
+    /// remains is reported as still open — closed ones count as <see cref="EndpointDrainResult.ClosedIdle"/>
+    /// — and the fence on blue ends those sessions.
+    /// </summary>
+    public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
+    {
+        var deadline = _time.GetTimestamp() + (long)(budget.TotalSeconds * _time.TimestampFrequency);
+        long? initial = null;
+        return await CountingErrorsAsync(async () =>
+        {
+            while (true)
+            {
+                var (servers, clients) = await WithControlAsync(c => CountConnectionsAsync(c, cancellationToken), cancellationToken);
+                initial ??= servers;
+                if (servers == 0)
+                {
+                    return new EndpointDrainResult((int)initial.Value, 0);
+                }
+
+                if (_time.GetTimestamp() >= deadline)
+                {
+                    PgBouncerLog.DrainLeftServers(_logger, Name, _spec.Database, servers, clients);
+                    return new EndpointDrainResult((int)Math.Max(0, initial.Value - servers), 0);
+                }
+
+                await Task.Delay(DrainPollInterval, _time, cancellationToken);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Rewrites the entry's line in the ini (host, port, dbname of <paramref name="target"/>; every
+    /// other byte of the file unchanged; atomic replace), RELOADs, and checks with
+    /// <c>SHOW DATABASES</c> that PgBouncer now points there — RELOAD answers OK even when it could
+    /// not parse the file. If it does not, the previous file is put back and reloaded. Cancellation
+    /// is honoured until the file is replaced; after that the flip runs to its end so that the file
+    /// and PgBouncer never disagree.
+    /// </summary>
+    public async Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken)
+    {
+        var started = _time.GetTimestamp();
+        await CountingErrorsAsync(async () =>
+        {
+            var original = await ReadConfigAsync(cancellationToken);
+            var text = PgBouncerConfigFile.Decode(original);
+            var updated = PgBouncerConfigFile.Repoint(text, _spec.Database, target);
+            var changed = updated != text;
+            if (changed)
+            {
+                await AtomicFile.WriteAsync(_spec.ConfigFile, PgBouncerConfigFile.Encode(updated), _configOwner, cancellationToken);
+            }
+
+            var live = await ReloadAsync();
+            if (live is null || !live.PointsAt(target))
+            {
+                var now = live?.ToString() ?? "nothing";
+                PgBouncerLog.ReloadNotApplied(_logger, Name, _spec.Database, now, target);
+                if (changed)
+                {
+                    await AtomicFile.WriteAsync(_spec.ConfigFile, original, _configOwner, CancellationToken.None);
+                    await ReloadAsync();
+                }
+
+                throw new TealException(
+                    "endpoint.pgbouncer-reload-not-applied",
+                    $"after RELOAD PgBouncer points '{_spec.Database}' at {now}, not at {target}; the previous ini is back in place",
+                    "PgBouncer's log names what it could not load (RELOAD answers OK even then)");
+            }
+
+            var previous = Volatile.Read(ref _target);
+            Volatile.Write(ref _target, target);
+            var elapsedMs = (long)_time.GetElapsedTime(started).TotalMilliseconds;
+            PgBouncerLog.Flipped(_logger, Name, _spec.Database, target, previous, elapsedMs);
+        });
+    }
+
+    /// <summary><c>RESUME db</c>: held queries proceed to wherever the entry points now. Resuming a database that is not paused is not an error.</summary>
+    public async Task ResumeAsync(CancellationToken cancellationToken)
+    {
+        await CountingErrorsAsync(async () =>
+        {
+            if (await TryResumeAsync(cancellationToken))
+            {
+                PgBouncerLog.Resumed(_logger, Name, _spec.Database);
+            }
+            else
+            {
+                PgBouncerLog.ResumeNotPaused(_logger, Name, _spec.Database);
+            }
+
+            _paused = false;
+        });
+        await RefreshStatsQuietlyAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads <c>SHOW POOLS</c> and <c>SHOW STATS</c> for the entry: active and waiting (held)
+    /// clients, transactions, bytes. PgBouncer keeps no count of client errors, so
+    /// <see cref="EndpointStats.Errors"/> counts the operations on this endpoint that failed.
+    /// </summary>
+    public async Task<EndpointStats> RefreshStatsAsync(CancellationToken cancellationToken)
+    {
+        var stats = await WithControlAsync(
+            async c =>
+            {
+                var pools = (await c.RunAsync("SHOW POOLS", cancellationToken)).NamedRows().Where(r => r["database"] == _spec.Database).ToList();
+                var totals = (await c.RunAsync("SHOW STATS", cancellationToken)).NamedRows().FirstOrDefault(r => r["database"] == _spec.Database);
+                return new EndpointStats(
+                    pools.Sum(r => r.Number("cl_active")),
+                    pools.Sum(r => r.Number("cl_waiting")),
+                    totals.Values is null ? 0 : totals.Number("total_xact_count"),
+                    totals.Values is null ? 0 : totals.Number("total_received"),
+                    totals.Values is null ? 0 : totals.Number("total_sent"),
+                    Interlocked.Read(ref _errors));
+            },
+            cancellationToken);
+        Volatile.Write(ref _stats, stats);
+        return stats;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _controlLock.WaitAsync();
+        try
+        {
+            if (_control is not null)
+            {
+                await _control.DisposeAsync();
+                _control = null;
+            }
+        }
+        finally
+        {
+            _controlLock.Release();
+        }
+
+        _controlLock.Dispose();
+    }
+
+    private async Task<(long Servers, long Clients)> CountConnectionsAsync(PgBouncerConsole console, CancellationToken cancellationToken)
+    {
+        var servers = (await console.RunAsync("SHOW SERVERS", cancellationToken)).NamedRows().Count(r => r["database"] == _spec.Database);
+        var clients = (await console.RunAsync("SHOW CLIENTS", cancellationToken)).NamedRows().Count(r => r["database"] == _spec.Database && r["state"] == "active");
+        return (servers, clients);
+    }
+
+    /// <summary>RELOAD, then where the entry points now. Not cancellable: it follows a file replacement.</summary>
+    private Task<PgBouncerDatabase?> ReloadAsync() =>
+        WithControlAsync(
+            async c =>
+            {
+                await c.RunAsync("RELOAD", CancellationToken.None);
+                return await c.ShowDatabaseAsync(CancellationToken.None);
+            },
+            CancellationToken.None);
+
+    /// <summary>RESUME; false when PgBouncer says the database was not paused.</summary>
+    private async Task<bool> TryResumeAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await WithControlAsync(c => c.RunAsync($"RESUME {PgBouncerConsole.Quote(_spec.Database)}", cancellationToken), cancellationToken);
+            return true;
+        }
+        catch (TealException ex) when (ex.Code == "endpoint.pgbouncer-command-failed" && ex.Message.Contains("not paused", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+    }
+
+    private async Task ResumeAbandonedPauseAsync(string reason)
+    {
+        try
+        {
+            await TryResumeAsync(CancellationToken.None);
+            PgBouncerLog.PauseAbandoned(_logger, Name, _spec.Database, reason);
+        }
+        catch (TealException ex)
+        {
+            PgBouncerLog.ResumeAfterAbandonFailed(_logger, ex, Name, _spec.Database);
+        }
+
+        _paused = false;
+    }
+
+    /// <summary>Runs <paramref name="action"/> on the shared console connection, reopening it when it broke.</summary>
+    private async Task<T> WithControlAsync<T>(Func<PgBouncerConsole, Task<T>> action, CancellationToken cancellationToken)
+    {
+        await _controlLock.WaitAsync(cancellationToken);
+        try
+        {
+            if (_control is null || _control.IsBroken)
+            {
+                if (_control is not null)
+                {
+                    await _control.DisposeAsync();
+                }
+
+                _control = null;
+                _control = await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
+            }
+
+            return await action(_control);
+        }
+        finally
+        {
+            _controlLock.Release();
+        }
+    }
+
+    private async Task CountingErrorsAsync(Func<Task> action) => await CountingErrorsAsync(async () =>
+    {
+        await action();
+        return true;
+    });
+
+    private async Task<T> CountingErrorsAsync<T>(Func<Task<T>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (TealException)
+        {
+            Interlocked.Increment(ref _errors);
+            throw;
+        }
+    }
+
+    private async Task RefreshStatsQuietlyAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await RefreshStatsAsync(cancellationToken);
+        }
+        catch (TealException)
+        {
+            // Figures are best effort: the operation itself succeeded.
+        }
+    }
+
+    private async Task<PgBouncerEntry> ReadEntryAsync(CancellationToken cancellationToken)
+    {
+        var text = PgBouncerConfigFile.Decode(await ReadConfigAsync(cancellationToken));
+        return PgBouncerConfigFile.FindEntry(text, _spec.Database)
+            ?? throw new TealException(
+                "endpoint.pgbouncer-entry-missing",
+                $"{_spec.ConfigFile} has no [databases] entry '{_spec.Database}'",
+                $"give the ini file that defines '{_spec.Database}' (an entry in an %include'd file: give that file)");
+    }
+
+    private async Task<byte[]> ReadConfigAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await File.ReadAllBytesAsync(_spec.ConfigFile, cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new TealException("endpoint.pgbouncer-config-unreadable", $"cannot read PgBouncer's ini {_spec.ConfigFile}: {ex.Message}", "give the path of the ini PgBouncer runs with, readable by Teal", ex);
+        }
+    }
+
+    /// <summary>The flip opens the file's directory for a new file and renames it over the file: check both now.</summary>
+    private void CheckWritable()
+    {
+        var target = AtomicFile.ResolveTarget(_spec.ConfigFile);
+        var probe = Path.Combine(Path.GetDirectoryName(target) ?? "/", $".teal-write-check-{Guid.NewGuid():N}");
+        try
+        {
+            using (File.Open(target, FileMode.Open, FileAccess.ReadWrite))
+            {
+            }
+
+            using (File.Create(probe))
+            {
+            }
+
+            File.Delete(probe);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new TealException(
+                "endpoint.pgbouncer-config-not-writable",
+                $"Teal cannot replace {target}: {ex.Message}",
+                "Teal rewrites the entry's line at switchover: make the file and its directory writable by the user Teal runs as");
+        }
+    }
+
+    private static string Describe(TimeSpan? heldTimeout) =>
+        heldTimeout is { } t ? $"{t.TotalSeconds:0.#} s" : "forever (query_wait_timeout = 0)";
+}
