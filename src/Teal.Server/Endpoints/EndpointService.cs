@@ -1,4 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
@@ -12,21 +11,16 @@ namespace Teal.Server.Endpoints;
 /// <summary>
 /// Endpoint declarations in the state store. The live side (proxy listeners, PgBouncer drivers)
 /// (<see cref="LiveEndpoints"/>) starts and stops with them; the figures shown with each come
-/// from the registered <see cref="IEndpointRegistry"/> (none: declarations are listed alone).
+/// from the <see cref="IEndpointRegistry"/> (null for an endpoint nothing serves right now).
 /// </summary>
-public sealed class EndpointService(IStateStore state, ISecretStore secrets, LiveEndpoints live, IServiceProvider services, TimeProvider time)
+public sealed class EndpointService(IStateStore state, ISecretStore secrets, LiveEndpoints live, IEndpointRegistry registry, TimeProvider time)
 {
     public async Task<IReadOnlyList<EndpointView>> ListAsync(CancellationToken cancellationToken)
     {
-        var registry = services.GetService<IEndpointRegistry>();
         var views = new List<EndpointView>();
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
         {
-            EndpointStats? stats = null;
-            if (registry is not null)
-            {
-                stats = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name)?.Stats;
-            }
+            var stats = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name)?.Stats;
 
             views.Add(EndpointView.From(spec, stats));
         }
