@@ -167,6 +167,12 @@ run_one() {
   echo "$tps $p99"
 }
 
+# Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
+# reach its optimized code, as it has in a long-running `teal serve`.
+for via in direct teal pgbouncer haproxy; do
+  pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
+done
+
 ORDERS=("direct teal pgbouncer haproxy" "teal pgbouncer haproxy direct" "pgbouncer haproxy direct teal" "haproxy direct teal pgbouncer")
 declare -A TPS P99
 round=0
@@ -186,6 +192,10 @@ kill -TERM "$TEAL_PID" 2>/dev/null || true
 wait "$TEAL_PID" 2>/dev/null || true
 TEAL_STATS="$(tail -1 "$WORK/teal.out" 2>/dev/null || true)"
 [ -n "$TEAL_STATS" ] || TEAL_STATS=null
+# Transactions Teal's proxy carried (warm-up included, as its allocation count includes it).
+TEAL_TX=$(cat "$WORK"/logs/*-teal.out "$WORK"/warmup-teal.out 2>/dev/null | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' | awk '{s+=$1} END {print s+0}')
+TEAL_ALLOC=$(printf '%s' "$TEAL_STATS" | sed -nE 's/.*"allocated_bytes":([0-9]+).*/\1/p')
+ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) printf "%.2f", a / t; else print "null" }')
 
 # --- JSON ---------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
@@ -220,5 +230,5 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
       printf '    {"workload": "%s", "clients": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "met": %s}' "$workload" "$clients" "$vs_bouncer" "$vs_haproxy" "$met"
     done
   done
-  printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s\n}\n' "$all_met" "$TEAL_STATS"
+  printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
 } | tee "${OUT:-/dev/null}"
