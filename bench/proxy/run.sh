@@ -12,6 +12,9 @@
 #     all sampled transactions of a run sorted, the 99th percentile taken.
 #   - For each workload and client count the four paths run back to back, in a rotating order so
 #     that none always runs first on a cold cache or last on a grown history table.
+#   - proxy_cpu_us_per_tx: the proxy process's user+system CPU (/proc/PID/stat) over the run,
+#     per transaction. Other workers loading the machine move TPS a lot and this figure little,
+#     so it is the one to compare proxies' efficiency by (0 for direct: there is no proxy).
 #   - Authentication is trust on loopback for all four paths (PgBouncer needs no userlist secret).
 #
 # Environment: DURATION (default 20), SCALE (default 10), CLIENTS (default "8 32"),
@@ -151,12 +154,28 @@ port_of() {
   esac
 }
 
-# Prints "tps p99_ms" for one pgbench run.
+pid_of() {
+  case "$1" in
+    teal) echo "$TEAL_PID" ;; pgbouncer) cat "$WORK/pgbouncer.pid" ;; haproxy) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
+  esac
+}
+
+# CPU time (user + system, clock ticks) a process has used; 0 for "direct".
+cpu_ticks() {
+  local pid
+  pid="$(pid_of "$1")"
+  [ -n "$pid" ] || { echo 0; return; }
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
+}
+
+# Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run.
 run_one() {
   local workload="$1" clients="$2" via="$3" name="$1-$2-$3"
   local flags=()
   [ "$workload" = select-only ] && flags+=(-S)
   mkdir -p "$WORK/logs/$name"
+  local cpu_before
+  cpu_before="$(cpu_ticks "$via")"
   (cd "$WORK/logs/$name" && pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 -T "$DURATION" \
     --log --log-prefix=tx --sampling-rate="$SAMPLING" "${flags[@]}" postgres) >"$WORK/logs/$name.out" 2>&1 \
     || die "pgbench $name failed: $(tail -3 "$WORK/logs/$name.out")"
@@ -164,7 +183,12 @@ run_one() {
   tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$WORK/logs/$name.out")
   [ -n "$tps" ] || die "no tps in pgbench output for $name"
   p99=$(cat "$WORK/logs/$name"/tx.* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", v[i]/1000}')
-  echo "$tps $p99"
+  # The proxy's own CPU per transaction: unlike TPS it barely moves when other work loads the machine.
+  local cpu_after tx cpu_us
+  cpu_after="$(cpu_ticks "$via")"
+  tx=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$WORK/logs/$name.out")
+  cpu_us=$(awk -v a="$cpu_before" -v b="$cpu_after" -v t="$tx" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (t > 0) printf "%.2f", (b - a) * 1e6 / hz / t; else print "null" }')
+  echo "$tps $p99 $cpu_us"
 }
 
 # Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
@@ -174,15 +198,16 @@ for via in direct teal pgbouncer haproxy; do
 done
 
 ORDERS=("direct teal pgbouncer haproxy" "teal pgbouncer haproxy direct" "pgbouncer haproxy direct teal" "haproxy direct teal pgbouncer")
-declare -A TPS P99
+declare -A TPS P99 CPU
 round=0
 for workload in select-only tpcb; do
   for clients in $CLIENTS; do
     for via in ${ORDERS[$((round % 4))]}; do
       log "$workload, $clients clients, $via (${DURATION}s)"
-      read -r tps p99 < <(run_one "$workload" "$clients" "$via")
+      read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
       TPS["$workload/$clients/$via"]="$tps"
       P99["$workload/$clients/$via"]="$p99"
+      CPU["$workload/$clients/$via"]="$cpu"
     done
     round=$((round + 1))
   done
@@ -210,8 +235,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
       for via in direct teal pgbouncer haproxy; do
         [ $first = 1 ] || printf ',\n'
         first=0
-        printf '    {"workload": "%s", "clients": %s, "via": "%s", "tps": %s, "ratio_to_direct": %s, "p99_ms": %s}' \
-          "$workload" "$clients" "$via" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}"
+        printf '    {"workload": "%s", "clients": %s, "via": "%s", "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
+          "$workload" "$clients" "$via" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}" "${CPU[$workload/$clients/$via]}"
       done
     done
   done
