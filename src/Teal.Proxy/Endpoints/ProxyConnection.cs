@@ -86,7 +86,7 @@ internal sealed class ProxyConnection
                 return;
             }
 
-            if (BinaryPrimitives.ReadInt32BigEndian(startup.AsSpan(4)) == PostgresWire.CancelRequestCode)
+            if (startup.Length == PostgresWire.CancelRequestLength && BinaryPrimitives.ReadInt32BigEndian(startup.AsSpan(4)) == PostgresWire.CancelRequestCode)
             {
                 await _endpoint.ForwardCancelAsync(startup, stopping);
                 reason = "cancel request forwarded";
@@ -220,6 +220,12 @@ internal sealed class ProxyConnection
         {
             return "client side closed";
         }
+        catch (InvalidDataException ex)
+        {
+            // Caught here rather than above: both pumps must end normally before the buffers go
+            // back to the pool.
+            return $"protocol error from client: {ex.Message}";
+        }
     }
 
     private async Task<string> ServerToClientAsync(Socket server, byte[] buffer)
@@ -351,6 +357,13 @@ internal sealed class ProxyConnection
         var server = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         lock (_lock)
         {
+            if (_closing)
+            {
+                // Cut (drain budget or stop) while it was being admitted: never reach the server.
+                server.Dispose();
+                return null;
+            }
+
             _server = server;
         }
 

@@ -18,6 +18,9 @@ internal static class PostgresWire
 
     public const int CancelRequestCode = 80877102;
 
+    /// <summary>A CancelRequest is always 16 bytes: length, code, process id, secret key.</summary>
+    public const int CancelRequestLength = 16;
+
     /// <summary>A startup packet above this size is not PostgreSQL (the server allows 10000).</summary>
     public const int MaxStartupPacket = 10000;
 

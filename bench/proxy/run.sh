@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Proxy throughput bench (PRODUCT.md §11): pgbench -S (select-only) and TPC-B at 8 and 32
+# clients against one PostgreSQL 15, four ways in the same run: direct, through Teal's proxy
+# (bench/Teal.Bench.Proxy hosting ProxyManager with one endpoint), through PgBouncer
+# (transaction pooling, pool >= clients) and through HAProxy (tcp mode). Prints one JSON document.
+#
+# Method, so that the figures mean the same thing every run:
+#   - pgbench -M simple, -j 2 (the machine has 2 cores), -T DURATION seconds, -n (no vacuum per run).
+#   - PostgreSQL keeps fsync on but runs synchronous_commit=off, so TPC-B measures the path
+#     through the proxy rather than the disk's flush latency.
+#   - p99 latency: pgbench --log with --sampling-rate (per-transaction latency in µs, column 3),
+#     all sampled transactions of a run sorted, the 99th percentile taken.
+#   - For each workload and client count the four paths run back to back, in a rotating order so
+#     that none always runs first on a cold cache or last on a grown history table.
+#   - proxy_cpu_us_per_tx: the proxy process's user+system CPU (/proc/PID/stat) over the run,
+#     per transaction. Other workers loading the machine move TPS a lot and this figure little,
+#     so it is the one to compare proxies' efficiency by (0 for direct: there is no proxy).
+#   - Authentication is trust on loopback for all four paths (PgBouncer needs no userlist secret).
+#
+# Environment: DURATION (default 20), SCALE (default 10), CLIENTS (default "8 32"),
+#   SAMPLING (default 0.1), KEEP=1 to keep the work directory, OUT=file to also write the JSON.
+set -euo pipefail
+
+DURATION="${DURATION:-20}"
+SCALE="${SCALE:-10}"
+CLIENTS="${CLIENTS:-8 32}"
+SAMPLING="${SAMPLING:-0.1}"
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+log() { printf 'bench-proxy: %s\n' "$*" >&2; }
+die() { printf 'bench-proxy: error: %s\n' "$*" >&2; exit 1; }
+
+for tool in pgbench pgbouncer haproxy dotnet runuser; do
+  command -v "$tool" >/dev/null || die "$tool is missing (run scripts/setup.sh)"
+done
+[ -x "$PGBIN/postgres" ] || die "PostgreSQL 15 is missing in $PGBIN (run scripts/setup.sh)"
+
+WORK="$(mktemp -d /tmp/teal-bench-proxy.XXXXXX)"
+chmod 755 "$WORK"
+RUN_AS=()
+if [ "$(id -u)" -eq 0 ]; then
+  # PostgreSQL and PgBouncer refuse to run as root.
+  RUN_AS=(runuser -u postgres --)
+  chown postgres "$WORK"
+fi
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+wait_port() {
+  local port="$1" what="$2"
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return
+    sleep 0.05
+  done
+  die "$what did not start listening on $port"
+}
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+  [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
+  [ -d "$WORK/pg" ] && "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+PG_PORT="$(free_port)"
+TEAL_PORT="$(free_port)"
+BOUNCER_PORT="$(free_port)"
+HAPROXY_PORT="$(free_port)"
+
+# --- PostgreSQL 15 ------------------------------------------------------------------------------
+log "PostgreSQL 15 on $PG_PORT, pgbench scale $SCALE"
+"${RUN_AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres -A trust -E UTF8 --no-sync >/dev/null
+cat >>"$WORK/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$WORK'
+max_connections = 200
+shared_buffers = 256MB
+synchronous_commit = off
+wal_buffers = 16MB
+checkpoint_timeout = 15min
+max_wal_size = 4GB
+autovacuum = off
+CONF
+"${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+pgbench -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>"$WORK/init.log" || die "pgbench -i failed: $(tail -3 "$WORK/init.log")"
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'vacuum analyze' >/dev/null
+
+# --- Teal's proxy -------------------------------------------------------------------------------
+log "building Teal's proxy host"
+dotnet build -c Release -v q -nologo "$ROOT/bench/Teal.Bench.Proxy/Teal.Bench.Proxy.csproj" >"$WORK/build.log" 2>&1 || die "build failed: $(tail -5 "$WORK/build.log")"
+TEAL_DLL="$ROOT/bench/Teal.Bench.Proxy/bin/Release/net10.0/Teal.Bench.Proxy.dll"
+dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT" >"$WORK/teal.out" 2>"$WORK/teal.log" &
+PIDS+=("$!")
+TEAL_PID="$!"
+wait_port "$TEAL_PORT" "Teal's proxy"
+
+# --- PgBouncer, transaction pooling ----------------------------------------------------------------
+echo '"postgres" ""' >"$WORK/userlist.txt"
+cat >"$WORK/pgbouncer.ini" <<CONF
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir = $WORK
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = 40
+max_client_conn = 200
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+CONF
+chmod 644 "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+"${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer.ini" >/dev/null
+wait_port "$BOUNCER_PORT" "PgBouncer"
+
+# --- HAProxy, tcp mode --------------------------------------------------------------------------
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  maxconn 1000
+  pidfile $WORK/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend pg
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend pg
+backend pg
+  server pg 127.0.0.1:$PG_PORT
+CONF
+haproxy -f "$WORK/haproxy.cfg" -D >/dev/null 2>"$WORK/haproxy.log"
+wait_port "$HAPROXY_PORT" "HAProxy"
+
+# --- runs ---------------------------------------------------------------------------------------
+port_of() {
+  case "$1" in
+    direct) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
+  esac
+}
+
+pid_of() {
+  case "$1" in
+    teal) echo "$TEAL_PID" ;; pgbouncer) cat "$WORK/pgbouncer.pid" ;; haproxy) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
+  esac
+}
+
+# CPU time (user + system, clock ticks) a process has used; 0 for "direct".
+cpu_ticks() {
+  local pid
+  pid="$(pid_of "$1")"
+  [ -n "$pid" ] || { echo 0; return; }
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
+}
+
+# Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run.
+run_one() {
+  local workload="$1" clients="$2" via="$3" name="$1-$2-$3"
+  local flags=()
+  [ "$workload" = select-only ] && flags+=(-S)
+  mkdir -p "$WORK/logs/$name"
+  local cpu_before
+  cpu_before="$(cpu_ticks "$via")"
+  (cd "$WORK/logs/$name" && pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 -T "$DURATION" \
+    --log --log-prefix=tx --sampling-rate="$SAMPLING" "${flags[@]}" postgres) >"$WORK/logs/$name.out" 2>&1 \
+    || die "pgbench $name failed: $(tail -3 "$WORK/logs/$name.out")"
+  local tps p99
+  tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$WORK/logs/$name.out")
+  [ -n "$tps" ] || die "no tps in pgbench output for $name"
+  p99=$(cat "$WORK/logs/$name"/tx.* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", v[i]/1000}')
+  # The proxy's own CPU per transaction: unlike TPS it barely moves when other work loads the machine.
+  local cpu_after tx cpu_us
+  cpu_after="$(cpu_ticks "$via")"
+  tx=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$WORK/logs/$name.out")
+  cpu_us=$(awk -v a="$cpu_before" -v b="$cpu_after" -v t="$tx" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (t > 0) printf "%.2f", (b - a) * 1e6 / hz / t; else print "null" }')
+  echo "$tps $p99 $cpu_us"
+}
+
+# Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
+# reach its optimized code, as it has in a long-running `teal serve`.
+for via in direct teal pgbouncer haproxy; do
+  pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
+done
+
+ORDERS=("direct teal pgbouncer haproxy" "teal pgbouncer haproxy direct" "pgbouncer haproxy direct teal" "haproxy direct teal pgbouncer")
+declare -A TPS P99 CPU
+round=0
+for workload in select-only tpcb; do
+  for clients in $CLIENTS; do
+    for via in ${ORDERS[$((round % 4))]}; do
+      log "$workload, $clients clients, $via (${DURATION}s)"
+      read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
+      TPS["$workload/$clients/$via"]="$tps"
+      P99["$workload/$clients/$via"]="$p99"
+      CPU["$workload/$clients/$via"]="$cpu"
+    done
+    round=$((round + 1))
+  done
+done
+
+kill -TERM "$TEAL_PID" 2>/dev/null || true
+wait "$TEAL_PID" 2>/dev/null || true
+TEAL_STATS="$(tail -1 "$WORK/teal.out" 2>/dev/null || true)"
+[ -n "$TEAL_STATS" ] || TEAL_STATS=null
+# Transactions Teal's proxy carried (warm-up included, as its allocation count includes it).
+TEAL_TX=$(cat "$WORK"/logs/*-teal.out "$WORK"/warmup-teal.out 2>/dev/null | sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' | awk '{s+=$1} END {print s+0}')
+TEAL_ALLOC=$(printf '%s' "$TEAL_STATS" | sed -nE 's/.*"allocated_bytes":([0-9]+).*/\1/p')
+ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) printf "%.2f", a / t; else print "null" }')
+
+# --- JSON ---------------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
+{
+  printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
+  printf '  "method": {"duration_s": %s, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp"},\n' "$DURATION" "$SCALE" "$SAMPLING"
+  printf '  "scenarios": [\n'
+  first=1
+  for workload in select-only tpcb; do
+    for clients in $CLIENTS; do
+      direct="${TPS[$workload/$clients/direct]}"
+      for via in direct teal pgbouncer haproxy; do
+        [ $first = 1 ] || printf ',\n'
+        first=0
+        printf '    {"workload": "%s", "clients": %s, "via": "%s", "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
+          "$workload" "$clients" "$via" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}" "${CPU[$workload/$clients/$via]}"
+      done
+    done
+  done
+  printf '\n  ],\n  "bar": [\n'
+  first=1
+  all_met=true
+  for workload in select-only tpcb; do
+    for clients in $CLIENTS; do
+      teal="${TPS[$workload/$clients/teal]}"
+      vs_bouncer="$(ratio "$teal" "${TPS[$workload/$clients/pgbouncer]}")"
+      vs_haproxy="$(ratio "$teal" "${TPS[$workload/$clients/haproxy]}")"
+      met=$(awk -v a="$vs_bouncer" -v b="$vs_haproxy" 'BEGIN { print (a >= 1 && b >= 1) ? "true" : "false" }')
+      [ "$met" = true ] || all_met=false
+      [ $first = 1 ] || printf ',\n'
+      first=0
+      printf '    {"workload": "%s", "clients": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "met": %s}' "$workload" "$clients" "$vs_bouncer" "$vs_haproxy" "$met"
+    done
+  done
+  printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
+} | tee "${OUT:-/dev/null}"
