@@ -59,8 +59,8 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
     public bool Paused => _paused;
 
-    /// <summary>The last figures read by <see cref="RefreshStatsAsync"/> (or after an operation).</summary>
-    public EndpointStats Stats => Volatile.Read(ref _stats);
+    /// <summary>The last figures read by <see cref="RefreshStatsAsync"/> (or after an operation), with the current error count.</summary>
+    public EndpointStats Stats => Volatile.Read(ref _stats) with { Errors = Interlocked.Read(ref _errors) };
 
     /// <summary>PgBouncer's <c>query_wait_timeout</c> as read at the last pause: how long a held client waits before PgBouncer fails it. Null: forever.</summary>
     public TimeSpan? HeldClientTimeout { get; private set; }
