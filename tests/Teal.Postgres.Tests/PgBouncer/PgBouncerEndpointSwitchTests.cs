@@ -143,6 +143,40 @@ public sealed class PgBouncerEndpointSwitchTests(BlueGreenFixture servers) : ICl
     }
 
     [Fact]
+    public async Task PauseAndResume_Repeated_AreIdempotent()
+    {
+        // A switchover resumed from its journal may repeat a step that already ran.
+        await using var bouncer = await StartAsync();
+        await using var endpoint = Endpoint(bouncer, new ListLogger());
+
+        await endpoint.ResumeAsync(CancellationToken.None);
+        await endpoint.PauseAsync(HoldDeadline, CancellationToken.None);
+        await endpoint.PauseAsync(HoldDeadline, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        (await ShowDatabaseAsync(bouncer))["paused"].ShouldBe("1");
+        await endpoint.ResumeAsync(CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        (await ShowDatabaseAsync(bouncer))["paused"].ShouldBe("0");
+        endpoint.Stats.Errors.ShouldBe(0);
+        await using var client = await bouncer.OpenAsync();
+        (await ServerVersionAsync(client).WaitAsync(TimeSpan.FromSeconds(5))).ShouldStartWith("15");
+    }
+
+    [Fact]
+    public async Task Flip_ToWhereItAlreadyPoints_LeavesTheFileUntouched()
+    {
+        await using var bouncer = await StartAsync();
+        await using var endpoint = Endpoint(bouncer, new ListLogger());
+        var before = File.GetLastWriteTimeUtc(bouncer.ConfigFile);
+        var content = await File.ReadAllBytesAsync(bouncer.ConfigFile);
+
+        await endpoint.FlipAsync(BlueTarget(), CancellationToken.None);
+
+        File.GetLastWriteTimeUtc(bouncer.ConfigFile).ShouldBe(before);
+        (await File.ReadAllBytesAsync(bouncer.ConfigFile)).ShouldBe(content);
+    }
+
+    [Fact]
     public async Task Drain_AfterPauseInTransactionPooling_FindsNothingOpen()
     {
         await using var bouncer = await StartAsync();
@@ -158,6 +192,21 @@ public sealed class PgBouncerEndpointSwitchTests(BlueGreenFixture servers) : ICl
         drained.ClosedAtDeadline.ShouldBe(0);
         (await ShowServersAsync(bouncer)).ShouldBe(0);
         await endpoint.ResumeAsync(CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Drain_SessionPoolingClientStillConnected_ReportsItWhenTheBudgetEnds()
+    {
+        await using var bouncer = await PgBouncerServer.StartAsync(servers.Blue, new PgBouncerServerOptions { PoolMode = "session" });
+        var logger = new ListLogger();
+        await using var endpoint = Endpoint(bouncer, logger);
+        await using var session = await bouncer.OpenAsync();
+        await ServerVersionAsync(session);
+
+        var drained = await endpoint.DrainAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None);
+
+        drained.ShouldBe(new EndpointDrainResult(0, 0));
+        logger.Lines.ShouldContain(line => line.Contains("1 server connection(s)") && line.Contains("still open"));
     }
 
     [Fact]
