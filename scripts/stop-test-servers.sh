@@ -4,8 +4,10 @@
 set -uo pipefail
 base=/tmp/teal-tests
 [ -d "$base" ] || exit 0
+# `teal serve` processes a killed test run left behind (their data dirs are under $base).
+pkill -9 -f "serve --data-dir $base/" 2>/dev/null && echo "stop-test-servers: killed a teal serve a test left behind" >&2
 left=0
-for pid_file in "$base"/*/*/data/postmaster.pid; do
+for pid_file in "$base"/*/*/data/postmaster.pid "$base"/*/*/instances/*/data/postmaster.pid; do
   [ -f "$pid_file" ] || continue
   pid=$(head -n 1 "$pid_file")
   if kill -0 "$pid" 2>/dev/null; then

@@ -1,1 +1,3 @@
-return 0;
+using Teal.Cli;
+
+return await TealCli.RunAsync(args, Console.Out, Console.Error, Environment.GetEnvironmentVariable, CancellationToken.None);

@@ -38,6 +38,12 @@ public static class TestDirectories
         return dir;
     }
 
+    private static readonly ConcurrentDictionary<Processes.TealProcess, bool> RunningTeal = new();
+
+    internal static void TrackTeal(Processes.TealProcess process) => RunningTeal[process] = true;
+
+    internal static void UntrackTeal(Processes.TealProcess process) => RunningTeal.TryRemove(process, out _);
+
     internal static void Track(ManagedPostgresServer server) => Running[server.Directory] = server;
 
     internal static void Untrack(ManagedPostgresServer server) => Running.TryRemove(server.Directory, out _);
@@ -87,6 +93,11 @@ public static class TestDirectories
 
     private static void StopAll(string root)
     {
+        foreach (var teal in RunningTeal.Keys)
+        {
+            teal.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
         foreach (var server in Running.Values)
         {
             StopQuietly(server);
@@ -112,6 +123,8 @@ public static class TestDirectories
                 continue;
             }
 
+            // Servers a killed `teal serve` started (managed instances) live deeper down.
+            Processes.TealProcess.StopServersUnder(dir);
             foreach (var instance in Directory.EnumerateDirectories(dir))
             {
                 KillDaemon(Path.Combine(instance, "pgbouncer.pid"), "pgbouncer");

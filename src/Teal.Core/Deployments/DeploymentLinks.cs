@@ -30,6 +30,10 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
         new(ObjectName(deployment.Id), Connection(blue).WithDatabase(deployment.Database), Connection(green).WithDatabase(deployment.Database))
         {
             Tables = deployment.Tables,
+            GreenManaged = deployment.GreenManaged,
+            CopyRoles = deployment.CopyRoles,
+            ExpectedGreenVersion = green.Managed?.EngineVersion,
+            ExpectedGreenParameters = deployment.TargetParameters,
         };
 
     public ConnectionInfo Connection(Instance instance) =>

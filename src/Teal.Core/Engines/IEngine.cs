@@ -44,4 +44,16 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 {
     /// <summary>Restrict replication to these tables (schema.table); empty means all tables.</summary>
     public IReadOnlyList<string> Tables { get; init; } = [];
+
+    /// <summary>Whether Teal provisioned green (then it is known to be empty and Teal's to configure).</summary>
+    public bool GreenManaged { get; init; }
+
+    /// <summary>Copy blue's roles (without the connecting users) to green before the schema.</summary>
+    public bool CopyRoles { get; init; }
+
+    /// <summary>The engine version green must run (verify reports it), e.g. "17"; null skips the check.</summary>
+    public string? ExpectedGreenVersion { get; init; }
+
+    /// <summary>Parameter values green must have (the deployment's parameter group); verify compares them.</summary>
+    public IReadOnlyDictionary<string, string> ExpectedGreenParameters { get; init; } = new Dictionary<string, string>();
 }

@@ -49,7 +49,23 @@ public sealed record SwitchoverGuardrailOptions(TimeSpan SwitchoverTimeout)
 /// <summary>Result of comparing one table.</summary>
 public sealed record TableVerification(string Table, long BlueRows, long GreenRows, string BlueChecksum, string GreenChecksum, double Seconds)
 {
-    public bool Matches => BlueRows == GreenRows && BlueChecksum == GreenChecksum;
+    /// <summary>Primary-key chunks the table was compared in (1 when it is compared whole).</summary>
+    public int Chunks { get; init; } = 1;
+
+    /// <summary>Chunks that differ and stayed the same on both sides when re-checked: real differences.</summary>
+    public int DifferentChunks { get; init; }
+
+    /// <summary>Chunks still changing on blue at every re-check: not comparable now, not a difference.</summary>
+    public int ChangingChunks { get; init; }
+
+    /// <summary>Why the table could not be compared (missing on green, columns differ, …).</summary>
+    public string? Problem { get; init; }
+
+    /// <summary>
+    /// No difference found. Chunks still changing under load are reported in
+    /// <see cref="ChangingChunks"/> and do not count as differences; the totals then differ.
+    /// </summary>
+    public bool Matches => Problem is null && DifferentChunks == 0 && (ChangingChunks > 0 || (BlueRows == GreenRows && BlueChecksum == GreenChecksum));
 }
 
 /// <summary>Every difference between blue and green, and how fast they were compared.</summary>

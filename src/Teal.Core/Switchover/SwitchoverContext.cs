@@ -14,6 +14,9 @@ public sealed class SwitchoverContext
     /// <summary>The deployment as it was when the switchover started.</summary>
     public required Deployment Deployment { get; init; }
 
+    /// <summary>The deployment as the switchover has changed it so far (names swap at the flip).</summary>
+    public Deployment Current { get; set; } = null!;
+
     public required IReplicationLink Link { get; init; }
 
     /// <summary>Endpoints routed to blue, which the switchover pauses, drains, flips and resumes.</summary>

@@ -36,8 +36,15 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
         return new ProvisionedInstance(instance, password);
     }
 
-    public async Task StartAsync(Instance instance, CancellationToken cancellationToken) =>
-        await _managed.StartAsync(await LoadAsync(instance, cancellationToken), cancellationToken);
+    /// <summary>Starts the server unless it runs already (managed servers outlive a restart of Teal).</summary>
+    public async Task StartAsync(Instance instance, CancellationToken cancellationToken)
+    {
+        var server = await LoadAsync(instance, cancellationToken);
+        if (!await _managed.IsRunningAsync(server, cancellationToken))
+        {
+            await _managed.StartAsync(server, cancellationToken);
+        }
+    }
 
     public async Task StopAsync(Instance instance, CancellationToken cancellationToken) =>
         await _managed.StopAsync(await LoadAsync(instance, cancellationToken), immediate: false, cancellationToken);

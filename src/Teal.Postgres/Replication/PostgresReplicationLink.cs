@@ -4,48 +4,72 @@ using Teal.Postgres.Engines;
 
 namespace Teal.Postgres.Replication;
 
-/// <summary>Logical replication (publication on blue, subscription on green) for one deployment.</summary>
-public sealed class PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time) : IReplicationLink
+/// <summary>
+/// Logical replication (publication on blue, subscription on green) for one deployment, and
+/// the primitives a switchover is built from. Each concern lives in its own class; this one
+/// wires them to one set of pooled connections and keeps the heartbeat history in memory.
+/// </summary>
+public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 {
-    private readonly LinkSpec _spec = spec;
-    private readonly PostgresEngineCatalog _catalog = catalog;
-    private readonly TimeProvider _time = time;
+    private readonly LinkSessions _sessions;
+    private readonly PrerequisiteChecks _prerequisites;
+    private readonly SchemaCopy _schema;
+    private readonly Fencing _fencing;
+    private readonly ReplicationSetup _setup;
+    private readonly StatusReader _status;
+    private readonly Positions _positions;
+    private readonly Verifier _verifier;
+    private readonly SwitchoverChecks _switchover;
 
-    public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => throw Missing();
+    public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        _sessions = new LinkSessions(spec);
+        _prerequisites = new PrerequisiteChecks(_sessions);
+        _schema = new SchemaCopy(_sessions, catalog);
+        _fencing = new Fencing(_sessions, time);
+        _setup = new ReplicationSetup(_sessions, _fencing, _schema);
+        _status = new StatusReader(_sessions, _setup, time);
+        _positions = new Positions(_sessions, time);
+        _verifier = new Verifier(_sessions, _positions);
+        _switchover = new SwitchoverChecks(_sessions, _status);
+    }
 
-    public Task CopySchemaAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
 
-    public Task StartReplicationAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task CopySchemaAsync(CancellationToken cancellationToken) => _schema.CopyAsync(cancellationToken);
 
-    public Task<ReplicationSnapshot> ReadStatusAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task StartReplicationAsync(CancellationToken cancellationToken) => _setup.StartAsync(cancellationToken);
 
-    public Task WriteHeartbeatAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task<ReplicationSnapshot> ReadStatusAsync(CancellationToken cancellationToken) => _status.ReadAsync(cancellationToken);
 
-    public Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken) => throw Missing();
+    public Task WriteHeartbeatAsync(CancellationToken cancellationToken) => _status.WriteHeartbeatAsync(cancellationToken);
 
-    public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken) => _setup.AcknowledgeDdlAsync(upToId, cancellationToken);
 
-    public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => throw Missing();
+    public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => _setup.AddMissingTablesAsync(cancellationToken);
 
-    public Task RemoveAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => _verifier.VerifyAsync(progress, cancellationToken);
 
-    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => throw Missing();
+    public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);
 
-    public Task FenceAsync(Side side, CancellationToken cancellationToken) => throw Missing();
+    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
 
-    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => throw Missing();
+    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _fencing.FenceAsync(side, cancellationToken);
 
-    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => throw Missing();
+    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _fencing.UnfenceAsync(side, cancellationToken);
 
-    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _fencing.DrainAsync(side, budget, cancellationToken);
 
-    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => throw Missing();
+    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _positions.MarkAsync(cancellationToken);
 
-    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);
 
-    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => throw Missing();
+    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _positions.SyncSequencesAsync(cancellationToken);
 
-    public Task StopReplicationAsync(CancellationToken cancellationToken) => throw Missing();
+    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
 
-    private NotSupportedException Missing() => new($"replication link {_spec.Name} ({_catalog.Options.EnginesDirectory}, {_time.GetUtcNow()}) is not built yet");
+    public Task StopReplicationAsync(CancellationToken cancellationToken) => _setup.StopAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

@@ -1,0 +1,317 @@
+using System.CommandLine;
+using System.Globalization;
+using Teal.Cli.Rendering;
+using Teal.Core.Deployments;
+using Teal.Core.Engines;
+using Teal.Server.Api;
+
+namespace Teal.Cli.Commands;
+
+/// <summary>The deployment verbs: <c>create</c>, <c>list</c>, <c>show</c>, <c>verify</c>, <c>ack-ddl</c>, <c>add-tables</c>, <c>delete</c>.</summary>
+internal static class DeploymentCommands
+{
+    public static IEnumerable<Command> Create(CliSession session) =>
+        [CreateVerb(session), List(session), Show(session), Verify(session), AckDdl(session), AddTables(session), Delete(session)];
+
+    private static Command CreateVerb(CliSession session)
+    {
+        var name = new Argument<string>("NAME") { Description = "Deployment name" };
+        var source = new Option<string>("--source") { Description = "Blue: the registered writer instance", Required = true };
+        var version = new Option<string?>("--target-engine-version") { Description = "Managed green: engine version (default: blue's major version)" };
+        var parameters = Verb.KeyValues("--target-parameter", "Managed green: server setting KEY=VALUE (repeatable)");
+        var connection = new Option<string?>("--target-connection") { Description = "External green: connection string of an empty server you provisioned" };
+        var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
+        var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait };
+        command.SetAction(async (parse, ct) =>
+        {
+            var spec = new CreateDeploymentSpec(parse.GetValue(name)!, parse.GetValue(source)!)
+            {
+                TargetEngineVersion = parse.GetValue(version),
+                TargetParameters = Verb.ToDictionary(parse.GetValue(parameters)),
+                TargetConnection = parse.GetValue(connection),
+                Tags = Verb.ToDictionary(parse.GetValue(tags)),
+            };
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);
+            var deployment = ApiClient.Parse<Deployment>(body);
+            if (session.Json(parse) && !parse.GetValue(wait))
+            {
+                session.WriteJson(body);
+                return ExitCodes.Ok;
+            }
+
+            if (!session.Json(parse))
+            {
+                await session.Output.WriteLineAsync($"deployment {deployment.Name} ({deployment.Id}) created: blue {deployment.Blue} → green {deployment.Green}");
+            }
+
+            return parse.GetValue(wait) ? await WaitAsync(session, parse, api, deployment, ct) : ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    /// <summary>Polls once a second, printing each task change, until AVAILABLE or a failure.</summary>
+    private static async Task<int> WaitAsync(CliSession session, ParseResult parse, ApiClient api, Deployment deployment, CancellationToken ct)
+    {
+        var seen = new Dictionary<DeploymentTaskKind, string>();
+        try
+        {
+            while (true)
+            {
+                var body = await api.SendAsync(HttpMethod.Get, $"/api/deployments/{deployment.Id}", null, ct);
+                deployment = ApiClient.Parse<Deployment>(body);
+                foreach (var task in deployment.Tasks)
+                {
+                    var line = $"{TaskNames.Of(task.Kind),-16} {Format.Name(task.Status),-12} {Percent(task.Percent),5}  {task.Message}";
+                    if (!session.Json(parse) && (!seen.TryGetValue(task.Kind, out var previous) || previous != line))
+                    {
+                        seen[task.Kind] = line;
+                        await session.Output.WriteLineAsync(line);
+                    }
+                }
+
+                if (deployment.Status is not DeploymentStatus.Provisioning)
+                {
+                    break;
+                }
+
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            await session.Error.WriteLineAsync($"stopped waiting; Teal carries on (teal show {deployment.Name})");
+            return ExitCodes.Ok;
+        }
+
+        if (session.Json(parse))
+        {
+            session.WriteJson(deployment);
+        }
+
+        if (deployment.Status == DeploymentStatus.Available)
+        {
+            if (!session.Json(parse))
+            {
+                await session.Output.WriteLineAsync($"deployment {deployment.Name} is AVAILABLE: lag {Format.Bytes(deployment.Replication.LagBytes)}, {Format.Seconds(deployment.Replication.LagSeconds)}");
+            }
+
+            return ExitCodes.Ok;
+        }
+
+        throw new CliException($"deployment {deployment.Name} is {Format.Name(deployment.Status)}: {deployment.StatusReason}", $"see `teal events {deployment.Name}`; delete it with `teal delete {deployment.Name} --delete-target`");
+    }
+
+    private static Command List(CliSession session)
+    {
+        var command = new Command("list", "List deployments");
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Get, "/api/deployments", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+                return ExitCodes.Ok;
+            }
+
+            var table = new Table("ID", "NAME", "STATUS", "BLUE", "GREEN", "REPLICATION", "LAG");
+            foreach (var d in ApiClient.Parse<Deployment[]>(body))
+            {
+                table.Add(d.Id.Value, d.Name, Format.Name(d.Status), d.Blue, d.Green, Format.Name(d.Replication.State), Lag(d.Replication));
+            }
+
+            table.WriteTo(session.Output);
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Show(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var watch = new Option<bool>("--watch", "-w") { Description = "Redraw every second (lag, task progress) until Ctrl-C" };
+        var command = new Command("show", "Show a deployment: status, replication and lag, tasks") { id, watch };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var path = $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}";
+            try
+            {
+                do
+                {
+                    var body = await api.SendAsync(HttpMethod.Get, path, null, ct);
+                    if (parse.GetValue(watch) && session.IsTerminal)
+                    {
+                        // Home and clear: redraw in place instead of scrolling.
+                        await session.Output.WriteAsync("\u001b[H\u001b[2J");
+                    }
+
+                    if (session.Json(parse))
+                    {
+                        session.WriteJson(body);
+                    }
+                    else
+                    {
+                        Render(session.Output, ApiClient.Parse<Deployment>(body));
+                    }
+
+                    if (parse.GetValue(watch))
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(1), ct);
+                    }
+                }
+                while (parse.GetValue(watch));
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Ctrl-C ends --watch.
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Verify(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var command = new Command("verify", "Compare blue and green table by table (row counts and checksums)") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/verify", null, ct);
+            var report = ApiClient.Parse<VerifyReport>(body);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var table = new Table("TABLE", "BLUE ROWS", "GREEN ROWS", "MATCH");
+                foreach (var t in report.Tables)
+                {
+                    table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : "NO");
+                }
+
+                table.WriteTo(session.Output);
+                foreach (var s in report.Settings.Where(s => !s.Matches))
+                {
+                    await session.Output.WriteLineAsync($"setting {s.Name}: expected {s.Expected}, green has {s.Actual}");
+                }
+
+                await session.Output.WriteLineAsync($"at {report.Position}: {report.RowsPerSide} rows per side in {report.Seconds:0.0} s ({report.RowsPerSecond:0} rows/s per side)");
+            }
+
+            return report.Matches
+                ? ExitCodes.Ok
+                : throw new CliException($"blue and green differ: {report.Tables.Count(t => !t.Matches)} table(s), {report.Settings.Count(s => !s.Matches)} setting(s)", "see the report above; check `teal show` for DEGRADED replication");
+        });
+        return command;
+    }
+
+    private static Command AckDdl(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var command = new Command("ack-ddl", "Acknowledge that the DDL recorded on blue was applied on green") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/ack-ddl", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var d = ApiClient.Parse<Deployment>(body);
+                await session.Output.WriteLineAsync($"DDL acknowledged; replication is {Format.Name(d.Replication.State)}");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command AddTables(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var command = new Command("add-tables", "Give green the tables created on blue after replication started, with their rows") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/add-tables", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var added = ApiClient.Parse<AddTablesResult>(body).Tables;
+                await session.Output.WriteLineAsync(added.Count == 0 ? "no table was missing on green" : $"added to green and the subscription: {string.Join(", ", added)}");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Delete(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var deleteTarget = new Option<bool>("--delete-target") { Description = "Also remove a managed green (only before switchover)" };
+        var command = new Command("delete", "Remove Teal's objects from blue and green and forget the deployment") { id, deleteTarget };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var target = parse.GetValue(id)!;
+            await api.SendAsync(HttpMethod.Delete, $"/api/deployments/{Uri.EscapeDataString(target)}" + (parse.GetValue(deleteTarget) ? "?deleteTarget=true" : string.Empty), null, ct);
+            if (!session.Json(parse))
+            {
+                await session.Output.WriteLineAsync($"deployment {target} deleted");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static void Render(TextWriter output, Deployment d)
+    {
+        var r = d.Replication;
+        output.WriteLine($"deployment   {d.Name} ({d.Id})");
+        output.WriteLine($"status       {Format.Name(d.Status)}{(d.StatusReason is null ? string.Empty : $": {d.StatusReason}")}");
+        output.WriteLine($"blue         {d.Blue}");
+        output.WriteLine($"green        {d.Green}{(d.GreenManaged ? " (managed)" : string.Empty)}");
+        output.WriteLine($"database     {d.Database}");
+        output.WriteLine($"replication  {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
+        output.WriteLine($"lag          {Lag(r)} (retained WAL {Format.Bytes(r.RetainedBytes)}; observed {Format.Time(r.ObservedAt)})");
+        if (d.Switchover is { } s)
+        {
+            output.WriteLine($"switchover   {Format.Name(s.Outcome)} {s.Phase}{(s.Reason is null ? string.Empty : $": {s.Reason}")}");
+        }
+
+        output.WriteLine();
+        var tasks = new Table("TASK", "STATUS", "PROGRESS", "MESSAGE");
+        foreach (var t in d.Tasks)
+        {
+            tasks.Add(TaskNames.Of(t.Kind), Format.Name(t.Status), Percent(t.Percent), t.Message);
+        }
+
+        tasks.WriteTo(output);
+        foreach (var ddl in r.PendingDdl)
+        {
+            output.WriteLine($"pending DDL #{ddl.Id} ({ddl.CommandTag}): {ddl.Statement}");
+        }
+
+        if (r.SkippedTables.Count > 0)
+        {
+            output.WriteLine($"tables not replicated to green: {string.Join(", ", r.SkippedTables)} (fix: teal add-tables {d.Name})");
+        }
+    }
+
+    private static string Lag(ReplicationStatus r) => $"{Format.Bytes(r.LagBytes)} / {Format.Seconds(r.LagSeconds)}";
+
+    private static string Percent(double? percent) => percent is null ? "-" : $"{percent:0}%";
+}

@@ -1,0 +1,120 @@
+using System.CommandLine;
+using System.Globalization;
+using Teal.Cli.Rendering;
+using Teal.Core.Endpoints;
+using Teal.Server;
+using Teal.Server.Api;
+
+namespace Teal.Cli.Commands;
+
+/// <summary><c>teal endpoint add|remove|list</c>: where applications connect.</summary>
+internal static class EndpointCommands
+{
+    public static Command Create(CliSession session) =>
+        new("endpoint", "Endpoints: stable addresses applications connect to; switchover moves them")
+        {
+            Add(session),
+            Remove(session),
+            List(session),
+        };
+
+    private static Command Add(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var instance = new Option<string>("--instance") { Description = "Instance the endpoint routes to", Required = true };
+        var listen = new Option<string?>("--listen") { Description = "Teal's proxy: HOST:PORT to listen on" };
+        var pgBouncer = new Option<string?>("--pgbouncer") { Description = "A PgBouncer you run: HOST:PORT of its admin console" };
+        var adminUser = new Option<string>("--admin-user") { Description = "PgBouncer: a user in admin_users (password from $TEAL_PGBOUNCER_PASSWORD)", DefaultValueFactory = _ => "pgbouncer" };
+        var database = new Option<string?>("--database") { Description = "PgBouncer: the [databases] entry applications use" };
+        var config = new Option<string?>("--config") { Description = "PgBouncer: its ini file, which Teal rewrites at switchover" };
+        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config };
+        command.Validators.Add(result =>
+        {
+            var proxy = result.GetValue(listen) is not null;
+            var bouncer = result.GetValue(pgBouncer) is not null;
+            if (proxy == bouncer)
+            {
+                result.AddError("give either --listen HOST:PORT (Teal's proxy) or --pgbouncer HOST:PORT");
+            }
+            else if (bouncer && (result.GetValue(database) is null || result.GetValue(config) is null))
+            {
+                result.AddError("--pgbouncer needs --database and --config");
+            }
+        });
+        command.SetAction(async (parse, ct) =>
+        {
+            var request = new AddEndpointRequest(parse.GetValue(name)!, parse.GetValue(instance)!) { Listen = parse.GetValue(listen) };
+            if (parse.GetValue(pgBouncer) is { } admin)
+            {
+                var address = TealServerOptions.ParseAddress(admin, "endpoint");
+                request = request with
+                {
+                    Kind = EndpointKind.PgBouncer,
+                    PgBouncer = new PgBouncerSpec(address.Address.ToString(), address.Port, parse.GetValue(adminUser)!, parse.GetValue(database)!, parse.GetValue(config)!),
+                    PgBouncerPassword = session.Environment("TEAL_PGBOUNCER_PASSWORD"),
+                };
+            }
+
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, "/api/endpoints", request, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var e = ApiClient.Parse<EndpointView>(body);
+                await session.Output.WriteLineAsync($"endpoint {e.Name} → {e.Instance} ({e.Listen ?? $"PgBouncer {e.PgBouncer?.AdminHost}:{e.PgBouncer?.AdminPort}"})");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Remove(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var command = new Command("remove", "Remove an endpoint") { name };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            await api.SendAsync(HttpMethod.Delete, $"/api/endpoints/{Uri.EscapeDataString(parse.GetValue(name)!)}", null, ct);
+            if (!session.Json(parse))
+            {
+                await session.Output.WriteLineAsync($"endpoint {parse.GetValue(name)} removed");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command List(CliSession session)
+    {
+        var command = new Command("list", "List endpoints with their live figures");
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Get, "/api/endpoints", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+                return ExitCodes.Ok;
+            }
+
+            var table = new Table("NAME", "KIND", "INSTANCE", "ADDRESS", "ACTIVE", "HELD", "TOTAL", "ERRORS");
+            foreach (var e in ApiClient.Parse<EndpointView[]>(body))
+            {
+                var address = e.Listen ?? (e.PgBouncer is { } b ? $"{b.AdminHost}:{b.AdminPort}/{b.Database}" : null);
+                table.Add(e.Name, Format.Name(e.Kind), e.Instance, address, Count(e.Stats?.Active), Count(e.Stats?.Held), Count(e.Stats?.Total), Count(e.Stats?.Errors));
+            }
+
+            table.WriteTo(session.Output);
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static string? Count(long? value) => value?.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,148 @@
+using System.CommandLine;
+using Teal.Cli.Rendering;
+using Teal.Core.Instances;
+using Teal.Server.Api;
+
+namespace Teal.Cli.Commands;
+
+/// <summary><c>teal instance add|create|list|url|remove</c>: the servers Teal knows.</summary>
+internal static class InstanceCommands
+{
+    public static Command Create(CliSession session) =>
+        new("instance", "Database servers: register existing ones, create managed ones")
+        {
+            Add(session),
+            CreateManaged(session),
+            List(session),
+            Url(session),
+            Remove(session),
+        };
+
+    private static Command Add(CliSession session)
+    {
+        var name = new Argument<string>("NAME") { Description = "Name for the instance (lower-case letters, digits, dashes)" };
+        var connection = new Option<string>("--connection") { Description = "Connection string: postgresql://user:password@host:port/db or host=… port=… user=… dbname=…", Required = true };
+        var endpoint = EndpointOption();
+        var command = new Command("add", "Register an existing server (Teal probes it first)") { name, connection, endpoint };
+        command.SetAction((parse, ct) => AddAsync(session, parse, new AddInstanceRequest(parse.GetValue(name)!) { Connection = parse.GetValue(connection), Endpoint = parse.GetValue(endpoint) }, ct));
+        return command;
+    }
+
+    private static Command CreateManaged(CliSession session)
+    {
+        var name = new Argument<string>("NAME") { Description = "Name for the instance (also its directory under DATA_DIR/instances)" };
+        var engine = new Option<string>("--engine") { Description = "Engine to run", DefaultValueFactory = _ => "postgres" };
+        engine.AcceptOnlyFromAmong("postgres");
+        var version = new Option<string>("--version") { Description = "Engine version (15, 17, 17.10; see `teal engine list`)", Required = true };
+        var port = new Option<int?>("--port") { Description = "Port to listen on (default: a free one)" };
+        var parameters = Verb.KeyValues("--parameter", "Server setting KEY=VALUE (repeatable)");
+        var endpoint = EndpointOption();
+        var command = new Command("create", "Create and start a managed server (listens on loopback)") { name, engine, version, port, parameters, endpoint };
+        command.SetAction((parse, ct) => AddAsync(
+            session,
+            parse,
+            new AddInstanceRequest(parse.GetValue(name)!)
+            {
+                Engine = EngineKind.Postgres,
+                Version = parse.GetValue(version),
+                Port = parse.GetValue(port),
+                Parameters = Verb.ToDictionary(parse.GetValue(parameters)),
+                Endpoint = parse.GetValue(endpoint),
+            },
+            ct));
+        return command;
+    }
+
+    private static Command List(CliSession session)
+    {
+        var command = new Command("list", "List instances (never their passwords)");
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Get, "/api/instances", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+                return ExitCodes.Ok;
+            }
+
+            var table = new Table("NAME", "ENGINE", "VERSION", "HOST", "PORT", "USER", "DATABASE", "ROLE", "MANAGED");
+            foreach (var i in ApiClient.Parse<InstanceView[]>(body))
+            {
+                table.Add(i.Name, Format.Name(i.Engine), i.Version, i.Host, i.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), i.User, i.Database, Format.Name(i.Role), i.Managed ? "yes" : "no");
+            }
+
+            table.WriteTo(session.Output);
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Url(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var throughEndpoint = new Option<bool>("--endpoint") { Description = "The address of the instance's endpoint instead of the server's" };
+        var command = new Command("url", "Print a connection URI with the password (psql \"$(teal instance url NAME)\")") { name, throughEndpoint };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var path = $"/api/instances/{Uri.EscapeDataString(parse.GetValue(name)!)}/url" + (parse.GetValue(throughEndpoint) ? "?endpoint=true" : string.Empty);
+            var body = await api.SendAsync(HttpMethod.Get, path, null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                await session.Output.WriteLineAsync(ApiClient.Parse<InstanceUrl>(body).Url);
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Remove(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var deleteData = new Option<bool>("--delete-data") { Description = "Managed instance: stop the server and delete its files" };
+        var command = new Command("remove", "Forget an instance (a managed one needs --delete-data)") { name, deleteData };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var instance = parse.GetValue(name)!;
+            await api.SendAsync(HttpMethod.Delete, $"/api/instances/{Uri.EscapeDataString(instance)}" + (parse.GetValue(deleteData) ? "?delete-data=true" : string.Empty), null, ct);
+            if (!session.Json(parse))
+            {
+                await session.Output.WriteLineAsync($"instance {instance} removed");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Option<string?> EndpointOption() =>
+        new("--endpoint") { Description = "HOST:PORT: also create a proxy endpoint named after the instance, listening there" };
+
+    private static async Task<int> AddAsync(CliSession session, ParseResult parse, AddInstanceRequest request, CancellationToken ct)
+    {
+        using var api = session.Client(parse);
+        var body = await api.SendAsync(HttpMethod.Post, "/api/instances", request, ct);
+        if (session.Json(parse))
+        {
+            session.WriteJson(body);
+            return ExitCodes.Ok;
+        }
+
+        var i = ApiClient.Parse<InstanceView>(body);
+        var how = i.Managed ? $"created in {i.Directory}" : "registered";
+        await session.Output.WriteLineAsync($"instance {i.Name} {how}: {Format.Name(i.Engine)} {i.Version} on {i.Host}:{i.Port}, user {i.User}, database {i.Database}");
+        if (request.Endpoint is not null)
+        {
+            await session.Output.WriteLineAsync($"endpoint {i.Name} listens on {request.Endpoint}");
+        }
+
+        return ExitCodes.Ok;
+    }
+}

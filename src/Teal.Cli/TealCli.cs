@@ -1,0 +1,167 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Teal.Cli.Commands;
+using Teal.Core.Errors;
+using Teal.Server;
+using Teal.Server.Json;
+
+namespace Teal.Cli;
+
+/// <summary>
+/// <c>teal</c>: builds the verbs, runs one, and turns what went wrong into the exit codes
+/// operators and scripts rely on — 0 ok, 1 refused or user error (one line and a hint),
+/// 2 usage, 70 a bug. Program and the tests call <see cref="RunAsync"/> the same way.
+/// </summary>
+internal static class TealCli
+{
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?> environment, CancellationToken cancellationToken)
+    {
+        var session = new CliSession(output, error, environment);
+        var root = BuildRoot(session);
+        var parse = root.Parse(args);
+        if (parse.Action is ParseErrorAction)
+        {
+            foreach (var e in parse.Errors)
+            {
+                await error.WriteLineAsync($"error: {e.Message}");
+            }
+
+            await error.WriteLineAsync($"hint: see `{CommandPath(parse)} --help`");
+            return ExitCodes.Usage;
+        }
+
+        try
+        {
+            // Ctrl-C cancels the verb's token; it then has this long to finish what it does.
+            return await parse.InvokeAsync(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) }, cancellationToken);
+        }
+        catch (CliException ex)
+        {
+            await WriteErrorAsync(error, ex.Message, ex.Hint);
+            return ex.ExitCode;
+        }
+        catch (TealException ex)
+        {
+            await WriteErrorAsync(error, ex.Message, ex.Hint);
+            return ExitCodes.Refused;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return ExitCodes.Refused;
+        }
+        catch (Exception ex)
+        {
+            await error.WriteLineAsync($"error: unexpected failure in teal (a bug): {ex.Message}");
+            await error.WriteLineAsync(ex.ToString());
+            return ExitCodes.Bug;
+        }
+    }
+
+    /// <summary>Adds a verb group: one line per file under Commands/.</summary>
+    private static RootCommand BuildRoot(CliSession session)
+    {
+        var root = new RootCommand("Teal: blue/green deployments for PostgreSQL. `teal serve` runs the control plane; every other verb is its client.")
+        {
+            session.Server,
+            session.Token,
+            session.OutputFormat,
+            session.DataDirectory,
+        };
+        foreach (var option in root.Options)
+        {
+            if (option is VersionOption version)
+            {
+                version.Action = new PrintVersion();
+            }
+        }
+
+        root.Subcommands.Add(ServeCommand.Create(session));
+        root.Subcommands.Add(EngineCommands.Create(session));
+        root.Subcommands.Add(InstanceCommands.Create(session));
+        foreach (var verb in DeploymentCommands.Create(session))
+        {
+            root.Subcommands.Add(verb);
+        }
+
+        foreach (var verb in SwitchoverCommands.Create(session))
+        {
+            root.Subcommands.Add(verb);
+        }
+
+        root.Subcommands.Add(EventCommands.Create(session));
+        root.Subcommands.Add(EndpointCommands.Create(session));
+        return root;
+    }
+
+    private static string CommandPath(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var result = parse.CommandResult; result is not null; result = result.Parent as System.CommandLine.Parsing.CommandResult)
+        {
+            names.Insert(0, result.Command is RootCommand ? "teal" : result.Command.Name);
+        }
+
+        return string.Join(' ', names);
+    }
+
+    private static async Task WriteErrorAsync(TextWriter error, string message, string? hint)
+    {
+        // One line each, whatever the server's text holds: scripts read the first line.
+        await error.WriteLineAsync($"error: {OneLine(message)}");
+        if (!string.IsNullOrWhiteSpace(hint))
+        {
+            await error.WriteLineAsync($"hint: {OneLine(hint)}");
+        }
+    }
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
+    private sealed class PrintVersion : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine($"teal {TealServer.Version}");
+            return ExitCodes.Ok;
+        }
+    }
+}
+
+/// <summary>Helpers the verbs share.</summary>
+internal static class Verb
+{
+    /// <summary>Writes the API's JSON, indented (the <c>--output json</c> form of every verb).</summary>
+    public static void WriteJson(this CliSession session, string body)
+    {
+        if (string.IsNullOrWhiteSpace(body))
+        {
+            return;
+        }
+
+        session.Output.WriteLine(JsonNode.Parse(body)?.ToJsonString(TealJson.Indented) ?? body);
+    }
+
+    public static void WriteJson<T>(this CliSession session, T value) =>
+        session.Output.WriteLine(JsonSerializer.Serialize(value, TealJson.Indented));
+
+    /// <summary><c>--name k=v</c>, repeatable; a value without <c>=</c> is a usage error.</summary>
+    public static Option<string[]> KeyValues(string name, string description)
+    {
+        var option = new Option<string[]>(name) { Description = description, DefaultValueFactory = _ => [] };
+        option.Validators.Add(result =>
+        {
+            foreach (var token in result.Tokens)
+            {
+                if (token.Value.IndexOf('=', StringComparison.Ordinal) <= 0)
+                {
+                    result.AddError($"{name} expects KEY=VALUE, not '{token.Value}'");
+                }
+            }
+        });
+        return option;
+    }
+
+    public static Dictionary<string, string> ToDictionary(string[]? pairs) =>
+        (pairs ?? []).Select(p => p.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+}

@@ -1,0 +1,55 @@
+namespace Teal.Core.Switchover.Steps;
+
+/// <summary>Step 2: new client connections are held, not refused, until the endpoints resume.</summary>
+public sealed class PauseEndpointsStep : ISwitchoverStep
+{
+    public string Name => "pause-endpoints";
+
+    public string Description => "pause the endpoints: new client connections are held, not refused";
+
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        // Held connections may wait for the rest of the switchover, plus the drain budget the
+        // roll-forward may still need; past that they get the endpoint's clear error.
+        var holdDeadline = context.Remaining + context.Options.DrainBudget;
+        return Task.WhenAll(context.Endpoints.Select(e => e.PauseAsync(holdDeadline, cancellationToken)));
+    }
+
+    public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        Task.WhenAll(context.Endpoints.Select(e => e.ResumeAsync(cancellationToken)));
+}
+
+/// <summary>
+/// Step 3a: connections already open through the endpoints finish the transaction they are in,
+/// then are closed. Done before blue is fenced so that a client of the endpoint never sees
+/// blue's read-only error — it sees a clean disconnect between transactions and reconnects into
+/// the held queue.
+/// </summary>
+public sealed class DrainEndpointsStep : ISwitchoverStep
+{
+    public string Name => "drain-endpoints";
+
+    public string Description => "close endpoint connections between transactions (in-flight ones get the drain budget)";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        var results = await Task.WhenAll(context.Endpoints.Select(e => e.DrainAsync(context.Options.DrainBudget, cancellationToken)));
+        var idle = results.Sum(r => r.ClosedIdle);
+        var cut = results.Sum(r => r.ClosedAtDeadline);
+        context.Record(
+            Events.EventKinds.SwitchoverPhase,
+            $"endpoints drained: {idle} connection(s) closed between transactions, {cut} cut at the end of the drain budget",
+            new Dictionary<string, string> { ["closedIdle"] = idle.ToString(System.Globalization.CultureInfo.InvariantCulture), ["closedAtDeadline"] = cut.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+}
+
+/// <summary>Step 8: held connections proceed, now to green.</summary>
+public sealed class ResumeEndpointsStep : ISwitchoverStep
+{
+    public string Name => "resume-endpoints";
+
+    public string Description => "resume the endpoints: held connections proceed to green";
+
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        Task.WhenAll(context.Endpoints.Select(e => e.ResumeAsync(cancellationToken)));
+}

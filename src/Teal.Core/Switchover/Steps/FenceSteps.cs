@@ -1,0 +1,106 @@
+using System.Globalization;
+using Teal.Core.Engines;
+
+namespace Teal.Core.Switchover.Steps;
+
+/// <summary>Step 3b: blue refuses writes from every role but Teal's own session.</summary>
+public sealed class FenceBlueStep : ISwitchoverStep
+{
+    public string Name => "fence-blue";
+
+    public string Description => "fence blue: every role becomes read-only (Teal keeps a writable session for the marker)";
+
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.FenceAsync(Side.Blue, cancellationToken);
+
+    public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.UnfenceAsync(Side.Blue, cancellationToken);
+}
+
+/// <summary>Step 3c: sessions connected to blue directly finish their transaction within the budget, or are terminated.</summary>
+public sealed class DrainBlueStep : ISwitchoverStep
+{
+    public string Name => "drain-blue";
+
+    public string Description => "let transactions open on blue finish within the drain budget, then terminate their sessions";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        var result = await context.Link.DrainAsync(Side.Blue, context.Options.DrainBudget, cancellationToken);
+        if (result.Terminated > 0)
+        {
+            context.Record(
+                Events.EventKinds.SwitchoverPhase,
+                $"{result.Terminated} session(s) on blue still in a transaction after the {context.Options.DrainBudget.TotalSeconds:0.#} s drain budget were terminated",
+                new Dictionary<string, string> { ["terminated"] = result.Terminated.ToString(CultureInfo.InvariantCulture) });
+        }
+    }
+}
+
+/// <summary>Step 4: blue's final position, and green having applied it.</summary>
+public sealed class CatchUpStep : ISwitchoverStep
+{
+    public string Name => "catch-up";
+
+    public string Description => "record blue's final position; wait until green has applied it";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        var final = await context.Link.MarkFinalPositionAsync(cancellationToken);
+        context.Data[SwitchoverData.BlueFinalPosition] = final.Value;
+        foreach (var (key, value) in final.Details)
+        {
+            context.Data["blueFinal." + key] = value;
+        }
+
+        await context.Link.WaitForPositionAsync(final, cancellationToken);
+    }
+}
+
+/// <summary>Step 5: green's sequences continue where blue's stopped (logical replication does not carry them).</summary>
+public sealed class SyncSequencesStep : ISwitchoverStep
+{
+    public string Name => "sync-sequences";
+
+    public string Description => "set every sequence on green to blue's value";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        var synced = await context.Link.SyncSequencesAsync(cancellationToken);
+        context.Record(
+            Events.EventKinds.SequencesSynced,
+            $"{synced.Count} sequence(s) on green set to blue's values",
+            new Dictionary<string, string> { ["count"] = synced.Count.ToString(CultureInfo.InvariantCulture) });
+    }
+}
+
+/// <summary>Step 7a: green accepts writes. Only after the flip, so blue and green are never both writable.</summary>
+public sealed class OpenGreenStep : ISwitchoverStep
+{
+    public string Name => "open-green";
+
+    public string Description => "open green for writes and record its position";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        var position = await context.Link.ReadPositionAsync(Side.Green, cancellationToken);
+        context.Data[SwitchoverData.GreenPosition] = position.Value;
+        await context.Link.UnfenceAsync(Side.Green, cancellationToken);
+        context.Data.TryGetValue(SwitchoverData.BlueFinalPosition, out var blueFinal);
+        context.Record(
+            Events.EventKinds.Positions,
+            $"green opened for writes at {position.Value}; blue's final position was {blueFinal}",
+            new Dictionary<string, string> { ["greenPosition"] = position.Value, ["blueFinalPosition"] = blueFinal ?? string.Empty });
+    }
+}
+
+/// <summary>Step 7b: forward replication is dropped; after the endpoints resumed, so it costs clients nothing.</summary>
+public sealed class StopReplicationStep : ISwitchoverStep
+{
+    public string Name => "stop-replication";
+
+    public string Description => "drop the forward subscription, blue's slot and publication";
+
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.StopReplicationAsync(cancellationToken);
+}

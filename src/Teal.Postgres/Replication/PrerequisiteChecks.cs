@@ -1,0 +1,232 @@
+using Npgsql;
+using Teal.Core.Engines;
+using Teal.Core.Guardrails;
+
+namespace Teal.Postgres.Replication;
+
+/// <summary>
+/// PRODUCT.md §4.1: every prerequisite runs and is reported, each failure naming the exact fix.
+/// Reads only; changes nothing on either side.
+/// </summary>
+internal sealed class PrerequisiteChecks(LinkSessions sessions)
+{
+    /// <summary>Slots and senders one deployment uses on blue: the apply stream plus table-sync workers.</summary>
+    private const int SyncWorkers = 2;
+
+    public async Task<CheckReport> RunAsync(CancellationToken cancellationToken)
+    {
+        var results = new List<CheckResult>();
+        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        await using var greenAdmin = await sessions.OpenGreenAdminAsync(cancellationToken);
+        var greenDatabaseExists = await greenAdmin.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", cancellationToken, sessions.Spec.Green.Database);
+        await using var green = greenDatabaseExists ? await sessions.OpenAsync(Side.Green, cancellationToken) : greenAdmin;
+
+        results.Add(await WalLevelAsync(blue, cancellationToken));
+        results.AddRange(await BlueCapacityAsync(blue, cancellationToken));
+        results.AddRange(await GreenCapacityAsync(greenAdmin, cancellationToken));
+        results.Add(await PrivilegesAsync(blue, "blue", "it creates a FOR ALL TABLES publication and an event trigger", cancellationToken));
+        results.Add(await PrivilegesAsync(greenAdmin, "green", "it creates the subscription and fences green", cancellationToken));
+        results.Add(await ReplicaIdentityAsync(blue, cancellationToken));
+        results.AddRange(await NotReplicatedAsync(blue, cancellationToken));
+        results.Add(await ExternalReplicationAsync(blue, cancellationToken));
+        results.Add(await VersionAsync(blue, greenAdmin, cancellationToken));
+        results.Add(greenDatabaseExists ? await GreenEmptyAsync(green, cancellationToken) : CheckResult.Pass("green.empty", $"green has no database {sessions.Spec.Green.Database} yet; Teal creates it"));
+        results.Add(await ExtensionsAsync(blue, greenAdmin, cancellationToken));
+        return new CheckReport(results);
+    }
+
+    private static async Task<CheckResult> WalLevelAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        var (level, pending) = (await blue.QueryAsync(
+            "SELECT setting, pending_restart FROM pg_settings WHERE name = 'wal_level'", r => (r.GetString(0), r.GetBoolean(1)), cancellationToken))[0];
+        if (level != "logical")
+        {
+            return CheckResult.Fail("blue.wal-level", $"blue's wal_level is {level}; logical replication needs logical", "on blue: ALTER SYSTEM SET wal_level = logical; then restart blue");
+        }
+
+        return pending
+            ? CheckResult.Fail("blue.wal-level", "blue's wal_level was changed but the change waits for a restart (pending_restart)", "restart blue so the new wal_level takes effect")
+            : CheckResult.Pass("blue.wal-level", "wal_level is logical");
+    }
+
+    private static async Task<List<CheckResult>> BlueCapacityAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        var row = (await blue.QueryAsync(
+            """
+            SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
+                   current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication)::int
+            """,
+            r => (Slots: r.GetInt32(0), UsedSlots: r.GetInt32(1), Senders: r.GetInt32(2), UsedSenders: r.GetInt32(3)),
+            cancellationToken))[0];
+        const int need = 1 + SyncWorkers;
+        return
+        [
+            row.Slots - row.UsedSlots >= need
+                ? CheckResult.Pass("blue.max-replication-slots", $"{row.Slots - row.UsedSlots} of {row.Slots} replication slots free")
+                : CheckResult.Fail("blue.max-replication-slots", $"blue has {row.Slots - row.UsedSlots} free replication slots ({row.UsedSlots} of {row.Slots} used); Teal needs {need} (1 + {SyncWorkers} for the initial copy)", $"on blue: ALTER SYSTEM SET max_replication_slots = {row.UsedSlots + need + 2}; then restart blue"),
+            row.Senders - row.UsedSenders >= need
+                ? CheckResult.Pass("blue.max-wal-senders", $"{row.Senders - row.UsedSenders} of {row.Senders} WAL senders free")
+                : CheckResult.Fail("blue.max-wal-senders", $"blue has {row.Senders - row.UsedSenders} free WAL senders ({row.UsedSenders} of {row.Senders} used); Teal needs {need}", $"on blue: ALTER SYSTEM SET max_wal_senders = {row.UsedSenders + need + 2}; then restart blue"),
+        ];
+    }
+
+    private static async Task<List<CheckResult>> GreenCapacityAsync(NpgsqlConnection green, CancellationToken cancellationToken)
+    {
+        var row = (await green.QueryAsync(
+            """
+            SELECT current_setting('max_logical_replication_workers')::int, current_setting('max_worker_processes')::int,
+                   current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_subscription)::int
+            """,
+            r => (Workers: r.GetInt32(0), Processes: r.GetInt32(1), Origins: r.GetInt32(2), Subscriptions: r.GetInt32(3)),
+            cancellationToken))[0];
+        var needWorkers = (row.Subscriptions + 1) * (1 + SyncWorkers);
+        return
+        [
+            row.Workers >= needWorkers
+                ? CheckResult.Pass("green.max-logical-replication-workers", $"max_logical_replication_workers is {row.Workers}")
+                : CheckResult.Fail("green.max-logical-replication-workers", $"green's max_logical_replication_workers is {row.Workers}; {row.Subscriptions + 1} subscription(s) need {needWorkers} (apply + {SyncWorkers} copy workers each)", $"on green: ALTER SYSTEM SET max_logical_replication_workers = {needWorkers}; then restart green"),
+            // Logical replication workers are background workers: they come out of max_worker_processes.
+            row.Processes > row.Workers
+                ? CheckResult.Pass("green.max-worker-processes", $"max_worker_processes is {row.Processes}")
+                : CheckResult.Fail("green.max-worker-processes", $"green's max_worker_processes ({row.Processes}) leaves no room beyond max_logical_replication_workers ({row.Workers})", $"on green: ALTER SYSTEM SET max_worker_processes = {row.Workers + 4}; then restart green"),
+            // A subscriber tracks its progress in a replication origin, limited by max_replication_slots (before 18).
+            row.Origins > row.Subscriptions
+                ? CheckResult.Pass("green.max-replication-slots", $"max_replication_slots is {row.Origins} (replication origins)")
+                : CheckResult.Fail("green.max-replication-slots", $"green's max_replication_slots ({row.Origins}) leaves no replication origin for a new subscription", $"on green: ALTER SYSTEM SET max_replication_slots = {row.Subscriptions + 4}; then restart green"),
+        ];
+    }
+
+    private static async Task<CheckResult> PrivilegesAsync(NpgsqlConnection conn, string side, string why, CancellationToken cancellationToken)
+    {
+        var (user, super, replication) = (await conn.QueryAsync(
+            "SELECT rolname::text, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user",
+            r => (r.GetString(0), r.GetBoolean(1), r.GetBoolean(2)),
+            cancellationToken))[0];
+        if (super)
+        {
+            return CheckResult.Pass($"{side}.privileges", $"{user} is a superuser");
+        }
+
+        var has = replication ? "has REPLICATION but is not a superuser" : "is neither a superuser nor has REPLICATION";
+        return CheckResult.Fail($"{side}.privileges", $"{side}'s user {user} {has}; Teal needs a superuser there because {why}", $"connect as a superuser, or on {side}: ALTER ROLE {Sql.Ident(user)} SUPERUSER");
+    }
+
+    /// <summary>Leaf tables (partitions included, partitioned parents excluded) that cannot replicate UPDATE/DELETE.</summary>
+    private async Task<CheckResult> ReplicaIdentityAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        var offenders = await blue.QueryAsync(
+            """
+            SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'teal') AND n.nspname NOT LIKE 'pg\_toast%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+              AND (c.relreplident = 'n'
+                   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+                   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+            ORDER BY 1, 2
+            """,
+            r => (Schema: r.GetString(0), Table: r.GetString(1)),
+            cancellationToken);
+        offenders = offenders.Where(t => InScope(t.Schema, t.Table)).ToList();
+        if (offenders.Count == 0)
+        {
+            return CheckResult.Pass("blue.replica-identity", "every table has a primary key or a replica identity");
+        }
+
+        var names = string.Join(", ", offenders.Select(t => Sql.Display(t.Schema, t.Table)));
+        var fixes = string.Join(" ", offenders.Select(t => $"ALTER TABLE {Sql.Qualified(t.Schema, t.Table)} REPLICA IDENTITY FULL;"));
+        return CheckResult.Fail(
+            "blue.replica-identity",
+            $"{offenders.Count} table(s) have no primary key or replica identity, so their UPDATEs and DELETEs cannot replicate: {names}",
+            $"add a primary key to each, or on blue: {fixes}");
+    }
+
+    private bool InScope(string schema, string table) =>
+        sessions.Spec.Tables.Count == 0 || sessions.Spec.Tables.Contains(Sql.Display(schema, table)) || (schema == "public" && sessions.Spec.Tables.Contains(table));
+
+    /// <summary>Unlogged tables and large objects exist but do not replicate: warnings, not refusals.</summary>
+    private static async Task<List<CheckResult>> NotReplicatedAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        var unlogged = await blue.QueryAsync(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1",
+            r => r.GetString(0),
+            cancellationToken);
+        var largeObjects = await blue.ScalarAsync<long>("SELECT count(*) FROM pg_largeobject_metadata", cancellationToken);
+        return
+        [
+            unlogged.Count == 0
+                ? CheckResult.Pass("blue.unlogged-tables", "no unlogged tables")
+                : CheckResult.Warn("blue.unlogged-tables", $"unlogged tables are not replicated; green gets them empty: {string.Join(", ", unlogged)}", "ALTER TABLE … SET LOGGED on blue if their rows matter"),
+            largeObjects == 0
+                ? CheckResult.Pass("blue.large-objects", "no large objects")
+                : CheckResult.Warn("blue.large-objects", $"blue holds {largeObjects} large object(s); logical replication does not carry them", "copy them separately (e.g. pg_dump --large-objects) before switchover"),
+        ];
+    }
+
+    /// <summary>
+    /// Publications, logical slots or subscriptions that are not Teal's: blue already feeds (or
+    /// follows) someone. Other Teal deployments (teal_*) of the same server are fine.
+    /// </summary>
+    private async Task<CheckResult> ExternalReplicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        var name = sessions.Spec.Name;
+        var found = new List<string>();
+        found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
+        found.AddRange((await blue.QueryAsync(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
+            r => r.GetString(0),
+            cancellationToken,
+            name)).Select(s => $"logical slot {s}"));
+        found.AddRange((await blue.QueryAsync("SELECT subname::text FROM pg_subscription", r => r.GetString(0), cancellationToken)).Select(s => $"subscription {s}"));
+        return found.Count == 0
+            ? CheckResult.Pass("blue.external-replication", "blue has no other publication, logical slot or subscription")
+            : CheckResult.Fail(
+                "blue.external-replication",
+                $"blue already takes part in logical replication Teal does not manage: {string.Join(", ", found)}",
+                "drop what is no longer used (DROP PUBLICATION …, SELECT pg_drop_replication_slot('…'), DROP SUBSCRIPTION …) or move it off blue first");
+    }
+
+    private static async Task<CheckResult> VersionAsync(NpgsqlConnection blue, NpgsqlConnection green, CancellationToken cancellationToken)
+    {
+        var b = await blue.ScalarAsync<string>("SELECT current_setting('server_version_num')", cancellationToken);
+        var g = await green.ScalarAsync<string>("SELECT current_setting('server_version_num')", cancellationToken);
+        var bv = int.Parse(b!, System.Globalization.CultureInfo.InvariantCulture);
+        var gv = int.Parse(g!, System.Globalization.CultureInfo.InvariantCulture);
+        return gv >= bv
+            ? CheckResult.Pass("green.version", $"green runs PostgreSQL {gv / 10000}.{gv % 10000}, blue {bv / 10000}.{bv % 10000}")
+            : CheckResult.Fail("green.version", $"green runs PostgreSQL {gv / 10000}.{gv % 10000}, older than blue's {bv / 10000}.{bv % 10000}", "green must run the same or a newer version: pick a newer --target-engine-version");
+    }
+
+    private async Task<CheckResult> GreenEmptyAsync(NpgsqlConnection green, CancellationToken cancellationToken)
+    {
+        var relations = await green.QueryAsync(
+            """
+            SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'teal') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+            ORDER BY 1 LIMIT 6
+            """,
+            r => r.GetString(0),
+            cancellationToken);
+        if (relations.Count == 0)
+        {
+            return CheckResult.Pass("green.empty", $"green's database {sessions.Spec.Green.Database} is empty");
+        }
+
+        var shown = string.Join(", ", relations.Take(5)) + (relations.Count > 5 ? ", …" : string.Empty);
+        return CheckResult.Fail(
+            "green.empty",
+            $"green's database {sessions.Spec.Green.Database} is not empty ({shown}); Teal copies blue's schema into an empty database",
+            $"point --target-connection at an empty server, or on green: DROP DATABASE {Sql.Ident(sessions.Spec.Green.Database)}");
+    }
+
+    private static async Task<CheckResult> ExtensionsAsync(NpgsqlConnection blue, NpgsqlConnection green, CancellationToken cancellationToken)
+    {
+        var used = await blue.QueryAsync("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", r => r.GetString(0), cancellationToken);
+        var available = (await green.QueryAsync("SELECT name::text FROM pg_available_extensions", r => r.GetString(0), cancellationToken)).ToHashSet();
+        var missing = used.Where(e => !available.Contains(e)).ToList();
+        return missing.Count == 0
+            ? CheckResult.Pass("green.extensions", used.Count == 0 ? "blue uses no extensions" : $"green has every extension blue uses ({string.Join(", ", used)})")
+            : CheckResult.Fail("green.extensions", $"extensions blue uses are not installed on green's server: {string.Join(", ", missing)}", "install their packages for green's PostgreSQL version on green's machine");
+    }
+}

@@ -1,0 +1,279 @@
+using Npgsql;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Postgres.Connections;
+
+namespace Teal.Postgres.Replication;
+
+/// <summary>
+/// Publication on blue, subscription on green, and taking them down again. Each step looks
+/// before it acts, so every operation can be repeated after a crash.
+/// </summary>
+internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema)
+{
+    private string Name => sessions.Spec.Name;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+            await TealObjects.InstallTablesAsync(blue, cancellationToken);
+            await blue.ExecuteAsync(
+                "INSERT INTO teal.heartbeat (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", cancellationToken, Name);
+            await TealObjects.InstallDdlCaptureAsync(blue, Name, cancellationToken);
+            await CreatePublicationAsync(blue, cancellationToken);
+        }
+
+        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
+        {
+            // The subscriber needs every published table, Teal's included.
+            await TealObjects.InstallTablesAsync(green, cancellationToken);
+            if (!await SubscriptionExistsAsync(green, cancellationToken))
+            {
+                // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
+                var conninfo = Libpq.Conninfo(BlueConninfo());
+                await green.ExecuteAsync(
+                    $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
+                    cancellationToken);
+            }
+        }
+
+        await fencing.FenceAsync(Side.Green, cancellationToken);
+    }
+
+    /// <summary>
+    /// FOR ALL TABLES (or the deployment's table list plus Teal's heartbeat and DDL log),
+    /// publishing partitioned tables through their root so green may partition differently.
+    /// </summary>
+    private async Task CreatePublicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        if (await blue.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cancellationToken, Name))
+        {
+            return;
+        }
+
+        var target = sessions.Spec.Tables.Count == 0
+            ? "FOR ALL TABLES"
+            : "FOR TABLE " + string.Join(", ", sessions.Spec.Tables.Select(Sql.QualifiedFromDisplay).Append("teal.heartbeat").Append("teal.ddl_log"));
+        await blue.ExecuteAsync($"CREATE PUBLICATION {Sql.Ident(Name)} {target} WITH (publish_via_partition_root = true)", cancellationToken);
+    }
+
+    private IEnumerable<KeyValuePair<string, string?>> BlueConninfo()
+    {
+        var blue = sessions.Spec.Blue;
+        yield return new("host", blue.Host);
+        yield return new("port", blue.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        yield return new("user", blue.User);
+        yield return new("password", blue.Password);
+        yield return new("dbname", blue.Database);
+        if (blue.Options.TryGetValue("SSL Mode", out var ssl))
+        {
+            yield return new("sslmode", ssl.ToLowerInvariant() switch { "verifyfull" => "verify-full", "verifyca" => "verify-ca", var s => s });
+        }
+    }
+
+    private async Task<bool> SubscriptionExistsAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
+        await green.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)", cancellationToken, Name);
+
+    /// <summary>Drops the subscription (and with it blue's slot) and the publication, and opens green.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
+        {
+            await DropSubscriptionAsync(green, blueReachable: true, cancellationToken);
+        }
+
+        await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+            await blue.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
+            await DropSlotAsync(blue, cancellationToken);
+        }
+
+        await fencing.UnfenceAsync(Side.Green, cancellationToken);
+    }
+
+    /// <summary>
+    /// Removes everything of this deployment: subscription, publication, slot, DDL capture,
+    /// heartbeat, and the fence on green. Works with blue unreachable (the slot is then
+    /// detached from the subscription, and must be dropped on blue later: a second call does it).
+    /// </summary>
+    public async Task RemoveAsync(CancellationToken cancellationToken)
+    {
+        NpgsqlConnection? blue = null;
+        try
+        {
+            blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        }
+        catch (TealException ex) when (ex.Code is "connection.unreachable" or "connection.timeout" or "connection.starting-up" or "connection.failed")
+        {
+            blue = null;
+        }
+
+        await using (blue)
+        {
+            TealException? greenFailure = null;
+            try
+            {
+                await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+                await DropSubscriptionAsync(green, blue is not null, cancellationToken);
+                await TealObjects.RemoveAsync(green, Name, cancellationToken);
+                await fencing.UnfenceAsync(Side.Green, cancellationToken);
+            }
+            catch (TealException ex) when (ex.Code.StartsWith("connection.", StringComparison.Ordinal) && blue is not null)
+            {
+                // Green is gone (e.g. its managed server was removed): blue still gets cleaned up.
+                greenFailure = ex;
+            }
+
+            if (blue is null)
+            {
+                throw new TealException("replication.blue-unreachable", "blue is unreachable: its publication, slot and Teal objects could not be removed", "the slot retains WAL on blue: run the delete again once blue is back");
+            }
+
+            await blue.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
+            await DropSlotAsync(blue, cancellationToken);
+            await TealObjects.RemoveAsync(blue, Name, cancellationToken);
+            if (greenFailure is not null && greenFailure.Code is not ("connection.unreachable" or "connection.database-not-found"))
+            {
+                throw greenFailure;
+            }
+        }
+    }
+
+    private async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
+    {
+        if (!await SubscriptionExistsAsync(green, cancellationToken))
+        {
+            return;
+        }
+
+        var sub = Sql.Ident(Name);
+        await green.ExecuteAsync($"ALTER SUBSCRIPTION {sub} DISABLE", cancellationToken);
+        if (!blueReachable)
+        {
+            // DROP SUBSCRIPTION would try to drop the slot on blue and fail; detach it instead.
+            await green.ExecuteAsync($"ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)", cancellationToken);
+        }
+
+        await green.ExecuteAsync($"DROP SUBSCRIPTION {sub}", cancellationToken);
+    }
+
+    /// <summary>Drops the slot if the subscription did not (detached, or blue was away); ends its walsender first.</summary>
+    private async Task DropSlotAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            var active = await blue.ScalarAsync<int?>("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", cancellationToken, Name);
+            var exists = await blue.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", cancellationToken, Name);
+            if (!exists)
+            {
+                return;
+            }
+
+            if (active is { } pid)
+            {
+                await blue.ExecuteAsync("SELECT pg_terminate_backend($1)", cancellationToken, pid);
+                await Task.Delay(20, cancellationToken);
+                continue;
+            }
+
+            try
+            {
+                await blue.ExecuteAsync("SELECT pg_drop_replication_slot($1)", cancellationToken, Name);
+                return;
+            }
+            catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.ObjectInUse or PostgresErrorCodes.UndefinedObject)
+            {
+                await Task.Delay(20, cancellationToken);
+            }
+        }
+
+        throw new TealException("replication.slot-busy", $"blue's replication slot {Name} stays in use", $"stop whatever streams from it, then SELECT pg_drop_replication_slot('{Name}') on blue");
+    }
+
+    public async Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken)
+    {
+        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        await blue.ExecuteAsync("UPDATE teal.ddl_log SET acknowledged = true WHERE deployment = $1 AND id <= $2 AND NOT acknowledged", cancellationToken, Name, upToId);
+    }
+
+    /// <summary>
+    /// The one-command fix for tables the subscription skips: create them on green from blue's
+    /// definition, put them in the publication if it lists tables, and refresh the
+    /// subscription with copy_data so their rows are copied.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken)
+    {
+        var missing = await SkippedTablesAsync(repairPublication: true, cancellationToken);
+        if (missing.Count == 0)
+        {
+            return [];
+        }
+
+        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
+        {
+            var absent = new List<(string, string)>();
+            foreach (var (schemaName, table) in missing)
+            {
+                if (await green.ScalarAsync<string>("SELECT to_regclass($1)::text", cancellationToken, Sql.Qualified(schemaName, table)) is null)
+                {
+                    absent.Add((schemaName, table));
+                }
+            }
+
+            await schema.CopyTablesAsync(absent, cancellationToken);
+            await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} REFRESH PUBLICATION WITH (copy_data = true)", cancellationToken);
+        }
+
+        return missing.Select(t => Sql.Display(t.Schema, t.Table)).ToList();
+    }
+
+    /// <summary>Tables blue publishes (or should, by the deployment's list) that green's subscription does not know.</summary>
+    public async Task<List<(string Schema, string Table)>> SkippedTablesAsync(bool repairPublication, CancellationToken cancellationToken)
+    {
+        List<(string, string)> published;
+        await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+            if (repairPublication && sessions.Spec.Tables.Count > 0)
+            {
+                await AddListedTablesAsync(blue, cancellationToken);
+            }
+
+            published = await blue.QueryAsync(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                r => (r.GetString(0), r.GetString(1)),
+                cancellationToken,
+                Name);
+        }
+
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        var subscribed = (await green.QueryAsync(
+            """
+            SELECT n.nspname::text, c.relname::text FROM pg_subscription_rel sr
+            JOIN pg_subscription s ON s.oid = sr.srsubid JOIN pg_class c ON c.oid = sr.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE s.subname = $1
+            """,
+            r => (r.GetString(0), r.GetString(1)),
+            cancellationToken,
+            Name)).ToHashSet();
+        return published.Where(t => !subscribed.Contains(t)).ToList();
+    }
+
+    /// <summary>A listed table dropped and created again on blue falls out of a FOR TABLE publication: put it back.</summary>
+    private async Task AddListedTablesAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    {
+        foreach (var table in sessions.Spec.Tables)
+        {
+            var qualified = Sql.QualifiedFromDisplay(table);
+            var listed = await blue.ScalarAsync<bool>(
+                "SELECT to_regclass($2) IS NULL OR EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = to_regclass($2))",
+                cancellationToken,
+                Name,
+                qualified);
+            if (!listed)
+            {
+                await blue.ExecuteAsync($"ALTER PUBLICATION {Sql.Ident(Name)} ADD TABLE {qualified}", cancellationToken);
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+using Teal.Core.Deployments;
+using Teal.Core.Engines;
+using Teal.Core.Guardrails;
+using Teal.Postgres.Connections;
+
+namespace Teal.Postgres.Replication;
+
+/// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status)
+{
+    /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
+    private const string ClientSessions = $"""
+        backend_type = 'client backend' AND pid <> pg_backend_pid()
+        AND coalesce(application_name, '') <> '{PostgresConnections.ApplicationName}'
+        """;
+
+    public async Task<CheckReport> RunAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken)
+    {
+        var snapshot = await status.ReadAsync(cancellationToken);
+        var results = new List<CheckResult>
+        {
+            snapshot.WorkerRunning && snapshot.State is ReplicationState.Replicating or ReplicationState.Degraded
+                ? CheckResult.Pass("replication.healthy", "the subscription is enabled, its apply worker runs and every table is copied")
+                : CheckResult.Fail("replication.healthy", $"replication is {snapshot.State.ToString().ToUpperInvariant()}: {snapshot.Reason ?? "the apply worker is not running"}", "wait for the initial copy to finish, or check green's server log and the subscription (pg_stat_subscription)"),
+            Lag(snapshot, options),
+            snapshot.PendingDdl.Count == 0
+                ? CheckResult.Pass("replication.ddl", "no unacknowledged DDL on blue")
+                : CheckResult.Fail("replication.ddl", $"{snapshot.PendingDdl.Count} DDL statement(s) on blue are not acknowledged, first #{snapshot.PendingDdl[0].Id}: {snapshot.PendingDdl[0].Statement}", "apply them on green, then acknowledge them (teal ddl ack ID UP_TO)"),
+            snapshot.SkippedTables.Count == 0
+                ? CheckResult.Pass("replication.skipped-tables", "every table on blue is replicated")
+                : CheckResult.Fail("replication.skipped-tables", $"tables not replicated to green: {string.Join(", ", snapshot.SkippedTables)}", "add them to the subscription (add-missing-tables) and wait for their copy"),
+        };
+
+        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
+        {
+            var clients = await green.QueryAsync(
+                $"SELECT usename || '@' || coalesce(nullif(application_name, ''), '?') || CASE WHEN backend_xid IS NOT NULL THEN ' (writing)' ELSE '' END FROM pg_stat_activity WHERE {ClientSessions} ORDER BY backend_start",
+                r => r.GetString(0),
+                cancellationToken);
+            results.Add(clients.Count == 0
+                ? CheckResult.Pass("green.no-clients", "no client sessions on green")
+                : CheckResult.Fail("green.no-clients", $"{clients.Count} client session(s) on green: {string.Join(", ", clients.Take(5))}", "disconnect them: until switchover green must only be written by replication"));
+        }
+
+        await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+            var name = sessions.Spec.Name;
+            var external = new List<string>();
+            external.AddRange((await blue.QueryAsync("SELECT 'publication ' || pubname FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)));
+            // Table-sync slots (pg_<suboid>_sync_<relid>_<sysid>) are transient copies, not consumers.
+            external.AddRange(await blue.QueryAsync(
+                "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
+                r => r.GetString(0),
+                cancellationToken,
+                name));
+            external.AddRange(await blue.QueryAsync("SELECT 'subscription ' || subname FROM pg_subscription", r => r.GetString(0), cancellationToken));
+            results.Add(external.Count == 0
+                ? CheckResult.Pass("blue.external-replication", "blue has no replication Teal does not manage")
+                : CheckResult.Fail("blue.external-replication", $"blue has replication Teal does not manage: {string.Join(", ", external)}", "its consumers would miss the switchover: move or drop them first"));
+
+            var longWrites = await blue.QueryAsync(
+                $"""
+                SELECT pid, usename::text, extract(epoch FROM clock_timestamp() - xact_start)::float8, left(query, 120)
+                FROM pg_stat_activity
+                WHERE {ClientSessions} AND backend_xid IS NOT NULL AND xact_start < clock_timestamp() - $1::interval
+                ORDER BY xact_start
+                """,
+                r => $"pid {r.GetInt32(0)} ({r.GetString(1)}, {r.GetDouble(2):0} s): {r.GetString(3)}",
+                cancellationToken,
+                options.LongTransactionThreshold);
+            results.Add(longWrites.Count == 0
+                ? CheckResult.Pass("blue.long-transactions", $"no write transaction on blue older than {options.LongTransactionThreshold.TotalSeconds:0} s")
+                : CheckResult.Fail("blue.long-transactions", $"{longWrites.Count} write transaction(s) on blue older than {options.LongTransactionThreshold.TotalSeconds:0} s: {string.Join("; ", longWrites.Take(3))}", "let them finish (or end them) before the switchover; the drain would terminate them"));
+        }
+
+        return new CheckReport(results);
+    }
+
+    private static CheckResult Lag(ReplicationSnapshot snapshot, SwitchoverGuardrailOptions options)
+    {
+        if (snapshot.LagBytes is not { } bytes)
+        {
+            return CheckResult.Fail("replication.lag", "the lag is unknown (no replication slot on blue)", "check that replication runs");
+        }
+
+        var drain = TimeSpan.FromSeconds((double)bytes / options.DrainBytesPerSecond);
+        // Half of the timeout at most: the rest is for the fence, the drain and the endpoint flip.
+        return drain <= options.SwitchoverTimeout / 2
+            ? CheckResult.Pass("replication.lag", $"lag {bytes} bytes, {snapshot.LagSeconds ?? 0:0.00} s; drains in about {drain.TotalSeconds:0.0} s")
+            : CheckResult.Fail("replication.lag", $"lag {bytes} bytes would take about {drain.TotalSeconds:0} s to drain, more than half the {options.SwitchoverTimeout.TotalSeconds:0} s switchover timeout", "wait for green to catch up, reduce the load on blue, or raise --switchover-timeout");
+    }
+}

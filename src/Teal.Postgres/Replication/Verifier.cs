@@ -1,0 +1,357 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+using Teal.Core.Engines;
+using Teal.Core.Errors;
+
+namespace Teal.Postgres.Replication;
+
+/// <summary>
+/// Compares blue and green table by table (PRODUCT.md §5). Each table is cut into primary-key
+/// ranges; a range's digest is its row count and the sum of a 64-bit hash of each row's text
+/// (order-independent, computed by the server in one scan, summed in 128-bit integers). Both
+/// sides are read concurrently by a few connections each. The first round starts once green
+/// has applied a marker written on blue; ranges that differ are read again after a new marker:
+/// a range whose digests stay the same on both sides is a real difference, one that keeps
+/// changing on blue is reported as changing (load), not as a difference.
+/// </summary>
+internal sealed class Verifier(LinkSessions sessions, Positions positions)
+{
+    /// <summary>Rows per range: small enough to balance the workers, large enough that round trips do not matter.</summary>
+    private const long RowsPerChunk = 100_000;
+
+    /// <summary>Connections per side. Two per side keeps a 2-core server busy without thrashing it.</summary>
+    private const int WorkersPerSide = 2;
+
+    private const int Rechecks = 3;
+
+    private static readonly TimeSpan MarkerTimeout = TimeSpan.FromSeconds(120);
+
+    /// <summary>Row text depends on these: both sides must print values alike.</summary>
+    private const string SessionSettings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
+
+    public async Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var tables = await ReadTablesAsync(cancellationToken);
+        var position = await SyncPointAsync(cancellationToken);
+
+        var green = await ReadGreenTablesAsync(cancellationToken);
+        var results = new TableVerification?[tables.Count];
+        var chunks = new List<Chunk>();
+        for (var i = 0; i < tables.Count; i++)
+        {
+            var t = tables[i];
+            if (!green.TryGetValue(t.Display, out var greenColumns))
+            {
+                results[i] = new TableVerification(t.Display, 0, 0, string.Empty, string.Empty, 0) { Problem = "missing on green" };
+                continue;
+            }
+
+            var missing = t.Columns.Except(greenColumns).ToList();
+            if (missing.Count > 0)
+            {
+                results[i] = new TableVerification(t.Display, 0, 0, string.Empty, string.Empty, 0) { Problem = $"columns missing on green: {string.Join(", ", missing)}" };
+                continue;
+            }
+
+            chunks.AddRange(await PlanAsync(i, t, cancellationToken));
+        }
+
+        await RunRoundAsync(chunks, lastRound: false, cancellationToken);
+        for (var round = 1; round <= Rechecks && chunks.Any(c => c.Outcome == ChunkOutcome.Pending); round++)
+        {
+            await SyncPointAsync(cancellationToken);
+            await RunRoundAsync(chunks.Where(c => c.Outcome == ChunkOutcome.Pending).ToList(), lastRound: round == Rechecks, cancellationToken);
+        }
+
+        foreach (var group in chunks.GroupBy(c => c.Table))
+        {
+            var list = group.ToList();
+            var blueRows = list.Sum(c => c.Blue!.Rows);
+            var greenRows = list.Sum(c => c.Green!.Rows);
+            var blueSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Blue!.Sum);
+            var greenSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Green!.Sum);
+            results[group.Key] = new TableVerification(tables[group.Key].Display, blueRows, greenRows, Checksum(blueSum), Checksum(greenSum), list.Sum(c => c.Seconds))
+            {
+                Chunks = list.Count,
+                DifferentChunks = list.Count(c => c.Outcome == ChunkOutcome.Different),
+                ChangingChunks = list.Count(c => c.Outcome is ChunkOutcome.Pending or ChunkOutcome.Changing),
+            };
+        }
+
+        var verified = results.Select(r => r!).ToList();
+        foreach (var r in verified)
+        {
+            progress?.Report(r);
+        }
+
+        var sequencesTask = CompareSequencesAsync(cancellationToken);
+        var settingsTask = CompareSettingsAsync(cancellationToken);
+        await Task.WhenAll(sequencesTask, settingsTask);
+        return new VerifyReport(position.Value, verified)
+        {
+            Sequences = await sequencesTask,
+            Settings = await settingsTask,
+            Seconds = Stopwatch.GetElapsedTime(started).TotalSeconds,
+        };
+    }
+
+    private static string Checksum(decimal sum) => sum.ToString(CultureInfo.InvariantCulture);
+
+    private async Task<ReplicationPosition> SyncPointAsync(CancellationToken cancellationToken)
+    {
+        var position = await positions.MarkAsync(cancellationToken);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(MarkerTimeout);
+        try
+        {
+            await positions.WaitAsync(position, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TealException("verify.green-behind", $"green did not reach blue's position {position.Value} within {MarkerTimeout.TotalSeconds:0} s", "check that replication runs (teal show ID) and retry when the lag is small");
+        }
+
+        return position;
+    }
+
+    private sealed record Table(string Schema, string Name, IReadOnlyList<string> Columns, string? KeyColumn, double Rows)
+    {
+        public string Display => Sql.Display(Schema, Name);
+
+        public string Qualified => Sql.Qualified(Schema, Name);
+    }
+
+    /// <summary>
+    /// Tables to compare: plain tables and partitioned roots (a root's scan covers its
+    /// partitions, so partitions are not compared twice). The key column is the primary key's
+    /// first column when it is an integer: the ranges are cut on it.
+    /// </summary>
+    private async Task<List<Table>> ReadTablesAsync(CancellationToken cancellationToken)
+    {
+        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        var rows = await blue.QueryAsync(
+            """
+            SELECT n.nspname::text, c.relname::text,
+                   array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+                   (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = c.oid AND i.indisprimary AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)),
+                   greatest(c.reltuples, (SELECT coalesce(sum(greatest(p.reltuples, 0)), 0) FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid WHERE h.inhparent = c.oid))::float8
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'teal') AND n.nspname NOT LIKE 'pg\_toast%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+            ORDER BY 1, 2
+            """,
+            r => new Table(r.GetString(0), r.GetString(1), r.GetFieldValue<string[]>(2), r.NullableString(3), r.GetDouble(4)),
+            cancellationToken);
+        var filter = sessions.Spec.Tables;
+        return filter.Count == 0 ? rows : rows.Where(t => filter.Contains(t.Display) || (t.Schema == "public" && filter.Contains(t.Name))).ToList();
+    }
+
+    private async Task<Dictionary<string, HashSet<string>>> ReadGreenTablesAsync(CancellationToken cancellationToken)
+    {
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        var rows = await green.QueryAsync(
+            """
+            SELECT n.nspname || '.' || c.relname,
+                   array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            """,
+            r => (r.GetString(0), r.GetFieldValue<string[]>(1)),
+            cancellationToken);
+        return rows.ToDictionary(r => r.Item1, r => r.Item2.ToHashSet());
+    }
+
+    /// <summary>Cuts a table into key ranges covering both sides' key span; open-ended at both ends.</summary>
+    private async Task<List<Chunk>> PlanAsync(int index, Table table, CancellationToken cancellationToken)
+    {
+        var rowText = "ROW(" + string.Join(", ", table.Columns.Select(c => "t." + Sql.Ident(c))) + ")::text";
+        var select = $"SELECT count(*), coalesce(sum(hashtextextended({rowText}, 0)), 0) FROM {table.Qualified} t";
+        var count = (long)Math.Ceiling(Math.Max(table.Rows, 1) / RowsPerChunk);
+        if (table.KeyColumn is null || count <= 1)
+        {
+            return [new Chunk(index, select)];
+        }
+
+        var key = "t." + Sql.Ident(table.KeyColumn);
+        var spanSql = $"SELECT min({key})::bigint, max({key})::bigint FROM {table.Qualified} t";
+        var blue = SpanAsync(Side.Blue, spanSql, cancellationToken);
+        var green = SpanAsync(Side.Green, spanSql, cancellationToken);
+        await Task.WhenAll(blue, green);
+        var lows = new[] { (await blue).Min, (await green).Min }.OfType<long>().ToList();
+        var highs = new[] { (await blue).Max, (await green).Max }.OfType<long>().ToList();
+        if (lows.Count == 0)
+        {
+            return [new Chunk(index, select)];
+        }
+
+        var lo = lows.Min();
+        var hi = highs.Max();
+        var width = Math.Max(1, (long)Math.Ceiling(((double)hi - lo + 1) / count));
+        var chunks = new List<Chunk>();
+        for (var i = 0; i < count; i++)
+        {
+            var from = (lo + (i * width)).ToString(CultureInfo.InvariantCulture);
+            var to = (lo + ((i + 1) * width)).ToString(CultureInfo.InvariantCulture);
+            var where = i == 0 ? $" WHERE {key} < {to}" : i == count - 1 ? $" WHERE {key} >= {from}" : $" WHERE {key} >= {from} AND {key} < {to}";
+            chunks.Add(new Chunk(index, select + where));
+        }
+
+        return chunks;
+    }
+
+    private async Task<(long? Min, long? Max)> SpanAsync(Side side, string sql, CancellationToken cancellationToken)
+    {
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var row = await conn.QueryAsync(sql, r => (r.NullableInt64(0), r.NullableInt64(1)), cancellationToken);
+        return row[0];
+    }
+
+    private sealed record Digest(long Rows, decimal Sum);
+
+    private enum ChunkOutcome
+    {
+        Pending,
+        Matches,
+        Different,
+        Changing,
+    }
+
+    private sealed class Chunk(int table, string sql)
+    {
+        public int Table { get; } = table;
+
+        public string Sql { get; } = sql;
+
+        public Digest? Blue { get; set; }
+
+        public Digest? Green { get; set; }
+
+        public Digest? PreviousBlue { get; set; }
+
+        public Digest? PreviousGreen { get; set; }
+
+        public double Seconds { get; set; }
+
+        public ChunkOutcome Outcome { get; set; }
+
+        /// <summary>Judges the latest reading against the previous one.</summary>
+        public void Judge(bool lastRound)
+        {
+            if (Blue == Green)
+            {
+                Outcome = ChunkOutcome.Matches;
+            }
+            else if (PreviousBlue is not null && Blue == PreviousBlue && Green == PreviousGreen)
+            {
+                Outcome = ChunkOutcome.Different;
+            }
+            else
+            {
+                Outcome = lastRound ? ChunkOutcome.Changing : ChunkOutcome.Pending;
+            }
+        }
+    }
+
+    /// <summary>Reads the chunks on both sides at once, <see cref="WorkersPerSide"/> connections each.</summary>
+    private async Task RunRoundAsync(List<Chunk> chunks, bool lastRound, CancellationToken cancellationToken)
+    {
+        foreach (var c in chunks)
+        {
+            c.PreviousBlue = c.Blue;
+            c.PreviousGreen = c.Green;
+        }
+
+        var blue = ReadSideAsync(Side.Blue, chunks, cancellationToken);
+        var green = ReadSideAsync(Side.Green, chunks, cancellationToken);
+        await Task.WhenAll(blue, green);
+        foreach (var c in chunks)
+        {
+            c.Judge(lastRound);
+        }
+    }
+
+    private async Task ReadSideAsync(Side side, List<Chunk> chunks, CancellationToken cancellationToken)
+    {
+        var queue = new ConcurrentQueue<Chunk>(chunks.OrderByDescending(c => c.Sql.Contains("WHERE", StringComparison.Ordinal) ? 0 : 1));
+        var workers = Enumerable.Range(0, Math.Min(WorkersPerSide, Math.Max(1, chunks.Count))).Select(async _ =>
+        {
+            await using var conn = await sessions.OpenAsync(side, cancellationToken);
+            await conn.ExecuteAsync(SessionSettings, cancellationToken);
+            while (queue.TryDequeue(out var chunk))
+            {
+                var started = Stopwatch.GetTimestamp();
+                var digest = await ReadDigestAsync(conn, chunk.Sql, cancellationToken);
+                var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+                lock (chunk)
+                {
+                    if (side == Side.Blue)
+                    {
+                        chunk.Blue = digest;
+                    }
+                    else
+                    {
+                        chunk.Green = digest;
+                    }
+
+                    chunk.Seconds = Math.Max(chunk.Seconds, seconds);
+                }
+            }
+        });
+        await Task.WhenAll(workers);
+    }
+
+    private static async Task<Digest> ReadDigestAsync(NpgsqlConnection conn, string sql, CancellationToken cancellationToken)
+    {
+        var row = await conn.QueryAsync(sql, r => new Digest(r.GetInt64(0), r.GetDecimal(1)), cancellationToken);
+        return row[0];
+    }
+
+    /// <summary>Before switchover green's sequences trail blue's on purpose; only a missing sequence is a difference.</summary>
+    private async Task<IReadOnlyList<SequenceComparison>> CompareSequencesAsync(CancellationToken cancellationToken)
+    {
+        var blue = positions.ReadSequencesAsync(Side.Blue, cancellationToken);
+        var green = positions.ReadSequencesAsync(Side.Green, cancellationToken);
+        await Task.WhenAll(blue, green);
+        var greenByName = (await green).ToDictionary(s => s.Name);
+        return (await blue).Select(b => greenByName.TryGetValue(b.Name, out var g)
+            ? new SequenceComparison(b.Name, b.LastValue, g.LastValue)
+            : new SequenceComparison(b.Name, b.LastValue, null) { Matches = false }).ToList();
+    }
+
+    private async Task<IReadOnlyList<SettingComparison>> CompareSettingsAsync(CancellationToken cancellationToken)
+    {
+        var spec = sessions.Spec;
+        var result = new List<SettingComparison>();
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        if (spec.ExpectedGreenVersion is { } expected)
+        {
+            var actual = (await green.ScalarAsync<string>("SELECT current_setting('server_version')", cancellationToken))!.Split(' ', 2)[0];
+            var parts = expected.Split('.').Length;
+            result.Add(new SettingComparison("server_version", expected, string.Join('.', actual.Split('.').Take(parts))));
+        }
+
+        foreach (var (name, expectedValue) in spec.ExpectedGreenParameters.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            var row = await green.QueryAsync(
+                "SELECT current_setting(name), setting, coalesce(unit, ''), vartype FROM pg_settings WHERE name = lower($1)",
+                r => (Shown: r.GetString(0), Raw: r.GetString(1), Unit: r.GetString(2), Type: r.GetString(3)),
+                cancellationToken,
+                name);
+            if (row.Count == 0)
+            {
+                result.Add(new SettingComparison(name, expectedValue, "(no such parameter)"));
+                continue;
+            }
+
+            var same = SettingValues.Equivalent(expectedValue, row[0].Shown, row[0].Raw, row[0].Unit, row[0].Type);
+            result.Add(new SettingComparison(name, expectedValue, same ? expectedValue : row[0].Shown));
+        }
+
+        return result;
+    }
+}

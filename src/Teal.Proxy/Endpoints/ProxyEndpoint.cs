@@ -1,0 +1,422 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Proxy.Protocol;
+
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>
+/// Teal's own endpoint: a TCP listener that proxies PostgreSQL connections to the instance its
+/// route names, and can hold new connections, drain existing ones at transaction boundaries,
+/// flip the route and resume — the four moves of a switchover.
+/// </summary>
+public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
+{
+    private readonly Socket _listener;
+    private readonly ProxyOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _timeProvider;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly ConcurrentDictionary<long, ProxyConnection> _connections = new();
+    private readonly ConcurrentDictionary<ulong, EndpointTarget> _backendKeys = new();
+    private readonly Task _acceptLoop;
+
+    // Admission and pause change together under _gate, so that once PauseAsync returns no
+    // connection can still slip through to the route it is about to leave.
+    private readonly Lock _gate = new();
+    private TaskCompletionSource? _resumed;
+    private TimeSpan _holdDeadline;
+
+    private ProxyRoute _route;
+    private long _nextConnectionId;
+    private long _routed;
+    private long _active;
+    private long _held;
+    private long _total;
+    private long _bytesFromClients;
+    private long _bytesToClients;
+    private long _errors;
+    private int _disposed;
+
+    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider)
+    {
+        Name = name;
+        _listener = listener;
+        _options = options;
+        _logger = logger;
+        _timeProvider = timeProvider;
+        _route = new ProxyRoute(target, null, 0);
+        LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!; // A bound socket always has one.
+        PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
+        DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
+        _acceptLoop = Task.Run(AcceptLoopAsync);
+    }
+
+    public string Name { get; }
+
+    /// <summary>The address the endpoint actually listens on (port 0 in the spec picks a free one).</summary>
+    public IPEndPoint LocalEndPoint { get; }
+
+    public EndpointTarget Target => Volatile.Read(ref _route).Target;
+
+    /// <summary>The reader canary, if any, and the share of new connections it receives.</summary>
+    public (EndpointTarget? Canary, int Percent) Canary
+    {
+        get
+        {
+            var route = Volatile.Read(ref _route);
+            return (route.Canary, route.CanaryPercent);
+        }
+    }
+
+    public bool Paused
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _resumed is not null;
+            }
+        }
+    }
+
+    public EndpointStats Stats => new(
+        Interlocked.Read(ref _active),
+        Interlocked.Read(ref _held),
+        Interlocked.Read(ref _total),
+        Interlocked.Read(ref _bytesFromClients),
+        Interlocked.Read(ref _bytesToClients),
+        Interlocked.Read(ref _errors));
+
+    internal byte[] PausedError { get; }
+
+    internal byte[] DrainError { get; }
+
+    /// <summary>Binds <paramref name="listen"/> and starts accepting.</summary>
+    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider)
+    {
+        options.Validate();
+        var listener = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            listener.Bind(listen);
+            listener.Listen(options.Backlog);
+        }
+        catch (SocketException ex)
+        {
+            listener.Dispose();
+            throw new TealException("endpoint.listen-failed", $"Endpoint {name} cannot listen on {listen}: {ex.Message}",
+                "Choose a free address and port for the endpoint, or stop what holds it.", ex);
+        }
+
+        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider);
+        ProxyLog.Listening(logger, name, endpoint.LocalEndPoint, target);
+        return endpoint;
+    }
+
+    /// <summary>Parses <c>host:port</c> as an endpoint spec writes it (<c>127.0.0.1:6432</c>, <c>[::1]:6432</c>, <c>localhost:6432</c>).</summary>
+    public static IPEndPoint ParseListen(string name, string? listen)
+    {
+        if (listen is not null)
+        {
+            // IPEndPoint.TryParse accepts a bare address as port 0; a listen address needs its port.
+            if (IPEndPoint.TryParse(listen, out var endPoint) && listen.EndsWith($":{endPoint.Port}", StringComparison.Ordinal))
+            {
+                return endPoint;
+            }
+
+            var colon = listen.LastIndexOf(':');
+            if (colon > 0 && listen[..colon] == "localhost" && int.TryParse(listen.AsSpan(colon + 1), out var port) && port is >= 0 and <= 65535)
+            {
+                return new IPEndPoint(IPAddress.Loopback, port);
+            }
+        }
+
+        throw new TealException("endpoint.listen-invalid", $"Endpoint {name} has no valid listen address ('{listen}')",
+            "Give it as host:port with an IP address, for example 127.0.0.1:6432.");
+    }
+
+    public Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(holdDeadline, TimeSpan.Zero);
+        lock (_gate)
+        {
+            _holdDeadline = holdDeadline;
+            _resumed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        ProxyLog.Paused(_logger, Name, holdDeadline);
+        return Task.CompletedTask;
+    }
+
+    public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        List<ProxyConnection> draining;
+        lock (_gate)
+        {
+            draining = [.. _connections.Values.Where(c => c.Admitted)];
+        }
+
+        foreach (var connection in draining)
+        {
+            connection.RequestDrain();
+        }
+
+        var all = Task.WhenAll(draining.Select(c => c.Completion));
+        try
+        {
+            await all.WaitAsync(budget, _timeProvider, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            // The budget is spent: cut what is still in a transaction.
+            foreach (var connection in draining.Where(c => !c.Completion.IsCompleted))
+            {
+                connection.Abort(ConnectionOutcome.ClosedAtDeadline);
+            }
+
+            await all;
+        }
+
+        var cut = draining.Count(c => c.Outcome == ConnectionOutcome.ClosedAtDeadline);
+        var result = new EndpointDrainResult(draining.Count - cut, cut);
+        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline);
+        return result;
+    }
+
+    public Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        ProxyRoute previous, next;
+        do
+        {
+            previous = Volatile.Read(ref _route);
+
+            // A canary on the instance that becomes the target has nothing left to split off.
+            var keepCanary = previous.Canary is not null && previous.Canary.Instance != target.Instance;
+            next = new ProxyRoute(target, keepCanary ? previous.Canary : null, keepCanary ? previous.CanaryPercent : 0);
+        }
+        while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
+
+        ProxyLog.Flipped(_logger, Name, previous.Target, target);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Sends <paramref name="percent"/>% of new connections to <paramref name="canary"/> (null or 0 stops the split).</summary>
+    public Task SetCanaryAsync(EndpointTarget? canary, int percent, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(percent);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
+        ProxyRoute previous, next;
+        do
+        {
+            previous = Volatile.Read(ref _route);
+            next = canary is null || percent == 0 ? previous with { Canary = null, CanaryPercent = 0 } : previous with { Canary = canary, CanaryPercent = percent };
+        }
+        while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
+
+        ProxyLog.CanarySet(_logger, Name, next.CanaryPercent, next.Canary);
+        return Task.CompletedTask;
+    }
+
+    public Task ResumeAsync(CancellationToken cancellationToken)
+    {
+        TaskCompletionSource? resumed;
+        lock (_gate)
+        {
+            resumed = _resumed;
+            _resumed = null;
+        }
+
+        if (resumed is not null)
+        {
+            // Continuations run on the thread pool, so resuming hundreds of held connections
+            // costs the caller one call.
+            var held = Interlocked.Read(ref _held);
+            resumed.TrySetResult();
+            ProxyLog.Resumed(_logger, Name, held, Target);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Stops listening, refuses held connections and cuts the open ones.</summary>
+    public async Task StopAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await _stopping.CancelAsync();
+        _listener.Dispose();
+        await _acceptLoop;
+        foreach (var connection in _connections.Values)
+        {
+            connection.Abort(ConnectionOutcome.ClosedAtDeadline);
+        }
+
+        await Task.WhenAll(_connections.Values.Select(c => c.Completion));
+        _stopping.Dispose();
+        ProxyLog.Stopped(_logger, Name);
+    }
+
+    public ValueTask DisposeAsync() => new(StopAsync());
+
+    /// <summary>
+    /// Lets a connection through to the route, or holds it while paused. Null means it was held
+    /// past the deadline and must be refused.
+    /// </summary>
+    internal async Task<EndpointTarget?> AdmitAsync(ProxyConnection connection, CancellationToken stopping)
+    {
+        while (true)
+        {
+            Task resumed;
+            TimeSpan deadline;
+            lock (_gate)
+            {
+                if (_resumed is null)
+                {
+                    connection.Admitted = true;
+                    Interlocked.Increment(ref _active);
+                    return Volatile.Read(ref _route).Pick(Interlocked.Increment(ref _routed) - 1);
+                }
+
+                resumed = _resumed.Task;
+                deadline = _holdDeadline;
+                Interlocked.Increment(ref _held);
+            }
+
+            try
+            {
+                await resumed.WaitAsync(deadline, _timeProvider, stopping);
+            }
+            catch (TimeoutException)
+            {
+                Interlocked.Increment(ref _errors);
+                ProxyLog.HoldExpired(_logger, Name, deadline);
+                return null;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _held);
+            }
+        }
+    }
+
+    internal async Task ForwardCancelAsync(byte[] packet, CancellationToken stopping)
+    {
+        // A cancel belongs on the instance running the session; fall back to the route when the
+        // key is unknown (the session ended, or it came through another endpoint).
+        var key = BinaryPrimitives.ReadUInt64BigEndian(packet.AsSpan(8));
+        var target = _backendKeys.TryGetValue(key, out var owner) ? owner : Target;
+        using var server = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        timeout.CancelAfter(_options.ConnectTimeout);
+        try
+        {
+            await server.ConnectAsync(target.Host, target.Port, timeout.Token);
+            await server.SendAsync(packet, SocketFlags.None, timeout.Token);
+        }
+        catch (Exception ex) when (ex is SocketException || ex is OperationCanceledException && !stopping.IsCancellationRequested)
+        {
+            OnUpstreamConnectFailed(target, ex.Message);
+        }
+    }
+
+    internal void RegisterBackendKey(ProxyConnection connection, ulong key)
+    {
+        if (connection.Target is { } target)
+        {
+            _backendKeys[key] = target;
+        }
+    }
+
+    internal void CountFromClient(int bytes) => Interlocked.Add(ref _bytesFromClients, bytes);
+
+    internal void CountToClient(int bytes) => Interlocked.Add(ref _bytesToClients, bytes);
+
+    internal void OnUpstreamConnectFailed(EndpointTarget target, string reason)
+    {
+        Interlocked.Increment(ref _errors);
+        ProxyLog.UpstreamConnectFailed(_logger, Name, target, reason);
+    }
+
+    internal void OnConnectionEnded(ProxyConnection connection, string reason)
+    {
+        if (connection.BackendKey is { } key)
+        {
+            _backendKeys.TryRemove(key, out _);
+        }
+
+        if (connection.Admitted)
+        {
+            Interlocked.Decrement(ref _active);
+        }
+
+        ProxyLog.ConnectionEnded(_logger, Name, connection.Id, reason);
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _listener.AcceptAsync(_stopping.Token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
+            {
+                return;
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset)
+            {
+                // The client gave up before we accepted it.
+                continue;
+            }
+            catch (SocketException ex)
+            {
+                // Out of file descriptors or similar: log, breathe, keep serving the connections we have.
+                ProxyLog.AcceptFailed(_logger, Name, ex);
+                await Task.Delay(TimeSpan.FromMilliseconds(100), _timeProvider, CancellationToken.None);
+                continue;
+            }
+
+            client.NoDelay = true;
+            Interlocked.Increment(ref _total);
+            var connection = new ProxyConnection(this, client, Interlocked.Increment(ref _nextConnectionId), _options);
+            // Completion is set before the connection can be admitted, so a drain always awaits
+            // the real lifetime; Start queues the run to the pool, off the accept loop.
+            var run = new Task<Task>(() => RunConnectionAsync(connection));
+            connection.Completion = run.Unwrap();
+            _connections[connection.Id] = connection;
+            run.Start(TaskScheduler.Default);
+        }
+    }
+
+    private async Task RunConnectionAsync(ProxyConnection connection)
+    {
+        try
+        {
+            await connection.RunAsync(_stopping.Token);
+        }
+        catch (Exception ex)
+        {
+            // A bug in one connection must not take the endpoint down; it is logged in full.
+            ProxyLog.ConnectionFailed(_logger, Name, connection.Id, ex);
+        }
+        finally
+        {
+            _connections.TryRemove(connection.Id, out _);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>The proxy's log events (ids 2000–2099).</summary>
+internal static partial class ProxyLog
+{
+    [LoggerMessage(EventId = 2000, Level = LogLevel.Information, Message = "Endpoint {Endpoint} listening on {Listen}, routing to {Target}")]
+    public static partial void Listening(ILogger logger, string endpoint, EndPoint listen, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2001, Level = LogLevel.Information, Message = "Endpoint {Endpoint} stopped")]
+    public static partial void Stopped(ILogger logger, string endpoint);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Endpoint {Endpoint} paused: new connections held for up to {HoldDeadline}")]
+    public static partial void Paused(ILogger logger, string endpoint, TimeSpan holdDeadline);
+
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Information, Message = "Endpoint {Endpoint} drained in {ElapsedMs} ms: {ClosedIdle} closed between transactions, {ClosedAtDeadline} cut at the budget")]
+    public static partial void Drained(ILogger logger, string endpoint, long elapsedMs, int closedIdle, int closedAtDeadline);
+
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Endpoint {Endpoint} flipped: {From} -> {To}")]
+    public static partial void Flipped(ILogger logger, string endpoint, EndpointTarget from, EndpointTarget to);
+
+    [LoggerMessage(EventId = 2005, Level = LogLevel.Information, Message = "Endpoint {Endpoint} resumed: {Held} held connections proceed to {Target}")]
+    public static partial void Resumed(ILogger logger, string endpoint, long held, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2006, Level = LogLevel.Warning, Message = "Endpoint {Endpoint} could not connect to {Target}: {Reason}")]
+    public static partial void UpstreamConnectFailed(ILogger logger, string endpoint, EndpointTarget target, string reason);
+
+    [LoggerMessage(EventId = 2007, Level = LogLevel.Warning, Message = "Endpoint {Endpoint}: a connection was held past the {HoldDeadline} deadline and refused")]
+    public static partial void HoldExpired(ILogger logger, string endpoint, TimeSpan holdDeadline);
+
+    [LoggerMessage(EventId = 2008, Level = LogLevel.Debug, Message = "Endpoint {Endpoint}: connection {ConnectionId} ended: {Reason}")]
+    public static partial void ConnectionEnded(ILogger logger, string endpoint, long connectionId, string reason);
+
+    [LoggerMessage(EventId = 2009, Level = LogLevel.Error, Message = "Endpoint {Endpoint}: connection {ConnectionId} failed")]
+    public static partial void ConnectionFailed(ILogger logger, string endpoint, long connectionId, Exception exception);
+
+    [LoggerMessage(EventId = 2010, Level = LogLevel.Error, Message = "Endpoint {Endpoint}: accepting connections failed")]
+    public static partial void AcceptFailed(ILogger logger, string endpoint, Exception exception);
+
+    [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "Endpoint {Endpoint} canary: {Percent}% of new connections to {Canary}")]
+    public static partial void CanarySet(ILogger logger, string endpoint, int percent, EndpointTarget? canary);
+}

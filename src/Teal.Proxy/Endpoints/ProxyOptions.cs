@@ -1,0 +1,35 @@
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>Settings of Teal's proxy listeners, shared by every endpoint of one <c>teal serve</c>.</summary>
+public sealed record ProxyOptions
+{
+    /// <summary>Bytes per direction per connection. 16 KiB holds two of PostgreSQL's 8 KiB sends, so COPY streams in few reads.</summary>
+    public int BufferSize { get; init; } = 16 * 1024;
+
+    /// <summary>How long connecting to the instance may take before the client gets an error.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a client may take to send its startup packet; guards against idle sockets piling up.</summary>
+    public TimeSpan StartupTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Pending-accept queue. Sized for bursts of hundreds of clients reconnecting after a switchover.</summary>
+    public int Backlog { get; init; } = 1024;
+
+    public void Validate()
+    {
+        if (BufferSize < 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BufferSize), BufferSize, "the proxy buffer must be at least 1 KiB");
+        }
+
+        if (ConnectTimeout <= TimeSpan.Zero || StartupTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), "proxy timeouts must be positive");
+        }
+
+        if (Backlog < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Backlog), Backlog, "the accept backlog must be positive");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+using Teal.Core.Endpoints;
+
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>
+/// Where an endpoint sends new connections. Immutable: the endpoint swaps the whole route, so a
+/// connection reads one consistent target and canary however a flip races with it.
+/// </summary>
+internal sealed record ProxyRoute(EndpointTarget Target, EndpointTarget? Canary, int CanaryPercent)
+{
+    /// <summary>
+    /// The target of the <paramref name="sequence"/>-th connection. Deterministic rather than random:
+    /// of any 100 consecutive connections exactly <see cref="CanaryPercent"/> go to the canary
+    /// (n·p mod 100 falls below p for exactly p values of n in a period of 100).
+    /// </summary>
+    public EndpointTarget Pick(long sequence) =>
+        Canary is not null && CanaryPercent > 0 && (sequence * CanaryPercent % 100) < CanaryPercent ? Canary : Target;
+}

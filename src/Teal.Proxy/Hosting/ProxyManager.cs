@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Proxy.Endpoints;
+
+namespace Teal.Proxy.Hosting;
+
+/// <summary>Finds where an instance is reached (host, port, database), by name.</summary>
+public interface IEndpointTargetResolver
+{
+    Task<EndpointTarget> ResolveAsync(string instance, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// The proxy endpoints of one <c>teal serve</c>: starts and stops them from their specs, and
+/// answers the switchover's question "which endpoints route to this instance?".
+/// </summary>
+public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null)
+    : IEndpointRegistry, IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, ProxyEndpoint> _endpoints = new(StringComparer.Ordinal);
+    private readonly ILogger _logger = loggerFactory.CreateLogger<ProxyEndpoint>();
+
+    public IReadOnlyCollection<ProxyEndpoint> All => [.. _endpoints.Values];
+
+    public ProxyEndpoint? Get(string name) => _endpoints.GetValueOrDefault(name);
+
+    /// <summary>
+    /// Starts listening for <paramref name="spec"/>, routing to <paramref name="target"/>. A reader
+    /// spec with a canary has its canary instance resolved through the resolver.
+    /// </summary>
+    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Kind != EndpointKind.Proxy)
+        {
+            throw new TealException("endpoint.not-proxy", $"Endpoint {spec.Name} is a {spec.Kind} endpoint, not one Teal's proxy serves");
+        }
+
+        EndpointTarget? canary = null;
+        if (spec.CanaryInstance is not null && spec.CanaryPercent > 0)
+        {
+            canary = resolver is null
+                ? throw new TealException("endpoint.canary-unresolved", $"Endpoint {spec.Name} has a canary but the proxy cannot resolve instance {spec.CanaryInstance}")
+                : await resolver.ResolveAsync(spec.CanaryInstance, cancellationToken);
+        }
+
+        if (_endpoints.ContainsKey(spec.Name))
+        {
+            throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
+        }
+
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider);
+        if (canary is not null)
+        {
+            await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);
+        }
+
+        if (!_endpoints.TryAdd(spec.Name, endpoint))
+        {
+            await endpoint.StopAsync();
+            throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
+        }
+
+        return endpoint;
+    }
+
+    /// <summary>Stops the endpoint named <paramref name="name"/>; false when there is none.</summary>
+    public async Task<bool> StopAsync(string name)
+    {
+        if (!_endpoints.TryRemove(name, out var endpoint))
+        {
+            return false;
+        }
+
+        await endpoint.StopAsync();
+        return true;
+    }
+
+    public Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<IEndpoint>>([.. _endpoints.Values.Where(e => e.Target.Instance == instance)]);
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var name in _endpoints.Keys)
+        {
+            await StopAsync(name);
+        }
+    }
+}

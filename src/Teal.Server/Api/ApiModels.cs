@@ -1,0 +1,109 @@
+using Teal.Core.Endpoints;
+using Teal.Core.Guardrails;
+using Teal.Core.Instances;
+
+namespace Teal.Server.Api;
+
+/// <summary>An error as the API returns it (RFC 7807 problem JSON, with Teal's code and hint).</summary>
+public sealed record ApiProblem(string Type, string Title, int Status, string Detail, string Code)
+{
+    public string? Hint { get; init; }
+
+    /// <summary>Every check that ran, when the refusal came from checks (prerequisites, guardrails).</summary>
+    public IReadOnlyList<CheckResult>? Checks { get; init; }
+}
+
+public sealed record HealthView(string Status, string Version);
+
+/// <summary>
+/// Register an existing server (<see cref="Connection"/>) or create a managed one
+/// (<see cref="Version"/>, with <see cref="Engine"/>, <see cref="Port"/> and <see cref="Parameters"/>).
+/// </summary>
+public sealed record AddInstanceRequest(string Name)
+{
+    public string? Connection { get; init; }
+
+    public EngineKind Engine { get; init; } = EngineKind.Postgres;
+
+    public string? Version { get; init; }
+
+    public int? Port { get; init; }
+
+    public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary><c>HOST:PORT</c>: also create a proxy endpoint named after the instance, listening there.</summary>
+    public string? Endpoint { get; init; }
+}
+
+/// <summary>An instance as the API shows it: how to reach it, never its password.</summary>
+public sealed record InstanceView(string Name, EngineKind Engine, string Version, string Host, int Port, string User, string Database, InstanceRole Role, bool Managed)
+{
+    /// <summary>Managed: where its files are.</summary>
+    public string? Directory { get; init; }
+
+    public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
+
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public static InstanceView From(Instance instance)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        return new(instance.Name, instance.Engine, instance.Version, instance.Host, instance.Port, instance.User, instance.Database, instance.Role, instance.Managed is not null)
+        {
+            Directory = instance.Managed?.Directory,
+            Parameters = instance.Managed?.Parameters ?? new Dictionary<string, string>(),
+            CreatedAt = instance.CreatedAt,
+        };
+    }
+}
+
+/// <summary>A connection URI with the password, given on explicit request only.</summary>
+public sealed record InstanceUrl(string Name, string Url);
+
+/// <summary>Declare an endpoint: a proxy listener (<see cref="Listen"/>) or a PgBouncer Teal drives.</summary>
+public sealed record AddEndpointRequest(string Name, string Instance)
+{
+    public EndpointKind Kind { get; init; } = EndpointKind.Proxy;
+
+    public string? Listen { get; init; }
+
+    public InstanceRole Role { get; init; } = InstanceRole.Writer;
+
+    public PgBouncerSpec? PgBouncer { get; init; }
+
+    /// <summary>PgBouncer admin password; kept in the secrets file, never stored with the endpoint.</summary>
+    public string? PgBouncerPassword { get; init; }
+}
+
+/// <summary>An endpoint's declaration and, when a live endpoint serves it, its figures.</summary>
+public sealed record EndpointView(string Name, EndpointKind Kind, string Instance, InstanceRole Role)
+{
+    public string? Listen { get; init; }
+
+    public PgBouncerSpec? PgBouncer { get; init; }
+
+    public string? CanaryInstance { get; init; }
+
+    public int CanaryPercent { get; init; }
+
+    public DateTimeOffset CreatedAt { get; init; }
+
+    /// <summary>Null when no live endpoint serves this declaration (no proxy running it).</summary>
+    public EndpointStats? Stats { get; init; }
+
+    public static EndpointView From(EndpointSpec spec, EndpointStats? stats)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        return new(spec.Name, spec.Kind, spec.Instance, spec.Role)
+        {
+            Listen = spec.Listen,
+            PgBouncer = spec.PgBouncer,
+            CanaryInstance = spec.CanaryInstance,
+            CanaryPercent = spec.CanaryPercent,
+            CreatedAt = spec.CreatedAt,
+            Stats = stats,
+        };
+    }
+}
+
+public sealed record AddTablesResult(IReadOnlyList<string> Tables);

@@ -1,0 +1,31 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.AspNetCore.Routing;
+using Teal.Server.Instances;
+
+namespace Teal.Server.Api;
+
+/// <summary><c>/api/instances</c>: register, create, list, get a connection URI, remove.</summary>
+public static class InstanceRoutes
+{
+    public static void Map(IEndpointRouteBuilder api)
+    {
+        var group = api.MapGroup("/instances");
+        group.MapGet("/", (InstanceService instances, CancellationToken ct) => instances.ListAsync(ct));
+        group.MapGet("/{name}", (string name, InstanceService instances, CancellationToken ct) => instances.GetAsync(name, ct));
+        group.MapPost("/", async (AddInstanceRequest request, InstanceService instances, CancellationToken ct) =>
+        {
+            var added = await instances.AddAsync(request, ct);
+            return Results.Created($"/api/instances/{added.Name}", added);
+        });
+        // Read-only, but it hands out a password: the token is required as for a change.
+        group.MapGet("/{name}/url", (string name, [FromQuery] bool? endpoint, InstanceService instances, CancellationToken ct) => instances.UrlAsync(name, endpoint ?? false, ct))
+            .WithMetadata(new TokenRequired());
+        group.MapDelete("/{name}", async (string name, [FromQuery(Name = "delete-data")] bool? deleteData, InstanceService instances, CancellationToken ct) =>
+        {
+            await instances.RemoveAsync(name, deleteData ?? false, ct);
+            return Results.NoContent();
+        });
+    }
+}

@@ -1,0 +1,30 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Teal.Core.Switchover;
+
+namespace Teal.Server.Api;
+
+/// <summary>Body of <c>POST …/check</c> and <c>POST …/switchover</c>; every field optional.</summary>
+public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudget, double? LongTransactionThreshold, bool DryRun = false);
+
+/// <summary><c>/api/deployments/{id}/check</c> and <c>/switchover</c>: guardrails, the plan, and starting a switchover.</summary>
+public static class SwitchoverRoutes
+{
+    public static void Map(IEndpointRouteBuilder api)
+    {
+        var group = api.MapGroup("/deployments");
+        group.MapPost("/{idOrName}/check", (string idOrName, SwitchoverRequest? request, SwitchoverService switchovers, CancellationToken ct) =>
+            switchovers.CheckAsync(idOrName, Options(request), ct));
+        group.MapPost("/{idOrName}/switchover", async (string idOrName, SwitchoverRequest? request, SwitchoverService switchovers, CancellationToken ct) =>
+        {
+            var options = Options(request);
+            return request?.DryRun == true
+                ? Results.Ok(await switchovers.DryRunAsync(idOrName, options, ct))
+                : Results.Accepted(value: await switchovers.StartAsync(idOrName, options, ct));
+        });
+    }
+
+    private static SwitchoverOptions Options(SwitchoverRequest? request) =>
+        SwitchoverOptions.Create(request?.SwitchoverTimeout, request?.DrainBudget, request?.LongTransactionThreshold);
+}

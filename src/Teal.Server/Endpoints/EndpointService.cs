@@ -1,0 +1,118 @@
+using Microsoft.Extensions.DependencyInjection;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Core.Instances;
+using Teal.Core.Secrets;
+using Teal.Core.State;
+using Teal.Server.Api;
+using Teal.Server.Secrets;
+
+namespace Teal.Server.Endpoints;
+
+/// <summary>
+/// Endpoint declarations in the state store. The live side (proxy listeners, PgBouncer drivers)
+/// (<see cref="LiveEndpoints"/>) starts and stops with them; the figures shown with each come
+/// from the registered <see cref="IEndpointRegistry"/> (none: declarations are listed alone).
+/// </summary>
+public sealed class EndpointService(IStateStore state, ISecretStore secrets, LiveEndpoints live, IServiceProvider services, TimeProvider time)
+{
+    public async Task<IReadOnlyList<EndpointView>> ListAsync(CancellationToken cancellationToken)
+    {
+        var registry = services.GetService<IEndpointRegistry>();
+        var views = new List<EndpointView>();
+        foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
+        {
+            EndpointStats? stats = null;
+            if (registry is not null)
+            {
+                stats = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name)?.Stats;
+            }
+
+            views.Add(EndpointView.From(spec, stats));
+        }
+
+        return views;
+    }
+
+    /// <summary>Refuses a request that could not be added (before anything else is created for it).</summary>
+    public async Task ValidateAsync(AddEndpointRequest request, bool instanceMustExist, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        Names.Validate("endpoint", request.Name);
+        if (await state.GetEndpointAsync(request.Name, cancellationToken) is not null)
+        {
+            throw new TealException("endpoint.duplicate-name", $"an endpoint named '{request.Name}' already exists", "choose another name (see `teal endpoint list`)") { Kind = TealErrorKind.Conflict };
+        }
+
+        if (instanceMustExist && await state.GetInstanceAsync(request.Instance, cancellationToken) is null)
+        {
+            throw new TealException("instance.not-found", $"no instance named '{request.Instance}'", "see `teal instance list`") { Kind = TealErrorKind.NotFound };
+        }
+
+        switch (request.Kind)
+        {
+            case EndpointKind.Proxy:
+                var listen = request.Listen ?? throw new TealException("endpoint.missing-listen", "a proxy endpoint needs an address to listen on", "add --listen HOST:PORT");
+                var address = TealServerOptions.ParseAddress(listen, "endpoint");
+                var taken = (await state.ListEndpointsAsync(cancellationToken)).FirstOrDefault(e => e.Listen is not null && TealServerOptions.ParseAddress(e.Listen, "endpoint").Equals(address));
+                if (taken is not null)
+                {
+                    throw new TealException("endpoint.address-in-use", $"endpoint '{taken.Name}' already listens on {listen}", "choose another port") { Kind = TealErrorKind.Conflict };
+                }
+
+                break;
+            case EndpointKind.PgBouncer when request.PgBouncer is null:
+                throw new TealException("endpoint.missing-pgbouncer", "a PgBouncer endpoint needs PgBouncer's address, admin user, database entry and config file", "see `teal endpoint add --help`");
+        }
+    }
+
+    public async Task<EndpointView> AddAsync(AddEndpointRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        await ValidateAsync(request, instanceMustExist: true, cancellationToken);
+        var pgBouncer = request.PgBouncer;
+        if (pgBouncer is not null && request.PgBouncerPassword is not null)
+        {
+            pgBouncer = pgBouncer with { SecretRef = FileSecretStore.NewReference("endpoint") };
+            secrets.Write(pgBouncer.SecretRef, request.PgBouncerPassword);
+        }
+
+        var spec = new EndpointSpec(request.Name, request.Kind, request.Instance)
+        {
+            Listen = request.Kind == EndpointKind.Proxy ? request.Listen : null,
+            Role = request.Role,
+            PgBouncer = pgBouncer,
+            CreatedAt = time.GetUtcNow(),
+        };
+        await state.AddEndpointAsync(spec, cancellationToken);
+        try
+        {
+            await live.StartAsync(spec, cancellationToken);
+        }
+        catch
+        {
+            // An endpoint that cannot listen is not kept: the operator fixes the address and adds it again.
+            await state.RemoveEndpointAsync(spec.Name, CancellationToken.None);
+            if (spec.PgBouncer?.SecretRef is { } secret)
+            {
+                secrets.Remove(secret);
+            }
+
+            throw;
+        }
+
+        return (await ListAsync(cancellationToken)).First(e => e.Name == spec.Name);
+    }
+
+    public async Task RemoveAsync(string name, CancellationToken cancellationToken)
+    {
+        var spec = await state.GetEndpointAsync(name, cancellationToken)
+            ?? throw new TealException("endpoint.not-found", $"no endpoint named '{name}'", "see `teal endpoint list`") { Kind = TealErrorKind.NotFound };
+        await live.StopAsync(name);
+        await state.RemoveEndpointAsync(name, cancellationToken);
+        if (spec.PgBouncer?.SecretRef is { } secret)
+        {
+            secrets.Remove(secret);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Core.State;
+using Teal.Proxy.Hosting;
+
+namespace Teal.Server.Endpoints;
+
+/// <summary>Where an endpoint sends connections: the instance's address as the state store has it now.</summary>
+public sealed class StateTargetResolver(IStateStore state) : IEndpointTargetResolver
+{
+    public async Task<EndpointTarget> ResolveAsync(string instance, CancellationToken cancellationToken)
+    {
+        var found = await state.GetInstanceAsync(instance, cancellationToken)
+            ?? throw new TealException("instance.not-found", $"no instance named '{instance}'", "see `teal instance list`") { Kind = TealErrorKind.NotFound };
+        return new EndpointTarget(found.Name, found.Host, found.Port, found.Database);
+    }
+}
+
+/// <summary>
+/// Keeps the proxy's listeners in step with the declared endpoints: all of them when Teal
+/// starts, one at a time as they are added or removed. PgBouncer endpoints have nothing to
+/// listen on; they are driven at switchover only.
+/// </summary>
+public sealed partial class LiveEndpoints(ProxyManager proxy, StateTargetResolver resolver, IStateStore state, ILogger<LiveEndpoints> logger)
+{
+    public async Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Kind != EndpointKind.Proxy)
+        {
+            return;
+        }
+
+        var target = await resolver.ResolveAsync(spec.Instance, cancellationToken);
+        await proxy.StartAsync(spec, target, cancellationToken);
+        LogListening(spec.Name, spec.Listen, target);
+    }
+
+    public Task StopAsync(string name) => proxy.StopAsync(name);
+
+    /// <summary>Starts every declared proxy endpoint; one that cannot listen is logged, the others still start.</summary>
+    public async Task StartAllAsync(CancellationToken cancellationToken)
+    {
+        foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
+        {
+            try
+            {
+                await StartAsync(spec, cancellationToken);
+            }
+            catch (TealException ex)
+            {
+                LogStartFailed(spec.Name, ex.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "Endpoint {Name} listens on {Listen} -> {Target}")]
+    private partial void LogListening(string name, string? listen, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2201, Level = LogLevel.Warning, Message = "Endpoint {Name} did not start: {Reason}")]
+    private partial void LogStartFailed(string name, string reason);
+}

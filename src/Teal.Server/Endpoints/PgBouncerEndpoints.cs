@@ -1,0 +1,60 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Secrets;
+using Teal.Core.State;
+using Teal.Postgres.PgBouncer;
+
+namespace Teal.Server.Endpoints;
+
+/// <summary>
+/// The PgBouncers Teal drives, one long-lived driver per declared endpoint (it remembers whether
+/// it paused its database). Built on first use from the declaration; the route is the
+/// declared instance's current address, which after a switchover is green's.
+/// </summary>
+public sealed class PgBouncerEndpoints(IStateStore state, ISecretStore secrets, ILoggerFactory loggers, TimeProvider time) : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, PgBouncerEndpoint> _drivers = new(StringComparer.Ordinal);
+
+    public async Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken)
+    {
+        var found = new List<IEndpoint>();
+        foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
+        {
+            if (spec.Kind != EndpointKind.PgBouncer || spec.Instance != instance)
+            {
+                continue;
+            }
+
+            if (!_drivers.TryGetValue(spec.Name, out var driver))
+            {
+                // The ini entry's dbname is the instance's database (the switchover keeps it).
+                var target = await state.GetInstanceAsync(spec.Instance, cancellationToken) is { } i
+                    ? new EndpointTarget(i.Name, i.Host, i.Port, i.Database)
+                    : throw new Core.Errors.TealException("instance.not-found", $"endpoint '{spec.Name}' routes to '{spec.Instance}', which is not registered", "see `teal instance list`");
+                driver = _drivers.GetOrAdd(spec.Name, _ => PgBouncerEndpoint.Create(spec, target, secrets, loggers.CreateLogger<PgBouncerEndpoint>(), time));
+            }
+
+            found.Add(driver);
+        }
+
+        return found;
+    }
+
+    /// <summary>Forgets the driver of a removed endpoint.</summary>
+    public async Task ForgetAsync(string name)
+    {
+        if (_drivers.TryRemove(name, out var driver))
+        {
+            await driver.DisposeAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var name in _drivers.Keys)
+        {
+            await ForgetAsync(name);
+        }
+    }
+}

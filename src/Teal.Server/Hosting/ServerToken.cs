@@ -1,0 +1,38 @@
+using System.Security.Cryptography;
+
+namespace Teal.Server.Hosting;
+
+/// <summary>
+/// The bearer token every mutating API call needs. Generated on the first start into
+/// <c>DATA_DIR/token</c> (0600), so a local CLI running as the same user finds it there.
+/// </summary>
+public sealed record ServerToken(string Value)
+{
+    public static ServerToken LoadOrCreate(string path)
+    {
+        if (File.Exists(path))
+        {
+            var existing = File.ReadAllText(path).Trim();
+            if (existing.Length > 0)
+            {
+                return new ServerToken(existing);
+            }
+        }
+
+        var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite };
+        using (var writer = new StreamWriter(path, options))
+        {
+            writer.WriteLine(token);
+        }
+
+        // Create keeps the mode of a file that existed (empty): narrow it in every case.
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return new ServerToken(token);
+    }
+
+    /// <summary>Constant-time comparison, so response timing does not leak the token.</summary>
+    public bool Matches(string? presented) =>
+        presented is not null
+        && CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(presented), System.Text.Encoding.UTF8.GetBytes(Value));
+}

@@ -1,0 +1,345 @@
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Data.Sqlite;
+using Teal.Core.Deployments;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Core.Events;
+using Teal.Core.Instances;
+using Teal.Core.State;
+using Teal.Server.Json;
+
+namespace Teal.Server.State;
+
+/// <summary>
+/// Teal's state in one SQLite file (<c>teal.db</c> under the data directory). WAL with
+/// <c>synchronous=FULL</c>: a write is on disk when the call returns, which the switchover
+/// journal relies on. Records are stored as JSON beside the columns that lookups and
+/// uniqueness need, so a new field in a record needs no migration.
+/// </summary>
+public sealed class SqliteStateStore : IStateStore, IDisposable
+{
+    public const string FileName = "teal.db";
+
+    private const int SqliteConstraint = 19;
+
+    private readonly string _connectionString;
+    private readonly TimeProvider _time;
+    private readonly EventSignal _signal;
+
+    // SQLite takes one writer at a time anyway; queueing writers here instead of in SQLite's
+    // busy handler keeps the order fair and the errors out of the way.
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+
+    public SqliteStateStore(string dataDirectory, TimeProvider time, EventSignal signal)
+    {
+        Path = System.IO.Path.Combine(dataDirectory, FileName);
+        _time = time;
+        _signal = signal;
+        _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Pooling = true }.ToString();
+        using var connection = Open();
+        using (var wal = connection.CreateCommand())
+        {
+            // Persistent in the file: set once, kept by every later connection.
+            wal.CommandText = "PRAGMA journal_mode=WAL";
+            wal.ExecuteNonQuery();
+        }
+
+        StateSchema.Migrate(connection, Path);
+    }
+
+    public string Path { get; }
+
+    /// <summary>Closes the pooled connections, so the file is not held after Teal stops.</summary>
+    public void Dispose()
+    {
+        using var connection = new SqliteConnection(_connectionString);
+        SqliteConnection.ClearPool(connection);
+        _writeLock.Dispose();
+    }
+
+    // ---- instances -------------------------------------------------------------------------
+
+    public Task<Instance?> GetInstanceAsync(string name, CancellationToken cancellationToken) =>
+        ReadOneAsync<Instance>("SELECT data FROM instances WHERE name = $key", name, cancellationToken);
+
+    public Task<IReadOnlyList<Instance>> ListInstancesAsync(CancellationToken cancellationToken) =>
+        ReadAllAsync<Instance>("SELECT data FROM instances ORDER BY name", cancellationToken);
+
+    public Task AddInstanceAsync(Instance instance, CancellationToken cancellationToken) =>
+        WriteAsync(c => InsertInstance(c, instance), cancellationToken);
+
+    public Task UpdateInstanceAsync(Instance instance, CancellationToken cancellationToken) =>
+        WriteAsync(c => RequireChanged(Execute(c, "UPDATE instances SET data = $data WHERE name = $name", ("$name", instance.Name), ("$data", Json(instance))), "instance", instance.Name), cancellationToken);
+
+    public Task RemoveInstanceAsync(string name, CancellationToken cancellationToken) =>
+        WriteAsync(c => Execute(c, "DELETE FROM instances WHERE name = $name", ("$name", name)), cancellationToken);
+
+    // ---- deployments -----------------------------------------------------------------------
+
+    public Task<Deployment?> GetDeploymentAsync(DeploymentId id, CancellationToken cancellationToken) =>
+        ReadOneAsync<Deployment>("SELECT data FROM deployments WHERE id = $key", id.Value, cancellationToken);
+
+    public Task<Deployment?> FindDeploymentAsync(string name, CancellationToken cancellationToken) =>
+        ReadOneAsync<Deployment>("SELECT data FROM deployments WHERE name = $key", name, cancellationToken);
+
+    public Task<IReadOnlyList<Deployment>> ListDeploymentsAsync(CancellationToken cancellationToken) =>
+        ReadAllAsync<Deployment>("SELECT data FROM deployments ORDER BY name", cancellationToken);
+
+    public Task AddDeploymentAsync(Deployment deployment, CancellationToken cancellationToken) =>
+        WriteAsync(
+            c => Insert(c, "INSERT INTO deployments (id, name, data) VALUES ($id, $name, $data)", "deployment", deployment.Name, ("$id", deployment.Id.Value), ("$name", deployment.Name), ("$data", Json(deployment))),
+            cancellationToken);
+
+    public Task UpdateDeploymentAsync(Deployment deployment, CancellationToken cancellationToken) =>
+        WriteAsync(c => RequireChanged(UpdateDeployment(c, deployment), "deployment", deployment.Id.Value), cancellationToken);
+
+    public Task RemoveDeploymentAsync(DeploymentId id, CancellationToken cancellationToken) =>
+        WriteAsync(c => Execute(c, "DELETE FROM deployments WHERE id = $id", ("$id", id.Value)), cancellationToken);
+
+    // ---- endpoints -------------------------------------------------------------------------
+
+    public Task<EndpointSpec?> GetEndpointAsync(string name, CancellationToken cancellationToken) =>
+        ReadOneAsync<EndpointSpec>("SELECT data FROM endpoints WHERE name = $key", name, cancellationToken);
+
+    public Task<IReadOnlyList<EndpointSpec>> ListEndpointsAsync(CancellationToken cancellationToken) =>
+        ReadAllAsync<EndpointSpec>("SELECT data FROM endpoints ORDER BY name", cancellationToken);
+
+    public Task AddEndpointAsync(EndpointSpec endpoint, CancellationToken cancellationToken) =>
+        WriteAsync(
+            c => Insert(c, "INSERT INTO endpoints (name, instance, data) VALUES ($name, $instance, $data)", "endpoint", endpoint.Name, ("$name", endpoint.Name), ("$instance", endpoint.Instance), ("$data", Json(endpoint))),
+            cancellationToken);
+
+    public Task UpdateEndpointAsync(EndpointSpec endpoint, CancellationToken cancellationToken) =>
+        WriteAsync(c => RequireChanged(UpsertEndpoint(c, endpoint, insert: false), "endpoint", endpoint.Name), cancellationToken);
+
+    public Task RemoveEndpointAsync(string name, CancellationToken cancellationToken) =>
+        WriteAsync(c => Execute(c, "DELETE FROM endpoints WHERE name = $name", ("$name", name)), cancellationToken);
+
+    // ---- events ----------------------------------------------------------------------------
+
+    public async Task<DeploymentEvent> AppendEventAsync(DeploymentId? deploymentId, string kind, string message, IReadOnlyDictionary<string, string>? data, CancellationToken cancellationToken)
+    {
+        var time = _time.GetUtcNow();
+        var payload = data ?? new Dictionary<string, string>();
+        long seq = 0;
+        await WriteAsync(
+            c =>
+            {
+                Execute(
+                    c,
+                    "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($time, $deployment, $kind, $message, $data)",
+                    ("$time", time.ToString("O", CultureInfo.InvariantCulture)),
+                    ("$deployment", deploymentId?.Value),
+                    ("$kind", kind),
+                    ("$message", message),
+                    ("$data", Json(payload)));
+                seq = LastRowId(c);
+            },
+            cancellationToken);
+        _signal.Pulse();
+        return new DeploymentEvent(seq, time, deploymentId, kind, message) { Data = payload };
+    }
+
+    public async Task<IReadOnlyList<DeploymentEvent>> ListEventsAsync(DeploymentId? deploymentId, long afterSeq, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = deploymentId is null
+            ? "SELECT seq, time, deployment_id, kind, message, data FROM events WHERE seq > $after ORDER BY seq LIMIT $limit"
+            : "SELECT seq, time, deployment_id, kind, message, data FROM events WHERE seq > $after AND deployment_id = $deployment ORDER BY seq LIMIT $limit";
+        command.Parameters.AddWithValue("$after", afterSeq);
+        command.Parameters.AddWithValue("$limit", limit);
+        command.Parameters.AddWithValue("$deployment", (object?)deploymentId?.Value ?? DBNull.Value);
+        var events = new List<DeploymentEvent>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            DeploymentId? id = reader.IsDBNull(2) ? null : DeploymentId.Parse(reader.GetString(2));
+            events.Add(new DeploymentEvent(reader.GetInt64(0), DateTimeOffset.Parse(reader.GetString(1), CultureInfo.InvariantCulture), id, reader.GetString(3), reader.GetString(4))
+            {
+                Data = FromJson<Dictionary<string, string>>(reader.GetString(5)),
+            });
+        }
+
+        return events;
+    }
+
+    // ---- journal ---------------------------------------------------------------------------
+
+    public Task AppendJournalAsync(JournalEntry entry, CancellationToken cancellationToken) =>
+        WriteAsync(c => InsertJournal(c, entry), cancellationToken);
+
+    public async Task<IReadOnlyList<JournalEntry>> ReadJournalAsync(DeploymentId deploymentId, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT seq, data FROM journal WHERE deployment_id = $deployment ORDER BY seq";
+        command.Parameters.AddWithValue("$deployment", deploymentId.Value);
+        var entries = new List<JournalEntry>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            entries.Add(FromJson<JournalEntry>(reader.GetString(1)) with { Seq = reader.GetInt64(0) });
+        }
+
+        return entries;
+    }
+
+    // ---- several changes at once -----------------------------------------------------------
+
+    public Task ApplyAsync(StateChange change, CancellationToken cancellationToken) =>
+        WriteAsync(
+            c =>
+            {
+                // Every old name goes before any new one is taken: at switchover green takes
+                // blue's name in the same change that renames blue, in whatever order listed.
+                foreach (var (oldName, _) in change.RenamedInstances)
+                {
+                    RequireChanged(Execute(c, "DELETE FROM instances WHERE name = $name", ("$name", oldName)), "instance", oldName);
+                }
+
+                foreach (var (_, instance) in change.RenamedInstances)
+                {
+                    InsertInstance(c, instance);
+                }
+
+                foreach (var deployment in change.Deployments)
+                {
+                    RequireChanged(UpdateDeployment(c, deployment), "deployment", deployment.Id.Value);
+                }
+
+                foreach (var endpoint in change.Endpoints)
+                {
+                    UpsertEndpoint(c, endpoint, insert: true);
+                }
+
+                foreach (var entry in change.Journal)
+                {
+                    InsertJournal(c, entry);
+                }
+            },
+            cancellationToken);
+
+    // ---- plumbing --------------------------------------------------------------------------
+
+    private SqliteConnection Open()
+    {
+        var connection = new SqliteConnection(_connectionString);
+        connection.Open();
+        using var command = connection.CreateCommand();
+        // Per connection: FULL syncs the WAL at every commit (NORMAL could lose the last
+        // commits on power loss, and the journal must not).
+        command.CommandText = "PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;";
+        command.ExecuteNonQuery();
+        return connection;
+    }
+
+    private async Task WriteAsync(Action<SqliteConnection> write, CancellationToken cancellationToken)
+    {
+        await _writeLock.WaitAsync(cancellationToken);
+        try
+        {
+            using var connection = Open();
+            using var transaction = connection.BeginTransaction();
+            write(connection);
+            transaction.Commit();
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private async Task<T?> ReadOneAsync<T>(string sql, string key, CancellationToken cancellationToken)
+        where T : class
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.Parameters.AddWithValue("$key", key);
+        return await command.ExecuteScalarAsync(cancellationToken) is string json ? FromJson<T>(json) : null;
+    }
+
+    private async Task<IReadOnlyList<T>> ReadAllAsync<T>(string sql, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        var items = new List<T>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            items.Add(FromJson<T>(reader.GetString(0)));
+        }
+
+        return items;
+    }
+
+    private static void InsertInstance(SqliteConnection connection, Instance instance) =>
+        Insert(connection, "INSERT INTO instances (name, data) VALUES ($name, $data)", "instance", instance.Name, ("$name", instance.Name), ("$data", Json(instance)));
+
+    private static int UpdateDeployment(SqliteConnection connection, Deployment deployment) =>
+        Execute(connection, "UPDATE deployments SET name = $name, data = $data WHERE id = $id", ("$id", deployment.Id.Value), ("$name", deployment.Name), ("$data", Json(deployment)));
+
+    private static int UpsertEndpoint(SqliteConnection connection, EndpointSpec endpoint, bool insert) =>
+        Execute(
+            connection,
+            insert
+                ? "INSERT INTO endpoints (name, instance, data) VALUES ($name, $instance, $data) ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, data = excluded.data"
+                : "UPDATE endpoints SET instance = $instance, data = $data WHERE name = $name",
+            ("$name", endpoint.Name),
+            ("$instance", endpoint.Instance),
+            ("$data", Json(endpoint)));
+
+    private static void InsertJournal(SqliteConnection connection, JournalEntry entry) =>
+        Execute(connection, "INSERT INTO journal (deployment_id, data) VALUES ($deployment, $data)", ("$deployment", entry.DeploymentId.Value), ("$data", Json(entry)));
+
+    private static void Insert(SqliteConnection connection, string sql, string what, string name, params (string Name, object? Value)[] parameters)
+    {
+        try
+        {
+            Execute(connection, sql, parameters);
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
+        {
+            throw new TealException($"{what}.duplicate-name", $"{Article(what)} {what} named '{name}' already exists", $"choose another name (see `{ListCommand(what)}`)", ex) { Kind = TealErrorKind.Conflict };
+        }
+    }
+
+    private static int Execute(SqliteConnection connection, string sql, params (string Name, object? Value)[] parameters)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        }
+
+        return command.ExecuteNonQuery();
+    }
+
+    private static long LastRowId(SqliteConnection connection)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT last_insert_rowid()";
+        return (long)command.ExecuteScalar()!; // last_insert_rowid() is never NULL.
+    }
+
+    private static void RequireChanged(int rows, string what, string key)
+    {
+        if (rows == 0)
+        {
+            throw new TealException($"{what}.not-found", $"no {what} '{key}'", $"see `{ListCommand(what)}`") { Kind = TealErrorKind.NotFound };
+        }
+    }
+
+    private static string Article(string what) => what[0] is 'a' or 'e' or 'i' or 'o' or 'u' ? "an" : "a";
+
+    private static string ListCommand(string what) => what == "deployment" ? "teal list" : $"teal {what} list";
+
+    private static string Json<T>(T value) => JsonSerializer.Serialize(value, TealJson.Options);
+
+    private static T FromJson<T>(string json) =>
+        JsonSerializer.Deserialize<T>(json, TealJson.Options) ?? throw new InvalidDataException($"a {typeof(T).Name} row in the state file holds null");
+}

@@ -1,0 +1,157 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Deployments;
+using Teal.Core.Endpoints;
+using Teal.Core.Engines;
+using Teal.Core.Hosting;
+using Teal.Core.Secrets;
+using Teal.Core.State;
+using Teal.Postgres.Engines;
+using Teal.Postgres.Instances;
+using Teal.Proxy.Endpoints;
+using Teal.Proxy.Hosting;
+using Teal.Server.Api;
+using Teal.Server.Endpoints;
+using Teal.Server.Hosting;
+using Teal.Server.Instances;
+using Teal.Server.Json;
+using Teal.Server.Secrets;
+using Teal.Server.State;
+
+namespace Teal.Server;
+
+/// <summary>
+/// <c>teal serve</c>: the control plane in one host — state store, secrets, engines, the
+/// deployment service and its monitors, and the REST API. Every service is registered here and
+/// nowhere else; a new route group is one line in <see cref="MapRoutes"/>.
+/// </summary>
+public static class TealServer
+{
+    /// <summary>Teal's version without the source revision (0.1.0).</summary>
+    public static string Version { get; } =
+        (typeof(TealServer).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0").Split('+')[0];
+
+    /// <summary>
+    /// Builds the host: creates the data directory, migrates the state file (a file from a newer
+    /// Teal fails here, before anything listens) and loads or creates the token.
+    /// <paramref name="configure"/> adds or replaces services (the proxy's live endpoints, tests).
+    /// </summary>
+    public static WebApplication Build(TealServerOptions options, Action<IServiceCollection>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var dataDirectory = Path.GetFullPath(options.DataDirectory);
+        options = options with { DataDirectory = dataDirectory };
+        // Traversable by others: managed servers run as the postgres OS user and live below it.
+        // What must stay private (secrets, token) is 0600 itself.
+        CreateDirectory(dataDirectory);
+        CreateDirectory(options.InstancesDirectory);
+        var listen = TealServerOptions.ParseAddress(options.Listen, "server");
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = dataDirectory });
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(listen));
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(console =>
+        {
+            console.SingleLine = true;
+            console.TimestampFormat = "HH:mm:ss ";
+        });
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Services.ConfigureHttpJsonOptions(json => TealJson.Configure(json.SerializerOptions));
+        builder.Services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
+        builder.Services.AddOpenApi();
+        AddServices(builder.Services, options);
+        configure?.Invoke(builder.Services);
+
+        var app = builder.Build();
+        // Resolved now so a state file Teal cannot use stops the start with its message.
+        app.Services.GetRequiredService<IStateStore>();
+        app.UseMiddleware<ApiErrors>();
+        app.UseRouting();
+        app.UseMiddleware<TokenCheck>();
+        MapRoutes(app);
+        return app;
+    }
+
+    /// <summary>The address the started host listens on (the free port, when port 0 was asked for).</summary>
+    public static Uri BoundAddress(WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
+        return new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal).Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal));
+    }
+
+    private static void AddServices(IServiceCollection services, TealServerOptions options)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(ServerToken.LoadOrCreate(options.TokenFile));
+
+        services.AddSingleton<EventSignal>();
+        services.AddSingleton(sp => new SqliteStateStore(options.DataDirectory, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>()));
+        services.AddSingleton<IStateStore>(sp => sp.GetRequiredService<SqliteStateStore>());
+        services.AddSingleton<ISecretStore>(_ => new FileSecretStore(options.DataDirectory));
+
+        // Engines. ProcessRunner (initdb, pg_ctl, pg_dump) is static and needs no registration.
+        services.AddSingleton(EngineOptions.FromEnvironment());
+        services.AddSingleton<PostgresEngineCatalog>();
+        services.AddSingleton<IEngine, PostgresEngine>();
+        services.AddSingleton<IInstanceProvisioner, PostgresProvisioner>();
+        services.AddSingleton<EngineRegistry>();
+
+        // Deployments.
+        services.AddSingleton(new CreateOptions { InstancesDirectory = options.InstancesDirectory });
+        services.AddSingleton<BackgroundWork>();
+        services.AddSingleton<DeploymentLinks>();
+        services.AddSingleton<DeploymentRecorder>();
+        services.AddSingleton<CreateWorkflow>();
+        services.AddSingleton<DeploymentService>();
+        services.AddSingleton<ReplicationMonitor>();
+
+        // Endpoints: Teal's proxy serves the declared ones and answers the switchover's
+        // "which endpoints route to this instance?".
+        services.AddSingleton(new ProxyOptions());
+        services.AddSingleton<StateTargetResolver>();
+        services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
+        services.AddSingleton<ProxyManager>();
+        services.AddSingleton<PgBouncerEndpoints>();
+        services.AddSingleton<IEndpointRegistry, EndpointRegistry>();
+        services.AddSwitchover();
+        services.AddSingleton<LiveEndpoints>();
+
+        services.AddSingleton<InstanceService>();
+        services.AddSingleton<EndpointService>();
+        services.AddHostedService<StartupWork>();
+    }
+
+    private static void MapRoutes(WebApplication app)
+    {
+        app.MapGet("/healthz", () => new HealthView("ok", Version));
+        app.MapOpenApi();
+        var api = app.MapGroup("/api");
+        EngineRoutes.Map(api);
+        InstanceRoutes.Map(api);
+        DeploymentRoutes.Map(api);
+        EventRoutes.Map(api);
+        EndpointRoutes.Map(api);
+        SwitchoverRoutes.Map(api);
+        api.MapFallback((HttpContext context) => ApiErrors.WriteAsync(
+            context,
+            new ApiProblem("about:blank", "Not Found", StatusCodes.Status404NotFound, $"no route {context.Request.Method} {context.Request.Path}", "request.no-route") { Hint = "see the OpenAPI document at /openapi/v1.json" }));
+    }
+
+    private static void CreateDirectory(string path)
+    {
+        if (!Directory.Exists(path))
+        {
+            Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+using System.Globalization;
+using System.Net;
+using Teal.Core.Errors;
+
+namespace Teal.Server;
+
+/// <summary>Where <c>teal serve</c> keeps its files and where it listens.</summary>
+/// <param name="DataDirectory">Holds <c>teal.db</c>, <c>secrets.json</c>, <c>token</c> and managed instances.</param>
+public sealed record TealServerOptions(string DataDirectory)
+{
+    public const string DefaultListen = "127.0.0.1:7400";
+
+    public const string DefaultServerUrl = "http://127.0.0.1:7400";
+
+    /// <summary><c>HOST:PORT</c> for the REST API; port 0 picks a free port (tests).</summary>
+    public string Listen { get; init; } = DefaultListen;
+
+    public string InstancesDirectory => Path.Combine(DataDirectory, "instances");
+
+    public string TokenFile => Path.Combine(DataDirectory, "token");
+
+    /// <summary><c>$TEAL_DATA_DIR</c>, else <c>/var/lib/teal</c> as root, else <c>~/.local/share/teal</c>.</summary>
+    public static string DefaultDataDirectory(Func<string, string?> environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        var fromEnvironment = environment("TEAL_DATA_DIR");
+        if (!string.IsNullOrEmpty(fromEnvironment))
+        {
+            return fromEnvironment;
+        }
+
+        return Environment.UserName == "root"
+            ? "/var/lib/teal"
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share", "teal");
+    }
+
+    /// <summary>Parses <c>HOST:PORT</c> (<c>[::1]:7400</c> for IPv6; <c>localhost</c> means loopback).</summary>
+    public static IPEndPoint ParseAddress(string text, string what)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var colon = text.LastIndexOf(':');
+        if (colon > 0
+            && int.TryParse(text.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port)
+            && port is >= 0 and <= 65535)
+        {
+            var host = text[..colon].Trim('[', ']');
+            if (host == "localhost")
+            {
+                return new IPEndPoint(IPAddress.Loopback, port);
+            }
+
+            if (IPAddress.TryParse(host, out var address))
+            {
+                return new IPEndPoint(address, port);
+            }
+        }
+
+        throw new TealException($"{what}.invalid-address", $"'{text}' is not an address to listen on", "use HOST:PORT with an IP address, e.g. 127.0.0.1:7400");
+    }
+}

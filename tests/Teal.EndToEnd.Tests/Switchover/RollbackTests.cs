@@ -1,0 +1,77 @@
+using System.Globalization;
+using System.Text.Json;
+using Teal.Testing.Processes;
+
+namespace Teal.EndToEnd.Tests.Switchover;
+
+/// <summary>
+/// A switchover that cannot finish before the point of no return is undone: blue writable
+/// again within a second of the decision, the endpoint back on blue, replication running, and a
+/// new switchover possible. Faults come from the test-only host (<c>tests/Teal.FaultHost</c>).
+/// </summary>
+public sealed class RollbackTests
+{
+    private static string FaultHost => RepoPaths.Built("tests/Teal.FaultHost", "Teal.FaultHost.dll");
+
+    [Fact]
+    public async Task Switchover_TimeoutThatCannotBeMet_RollsBackAndBlueServesAgain()
+    {
+        // catch-up is held for longer than the shortest timeout allowed: the timeout must fire.
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:40" });
+        await scenario.CreateDeploymentAsync();
+
+        var result = await scenario.Cli.RunAsync(["switchover", "upgrade", "--switchover-timeout", "30", "--wait"], TimeSpan.FromMinutes(2));
+
+        result.ExitCode.ShouldBe(1, result.ToString());
+        result.Stderr.ShouldContain("timeout");
+        var deployment = await scenario.ShowAsync();
+        BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_FAILED", deployment.ToString());
+        deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("timeout of 30 s");
+        await AssertRolledBackAsync(scenario);
+    }
+
+    [Fact]
+    public async Task Switchover_GreenStoppedMidway_RollsBackAndASecondSwitchoverSucceeds()
+    {
+        // catch-up waits 3 s first: the window in which the test stops green.
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:3" });
+        var created = await scenario.CreateDeploymentAsync();
+        var greenName = created.GetProperty("green").GetString()!;
+        var greenUrl = await scenario.InstanceUrlAsync(greenName);
+
+        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2));
+        await scenario.WaitForPhaseAsync("catch-up");
+        await BlueGreenScenario.StopServerAsync(greenUrl);
+        var result = await switchover;
+
+        result.ExitCode.ShouldBe(1, result.ToString());
+        var deployment = await scenario.ShowAsync();
+        BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_FAILED", deployment.ToString());
+        deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("catch-up");
+        await AssertRolledBackAsync(scenario);
+
+        // Teal starts its managed green again when it restarts; then a new switchover goes through.
+        await scenario.Teal.KillAsync();
+        scenario.Teal.Environment = new Dictionary<string, string>();
+        await scenario.Teal.StartAgainAsync();
+        await scenario.WaitForReplicationAsync("upgrade", TimeSpan.FromMinutes(1));
+        (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2))).ShouldSucceed();
+        BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_COMPLETED");
+    }
+
+    private static async Task AssertRolledBackAsync(BlueGreenScenario scenario)
+    {
+        // Blue writable, reached through the endpoint, which routes to blue again.
+        (await BlueGreenScenario.AcceptsWritesAsync(scenario.Blue.ConnectionString(BlueGreenScenario.Database))).ShouldBeTrue();
+        (await BlueGreenScenario.ScalarAsync<string>(scenario.EndpointConnectionString, "SHOW server_version")).ShouldStartWith("15.");
+        (await BlueGreenScenario.AcceptsWritesAsync(scenario.EndpointConnectionString)).ShouldBeTrue();
+
+        // Blue was writable again within a second of the decision to roll back.
+        var events = await scenario.Cli.RunAsync("events", "upgrade", "--output", "json");
+        events.ShouldSucceed();
+        var canceled = JsonDocument.Parse(events.Stdout).RootElement.EnumerateArray()
+            .Last(e => e.GetProperty("kind").GetString() == "switchover-canceled");
+        var rollbackMs = double.Parse(canceled.GetProperty("data").GetProperty("rollbackMilliseconds").GetString()!, CultureInfo.InvariantCulture);
+        rollbackMs.ShouldBeLessThan(1000);
+    }
+}

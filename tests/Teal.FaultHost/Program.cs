@@ -1,0 +1,24 @@
+using Microsoft.Extensions.DependencyInjection;
+using Teal.Core.Switchover;
+using Teal.FaultHost;
+using Teal.Server;
+
+// `teal serve --data-dir DIR --listen ADDR`, plus the fault named by TEAL_FAULT (see FaultDecorator).
+if (args.Length < 5 || args[0] != "serve" || args[1] != "--data-dir" || args[3] != "--listen")
+{
+    Console.Error.WriteLine("usage: Teal.FaultHost serve --data-dir DIR --listen HOST:PORT   (fault in TEAL_FAULT)");
+    return 2;
+}
+
+var fault = Environment.GetEnvironmentVariable("TEAL_FAULT");
+var app = TealServer.Build(
+    new TealServerOptions(args[2]) { Listen = args[4] },
+    services =>
+    {
+        if (!string.IsNullOrEmpty(fault))
+        {
+            services.AddSingleton<ISwitchoverStepDecorator>(new FaultDecorator(fault));
+        }
+    });
+await app.RunAsync();
+return 0;

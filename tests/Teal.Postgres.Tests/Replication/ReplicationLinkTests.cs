@@ -1,0 +1,261 @@
+using Npgsql;
+using Teal.Core.Deployments;
+using Teal.Core.Engines;
+using Xunit.Abstractions;
+
+namespace Teal.Postgres.Tests.Replication;
+
+/// <summary>
+/// A realistic PostgreSQL 15 database replicated to 17 through the link: changes reach green
+/// while green is fenced, DDL and new tables are caught, verify finds an injected difference,
+/// and the switchover primitives (fence, drain, marker, sequences) do what the runbook needs.
+/// Tests of this class share one deployment; each leaves it as it found it.
+/// </summary>
+public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment, ITestOutputHelper output) : IClassFixture<ReplicatedDeploymentFixture>
+{
+    private const string Db = ReplicatedDeploymentFixture.Database;
+
+    [Fact]
+    public async Task Create_RealisticSchema_CopiesEverythingAndReplicatesChangesOnEveryTable()
+    {
+        output.WriteLine($"create to REPLICATING: {deployment.CreateSeconds:0.0} s");
+        (await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM big", Db)).ShouldBe(RealisticSchema.BigRows);
+        (await deployment.Green.ScalarAsync<string>("SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype", Db)).ShouldBe("sad,ok,happy");
+        (await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM customer_orders", Db)).ShouldBe(1000);
+        (await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname = 'orders_touch'", Db)).ShouldBe(1);
+        (await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass", Db)).ShouldBe(2);
+
+        await deployment.Blue.ExecuteAsync(RealisticSchema.Changes, Db);
+        var expected = await deployment.Blue.ScalarAsync<string>(RealisticSchema.Digest, Db);
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<string>(RealisticSchema.Digest, Db) == expected, "changes reaching green");
+
+        // Repeating the create steps changes nothing (resume after a crash).
+        await deployment.Link.CopySchemaAsync(default);
+        await deployment.Link.StartReplicationAsync(default);
+        var snapshot = await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Replicating, TimeSpan.FromSeconds(30));
+        snapshot.WorkerRunning.ShouldBeTrue();
+        snapshot.Tables.ShouldAllBe(t => t.State == TableCopyState.Ready);
+        snapshot.Tables.Select(t => t.Table).ShouldContain("public.events");
+        snapshot.LagBytes.ShouldNotBeNull();
+        snapshot.LagSeconds.ShouldNotBeNull();
+    }
+
+    [Fact]
+    public async Task Green_IsFencedForClients_WhileReplicationStillApplies()
+    {
+        var error = await LinkTestKit.TryWriteAsClientAsync(deployment.Green, Db, "INSERT INTO audit_log (message) VALUES ('client on green')");
+        error.ShouldNotBeNull();
+        error.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+
+        await deployment.Blue.ExecuteAsync("INSERT INTO audit_log (message) VALUES ('through the fence')", Db);
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM audit_log WHERE message = 'through the fence'", Db) == 1, "apply on fenced green");
+    }
+
+    [Fact]
+    public async Task Verify_AllTablesMatch_AtOnePosition_FastEnough()
+    {
+        var report = await deployment.Link.VerifyAsync(null, default);
+        output.WriteLine($"verify: {report.RowsPerSide} rows per side in {report.Seconds:0.00} s = {report.RowsPerSecond:0} rows/s");
+        foreach (var t in report.Tables)
+        {
+            output.WriteLine($"  {t.Table}: {t.BlueRows}/{t.GreenRows} chunks {t.Chunks} different {t.DifferentChunks} changing {t.ChangingChunks} {t.Problem}");
+        }
+
+        report.Tables.Where(t => !t.Matches).ShouldBeEmpty();
+        report.Tables.Select(t => t.Table).ShouldBe(["public.audit_log", "public.big", "public.customers", "public.events", "public.orders"], ignoreOrder: true);
+        report.Tables.Single(t => t.Table == "public.big").Chunks.ShouldBeGreaterThan(1);
+        report.RowsPerSide.ShouldBeGreaterThanOrEqualTo(RealisticSchema.BigRows);
+        report.Sequences.Select(s => s.Sequence).ShouldContain("public.orders_id_seq");
+        report.Sequences.Select(s => s.Sequence).ShouldContain("public.customers_id_seq");
+        report.Matches.ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task Verify_RowChangedOnGreen_IsReportedAsDifferenceInThatTableOnly()
+    {
+        await Teal(deployment.Green, "UPDATE big SET note = 'tampered' WHERE id = 777777");
+        try
+        {
+            var report = await deployment.Link.VerifyAsync(null, default);
+            var big = report.Tables.Single(t => t.Table == "public.big");
+            big.Matches.ShouldBeFalse();
+            big.DifferentChunks.ShouldBe(1);
+            big.ChangingChunks.ShouldBe(0);
+            big.BlueRows.ShouldBe(big.GreenRows);
+            big.BlueChecksum.ShouldNotBe(big.GreenChecksum);
+            report.Tables.Where(t => t.Table != "public.big").ShouldAllBe(t => t.Matches);
+            report.Matches.ShouldBeFalse();
+        }
+        finally
+        {
+            var note = await deployment.Blue.ScalarAsync<string>("SELECT note FROM big WHERE id = 777777", Db);
+            await Teal(deployment.Green, $"UPDATE big SET note = '{note}' WHERE id = 777777");
+        }
+    }
+
+    [Fact]
+    public async Task DdlOnBlue_DegradesReplicationWithTheStatement_UntilAcknowledged()
+    {
+        await deployment.Blue.ExecuteAsync("ALTER TABLE customers ADD COLUMN vip boolean", Db);
+        var degraded = await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Degraded, TimeSpan.FromSeconds(10));
+        degraded.Reason.ShouldNotBeNull();
+        degraded.Reason.ShouldContain("ALTER TABLE customers ADD COLUMN vip boolean");
+        var ddl = degraded.PendingDdl.ShouldHaveSingleItem();
+        ddl.CommandTag.ShouldBe("ALTER TABLE");
+
+        var guardrails = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(60)), default);
+        guardrails.Failures.Select(f => f.Name).ShouldContain("replication.ddl");
+
+        // The operator applies it on green, then acknowledges it.
+        await Teal(deployment.Green, "ALTER TABLE customers ADD COLUMN vip boolean");
+        await deployment.Link.AcknowledgeDdlAsync(ddl.Id, default);
+        var healthy = await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Replicating, TimeSpan.FromSeconds(10));
+        healthy.PendingDdl.ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task TableCreatedOnBlue_IsReportedSkipped_AndAddMissingTablesCopiesIt()
+    {
+        await deployment.Blue.ExecuteAsync("CREATE TABLE coupons (code text PRIMARY KEY, percent int NOT NULL)", Db);
+        var degraded = await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Degraded, TimeSpan.FromSeconds(10));
+        degraded.SkippedTables.ShouldBe(["public.coupons"]);
+        await deployment.Blue.ExecuteAsync("INSERT INTO coupons SELECT 'C' || g, g % 50 FROM generate_series(1, 500) g", Db);
+
+        var added = await deployment.Link.AddMissingTablesAsync(default);
+        added.ShouldBe(["public.coupons"]);
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM coupons", Db) == 500, "the new table's copy");
+        await deployment.Blue.ExecuteAsync("INSERT INTO coupons VALUES ('LATE', 5)", Db);
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM coupons", Db) == 501, "a change to the new table");
+
+        var snapshot = await deployment.Link.ReadStatusAsync(default);
+        snapshot.SkippedTables.ShouldBeEmpty();
+        await deployment.Link.AcknowledgeDdlAsync(snapshot.PendingDdl.Max(d => d.Id), default);
+        await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Replicating, TimeSpan.FromSeconds(60));
+    }
+
+    [Fact]
+    public async Task FenceBlue_RefusesPlainClientWrites_AndUnfenceRestoresThem()
+    {
+        await deployment.Blue.ExecuteAsync("CREATE ROLE app_writer LOGIN PASSWORD 'pw' SUPERUSER");
+        await deployment.Blue.ExecuteAsync($"ALTER ROLE app_writer IN DATABASE {Db} SET default_transaction_read_only = off");
+        try
+        {
+            var fence = System.Diagnostics.Stopwatch.StartNew();
+            await deployment.Link.FenceAsync(Side.Blue, default);
+            output.WriteLine($"fence took {fence.ElapsedMilliseconds} ms");
+
+            var error = await LinkTestKit.TryWriteAsClientAsync(deployment.Blue, Db, "INSERT INTO audit_log (message) VALUES ('while fenced')");
+            error.ShouldNotBeNull();
+            error.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+            // A role whose own setting would keep it writable is fenced too.
+            var writerError = await WriteAsAsync("app_writer", "pw", "INSERT INTO audit_log (message) VALUES ('app_writer while fenced')");
+            writerError.ShouldNotBeNull();
+            writerError.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+
+            // Teal itself still writes (the marker), and it reaches green.
+            var position = await deployment.Link.MarkFinalPositionAsync(default);
+            await deployment.Link.WaitForPositionAsync(position, default);
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await LinkTestKit.TryWriteAsClientAsync(deployment.Blue, Db, "INSERT INTO audit_log (message) VALUES ('after unfence')")).ShouldBeNull();
+        (await deployment.Blue.ScalarAsync<string>("SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setrole = 'app_writer'::regrole"))
+            .ShouldBe("default_transaction_read_only=off");
+        await deployment.Blue.ExecuteAsync("DROP ROLE app_writer");
+    }
+
+    [Fact]
+    public async Task Drain_TerminatesIdleInTransactionSessionAfterBudget_AndLetsQuickOnesFinish()
+    {
+        await using var stuck = await deployment.Blue.OpenAsync(Db);
+        await using (var begin = new NpgsqlCommand("BEGIN; INSERT INTO audit_log (message) VALUES ('never committed')", stuck))
+        {
+            await begin.ExecuteNonQueryAsync();
+        }
+
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        try
+        {
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            var result = await deployment.Link.DrainAsync(Side.Blue, TimeSpan.FromMilliseconds(300), default);
+            started.Elapsed.ShouldBeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(290));
+            result.Terminated.ShouldBe(1);
+            result.FinishedInTime.ShouldBe(0);
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        await Should.ThrowAsync<Exception>(async () =>
+        {
+            await using var commit = new NpgsqlCommand("COMMIT", stuck);
+            await commit.ExecuteNonQueryAsync();
+        });
+        (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM audit_log WHERE message = 'never committed'", Db)).ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task MarkWaitAndSequenceSync_LeaveGreenSequencesEqualToBlue()
+    {
+        await deployment.Blue.ExecuteAsync("INSERT INTO orders (customer_id, qty) SELECT 1, 1 FROM generate_series(1, 37); INSERT INTO customers (name) VALUES ('seq')", Db);
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        try
+        {
+            var position = await deployment.Link.MarkFinalPositionAsync(default);
+            position.Details.ContainsKey("marker").ShouldBeTrue();
+            await deployment.Link.WaitForPositionAsync(position, default);
+            var synced = await deployment.Link.SyncSequencesAsync(default);
+            synced.Select(s => s.Sequence).ShouldContain("public.orders_id_seq");
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        const string sequences = "SELECT string_agg(sequencename || '=' || coalesce(last_value::text, 'null'), ',' ORDER BY sequencename) FROM pg_sequences WHERE schemaname = 'public'";
+        var blue = await deployment.Blue.ScalarAsync<string>(sequences, Db);
+        (await deployment.Green.ScalarAsync<string>(sequences, Db)).ShouldBe(blue);
+        blue.ShouldContain("orders_id_seq=");
+    }
+
+    [Fact]
+    public async Task SwitchoverGuardrails_PassOnAHealthyDeployment_AndNameAClientOnGreen()
+    {
+        var report = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
+        report.Failures.ShouldBeEmpty(string.Join("; ", report.Failures.Select(f => f.Name + ": " + f.Message)));
+
+        await using var client = await deployment.Green.OpenAsync(Db);
+        var refused = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
+        refused.Failures.Select(f => f.Name).ShouldBe(["green.no-clients"]);
+    }
+
+    /// <summary>A write as Teal would do it (through a fence).</summary>
+    private static async Task Teal(Testing.PostgresServer server, string sql)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString(Db)) { Options = "-c default_transaction_read_only=off", ApplicationName = "teal" };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand(sql, conn);
+        await cmd.ExecuteNonQueryAsync();
+    }
+
+    private async Task<PostgresException?> WriteAsAsync(string user, string password, string sql)
+    {
+        await using var conn = new NpgsqlConnection(deployment.Blue.ConnectionString(Db, user, password));
+        await conn.OpenAsync();
+        try
+        {
+            await using var cmd = new NpgsqlCommand(sql, conn);
+            await cmd.ExecuteNonQueryAsync();
+            return null;
+        }
+        catch (PostgresException ex)
+        {
+            return ex;
+        }
+    }
+}

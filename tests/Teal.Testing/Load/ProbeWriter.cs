@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using Npgsql;
+
+namespace Teal.Testing.Load;
+
+/// <summary>
+/// Commits numbered rows through an endpoint as fast as it can, one autocommit INSERT each,
+/// reconnecting after any error — an application that must not lose writes. Every
+/// acknowledged number is recorded with the moment its commit returned, so a test can check
+/// that each one reached green and measure the longest gap between two acknowledged commits.
+/// </summary>
+public sealed class ProbeWriter : IAsyncDisposable
+{
+    public const string Table = "teal_probe";
+
+    private readonly string _connectionString;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<(long N, long Ticks)> _acked = [];
+    private readonly List<string> _errors = [];
+    private Task? _loop;
+
+    public ProbeWriter(string connectionString)
+    {
+        // Pooling off: after a drain closes the connection, the next attempt must open a new one
+        // (a pooled connection would be a dead socket first).
+        _connectionString = new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false, Timeout = 30, CommandTimeout = 30 }.ConnectionString;
+    }
+
+    /// <summary>The CREATE TABLE a test runs on blue before the deployment is created.</summary>
+    public static string CreateTableSql => $"CREATE TABLE {Table} (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())";
+
+    public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync();
+        if (_loop is not null)
+        {
+            await _loop;
+        }
+    }
+
+    public IReadOnlyList<long> Acknowledged
+    {
+        get
+        {
+            lock (_acked)
+            {
+                return [.. _acked.Select(a => a.N)];
+            }
+        }
+    }
+
+    public IReadOnlyList<string> Errors
+    {
+        get
+        {
+            lock (_errors)
+            {
+                return [.. _errors];
+            }
+        }
+    }
+
+    /// <summary>The longest time between two consecutive acknowledged commits.</summary>
+    public TimeSpan LongestGap
+    {
+        get
+        {
+            lock (_acked)
+            {
+                var longest = 0L;
+                for (var i = 1; i < _acked.Count; i++)
+                {
+                    longest = Math.Max(longest, _acked[i].Ticks - _acked[i - 1].Ticks);
+                }
+
+                return Stopwatch.GetElapsedTime(0, longest);
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _stop.Dispose();
+    }
+
+    private async Task RunAsync(CancellationToken stop)
+    {
+        long n = 0;
+        NpgsqlConnection? connection = null;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                if (connection is null)
+                {
+                    connection = new NpgsqlConnection(_connectionString);
+                    await connection.OpenAsync(stop);
+                }
+
+                n++;
+                await using var insert = new NpgsqlCommand($"INSERT INTO {Table} (n) VALUES ($1)", connection) { Parameters = { new() { Value = n } } };
+                await insert.ExecuteNonQueryAsync(stop);
+                lock (_acked)
+                {
+                    _acked.Add((n, Stopwatch.GetTimestamp()));
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or IOException or TimeoutException or InvalidOperationException)
+            {
+                // The outcome of this n is unknown (it may have committed); it is not counted as
+                // acknowledged, and the next attempt uses a new number.
+                lock (_errors)
+                {
+                    _errors.Add(ex.Message);
+                }
+
+                if (connection is not null)
+                {
+                    await connection.DisposeAsync();
+                    connection = null;
+                }
+
+                await Task.Delay(5, CancellationToken.None);
+            }
+        }
+
+        if (connection is not null)
+        {
+            await connection.DisposeAsync();
+        }
+    }
+}

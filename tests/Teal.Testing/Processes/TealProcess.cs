@@ -1,0 +1,195 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using Teal.Postgres.Instances;
+
+namespace Teal.Testing.Processes;
+
+/// <summary>
+/// A real <c>teal serve</c> process on a free port with its own data directory, as operators run
+/// it. Killed (and every server it started stopped) when disposed, also when the test failed.
+/// <see cref="KillAsync"/> is <c>kill -9</c>; <see cref="StartAgainAsync"/> restarts on the same data.
+/// </summary>
+public sealed class TealProcess : IAsyncDisposable
+{
+    private Process? _process;
+    private readonly string _entry;
+    private readonly System.Text.StringBuilder _log = new();
+
+    private TealProcess(string dataDirectory, int port, string entry, IReadOnlyDictionary<string, string> environment)
+    {
+        DataDirectory = dataDirectory;
+        Port = port;
+        _entry = entry;
+        Environment = environment;
+    }
+
+    public string DataDirectory { get; }
+
+    /// <summary>Extra environment of the next start (fault-injection tests change it between restarts).</summary>
+    public IReadOnlyDictionary<string, string> Environment { get; set; }
+
+    public int Port { get; }
+
+    public string Url => $"http://127.0.0.1:{Port}";
+
+    /// <summary>The API token <c>teal serve</c> wrote on first start.</summary>
+    public string Token => File.ReadAllText(Path.Combine(DataDirectory, "token")).Trim();
+
+    /// <summary>What the server wrote to stdout and stderr so far (for assertion messages).</summary>
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _log.ToString();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts <c>teal serve</c>. <paramref name="entryAssembly"/> defaults to the built <c>teal.dll</c>;
+    /// fault-injection tests pass a test host that adds a step decorator.
+    /// </summary>
+    public static async Task<TealProcess> StartAsync(string? entryAssembly = null, IReadOnlyDictionary<string, string>? environment = null, CancellationToken cancellationToken = default)
+    {
+        var dir = TestDirectories.NewDirectory("teal");
+        var process = new TealProcess(dir, ManagedPostgres.FreePort(), entryAssembly ?? RepoPaths.TealDll, environment ?? new Dictionary<string, string>());
+        TestDirectories.TrackTeal(process);
+        await process.StartAgainAsync(cancellationToken);
+        return process;
+    }
+
+    public async Task StartAgainAsync(CancellationToken cancellationToken = default)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(_entry);
+        foreach (var arg in new[] { "serve", "--data-dir", DataDirectory, "--listen", $"127.0.0.1:{Port}" })
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        foreach (var (key, value) in Environment)
+        {
+            info.Environment[key] = value;
+        }
+
+        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal serve");
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _process = process;
+
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = Stopwatch.StartNew();
+        while (deadline.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"teal serve exited with {process.ExitCode}:\n{Log}");
+            }
+
+            try
+            {
+                var health = await http.GetFromJsonAsync<Dictionary<string, object>>($"{Url}/healthz", cancellationToken);
+                if (health is not null)
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+            }
+
+            await Task.Delay(100, cancellationToken);
+        }
+
+        throw new TimeoutException($"teal serve did not answer /healthz within 60 s:\n{Log}");
+    }
+
+    /// <summary><c>kill -9</c>: no shutdown hook runs, exactly like a crash.</summary>
+    public async Task KillAsync()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: false);
+            await p.WaitForExitAsync();
+        }
+    }
+
+    /// <summary>Waits for the process to exit on its own (a fault-injection host kills itself).</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        if (_process is null)
+        {
+            return true;
+        }
+
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    public bool Running => _process is { HasExited: false };
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+        StopServersUnder(DataDirectory);
+        TestDirectories.UntrackTeal(this);
+    }
+
+    /// <summary>Stops (SIGQUIT, immediate) every PostgreSQL server whose data lives under <paramref name="directory"/>.</summary>
+    internal static void StopServersUnder(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return;
+        }
+
+        foreach (var pidFile in Directory.EnumerateFiles(directory, "postmaster.pid", SearchOption.AllDirectories))
+        {
+            try
+            {
+                var pid = int.Parse(File.ReadLines(pidFile).First(), System.Globalization.CultureInfo.InvariantCulture);
+                using var server = Process.GetProcessById(pid);
+                server.Kill(entireProcessTree: true);
+            }
+            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or IOException or FormatException or System.ComponentModel.Win32Exception)
+            {
+                // Already gone.
+            }
+        }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_log)
+        {
+            _log.AppendLine(line);
+        }
+    }
+}
