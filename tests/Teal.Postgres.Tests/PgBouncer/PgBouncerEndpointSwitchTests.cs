@@ -232,6 +232,28 @@ public sealed class PgBouncerEndpointSwitchTests(BlueGreenFixture servers) : ICl
     }
 
     [Fact]
+    public async Task Stats_Read_RefreshFromPgBouncerInTheBackground()
+    {
+        await using var bouncer = await StartAsync();
+        await using var endpoint = Endpoint(bouncer, new ListLogger());
+        await using (var client = await bouncer.OpenAsync())
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                await Execute(client, "SELECT 1");
+            }
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (endpoint.Stats.Total < 20 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        endpoint.Stats.Total.ShouldBeGreaterThanOrEqualTo(20);
+    }
+
+    [Fact]
     public async Task FiftyClientsLooping_ThroughPauseFlipResume_SeeNoErrors()
     {
         await using var bouncer = await StartAsync();
