@@ -215,7 +215,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
             var held = Describe(heldTimeout);
             PgBouncerLog.Paused(_logger, Name, _spec.Database, elapsedMs, held);
         });
-        await RefreshStatsQuietlyAsync(cancellationToken);
     }
 
     /// <summary>
@@ -314,7 +313,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
             _paused = false;
         });
-        await RefreshStatsQuietlyAsync(cancellationToken);
     }
 
     /// <summary>
@@ -440,18 +438,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
         {
             Interlocked.Increment(ref _errors);
             throw;
-        }
-    }
-
-    private async Task RefreshStatsQuietlyAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            await RefreshStatsAsync(cancellationToken);
-        }
-        catch (TealException)
-        {
-            // Figures are best effort: the operation itself succeeded.
         }
     }
 
