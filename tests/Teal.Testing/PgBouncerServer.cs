@@ -138,7 +138,7 @@ public sealed class PgBouncerServer : IAsyncDisposable
 
     public async Task<string> ReadLogAsync() => File.Exists(LogFile) ? await File.ReadAllTextAsync(LogFile) : "";
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
         TestDirectories.KillDaemon(PidFile, "pgbouncer");
         TestDirectories.UntrackDaemon(PidFile);
@@ -151,7 +151,7 @@ public sealed class PgBouncerServer : IAsyncDisposable
             // The sweep at process exit removes whatever is left.
         }
 
-        await Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
     private async Task WriteFilesAsync(PostgresServer target, CancellationToken cancellationToken)

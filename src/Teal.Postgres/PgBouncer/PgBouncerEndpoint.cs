@@ -25,12 +25,17 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 {
     private static readonly TimeSpan DrainPollInterval = TimeSpan.FromMilliseconds(20);
 
+    // Reading Stats refreshes the figures in the background when they are older than this.
+    private static readonly TimeSpan StatsMaxAge = TimeSpan.FromSeconds(1);
+
     private readonly PgBouncerSpec _spec;
     private readonly string? _password;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly SemaphoreSlim _controlLock = new(1, 1);
-    private PgBouncerConsole? _control;
+    private readonly PgBouncerConsoleSlot _control;
+    private readonly PgBouncerConsoleSlot _statsConsole;
+    private long _statsReadAt;
+    private int _statsRefreshing;
     private FileOwner? _configOwner;
     private EndpointTarget _target;
     private EndpointStats _stats = EndpointStats.Empty;
@@ -51,6 +56,9 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
         _password = adminPassword;
         _logger = logger;
         _time = time ?? TimeProvider.System;
+        _control = new PgBouncerConsoleSlot(spec, adminPassword, name);
+        _statsConsole = new PgBouncerConsoleSlot(spec, adminPassword, name);
+        _statsReadAt = _time.GetTimestamp() - (long)(StatsMaxAge.TotalSeconds * 2 * _time.TimestampFrequency);
     }
 
     public string Name { get; }
@@ -59,8 +67,19 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
     public bool Paused => _paused;
 
-    /// <summary>The last figures read by <see cref="RefreshStatsAsync"/> (or after an operation).</summary>
-    public EndpointStats Stats => Volatile.Read(ref _stats);
+    /// <summary>
+    /// The last figures read from PgBouncer, with the current error count. Reading them starts a
+    /// background refresh when they are more than a second old (the property cannot wait for
+    /// the console); <see cref="RefreshStatsAsync"/> reads them now.
+    /// </summary>
+    public EndpointStats Stats
+    {
+        get
+        {
+            RefreshInBackgroundIfStale();
+            return Volatile.Read(ref _stats) with { Errors = Interlocked.Read(ref _errors) };
+        }
+    }
 
     /// <summary>PgBouncer's <c>query_wait_timeout</c> as read at the last pause: how long a held client waits before PgBouncer fails it. Null: forever.</summary>
     public TimeSpan? HeldClientTimeout { get; private set; }
@@ -196,7 +215,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
             var held = Describe(heldTimeout);
             PgBouncerLog.Paused(_logger, Name, _spec.Database, elapsedMs, held);
         });
-        await RefreshStatsQuietlyAsync(cancellationToken);
     }
 
     /// <summary>
@@ -295,7 +313,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
             _paused = false;
         });
-        await RefreshStatsQuietlyAsync(cancellationToken);
     }
 
     /// <summary>
@@ -305,7 +322,7 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
     /// </summary>
     public async Task<EndpointStats> RefreshStatsAsync(CancellationToken cancellationToken)
     {
-        var stats = await WithControlAsync(
+        var stats = await _statsConsole.UseAsync(
             async c =>
             {
                 var pools = (await c.RunAsync("SHOW POOLS", cancellationToken)).NamedRows().Where(r => r["database"] == _spec.Database).ToList();
@@ -320,26 +337,14 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
             },
             cancellationToken);
         Volatile.Write(ref _stats, stats);
+        Interlocked.Exchange(ref _statsReadAt, _time.GetTimestamp());
         return stats;
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _controlLock.WaitAsync();
-        try
-        {
-            if (_control is not null)
-            {
-                await _control.DisposeAsync();
-                _control = null;
-            }
-        }
-        finally
-        {
-            _controlLock.Release();
-        }
-
-        _controlLock.Dispose();
+        await _control.DisposeAsync();
+        await _statsConsole.DisposeAsync();
     }
 
     private async Task<(long Servers, long Clients)> CountConnectionsAsync(PgBouncerConsole console, CancellationToken cancellationToken)
@@ -388,29 +393,33 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
         _paused = false;
     }
 
-    /// <summary>Runs <paramref name="action"/> on the shared console connection, reopening it when it broke.</summary>
-    private async Task<T> WithControlAsync<T>(Func<PgBouncerConsole, Task<T>> action, CancellationToken cancellationToken)
+    /// <summary>Runs <paramref name="action"/> on the operations' console connection.</summary>
+    private Task<T> WithControlAsync<T>(Func<PgBouncerConsole, Task<T>> action, CancellationToken cancellationToken) =>
+        _control.UseAsync(action, cancellationToken);
+
+    private void RefreshInBackgroundIfStale()
     {
-        await _controlLock.WaitAsync(cancellationToken);
-        try
+        if (_time.GetElapsedTime(Interlocked.Read(ref _statsReadAt)) < StatsMaxAge || Interlocked.CompareExchange(ref _statsRefreshing, 1, 0) != 0)
         {
-            if (_control is null || _control.IsBroken)
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
             {
-                if (_control is not null)
-                {
-                    await _control.DisposeAsync();
-                }
-
-                _control = null;
-                _control = await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
+                await RefreshStatsAsync(CancellationToken.None);
             }
-
-            return await action(_control);
-        }
-        finally
-        {
-            _controlLock.Release();
-        }
+            catch (Exception ex) when (ex is TealException or ObjectDisposedException)
+            {
+                // Figures stay as they were; an unreachable PgBouncer shows in the operations.
+                Interlocked.Exchange(ref _statsReadAt, _time.GetTimestamp());
+            }
+            finally
+            {
+                Volatile.Write(ref _statsRefreshing, 0);
+            }
+        });
     }
 
     private async Task CountingErrorsAsync(Func<Task> action) => await CountingErrorsAsync(async () =>
@@ -429,18 +438,6 @@ public sealed class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
         {
             Interlocked.Increment(ref _errors);
             throw;
-        }
-    }
-
-    private async Task RefreshStatsQuietlyAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            await RefreshStatsAsync(cancellationToken);
-        }
-        catch (TealException)
-        {
-            // Figures are best effort: the operation itself succeeded.
         }
     }
 
