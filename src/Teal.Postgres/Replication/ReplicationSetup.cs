@@ -126,7 +126,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await TealObjects.RemoveAsync(green, Name, cancellationToken);
             await fencing.UnfenceAsync(Side.Green, cancellationToken);
         }
-        catch (Exception ex) when (IsUnreachable(ex) && blue is not null)
+        catch (Exception ex) when (IsUnreachable(ex))
         {
             // Green is gone (e.g. its managed server was removed): blue still gets cleaned up.
             greenFailure = ex;
@@ -134,7 +134,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
 
         if (blue is null)
         {
-            throw new TealException("replication.blue-unreachable", "blue is unreachable: its publication, slot and Teal objects could not be removed (green was cleaned up)", "the slot retains WAL on blue: run the delete again once blue is back");
+            var green = greenFailure is null ? "green was cleaned up" : "green was unreachable too";
+            throw new TealException("replication.blue-unreachable", $"blue is unreachable: its publication, slot and Teal objects could not be removed ({green})", "the slot retains WAL on blue: run the delete again once blue is back");
         }
 
         await blue.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);

@@ -64,34 +64,24 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
 
         var chunks = (await Task.WhenAll(plans)).SelectMany(p => p).ToList();
 
+        // Tables reported as soon as they are settled: those compared whole first, re-checked ones later.
+        foreach (var r in results.Where(r => r is not null))
+        {
+            progress?.Report(r!);
+        }
+
         await RunRoundAsync(chunks, lastRound: false, cancellationToken);
+        var reported = new HashSet<int>();
+        ReportSettled(chunks, tables, results, reported, progress);
         for (var round = 1; round <= Rechecks && chunks.Any(c => c.Outcome == ChunkOutcome.Pending); round++)
         {
             await SyncPointAsync(cancellationToken);
             await RunRoundAsync(chunks.Where(c => c.Outcome == ChunkOutcome.Pending).ToList(), lastRound: round == Rechecks, cancellationToken);
+            ReportSettled(chunks, tables, results, reported, progress);
         }
 
-        foreach (var group in chunks.GroupBy(c => c.Table))
-        {
-            var list = group.ToList();
-            var blueRows = list.Sum(c => c.Blue!.Rows);
-            var greenRows = list.Sum(c => c.Green!.Rows);
-            var blueSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Blue!.Sum);
-            var greenSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Green!.Sum);
-            results[group.Key] = new TableVerification(tables[group.Key].Display, blueRows, greenRows, Checksum(blueSum), Checksum(greenSum), list.Sum(c => c.Seconds))
-            {
-                Chunks = list.Count,
-                DifferentChunks = list.Count(c => c.Outcome == ChunkOutcome.Different),
-                ChangingChunks = list.Count(c => c.Outcome is ChunkOutcome.Pending or ChunkOutcome.Changing),
-            };
-        }
-
+        ReportSettled(chunks, tables, results, reported, progress, final: true);
         var verified = results.Select(r => r!).ToList();
-        foreach (var r in verified)
-        {
-            progress?.Report(r);
-        }
-
         var sequencesTask = CompareSequencesAsync(cancellationToken);
         var settingsTask = CompareSettingsAsync(cancellationToken);
         await Task.WhenAll(sequencesTask, settingsTask);
@@ -104,6 +94,30 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
     }
 
     private static string Checksum(decimal sum) => sum.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Sums the chunks of every table with no chunk left to re-check, once per table.</summary>
+    private static void ReportSettled(List<Chunk> chunks, List<Table> tables, TableVerification?[] results, HashSet<int> reported, IProgress<TableVerification>? progress, bool final = false)
+    {
+        foreach (var group in chunks.GroupBy(c => c.Table))
+        {
+            var list = group.ToList();
+            if (reported.Contains(group.Key) || (!final && list.Any(c => c.Outcome == ChunkOutcome.Pending)))
+            {
+                continue;
+            }
+
+            var blueSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Blue!.Sum);
+            var greenSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Green!.Sum);
+            results[group.Key] = new TableVerification(tables[group.Key].Display, list.Sum(c => c.Blue!.Rows), list.Sum(c => c.Green!.Rows), Checksum(blueSum), Checksum(greenSum), list.Sum(c => c.Seconds))
+            {
+                Chunks = list.Count,
+                DifferentChunks = list.Count(c => c.Outcome == ChunkOutcome.Different),
+                ChangingChunks = list.Count(c => c.Outcome is ChunkOutcome.Pending or ChunkOutcome.Changing),
+            };
+            reported.Add(group.Key);
+            progress?.Report(results[group.Key]!);
+        }
+    }
 
     private async Task<ReplicationPosition> SyncPointAsync(CancellationToken cancellationToken)
     {

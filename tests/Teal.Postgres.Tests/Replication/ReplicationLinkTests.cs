@@ -54,7 +54,9 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
     [Fact]
     public async Task Verify_AllTablesMatch_AtOnePosition_FastEnough()
     {
-        var report = await deployment.Link.VerifyAsync(null, default);
+        var reported = new ReportedTables();
+        var report = await deployment.Link.VerifyAsync(reported, default);
+        reported.Tables.Select(t => t.Table).ShouldBe(report.Tables.Select(t => t.Table), ignoreOrder: true);
         output.WriteLine($"verify: {report.RowsPerSide} rows per side in {report.Seconds:0.00} s = {report.RowsPerSecond:0} rows/s");
         foreach (var t in report.Tables)
         {
@@ -322,6 +324,22 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         await using var client = await deployment.Green.OpenAsync(Db);
         var refused = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
         refused.Failures.Select(f => f.Name).ShouldBe(["green.no-clients"]);
+    }
+
+    /// <summary>Collects progress reports as they happen (Progress&lt;T&gt; would post them later).</summary>
+    private sealed class ReportedTables : IProgress<TableVerification>
+    {
+        private readonly Lock _gate = new();
+
+        public List<TableVerification> Tables { get; } = [];
+
+        public void Report(TableVerification value)
+        {
+            lock (_gate)
+            {
+                Tables.Add(value);
+            }
+        }
     }
 
     /// <summary>A write as Teal would do it (through a fence).</summary>
