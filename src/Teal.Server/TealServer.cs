@@ -119,11 +119,12 @@ public static class TealServer
         // "which endpoints route to this instance?".
         services.AddSingleton(new ProxyOptions());
         services.AddSingleton<StateTargetResolver>();
-        services.AddSingleton(sp => new ProxyManager(sp.GetRequiredService<ProxyOptions>(), sp.GetRequiredService<ILoggerFactory>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<StateTargetResolver>()));
+        services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
+        services.AddSingleton<ProxyManager>();
         services.AddSingleton<PgBouncerEndpoints>();
-        services.AddSingleton<LiveEndpoints>();
-        services.AddSingleton<IEndpointRegistry>(sp => sp.GetRequiredService<LiveEndpoints>());
+        services.AddSingleton<IEndpointRegistry, EndpointRegistry>();
         services.AddSwitchover();
+        services.AddSingleton<LiveEndpoints>();
 
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();

@@ -6,17 +6,45 @@ using Teal.Proxy.Hosting;
 
 namespace Teal.Server.Endpoints;
 
-/// <summary>
-/// The endpoints <c>teal serve</c> runs or drives, built from their declarations: Teal's proxy
-/// listeners (started here, routed by instance name) and PgBouncers (driven through their
-/// console). Answers the switchover's "which endpoints route to this instance?".
-/// </summary>
-public sealed partial class LiveEndpoints(IStateStore state, ProxyManager proxies, PgBouncerEndpoints pgBouncers, ILogger<LiveEndpoints> logger) : IEndpointRegistry, IEndpointTargetResolver
+/// <summary>Where an endpoint sends connections: the instance's address as the state store has it now.</summary>
+public sealed class StateTargetResolver(IStateStore state) : IEndpointTargetResolver
 {
-    /// <summary>
-    /// Starts a listener for every declared proxy endpoint (at <c>teal serve</c> start). One that
-    /// cannot listen (its port taken meanwhile) is logged; the others still start.
-    /// </summary>
+    public async Task<EndpointTarget> ResolveAsync(string instance, CancellationToken cancellationToken)
+    {
+        var found = await state.GetInstanceAsync(instance, cancellationToken)
+            ?? throw new TealException("instance.not-found", $"no instance named '{instance}'", "see `teal instance list`") { Kind = TealErrorKind.NotFound };
+        return new EndpointTarget(found.Name, found.Host, found.Port, found.Database);
+    }
+}
+
+/// <summary>
+/// Keeps the proxy's listeners in step with the declared endpoints: all of them when Teal
+/// starts, one at a time as they are added or removed. PgBouncer endpoints have nothing to
+/// listen on; they are driven at switchover only.
+/// </summary>
+public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, ILogger<LiveEndpoints> logger)
+{
+    public async Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Kind != EndpointKind.Proxy)
+        {
+            return;
+        }
+
+        var target = await resolver.ResolveAsync(spec.Instance, cancellationToken);
+        await proxy.StartAsync(spec, target, cancellationToken);
+        LogListening(spec.Name, spec.Listen, target);
+    }
+
+    /// <summary>Stops a removed endpoint's listener, or forgets its PgBouncer driver (a new one reads the new declaration).</summary>
+    public async Task StopAsync(string name)
+    {
+        await proxy.StopAsync(name);
+        await pgBouncers.ForgetAsync(name);
+    }
+
+    /// <summary>Starts every declared proxy endpoint; one that cannot listen is logged, the others still start.</summary>
     public async Task StartAllAsync(CancellationToken cancellationToken)
     {
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
@@ -32,35 +60,8 @@ public sealed partial class LiveEndpoints(IStateStore state, ProxyManager proxie
         }
     }
 
-    /// <summary>Starts serving one declared endpoint (a no-op for PgBouncer: it runs on its own).</summary>
-    public async Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken)
-    {
-        if (spec.Kind == EndpointKind.Proxy && proxies.Get(spec.Name) is null)
-        {
-            await proxies.StartAsync(spec, await ResolveAsync(spec.Instance, cancellationToken), cancellationToken);
-        }
-    }
-
-    /// <summary>Stops serving a removed endpoint (its listener, or its PgBouncer driver).</summary>
-    public async Task StopAsync(string name)
-    {
-        await proxies.StopAsync(name);
-        await pgBouncers.ForgetAsync(name);
-    }
-
-    public async Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken)
-    {
-        var proxied = await proxies.ForInstanceAsync(instance, cancellationToken);
-        var driven = await pgBouncers.ForInstanceAsync(instance, cancellationToken);
-        return [.. proxied, .. driven];
-    }
-
-    public async Task<EndpointTarget> ResolveAsync(string instance, CancellationToken cancellationToken)
-    {
-        var found = await state.GetInstanceAsync(instance, cancellationToken)
-            ?? throw new TealException("instance.not-found", $"endpoint routes to instance '{instance}', which is not registered", "see `teal instance list`") { Kind = TealErrorKind.NotFound };
-        return new EndpointTarget(found.Name, found.Host, found.Port, found.Database);
-    }
+    [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "Endpoint {Name} listens on {Listen} -> {Target}")]
+    private partial void LogListening(string name, string? listen, EndpointTarget target);
 
     [LoggerMessage(EventId = 2201, Level = LogLevel.Warning, Message = "Endpoint {Name} did not start: {Reason}")]
     private partial void LogStartFailed(string name, string reason);

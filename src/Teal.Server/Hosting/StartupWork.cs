@@ -8,7 +8,7 @@ namespace Teal.Server.Hosting;
 
 /// <summary>
 /// What <c>teal serve</c> does once up, in the background so the API answers at once: start
-/// the endpoints' listeners and the managed instances that are not running, recover an
+/// the endpoints' listeners and the managed instances that are not running, finish or unwind an
 /// interrupted switchover, resume creates in progress, then watch
 /// replication until Teal stops.
 /// </summary>
@@ -20,7 +20,7 @@ public sealed class StartupWork(LiveEndpoints endpoints, InstanceService instanc
         await endpoints.StartAllAsync(stoppingToken);
         await instances.StartManagedAsync(stoppingToken);
         // A switchover Teal was running when it stopped is finished or unwound before anything
-        // else touches those deployments.
+        // else touches the deployment (the journal says which).
         await switchovers.RecoverAsync(stoppingToken);
         await deployments.ResumeAsync(stoppingToken);
         try
