@@ -52,7 +52,7 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
     }
 
     [Fact]
-    public async Task Verify_AllTablesMatch_AtOnePosition_FastEnough()
+    public async Task Verify_AllTablesMatch_AtOnePosition_EachTableReportedOnce()
     {
         var reported = new ReportedTables();
         var report = await deployment.Link.VerifyAsync(reported, default);
