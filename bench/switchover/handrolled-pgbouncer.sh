@@ -159,6 +159,13 @@ run_once() { # run number; prints one JSON object
   dotnet "$WORK/probe/Teal.Bench.Probe.dll" "Host=127.0.0.1;Port=$PGB_PORT;Username=app;Password=$APP_PW;Database=appdb;Timeout=30;Command Timeout=60" 5 "$probe_out" >/dev/null </dev/null &
   local probe_pid=$!
   PIDS+=("$probe_pid")
+  # The probe is a .NET program: on a loaded machine it can take seconds to start. The
+  # switchover must begin only once it is writing, or its gap would go unseen.
+  local waited=0
+  until [ "$(blue -d "$db" -At -c "SELECT count(*) > 0 FROM probe")" = "t" ]; do
+    sleep 0.1; waited=$((waited + 1))
+    [ "$waited" -lt 600 ] || die "the probe writer did not commit within 60 s"
+  done
   sleep "$LOAD_SECONDS_BEFORE"
 
   local t0 t1 t2 t3 t4 t5 t6 lsn
@@ -207,10 +214,13 @@ run_once() { # run number; prints one JSON object
     --argjson pgbenchFailed "$pgbench_failed" --argjson pgbenchAborted "$pgbench_aborted" \
     --argjson pause $((t1 - t0)) --argjson fence $((t2 - t1)) --argjson catchup $((t3 - t2)) \
     --argjson sequences $((t4 - t3)) --argjson repoint $((t5 - t4)) --argjson resume $((t6 - t5)) --argjson total $((t6 - t0)) \
+    --argjson t0 "$t0" --argjson t6 "$t6" \
     --arg tps "$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' "$pgbench_out" | head -n 1)" \
     '{run: $run,
       longestGapMs: $probe[0].summary.longestGapMs,
       probeAcked: $probe[0].summary.acked,
+      # The gap counts only if the probe acknowledged writes before PAUSE and after RESUME.
+      probeCoveredSwitchover: (($probe[0].acks | length) > 0 and $probe[0].acks[0].atMs < $t0 and $probe[0].acks[-1].atMs > $t6),
       errors: ($probe[0].summary.errors + $pgbenchFailed + $pgbenchAborted),
       probeErrors: $probe[0].summary.errors, pgbenchFailed: $pgbenchFailed, pgbenchAborted: $pgbenchAborted,
       lostWrites: $lost, duplicates: $duplicates,
@@ -227,6 +237,7 @@ done
 jq -s '{
   bench: "handrolled-pgbouncer",
   runs: length,
+  runsWithProbeCoverage: (map(select(.probeCoveredSwitchover)) | length),
   longestGapMs: (map(.longestGapMs) | max),
   medianGapMs: (map(.longestGapMs) | sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end),
   errors: (map(.errors) | add),

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Net.Sockets;
 using System.Text;
 using Npgsql;
 using Teal.Core.Endpoints;
@@ -22,6 +21,9 @@ public sealed record PgBouncerServerOptions
 
     /// <summary>The database on the PostgreSQL server that the <c>appdb</c> entry points at.</summary>
     public string TargetDatabase { get; init; } = "postgres";
+
+    /// <summary>The port to try first; null picks a free one. Taken ports are replaced by free ones.</summary>
+    public int? Port { get; init; }
 }
 
 /// <summary>
@@ -60,7 +62,7 @@ public sealed class PgBouncerServer : IAsyncDisposable
 
     public string Host { get; } = "127.0.0.1";
 
-    public int Port { get; }
+    public int Port { get; private set; }
 
     public string AppUser { get; }
 
@@ -84,7 +86,7 @@ public sealed class PgBouncerServer : IAsyncDisposable
     {
         options ??= new PgBouncerServerOptions();
         var directory = TestDirectories.NewDirectory("pgbouncer");
-        var server = new PgBouncerServer(directory, ManagedPostgres.FreePort(), options);
+        var server = new PgBouncerServer(directory, options.Port ?? ManagedPostgres.FreePort(), options);
         await server.GrantAccessAsync(target, cancellationToken);
         try
         {
@@ -200,32 +202,63 @@ public sealed class PgBouncerServer : IAsyncDisposable
     private async Task LaunchAsync(CancellationToken cancellationToken)
     {
         TestDirectories.TrackDaemon(PidFile, "pgbouncer");
-        // -d: PgBouncer forks, writes its pid file and detaches its output, so runuser returns.
-        var result = await ProcessRunner.RunAsync(
-            new ProcessSpec("/usr/sbin/pgbouncer", ["-d", "-q", ConfigFile]) { RunAs = TestDirectories.Catalog.Options.OsUser, Timeout = TimeSpan.FromSeconds(30) },
-            cancellationToken);
-        if (!result.Succeeded)
+        // A free port can be taken between the check and PgBouncer's bind (tests start servers in
+        // parallel). PgBouncer binds after it has daemonized, so -d still exits 0; it then logs
+        // "nowhere to listen on" and exits. Only its own "listening on" line proves the port is
+        // its: a connect could reach whoever took it. Try another port then, like ManagedPostgres.
+        for (var attempt = 1; ; attempt++)
         {
-            throw new TealException("test.pgbouncer", $"pgbouncer did not start: {result.Tail()} {await ReadLogAsync()}");
-        }
-
-        var deadline = DateTime.UtcNow.AddSeconds(15);
-        while (true)
-        {
-            try
+            var logOffset = (await ReadLogAsync()).Length;
+            // -d: PgBouncer forks, writes its pid file and detaches its output, so runuser returns.
+            var result = await ProcessRunner.RunAsync(
+                new ProcessSpec("/usr/sbin/pgbouncer", ["-d", "-q", ConfigFile]) { RunAs = TestDirectories.Catalog.Options.OsUser, Timeout = TimeSpan.FromSeconds(30) },
+                cancellationToken);
+            if (!result.Succeeded)
             {
-                using var probe = new TcpClient();
-                await probe.ConnectAsync(Host, Port, cancellationToken);
+                throw new TealException("test.pgbouncer", $"pgbouncer did not start: {result.Tail()} {await ReadLogAsync()}");
+            }
+
+            if (await WaitUntilListeningAsync(logOffset, cancellationToken))
+            {
                 return;
             }
-            catch (SocketException) when (DateTime.UtcNow < deadline)
+
+            if (attempt == 3)
             {
-                await Task.Delay(50, cancellationToken);
+                throw new TealException("test.pgbouncer", $"pgbouncer found no free port in 3 attempts: {await ReadLogAsync()}");
             }
-            catch (SocketException ex)
-            {
-                throw new TealException("test.pgbouncer", $"pgbouncer does not accept connections on {Host}:{Port}: {ex.Message} {await ReadLogAsync()}");
-            }
+
+            var previous = $"listen_port = {Port.ToString(CultureInfo.InvariantCulture)}\n";
+            Port = ManagedPostgres.FreePort();
+            var ini = await File.ReadAllTextAsync(ConfigFile, cancellationToken);
+            // Rewriting in place keeps the file's owner (the server user).
+            await File.WriteAllTextAsync(ConfigFile, ini.Replace(previous, $"listen_port = {Port.ToString(CultureInfo.InvariantCulture)}\n", StringComparison.Ordinal), cancellationToken);
         }
+    }
+
+    /// <summary>True once PgBouncer logged that it listens on <see cref="Port"/>; false when it could not bind.</summary>
+    private async Task<bool> WaitUntilListeningAsync(int logOffset, CancellationToken cancellationToken)
+    {
+        var listening = $"listening on {Host}:{Port.ToString(CultureInfo.InvariantCulture)}";
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (DateTime.UtcNow < deadline)
+        {
+            var log = await ReadLogAsync();
+            // Only what this attempt logged: an earlier attempt's failure is in the same file.
+            var fresh = log.Length >= logOffset ? log[logOffset..] : log;
+            if (fresh.Contains(listening, StringComparison.Ordinal))
+            {
+                return true;
+            }
+
+            if (fresh.Contains("nowhere to listen", StringComparison.Ordinal))
+            {
+                return false;
+            }
+
+            await Task.Delay(50, cancellationToken);
+        }
+
+        throw new TealException("test.pgbouncer", $"pgbouncer did not report listening on {Host}:{Port} within 15 s: {await ReadLogAsync()}");
     }
 }
