@@ -10,6 +10,8 @@ if (args.Length < 5 || args[0] != "serve" || args[1] != "--data-dir" || args[3] 
     return 2;
 }
 
+// As `teal serve` does, before any socket exists.
+Teal.Proxy.Hosting.ProxyRuntime.ConfigureProcess();
 var fault = Environment.GetEnvironmentVariable("TEAL_FAULT");
 var app = TealServer.Build(
     new TealServerOptions(args[2]) { Listen = args[4] },
