@@ -7,12 +7,26 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     public string Description => "pause the endpoints: new client connections are held, not refused";
 
-    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
         // Held connections may wait for the rest of the switchover, plus the drain budget the
         // roll-forward may still need; past that they get the endpoint's clear error.
         var holdDeadline = context.Remaining + context.Options.DrainBudget;
-        return Task.WhenAll(context.Endpoints.Select(e => e.PauseAsync(holdDeadline, cancellationToken)));
+        // A PgBouncer PAUSE returns only once every transaction in flight has ended: that wait is
+        // the endpoint's drain, so it gets the drain budget, not the whole switchover timeout.
+        using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        budget.CancelAfter(context.Options.DrainBudget + TimeSpan.FromSeconds(1));
+        try
+        {
+            await Task.WhenAll(context.Endpoints.Select(e => e.PauseAsync(holdDeadline, budget.Token)));
+        }
+        catch (OperationCanceledException) when (budget.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new Errors.TealException(
+                "switchover.pause-timeout",
+                $"the endpoints could not pause within the drain budget of {context.Options.DrainBudget.TotalSeconds:0.#} s: a transaction through them stayed open",
+                "find the long transaction (pg_stat_activity on blue) or give a larger --drain-budget");
+        }
     }
 
     public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
