@@ -54,12 +54,20 @@ step "teal engine list"
 teal engine list
 
 step "creating blue: a managed PostgreSQL 15 behind the endpoint 127.0.0.1:$endpoint_port"
-teal instance create app --engine postgres --version 15 --parameter wal_level=logical --endpoint "127.0.0.1:$endpoint_port"
+teal instance create app --engine postgres --version 15 --endpoint "127.0.0.1:$endpoint_port"
 teal instance list
 
-step "loading blue with pgbench (scale 5) through the endpoint"
-endpoint_url=$(teal instance url app --endpoint)
-pgbench -i -q -s 5 "$endpoint_url"
+step "loading blue with pgbench (scale 5) and an application role"
+blue_url=$(teal instance url app)
+# Applications log in as their own role; Teal copies roles (with their password hashes) to
+# green, so the same credentials work after the switchover.
+psql -q "$blue_url" -c "CREATE ROLE app_user LOGIN PASSWORD 'app-demo-password'"
+pgbench -i -q -s 5 "$blue_url"
+# pgbench_history has no primary key; it is insert-only, so REPLICA IDENTITY FULL is enough
+# (without it Teal refuses the create and names this exact fix).
+psql -q "$blue_url" -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \
+  -c "GRANT ALL ON ALL TABLES IN SCHEMA public TO app_user" -c "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app_user"
+endpoint_url="postgresql://app_user:app-demo-password@127.0.0.1:$endpoint_port/postgres"
 
 step "creating the blue/green deployment: green is PostgreSQL 17"
 teal create upgrade --source app --target-engine-version 17 --wait
@@ -69,7 +77,9 @@ step "verifying blue and green row by row"
 teal verify upgrade
 
 step "switching over while pgbench writes through the endpoint"
-pgbench -n -C -c 4 -T 20 "$endpoint_url" > "$demo_dir/pgbench.log" 2>&1 &
+# -j 4: pgbench connects synchronously; with one thread per client a connect held during the
+# switchover stalls only that client, as with an application's connection pool.
+pgbench -n -C -c 4 -j 4 -T 20 "$endpoint_url" > "$demo_dir/pgbench.log" 2>&1 &
 bench=$!
 sleep 5
 teal check upgrade
@@ -87,7 +97,7 @@ and the endpoint 127.0.0.1:$endpoint_port sends clients there.
 
   export TEAL_SERVER=$TEAL_SERVER TEAL_TOKEN=\$(cat $demo_dir/token)
   dotnet $root/src/Teal.Cli/bin/Release/net10.0/teal.dll show upgrade
-  psql "\$(dotnet $root/src/Teal.Cli/bin/Release/net10.0/teal.dll instance url app --endpoint)"
+  PGPASSWORD=app-demo-password psql "postgresql://app_user@127.0.0.1:$endpoint_port/postgres"
 
 teal serve keeps running (log: $demo_dir/serve.log); stop everything with scripts/demo.sh --stop.
 MSG

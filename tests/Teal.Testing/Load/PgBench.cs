@@ -31,7 +31,11 @@ public static partial class PgBench
     /// </summary>
     public static Task<PgBenchResult> TpcbAsync(string host, int port, string user, string password, string database, int clients, TimeSpan duration, bool connectPerTransaction, CancellationToken cancellationToken = default)
     {
-        List<string> args = ["-n", "-c", clients.ToString(CultureInfo.InvariantCulture), "-j", "2", "-T", ((int)Math.Ceiling(duration.TotalSeconds)).ToString(CultureInfo.InvariantCulture)];
+        // With -C every client needs its own thread: pgbench connects synchronously, so a connect
+        // an endpoint holds during a switchover would otherwise stall every client sharing the
+        // thread mid-transaction (an application's pool connects without blocking the others).
+        var threads = connectPerTransaction ? clients : Math.Min(clients, 2);
+        List<string> args = ["-n", "-c", clients.ToString(CultureInfo.InvariantCulture), "-j", threads.ToString(CultureInfo.InvariantCulture), "-T", ((int)Math.Ceiling(duration.TotalSeconds)).ToString(CultureInfo.InvariantCulture)];
         if (connectPerTransaction)
         {
             args.Add("-C");
