@@ -26,6 +26,8 @@ public sealed class FaultDecorator(string fault) : ISwitchoverStepDecorator
 
         public bool IsPointOfNoReturn => inner.IsPointOfNoReturn;
 
+        public bool UndoReopensBlue => inner.UndoReopensBlue;
+
         public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.PrepareAsync(context, cancellationToken);
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)

@@ -20,6 +20,9 @@ public interface ISwitchoverStep
     /// </summary>
     bool IsPointOfNoReturn => false;
 
+    /// <summary>Whether undoing this step makes blue writable again (the rollback bar is measured to it).</summary>
+    bool UndoReopensBlue => false;
+
     /// <summary>
     /// Decides what the step will do and records it in <see cref="SwitchoverContext.Data"/> before
     /// the journal entry is written (so recovery finishes the same action, e.g. the same names).

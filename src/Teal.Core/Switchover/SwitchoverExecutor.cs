@@ -160,6 +160,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         }
 
         var incomplete = new List<string>();
+        double? blueWritableMs = null;
         foreach (var i in run.Started.OrderDescending())
         {
             var step = run.Steps[i];
@@ -168,6 +169,11 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             pending.Clear();
             if (await TryUndoAsync(context, step))
             {
+                if (step.UndoReopensBlue)
+                {
+                    blueWritableMs = Stopwatch.GetElapsedTime(decidedAt).TotalMilliseconds;
+                }
+
                 run.Timings.Add(new PhaseTiming(step.Name, "undone", 0));
                 pending.Add(run.Entry(step, JournalAction.Undone));
             }
@@ -192,10 +198,16 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         };
         await state.ApplyAsync(new StateChange { Journal = pending, Deployments = [deployment] }, CancellationToken.None);
         context.Current = deployment;
-        context.Record(
-            EventKinds.SwitchoverCanceled,
-            $"switchover rolled back in {rollbackMs:0} ms: {fullReason}",
-            new Dictionary<string, string> { ["reason"] = fullReason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) });
+        var rollbackData = new Dictionary<string, string> { ["reason"] = fullReason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) };
+        var writable = string.Empty;
+        if (blueWritableMs is { } ms)
+        {
+            // The bar operators care about: how long after the decision blue took writes again.
+            rollbackData["blueWritableMilliseconds"] = ms.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture);
+            writable = $" (blue writable again after {ms:0} ms)";
+        }
+
+        context.Record(EventKinds.SwitchoverCanceled, $"switchover rolled back in {rollbackMs:0} ms{writable}: {fullReason}", rollbackData);
         await FlushEventsAsync(context);
         LogRolledBack(context.Deployment.Id, fullReason);
         return deployment;

@@ -10,6 +10,8 @@ public sealed class FenceBlueStep : ISwitchoverStep
 
     public string Description => "fence blue: every role becomes read-only (Teal keeps a writable session for the marker)";
 
+    public bool UndoReopensBlue => true;
+
     public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.FenceAsync(Side.Blue, cancellationToken);
 
