@@ -31,7 +31,12 @@ internal sealed class PgbenchLoad : IDisposable
     public static PgbenchLoad Start(string host, int port, string user, string password, string database, int clients, bool connectPerTransaction)
     {
         var info = new ProcessStartInfo(PgBench.Binary) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        List<string> args = ["-n", "-c", clients.ToString(CultureInfo.InvariantCulture), "-j", "2", "-T", "600", "-h", host, "-p", port.ToString(CultureInfo.InvariantCulture), "-U", user];
+        // -j = clients: one pgbench thread per client. With -C a thread opens each connection
+        // synchronously, so with fewer threads a connection held by a paused endpoint would also
+        // stall the thread's other clients in the middle of their transactions, and the drain
+        // would wait its whole budget for transactions no application would leave hanging.
+        var count = clients.ToString(CultureInfo.InvariantCulture);
+        List<string> args = ["-n", "-c", count, "-j", count, "-T", "600", "-h", host, "-p", port.ToString(CultureInfo.InvariantCulture), "-U", user];
         if (connectPerTransaction)
         {
             args.Add("-C");

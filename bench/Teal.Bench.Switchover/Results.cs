@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace Teal.Bench.Switchover;
 
 /// <summary>One phase of Teal's switchover as <c>teal switchover --output json</c> reports it.</summary>
-public sealed record PhaseTiming(string Step, string Result, long Milliseconds);
+public sealed record PhaseTiming(string Step, string Result, double Milliseconds);
 
 /// <summary>One switchover under load, through one endpoint.</summary>
 /// <param name="Completed">The deployment reached SWITCHOVER_COMPLETED.</param>
@@ -30,7 +30,7 @@ public sealed record SwitchoverRun(
     int PgbenchAbortedClients,
     int PgbenchErrors,
     IReadOnlyList<string> PgbenchErrorSamples,
-    long? WritePauseMilliseconds,
+    double? WritePauseMilliseconds,
     long SwitchoverCommandMilliseconds,
     double CreateSeconds,
     IReadOnlyList<PhaseTiming> Phases)
@@ -67,8 +67,8 @@ public sealed record KindResult(
     int ProbeErrors,
     int PgbenchAbortedClients,
     long LostWrites,
-    long? MedianWritePauseMs,
-    long? MaxWritePauseMs,
+    double? MedianWritePauseMs,
+    double? MaxWritePauseMs,
     IReadOnlyDictionary<string, double> PhasesMedianMs,
     Bars Bars,
     string? Setup,
@@ -82,11 +82,11 @@ public sealed record KindResult(
         var gaps = runs.Where(r => r.Completed).Select(r => r.LongestGapMs).ToList();
         var maxGap = gaps.Count > 0 ? gaps.Max() : (double?)null;
         var medianGap = gaps.Count > 0 ? Median(gaps) : (double?)null;
-        var pauses = runs.Where(r => r.WritePauseMilliseconds is not null).Select(r => (double)r.WritePauseMilliseconds!.Value).ToList();
+        var pauses = runs.Where(r => r.WritePauseMilliseconds is not null).Select(r => r.WritePauseMilliseconds!.Value).ToList();
         var phases = runs.Where(r => r.Completed)
             .SelectMany(r => r.Phases)
             .GroupBy(p => p.Step)
-            .ToDictionary(g => g.Key, g => Median([.. g.Select(p => (double)p.Milliseconds)]));
+            .ToDictionary(g => g.Key, g => Math.Round(Median([.. g.Select(p => p.Milliseconds)]), 1));
         var clientErrors = runs.Sum(r => r.ClientErrors);
         var lost = runs.Sum(r => r.LostWrites);
         var bars = new Bars(
@@ -109,8 +109,8 @@ public sealed record KindResult(
             runs.Sum(r => r.ProbeErrors),
             runs.Sum(r => r.PgbenchAbortedClients),
             lost,
-            pauses.Count > 0 ? (long)Median(pauses) : null,
-            pauses.Count > 0 ? (long)pauses.Max() : null,
+            pauses.Count > 0 ? Math.Round(Median(pauses), 1) : null,
+            pauses.Count > 0 ? Math.Round(pauses.Max(), 1) : null,
             phases,
             bars,
             setup,

@@ -10,12 +10,12 @@ using Teal.Testing.Processes;
 namespace Teal.Bench.Switchover;
 
 /// <summary>
-/// Repeated switchovers of one application through one endpoint kind (<c>proxy</c> or
-/// <c>pgbouncer</c>), set up as in tests/Teal.EndToEnd.Tests/BlueGreenScenario.cs: a PostgreSQL 15
-/// blue registered with <c>teal instance add</c>, pgbench's tables and a probe table. Each round
-/// creates a PostgreSQL 17 green from the current <c>app</c> (15 → 17 first, then 17 → 17), loads
-/// it through the endpoint, switches over, checks every acknowledged probe write on the new
-/// writer, and drops the deployment and the old blue so memory stays flat over the rounds.
+/// Repeated switchovers through one endpoint kind (<c>proxy</c> or <c>pgbouncer</c>) on one
+/// <c>teal serve</c>, each round set up as in tests/Teal.EndToEnd.Tests/BlueGreenScenario.cs: a
+/// PostgreSQL 15 blue registered with <c>teal instance add</c>, pgbench's tables and a probe
+/// table. The round creates a PostgreSQL 17 green, loads blue through the endpoint, switches over,
+/// checks every acknowledged probe write on the new writer, and removes everything it started so
+/// memory stays flat over the rounds.
 /// </summary>
 internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline? baseline, Action<string> log)
 {
@@ -31,71 +31,94 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         var runs = new List<SwitchoverRun>();
         await using var teal = await TealProcess.StartAsync();
         var cli = new BenchCli(teal);
-        var blue = await PostgresServer.StartAsync("15");
-        log($"{endpoint}: teal serve at {teal.Url}, blue PostgreSQL {blue.Version} on port {blue.Port}");
-        var blueStopped = false;
-        PgBouncerServer? bouncer = null;
-        try
+        log($"{endpoint}: teal serve at {teal.Url}");
+        for (var i = 1; i <= switchovers; i++)
         {
-            Client client;
+            // A fresh PostgreSQL 15 blue every round (15 → 17 each time): a 17 → 17 round from the
+            // previous green cannot copy the schema on this machine, because the only pg_dump and
+            // pg_dumpall here are 15's and they refuse a 17 server (see README.md).
+            var name = $"app{i}";
+            var blue = await PostgresServer.StartAsync("15");
+            PgBouncerServer? bouncer = null;
+            SwitchoverRun run;
             try
             {
-                client = await SetUpAsync(cli, blue, b => bouncer = b);
+                var client = await SetUpAsync(cli, blue, name, i, b => bouncer = b);
+                run = await RunOnceAsync(cli, client, name, i);
             }
-            catch (Exception ex) when (ex is InvalidOperationException or NpgsqlException or TimeoutException)
+            catch (Exception ex) when (ex is InvalidOperationException or NpgsqlException or TimeoutException or JsonException or KeyNotFoundException)
             {
-                log($"{endpoint}: setup failed: {ex.Message}");
-                return KindResult.From(endpoint, switchovers, runs, baseline, ex.Message);
+                // Whatever broke is the finding: keep it, with the rounds before it, in the JSON.
+                run = Failed(i, $"up{i}", "?", "BENCH_ERROR", ex.ToString(), 0);
             }
 
-            for (var i = 1; i <= switchovers; i++)
-            {
-                var run = await RunOnceAsync(cli, client, i);
-                runs.Add(run);
-                log($"{endpoint} #{i}: {(run.Completed ? "completed" : "NOT completed: " + run.Status)}, longest gap {run.LongestGapMs:0} ms, " +
-                    $"write pause {run.WritePauseMilliseconds?.ToString(CultureInfo.InvariantCulture) ?? "?"} ms, probe errors {run.ProbeErrors}, " +
-                    $"pgbench aborted {run.PgbenchAbortedClients}, lost {run.LostWrites}");
-                if (!run.Completed)
-                {
-                    // A rolled-back switchover leaves blue serving; the bench does not pile more on
-                    // top of a state it did not plan for. The error text is in the run.
-                    break;
-                }
-
-                var oldBlue = (await cli.ShowAsync(run.Deployment)).GetProperty("blue").GetString()!;
-                await cli.MustAsync(["delete", run.Deployment], TimeSpan.FromMinutes(5));
-                if (i == 1)
-                {
-                    // The first blue is the external PostgreSQL 15: Teal forgets it, the bench stops it.
-                    await cli.MustAsync(["instance", "remove", oldBlue], TimeSpan.FromMinutes(2));
-                    await blue.DisposeAsync();
-                    blueStopped = true;
-                }
-                else
-                {
-                    await cli.MustAsync(["instance", "remove", oldBlue, "--delete-data"], TimeSpan.FromMinutes(2));
-                }
-            }
-        }
-        finally
-        {
+            runs.Add(run);
+            log($"{endpoint} #{i}: {(run.Completed ? "completed" : "NOT completed: " + run.Status)}, longest gap {run.LongestGapMs:0} ms, " +
+                $"write pause {run.WritePauseMilliseconds?.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms, probe errors {run.ProbeErrors}, " +
+                $"pgbench aborted {run.PgbenchAbortedClients}, lost {run.LostWrites}");
+            await CleanUpAsync(cli, name, run);
             if (bouncer is not null)
             {
                 await bouncer.DisposeAsync();
             }
 
-            if (!blueStopped)
+            await blue.DisposeAsync();
+            if (!run.Completed)
             {
-                await blue.DisposeAsync();
+                // A switchover that did not complete is the result; more rounds on top of a state
+                // the bench did not plan for would only blur it. The error text is in the run.
+                break;
             }
         }
 
         return KindResult.From(endpoint, switchovers, runs, baseline, null);
     }
 
-    /// <summary>Schema and grants on blue, then blue and its endpoint registered with Teal. Returns how applications connect.</summary>
-    private async Task<Client> SetUpAsync(BenchCli cli, PostgresServer blue, Action<PgBouncerServer> started)
+    /// <summary>
+    /// Frees the round's servers so memory stays flat: the deployment goes (green kept, as
+    /// operators do), then the endpoints, the old blue (external: unregistered; the bench stops it)
+    /// and the new writer (managed: stopped and deleted). Failures are logged, not fatal.
+    /// </summary>
+    private async Task CleanUpAsync(BenchCli cli, string name, SwitchoverRun run)
     {
+        try
+        {
+            var instances = JsonDocument.Parse((await cli.MustAsync(["instance", "list", "--output", "json"], TimeSpan.FromMinutes(1))).Stdout).RootElement;
+            var deployments = await cli.RunAsync(["show", run.Deployment, "--output", "json"], TimeSpan.FromMinutes(1));
+            if (deployments.ExitCode == 0)
+            {
+                await cli.MustAsync(run.Completed ? ["delete", run.Deployment] : ["delete", run.Deployment, "--delete-target"], TimeSpan.FromMinutes(5));
+            }
+
+            var endpoints = JsonDocument.Parse((await cli.MustAsync(["endpoint", "list", "--output", "json"], TimeSpan.FromMinutes(1))).Stdout).RootElement;
+            foreach (var e in Items(endpoints))
+            {
+                await cli.MustAsync(["endpoint", "remove", e.GetProperty("name").GetString()!], TimeSpan.FromMinutes(1));
+            }
+
+            instances = JsonDocument.Parse((await cli.MustAsync(["instance", "list", "--output", "json"], TimeSpan.FromMinutes(1))).Stdout).RootElement;
+            foreach (var instance in Items(instances))
+            {
+                var instanceName = instance.GetProperty("name").GetString()!;
+                var managed = instance.TryGetProperty("managed", out var m) && m.ValueKind == JsonValueKind.True;
+                await cli.MustAsync(managed ? ["instance", "remove", instanceName, "--delete-data"] : ["instance", "remove", instanceName], TimeSpan.FromMinutes(2));
+            }
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException or JsonException or KeyNotFoundException)
+        {
+            log($"{endpoint}: cleanup after {name} failed: {ex.Message}");
+        }
+    }
+
+    /// <summary>The items of a list response: a bare array, or the first array property of an object.</summary>
+    private static IEnumerable<JsonElement> Items(JsonElement list) =>
+        list.ValueKind == JsonValueKind.Array ? list.EnumerateArray()
+        : list.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Array).SelectMany(p => p.Value.EnumerateArray());
+
+    /// <summary>Schema and grants on blue, then blue and its endpoint registered with Teal. Returns how applications connect.</summary>
+    private async Task<Client> SetUpAsync(BenchCli cli, PostgresServer blue, string name, int i, Action<PgBouncerServer> started)
+    {
+        log($"{endpoint} #{i}: blue PostgreSQL {blue.Version} on port {blue.Port} as {name}");
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");
         await blue.ExecuteAsync($"CREATE DATABASE {Database}");
         await blue.ExecuteAsync(ProbeWriter.CreateTableSql, Database);
@@ -107,7 +130,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         if (endpoint == "proxy")
         {
             var port = ManagedPostgres.FreePort();
-            await cli.MustAsync(["instance", "add", "app", "--connection", blue.Uri(Database), "--endpoint", $"127.0.0.1:{port}"], TimeSpan.FromMinutes(2));
+            await cli.MustAsync(["instance", "add", name, "--connection", blue.Uri(Database), "--endpoint", $"127.0.0.1:{port}"], TimeSpan.FromMinutes(2));
             // -C: a new connection per transaction, as a pooled application reconnects after the drain closes its connection.
             return new Client("127.0.0.1", port, AppUser, AppPassword, Database, ConnectPerTransaction: true);
         }
@@ -116,28 +139,26 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         // application role (with pg_read/write_all_data) is on blue; Teal copies roles to green.
         var bouncer = await PgBouncerServer.StartAsync(blue, new PgBouncerServerOptions { TargetDatabase = Database });
         started(bouncer);
-        await cli.MustAsync(["instance", "add", "app", "--connection", blue.Uri(Database)], TimeSpan.FromMinutes(2));
+        await cli.MustAsync(["instance", "add", name, "--connection", blue.Uri(Database)], TimeSpan.FromMinutes(2));
         await cli.MustAsync(
-            ["endpoint", "add", "bouncer", "--instance", "app", "--pgbouncer", $"{bouncer.Host}:{bouncer.Port}", "--admin-user", PgBouncerServer.AdminUser,
+            ["endpoint", "add", $"bouncer{i}", "--instance", name, "--pgbouncer", $"{bouncer.Host}:{bouncer.Port}", "--admin-user", PgBouncerServer.AdminUser,
              "--database", PgBouncerServer.Database, "--config", bouncer.ConfigFile],
             TimeSpan.FromMinutes(2),
             new Dictionary<string, string> { ["TEAL_PGBOUNCER_PASSWORD"] = bouncer.AdminPassword });
-        log($"{endpoint}: PgBouncer on port {bouncer.Port}");
+        log($"{endpoint} #{i}: PgBouncer on port {bouncer.Port}");
         // No -C: transaction pooling keeps client connections across the switchover; that is PgBouncer's promise.
         return new Client(bouncer.Host, bouncer.Port, bouncer.AppUser, bouncer.AppPassword, PgBouncerServer.Database, ConnectPerTransaction: false);
     }
 
-    private async Task<SwitchoverRun> RunOnceAsync(BenchCli cli, Client client, int i)
+    private async Task<SwitchoverRun> RunOnceAsync(BenchCli cli, Client client, string name, int i)
     {
         var deployment = $"up{i}";
-        var source = await cli.InstanceConnectionAsync("app", Database);
-        // The probe numbers each round from 1: the previous round's rows go before green copies the table.
-        await ExecuteAsync(source, $"TRUNCATE {ProbeWriter.Table}");
+        var source = await cli.InstanceConnectionAsync(name, Database);
         var sourceVersion = await ScalarAsync<string>(source, "SHOW server_version");
 
-        log($"{endpoint} #{i}: teal create {deployment} (source app, PostgreSQL {sourceVersion} → 17)");
+        log($"{endpoint} #{i}: teal create {deployment} (source {name}, PostgreSQL {sourceVersion} → 17)");
         var created = Stopwatch.StartNew();
-        var create = await cli.RunAsync(["create", deployment, "--source", "app", "--target-engine-version", "17", "--wait"], TimeSpan.FromMinutes(10));
+        var create = await cli.RunAsync(["create", deployment, "--source", name, "--target-engine-version", "17", "--wait"], TimeSpan.FromMinutes(10));
         var createSeconds = created.Elapsed.TotalSeconds;
         if (create.ExitCode != 0)
         {
@@ -170,9 +191,10 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         var completed = switchover.ExitCode == 0 && status == "SWITCHOVER_COMPLETED";
         var (phases, writePause) = ParseSwitchover(switchover.Stdout, shown);
 
-        // Lost writes: acknowledged numbers the writer behind the name "app" does not have.
+        // Lost writes: acknowledged numbers the writer behind the application's name does not have
+        // (green after a switchover, blue after a rollback).
         var acked = probe.Acknowledged;
-        var writer = await cli.InstanceConnectionAsync("app", Database);
+        var writer = await cli.InstanceConnectionAsync(name, Database);
         long present;
         await using (var connection = new NpgsqlConnection(writer))
         {
@@ -205,7 +227,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     }
 
     /// <summary>Phases and write pause from the switchover's JSON (falling back to <c>teal show</c> when the command printed none).</summary>
-    private static (IReadOnlyList<PhaseTiming> Phases, long? WritePause) ParseSwitchover(string stdout, JsonElement shown)
+    private static (IReadOnlyList<PhaseTiming> Phases, double? WritePause) ParseSwitchover(string stdout, JsonElement shown)
     {
         var deployment = shown;
         try
@@ -230,11 +252,11 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
                 phases.Add(new PhaseTiming(
                     phase.GetProperty("step").ToString(),
                     phase.TryGetProperty("result", out var result) ? result.ToString() : string.Empty,
-                    phase.TryGetProperty("milliseconds", out var ms) && ms.ValueKind == JsonValueKind.Number ? ms.GetInt64() : 0));
+                    phase.TryGetProperty("milliseconds", out var ms) && ms.ValueKind == JsonValueKind.Number ? Math.Round(ms.GetDouble(), 1) : 0));
             }
         }
 
-        long? writePause = switchover.TryGetProperty("writePauseMilliseconds", out var pause) && pause.ValueKind == JsonValueKind.Number ? pause.GetInt64() : null;
+        double? writePause = switchover.TryGetProperty("writePauseMilliseconds", out var pause) && pause.ValueKind == JsonValueKind.Number ? Math.Round(pause.GetDouble(), 1) : null;
         return (phases, writePause);
     }
 
@@ -244,14 +266,6 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     /// <summary>Status as the API spells it (<c>SWITCHOVER_COMPLETED</c>), whatever casing the JSON uses.</summary>
     private static string Normalize(string? value) =>
         System.Text.RegularExpressions.Regex.Replace(value ?? string.Empty, "(?<=[a-z])(?=[A-Z])", "_").Replace('-', '_').ToUpperInvariant();
-
-    private static async Task ExecuteAsync(string connectionString, string sql)
-    {
-        await using var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
 
     private static async Task<T> ScalarAsync<T>(string connectionString, string sql)
     {
