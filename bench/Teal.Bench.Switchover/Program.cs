@@ -1,0 +1,66 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Teal.Bench.Switchover;
+
+// Usage: Teal.Bench.Switchover [--switchovers N] [--endpoints proxy,pgbouncer] [--baseline FILE]
+//   --baseline: the JSON of bench/switchover/handrolled-pgbouncer.sh from the same run; its gaps
+//   are the reference Teal must beat (PRODUCT.md §11) and it is embedded in the output.
+// One JSON document on stdout; progress on stderr.
+var switchovers = 10;
+string[] endpoints = ["proxy", "pgbouncer"];
+string? baselineFile = null;
+for (var i = 0; i < args.Length; i++)
+{
+    switch (args[i])
+    {
+        case "--switchovers":
+            switchovers = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            break;
+        case "--endpoints":
+            endpoints = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            break;
+        case "--baseline":
+            baselineFile = args[++i];
+            break;
+        default:
+            await Console.Error.WriteLineAsync($"unknown argument {args[i]}; usage: [--switchovers N] [--endpoints proxy,pgbouncer] [--baseline FILE]");
+            return 2;
+    }
+}
+
+if (endpoints.Except(["proxy", "pgbouncer"]).FirstOrDefault() is { } unknown)
+{
+    await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: proxy or pgbouncer");
+    return 2;
+}
+
+JsonElement? handrolled = baselineFile is null ? null : JsonDocument.Parse(await File.ReadAllTextAsync(baselineFile)).RootElement.Clone();
+var baseline = handrolled is { } h ? Baseline.From(h) : null;
+var started = DateTimeOffset.UtcNow;
+var results = new List<KindResult>();
+foreach (var endpoint in endpoints)
+{
+    results.Add(await new SwitchoverBench(endpoint, switchovers, baseline, Log).RunAsync());
+}
+
+var document = new
+{
+    bench = "switchover",
+    startedAt = started,
+    finishedAt = DateTimeOffset.UtcNow,
+    machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage() },
+    switchoversPerEndpoint = switchovers,
+    bars = new { maxGapMs = 500, medianGapMs = 200, belowHandrolled = true, lostWrites = 0, clientErrorsThroughPgBouncer = 0 },
+    allBarsMet = results.All(r => r.Bars.Met) && baseline is not null,
+    endpoints = results,
+    handrolled,
+};
+var options = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+Console.WriteLine(JsonSerializer.Serialize(document, options));
+return 0;
+
+static void Log(string message) => Console.Error.WriteLine($"switchover-bench {DateTime.UtcNow:HH:mm:ss}: {message}");
+
+// The machine is shared; the load average at the end says how much the gaps may be inflated by it.
+static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";

@@ -1,0 +1,137 @@
+using System.Text.Json;
+
+namespace Teal.Bench.Switchover;
+
+/// <summary>One phase of Teal's switchover as <c>teal switchover --output json</c> reports it.</summary>
+public sealed record PhaseTiming(string Step, string Result, double Milliseconds);
+
+/// <summary>One switchover under load, through one endpoint.</summary>
+/// <param name="Completed">The deployment reached SWITCHOVER_COMPLETED.</param>
+/// <param name="Status">The deployment's status after the switchover command returned.</param>
+/// <param name="Error">The CLI's output when the switchover did not complete; null otherwise.</param>
+/// <param name="LongestGapMs">Longest time between two acknowledged probe commits over the whole load window.</param>
+/// <param name="ProbeCoveredSwitchover">The probe had acknowledged commits before the switchover began and after it ended, so the gap is real.</param>
+/// <param name="LostWrites">Acknowledged probe numbers missing on the writer <c>app</c> after the switchover.</param>
+/// <param name="PgbenchAbortedClients">pgbench clients that gave up (each is an application error).</param>
+/// <param name="PgbenchErrors">pgbench's <c>error:</c> lines (aborts and failed statements).</param>
+public sealed record SwitchoverRun(
+    int Run,
+    string Deployment,
+    string SourceVersion,
+    bool Completed,
+    string Status,
+    string? Error,
+    double LongestGapMs,
+    bool ProbeCoveredSwitchover,
+    long ProbeAcked,
+    int ProbeErrors,
+    IReadOnlyList<string> ProbeErrorSamples,
+    long LostWrites,
+    int PgbenchAbortedClients,
+    int PgbenchErrors,
+    IReadOnlyList<string> PgbenchErrorSamples,
+    double? WritePauseMilliseconds,
+    long SwitchoverCommandMilliseconds,
+    double CreateSeconds,
+    IReadOnlyList<PhaseTiming> Phases)
+{
+    /// <summary>Errors an application would have seen: probe errors plus pgbench clients that aborted.</summary>
+    public int ClientErrors => ProbeErrors + PgbenchAbortedClients;
+}
+
+/// <summary>The PRODUCT.md §11 bars for one endpoint kind; null where the run gives no basis (no baseline).</summary>
+public sealed record Bars(
+    bool MaxGapAtMost500Ms,
+    bool MedianGapAtMost200Ms,
+    bool? MaxGapBelowHandrolled,
+    bool? MedianGapBelowHandrolled,
+    bool NoLostWrites,
+    bool? NoClientErrors,
+    bool AllSwitchoversCompleted,
+    bool AtLeast10Switchovers)
+{
+    /// <summary>Every bar that applies holds.</summary>
+    public bool Met => MaxGapAtMost500Ms && MedianGapAtMost200Ms && MaxGapBelowHandrolled != false && MedianGapBelowHandrolled != false
+        && NoLostWrites && NoClientErrors != false && AllSwitchoversCompleted && AtLeast10Switchovers;
+}
+
+/// <summary>All switchovers through one endpoint kind, summarized.</summary>
+/// <param name="Setup">What failed before the first switchover, if anything (then there are no runs).</param>
+public sealed record KindResult(
+    string Endpoint,
+    int Requested,
+    int Completed,
+    double? MaxGapMs,
+    double? MedianGapMs,
+    int ClientErrors,
+    int ProbeErrors,
+    int PgbenchAbortedClients,
+    long LostWrites,
+    double? MedianWritePauseMs,
+    double? MaxWritePauseMs,
+    IReadOnlyDictionary<string, double> PhasesMedianMs,
+    Bars Bars,
+    string? Setup,
+    IReadOnlyList<SwitchoverRun> Switchovers)
+{
+    /// <summary>Summarizes <paramref name="runs"/> against the bars (<paramref name="baseline"/>: the hand-rolled run's gaps, when measured).</summary>
+    public static KindResult From(string endpoint, int requested, IReadOnlyList<SwitchoverRun> runs, Baseline? baseline, string? setup)
+    {
+        // Only completed switchovers have a gap worth comparing; a rolled-back one is reported by
+        // AllSwitchoversCompleted and its error text.
+        var gaps = runs.Where(r => r.Completed).Select(r => r.LongestGapMs).ToList();
+        var maxGap = gaps.Count > 0 ? gaps.Max() : (double?)null;
+        var medianGap = gaps.Count > 0 ? Median(gaps) : (double?)null;
+        var pauses = runs.Where(r => r.WritePauseMilliseconds is not null).Select(r => r.WritePauseMilliseconds!.Value).ToList();
+        var phases = runs.Where(r => r.Completed)
+            .SelectMany(r => r.Phases)
+            .GroupBy(p => p.Step)
+            .ToDictionary(g => g.Key, g => Math.Round(Median([.. g.Select(p => p.Milliseconds)]), 1));
+        var clientErrors = runs.Sum(r => r.ClientErrors);
+        var lost = runs.Sum(r => r.LostWrites);
+        var bars = new Bars(
+            MaxGapAtMost500Ms: maxGap is <= 500,
+            MedianGapAtMost200Ms: medianGap is <= 200,
+            MaxGapBelowHandrolled: baseline is null || maxGap is null ? null : maxGap < baseline.LongestGapMs,
+            MedianGapBelowHandrolled: baseline is null || medianGap is null ? null : medianGap < baseline.MedianGapMs,
+            NoLostWrites: lost == 0,
+            // §11: zero client errors is the bar through PgBouncer; for Teal's proxy they are counted and reported.
+            NoClientErrors: endpoint == "pgbouncer" ? clientErrors == 0 : null,
+            AllSwitchoversCompleted: runs.Count == requested && runs.All(r => r.Completed),
+            AtLeast10Switchovers: runs.Count(r => r.Completed) >= 10);
+        return new KindResult(
+            endpoint,
+            requested,
+            runs.Count(r => r.Completed),
+            maxGap,
+            medianGap,
+            clientErrors,
+            runs.Sum(r => r.ProbeErrors),
+            runs.Sum(r => r.PgbenchAbortedClients),
+            lost,
+            pauses.Count > 0 ? Math.Round(Median(pauses), 1) : null,
+            pauses.Count > 0 ? Math.Round(pauses.Max(), 1) : null,
+            phases,
+            bars,
+            setup,
+            runs);
+    }
+
+    public static double Median(IReadOnlyList<double> values)
+    {
+        var sorted = values.Order().ToList();
+        var middle = sorted.Count / 2;
+        return sorted.Count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+    }
+}
+
+/// <summary>The hand-rolled PgBouncer switchover's gaps (bench/switchover/handrolled-pgbouncer.sh), the reference to beat.</summary>
+public sealed record Baseline(double LongestGapMs, double MedianGapMs)
+{
+    public static Baseline? From(JsonElement handrolled) =>
+        handrolled.ValueKind == JsonValueKind.Object
+        && handrolled.TryGetProperty("longestGapMs", out var max) && max.ValueKind == JsonValueKind.Number
+        && handrolled.TryGetProperty("medianGapMs", out var median) && median.ValueKind == JsonValueKind.Number
+            ? new Baseline(max.GetDouble(), median.GetDouble())
+            : null;
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Switchover benchmark (PRODUCT.md §11, "write pause at switchover" and "client errors"):
+#   1. the hand-rolled PgBouncer switchover (handrolled-pgbouncer.sh, its default run count),
+#      the reference a careful operator can build with psql;
+#   2. N switchovers (default 10) under pgbench TPC-B (8 clients) plus a probe writer, through
+#      Teal's proxy and then through a PgBouncer endpoint Teal drives (bench/Teal.Bench.Switchover).
+# Prints ONE JSON document on stdout (the bench's, with the hand-rolled run embedded under
+# "handrolled" and the comparison in each endpoint's "bars"); progress goes to stderr.
+# How to read it: bench/switchover/README.md.
+#
+#   bench/switchover/run.sh [N]            N switchovers per endpoint kind (default 10)
+#   HANDROLLED_RUNS=5 bench/switchover/run.sh    more baseline runs (default: the script's own)
+set -euo pipefail
+N="${1:-10}"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+work="$(mktemp -d /tmp/teal-bench-switchover.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+echo "switchover: building teal and the bench (Release)" >&2
+# The bench starts the built teal.dll (tests/Teal.Testing's RepoPaths), so the CLI is built too.
+dotnet build "$root/src/Teal.Cli" -c Release -v quiet -nologo -clp:ErrorsOnly >&2
+dotnet build "$root/bench/Teal.Bench.Switchover" -c Release -v quiet -nologo -clp:ErrorsOnly >&2
+
+echo "switchover: hand-rolled PgBouncer baseline" >&2
+# shellcheck disable=SC2086 # empty means the script's default run count
+bash "$root/bench/switchover/handrolled-pgbouncer.sh" ${HANDROLLED_RUNS:-} >"$work/handrolled.json"
+
+echo "switchover: Teal, $N switchovers per endpoint kind" >&2
+dotnet "$root/bench/Teal.Bench.Switchover/bin/Release/net10.0/Teal.Bench.Switchover.dll" \
+  --switchovers "$N" --endpoints proxy,pgbouncer --baseline "$work/handrolled.json"
