@@ -19,18 +19,37 @@ public sealed class GuardrailScenario : IAsyncLifetime
 
     public CliResult SwitchoverWhileProvisioning { get; private set; } = null!;
 
+    public string StatusAfterRefusal { get; private set; } = "";
+
     /// <summary>Name of the managed green instance.</summary>
     public string Green { get; private set; } = "";
 
     public async Task InitializeAsync()
     {
         Scenario = await BlueGreenScenario.StartAsync();
-        // No --wait: the deployment is PROVISIONING while green is made and the tables are copied.
-        (await Scenario.Cli.RunAsync(["create", "upgrade", "--source", "app", "--target-engine-version", "17"], TimeSpan.FromMinutes(2))).ShouldSucceed();
-        StatusWhileProvisioning = BlueGreenScenario.Status(await Scenario.ShowAsync());
-        CheckWhileProvisioning = await Scenario.Cli.RunAsync("check", "upgrade", "--output", "json");
-        SwitchoverWhileProvisioning = await Scenario.Cli.RunAsync("switchover", "upgrade");
-        var deployment = await Scenario.WaitForStatusAsync("upgrade", TimeSpan.FromMinutes(5), "AVAILABLE");
+        // Provisioning takes seconds; an open ACCESS EXCLUSIVE lock on a table on blue holds its
+        // initial copy, so the deployment stays PROVISIONING while check and switchover run.
+        await using (var locker = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(Scenario.Blue.ConnectionString(BlueGreenScenario.Database)) { Pooling = false }.ConnectionString))
+        {
+            await locker.OpenAsync();
+            await using var transaction = await locker.BeginTransactionAsync();
+            await using (var lockTable = new NpgsqlCommand("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", locker, transaction))
+            {
+                await lockTable.ExecuteNonQueryAsync();
+            }
+
+            // No --wait: the deployment is PROVISIONING while green is made and the tables are copied.
+            (await Scenario.Cli.RunAsync(["create", "upgrade", "--source", "app", "--target-engine-version", "17"], TimeSpan.FromMinutes(2))).ShouldSucceed();
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            StatusWhileProvisioning = BlueGreenScenario.Status(await Scenario.ShowAsync());
+            CheckWhileProvisioning = await Scenario.Cli.RunAsync("check", "upgrade", "--output", "json");
+            SwitchoverWhileProvisioning = await Scenario.Cli.RunAsync("switchover", "upgrade");
+            StatusAfterRefusal = BlueGreenScenario.Status(await Scenario.ShowAsync());
+            await transaction.RollbackAsync();
+        }
+
+        var deployment = await Scenario.WaitForStatusAsync("upgrade", TimeSpan.FromMinutes(5), "AVAILABLE", "SWITCHOVER_IN_PROGRESS", "SWITCHOVER_COMPLETED", "SWITCHOVER_FAILED", "FAILED");
+        BlueGreenScenario.Status(deployment).ShouldBe("AVAILABLE", deployment.ToString());
         Green = deployment.GetProperty("green").GetString()!;
         await Scenario.WaitForReplicationAsync("upgrade", TimeSpan.FromMinutes(2));
     }
@@ -55,6 +74,7 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         failed.GetProperty("message").GetString()!.ShouldContain("PROVISIONING, not AVAILABLE");
         failed.GetProperty("hint").GetString()!.ShouldContain("wait until `teal show` says AVAILABLE");
         fixture.SwitchoverWhileProvisioning.ExitCode.ShouldBe(1, fixture.SwitchoverWhileProvisioning.ToString());
+        fixture.StatusAfterRefusal.ShouldBe("PROVISIONING");
     }
 
     [Fact]
