@@ -199,6 +199,14 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
             await Scenario.Blue.ExecuteAsync(drop, BlueGreenScenario.Database);
         }
 
+        if (create.StartsWith("CREATE", StringComparison.Ordinal))
+        {
+            // Teal's DDL capture records CREATE/DROP PUBLICATION as DDL (replication DEGRADED);
+            // nothing to apply on green, so acknowledge it.
+            await WaitForReplicationStateAsync("DEGRADED");
+            (await Scenario.Cli.RunAsync("ack-ddl", "upgrade")).ShouldSucceed();
+        }
+
         await WaitUntilCleanAsync();
     }
 
@@ -244,7 +252,9 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
 
         var switchover = await Scenario.Cli.RunAsync(["switchover", "upgrade", .. options], TimeSpan.FromMinutes(1));
         switchover.ExitCode.ShouldBe(1, switchover.ToString());
-        (switchover.Stdout + switchover.Stderr).ShouldContain(name);
+        // The refusal names what failed (the first failing check's message).
+        (switchover.Stdout + switchover.Stderr).ShouldContain("switchover refused");
+        (switchover.Stdout + switchover.Stderr).ShouldContain(message);
         await ShouldBeUnchangedAsync();
         return JsonDocument.Parse(check.Stdout).RootElement.Clone();
     }
@@ -318,10 +328,13 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
 
     private async Task<string> GreenUrlAsync() => await Scenario.InstanceUrlAsync(fixture.Green);
 
-    /// <summary>Runs SQL on green as Teal's admin, on a connection that is closed right after (no lingering client session).</summary>
+    /// <summary>
+    /// Runs SQL on green as Teal's admin would by hand: green is read-only by default until the
+    /// switchover, so the session opts out; the connection is closed right after (no lingering client session).
+    /// </summary>
     private async Task ExecuteOnGreenAsync(string sql)
     {
-        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false };
+        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false, Options = "-c default_transaction_read_only=off" };
         await BlueGreenScenario.ExecuteAsync(builder.ConnectionString, sql);
     }
 
