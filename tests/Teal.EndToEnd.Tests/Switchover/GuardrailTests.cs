@@ -136,8 +136,8 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         await using (var client = new NpgsqlConnection(builder.ConnectionString))
         {
             await client.OpenAsync();
-            var failed = await ShouldRefuseAsync("green.no-clients", "client session(s) on green", "disconnect them");
-            failed.GetProperty("message").GetString()!.ShouldContain("stray-client");
+            var check = await ShouldRefuseAsync("green.no-clients", "client session(s) on green", "disconnect them");
+            Check(check, "green.no-clients").GetProperty("message").GetString()!.ShouldContain("stray-client");
         }
 
         await WaitUntilCleanAsync();
