@@ -13,7 +13,8 @@ public sealed class TealCli(TealProcess server)
 {
     public async Task<CliResult> RunAsync(params string[] args) => await RunAsync(args, TimeSpan.FromMinutes(5));
 
-    public async Task<CliResult> RunAsync(IReadOnlyList<string> args, TimeSpan timeout)
+    /// <param name="environment">Extra variables for this command only (e.g. <c>TEAL_PGBOUNCER_PASSWORD</c>).</param>
+    public async Task<CliResult> RunAsync(IReadOnlyList<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo("dotnet")
         {
@@ -30,6 +31,11 @@ public sealed class TealCli(TealProcess server)
         info.Environment["TEAL_SERVER"] = server.Url;
         info.Environment["TEAL_TOKEN"] = server.Token;
         info.Environment["NO_COLOR"] = "1";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[key] = value;
+        }
+
         using var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
