@@ -1,0 +1,52 @@
+using Teal.Core.Errors;
+using Teal.Core.Switchover;
+
+namespace Teal.Core.Tests.Switchover;
+
+public sealed class SwitchoverOptionsTests
+{
+    [Fact]
+    public void Create_NoTimeout_DefaultsTo300Seconds()
+    {
+        SwitchoverOptions.Create(null).Timeout.ShouldBe(TimeSpan.FromSeconds(300));
+    }
+
+    [Theory]
+    [InlineData(30)]
+    [InlineData(3600)]
+    public void Create_TimeoutAtTheLimits_IsAccepted(int seconds)
+    {
+        SwitchoverOptions.Create(seconds).Timeout.ShouldBe(TimeSpan.FromSeconds(seconds));
+    }
+
+    [Theory]
+    [InlineData(29)]
+    [InlineData(3601)]
+    [InlineData(0)]
+    [InlineData(-5)]
+    public void Create_TimeoutOutOfRange_IsRefusedNamingTheRange(int seconds)
+    {
+        var ex = Should.Throw<TealException>(() => SwitchoverOptions.Create(seconds));
+        ex.Code.ShouldBe("switchover.invalid-timeout");
+        ex.Message.ShouldContain(seconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        ex.Hint!.ShouldContain("30–3600");
+    }
+
+    [Fact]
+    public void Create_DrainBudgetNotBelowTheTimeout_IsRefused()
+    {
+        Should.Throw<TealException>(() => SwitchoverOptions.Create(30, drainBudgetSeconds: 30)).Code.ShouldBe("switchover.invalid-drain-budget");
+    }
+
+    [Fact]
+    public void Plan_NamesExactlyOnePointOfNoReturn_TheFlip()
+    {
+        var plan = SwitchoverPlan.Forward();
+        plan.Where(s => s.IsPointOfNoReturn).Select(s => s.Name).ShouldBe(["flip"]);
+        // Green opens only after the flip, and blue is fenced before the final position is read.
+        var names = plan.Select(s => s.Name).ToList();
+        names.IndexOf("open-green").ShouldBeGreaterThan(names.IndexOf("flip"));
+        names.IndexOf("fence-blue").ShouldBeLessThan(names.IndexOf("catch-up"));
+        names.IndexOf("drain-endpoints").ShouldBeLessThan(names.IndexOf("fence-blue"));
+    }
+}
