@@ -25,6 +25,15 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     /// <summary>Forgets a link (after delete, or when instances were renamed or changed).</summary>
     public void Forget(DeploymentId id) => _links.TryRemove(id, out _);
 
+    /// <summary>Forgets a link and closes what it holds open (its connection pools keep sessions on both sides).</summary>
+    public async Task ForgetAsync(DeploymentId id)
+    {
+        if (_links.TryRemove(id, out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
+        {
+            await disposable.DisposeAsync();
+        }
+    }
+
     /// <summary>Builds a link for a deployment that is not stored yet (the create refusal path).</summary>
     public LinkSpec Spec(Deployment deployment, Instance blue, Instance green) =>
         new(ObjectName(deployment.Id), Connection(blue).WithDatabase(deployment.Database), Connection(green).WithDatabase(deployment.Database))

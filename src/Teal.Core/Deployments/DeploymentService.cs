@@ -222,7 +222,7 @@ public sealed partial class DeploymentService(
 
         var link = await links.GetAsync(deployment, cancellationToken);
         await link.RemoveAsync(cancellationToken);
-        links.Forget(deployment.Id);
+        await links.ForgetAsync(deployment.Id);
 
         if (deleteTarget && await state.GetInstanceAsync(deployment.Green, cancellationToken) is { } green)
         {

@@ -12,7 +12,7 @@ namespace Teal.Server.Endpoints;
 /// it paused its database). Built on first use from the declaration; the route is the
 /// declared instance's current address, which after a switchover is green's.
 /// </summary>
-public sealed class PgBouncerEndpoints(IStateStore state, ISecretStore secrets, ILoggerFactory loggers, TimeProvider time) : IAsyncDisposable
+public sealed class PgBouncerEndpoints(IStateStore state, StateTargetResolver targets, ISecretStore secrets, ILoggerFactory loggers, TimeProvider time) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, PgBouncerEndpoint> _drivers = new(StringComparer.Ordinal);
 
@@ -29,9 +29,7 @@ public sealed class PgBouncerEndpoints(IStateStore state, ISecretStore secrets, 
             if (!_drivers.TryGetValue(spec.Name, out var driver))
             {
                 // The ini entry's dbname is the instance's database (the switchover keeps it).
-                var target = await state.GetInstanceAsync(spec.Instance, cancellationToken) is { } i
-                    ? new EndpointTarget(i.Name, i.Host, i.Port, i.Database)
-                    : throw new Core.Errors.TealException("instance.not-found", $"endpoint '{spec.Name}' routes to '{spec.Instance}', which is not registered", "see `teal instance list`");
+                var target = await targets.ResolveAsync(spec.Instance, cancellationToken);
                 driver = _drivers.GetOrAdd(spec.Name, _ => PgBouncerEndpoint.Create(spec, target, secrets, loggers.CreateLogger<PgBouncerEndpoint>(), time));
             }
 
