@@ -294,11 +294,20 @@ internal sealed class ProxyConnection
     /// <summary>
     /// Between transactions: the last ReadyForQuery said idle ('I'), every Query/Sync got its
     /// ReadyForQuery, no extended-protocol message waits for a Sync, no client message is half
-    /// received and nothing is being written to the client. Only then may the proxy end the session.
+    /// received and nothing is being written to the client. Or still logging in (no
+    /// ReadyForQuery yet): no transaction can be open, and waiting for authentication and
+    /// backend start would only lengthen the drain, since the client would be closed right after
+    /// it anyway. Only then may the proxy end the session.
     /// </summary>
     private bool TryBeginCloseLocked()
     {
-        if (_closing || _server is null || _status != (byte)'I' || _pendingSyncs != 0 || _unsynced || _clientPartial || _writingToClient)
+        if (_closing || _server is null || _writingToClient)
+        {
+            return false;
+        }
+
+        var loggingIn = _status == 0;
+        if (!loggingIn && (_status != (byte)'I' || _pendingSyncs != 0 || _unsynced || _clientPartial))
         {
             return false;
         }
@@ -313,8 +322,15 @@ internal sealed class ProxyConnection
         // Terminate lets the backend end the session as if the client had; the client gets
         // 57P01 admin_shutdown, which drivers and pools treat as "reconnect".
         var server = _server!; // TryBeginCloseLocked requires a server socket.
+        bool loggingIn;
+        lock (_lock)
+        {
+            loggingIn = _status == 0;
+        }
+
+        var error = loggingIn ? _endpoint.LoginDrainError : _endpoint.DrainError;
         await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
-        await SendQuietlyAsync(_client, _endpoint.DrainError);
+        await SendQuietlyAsync(_client, error);
         ShutdownQuietly(_client);
         ShutdownQuietly(server);
     }

@@ -54,6 +54,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!; // A bound socket always has one.
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
         DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
+        LoginDrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection during login for a switchover; reconnect");
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }
 
@@ -96,6 +97,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal byte[] PausedError { get; }
 
     internal byte[] DrainError { get; }
+
+    internal byte[] LoginDrainError { get; }
 
     /// <summary>Binds <paramref name="listen"/> and starts accepting.</summary>
     public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider)

@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
 using Npgsql;
 using Teal.Core.Endpoints;
 using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
@@ -146,6 +149,64 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
         ports.Count(p => p == servers.Green.Port).ShouldBeInRange(8, 12);
         ports.Count(p => p == servers.Blue.Port).ShouldBeInRange(38, 42);
         endpoint.Stats.Total.ShouldBe(50);
+    }
+
+    [Fact]
+    public async Task ClientStillLoggingInAtDrain_IsClosedAtOnce_NotAtTheEndOfTheBudget()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, name: "orders");
+        using var client = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await client.ConnectAsync(endpoint.LocalEndPoint);
+        await client.SendAsync(StartupPacket(AppUser, "postgres"));
+        // Blue asks for the SCRAM exchange; this client never answers, so its login stays open.
+        var (type, _) = await ReadMessageAsync(client);
+        type.ShouldBe((byte)'R');
+        (await EventuallyAsync(() => endpoint.Stats.Active == 1)).ShouldBeTrue();
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var clock = Stopwatch.StartNew();
+        var result = await endpoint.DrainAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(2), "a login in progress has no transaction to wait for");
+        result.ShouldBe(new EndpointDrainResult(1, 0));
+        var (errorType, body) = await ReadMessageAsync(client);
+        errorType.ShouldBe((byte)'E');
+        var fields = Encoding.UTF8.GetString(body);
+        fields.ShouldContain("C" + PostgresErrorCodes.AdminShutdown + "\0");
+        fields.ShouldContain("Teal endpoint orders closed this connection during login for a switchover; reconnect");
+        endpoint.Stats.Active.ShouldBe(0);
+        await endpoint.ResumeAsync(CancellationToken.None);
+    }
+
+    private static byte[] StartupPacket(string user, string database)
+    {
+        var parameters = Encoding.UTF8.GetBytes($"user\0{user}\0database\0{database}\0\0");
+        var packet = new byte[8 + parameters.Length];
+        BinaryPrimitives.WriteInt32BigEndian(packet, packet.Length);
+        BinaryPrimitives.WriteInt32BigEndian(packet.AsSpan(4), 196608); // protocol 3.0
+        parameters.CopyTo(packet, 8);
+        return packet;
+    }
+
+    /// <summary>One backend message: its type byte and its body.</summary>
+    private static async Task<(byte Type, byte[] Body)> ReadMessageAsync(Socket socket)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var header = new byte[5];
+        await ReadExactlyAsync(socket, header, timeout.Token);
+        var body = new byte[BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(1)) - 4];
+        await ReadExactlyAsync(socket, body, timeout.Token);
+        return (header[0], body);
+    }
+
+    private static async Task ReadExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        while (buffer.Length > 0)
+        {
+            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+            read.ShouldBeGreaterThan(0, "the proxy closed the socket before the whole message arrived");
+            buffer = buffer[read..];
+        }
     }
 
     private static async Task Execute(NpgsqlConnection connection, string sql)
