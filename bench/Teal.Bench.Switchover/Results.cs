@@ -14,6 +14,8 @@ public sealed record PhaseTiming(string Step, string Result, double Milliseconds
 /// <param name="LostWrites">Acknowledged probe numbers missing on the writer <c>app</c> after the switchover.</param>
 /// <param name="PgbenchAbortedClients">pgbench clients that gave up (each is an application error).</param>
 /// <param name="PgbenchErrors">pgbench's <c>error:</c> lines (aborts and failed statements).</param>
+/// <param name="GapStartedBeforePauseMs">How long before Teal paused the endpoints the probe's longest gap began (negative: after).</param>
+/// <param name="GapEndedAfterResumeMs">How long after Teal resumed the endpoints the probe's longest gap ended: the time to reach green and commit.</param>
 public sealed record SwitchoverRun(
     int Run,
     string Deployment,
@@ -33,7 +35,9 @@ public sealed record SwitchoverRun(
     double? WritePauseMilliseconds,
     long SwitchoverCommandMilliseconds,
     double CreateSeconds,
-    IReadOnlyList<PhaseTiming> Phases)
+    IReadOnlyList<PhaseTiming> Phases,
+    double? GapStartedBeforePauseMs = null,
+    double? GapEndedAfterResumeMs = null)
 {
     /// <summary>Errors an application would have seen: probe errors plus pgbench clients that aborted.</summary>
     public int ClientErrors => ProbeErrors + PgbenchAbortedClients;

@@ -190,6 +190,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         var status = Normalize(shown.GetProperty("status").GetString());
         var completed = switchover.ExitCode == 0 && status == "SWITCHOVER_COMPLETED";
         var (phases, writePause) = ParseSwitchover(switchover.Stdout, shown);
+        var (beforePause, afterResume) = PlaceGap(probe.LongestGapWindow, switchover.Stdout, shown);
 
         // Lost writes: acknowledged numbers the writer behind the application's name does not have
         // (green after a switchover, blue after a rollback).
@@ -223,7 +224,42 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             writePause,
             switchoverMs,
             Math.Round(createSeconds, 1),
-            phases);
+            phases,
+            beforePause,
+            afterResume);
+    }
+
+    /// <summary>Where the probe's longest gap lies against the switchover's <c>pausedAt</c> and <c>resumedAt</c>.</summary>
+    private static (double? BeforePause, double? AfterResume) PlaceGap((DateTimeOffset From, DateTimeOffset To)? gap, string stdout, JsonElement shown)
+    {
+        if (gap is not { } window)
+        {
+            return (null, null);
+        }
+
+        var deployment = shown;
+        try
+        {
+            deployment = JsonDocument.Parse(stdout).RootElement.Clone();
+        }
+        catch (JsonException)
+        {
+            // As in ParseSwitchover: fall back to the shown deployment.
+        }
+
+        if (!deployment.TryGetProperty("switchover", out var switchover) || switchover.ValueKind != JsonValueKind.Object)
+        {
+            return (null, null);
+        }
+
+        static DateTimeOffset? At(JsonElement element, string name) =>
+            element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.TryGetDateTimeOffset(out var at) ? at : null;
+
+        var paused = At(switchover, "pausedAt");
+        var resumed = At(switchover, "resumedAt");
+        return (
+            paused is { } p ? Math.Round((p - window.From).TotalMilliseconds, 1) : null,
+            resumed is { } r ? Math.Round((window.To - r).TotalMilliseconds, 1) : null);
     }
 
     /// <summary>Phases and write pause from the switchover's JSON (falling back to <c>teal show</c> when the command printed none).</summary>

@@ -51,6 +51,13 @@ public interface IReplicationLink
 
     // ---- switchover primitives ----------------------------------------------------------------
 
+    /// <summary>
+    /// Opens, before the write pause, the sessions the switchover primitives will use on both
+    /// sides, so that no connection is set up (process start, authentication) while clients wait.
+    /// Changes nothing.
+    /// </summary>
+    Task WarmUpAsync(CancellationToken cancellationToken);
+
     /// <summary>Engine-side guardrails (replication health, lag, writes on green, external replication, long writes on blue).</summary>
     Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken);
 

@@ -298,6 +298,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
 
         private long? _pauseStarted;
         private long? _resumed;
+        private DateTimeOffset? _pausedAt;
+        private DateTimeOffset? _resumedAt;
 
         public JournalEntry Entry(ISwitchoverStep? step, JournalAction action) =>
             new(context.Deployment.Id, context.SwitchoverId, step?.Name ?? "switchover", action, context.Time.GetUtcNow())
@@ -311,6 +313,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             if (step.Name == "pause-endpoints")
             {
                 _pauseStarted = start;
+                _pausedAt = context.Time.GetUtcNow();
             }
 
             await execute();
@@ -318,6 +321,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             if (step.Name == "resume-endpoints")
             {
                 _resumed = end;
+                _resumedAt = context.Time.GetUtcNow();
             }
 
             Timings.Add(new PhaseTiming(step.Name, "done", Stopwatch.GetElapsedTime(start, end).TotalMilliseconds));
@@ -328,6 +332,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             {
                 Phases = [.. current?.Phases ?? [], .. Timings],
                 WritePauseMilliseconds = _pauseStarted is { } p && _resumed is { } r ? Stopwatch.GetElapsedTime(p, r).TotalMilliseconds : current?.WritePauseMilliseconds,
+                PausedAt = _pausedAt ?? current?.PausedAt,
+                ResumedAt = _resumedAt ?? current?.ResumedAt,
             };
 
         public Dictionary<string, string> TimingData() =>

@@ -30,6 +30,12 @@ public sealed record SwitchoverState(string Id, DateTimeOffset StartedAt, int Ti
 
     /// <summary>Milliseconds from pausing the endpoints to resuming them: the write pause clients saw.</summary>
     public double? WritePauseMilliseconds { get; init; }
+
+    /// <summary>When the endpoints were paused (start of the write pause), to line it up with application logs.</summary>
+    public DateTimeOffset? PausedAt { get; init; }
+
+    /// <summary>When the endpoints had resumed (end of the write pause).</summary>
+    public DateTimeOffset? ResumedAt { get; init; }
 }
 
 /// <summary>How long one step took, and how it ended (done, undone, failed).</summary>

@@ -47,9 +47,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     }
 
     /// <summary>
-    /// pg_reload_conf() only signals the postmaster. Once a fresh-config session sees the new
-    /// value, the postmaster has re-read the configuration and signalled every backend, so each
-    /// one applies it before its next statement: from then on the fence holds.
+    /// pg_reload_conf() only signals the postmaster, which re-reads the configuration and then
+    /// signals every backend in one pass; a backend applies the reload before its next command.
+    /// So once an observer session (no override of the parameter) shows the new value, every
+    /// backend has been signalled and applies it before its next statement, and every backend
+    /// started from then on starts with it: the fence holds. The observer comes from a pool the
+    /// switchover warmed before the pause, so this costs round trips, not connection setups.
     /// </summary>
     private async Task WaitUntilObservedAsync(Side side, bool expectReadOnly, CancellationToken cancellationToken)
     {

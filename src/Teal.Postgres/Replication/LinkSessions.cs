@@ -37,6 +37,39 @@ internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
     public Task<NpgsqlConnection> OpenObserverAsync(Side side, CancellationToken cancellationToken) =>
         PostgresConnections.OpenAsync(side == Side.Blue ? _blueObserver.Value : _greenObserver.Value, Connection(side), Role(side), cancellationToken);
 
+    /// <summary>
+    /// Fills the pools the switchover uses with open sessions: two per side in the deployment's
+    /// database (sequence sync reads both sides at once, a step may hold one while opening
+    /// another) and one observer per side. Each opens and goes back to its pool, where it stays
+    /// for the pool's idle lifetime (minutes), well past a switchover.
+    /// </summary>
+    public async Task WarmUpAsync(CancellationToken cancellationToken)
+    {
+        Func<Task<NpgsqlConnection>>[] opens =
+        [
+            () => OpenAsync(Side.Blue, cancellationToken),
+            () => OpenAsync(Side.Blue, cancellationToken),
+            () => OpenAsync(Side.Green, cancellationToken),
+            () => OpenAsync(Side.Green, cancellationToken),
+            () => OpenObserverAsync(Side.Blue, cancellationToken),
+            () => OpenObserverAsync(Side.Green, cancellationToken),
+        ];
+
+        // All open at once, so each pool really holds two sessions, not one opened twice.
+        var opening = opens.Select(open => open()).ToArray();
+        try
+        {
+            await Task.WhenAll(opening);
+        }
+        finally
+        {
+            foreach (var open in opening.Where(o => o.IsCompletedSuccessfully))
+            {
+                await open.Result.DisposeAsync();
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var source in new[] { _blue, _green, _greenAdmin, _blueObserver, _greenObserver })

@@ -55,6 +55,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
 
+    public Task WarmUpAsync(CancellationToken cancellationToken) => _sessions.WarmUpAsync(cancellationToken);
+
     public Task FenceAsync(Side side, CancellationToken cancellationToken) => _fencing.FenceAsync(side, cancellationToken);
 
     public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _fencing.UnfenceAsync(side, cancellationToken);

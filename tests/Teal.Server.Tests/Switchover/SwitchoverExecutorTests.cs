@@ -43,6 +43,34 @@ public sealed class SwitchoverExecutorTests : IDisposable
     }
 
     [Fact]
+    public async Task RunAsync_WritePause_IsMeasuredFromPauseToResume_WithWallClockTimes()
+    {
+        var context = await ContextAsync();
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("guardrails", _calls, 0, false),
+            new RecordingStep("pause-endpoints", _calls, 0, false),
+            new RecordingStep("flip", _calls, 0, false) { PointOfNoReturn = true, Milliseconds = 50 },
+            new RecordingStep("resume-endpoints", _calls, 0, false),
+            new RecordingStep("stop-replication", _calls, 0, false) { Milliseconds = 200 },
+        ];
+        var before = DateTimeOffset.UtcNow;
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        var switchover = result.Switchover!;
+        switchover.PausedAt.ShouldNotBeNull();
+        switchover.ResumedAt.ShouldNotBeNull();
+        switchover.PausedAt.Value.ShouldBeGreaterThanOrEqualTo(before);
+        var wall = (switchover.ResumedAt.Value - switchover.PausedAt.Value).TotalMilliseconds;
+        switchover.WritePauseMilliseconds!.Value.ShouldBeInRange(50, 190, "the pause spans the flip, not the replication stop after resume");
+        wall.ShouldBeInRange(switchover.WritePauseMilliseconds.Value - 5, switchover.WritePauseMilliseconds.Value + 5);
+        var stored = await _state.GetDeploymentAsync(context.Deployment.Id, CancellationToken.None);
+        stored!.Switchover!.PausedAt.ShouldBe(switchover.PausedAt);
+        stored.Switchover.ResumedAt.ShouldBe(switchover.ResumedAt);
+    }
+
+    [Fact]
     public async Task RunAsync_StepFailsBeforePointOfNoReturn_UndoesStartedStepsInReverse()
     {
         var context = await ContextAsync();
@@ -169,11 +197,19 @@ public sealed class SwitchoverExecutorTests : IDisposable
 
         public bool PointOfNoReturn { get; init; }
 
+        /// <summary>How long the step takes when it succeeds.</summary>
+        public int Milliseconds { get; init; }
+
         bool ISwitchoverStep.IsPointOfNoReturn => PointOfNoReturn;
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
         {
             calls.Add("do " + name);
+            if (Milliseconds > 0)
+            {
+                await Task.Delay(Milliseconds, cancellationToken);
+            }
+
             if (slow)
             {
                 await Task.Delay(TimeSpan.FromSeconds(30), cancellationToken);

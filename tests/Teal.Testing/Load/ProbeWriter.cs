@@ -17,6 +17,9 @@ public sealed class ProbeWriter : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<(long N, long Ticks)> _acked = [];
     private readonly List<string> _errors = [];
+    // Wall clock and Stopwatch read together, to place acknowledgements on the wall clock.
+    private readonly DateTimeOffset _wallAtStart = DateTimeOffset.UtcNow;
+    private readonly long _ticksAtStart = Stopwatch.GetTimestamp();
     private Task? _loop;
 
     public ProbeWriter(string connectionString)
@@ -79,6 +82,32 @@ public sealed class ProbeWriter : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Wall-clock moments of the two acknowledgements around <see cref="LongestGap"/> (null with
+    /// fewer than two), to line the gap up with the switchover's own pause and resume times.
+    /// </summary>
+    public (DateTimeOffset From, DateTimeOffset To)? LongestGapWindow
+    {
+        get
+        {
+            lock (_acked)
+            {
+                var at = -1;
+                for (var i = 1; i < _acked.Count; i++)
+                {
+                    if (at < 0 || _acked[i].Ticks - _acked[i - 1].Ticks > _acked[at].Ticks - _acked[at - 1].Ticks)
+                    {
+                        at = i;
+                    }
+                }
+
+                return at < 0 ? null : (Wall(_acked[at - 1].Ticks), Wall(_acked[at].Ticks));
+            }
+        }
+    }
+
+    private DateTimeOffset Wall(long ticks) => _wallAtStart + Stopwatch.GetElapsedTime(_ticksAtStart, ticks);
 
     public async ValueTask DisposeAsync()
     {

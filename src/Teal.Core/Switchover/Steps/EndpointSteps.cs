@@ -7,6 +7,10 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     public string Description => "pause the endpoints: new client connections are held, not refused";
 
+    /// <summary>Opens the sessions the rest of the plan needs now, while clients still write.</summary>
+    public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.WarmUpAsync(cancellationToken);
+
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
         // Held connections may wait for the rest of the switchover, plus the drain budget the
