@@ -28,6 +28,8 @@ public sealed class FaultDecorator(string fault) : ISwitchoverStepDecorator
 
         public bool UndoReopensBlue => inner.UndoReopensBlue;
 
+        public bool NothingToUndo => inner.NothingToUndo;
+
         public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.PrepareAsync(context, cancellationToken);
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)

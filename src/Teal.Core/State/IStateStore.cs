@@ -77,6 +77,14 @@ public sealed record StateChange
     public IReadOnlyList<EndpointSpec> Endpoints { get; init; } = [];
 
     public IReadOnlyList<JournalEntry> Journal { get; init; } = [];
+
+    /// <summary>
+    /// True (the default): on disk when the call returns, surviving a power loss. False: written
+    /// to the file, so it survives a crash of Teal, but the disk flush is left to the next durable
+    /// write. Only for changes whose loss on power failure recovery tolerates: it saves a flush
+    /// of the disk inside the switchover's write pause.
+    /// </summary>
+    public bool Durable { get; init; } = true;
 }
 
 /// <summary>

@@ -24,6 +24,15 @@ public interface ISwitchoverStep
     bool UndoReopensBlue => false;
 
     /// <summary>
+    /// The step changes nothing a rollback must revert (it waits, reads, or sets green's own
+    /// state). Its journal entry is still written before it acts and survives a crash of Teal,
+    /// but without a disk flush: after a power failure recovery loses nothing by not knowing
+    /// that such a step started. Steps after the point of no return need no flush either (the
+    /// flip's entry is flushed, and recovery then reruns every later step not recorded done).
+    /// </summary>
+    bool NothingToUndo => false;
+
+    /// <summary>
     /// Decides what the step will do and records it in <see cref="SwitchoverContext.Data"/> before
     /// the journal entry is written (so recovery finishes the same action, e.g. the same names).
     /// </summary>

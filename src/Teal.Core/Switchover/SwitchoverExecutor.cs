@@ -14,8 +14,10 @@ namespace Teal.Core.Switchover;
 /// </summary>
 /// <remarks>
 /// Journal writes are group-committed: "step i completed" and "step i+1 started" go in one
-/// state-store transaction together with the deployment's phase, so each step costs one fsync
-/// inside the write pause, not three.
+/// state-store transaction together with the deployment's phase, so each step costs one commit
+/// inside the write pause, not three. Only the commits recovery depends on after a power
+/// failure wait for the disk: before a step with something to undo (pause, fence), and before
+/// the point of no return.
 /// </remarks>
 public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<ISwitchoverStepDecorator> decorators, ILogger<SwitchoverExecutor> logger)
 {
@@ -41,7 +43,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 {
                     await step.PrepareAsync(context, deadline.Token);
                     pending.Add(run.Entry(step, JournalAction.Started));
-                    await CommitAsync(context, pending, step.Name, deadline.Token);
+                    await CommitAsync(context, pending, step.Name, durable: !step.NothingToUndo, deadline.Token);
                     run.Started.Add(i);
                     await run.TimeAsync(step, () => step.ExecuteAsync(context, deadline.Token));
                 }
@@ -133,7 +135,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             {
                 await step.PrepareAsync(context, stopping);
                 pending.Add(run.Entry(step, JournalAction.Started));
-                await CommitAsync(context, pending, step.Name, stopping);
+                await CommitAsync(context, pending, step.Name, durable: step.IsPointOfNoReturn, stopping);
                 pending.Clear();
                 await run.TimeAsync(step, () => step.ExecuteAsync(context, stopping));
                 return;
@@ -165,7 +167,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         {
             var step = run.Steps[i];
             pending.Add(run.Entry(step, JournalAction.UndoStarted));
-            await CommitAsync(context, pending, step.Name, CancellationToken.None);
+            await CommitAsync(context, pending, step.Name, durable: true, CancellationToken.None);
             pending.Clear();
             if (await TryUndoAsync(context, step))
             {
@@ -265,11 +267,14 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         return deployment;
     }
 
-    /// <summary>Journal entries plus the deployment's current phase, in one durable transaction.</summary>
-    private async Task CommitAsync(SwitchoverContext context, List<JournalEntry> entries, string phase, CancellationToken cancellationToken)
+    /// <summary>
+    /// Journal entries plus the deployment's current phase, in one transaction; flushed to disk
+    /// when <paramref name="durable"/> (see <see cref="ISwitchoverStep.NothingToUndo"/> for when it need not be).
+    /// </summary>
+    private async Task CommitAsync(SwitchoverContext context, List<JournalEntry> entries, string phase, bool durable, CancellationToken cancellationToken)
     {
         var deployment = context.Current with { Switchover = context.Current.Switchover! with { Phase = phase } };
-        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [deployment] }, cancellationToken);
+        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [deployment], Durable = durable }, cancellationToken);
         context.Current = deployment;
     }
 

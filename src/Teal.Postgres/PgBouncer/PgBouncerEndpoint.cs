@@ -155,8 +155,8 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
     }
 
     /// <summary>
-    /// In transaction pooling the PAUSE already waited for every transaction, so this normally
-    /// finds nothing open. Server connections still held (session pooling, or a pause that has
+    /// After a PAUSE that answered there is nothing open: PAUSE already waited for every
+    /// transaction (transaction pooling) or session (session pooling). Server connections still held (session pooling, or a pause that has
     /// not completed) are watched until they close or the budget ends. PgBouncer 1.18 cannot
     /// close one client's connection (<c>KILL db</c> would drop the held clients too), so what
     /// remains is reported as still open — closed ones count as <see cref="EndpointDrainResult.ClosedIdle"/>
@@ -164,6 +164,14 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
     /// </summary>
     public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
     {
+        if (_paused)
+        {
+            // PAUSE answered: PgBouncer closes the entry's server connections as they are released
+            // and answers only when none is left, and a paused entry opens no new one. Nothing
+            // to watch, and no console round trips inside the write pause.
+            return new EndpointDrainResult(0, 0);
+        }
+
         var deadline = _time.GetTimestamp() + (long)(budget.TotalSeconds * _time.TimestampFrequency);
         long? initial = null;
         return await CountingErrorsAsync(async () =>

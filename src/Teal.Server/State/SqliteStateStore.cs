@@ -219,7 +219,8 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
                     InsertJournal(c, entry);
                 }
             },
-            cancellationToken);
+            cancellationToken,
+            change.Durable);
 
     // ---- plumbing --------------------------------------------------------------------------
 
@@ -235,12 +236,22 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         return connection;
     }
 
-    private async Task WriteAsync(Action<SqliteConnection> write, CancellationToken cancellationToken)
+    private async Task WriteAsync(Action<SqliteConnection> write, CancellationToken cancellationToken, bool durable = true)
     {
         await _writeLock.WaitAsync(cancellationToken);
         try
         {
             using var connection = Open();
+            if (!durable)
+            {
+                // WAL with NORMAL: the commit is written to the WAL file (a crash of Teal keeps
+                // it) without waiting for the disk; the next FULL commit flushes it with its own.
+                // Open() sets FULL again when the pooled connection is next used.
+                using var relaxed = connection.CreateCommand();
+                relaxed.CommandText = "PRAGMA synchronous=NORMAL";
+                relaxed.ExecuteNonQuery();
+            }
+
             using var transaction = connection.BeginTransaction();
             write(connection);
             transaction.Commit();

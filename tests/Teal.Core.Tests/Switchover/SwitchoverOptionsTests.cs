@@ -49,4 +49,15 @@ public sealed class SwitchoverOptionsTests
         names.IndexOf("fence-blue").ShouldBeLessThan(names.IndexOf("catch-up"));
         names.IndexOf("drain-endpoints").ShouldBeLessThan(names.IndexOf("fence-blue"));
     }
+
+    [Fact]
+    public void Plan_StepsThatChangeBlueOrTheEndpoints_AreFlushedToDiskBeforeTheyAct()
+    {
+        // Recovery after a power failure must know these started: pausing (PgBouncer stays
+        // paused), fencing (blue stays read-only) and the flip (roll forward, never back).
+        var plan = SwitchoverPlan.Forward();
+        plan.Where(s => !s.NothingToUndo).Select(s => s.Name).ShouldBe(
+            ["pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication"]);
+        plan.Where(s => s.UndoReopensBlue).ShouldAllBe(s => !s.NothingToUndo);
+    }
 }

@@ -164,6 +164,29 @@ public sealed class SqliteStateStoreTests
     }
 
     [Fact]
+    public async Task Apply_NotDurable_IsCommittedForTheNextProcess_AndDurableWritesFollowIt()
+    {
+        var store = NewStore();
+        var deployment = NewDeployment("orders");
+        await store.AddDeploymentAsync(deployment, default);
+
+        await store.ApplyAsync(
+            new StateChange
+            {
+                Deployments = [deployment with { Status = DeploymentStatus.SwitchoverInProgress }],
+                Journal = [new JournalEntry(deployment.Id, "sw-1", "catch-up", JournalAction.Started, DateTimeOffset.UtcNow)],
+                Durable = false,
+            },
+            default);
+        await store.ApplyAsync(new StateChange { Journal = [new JournalEntry(deployment.Id, "sw-1", "flip", JournalAction.Started, DateTimeOffset.UtcNow)] }, default);
+        store.Dispose();
+
+        using var reopened = NewStore();
+        (await reopened.GetDeploymentAsync(deployment.Id, default))!.Status.ShouldBe(DeploymentStatus.SwitchoverInProgress);
+        (await reopened.ReadJournalAsync(deployment.Id, default)).Select(e => e.Step).ShouldBe(["catch-up", "flip"]);
+    }
+
+    [Fact]
     public async Task Apply_OneChangeFails_NothingIsApplied()
     {
         var store = NewStore();

@@ -45,6 +45,8 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 /// </summary>
 public sealed class DrainEndpointsStep : ISwitchoverStep
 {
+    public bool NothingToUndo => true;
+
     public string Name => "drain-endpoints";
 
     public string Description => "close endpoint connections between transactions (in-flight ones get the drain budget)";

@@ -22,6 +22,8 @@ public sealed class FenceBlueStep : ISwitchoverStep
 /// <summary>Step 3c: sessions connected to blue directly finish their transaction within the budget, or are terminated.</summary>
 public sealed class DrainBlueStep : ISwitchoverStep
 {
+    public bool NothingToUndo => true;
+
     public string Name => "drain-blue";
 
     public string Description => "let transactions open on blue finish within the drain budget, then terminate their sessions";
@@ -42,6 +44,8 @@ public sealed class DrainBlueStep : ISwitchoverStep
 /// <summary>Step 4: blue's final position, and green having applied it.</summary>
 public sealed class CatchUpStep : ISwitchoverStep
 {
+    public bool NothingToUndo => true;
+
     public string Name => "catch-up";
 
     public string Description => "record blue's final position; wait until green has applied it";
@@ -62,6 +66,8 @@ public sealed class CatchUpStep : ISwitchoverStep
 /// <summary>Step 5: green's sequences continue where blue's stopped (logical replication does not carry them).</summary>
 public sealed class SyncSequencesStep : ISwitchoverStep
 {
+    public bool NothingToUndo => true;
+
     public string Name => "sync-sequences";
 
     public string Description => "set every sequence on green to blue's value";
@@ -85,9 +91,13 @@ public sealed class OpenGreenStep : ISwitchoverStep
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        var position = await context.Link.ReadPositionAsync(Side.Green, cancellationToken);
+        // Both at once, on two sessions: clients are still held, so nothing but Teal writes on
+        // green until the endpoints resume, and the position read is the one it opens at.
+        var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
+        var opening = context.Link.UnfenceAsync(Side.Green, cancellationToken);
+        await Task.WhenAll(reading, opening);
+        var position = await reading;
         context.Data[SwitchoverData.GreenPosition] = position.Value;
-        await context.Link.UnfenceAsync(Side.Green, cancellationToken);
         context.Data.TryGetValue(SwitchoverData.BlueFinalPosition, out var blueFinal);
         context.Record(
             Events.EventKinds.Positions,

@@ -3,6 +3,8 @@ namespace Teal.Core.Switchover.Steps;
 /// <summary>Step 1: every guardrail again, right before clients are paused (the world may have changed since the request).</summary>
 public sealed class GuardrailsStep : ISwitchoverStep
 {
+    public bool NothingToUndo => true;
+
     public string Name => "guardrails";
 
     public string Description => "run every guardrail; any failure refuses and changes nothing";
