@@ -5,7 +5,8 @@
 #   bench/switchover/handrolled-pgbouncer.sh [RUNS]        (default 3; prints JSON on stdout)
 #
 # Setup (once): PostgreSQL 15 (blue) and 17 (green) on loopback, PgBouncer in transaction pooling
-# in front. Per run, a fresh database pair: pgbench scale 1 plus a probe table on blue, copied to
+# in front. Per run, a fresh database pair: pgbench scale 8 (as many branches as clients, so TPC-B
+# does not queue on one branch row; Teal's bench uses the same) plus a probe table on blue, copied to
 # green by logical replication (publication/subscription). Then pgbench TPC-B with 8 clients and
 # the probe writer (bench/Teal.Bench.Probe, a commit every 5 ms) run through PgBouncer, and the
 # switchover goes:
@@ -27,6 +28,7 @@ PG15=/usr/lib/postgresql/15/bin
 ENGINES="${TEAL_ENGINES_DIR:-/opt/teal/engines}"
 PG17="$(ls -d "$ENGINES"/postgres-17*/bin 2>/dev/null | sort -V | tail -n 1)"
 OS_USER="${TEAL_OS_USER:-postgres}"
+PGBENCH_SCALE=8
 LOAD_SECONDS_BEFORE=3
 LOAD_SECONDS_AFTER=3
 
@@ -142,7 +144,7 @@ run_once() { # run number; prints one JSON object
   log "run $run: preparing $db on blue and green"
   blue -d postgres -c "CREATE DATABASE $db"
   green -d postgres -c "CREATE DATABASE $db"
-  "$PG15/pgbench" -i -s 1 -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres "$db" >/dev/null 2>&1
+  "$PG15/pgbench" -i -s "$PGBENCH_SCALE" -q -h 127.0.0.1 -p "$BLUE_PORT" -U postgres "$db" >/dev/null 2>&1
   blue -d "$db" -c "CREATE TABLE probe (id bigserial PRIMARY KEY, n bigint, at timestamptz DEFAULT now())"
   "$PG15/pg_dump" -s -h 127.0.0.1 -p "$BLUE_PORT" -U postgres "$db" | green -d "$db" >/dev/null
   blue -d "$db" -c "CREATE PUBLICATION pub_$run FOR ALL TABLES"

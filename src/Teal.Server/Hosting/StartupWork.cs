@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Teal.Core.Deployments;
 using Teal.Core.Switchover;
 using Teal.Server.Endpoints;
@@ -9,10 +10,10 @@ namespace Teal.Server.Hosting;
 /// <summary>
 /// What <c>teal serve</c> does once up, in the background so the API answers at once: start
 /// the endpoints' listeners and the managed instances that are not running, finish or unwind an
-/// interrupted switchover, resume creates in progress, then watch
+/// interrupted switchover, resume creates in progress, compile the switchover's code ahead of use, then watch
 /// replication until Teal stops.
 /// </summary>
-public sealed class StartupWork(LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor) : BackgroundService
+public sealed class StartupWork(LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor, ILogger<StartupWork> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -23,6 +24,8 @@ public sealed class StartupWork(LiveEndpoints endpoints, InstanceService instanc
         // else touches the deployment (the journal says which).
         await switchovers.RecoverAsync(stoppingToken);
         await deployments.ResumeAsync(stoppingToken);
+        // So that the first switchover compiles nothing while clients are held.
+        CodeWarmUp.Start(logger);
         try
         {
             await monitor.RunAsync(stoppingToken);
