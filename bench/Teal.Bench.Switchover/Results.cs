@@ -9,7 +9,8 @@ public sealed record PhaseTiming(string Step, string Result, double Milliseconds
 /// <param name="Completed">The deployment reached SWITCHOVER_COMPLETED.</param>
 /// <param name="Status">The deployment's status after the switchover command returned.</param>
 /// <param name="Error">The CLI's output when the switchover did not complete; null otherwise.</param>
-/// <param name="LongestGapMs">Longest time between two acknowledged probe commits over the whole load window.</param>
+/// <param name="LongestGapMs">Longest time between two acknowledged probe commits over the whole load window (including stalls that have nothing to do with the switchover).</param>
+/// <param name="SwitchoverGapMs">Longest time between two consecutive acknowledged probe commits whose interval overlaps Teal's pause (<c>pausedAt</c>–<c>resumedAt</c>): PRODUCT.md §11's write pause at switchover.</param>
 /// <param name="ProbeCoveredSwitchover">The probe had acknowledged commits before the switchover began and after it ended, so the gap is real.</param>
 /// <param name="LostWrites">Acknowledged probe numbers missing on the writer <c>app</c> after the switchover.</param>
 /// <param name="PgbenchAbortedClients">pgbench clients that gave up (each is an application error).</param>
@@ -37,7 +38,8 @@ public sealed record SwitchoverRun(
     double CreateSeconds,
     IReadOnlyList<PhaseTiming> Phases,
     double? GapStartedBeforePauseMs = null,
-    double? GapEndedAfterResumeMs = null)
+    double? GapEndedAfterResumeMs = null,
+    double? SwitchoverGapMs = null)
 {
     /// <summary>Errors an application would have seen: probe errors plus pgbench clients that aborted.</summary>
     public int ClientErrors => ProbeErrors + PgbenchAbortedClients;
@@ -60,6 +62,7 @@ public sealed record Bars(
 }
 
 /// <summary>All switchovers through one endpoint kind, summarized.</summary>
+/// <param name="MaxGapMs">Over completed rounds, of each round's gap at the switchover (<see cref="SwitchoverRun.SwitchoverGapMs"/>): the bar.</param>
 /// <param name="Setup">What failed before the first switchover, if anything (then there are no runs).</param>
 public sealed record KindResult(
     string Endpoint,
@@ -78,14 +81,22 @@ public sealed record KindResult(
     string? Setup,
     IReadOnlyList<SwitchoverRun> Switchovers)
 {
+    /// <summary>Over each round's whole load window, stalls away from the switchover included (reported, not a bar).</summary>
+    public double? MaxGapWholeWindowMs { get; init; }
+
+    public double? MedianGapWholeWindowMs { get; init; }
+
     /// <summary>Summarizes <paramref name="runs"/> against the bars (<paramref name="baseline"/>: the hand-rolled run's gaps, when measured).</summary>
     public static KindResult From(string endpoint, int requested, IReadOnlyList<SwitchoverRun> runs, Baseline? baseline, string? setup)
     {
         // Only completed switchovers have a gap worth comparing; a rolled-back one is reported by
         // AllSwitchoversCompleted and its error text.
-        var gaps = runs.Where(r => r.Completed).Select(r => r.LongestGapMs).ToList();
+        // The gap at the switchover is the bar; a run whose pause times are unknown counts its
+        // longest gap over the whole window instead (never smaller).
+        var gaps = runs.Where(r => r.Completed).Select(r => r.SwitchoverGapMs ?? r.LongestGapMs).ToList();
         var maxGap = gaps.Count > 0 ? gaps.Max() : (double?)null;
         var medianGap = gaps.Count > 0 ? Median(gaps) : (double?)null;
+        var windowGaps = runs.Where(r => r.Completed).Select(r => r.LongestGapMs).ToList();
         var pauses = runs.Where(r => r.WritePauseMilliseconds is not null).Select(r => r.WritePauseMilliseconds!.Value).ToList();
         var phases = runs.Where(r => r.Completed)
             .SelectMany(r => r.Phases)
@@ -118,7 +129,11 @@ public sealed record KindResult(
             phases,
             bars,
             setup,
-            runs);
+            runs)
+        {
+            MaxGapWholeWindowMs = windowGaps.Count > 0 ? windowGaps.Max() : null,
+            MedianGapWholeWindowMs = windowGaps.Count > 0 ? Median(windowGaps) : null,
+        };
     }
 
     public static double Median(IReadOnlyList<double> values)
@@ -132,10 +147,11 @@ public sealed record KindResult(
 /// <summary>The hand-rolled PgBouncer switchover's gaps (bench/switchover/handrolled-pgbouncer.sh), the reference to beat.</summary>
 public sealed record Baseline(double LongestGapMs, double MedianGapMs)
 {
+    /// <summary>The baseline's gaps at its switchover (PAUSE to RESUME), measured like Teal's.</summary>
     public static Baseline? From(JsonElement handrolled) =>
         handrolled.ValueKind == JsonValueKind.Object
-        && handrolled.TryGetProperty("longestGapMs", out var max) && max.ValueKind == JsonValueKind.Number
-        && handrolled.TryGetProperty("medianGapMs", out var median) && median.ValueKind == JsonValueKind.Number
+        && handrolled.TryGetProperty("switchoverGapMaxMs", out var max) && max.ValueKind == JsonValueKind.Number
+        && handrolled.TryGetProperty("switchoverGapMedianMs", out var median) && median.ValueKind == JsonValueKind.Number
             ? new Baseline(max.GetDouble(), median.GetDouble())
             : null;
 }

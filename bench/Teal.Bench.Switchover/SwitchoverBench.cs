@@ -58,7 +58,8 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             }
 
             runs.Add(run);
-            log($"{endpoint} #{i}: {(run.Completed ? "completed" : "NOT completed: " + run.Status)}, longest gap {run.LongestGapMs:0} ms, " +
+            log($"{endpoint} #{i}: {(run.Completed ? "completed" : "NOT completed: " + run.Status)}, gap at switchover {run.SwitchoverGapMs?.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms " +
+                $"(whole window {run.LongestGapMs:0} ms), " +
                 $"write pause {run.WritePauseMilliseconds?.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms, probe errors {run.ProbeErrors}, " +
                 $"pgbench aborted {run.PgbenchAbortedClients}, lost {run.LostWrites}");
             await CleanUpAsync(cli, name, run);
@@ -195,7 +196,9 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         var status = Normalize(shown.GetProperty("status").GetString());
         var completed = switchover.ExitCode == 0 && status == "SWITCHOVER_COMPLETED";
         var (phases, writePause) = ParseSwitchover(switchover.Stdout, shown);
-        var (beforePause, afterResume) = PlaceGap(probe.LongestGapWindow, switchover.Stdout, shown);
+        var (pausedAt, resumedAt) = PauseWindow(switchover.Stdout, shown);
+        var (beforePause, afterResume) = PlaceGap(probe.LongestGapWindow, pausedAt, resumedAt);
+        var atSwitchover = pausedAt is { } from && resumedAt is { } to ? probe.LongestGapOverlapping(from, to) : null;
 
         // Lost writes: acknowledged numbers the writer behind the application's name does not have
         // (green after a switchover, blue after a rollback).
@@ -231,17 +234,20 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             Math.Round(createSeconds, 1),
             phases,
             beforePause,
-            afterResume);
+            afterResume,
+            atSwitchover is { } gap ? Math.Round(gap.TotalMilliseconds, 1) : null);
     }
 
     /// <summary>Where the probe's longest gap lies against the switchover's <c>pausedAt</c> and <c>resumedAt</c>.</summary>
-    private static (double? BeforePause, double? AfterResume) PlaceGap((DateTimeOffset From, DateTimeOffset To)? gap, string stdout, JsonElement shown)
-    {
-        if (gap is not { } window)
-        {
-            return (null, null);
-        }
+    private static (double? BeforePause, double? AfterResume) PlaceGap((DateTimeOffset From, DateTimeOffset To)? gap, DateTimeOffset? pausedAt, DateTimeOffset? resumedAt) =>
+        gap is { } window
+            ? (pausedAt is { } p ? Math.Round((p - window.From).TotalMilliseconds, 1) : null,
+               resumedAt is { } r ? Math.Round((window.To - r).TotalMilliseconds, 1) : null)
+            : (null, null);
 
+    /// <summary>The switchover's <c>pausedAt</c> and <c>resumedAt</c> from its JSON (or <c>teal show</c>'s).</summary>
+    private static (DateTimeOffset? PausedAt, DateTimeOffset? ResumedAt) PauseWindow(string stdout, JsonElement shown)
+    {
         var deployment = shown;
         try
         {
@@ -260,11 +266,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         static DateTimeOffset? At(JsonElement element, string name) =>
             element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.TryGetDateTimeOffset(out var at) ? at : null;
 
-        var paused = At(switchover, "pausedAt");
-        var resumed = At(switchover, "resumedAt");
-        return (
-            paused is { } p ? Math.Round((p - window.From).TotalMilliseconds, 1) : null,
-            resumed is { } r ? Math.Round((window.To - r).TotalMilliseconds, 1) : null);
+        return (At(switchover, "pausedAt"), At(switchover, "resumedAt"));
     }
 
     /// <summary>Phases and write pause from the switchover's JSON (falling back to <c>teal show</c> when the command printed none).</summary>

@@ -220,6 +220,9 @@ run_once() { # run number; prints one JSON object
     --arg tps "$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' "$pgbench_out" | head -n 1)" \
     '{run: $run,
       longestGapMs: $probe[0].summary.longestGapMs,
+      # The write pause at the switchover: the longest gap between consecutive acknowledged
+      # commits whose interval overlaps PAUSE (t0) .. RESUME answered (t6), as Teal is measured.
+      switchoverGapMs: ($probe[0].acks | [range(1; length) as $i | select(.[$i].atMs > $t0 and .[$i - 1].atMs < $t6) | .[$i].atMs - .[$i - 1].atMs] | max),
       probeAcked: $probe[0].summary.acked,
       # The gap counts only if the probe acknowledged writes before PAUSE and after RESUME.
       probeCoveredSwitchover: (($probe[0].acks | length) > 0 and $probe[0].acks[0].atMs < $t0 and $probe[0].acks[-1].atMs > $t6),
@@ -240,6 +243,8 @@ jq -s '{
   bench: "handrolled-pgbouncer",
   runs: length,
   runsWithProbeCoverage: (map(select(.probeCoveredSwitchover)) | length),
+  switchoverGapMaxMs: (map(.switchoverGapMs) | max),
+  switchoverGapMedianMs: (map(.switchoverGapMs) | sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end),
   longestGapMs: (map(.longestGapMs) | max),
   medianGapMs: (map(.longestGapMs) | sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end),
   errors: (map(.errors) | add),

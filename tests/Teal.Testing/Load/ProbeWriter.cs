@@ -107,6 +107,30 @@ public sealed class ProbeWriter : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The longest time between two consecutive acknowledged commits whose interval overlaps
+    /// [<paramref name="from"/>, <paramref name="to"/>] (wall clock): the write pause an
+    /// application saw at a switchover that paused clients over that window. Null when no
+    /// interval overlaps it.
+    /// </summary>
+    public TimeSpan? LongestGapOverlapping(DateTimeOffset from, DateTimeOffset to)
+    {
+        lock (_acked)
+        {
+            TimeSpan? longest = null;
+            for (var i = 1; i < _acked.Count; i++)
+            {
+                if (Wall(_acked[i].Ticks) > from && Wall(_acked[i - 1].Ticks) < to)
+                {
+                    var gap = Stopwatch.GetElapsedTime(_acked[i - 1].Ticks, _acked[i].Ticks);
+                    longest = longest is { } l && l >= gap ? l : gap;
+                }
+            }
+
+            return longest;
+        }
+    }
+
     private DateTimeOffset Wall(long ticks) => _wallAtStart + Stopwatch.GetElapsedTime(_ticksAtStart, ticks);
 
     public async ValueTask DisposeAsync()
