@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Npgsql;
 using Teal.Testing.Processes;
@@ -6,45 +5,17 @@ using Teal.Testing.Processes;
 namespace Teal.Bench.Switchover;
 
 /// <summary>
-/// Runs the real <c>teal</c> CLI against one <c>teal serve</c>, as an operator would. Unlike the
-/// tests' <see cref="TealCli"/> it passes extra environment (the PgBouncer admin password goes
-/// through <c>TEAL_PGBOUNCER_PASSWORD</c>, never the command line).
+/// The tests' <see cref="TealCli"/> (the real <c>teal</c> CLI against one <c>teal serve</c>, as an
+/// operator runs it) with what the bench needs on top: commands that must succeed, and parsed
+/// <c>show</c> and <c>instance url</c> output.
 /// </summary>
 internal sealed class BenchCli(TealProcess server)
 {
-    public async Task<CliResult> RunAsync(IReadOnlyList<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        info.ArgumentList.Add(RepoPaths.TealDll);
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
+    private readonly TealCli _cli = new(server);
 
-        info.Environment["TEAL_SERVER"] = server.Url;
-        info.Environment["TEAL_TOKEN"] = server.Token;
-        info.Environment["NO_COLOR"] = "1";
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
-        {
-            info.Environment[key] = value;
-        }
-
-        using var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal");
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"teal {string.Join(' ', args)} did not finish within {timeout}");
-        }
-
-        return new CliResult(process.ExitCode, await stdout, await stderr);
-    }
+    /// <param name="environment">Extra variables for this command only: the PgBouncer admin password goes through <c>TEAL_PGBOUNCER_PASSWORD</c>, never the command line.</param>
+    public Task<CliResult> RunAsync(IReadOnlyList<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null) =>
+        _cli.RunAsync(args, timeout, environment);
 
     public Task<CliResult> RunAsync(params string[] args) => RunAsync(args, TimeSpan.FromMinutes(5));
 

@@ -27,8 +27,8 @@ public sealed class Postgres15Fixture() : PostgresFixture("15");
 
 public sealed class Postgres17Fixture() : PostgresFixture("17");
 
-/// <summary>The case every blue/green test covers: PostgreSQL 15 blue, PostgreSQL 17 green.</summary>
-public sealed class BlueGreenFixture : IAsyncLifetime
+/// <summary>PostgreSQL 15 blue and PostgreSQL 17 green, started together, each with <paramref name="parameters"/>.</summary>
+public abstract class BlueGreenServers(IReadOnlyDictionary<string, string>? parameters) : IAsyncLifetime
 {
     private PostgresServer? _blue;
     private PostgresServer? _green;
@@ -39,8 +39,8 @@ public sealed class BlueGreenFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var blue = PostgresServer.StartAsync("15");
-        var green = PostgresServer.StartAsync("17");
+        var blue = PostgresServer.StartAsync("15", parameters);
+        var green = PostgresServer.StartAsync("17", parameters);
         // Start both even if one fails, so that the other is disposed rather than leaked.
         try
         {
@@ -66,3 +66,6 @@ public sealed class BlueGreenFixture : IAsyncLifetime
         }
     }
 }
+
+/// <summary>The case every blue/green test covers: PostgreSQL 15 blue, PostgreSQL 17 green.</summary>
+public sealed class BlueGreenFixture() : BlueGreenServers(null);

@@ -104,40 +104,4 @@ internal static class LinkTestKit
 }
 
 /// <summary>PostgreSQL 15 blue and 17 green with room for several deployments.</summary>
-public sealed class RoomyBlueGreenFixture : IAsyncLifetime
-{
-    private PostgresServer? _blue;
-    private PostgresServer? _green;
-
-    public PostgresServer Blue => _blue ?? throw new InvalidOperationException("the fixture has not started");
-
-    public PostgresServer Green => _green ?? throw new InvalidOperationException("the fixture has not started");
-
-    public async Task InitializeAsync()
-    {
-        var blue = PostgresServer.StartAsync("15", LinkTestKit.Roomy);
-        var green = PostgresServer.StartAsync("17", LinkTestKit.Roomy);
-        try
-        {
-            await Task.WhenAll(blue, green);
-        }
-        finally
-        {
-            _blue = blue.IsCompletedSuccessfully ? blue.Result : null;
-            _green = green.IsCompletedSuccessfully ? green.Result : null;
-        }
-    }
-
-    public async Task DisposeAsync()
-    {
-        if (_blue is not null)
-        {
-            await _blue.DisposeAsync();
-        }
-
-        if (_green is not null)
-        {
-            await _green.DisposeAsync();
-        }
-    }
-}
+public sealed class RoomyBlueGreenFixture() : BlueGreenServers(LinkTestKit.Roomy);
