@@ -329,9 +329,13 @@ internal sealed class ProxyConnection
         }
 
         var error = loggingIn ? _endpoint.LoginDrainError : _endpoint.DrainError;
-        await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
+        // The client's error first: once the backend ends, the server pump aborts the connection
+        // and disposes the client socket, and an error not yet sent by then is lost (the client
+        // would see a reset instead of 57P01). Shut down after the send, the error goes out
+        // before the FIN.
         await SendQuietlyAsync(_client, error);
         ShutdownQuietly(_client);
+        await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
         ShutdownQuietly(server);
     }
 

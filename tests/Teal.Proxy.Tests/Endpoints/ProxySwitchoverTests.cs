@@ -15,25 +15,16 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
     public async Task ClientConnectingDuringPause_ProceedsToGreenAfterFlipAndResume()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget);
-        var timings = new List<TimeSpan>();
-        var clock = Stopwatch.StartNew();
         await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
-        timings.Add(clock.Elapsed);
 
         var held = OpenThroughAsync(endpoint, servers.Blue);
         (await EventuallyAsync(() => endpoint.Stats.Held == 1)).ShouldBeTrue();
         held.IsCompleted.ShouldBeFalse();
         endpoint.Paused.ShouldBeTrue();
 
-        clock.Restart();
         var drained = await endpoint.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
-        timings.Add(clock.Elapsed);
-        clock.Restart();
         await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
-        timings.Add(clock.Elapsed);
-        clock.Restart();
         await endpoint.ResumeAsync(CancellationToken.None);
-        timings.Add(clock.Elapsed);
 
         await using var connection = await held;
         (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
@@ -42,7 +33,7 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
         endpoint.Target.ShouldBe(servers.GreenTarget);
         endpoint.Paused.ShouldBeFalse();
         endpoint.Stats.Held.ShouldBe(0);
-        timings.ShouldAllBe(t => t < TimeSpan.FromMilliseconds(5), $"pause, drain (nothing open), flip, resume took {string.Join(", ", timings.Select(t => t.TotalMilliseconds))} ms");
+        // How long pause, drain, flip and resume take is measured by bench/switchover, not here.
     }
 
     [Fact]
