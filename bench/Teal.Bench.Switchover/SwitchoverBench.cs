@@ -28,6 +28,11 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     // on the branch rows and pgbench measures that contention (pgbench's documentation says
     // so), which would also stretch every drain and PAUSE. The hand-rolled baseline uses the same.
     private const int PgbenchScale = 8;
+
+    // TEAL_BENCH_PGBOUNCER_AUTH_FILE=scram-secrets: the application role's SCRAM secret in
+    // PgBouncer's auth_file instead of its password (a variant; both the default and the
+    // hand-rolled baseline use passwords).
+    private static readonly bool ScramSecretsInAuthFile = Environment.GetEnvironmentVariable("TEAL_BENCH_PGBOUNCER_AUTH_FILE") == "scram-secrets";
     private static readonly TimeSpan LoadBefore = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan LoadAfter = TimeSpan.FromSeconds(2);
 
@@ -143,7 +148,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
 
         // PgBouncer in transaction pooling with its appdb entry on blue's app database. Its own
         // application role (with pg_read/write_all_data) is on blue; Teal copies roles to green.
-        var bouncer = await PgBouncerServer.StartAsync(blue, new PgBouncerServerOptions { TargetDatabase = Database });
+        var bouncer = await PgBouncerServer.StartAsync(blue, new PgBouncerServerOptions { TargetDatabase = Database, AppScramSecretInAuthFile = ScramSecretsInAuthFile });
         started(bouncer);
         await cli.MustAsync(["instance", "add", name, "--connection", blue.Uri(Database)], TimeSpan.FromMinutes(2));
         await cli.MustAsync(

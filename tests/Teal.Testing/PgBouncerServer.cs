@@ -24,6 +24,13 @@ public sealed record PgBouncerServerOptions
 
     /// <summary>The port to try first; null picks a free one. Taken ports are replaced by free ones.</summary>
     public int? Port { get; init; }
+
+    /// <summary>
+    /// The application role's SCRAM secret (from the target's <c>pg_authid</c>) in the auth_file
+    /// instead of its password: PgBouncer then logs in to servers with the key it got from the
+    /// client's own SCRAM login, deriving nothing per server login.
+    /// </summary>
+    public bool AppScramSecretInAuthFile { get; init; }
 }
 
 /// <summary>
@@ -183,9 +190,13 @@ public sealed class PgBouncerServer : IAsyncDisposable
             .Append("pidfile = ").Append(PidFile).Append('\n');
         await File.WriteAllTextAsync(ConfigFile, ini.ToString(), cancellationToken);
 
-        // Plain-text passwords: PgBouncer needs them to log in to servers with SCRAM, and derives
-        // the client-side SCRAM or md5 check from them.
-        var users = $"\"{AppUser}\" \"{AppPassword}\"\n\"{AdminUser}\" \"{AdminPassword}\"\n\"{StatsUser}\" \"{AdminPassword}\"\n";
+        // Plain-text passwords by default: PgBouncer logs in to servers with them (deriving the
+        // SCRAM key at every server login) and checks clients against them. With the app role's
+        // SCRAM secret instead, it logs in to servers with the key from the client's SCRAM login.
+        var appSecret = Options.AppScramSecretInAuthFile
+            ? await target.ScalarAsync<string>($"SELECT rolpassword FROM pg_authid WHERE rolname = '{AppUser}'", cancellationToken: cancellationToken)
+            : AppPassword;
+        var users = $"\"{AppUser}\" \"{appSecret}\"\n\"{AdminUser}\" \"{AdminPassword}\"\n\"{StatsUser}\" \"{AdminPassword}\"\n";
         await File.WriteAllTextAsync(Path.Combine(Directory, "userlist.txt"), users, cancellationToken);
 
         if (ProcessRunner.IsRoot)
