@@ -200,8 +200,9 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         var shown = await cli.ShowAsync(deployment);
         var status = Normalize(shown.GetProperty("status").GetString());
         var completed = switchover.ExitCode == 0 && status == "SWITCHOVER_COMPLETED";
-        var (phases, writePause) = ParseSwitchover(switchover.Stdout, shown);
-        var (pausedAt, resumedAt) = PauseWindow(switchover.Stdout, shown);
+        var reported = SwitchoverOf(switchover.Stdout, shown);
+        var (phases, writePause) = ParseSwitchover(reported);
+        var (pausedAt, resumedAt) = PauseWindow(reported);
         var (beforePause, afterResume) = PlaceGap(probe.LongestGapWindow, pausedAt, resumedAt);
         var atSwitchover = pausedAt is { } from && resumedAt is { } to ? probe.LongestGapOverlapping(from, to) : null;
 
@@ -250,32 +251,20 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
                resumedAt is { } r ? Math.Round((window.To - r).TotalMilliseconds, 1) : null)
             : (null, null);
 
-    /// <summary>The switchover's <c>pausedAt</c> and <c>resumedAt</c> from its JSON (or <c>teal show</c>'s).</summary>
-    private static (DateTimeOffset? PausedAt, DateTimeOffset? ResumedAt) PauseWindow(string stdout, JsonElement shown)
+    /// <summary>The switchover's <c>pausedAt</c> and <c>resumedAt</c>.</summary>
+    private static (DateTimeOffset? PausedAt, DateTimeOffset? ResumedAt) PauseWindow(JsonElement? switchover)
     {
-        var deployment = shown;
-        try
-        {
-            deployment = JsonDocument.Parse(stdout).RootElement.Clone();
-        }
-        catch (JsonException)
-        {
-            // As in ParseSwitchover: fall back to the shown deployment.
-        }
-
-        if (!deployment.TryGetProperty("switchover", out var switchover) || switchover.ValueKind != JsonValueKind.Object)
-        {
-            return (null, null);
-        }
-
-        static DateTimeOffset? At(JsonElement element, string name) =>
-            element.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.TryGetDateTimeOffset(out var at) ? at : null;
+        static DateTimeOffset? At(JsonElement? element, string name) =>
+            element is { } e && e.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.TryGetDateTimeOffset(out var at) ? at : null;
 
         return (At(switchover, "pausedAt"), At(switchover, "resumedAt"));
     }
 
-    /// <summary>Phases and write pause from the switchover's JSON (falling back to <c>teal show</c> when the command printed none).</summary>
-    private static (IReadOnlyList<PhaseTiming> Phases, double? WritePause) ParseSwitchover(string stdout, JsonElement shown)
+    /// <summary>
+    /// The <c>switchover</c> object of the command's JSON, or of <c>teal show</c>'s when the command
+    /// printed none (a failed command prints its error on stderr; the shown deployment still has it).
+    /// </summary>
+    private static JsonElement? SwitchoverOf(string stdout, JsonElement shown)
     {
         var deployment = shown;
         try
@@ -284,10 +273,16 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         }
         catch (JsonException)
         {
-            // A failed command prints its error on stderr; the shown deployment still has the phases.
+            // Keep the shown deployment.
         }
 
-        if (!deployment.TryGetProperty("switchover", out var switchover) || switchover.ValueKind != JsonValueKind.Object)
+        return deployment.TryGetProperty("switchover", out var switchover) && switchover.ValueKind == JsonValueKind.Object ? switchover : null;
+    }
+
+    /// <summary>Phases and write pause from the switchover's JSON.</summary>
+    private static (IReadOnlyList<PhaseTiming> Phases, double? WritePause) ParseSwitchover(JsonElement? reported)
+    {
+        if (reported is not { } switchover)
         {
             return ([], null);
         }

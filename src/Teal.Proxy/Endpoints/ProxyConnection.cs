@@ -35,6 +35,7 @@ internal sealed class ProxyConnection
     private bool _writingToClient;
     private bool _drainRequested;
     private bool _closing;
+    private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private ConnectionOutcome _outcome;
 
     // Each framer is touched only by the pump of its direction.
@@ -313,6 +314,7 @@ internal sealed class ProxyConnection
         }
 
         _closing = true;
+        _closedDuringLogin = loggingIn;
         _outcome = ConnectionOutcome.ClosedIdle;
         return true;
     }
@@ -322,13 +324,7 @@ internal sealed class ProxyConnection
         // Terminate lets the backend end the session as if the client had; the client gets
         // 57P01 admin_shutdown, which drivers and pools treat as "reconnect".
         var server = _server!; // TryBeginCloseLocked requires a server socket.
-        bool loggingIn;
-        lock (_lock)
-        {
-            loggingIn = _status == 0;
-        }
-
-        var error = loggingIn ? _endpoint.LoginDrainError : _endpoint.DrainError;
+        var error = _closedDuringLogin ? _endpoint.LoginDrainError : _endpoint.DrainError;
         // The client's error first: once the backend ends, the server pump aborts the connection
         // and disposes the client socket, and an error not yet sent by then is lost (the client
         // would see a reset instead of 57P01). Shut down after the send, the error goes out

@@ -72,13 +72,8 @@ public sealed class ProbeWriter : IAsyncDisposable
         {
             lock (_acked)
             {
-                var longest = 0L;
-                for (var i = 1; i < _acked.Count; i++)
-                {
-                    longest = Math.Max(longest, _acked[i].Ticks - _acked[i - 1].Ticks);
-                }
-
-                return Stopwatch.GetElapsedTime(0, longest);
+                var at = LongestGapEndLocked(_ => true);
+                return at < 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(_acked[at - 1].Ticks, _acked[at].Ticks);
             }
         }
     }
@@ -93,15 +88,7 @@ public sealed class ProbeWriter : IAsyncDisposable
         {
             lock (_acked)
             {
-                var at = -1;
-                for (var i = 1; i < _acked.Count; i++)
-                {
-                    if (at < 0 || _acked[i].Ticks - _acked[i - 1].Ticks > _acked[at].Ticks - _acked[at - 1].Ticks)
-                    {
-                        at = i;
-                    }
-                }
-
+                var at = LongestGapEndLocked(_ => true);
                 return at < 0 ? null : (Wall(_acked[at - 1].Ticks), Wall(_acked[at].Ticks));
             }
         }
@@ -117,18 +104,24 @@ public sealed class ProbeWriter : IAsyncDisposable
     {
         lock (_acked)
         {
-            TimeSpan? longest = null;
-            for (var i = 1; i < _acked.Count; i++)
-            {
-                if (Wall(_acked[i].Ticks) > from && Wall(_acked[i - 1].Ticks) < to)
-                {
-                    var gap = Stopwatch.GetElapsedTime(_acked[i - 1].Ticks, _acked[i].Ticks);
-                    longest = longest is { } l && l >= gap ? l : gap;
-                }
-            }
-
-            return longest;
+            var at = LongestGapEndLocked(i => Wall(_acked[i].Ticks) > from && Wall(_acked[i - 1].Ticks) < to);
+            return at < 0 ? null : Stopwatch.GetElapsedTime(_acked[at - 1].Ticks, _acked[at].Ticks);
         }
+    }
+
+    /// <summary>Index i of the longest interval (acknowledgement i-1 to i) that <paramref name="include"/> accepts; -1 for none.</summary>
+    private int LongestGapEndLocked(Func<int, bool> include)
+    {
+        var at = -1;
+        for (var i = 1; i < _acked.Count; i++)
+        {
+            if (include(i) && (at < 0 || _acked[i].Ticks - _acked[i - 1].Ticks > _acked[at].Ticks - _acked[at - 1].Ticks))
+            {
+                at = i;
+            }
+        }
+
+        return at;
     }
 
     private DateTimeOffset Wall(long ticks) => _wallAtStart + Stopwatch.GetElapsedTime(_ticksAtStart, ticks);
