@@ -168,7 +168,7 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         throw new TimeoutException($"deployment {name} did not reach {string.Join("/", statuses)} within {timeout}: {deployment}\n{Teal.Log}");
     }
 
-    /// <summary>Polls until the running switchover's phase is <paramref name="phase"/>.</summary>
+    /// <summary>Polls until the running switchover's phase is <paramref name="phase"/> (alone, or with the steps that run with it: <c>catch-up+sync-sequences</c>).</summary>
     public async Task WaitForPhaseAsync(string phase, string name = "upgrade")
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
@@ -176,7 +176,7 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         {
             var deployment = await ShowAsync(name);
             if (deployment.TryGetProperty("switchover", out var switchover) && switchover.ValueKind == JsonValueKind.Object
-                && switchover.TryGetProperty("phase", out var current) && current.GetString() == phase)
+                && switchover.TryGetProperty("phase", out var current) && (current.GetString() ?? string.Empty).Split('+').Contains(phase))
             {
                 return;
             }

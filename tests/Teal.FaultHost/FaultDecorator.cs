@@ -30,6 +30,8 @@ public sealed class FaultDecorator(string fault) : ISwitchoverStepDecorator
 
         public bool NothingToUndo => inner.NothingToUndo;
 
+        public bool RunsWithPrevious => inner.RunsWithPrevious;
+
         public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.PrepareAsync(context, cancellationToken);
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)

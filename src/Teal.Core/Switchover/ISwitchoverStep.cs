@@ -33,6 +33,14 @@ public interface ISwitchoverStep
     bool NothingToUndo => false;
 
     /// <summary>
+    /// The step needs nothing the step before it does, so the executor runs the two at once: one
+    /// journal commit records both as started (flushed if either needs it), and the step after
+    /// waits for both. Only for steps inside the write pause, where every millisecond is clients
+    /// waiting; a step never runs alongside one on the other side of the point of no return.
+    /// </summary>
+    bool RunsWithPrevious => false;
+
+    /// <summary>
     /// Decides what the step will do and records it in <see cref="SwitchoverContext.Data"/> before
     /// the journal entry is written (so recovery finishes the same action, e.g. the same names).
     /// </summary>

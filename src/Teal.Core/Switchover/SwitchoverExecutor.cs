@@ -33,41 +33,60 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         deadline.CancelAfter(context.Remaining > TimeSpan.Zero ? context.Remaining : TimeSpan.Zero);
 
         List<JournalEntry> pending = [];
-        for (var i = 0; i < steps.Count; i++)
+        for (var i = 0; i < steps.Count;)
         {
-            var step = steps[i];
-            var beforePointOfNoReturn = !run.PastPointOfNoReturn && !step.IsPointOfNoReturn;
+            // A step and those that run with it (ISwitchoverStep.RunsWithPrevious) form one group.
+            var group = GroupAt(steps, i);
+            var beforePointOfNoReturn = !run.PastPointOfNoReturn && !group.Any(g => steps[g].IsPointOfNoReturn);
+            var failed = group[0];
             try
             {
                 if (beforePointOfNoReturn)
                 {
-                    await step.PrepareAsync(context, deadline.Token);
-                    pending.Add(run.Entry(step, JournalAction.Started));
-                    await CommitAsync(context, pending, step.Name, durable: !step.NothingToUndo, deadline.Token);
-                    run.Started.Add(i);
-                    await run.TimeAsync(step, () => step.ExecuteAsync(context, deadline.Token));
+                    foreach (var g in group)
+                    {
+                        await steps[g].PrepareAsync(context, deadline.Token);
+                        pending.Add(run.Entry(steps[g], JournalAction.Started));
+                    }
+
+                    await CommitAsync(context, pending, PhaseOf(steps, group), durable: group.Any(g => !steps[g].NothingToUndo), deadline.Token);
+                    pending.Clear();
+                    run.Started.AddRange(group);
+                    var executing = group.Select(g => run.TimeAsync(steps[g], () => steps[g].ExecuteAsync(context, deadline.Token))).ToList();
+                    try
+                    {
+                        await Task.WhenAll(executing);
+                    }
+                    catch
+                    {
+                        // Blame the first step of the group that did not succeed; WhenAll waited for all of them.
+                        failed = group[executing.FindIndex(t => !t.IsCompletedSuccessfully)];
+                        throw;
+                    }
                 }
                 else
                 {
                     // From the flip on there is no going back: keep trying (a crash here is finished by recovery).
                     run.PastPointOfNoReturn = true;
-                    await RetryForwardAsync(context, run, step, pending, stopping);
-                    run.Started.Add(i);
+                    await RetryForwardAsync(context, run, group, pending, stopping);
+                    run.Started.AddRange(group);
                 }
 
-                pending = [run.Entry(step, JournalAction.Completed)];
+                pending = [.. group.Select(g => run.Entry(steps[g], JournalAction.Completed))];
+                i += group.Count;
             }
             catch (Exception ex) when (beforePointOfNoReturn && !stopping.IsCancellationRequested)
             {
+                var step = steps[failed];
                 var reason = ex is OperationCanceledException && deadline.IsCancellationRequested
                     ? $"the switchover timeout of {context.Options.Timeout.TotalSeconds:0} s passed during {step.Name}"
                     : $"{step.Name} failed: {ex.Message}";
                 LogStepFailed(ex, context.Deployment.Id, step.Name);
-                return await RollBackAsync(context, run, reason, pending, i);
+                return await RollBackAsync(context, run, reason, pending, failed);
             }
             catch (OperationCanceledException) when (beforePointOfNoReturn && stopping.IsCancellationRequested)
             {
-                return await RollBackAsync(context, run, "Teal was shutting down", pending, i);
+                return await RollBackAsync(context, run, "Teal was shutting down", pending, failed);
             }
         }
 
@@ -114,7 +133,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                     continue;
                 }
 
-                await RetryForwardAsync(context, run, steps[i], pending, stopping);
+                // One step at a time: after a crash nobody is counting milliseconds.
+                await RetryForwardAsync(context, run, [i], pending, stopping);
                 pending = [run.Entry(steps[i], JournalAction.Completed)];
             }
 
@@ -127,31 +147,77 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         return await RollBackAsync(context, run, $"Teal stopped during {interrupted}; the switchover was rolled back when it restarted", [], run.Started.Count > 0 ? run.Started.Max() : -1);
     }
 
-    private async Task RetryForwardAsync(SwitchoverContext context, Run run, ISwitchoverStep step, List<JournalEntry> pending, CancellationToken stopping)
+    /// <summary>
+    /// Journals the group's steps as started (flushed when it holds the point of no return), then
+    /// runs them together, each retried on its own until it succeeds.
+    /// </summary>
+    private async Task RetryForwardAsync(SwitchoverContext context, Run run, List<int> group, List<JournalEntry> pending, CancellationToken stopping)
     {
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await step.PrepareAsync(context, stopping);
-                pending.Add(run.Entry(step, JournalAction.Started));
-                await CommitAsync(context, pending, step.Name, durable: step.IsPointOfNoReturn, stopping);
+                foreach (var g in group)
+                {
+                    await run.Steps[g].PrepareAsync(context, stopping);
+                }
+
+                pending.AddRange(group.Select(g => run.Entry(run.Steps[g], JournalAction.Started)));
+                await CommitAsync(context, pending, PhaseOf(run.Steps, group), durable: group.Any(g => run.Steps[g].IsPointOfNoReturn), stopping);
                 pending.Clear();
-                await run.TimeAsync(step, () => step.ExecuteAsync(context, stopping));
-                return;
+                break;
             }
             catch (Exception ex) when (!stopping.IsCancellationRequested)
             {
-                LogForwardRetry(ex, context.Deployment.Id, step.Name, attempt);
-                if (attempt == 1)
-                {
-                    context.Record(EventKinds.SwitchoverPhase, $"{step.Name} failed after the point of no return ({ex.Message}); Teal keeps retrying");
-                }
-
-                await Task.Delay(RetryDelay, context.Time, stopping);
+                await ForwardFailedAsync(context, run.Steps[group[0]], ex, attempt, stopping);
             }
         }
+
+        await Task.WhenAll(group.Select(async g =>
+        {
+            var step = run.Steps[g];
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await run.TimeAsync(step, () => step.ExecuteAsync(context, stopping));
+                    return;
+                }
+                catch (Exception ex) when (!stopping.IsCancellationRequested)
+                {
+                    await ForwardFailedAsync(context, step, ex, attempt, stopping);
+                }
+            }
+        }));
     }
+
+    private async Task ForwardFailedAsync(SwitchoverContext context, ISwitchoverStep step, Exception ex, int attempt, CancellationToken stopping)
+    {
+        LogForwardRetry(ex, context.Deployment.Id, step.Name, attempt);
+        if (attempt == 1)
+        {
+            context.Record(EventKinds.SwitchoverPhase, $"{step.Name} failed after the point of no return ({ex.Message}); Teal keeps retrying");
+        }
+
+        await Task.Delay(RetryDelay, context.Time, stopping);
+    }
+
+    /// <summary>Step <paramref name="first"/> and the steps right after it that run with it.</summary>
+    private static List<int> GroupAt(List<ISwitchoverStep> steps, int first)
+    {
+        List<int> group = [first];
+        // The point of no return always leads its group: what runs before it must be undoable.
+        while (group[^1] + 1 < steps.Count && steps[group[^1] + 1].RunsWithPrevious && !steps[group[^1] + 1].IsPointOfNoReturn)
+        {
+            group.Add(group[^1] + 1);
+        }
+
+        return group;
+    }
+
+    /// <summary>The deployment's phase while a group runs: its step names, as the API shows them.</summary>
+    private static string PhaseOf(IReadOnlyList<ISwitchoverStep> steps, IReadOnlyList<int> group) =>
+        string.Join('+', group.Select(g => steps[g].Name));
 
     private async Task<Deployment> RollBackAsync(SwitchoverContext context, Run run, string reason, List<JournalEntry> pending, int failedIndex)
     {
@@ -329,7 +395,11 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 _resumedAt = context.Time.GetUtcNow();
             }
 
-            Timings.Add(new PhaseTiming(step.Name, "done", Stopwatch.GetElapsedTime(start, end).TotalMilliseconds));
+            lock (Timings)
+            {
+                // Steps of one group run at once: they are recorded in the order they finish.
+                Timings.Add(new PhaseTiming(step.Name, "done", Stopwatch.GetElapsedTime(start, end).TotalMilliseconds));
+            }
         }
 
         public SwitchoverState State(SwitchoverState? current) =>

@@ -60,4 +60,15 @@ public sealed class SwitchoverOptionsTests
             ["pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication"]);
         plan.Where(s => s.UndoReopensBlue).ShouldAllBe(s => !s.NothingToUndo);
     }
+
+    [Fact]
+    public void Plan_StepsThatRunTogether_AreSequencesWithCatchUpAndOpenGreenWithTheFlip()
+    {
+        // Green opens together with the flip, journaled in the flip's flushed commit: after the
+        // point of no return, never before it. Nothing that changes blue runs alongside anything.
+        var plan = SwitchoverPlan.Forward();
+        var pairs = plan.Select((s, i) => (Step: s, Previous: i > 0 ? plan[i - 1] : null)).Where(p => p.Step.RunsWithPrevious).ToList();
+        pairs.Select(p => $"{p.Previous!.Name}+{p.Step.Name}").ShouldBe(["catch-up+sync-sequences", "flip+open-green"]);
+        pairs.ShouldAllBe(p => !p.Step.IsPointOfNoReturn && !p.Step.UndoReopensBlue);
+    }
 }

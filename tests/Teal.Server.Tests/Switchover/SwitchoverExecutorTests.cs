@@ -46,25 +46,23 @@ public sealed class SwitchoverExecutorTests : IDisposable
     public async Task RunAsync_WritePause_IsMeasuredFromPauseToResume_WithWallClockTimes()
     {
         var context = await ContextAsync();
-        List<ISwitchoverStep> plan =
-        [
-            new RecordingStep("guardrails", _calls, 0, false),
-            new RecordingStep("pause-endpoints", _calls, 0, false),
-            new RecordingStep("flip", _calls, 0, false) { PointOfNoReturn = true, Milliseconds = 50 },
-            new RecordingStep("resume-endpoints", _calls, 0, false),
-            new RecordingStep("stop-replication", _calls, 0, false) { Milliseconds = 200 },
-        ];
-        var before = DateTimeOffset.UtcNow;
+        var pause = new RecordingStep("pause-endpoints", _calls, 0, false);
+        var flip = new RecordingStep("flip", _calls, 0, false) { PointOfNoReturn = true, Milliseconds = 50 };
+        var resume = new RecordingStep("resume-endpoints", _calls, 0, false);
+        var stop = new RecordingStep("stop-replication", _calls, 0, false) { Milliseconds = 50 };
+        List<ISwitchoverStep> plan = [new RecordingStep("guardrails", _calls, 0, false), pause, flip, resume, stop];
 
         var result = await Executor().RunAsync(context, plan, CancellationToken.None);
 
+        // Ordering, not speed: the pause covers the flip and ends before the replication stop.
         var switchover = result.Switchover!;
         switchover.PausedAt.ShouldNotBeNull();
         switchover.ResumedAt.ShouldNotBeNull();
-        switchover.PausedAt.Value.ShouldBeGreaterThanOrEqualTo(before);
-        var wall = (switchover.ResumedAt.Value - switchover.PausedAt.Value).TotalMilliseconds;
-        switchover.WritePauseMilliseconds!.Value.ShouldBeInRange(50, 190, "the pause spans the flip, not the replication stop after resume");
-        wall.ShouldBeInRange(switchover.WritePauseMilliseconds.Value - 5, switchover.WritePauseMilliseconds.Value + 5);
+        switchover.PausedAt.Value.ShouldBeLessThanOrEqualTo(pause.StartedAt);
+        switchover.ResumedAt.Value.ShouldBeGreaterThanOrEqualTo(resume.EndedAt);
+        switchover.ResumedAt.Value.ShouldBeLessThanOrEqualTo(stop.StartedAt);
+        switchover.WritePauseMilliseconds!.Value.ShouldBeGreaterThanOrEqualTo((flip.EndedAt - flip.StartedAt).TotalMilliseconds - 1, "the pause spans the flip");
+        switchover.WritePauseMilliseconds.Value.ShouldBeLessThan((stop.StartedAt - switchover.PausedAt.Value).TotalMilliseconds + 1, "the pause ends before the replication stop");
         var stored = await _state.GetDeploymentAsync(context.Deployment.Id, CancellationToken.None);
         stored!.Switchover!.PausedAt.ShouldBe(switchover.PausedAt);
         stored.Switchover.ResumedAt.ShouldBe(switchover.ResumedAt);
@@ -81,7 +79,53 @@ public sealed class SwitchoverExecutorTests : IDisposable
         result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
         result.StatusReason!.ShouldContain("b failed: b broke");
         _calls.ShouldBe(["do a", "do b", "undo b", "undo a"]);
-        (await _state.ReadJournalAsync(context.Deployment.Id, CancellationToken.None))[^1].Action.ShouldBe(JournalAction.Closed);
+        // Each entry once: what was committed before the failure is not written again.
+        (await _state.ReadJournalAsync(context.Deployment.Id, CancellationToken.None)).Select(e => $"{e.Step}:{e.Action}").ShouldBe(
+            ["a:Started", "a:Completed", "b:Started", "b:Failed", "b:UndoStarted", "b:Undone", "a:UndoStarted", "a:Undone", "switchover:Closed"]);
+    }
+
+    [Fact]
+    public async Task RunAsync_StepThatRunsWithPrevious_RunsAtTheSameTimeAndIsJournaledWithIt()
+    {
+        var context = await ContextAsync();
+        // Each of the pair waits until the other has started: run one after the other, they would time out.
+        var pair = new Handshake();
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("a", _calls, 0, false),
+            new RecordingStep("flip", _calls, 0, false) { PointOfNoReturn = true, Meet = pair.First },
+            new RecordingStep("c", _calls, 0, false) { WithPrevious = true, Meet = pair.Second },
+            new RecordingStep("d", _calls, 0, false),
+        ];
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverCompleted, result.StatusReason);
+        _calls[^1].ShouldBe("do d");
+        var journal = (await _state.ReadJournalAsync(context.Deployment.Id, CancellationToken.None)).Select(e => $"{e.Step}:{e.Action}").ToList();
+        journal.Take(4).ShouldBe(["a:Started", "a:Completed", "flip:Started", "c:Started"]);
+        journal.Skip(4).Take(2).ShouldBe(["flip:Completed", "c:Completed"], ignoreOrder: true);
+        journal.Skip(6).ShouldBe(["d:Started", "d:Completed", "switchover:Closed"]);
+    }
+
+    [Fact]
+    public async Task RunAsync_StepRunningWithPreviousFails_BothAreUndoneAndTheReasonNamesIt()
+    {
+        var context = await ContextAsync();
+        var pair = new Handshake();
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("a", _calls, 0, false) { Meet = pair.First },
+            new RecordingStep("b", _calls, 1, false) { WithPrevious = true, Meet = pair.Second },
+            new RecordingStep("flip", _calls, 0, false) { PointOfNoReturn = true },
+        ];
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
+        result.StatusReason!.ShouldContain("b failed: b broke");
+        _calls.ShouldNotContain("do flip");
+        _calls.TakeLast(2).ShouldBe(["undo b", "undo a"]);
     }
 
     [Fact]
@@ -187,6 +231,25 @@ public sealed class SwitchoverExecutorTests : IDisposable
         };
     }
 
+    /// <summary>Two steps that each wait (10 s at most) until the other one has started.</summary>
+    private sealed class Handshake
+    {
+        private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _second = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task First()
+        {
+            _first.TrySetResult();
+            return _second.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        public Task Second()
+        {
+            _second.TrySetResult();
+            return _first.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+    }
+
     private sealed class RecordingStep(string name, List<string> calls, int failures, bool slow) : ISwitchoverStep
     {
         private int _failed;
@@ -200,11 +263,44 @@ public sealed class SwitchoverExecutorTests : IDisposable
         /// <summary>How long the step takes when it succeeds.</summary>
         public int Milliseconds { get; init; }
 
+        public bool WithPrevious { get; init; }
+
+        /// <summary>Called when the step starts; returns once its partner has started too.</summary>
+        public Func<Task>? Meet { get; init; }
+
         bool ISwitchoverStep.IsPointOfNoReturn => PointOfNoReturn;
+
+        bool ISwitchoverStep.RunsWithPrevious => WithPrevious;
+
+        /// <summary>Wall clock when the step last started and ended.</summary>
+        public DateTimeOffset StartedAt { get; private set; }
+
+        public DateTimeOffset EndedAt { get; private set; }
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
         {
-            calls.Add("do " + name);
+            StartedAt = DateTimeOffset.UtcNow;
+            try
+            {
+                await RunAsync(cancellationToken);
+            }
+            finally
+            {
+                EndedAt = DateTimeOffset.UtcNow;
+            }
+        }
+
+        private async Task RunAsync(CancellationToken cancellationToken)
+        {
+            lock (calls)
+            {
+                calls.Add("do " + name);
+            }
+
+            if (Meet is not null)
+            {
+                await Meet();
+            }
             if (Milliseconds > 0)
             {
                 await Task.Delay(Milliseconds, cancellationToken);

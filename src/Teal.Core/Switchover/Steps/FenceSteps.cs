@@ -63,14 +63,20 @@ public sealed class CatchUpStep : ISwitchoverStep
     }
 }
 
-/// <summary>Step 5: green's sequences continue where blue's stopped (logical replication does not carry them).</summary>
+/// <summary>
+/// Step 5: green's sequences continue where blue's stopped (logical replication does not carry
+/// them). Runs alongside catch-up: blue's sequences are final once its transactions are drained,
+/// and setting them on green does not touch what the apply worker writes.
+/// </summary>
 public sealed class SyncSequencesStep : ISwitchoverStep
 {
     public bool NothingToUndo => true;
 
+    public bool RunsWithPrevious => true;
+
     public string Name => "sync-sequences";
 
-    public string Description => "set every sequence on green to blue's value";
+    public string Description => "set every sequence on green to blue's value (alongside catch-up)";
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
@@ -82,12 +88,19 @@ public sealed class SyncSequencesStep : ISwitchoverStep
     }
 }
 
-/// <summary>Step 7a: green accepts writes. Only after the flip, so blue and green are never both writable.</summary>
+/// <summary>
+/// Step 7a: green accepts writes. It runs alongside the flip: both are journaled as started in
+/// the flip's flushed commit, so green opens only once Teal can no longer go back, and blue is
+/// fenced from <c>fence-blue</c> on — never two writable sides. Clients are still held, so the
+/// endpoints moving while green opens lets no one write anywhere.
+/// </summary>
 public sealed class OpenGreenStep : ISwitchoverStep
 {
     public string Name => "open-green";
 
-    public string Description => "open green for writes and record its position";
+    public bool RunsWithPrevious => true;
+
+    public string Description => "open green for writes and record its position (alongside the flip, once it is journaled)";
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {

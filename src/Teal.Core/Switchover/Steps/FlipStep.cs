@@ -78,6 +78,9 @@ public sealed class FlipStep : ISwitchoverStep
                 // Order matters: blue frees its name before green takes it.
                 RenamedInstances = [(blueName, blue with { Name = blueNewName }), (greenName, renamedGreen)],
                 Deployments = [deployment],
+                // No disk flush inside the write pause: the flip's journal entry was flushed, so
+                // after a power failure recovery reruns the flip, and a lost rename is made again.
+                Durable = false,
             },
             cancellationToken);
         context.Current = deployment;
