@@ -14,6 +14,13 @@ public interface IEndpoint
     bool Paused { get; }
 
     /// <summary>
+    /// What <see cref="PauseAsync"/> needs that holds no client — reading settings, checking the
+    /// entry, opening a connection — done while clients still run, so that the pause is a single
+    /// action. Changes nothing; pausing without it, or preparing twice, is allowed.
+    /// </summary>
+    Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
     /// From now on new connections are held, not refused. A connection held longer than
     /// <paramref name="holdDeadline"/> gets a clear error naming the endpoint.
     /// </summary>

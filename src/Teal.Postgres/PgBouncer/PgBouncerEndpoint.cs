@@ -38,6 +38,9 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
     private long _errors;
     private volatile bool _paused;
 
+    // The console connection PrepareAsync opened for the next PAUSE.
+    private PgBouncerConsole? _pauseConsole;
+
     /// <param name="name">The endpoint's name.</param>
     /// <param name="spec">How to reach the PgBouncer and which entry to move.</param>
     /// <param name="target">Where the entry points now.</param>
@@ -96,46 +99,46 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
     }
 
     /// <summary>
+    /// Reads <c>query_wait_timeout</c> (warning when it is shorter than <paramref name="holdDeadline"/>),
+    /// checks that PgBouncer serves the entry, and opens the console connection the <c>PAUSE</c>
+    /// will be sent on — so that <see cref="PauseAsync"/> holds clients for the pause alone.
+    /// </summary>
+    public async Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        var console = await CountingErrorsAsync(() => OpenPauseConsoleAsync(holdDeadline, cancellationToken));
+        if (Interlocked.Exchange(ref _pauseConsole, console) is { } previous)
+        {
+            await previous.DisposeAsync();
+        }
+    }
+
+    /// <summary>
     /// <c>PAUSE db</c>: PgBouncer holds new queries at once and answers only when every server
     /// connection of the database is released — in transaction pooling, when the transactions in
     /// flight have ended. So when this returns, blue has no connection from PgBouncer left and
     /// no transaction of its clients open. Cancelling gives up the wait and resumes the
     /// database (PgBouncer would otherwise stay paused after the asking connection is gone).
+    /// Without <see cref="PrepareAsync"/> first (or when its connection broke), it prepares now.
     /// </summary>
     public async Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
-        var started = _time.GetTimestamp();
         await CountingErrorsAsync(async () =>
         {
-            var (heldTimeout, live) = await WithControlAsync(
-                async c => (await c.HeldClientTimeoutAsync(cancellationToken), await c.ShowDatabaseAsync(cancellationToken)),
-                cancellationToken);
-            HeldClientTimeout = heldTimeout;
-            if (live is null)
+            var prepared = Interlocked.Exchange(ref _pauseConsole, null);
+            if (prepared is null || prepared.IsBroken)
             {
-                throw new TealException("endpoint.pgbouncer-database-unknown", $"PgBouncer at {_spec.AdminHost}:{_spec.AdminPort} has no database '{_spec.Database}'", "check the endpoint's database entry and RELOAD PgBouncer");
-            }
+                if (prepared is not null)
+                {
+                    await prepared.DisposeAsync();
+                }
 
-            if (live.PoolMode is { } mode && mode != "transaction" && mode != "statement")
-            {
-                PgBouncerLog.NotTransactionPooling(_logger, Name, _spec.Database, mode);
-            }
-
-            if (heldTimeout is { } t && t < holdDeadline)
-            {
-                var shortTimeout = Describe(heldTimeout);
-                PgBouncerLog.HeldClientTimeoutShort(_logger, Name, shortTimeout, holdDeadline);
-            }
-
-            if (ProcessRunner.IsRoot && _configOwner is null)
-            {
-                // Read now, while nothing waits, so that the flip spawns no process.
-                _configOwner = await AtomicFile.ReadOwnerAsync(_spec.ConfigFile, cancellationToken);
+                prepared = await OpenPauseConsoleAsync(holdDeadline, cancellationToken);
             }
 
             // Its own connection: PAUSE blocks it until the transactions end, and stats or a
             // cancelling RESUME must still get through on the control connection meanwhile.
-            await using var pause = await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
+            var started = _time.GetTimestamp();
+            await using var pause = prepared;
             try
             {
                 await pause.RunAsync($"PAUSE {PgBouncerConsole.Quote(_spec.Database)}", cancellationToken);
@@ -149,9 +152,41 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
             _paused = true;
             var elapsedMs = (long)_time.GetElapsedTime(started).TotalMilliseconds;
-            var held = Describe(heldTimeout);
+            var held = Describe(HeldClientTimeout);
             PgBouncerLog.Paused(_logger, Name, _spec.Database, elapsedMs, held);
         });
+    }
+
+    /// <summary>The checks and reads before a PAUSE, and the console connection to send it on.</summary>
+    private async Task<PgBouncerConsole> OpenPauseConsoleAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        var (heldTimeout, live) = await WithControlAsync(
+            async c => (await c.HeldClientTimeoutAsync(cancellationToken), await c.ShowDatabaseAsync(cancellationToken)),
+            cancellationToken);
+        HeldClientTimeout = heldTimeout;
+        if (live is null)
+        {
+            throw new TealException("endpoint.pgbouncer-database-unknown", $"PgBouncer at {_spec.AdminHost}:{_spec.AdminPort} has no database '{_spec.Database}'", "check the endpoint's database entry and RELOAD PgBouncer");
+        }
+
+        if (live.PoolMode is { } mode && mode != "transaction" && mode != "statement")
+        {
+            PgBouncerLog.NotTransactionPooling(_logger, Name, _spec.Database, mode);
+        }
+
+        if (heldTimeout is { } t && t < holdDeadline)
+        {
+            var shortTimeout = Describe(heldTimeout);
+            PgBouncerLog.HeldClientTimeoutShort(_logger, Name, shortTimeout, holdDeadline);
+        }
+
+        if (ProcessRunner.IsRoot && _configOwner is null)
+        {
+            // Read now, while nothing waits, so that the flip spawns no process.
+            _configOwner = await AtomicFile.ReadOwnerAsync(_spec.ConfigFile, cancellationToken);
+        }
+
+        return await PgBouncerConsole.OpenAsync(_spec, _password, Name, cancellationToken);
     }
 
     /// <summary>
@@ -288,6 +323,11 @@ public sealed partial class PgBouncerEndpoint : IEndpoint, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _pauseConsole, null) is { } prepared)
+        {
+            await prepared.DisposeAsync();
+        }
+
         await _control.DisposeAsync();
         await _statsConsole.DisposeAsync();
     }

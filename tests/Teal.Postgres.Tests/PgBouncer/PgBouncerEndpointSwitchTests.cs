@@ -50,6 +50,42 @@ public sealed class PgBouncerEndpointSwitchTests(BlueGreenFixture servers) : ICl
     }
 
     [Fact]
+    public async Task Prepare_ReadsTheSettingsBeforeAnyoneIsHeld_ThenPauseHolds()
+    {
+        await using var bouncer = await StartAsync();
+        var logger = new ListLogger();
+        await using var endpoint = Endpoint(bouncer, logger);
+
+        // A hold deadline longer than PgBouncer's query_wait_timeout (120 s): the warning comes at prepare.
+        await endpoint.PrepareAsync(TimeSpan.FromMinutes(5), CancellationToken.None);
+
+        endpoint.HeldClientTimeout.ShouldBe(TimeSpan.FromSeconds(120));
+        logger.Lines.ShouldContain(line => line.Contains("query_wait_timeout"));
+        endpoint.Paused.ShouldBeFalse();
+        (await ShowDatabaseAsync(bouncer))["paused"].ShouldBe("0", "preparing holds no client");
+
+        await endpoint.PauseAsync(HoldDeadline, CancellationToken.None);
+        (await ShowDatabaseAsync(bouncer))["paused"].ShouldBe("1");
+        await endpoint.ResumeAsync(CancellationToken.None);
+        (await ShowDatabaseAsync(bouncer))["paused"].ShouldBe("0");
+    }
+
+    [Fact]
+    public async Task Prepare_EntryPgBouncerDoesNotServe_IsRefusedBeforeAnyoneIsHeld()
+    {
+        await using var bouncer = await StartAsync();
+        var ini = await File.ReadAllTextAsync(bouncer.ConfigFile);
+        await File.WriteAllTextAsync(bouncer.ConfigFile, ini.Replace("[databases]\n", "[databases]\nlater = host=127.0.0.1 port=1 dbname=x\n", StringComparison.Ordinal));
+        await using var endpoint = new PgBouncerEndpoint("app", bouncer.Spec with { Database = "later" }, BlueTarget(), bouncer.AdminPassword, new ListLogger());
+
+        var error = await Should.ThrowAsync<Teal.Core.Errors.TealException>(() => endpoint.PrepareAsync(HoldDeadline, CancellationToken.None));
+
+        error.Code.ShouldBe("endpoint.pgbouncer-database-unknown");
+        endpoint.Paused.ShouldBeFalse();
+        endpoint.Stats.Errors.ShouldBe(1);
+    }
+
+    [Fact]
     public async Task Pause_TransactionInFlight_CompletesBeforePauseReturns()
     {
         await using var bouncer = await StartAsync();

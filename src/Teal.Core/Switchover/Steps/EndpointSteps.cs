@@ -7,15 +7,17 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     public string Description => "pause the endpoints: new client connections are held, not refused";
 
-    /// <summary>Opens the sessions the rest of the plan needs now, while clients still write.</summary>
+    /// <summary>
+    /// Opens the sessions the rest of the plan needs and lets every endpoint prepare its pause
+    /// (a PgBouncer reads its settings and opens its console connection) now, while clients still
+    /// write: the pause then starts with the pause itself.
+    /// </summary>
     public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
-        context.Link.WarmUpAsync(cancellationToken);
+        Task.WhenAll([context.Link.WarmUpAsync(cancellationToken), .. context.Endpoints.Select(e => e.PrepareAsync(HoldDeadline(context), cancellationToken))]);
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        // Held connections may wait for the rest of the switchover, plus the drain budget the
-        // roll-forward may still need; past that they get the endpoint's clear error.
-        var holdDeadline = context.Remaining + context.Options.DrainBudget;
+        var holdDeadline = HoldDeadline(context);
         // A PgBouncer PAUSE returns only once every transaction in flight has ended: that wait is
         // the endpoint's drain, so it gets the drain budget, not the whole switchover timeout.
         using var budget = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -35,6 +37,10 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         Task.WhenAll(context.Endpoints.Select(e => e.ResumeAsync(cancellationToken)));
+
+    // Held connections may wait for the rest of the switchover, plus the drain budget the
+    // roll-forward may still need; past that they get the endpoint's clear error.
+    private static TimeSpan HoldDeadline(SwitchoverContext context) => context.Remaining + context.Options.DrainBudget;
 }
 
 /// <summary>
