@@ -10,7 +10,10 @@ left=0
 for pid_file in "$base"/*/*/data/postmaster.pid "$base"/*/*/instances/*/data/postmaster.pid; do
   [ -f "$pid_file" ] || continue
   pid=$(head -n 1 "$pid_file")
-  if kill -0 "$pid" 2>/dev/null; then
+  # A killed server leaves its pid file; the pid may since belong to another process. Only a
+  # postmaster started on this data directory counts (and is stopped).
+  data_dir=$(dirname "$pid_file")
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$data_dir"; then
     left=$((left + 1))
     kill -QUIT "$pid" 2>/dev/null   # SIGQUIT: immediate shutdown
   fi

@@ -170,10 +170,19 @@ public sealed class TealProcess : IAsyncDisposable
             try
             {
                 var pid = int.Parse(File.ReadLines(pidFile).First(), System.Globalization.CultureInfo.InvariantCulture);
+                // A server killed earlier leaves its pid file behind, and the pid may since belong
+                // to another process: only a postmaster started on this data directory is killed.
+                var dataDirectory = Path.GetDirectoryName(pidFile)!;
+                var commandLine = File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ');
+                if (!commandLine.Contains(dataDirectory, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
                 using var server = Process.GetProcessById(pid);
                 server.Kill(entireProcessTree: true);
             }
-            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or IOException or FormatException or System.ComponentModel.Win32Exception)
+            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or IOException or UnauthorizedAccessException or FormatException or System.ComponentModel.Win32Exception)
             {
                 // Already gone.
             }
