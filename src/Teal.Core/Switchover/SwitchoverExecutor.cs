@@ -43,14 +43,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             {
                 if (beforePointOfNoReturn)
                 {
-                    foreach (var g in group)
-                    {
-                        await steps[g].PrepareAsync(context, deadline.Token);
-                        pending.Add(run.Entry(steps[g], JournalAction.Started));
-                    }
-
-                    await CommitAsync(context, pending, PhaseOf(steps, group), durable: group.Any(g => !steps[g].NothingToUndo), deadline.Token);
-                    pending.Clear();
+                    await StartAsync(context, run, group, pending, durable: group.Any(g => !steps[g].NothingToUndo), deadline.Token);
                     run.Started.AddRange(group);
                     var executing = group.Select(g => run.TimeAsync(steps[g], () => steps[g].ExecuteAsync(context, deadline.Token))).ToList();
                     try
@@ -157,14 +150,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         {
             try
             {
-                foreach (var g in group)
-                {
-                    await run.Steps[g].PrepareAsync(context, stopping);
-                }
-
-                pending.AddRange(group.Select(g => run.Entry(run.Steps[g], JournalAction.Started)));
-                await CommitAsync(context, pending, PhaseOf(run.Steps, group), durable: group.Any(g => run.Steps[g].IsPointOfNoReturn), stopping);
-                pending.Clear();
+                await StartAsync(context, run, group, pending, durable: group.Any(g => run.Steps[g].IsPointOfNoReturn), stopping);
                 break;
             }
             catch (Exception ex) when (!stopping.IsCancellationRequested)
@@ -189,6 +175,22 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 }
             }
         }));
+    }
+
+    /// <summary>
+    /// Prepares the group's steps, then journals them as started together with
+    /// <paramref name="pending"/> in one commit; <paramref name="pending"/> is emptied only once
+    /// that commit landed, so a retry or a rollback writes nothing twice.
+    /// </summary>
+    private async Task StartAsync(SwitchoverContext context, Run run, List<int> group, List<JournalEntry> pending, bool durable, CancellationToken cancellationToken)
+    {
+        foreach (var g in group)
+        {
+            await run.Steps[g].PrepareAsync(context, cancellationToken);
+        }
+
+        await CommitAsync(context, [.. pending, .. group.Select(g => run.Entry(run.Steps[g], JournalAction.Started))], PhaseOf(run.Steps, group), durable, cancellationToken);
+        pending.Clear();
     }
 
     private async Task ForwardFailedAsync(SwitchoverContext context, ISwitchoverStep step, Exception ex, int attempt, CancellationToken stopping)
