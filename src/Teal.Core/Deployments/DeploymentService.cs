@@ -177,6 +177,38 @@ public sealed partial class DeploymentService(
         return await RefreshAsync(deployment, link, cancellationToken);
     }
 
+    /// <summary>
+    /// Runs the DDL recorded on blue on green through Teal's session (which writes through
+    /// green's fence), then does what <see cref="AddMissingTablesAsync"/> does: new tables join
+    /// the subscription with their rows, and what could not be replayed is built from blue's
+    /// catalogs. The report says what happened to each statement and what is still pending.
+    /// </summary>
+    public async Task<ApplyDdlReport> ApplyDdlAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        RequireReplicating(deployment, "apply DDL");
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var statements = await link.ApplyDdlAsync(cancellationToken);
+        var added = await link.AddMissingTablesAsync(cancellationToken);
+        var applied = statements.Where(s => !s.Outcome.StartsWith("failed", StringComparison.Ordinal) && !s.Outcome.StartsWith("not run", StringComparison.Ordinal)).ToList();
+        if (applied.Count > 0)
+        {
+            await recorder.EventAsync(
+                deployment.Id,
+                EventKinds.DdlApplied,
+                $"{applied.Count} DDL statement(s) applied on green by Teal",
+                cancellationToken,
+                new Dictionary<string, string> { ["statements"] = string.Join("\n", applied.Select(s => $"#{s.Id} {s.Outcome}: {s.Statement}")) });
+        }
+
+        if (added.Count > 0)
+        {
+            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
+        }
+
+        return new ApplyDdlReport(statements, added, await RefreshAsync(deployment, link, cancellationToken));
+    }
+
     /// <summary>Gives green the tables created on blue after replication started, with their rows.</summary>
     public async Task<IReadOnlyList<string>> AddMissingTablesAsync(string idOrName, CancellationToken cancellationToken)
     {
@@ -186,7 +218,7 @@ public sealed partial class DeploymentService(
         var added = await link.AddMissingTablesAsync(cancellationToken);
         if (added.Count > 0)
         {
-            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green and to the subscription: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
+            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
         }
 
         await RefreshAsync(deployment, link, cancellationToken);
@@ -244,10 +276,25 @@ public sealed partial class DeploymentService(
 
     private void StartWorkflow(DeploymentId id) => background.TryStart(WorkKey(id), ct => workflow.RunAsync(id, ct));
 
+    /// <summary>Reads the state right after acting; a change (the return from DEGRADED above all) is an event, as when the monitor sees it.</summary>
     private async Task<Deployment> RefreshAsync(Deployment deployment, IReplicationLink link, CancellationToken cancellationToken)
     {
         var snapshot = await link.ReadStatusAsync(cancellationToken);
-        return await recorder.UpdateAsync(deployment.Id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow()) }, cancellationToken);
+        ReplicationStatus? previous = null;
+        var updated = await recorder.UpdateAsync(
+            deployment.Id,
+            d =>
+            {
+                previous = d.Replication;
+                return d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow(), d.Name) };
+            },
+            cancellationToken);
+        if (previous is not null)
+        {
+            await ReplicationMonitor.RecordTransitionAsync(recorder, deployment.Id, previous, updated.Replication, cancellationToken);
+        }
+
+        return updated;
     }
 
     private static void RequireReplicating(Deployment deployment, string what)

@@ -1,3 +1,4 @@
+using Teal.Core.Deployments;
 using Teal.Core.Guardrails;
 
 namespace Teal.Core.Engines;
@@ -40,6 +41,19 @@ public interface IReplicationLink
     /// subscription so they are copied. Returns the tables added.
     /// </summary>
     Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Runs the DDL recorded on blue and not yet acknowledged on green, in blue's order, through
+    /// Teal's own session (it writes through green's fence), acknowledging each statement that
+    /// took effect; stops at the first that fails or cannot be replayed. Returns each outcome.
+    /// </summary>
+    Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Refreshes on green every materialized view that is populated on blue (logical
+    /// replication carries no view contents). Returns the views refreshed.
+    /// </summary>
+    Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken);
 
     // ---- verify and delete --------------------------------------------------------------------
 

@@ -21,6 +21,15 @@ public sealed record ReplicationSnapshot(ReplicationState State)
     public IReadOnlyList<PendingDdl> PendingDdl { get; init; } = [];
 
     public IReadOnlyList<string> SkippedTables { get; init; } = [];
+
+    /// <summary>Green's apply worker keeps failing (errors counted recently, or it is down after errors).</summary>
+    public bool Stalled { get; init; }
+
+    /// <summary>The apply worker's last error, quoted from green when it can be read there.</summary>
+    public string? ApplyError { get; init; }
+
+    /// <summary>Schemas, tables, partitions and columns blue has and green lacks.</summary>
+    public IReadOnlyList<string> SchemaDifferences { get; init; } = [];
 }
 
 /// <summary>An engine position: PostgreSQL LSN, or binlog file/position and GTID set.</summary>

@@ -1,3 +1,4 @@
+using Teal.Core.Deployments;
 using Teal.Core.Engines;
 using Teal.Core.Guardrails;
 using Teal.Postgres.Engines;
@@ -20,6 +21,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly Positions _positions;
     private readonly Verifier _verifier;
     private readonly SwitchoverChecks _switchover;
+    private readonly DdlLog _ddl;
+    private readonly MaterializedViews _views;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -28,8 +31,11 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _prerequisites = new PrerequisiteChecks(_sessions);
         _schema = new SchemaCopy(_sessions, catalog);
         _fencing = new Fencing(_sessions, time);
-        _setup = new ReplicationSetup(_sessions, _fencing, _schema);
-        _status = new StatusReader(_sessions, _setup, time);
+        _ddl = new DdlLog(_sessions);
+        var drift = new SchemaDrift(_sessions, _schema);
+        _setup = new ReplicationSetup(_sessions, _fencing, _schema, drift, _ddl);
+        _status = new StatusReader(_sessions, _setup, drift, _ddl, time);
+        _views = new MaterializedViews(_sessions);
         _positions = new Positions(_sessions, time);
         _verifier = new Verifier(_sessions, _positions);
         _switchover = new SwitchoverChecks(_sessions, _status);
@@ -48,6 +54,10 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     public Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken) => _setup.AcknowledgeDdlAsync(upToId, cancellationToken);
 
     public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => _setup.AddMissingTablesAsync(cancellationToken);
+
+    public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => ApplyAsync(cancellationToken);
+
+    public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => _views.RefreshOnGreenAsync(cancellationToken);
 
     public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => _verifier.VerifyAsync(progress, cancellationToken);
 
@@ -71,7 +81,19 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
 
-    public Task StopReplicationAsync(CancellationToken cancellationToken) => _setup.StopAsync(cancellationToken);
+    /// <summary>
+    /// Drops forward replication, then refreshes green's materialized views (the switchover's
+    /// refresh): green has applied blue's last write by now and clients already reach it, so
+    /// the refresh costs the write pause nothing; a view with a unique index is refreshed
+    /// CONCURRENTLY, so readers are not blocked either.
+    /// </summary>
+    public async Task StopReplicationAsync(CancellationToken cancellationToken)
+    {
+        await _setup.StopAsync(cancellationToken);
+        await _views.RefreshOnGreenAsync(cancellationToken);
+    }
+
+    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken) => await _ddl.ApplyAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

@@ -56,6 +56,20 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
         await RestoreAsync(dump, singleTransaction: true, cancellationToken);
     }
 
+    /// <summary>Creates schemas missing on green with everything in them, from blue's definitions (pg_dump -n).</summary>
+    public async Task CopySchemasAsync(IReadOnlyList<string> schemas, CancellationToken cancellationToken)
+    {
+        if (schemas.Count == 0)
+        {
+            return;
+        }
+
+        var args = new List<string> { "--schema-only", "--no-publications", "--no-subscriptions" };
+        args.AddRange(schemas.Select(s => "--schema=" + Sql.Ident(s)));
+        var dump = await DumpAsync(args, cancellationToken);
+        await RestoreAsync(dump, singleTransaction: true, cancellationToken);
+    }
+
     /// <summary>Relations outside the system schemas and Teal's: the emptiness test for green.</summary>
     public static async Task<long> UserRelationCountAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
         await connection.ScalarAsync<long>(

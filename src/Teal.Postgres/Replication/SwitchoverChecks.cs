@@ -25,10 +25,10 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
             Lag(snapshot, options),
             snapshot.PendingDdl.Count == 0
                 ? CheckResult.Pass("replication.ddl", "no unacknowledged DDL on blue")
-                : CheckResult.Fail("replication.ddl", $"{snapshot.PendingDdl.Count} DDL statement(s) on blue are not acknowledged, first #{snapshot.PendingDdl[0].Id}: {snapshot.PendingDdl[0].Statement}", "apply them on green, then acknowledge them (`teal ack-ddl DEPLOYMENT`)"),
+                : CheckResult.Fail("replication.ddl", $"{snapshot.PendingDdl.Count} DDL statement(s) on blue are not acknowledged, first #{snapshot.PendingDdl[0].Id}: {snapshot.PendingDdl[0].Statement}", "run them on green with `teal apply-ddl DEPLOYMENT`, or apply them yourself and acknowledge them (`teal ack-ddl DEPLOYMENT`)"),
             snapshot.SkippedTables.Count == 0
                 ? CheckResult.Pass("replication.skipped-tables", "every table on blue is replicated")
-                : CheckResult.Fail("replication.skipped-tables", $"tables not replicated to green: {string.Join(", ", snapshot.SkippedTables)}", "add them to the subscription (add-missing-tables) and wait for their copy"),
+                : CheckResult.Fail("replication.skipped-tables", $"tables not replicated to green: {string.Join(", ", snapshot.SkippedTables)}", "add them with `teal add-tables DEPLOYMENT` and wait for their copy"),
         };
 
         await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
