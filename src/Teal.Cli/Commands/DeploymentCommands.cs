@@ -44,6 +44,10 @@ internal static class DeploymentCommands
             if (!session.Json(parse))
             {
                 await session.Output.WriteLineAsync($"deployment {deployment.Name} ({deployment.Id}) created: blue {deployment.Blue} → green {deployment.Green}");
+                foreach (var warning in deployment.Warnings)
+                {
+                    await session.Output.WriteLineAsync($"warning: {warning.Message}{(warning.Hint is null ? string.Empty : $"\n  fix: {warning.Hint}")}");
+                }
             }
 
             return parse.GetValue(wait) ? await WaitAsync(session, parse, api, deployment, ct) : ExitCodes.Ok;
@@ -192,7 +196,8 @@ internal static class DeploymentCommands
                 var table = new Table("TABLE", "BLUE ROWS", "GREEN ROWS", "MATCH");
                 foreach (var t in report.Tables)
                 {
-                    table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : "NO");
+                    var why = t.Problem ?? (t.DifferingPartitions.Count > 0 ? $"partitions that differ: {string.Join(", ", t.DifferingPartitions)}" : null);
+                    table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : why is null ? "NO" : $"NO: {why}");
                 }
 
                 table.WriteTo(session.Output);
@@ -345,6 +350,11 @@ internal static class DeploymentCommands
         output.WriteLine($"database     {d.Database}");
         output.WriteLine($"replication  {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
         output.WriteLine($"lag          {Lag(r)} (retained WAL {Format.Bytes(r.RetainedBytes)}; observed {Format.Time(r.ObservedAt)})");
+        foreach (var warning in d.Warnings)
+        {
+            output.WriteLine($"warning      {warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}");
+        }
+
         if (d.Switchover is { } s)
         {
             output.WriteLine($"switchover   {Format.Name(s.Outcome)} {s.Phase}{(s.Reason is null ? string.Empty : $": {s.Reason}")}");

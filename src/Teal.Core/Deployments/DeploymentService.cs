@@ -83,6 +83,7 @@ public sealed partial class DeploymentService(
             var link = engine.Link(links.Spec(deployment, blue, green) with { Blue = blueConnection, Green = greenConnection });
             var report = await link.CheckPrerequisitesAsync(cancellationToken);
             report.ThrowIfFailed("deployment.prerequisites-failed", $"cannot create deployment '{spec.Name}'");
+            deployment = deployment with { Warnings = report.Results.Where(r => r.Outcome == Guardrails.CheckOutcome.Warn).ToList() };
 
             green = green with { SecretRef = greenPassword is null ? null : $"instance/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}" };
             if (green.SecretRef is not null)
@@ -114,6 +115,11 @@ public sealed partial class DeploymentService(
             $"deployment '{spec.Name}' created: blue {blue.Name} (PostgreSQL {blue.Version}) → green {green.Name} (PostgreSQL {green.Version})",
             cancellationToken,
             new Dictionary<string, string> { ["blue"] = blue.Name, ["green"] = green.Name, ["greenVersion"] = green.Version });
+        foreach (var warning in deployment.Warnings)
+        {
+            await recorder.EventAsync(id, EventKinds.PrerequisiteWarning, $"{warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}", cancellationToken, new Dictionary<string, string> { ["check"] = warning.Name });
+        }
+
         LogCreated(id, spec.Name, blue.Name, green.Name);
         StartWorkflow(id);
         return await recorder.GetAsync(id, cancellationToken);

@@ -138,7 +138,7 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         else
         {
             var why = current.Reason is null ? string.Empty : $": {current.Reason}";
-            var recovered = previous.State is ReplicationState.Degraded or ReplicationState.Stopped && current.State == ReplicationState.Replicating ? "recovered: " : string.Empty;
+            var recovered = previous.State is ReplicationState.Degraded or ReplicationState.Stopped && current.State is ReplicationState.Replicating or ReplicationState.Syncing ? "recovered: " : string.Empty;
             await recorder.EventAsync(id, EventKinds.ReplicationStateChanged, $"replication {recovered}{StateName(previous.State)} → {StateName(current.State)}{why}", cancellationToken, data);
         }
 

@@ -70,6 +70,9 @@ public sealed record TableVerification(string Table, long BlueRows, long GreenRo
     /// <summary>Why the table could not be compared (missing on green, columns differ, …).</summary>
     public string? Problem { get; init; }
 
+    /// <summary>For a partitioned table that differs: its partitions that differ (<c>schema.partition</c>).</summary>
+    public IReadOnlyList<string> DifferingPartitions { get; init; } = [];
+
     /// <summary>
     /// No difference found. Chunks still changing under load are reported in
     /// <see cref="ChangingChunks"/> and do not count as differences; the totals then differ.

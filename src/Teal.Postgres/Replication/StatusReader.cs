@@ -220,8 +220,9 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
             }
 
             var message = lines[i][(at + "ERROR:".Length)..].Trim();
-            var context = i + 1 < lines.Length ? lines[i + 1] : string.Empty;
-            if (message.Contains("logical replication", StringComparison.Ordinal) || context.Contains("replication origin", StringComparison.Ordinal))
+            // DETAIL and HINT may come between the error and the CONTEXT naming the replication origin.
+            var context = lines.Skip(i + 1).Take(3).TakeWhile(l => l.Contains("DETAIL:", StringComparison.Ordinal) || l.Contains("HINT:", StringComparison.Ordinal) || l.Contains("CONTEXT:", StringComparison.Ordinal));
+            if (message.Contains("logical replication", StringComparison.Ordinal) || context.Any(l => l.Contains("replication origin", StringComparison.Ordinal)))
             {
                 return message;
             }

@@ -199,14 +199,7 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
             await Scenario.Blue.ExecuteAsync(drop, BlueGreenScenario.Database);
         }
 
-        if (create.StartsWith("CREATE", StringComparison.Ordinal))
-        {
-            // Teal's DDL capture records CREATE/DROP PUBLICATION as DDL (replication DEGRADED);
-            // nothing to apply on green, so acknowledge it.
-            await WaitForReplicationStateAsync("DEGRADED");
-            (await Scenario.Cli.RunAsync("ack-ddl", "upgrade")).ShouldSucceed();
-        }
-
+        // CREATE/DROP PUBLICATION is replication plumbing, not DDL green needs: nothing to acknowledge.
         await WaitUntilCleanAsync();
     }
 

@@ -86,6 +86,16 @@ internal static class LinkTestKit
         }
     }
 
+    /// <summary>A write as Teal does it: through a fence, and not recorded by the DDL trigger.</summary>
+    public static async Task WriteAsTealAsync(PostgresServer server, string database, string sql)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString(database)) { Options = "-c default_transaction_read_only=off", ApplicationName = "teal" };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand(sql, conn);
+        await cmd.ExecuteNonQueryAsync();
+    }
+
     /// <summary>Runs a statement as a plain client (no Teal session settings): the fence applies to it.</summary>
     public static async Task<PostgresException?> TryWriteAsClientAsync(PostgresServer server, string database, string sql)
     {
