@@ -92,6 +92,7 @@ internal static class TealCli
 
         root.Subcommands.Add(EventCommands.Create(session));
         root.Subcommands.Add(EndpointCommands.Create(session));
+        root.Subcommands.Add(WebhookCommands.Create(session));
         return root;
     }
 
