@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Prometheus;
+using Teal.Server.Dashboard;
 using Teal.Server.Events;
 using Teal.Server.Metrics;
 
@@ -28,6 +29,7 @@ public static class ObservabilityServices
         app.MapMetrics("/metrics", app.Services.GetRequiredService<TealMetrics>().Registry);
         EventStreamRoutes.Map(app);
         WebhookRoutes.Map(app);
+        DashboardRoutes.Map(app);
         return app;
     }
 }
