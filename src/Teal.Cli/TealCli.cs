@@ -3,6 +3,7 @@ using System.CommandLine.Invocation;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Teal.Cli.Commands;
+using Teal.Cli.Rendering;
 using Teal.Core.Errors;
 using Teal.Server;
 using Teal.Server.Json;
@@ -92,6 +93,8 @@ internal static class TealCli
 
         root.Subcommands.Add(EventCommands.Create(session));
         root.Subcommands.Add(EndpointCommands.Create(session));
+        root.Subcommands.Add(WebhookCommands.Create(session));
+        HelpExamples.AddTo(root);
         return root;
     }
 

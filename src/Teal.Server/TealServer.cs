@@ -23,6 +23,7 @@ using Teal.Server.Endpoints;
 using Teal.Server.Hosting;
 using Teal.Server.Instances;
 using Teal.Server.Json;
+using Teal.Server.Observability;
 using Teal.Server.Secrets;
 using Teal.Server.State;
 
@@ -129,6 +130,7 @@ public static class TealServer
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
         services.AddHostedService<StartupWork>();
+        services.AddObservability();
     }
 
     private static void MapRoutes(WebApplication app)
@@ -142,6 +144,7 @@ public static class TealServer
         EventRoutes.Map(api);
         EndpointRoutes.Map(api);
         SwitchoverRoutes.Map(api);
+        app.MapObservability();
         api.MapFallback((HttpContext context) => ApiErrors.WriteAsync(
             context,
             new ApiProblem("about:blank", "Not Found", StatusCodes.Status404NotFound, $"no route {context.Request.Method} {context.Request.Path}", "request.no-route") { Hint = "see the OpenAPI document at /openapi/v1.json" }));

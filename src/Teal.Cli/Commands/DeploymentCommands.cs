@@ -61,27 +61,32 @@ internal static class DeploymentCommands
         var seen = new Dictionary<DeploymentTaskKind, string>();
         try
         {
-            while (true)
+            // On a terminal the tasks are redrawn in place with progress bars; elsewhere each change is a line.
+            deployment = await LiveView.RunAsync(session, session.Json(parse), async update =>
             {
-                var body = await api.SendAsync(HttpMethod.Get, $"/api/deployments/{deployment.Id}", null, ct);
-                deployment = ApiClient.Parse<Deployment>(body);
-                foreach (var task in deployment.Tasks)
+                while (true)
                 {
-                    var line = $"{TaskNames.Of(task.Kind),-16} {Format.Name(task.Status),-12} {Percent(task.Percent),5}  {task.Message}";
-                    if (!session.Json(parse) && (!seen.TryGetValue(task.Kind, out var previous) || previous != line))
+                    var body = await api.SendAsync(HttpMethod.Get, $"/api/deployments/{deployment.Id}", null, ct);
+                    deployment = ApiClient.Parse<Deployment>(body);
+                    update?.Invoke(ProgressViews.Tasks(deployment));
+                    foreach (var task in update is null ? deployment.Tasks : [])
                     {
-                        seen[task.Kind] = line;
-                        await session.Output.WriteLineAsync(line);
+                        var line = $"{TaskNames.Of(task.Kind),-16} {Format.Name(task.Status),-12} {Percent(task.Percent),5}  {task.Message}";
+                        if (!session.Json(parse) && (!seen.TryGetValue(task.Kind, out var previous) || previous != line))
+                        {
+                            seen[task.Kind] = line;
+                            await session.Output.WriteLineAsync(line);
+                        }
                     }
-                }
 
-                if (deployment.Status is not DeploymentStatus.Provisioning)
-                {
-                    break;
-                }
+                    if (deployment.Status is not DeploymentStatus.Provisioning)
+                    {
+                        return deployment;
+                    }
 
-                await Task.Delay(TimeSpan.FromSeconds(1), ct);
-            }
+                    await Task.Delay(TimeSpan.FromSeconds(1), ct);
+                }
+            });
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -143,15 +148,24 @@ internal static class DeploymentCommands
             var path = $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}";
             try
             {
+                if (parse.GetValue(watch) && session.IsTerminal && !session.Json(parse))
+                {
+                    // Redrawn in place (Spectre's live display) until Ctrl-C.
+                    return await LiveView.RunAsync<int>(session, json: false, async update =>
+                    {
+                        while (true)
+                        {
+                            using var text = new StringWriter();
+                            Render(text, ApiClient.Parse<Deployment>(await api.SendAsync(HttpMethod.Get, path, null, ct)));
+                            update!(LiveView.Text(text.ToString()));
+                            await Task.Delay(TimeSpan.FromSeconds(1), ct);
+                        }
+                    });
+                }
+
                 do
                 {
                     var body = await api.SendAsync(HttpMethod.Get, path, null, ct);
-                    if (parse.GetValue(watch) && session.IsTerminal)
-                    {
-                        // Home and clear: redraw in place instead of scrolling.
-                        await session.Output.WriteAsync("\u001b[H\u001b[2J");
-                    }
-
                     if (session.Json(parse))
                     {
                         session.WriteJson(body);

@@ -114,24 +114,36 @@ internal static class SwitchoverCommands
     private static async Task<int> FollowAsync(CliSession session, ParseResult parse, ApiClient api, Deployment deployment, CancellationToken ct)
     {
         string? lastPhase = null;
-        while (deployment.Status == DeploymentStatus.SwitchoverInProgress)
+        // On a terminal the phases are redrawn in place as they complete; elsewhere each phase is a line.
+        var live = false;
+        deployment = await LiveView.RunAsync(session, session.Json(parse), async update =>
         {
-            var phase = deployment.Switchover?.Phase;
-            if (phase != lastPhase && phase is not null && !session.Json(parse))
+            live = update is not null;
+            while (true)
             {
-                await session.Output.WriteLineAsync($"  {phase}");
-                lastPhase = phase;
-            }
+                update?.Invoke(ProgressViews.Switchover(deployment.Name, deployment.Switchover));
+                if (deployment.Status != DeploymentStatus.SwitchoverInProgress)
+                {
+                    return deployment;
+                }
 
-            await Task.Delay(TimeSpan.FromMilliseconds(100), ct);
-            deployment = ApiClient.Parse<Deployment>(await api.SendAsync(HttpMethod.Get, $"/api/deployments/{deployment.Id}", null, ct));
-        }
+                var phase = deployment.Switchover?.Phase;
+                if (update is null && phase != lastPhase && phase is not null && !session.Json(parse))
+                {
+                    await session.Output.WriteLineAsync($"  {phase}");
+                    lastPhase = phase;
+                }
+
+                await Task.Delay(TimeSpan.FromMilliseconds(100), ct);
+                deployment = ApiClient.Parse<Deployment>(await api.SendAsync(HttpMethod.Get, $"/api/deployments/{deployment.Id}", null, ct));
+            }
+        });
 
         if (session.Json(parse))
         {
             session.WriteJson(deployment);
         }
-        else if (deployment.Switchover is { } s)
+        else if (!live && deployment.Switchover is { } s)
         {
             var table = new Table("PHASE", "RESULT", "MS");
             foreach (var p in s.Phases)

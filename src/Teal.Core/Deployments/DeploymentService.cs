@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Engines;
@@ -158,7 +159,16 @@ public sealed partial class DeploymentService(
         var message = report.Matches
             ? $"verify: {report.Tables.Count} tables, {report.RowsPerSide} rows per side, all equal ({report.RowsPerSecond:0} rows/s per side)"
             : $"verify: {differing} of {report.Tables.Count} tables differ";
-        await recorder.EventAsync(deployment.Id, EventKinds.Verified, message, cancellationToken, new Dictionary<string, string> { ["matches"] = report.Matches ? "true" : "false", ["position"] = report.Position });
+        await recorder.EventAsync(deployment.Id, EventKinds.Verified, message, cancellationToken, new Dictionary<string, string>
+        {
+            ["matches"] = report.Matches ? "true" : "false",
+            ["position"] = report.Position,
+            // For the metrics and the dashboard: the verify's figures without re-running it.
+            ["tables"] = report.Tables.Count.ToString(CultureInfo.InvariantCulture),
+            ["differingTables"] = differing.ToString(CultureInfo.InvariantCulture),
+            ["rows"] = report.RowsPerSide.ToString(CultureInfo.InvariantCulture),
+            ["seconds"] = report.Seconds.ToString("0.###", CultureInfo.InvariantCulture),
+        });
         return report;
     }
 

@@ -31,10 +31,12 @@ public sealed class TealHost : IAsyncDisposable
 
     public IStateStore State => _app.Services.GetRequiredService<IStateStore>();
 
-    public static async Task<TealHost> StartAsync(string? dataDirectory = null)
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<TealHost> StartAsync(string? dataDirectory = null, Action<IServiceCollection>? configure = null)
     {
         var directory = dataDirectory ?? TestDirectories.NewDirectory("teal");
-        var app = TealServer.Build(new TealServerOptions(directory) { Listen = "127.0.0.1:0" });
+        var app = TealServer.Build(new TealServerOptions(directory) { Listen = "127.0.0.1:0" }, configure);
         await app.StartAsync();
         return new TealHost(app, directory);
     }
