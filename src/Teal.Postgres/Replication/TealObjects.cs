@@ -70,41 +70,49 @@ internal static class TealObjects
         await connection.ExecuteAsync(
             $$"""
             CREATE OR REPLACE FUNCTION {{Function(deployment)}}() RETURNS event_trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $teal$
+            LANGUAGE plpgsql SECURITY DEFINER AS $teal$
             DECLARE
+                caller_path text := pg_catalog.current_setting('search_path');
                 touched text;
             BEGIN
-                IF current_setting('application_name', true) = 'teal' THEN
-                    RETURN;
-                END IF;
-                IF TG_TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION', 'DROP PUBLICATION',
-                              'CREATE SUBSCRIPTION', 'ALTER SUBSCRIPTION', 'DROP SUBSCRIPTION',
-                              'REFRESH MATERIALIZED VIEW') THEN
-                    RETURN;
-                END IF;
-                IF TG_EVENT = 'sql_drop' THEN
-                    PERFORM set_config({{dropped}}, 'on', true);
-                    SELECT string_agg(o.object_type || coalesce(' ' || o.object_identity, ''), '; ' ORDER BY o.original DESC)
-                      INTO touched
-                      FROM pg_event_trigger_dropped_objects() o
-                     WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM 'teal'
-                       AND (o.original OR o.object_type IN ('table column', 'index'));
-                ELSE
-                    IF current_setting({{dropped}}, true) = 'on' THEN
-                        PERFORM set_config({{dropped}}, 'off', true);
-                        RETURN;
+                -- The caller's search_path is recorded (apply-ddl resolves unqualified names
+                -- with it), so it cannot be fixed by a SET clause on the function; it is
+                -- fixed here, before anything else resolves a name, and given back at the end.
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                <<work>>
+                BEGIN
+                    IF current_setting('application_name', true) = 'teal' THEN
+                        EXIT work;
                     END IF;
-                    SELECT string_agg(coalesce(c.object_type, lower(c.command_tag)) || coalesce(' ' || c.object_identity, ''), '; ')
-                      INTO touched
-                      FROM pg_event_trigger_ddl_commands() c
-                     WHERE NOT c.in_extension AND c.schema_name IS DISTINCT FROM 'teal'
-                       AND coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%';
-                END IF;
-                IF touched IS NULL THEN
-                    RETURN;
-                END IF;
-                INSERT INTO teal.ddl_log (deployment, xid, command_tag, statement, query_start, search_path, objects)
-                VALUES ({{name}}, txid_current(), TG_TAG, current_query(), statement_timestamp(), current_setting('search_path'), touched);
+                    IF TG_TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION', 'DROP PUBLICATION',
+                                  'CREATE SUBSCRIPTION', 'ALTER SUBSCRIPTION', 'DROP SUBSCRIPTION',
+                                  'REFRESH MATERIALIZED VIEW') THEN
+                        EXIT work;
+                    END IF;
+                    IF TG_EVENT = 'sql_drop' THEN
+                        PERFORM set_config({{dropped}}, 'on', true);
+                        SELECT string_agg(o.object_type || coalesce(' ' || o.object_identity, ''), '; ' ORDER BY o.original DESC)
+                          INTO touched
+                          FROM pg_event_trigger_dropped_objects() o
+                         WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM 'teal'
+                           AND (o.original OR o.object_type IN ('table column', 'index'));
+                    ELSE
+                        IF current_setting({{dropped}}, true) = 'on' THEN
+                            PERFORM set_config({{dropped}}, 'off', true);
+                            EXIT work;
+                        END IF;
+                        SELECT string_agg(coalesce(c.object_type, lower(c.command_tag)) || coalesce(' ' || c.object_identity, ''), '; ')
+                          INTO touched
+                          FROM pg_event_trigger_ddl_commands() c
+                         WHERE NOT c.in_extension AND c.schema_name IS DISTINCT FROM 'teal'
+                           AND coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%';
+                    END IF;
+                    IF touched IS NOT NULL THEN
+                        INSERT INTO teal.ddl_log (deployment, xid, command_tag, statement, query_start, search_path, objects)
+                        VALUES ({{name}}, txid_current(), TG_TAG, current_query(), statement_timestamp(), caller_path, touched);
+                    END IF;
+                END work;
+                PERFORM pg_catalog.set_config('search_path', caller_path, true);
             END
             $teal$
             """,
