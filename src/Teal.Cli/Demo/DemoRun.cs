@@ -36,6 +36,7 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         await DemoServer.StartAsync(options, ct);
         var token = (await File.ReadAllTextAsync(Path.Combine(options.Directory, "token"), ct)).Trim();
         using var api = new ApiClient(options.Server, token);
+        await Out.WriteLineAsync($"    dashboard: {options.Server}#/d/{Deployment} — open it to watch the demo live");
 
         await StepAsync($"creating blue: a managed PostgreSQL 15 named '{Blue}' behind the endpoint 127.0.0.1:{options.EndpointPort}");
         var instance = ApiClient.Parse<InstanceView>(await api.SendAsync(HttpMethod.Post, "/api/instances", new AddInstanceRequest(Blue) { Version = "15", Endpoint = $"127.0.0.1:{options.EndpointPort}" }, ct));
@@ -62,6 +63,13 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         foreach (var check in checks.Results)
         {
             await Out.WriteLineAsync($"    {(check.Passed ? "ok  " : "FAIL")} {check.Name}: {check.Message}");
+        }
+
+        if (session.IsTerminal && !Console.IsInputRedirected)
+        {
+            // Time to open the dashboard; piped or in CI the demo goes straight on.
+            await Out.WriteAsync($"{Environment.NewLine}Press Enter to switch over (watch it at {options.Server}#/d/{Deployment})… ");
+            await Console.In.ReadLineAsync(ct);
         }
 
         await StepAsync("switching over while the application writes");
