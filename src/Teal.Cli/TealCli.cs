@@ -94,6 +94,7 @@ internal static class TealCli
         root.Subcommands.Add(EventCommands.Create(session));
         root.Subcommands.Add(EndpointCommands.Create(session));
         root.Subcommands.Add(WebhookCommands.Create(session));
+        root.Subcommands.Add(DemoCommand.Create(session));
         HelpExamples.AddTo(root);
         return root;
     }
