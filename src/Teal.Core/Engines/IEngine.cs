@@ -56,4 +56,13 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 
     /// <summary>Parameter values green must have (the deployment's parameter group); verify compares them.</summary>
     public IReadOnlyDictionary<string, string> ExpectedGreenParameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// Password of Teal's own login role on blue (the fence leaves only that role able to log
+    /// in, so it must be one no application knows). Generated and kept by Teal per server.
+    /// </summary>
+    public string? BlueControlPassword { get; init; }
+
+    /// <summary>Password of Teal's own login role on green (see <see cref="BlueControlPassword"/>).</summary>
+    public string? GreenControlPassword { get; init; }
 }
