@@ -17,6 +17,12 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     private readonly ConcurrentDictionary<DeploymentId, Lazy<Task<IReplicationLink>>> _links = new();
     private readonly Lock _controlLock = new();
 
+    /// <summary>
+    /// Teal's own login on every server it fences: the one login a fence leaves (PostgreSQL:
+    /// a role of that name; ARCHITECTURE.md, "The fence").
+    /// </summary>
+    public const string ControlUser = "teal_control";
+
     /// <summary>The stem of every object Teal creates for a deployment (publication, slot, …).</summary>
     public static string ObjectName(DeploymentId id) => "teal_" + id.Suffix;
 

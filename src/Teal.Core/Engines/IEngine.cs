@@ -25,6 +25,13 @@ public interface IEngine
 
     /// <summary>The replication link of one deployment (cheap; holds no connection until used).</summary>
     IReplicationLink Link(LinkSpec spec);
+
+    /// <summary>
+    /// Lifts every deployment's fence from a server (the explicit <c>teal instance unfence</c>),
+    /// logged in as Teal's own login: gives LOGIN back to exactly the roles the fences took it
+    /// from. Returns those roles.
+    /// </summary>
+    Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken);
 }
 
 /// <summary>What a probe found.</summary>

@@ -154,6 +154,31 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             r => r.GetString(0),
             cancellationToken);
 
+    /// <summary>
+    /// Lifts every holder's fence from a server (<c>teal instance unfence</c>): drops the
+    /// holders, gives LOGIN back to the recorded roles, resets the second layer and the
+    /// role/database overrides recorded in the connection's database. Returns the roles.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> LiftAllAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken)
+    {
+        await using var source = Connections.PostgresConnections.DataSource(tealLogin, pooling: false);
+        await using var conn = await Connections.PostgresConnections.OpenAsync(source, tealLogin, "instance", cancellationToken);
+        var roles = await conn.QueryAsync(
+            $"SELECT m.rolname::text FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = '{LoginsRole}' ORDER BY 1",
+            r => r.GetString(0),
+            cancellationToken);
+        foreach (var holder in await HoldersAsync(conn, cancellationToken))
+        {
+            await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(holder)}", cancellationToken);
+        }
+
+        await RestoreLoginsAsync(conn, cancellationToken);
+        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        await RestoreOverridesAsync(conn, cancellationToken);
+        return roles;
+    }
+
     /// <summary>Gives LOGIN back to every role the fence took it from, in one transaction.</summary>
     public static async Task RestoreLoginsAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
         await conn.ExecuteAsync(

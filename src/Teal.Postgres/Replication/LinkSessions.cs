@@ -20,7 +20,7 @@ namespace Teal.Postgres.Replication;
 internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
 {
     /// <summary>Teal's login role on both sides; its password is generated and kept by Teal only.</summary>
-    public const string ControlRole = "teal_control";
+    public const string ControlRole = Teal.Core.Deployments.DeploymentLinks.ControlUser;
 
     private readonly Lazy<NpgsqlDataSource> _blue = new(() => PostgresConnections.DataSource(Control(spec, Side.Blue)));
     private readonly Lazy<NpgsqlDataSource> _green = new(() => PostgresConnections.DataSource(Control(spec, Side.Green)));

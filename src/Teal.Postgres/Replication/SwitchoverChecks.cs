@@ -6,7 +6,7 @@ using Teal.Core.Guardrails;
 namespace Teal.Postgres.Replication;
 
 /// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
-internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status)
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins)
 {
     /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
     private const string ClientSessions = Fencing.ClientSessions;
@@ -51,6 +51,8 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                     $"green is not fenced for {logins.Count} role(s) that can log in: {string.Join(", ", logins.Take(10))}",
                     $"on green, for each: GRANT {Fencing.LoginsRole} TO role; ALTER ROLE role NOLOGIN (the switchover gives LOGIN back to the members of {Fencing.LoginsRole})"));
         }
+
+        results.Add(await logins.CheckAsync(cancellationToken));
 
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {

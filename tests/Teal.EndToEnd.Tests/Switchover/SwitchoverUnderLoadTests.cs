@@ -53,10 +53,11 @@ public sealed class SwitchoverUnderLoadTests
         bench.Processed.ShouldBeGreaterThan(0, bench.Output);
         (await BlueGreenScenario.ScalarAsync<long>(green, "SELECT count(*) FROM pgbench_history")).ShouldBeGreaterThanOrEqualTo(bench.Processed, bench.Output);
 
-        // Blue refuses writes, for its superuser too.
+        // Old blue refuses writes, for its superuser too.
         var oldBlue = await scenario.InstanceUrlAsync("app-old1");
         var refused = await Should.ThrowAsync<PostgresException>(() => BlueGreenScenario.ExecuteAsync(oldBlue, "INSERT INTO orders (note) VALUES ('after, on blue')"));
-        refused.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+        // The fence took LOGIN from every role but Teal's: the superuser cannot even log in.
+        refused.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
 
         // Sequences were synced: new rows through the endpoint get fresh keys.
         await BlueGreenScenario.ExecuteAsync(scenario.EndpointConnectionString, "INSERT INTO orders (note) SELECT 'after ' || g FROM generate_series(1, 10) g");

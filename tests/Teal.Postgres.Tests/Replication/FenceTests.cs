@@ -239,6 +239,43 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         report.Failures.ShouldBeEmpty(string.Join("; ", report.Failures.Select(f => f.Name + ": " + f.Message)));
     }
 
+    [Fact]
+    public async Task PasswordChangedOnBlueAfterCreate_WorksOnGreenAfterTheLoginSync_AndCheckNamesRolesMissingOnGreen()
+    {
+        await deployment.Blue.ExecuteAsync("ALTER ROLE fence_app PASSWORD 'app-secret-2'; CREATE ROLE fence_late LOGIN PASSWORD 'late-secret'");
+        try
+        {
+            var check = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
+            var logins = check.Results.Single(r => r.Name == "green.logins");
+            logins.Outcome.ShouldBe(Teal.Core.Guardrails.CheckOutcome.Warn);
+            logins.Message.ShouldContain("fence_late (missing on green)");
+            // The fixture's green has its own superuser password, as an external green would.
+            logins.Message.ShouldContain($"{deployment.Green.User} (green's own user");
+
+            var notLoggingIn = await deployment.Link.SyncLoginsAsync(default);
+            notLoggingIn.ShouldContain("fence_late (missing on green)");
+            notLoggingIn.ShouldNotContain(p => p.StartsWith("fence_app", StringComparison.Ordinal));
+
+            // Green opens as at the switchover: the application logs in with blue's new password.
+            await deployment.Link.UnfenceAsync(Side.Green, default);
+            try
+            {
+                await using var onGreen = await OpenAsync(deployment.Green, "fence_app", "app-secret-2");
+                (await new NpgsqlCommand("SELECT count(*) FROM writes", onGreen).ExecuteScalarAsync()).ShouldNotBeNull();
+            }
+            finally
+            {
+                await deployment.Link.FenceAsync(Side.Green, default);
+                await deployment.Link.DrainAsync(Side.Green, TimeSpan.Zero, default);
+            }
+        }
+        finally
+        {
+            await deployment.Blue.ExecuteAsync("ALTER ROLE fence_app PASSWORD 'app-secret'; DROP ROLE fence_late");
+            await deployment.Link.SyncLoginsAsync(default);
+        }
+    }
+
     private Task<NpgsqlConnection> OpenAsync(string user, string password) => OpenAsync(deployment.Blue, user, password);
 
     private static async Task<NpgsqlConnection> OpenAsync(PostgresServer server, string user, string password)
