@@ -57,6 +57,7 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");
         await blue.ExecuteAsync($"CREATE DATABASE {Database}");
         await blue.ExecuteAsync(ProbeWriter.CreateTableSql, Database);
+        await blue.ExecuteAsync(DirectWriter.CreateTableSql, Database);
         await blue.ExecuteAsync("CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL)", Database);
         await blue.ExecuteAsync("INSERT INTO orders (note) SELECT 'before ' || g FROM generate_series(1, 500) g", Database);
         await PgBench.InitializeAsync(blue.Host, blue.Port, blue.User, blue.Password, Database, pgbenchScale);
