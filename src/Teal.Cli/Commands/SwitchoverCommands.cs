@@ -22,16 +22,22 @@ internal static class SwitchoverCommands
         Description = "Seconds after which an open write transaction on blue refuses the switchover (default 10)",
     };
 
+    private static Option<bool> WholeServerOption() => new("--fence-whole-server")
+    {
+        Description = "Accept that the fence locks out every database on blue's server, not only the deployment's (it acts on logins, which are server-wide)",
+    };
+
     private static Command Check(CliSession session)
     {
         var id = new Argument<string>("ID") { Description = "Deployment id or name" };
         var timeout = TimeoutOption();
         var threshold = ThresholdOption();
-        var command = new Command("check", "Run every switchover guardrail and report each; changes nothing") { id, timeout, threshold };
+        var wholeServer = WholeServerOption();
+        var command = new Command("check", "Run every switchover guardrail and report each; changes nothing") { id, timeout, threshold, wholeServer };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
-            var request = new SwitchoverRequest(parse.GetValue(timeout), null, parse.GetValue(threshold));
+            var request = new SwitchoverRequest(parse.GetValue(timeout), null, parse.GetValue(threshold)) { FenceWholeServer = parse.GetValue(wholeServer) };
             var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/check", request, ct);
             var report = ApiClient.Parse<CheckReport>(body);
             if (session.Json(parse))
@@ -56,14 +62,15 @@ internal static class SwitchoverCommands
         var drain = new Option<double?>("--drain-budget") { Description = "Seconds in-flight transactions get to finish before their sessions are closed (default 5)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and the guardrails; change nothing" };
         var wait = new Option<bool>("--wait") { Description = "Follow the phases until the switchover completes or rolls back" };
+        var wholeServer = WholeServerOption();
         var command = new Command("switchover", "Switch applications from blue to green: guardrails, fenced cutover, rollback before the point of no return")
         {
-            id, timeout, drain, threshold, dryRun, wait,
+            id, timeout, drain, threshold, dryRun, wait, wholeServer,
         };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
-            var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun));
+            var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun)) { FenceWholeServer = parse.GetValue(wholeServer) };
             var path = $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchover";
             var body = await api.SendAsync(HttpMethod.Post, path, request, ct);
             if (request.DryRun)

@@ -344,6 +344,10 @@ public sealed partial class DeploymentService(
             {
                 Parameters = spec.TargetParameters,
                 Database = blue.Database,
+                // Blue's user and password: applications that log in to blue as that user
+                // (often `postgres`) log in to green the same way after the switchover.
+                SuperUser = blue.User,
+                Password = links.Connection(blue).Password,
             },
             cancellationToken);
         return (provisioned.Instance, provisioned.Password);

@@ -96,6 +96,13 @@ public interface IReplicationLink
     /// <summary>Sets every sequence on green to blue's value (PostgreSQL) / checks AUTO_INCREMENT.</summary>
     Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Gives every role that logs in to blue the same password on green (blue's stored
+    /// verifier), so clients log in to green as they did to blue. Returns the roles that will
+    /// not (missing on green, or green's own user whose password Teal keeps).
+    /// </summary>
+    Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken);
+
     /// <summary>Current write position of one side (PostgreSQL: LSN).</summary>
     Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken);
 

@@ -41,7 +41,12 @@ public sealed record ReplicationPosition(string Value)
     public override string ToString() => Value;
 }
 
-public sealed record DrainResult(int FinishedInTime, int Terminated);
+/// <summary>What a drain did: transactions that finished in time, sessions terminated while in one.</summary>
+public sealed record DrainResult(int FinishedInTime, int Terminated)
+{
+    /// <summary>Sessions without a transaction that were closed (a fenced side keeps no client session).</summary>
+    public int ClosedIdle { get; init; }
+}
 
 public sealed record SequenceSync(string Sequence, long? BlueValue, long? GreenValueBefore, long? GreenValueAfter);
 
@@ -53,6 +58,12 @@ public sealed record SwitchoverGuardrailOptions(TimeSpan SwitchoverTimeout)
 
     /// <summary>Assumed apply rate on green, to judge whether the lag drains within the timeout.</summary>
     public long DrainBytesPerSecond { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>
+    /// The operator accepts that the fence locks out every database on blue's server, not only
+    /// the deployment's (the fence acts on logins, which are server-wide).
+    /// </summary>
+    public bool FenceWholeServer { get; init; }
 }
 
 /// <summary>Result of comparing one table.</summary>

@@ -29,7 +29,7 @@ public static class SwitchoverGuardrails
         if (deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed)
         {
             var engine = await link.CheckSwitchoverAsync(
-                new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold },
+                new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold, FenceWholeServer = options.FenceWholeServer },
                 cancellationToken);
             results.AddRange(engine.Results);
         }

@@ -23,6 +23,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly SwitchoverChecks _switchover;
     private readonly DdlLog _ddl;
     private readonly MaterializedViews _views;
+    private readonly Logins _logins;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -38,7 +39,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _views = new MaterializedViews(_sessions);
         _positions = new Positions(_sessions, time);
         _verifier = new Verifier(_sessions, _positions);
-        _switchover = new SwitchoverChecks(_sessions, _status);
+        _logins = new Logins(_sessions);
+        _switchover = new SwitchoverChecks(_sessions, _status, _logins);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -78,6 +80,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);
 
     public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _positions.SyncSequencesAsync(cancellationToken);
+
+    public Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken) => _logins.SyncAsync(cancellationToken);
 
     public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
 

@@ -16,10 +16,12 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     public async Task<CheckReport> RunAsync(CancellationToken cancellationToken)
     {
         var results = new List<CheckResult>();
-        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
-        await using var greenAdmin = await sessions.OpenGreenAdminAsync(cancellationToken);
+        // As the registered users: the checks judge their privileges, and nothing exists yet
+        // (Teal's own login role included, which these users create on first use).
+        await using var blue = await sessions.OpenRegisteredAsync(Side.Blue, null, cancellationToken);
+        await using var greenAdmin = await sessions.OpenRegisteredAsync(Side.Green, LinkSessions.MaintenanceDatabase, cancellationToken);
         var greenDatabaseExists = await greenAdmin.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", cancellationToken, sessions.Spec.Green.Database);
-        await using var green = greenDatabaseExists ? await sessions.OpenAsync(Side.Green, cancellationToken) : greenAdmin;
+        await using var green = greenDatabaseExists ? await sessions.OpenRegisteredAsync(Side.Green, null, cancellationToken) : greenAdmin;
 
         results.Add(await WalLevelAsync(blue, cancellationToken));
         results.AddRange(await BlueCapacityAsync(blue, cancellationToken));

@@ -57,6 +57,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         }
 
         await fencing.FenceAsync(Side.Green, cancellationToken);
+        // Green takes no client's writes until the switchover: no client session stays on it.
+        await fencing.DrainAsync(Side.Green, TimeSpan.Zero, cancellationToken);
     }
 
     /// <summary>
@@ -78,7 +80,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
 
     private IEnumerable<KeyValuePair<string, string?>> BlueConninfo()
     {
-        var blue = sessions.Spec.Blue;
+        // Teal's own role: the walsender on blue must still log in while blue is fenced.
+        var blue = sessions.Connection(Side.Blue);
         yield return new("host", blue.Host);
         yield return new("port", blue.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
         yield return new("user", blue.User);

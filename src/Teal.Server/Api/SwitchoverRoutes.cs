@@ -6,7 +6,11 @@ using Teal.Core.Switchover;
 namespace Teal.Server.Api;
 
 /// <summary>Body of <c>POST …/check</c> and <c>POST …/switchover</c>; every field optional.</summary>
-public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudget, double? LongTransactionThreshold, bool DryRun = false);
+public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudget, double? LongTransactionThreshold, bool DryRun = false)
+{
+    /// <summary>Accept that the fence locks out every database on blue's server (it acts on logins).</summary>
+    public bool FenceWholeServer { get; init; }
+}
 
 /// <summary><c>/api/deployments/{id}/check</c> and <c>/switchover</c>: guardrails, the plan, and starting a switchover.</summary>
 public static class SwitchoverRoutes
@@ -26,5 +30,5 @@ public static class SwitchoverRoutes
     }
 
     private static SwitchoverOptions Options(SwitchoverRequest? request) =>
-        SwitchoverOptions.Create(request?.SwitchoverTimeout, request?.DrainBudget, request?.LongTransactionThreshold);
+        SwitchoverOptions.Create(request?.SwitchoverTimeout, request?.DrainBudget, request?.LongTransactionThreshold) with { FenceWholeServer = request?.FenceWholeServer == true };
 }

@@ -37,7 +37,8 @@ public sealed class RollbackTests
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:3" });
         var created = await scenario.CreateDeploymentAsync();
         var greenName = created.GetProperty("green").GetString()!;
-        var greenUrl = await scenario.InstanceUrlAsync(greenName);
+        // Green is fenced: only Teal's own login gets in (to find its data directory).
+        var greenUrl = await scenario.InstanceUrlAsync(greenName, asTeal: true);
 
         var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2));
         await scenario.WaitForPhaseAsync("catch-up");

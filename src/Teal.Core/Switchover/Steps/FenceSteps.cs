@@ -76,7 +76,7 @@ public sealed class SyncSequencesStep : ISwitchoverStep
 
     public string Name => "sync-sequences";
 
-    public string Description => "set every sequence on green to blue's value (alongside catch-up)";
+    public string Description => "set every sequence on green to blue's value and every role's password to blue's (alongside catch-up)";
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
@@ -85,6 +85,16 @@ public sealed class SyncSequencesStep : ISwitchoverStep
             Events.EventKinds.SequencesSynced,
             $"{synced.Count} sequence(s) on green set to blue's values",
             new Dictionary<string, string> { ["count"] = synced.Count.ToString(CultureInfo.InvariantCulture) });
+
+        // Passwords too: a role's password changed on blue after create must work on green.
+        var notLoggingIn = await context.Link.SyncLoginsAsync(cancellationToken);
+        if (notLoggingIn.Count > 0)
+        {
+            context.Record(
+                Events.EventKinds.SwitchoverPhase,
+                $"{notLoggingIn.Count} role(s) that log in to blue will not log in to green as they do to blue: {string.Join("; ", notLoggingIn.Take(10))}",
+                new Dictionary<string, string> { ["roles"] = string.Join(",", notLoggingIn) });
+        }
     }
 }
 
