@@ -20,6 +20,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly Positions _positions;
     private readonly Verifier _verifier;
     private readonly SwitchoverChecks _switchover;
+    private readonly Reachability _reach;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -33,6 +34,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _positions = new Positions(_sessions, time);
         _verifier = new Verifier(_sessions, _positions);
         _switchover = new SwitchoverChecks(_sessions, _status);
+        _reach = new Reachability(_sessions);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -53,25 +55,25 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);
 
-    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
+    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _switchover.RunAsync(options, ct), cancellationToken);
 
-    public Task WarmUpAsync(CancellationToken cancellationToken) => _sessions.WarmUpAsync(cancellationToken);
+    public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_sessions.WarmUpAsync, cancellationToken);
 
-    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _fencing.FenceAsync(side, cancellationToken);
+    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
-    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _fencing.UnfenceAsync(side, cancellationToken);
+    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);
 
-    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _fencing.DrainAsync(side, budget, cancellationToken);
+    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 
-    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _positions.MarkAsync(cancellationToken);
+    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.MarkAsync, cancellationToken);
 
-    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);
+    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.WaitAsync(position, ct), cancellationToken);
 
-    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _positions.SyncSequencesAsync(cancellationToken);
+    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.SyncSequencesAsync, cancellationToken);
 
-    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
+    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.ReadAsync(side, ct), cancellationToken);
 
-    public Task StopReplicationAsync(CancellationToken cancellationToken) => _setup.StopAsync(cancellationToken);
+    public Task StopReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_setup.StopAsync, cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }
