@@ -372,6 +372,10 @@ internal static class DeploymentCommands
         if (d.Switchover is { } s)
         {
             output.WriteLine($"switchover   {Format.Name(s.Outcome)} {s.Phase}{(s.Reason is null ? string.Empty : $": {s.Reason}")}");
+            if (s.Hint is not null)
+            {
+                output.WriteLine($"fix          {s.Hint}");
+            }
         }
 
         output.WriteLine();

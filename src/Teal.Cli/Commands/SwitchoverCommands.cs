@@ -63,13 +63,35 @@ internal static class SwitchoverCommands
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and the guardrails; change nothing" };
         var wait = new Option<bool>("--wait") { Description = "Follow the phases until the switchover completes or rolls back" };
         var wholeServer = WholeServerOption();
+        var resume = new Option<bool>("--resume") { Description = "Continue a switchover stopped after the point of no return (SWITCHOVER_STOPPED), once its cause is fixed" };
         var command = new Command("switchover", "Switch applications from blue to green: guardrails, fenced cutover, rollback before the point of no return")
         {
-            id, timeout, drain, threshold, dryRun, wait, wholeServer,
+            id, timeout, drain, threshold, dryRun, wait, wholeServer, resume,
         };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
+            if (parse.GetValue(resume))
+            {
+                var resumedBody = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchover/resume", null, ct);
+                var resumed = ApiClient.Parse<Deployment>(resumedBody);
+                if (parse.GetValue(wait))
+                {
+                    return await FollowAsync(session, parse, api, resumed, ct);
+                }
+
+                if (session.Json(parse))
+                {
+                    session.WriteJson(resumedBody);
+                }
+                else
+                {
+                    await session.Output.WriteLineAsync($"switchover {resumed.Switchover?.Id} of {resumed.Name} resumed; follow it with `teal show {resumed.Name} --watch`");
+                }
+
+                return ExitCodes.Ok;
+            }
+
             var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun)) { FenceWholeServer = parse.GetValue(wholeServer) };
             var path = $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchover";
             var body = await api.SendAsync(HttpMethod.Post, path, request, ct);
@@ -170,6 +192,13 @@ internal static class SwitchoverCommands
             }
 
             return ExitCodes.Ok;
+        }
+
+        if (deployment.Status == DeploymentStatus.SwitchoverStopped)
+        {
+            throw new CliException(
+                $"switchover of {deployment.Name} stopped after the point of no return: {deployment.Switchover?.Reason ?? deployment.StatusReason}",
+                deployment.Switchover?.Hint ?? $"fix the cause, then run `teal switchover {deployment.Name} --resume`");
         }
 
         throw new CliException(

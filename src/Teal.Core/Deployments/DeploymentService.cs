@@ -249,9 +249,9 @@ public sealed partial class DeploymentService(
     public async Task DeleteAsync(string idOrName, bool deleteTarget, CancellationToken cancellationToken)
     {
         var deployment = await GetAsync(idOrName, cancellationToken);
-        if (deployment.Status == DeploymentStatus.SwitchoverInProgress)
+        if (deployment.Status is DeploymentStatus.SwitchoverInProgress or DeploymentStatus.SwitchoverStopped)
         {
-            throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back") { Kind = TealErrorKind.Conflict };
+            throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back (a stopped one: fix the cause and run `teal switchover ID --resume`)") { Kind = TealErrorKind.Conflict };
         }
 
         if (deleteTarget && deployment.Status == DeploymentStatus.SwitchoverCompleted)

@@ -30,6 +30,8 @@ public static class EventKinds
     public const string SwitchoverPhase = "switchover-phase";
     public const string SwitchoverCompleted = "switchover-completed";
     public const string SwitchoverCanceled = "switchover-canceled";
+    public const string SwitchoverStopped = "switchover-stopped";
+    public const string SwitchoverRetrying = "switchover-retrying";
     public const string MemberRenamed = "member-renamed";
     public const string SequencesSynced = "sequences-synced";
     public const string Positions = "positions";

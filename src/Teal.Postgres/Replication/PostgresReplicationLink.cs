@@ -24,6 +24,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly DdlLog _ddl;
     private readonly MaterializedViews _views;
     private readonly Logins _logins;
+    private readonly Reachability _reach;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -41,6 +42,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _verifier = new Verifier(_sessions, _positions);
         _logins = new Logins(_sessions);
         _switchover = new SwitchoverChecks(_sessions, _status, _logins);
+        _reach = new Reachability(_sessions);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -65,25 +67,25 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);
 
-    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
+    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _switchover.RunAsync(options, ct), cancellationToken);
 
-    public Task WarmUpAsync(CancellationToken cancellationToken) => _sessions.WarmUpAsync(cancellationToken);
+    public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_sessions.WarmUpAsync, cancellationToken);
 
-    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _fencing.FenceAsync(side, cancellationToken);
+    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
-    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _fencing.UnfenceAsync(side, cancellationToken);
+    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);
 
-    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _fencing.DrainAsync(side, budget, cancellationToken);
+    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 
-    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _positions.MarkAsync(cancellationToken);
+    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.MarkAsync, cancellationToken);
 
-    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);
+    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.WaitAsync(position, ct), cancellationToken);
 
-    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _positions.SyncSequencesAsync(cancellationToken);
+    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.SyncSequencesAsync, cancellationToken);
 
-    public Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken) => _logins.SyncAsync(cancellationToken);
+    public Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_logins.SyncAsync, cancellationToken);
 
-    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
+    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.ReadAsync(side, ct), cancellationToken);
 
     /// <summary>
     /// Drops forward replication, then refreshes green's materialized views (the switchover's
@@ -91,11 +93,13 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     /// the refresh costs the write pause nothing; a view with a unique index is refreshed
     /// CONCURRENTLY, so readers are not blocked either.
     /// </summary>
-    public async Task StopReplicationAsync(CancellationToken cancellationToken)
-    {
-        await _setup.StopAsync(cancellationToken);
-        await _views.RefreshOnGreenAsync(cancellationToken);
-    }
+    public Task StopReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
+        async ct =>
+        {
+            await _setup.StopAsync(ct);
+            await _views.RefreshOnGreenAsync(ct);
+        },
+        cancellationToken);
 
     private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken) => await _ddl.ApplyAsync(cancellationToken);
 

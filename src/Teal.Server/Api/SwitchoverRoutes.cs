@@ -12,7 +12,7 @@ public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudg
     public bool FenceWholeServer { get; init; }
 }
 
-/// <summary><c>/api/deployments/{id}/check</c> and <c>/switchover</c>: guardrails, the plan, and starting a switchover.</summary>
+/// <summary><c>/api/deployments/{id}/check</c>, <c>/switchover</c> and <c>/switchover/resume</c>: guardrails, the plan, starting a switchover and resuming a stopped one.</summary>
 public static class SwitchoverRoutes
 {
     public static void Map(IEndpointRouteBuilder api)
@@ -27,6 +27,8 @@ public static class SwitchoverRoutes
                 ? Results.Ok(await switchovers.DryRunAsync(idOrName, options, ct))
                 : Results.Accepted(value: await switchovers.StartAsync(idOrName, options, ct));
         });
+        group.MapPost("/{idOrName}/switchover/resume", async (string idOrName, SwitchoverService switchovers, CancellationToken ct) =>
+            Results.Accepted(value: await switchovers.ResumeAsync(idOrName, ct)));
     }
 
     private static SwitchoverOptions Options(SwitchoverRequest? request) =>

@@ -51,6 +51,13 @@ public sealed class RollbackTests
         deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("catch-up");
         await AssertRolledBackAsync(scenario);
 
+        // Green is still down: a new switchover is a refusal naming green, not an internal error.
+        var refused = await scenario.Cli.RunAsync(["switchover", "upgrade"], TimeSpan.FromMinutes(1));
+        refused.ExitCode.ShouldBe(1, refused.ToString());
+        refused.Stderr.ShouldContain("green");
+        refused.Stderr.ShouldContain("hint:");
+        BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_FAILED");
+
         // Teal starts its managed green again when it restarts; then a new switchover goes through.
         await scenario.Teal.KillAsync();
         scenario.Teal.Environment = new Dictionary<string, string>();
