@@ -49,9 +49,8 @@ public static class TealServer
         ArgumentNullException.ThrowIfNull(options);
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         options = options with { DataDirectory = dataDirectory };
-        // Traversable by others: managed servers run as the postgres OS user and live below it.
-        // What must stay private (secrets, token) is 0600 itself.
-        CreateDirectory(dataDirectory);
+        // Owner only (0700; 0710 for the managed servers' OS user when Teal is root).
+        DataDirectory.Prepare(dataDirectory, EngineOptions.FromEnvironment().OsUser);
         CreateDirectory(options.InstancesDirectory);
         var listen = TealServerOptions.ParseAddress(options.Listen, "server");
 
@@ -74,6 +73,7 @@ public static class TealServer
         // Resolved now so a state file Teal cannot use stops the start with its message.
         app.Services.GetRequiredService<IStateStore>();
         app.UseMiddleware<ApiErrors>();
+        app.UseMiddleware<JsonBodyCheck>();
         app.UseRouting();
         app.UseMiddleware<TokenCheck>();
         MapRoutes(app);
@@ -151,6 +151,8 @@ public static class TealServer
     {
         if (!Directory.Exists(path))
         {
+            // Traversable: managed servers run as another OS user and live below it; the data
+            // directory above decides who gets this far.
             Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         }
     }
