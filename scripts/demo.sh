@@ -37,9 +37,8 @@ teal() { dotnet "$root/src/Teal.Cli/bin/Release/net10.0/teal.dll" "$@"; }
 step "starting teal serve on $TEAL_SERVER (data in $demo_dir)"
 stop_demo
 rm -rf "$demo_dir"
+# teal serve makes it owner-only, with traversal for the OS user managed servers run as.
 mkdir -p "$demo_dir"
-# Managed servers run as a non-root user; their files must be reachable by it.
-chmod 755 "$demo_dir"
 nohup dotnet "$root/src/Teal.Cli/bin/Release/net10.0/teal.dll" serve --data-dir "$demo_dir" --listen "127.0.0.1:$port" \
   > "$demo_dir/serve.log" 2>&1 &
 for _ in $(seq 1 100); do

@@ -104,15 +104,17 @@ public sealed class CreateRefusalTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task ManagedGreenOlderThanBlue_RefusedBeforeGreenIsBuilt()
+    public async Task ManagedGreenOlderThanBlue_RefusedWithEveryFailureBeforeGreenIsBuilt()
     {
-        await using var blue = await PostgresServer.StartAsync("15");
+        await using var blue = await PostgresServer.StartAsync("16");
         await AddAsync("blue", blue.Uri());
 
-        var run = await Run("create", "orders", "--source", "blue", "--target-engine-version", "14");
+        var run = await Run("create", "orders", "--source", "blue", "--target-engine-version", "15");
 
         run.ExitCode.ShouldBe(1, run.ToString());
-        run.ErrorLines[0].ShouldContain("no PostgreSQL 14 binaries");
+        run.ErrorLines[0].ShouldContain("2 checks failed");
+        run.ErrorLines[0].ShouldContain("green.version: green would run PostgreSQL 15.");
+        run.ErrorLines[0].ShouldContain("teal.client-tools: blue runs PostgreSQL 16");
         await ShouldHaveCreatedNothingAsync(blue);
     }
 

@@ -21,7 +21,8 @@ internal static partial class DataDirectory
 {
     private const UnixFileMode OwnerAll = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
 
-    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "instances"];
+    // serve.log: where scripts/demo.sh (and operators after it) send teal serve's output.
+    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "instances", "serve.log"];
 
     /// <summary>Creates or checks <paramref name="path"/>; <paramref name="serverOsUser"/> is who runs managed servers when Teal is root.</summary>
     public static void Prepare(string path, string? serverOsUser)
