@@ -81,7 +81,9 @@ internal static class TealObjects
                 PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 <<work>>
                 BEGIN
-                    IF current_setting('application_name', true) = 'teal' THEN
+                    -- Teal's own statements: told by the login role only Teal can log in as,
+                    -- never by application_name, which any client can set to hide its DDL.
+                    IF session_user = '{{LinkSessions.ControlRole}}' THEN
                         EXIT work;
                     END IF;
                     IF TG_TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION', 'DROP PUBLICATION',
