@@ -92,7 +92,8 @@ teal instance list
 
 cat <<MSG
 
-Done. Blue (PostgreSQL 15) is now 'app-old1' and read-only; 'app' is the PostgreSQL 17 green,
+Done. Blue (PostgreSQL 15) is now 'app-old1' and fenced (no role but Teal's own can log in;
+\`teal instance unfence app-old1\` gives the logins back); 'app' is the PostgreSQL 17 green,
 and the endpoint 127.0.0.1:$endpoint_port sends clients there.
 
   export TEAL_SERVER=$TEAL_SERVER TEAL_TOKEN=\$(cat $demo_dir/token)
