@@ -11,7 +11,42 @@ namespace Teal.Postgres.Replication;
 /// </summary>
 internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema, SchemaDrift drift, DdlLog ddl)
 {
+    private int _adopted;
+
     private string Name => sessions.Spec.Name;
+
+    /// <summary>
+    /// A deployment created before Teal had its own login has a subscription owned by green's
+    /// registered user and connecting to blue as blue's: the fence takes LOGIN from both, and
+    /// the apply worker and the walsender check it whenever they (re)start. Moves the
+    /// subscription to Teal's login, once per link (the monitor's first status read does it).
+    /// </summary>
+    public async Task AdoptControlRoleAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _adopted) == 1)
+        {
+            return;
+        }
+
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        var owner = await green.ScalarAsync<string?>("SELECT pg_get_userbyid(subowner)::text FROM pg_subscription WHERE subname = $1", cancellationToken, Name);
+        if (owner is not null && owner != LinkSessions.ControlRole)
+        {
+            // The statement holds the password: keep it out of green's server log.
+            await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+            try
+            {
+                await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(Libpq.Conninfo(BlueConninfo()))}", cancellationToken);
+                await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} OWNER TO {LinkSessions.ControlRole}", cancellationToken);
+            }
+            finally
+            {
+                await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+            }
+        }
+
+        Volatile.Write(ref _adopted, 1);
+    }
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {

@@ -56,6 +56,7 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
 
     public async Task<ReplicationSnapshot> ReadAsync(CancellationToken cancellationToken)
     {
+        await setup.AdoptControlRoleAsync(cancellationToken);
         var blueTask = ReadBlueAsync(cancellationToken);
         var greenTask = ReadGreenAsync(cancellationToken);
         var skippedTask = setup.SkippedTablesAsync(repairPublication: false, cancellationToken);

@@ -45,7 +45,7 @@ public sealed partial class SchemaChangeEndToEndTests(ITestOutputHelper output)
         created.ShouldSucceed();
         created.Stdout.ShouldContain("warning: logical replication carries no materialized view contents: public.daily_revenue");
         var greenName = (await scenario.ShowAsync()).GetProperty("green").GetString()!;
-        var green = await scenario.InstanceUrlAsync(greenName);
+        var green = await scenario.InstanceUrlAsync(greenName, asTeal: true);
         // Refreshed on green before AVAILABLE: the view answers there.
         (await BlueGreenScenario.ScalarAsync<long>(green, "SELECT sum(orders) FROM daily_revenue")).ShouldBe(2000);
 

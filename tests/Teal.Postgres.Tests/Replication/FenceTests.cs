@@ -276,6 +276,20 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         }
     }
 
+    [Fact]
+    public async Task SubscriptionOwnedByTheRegisteredUser_IsMovedToTealsLogin_AndKeepsApplying()
+    {
+        // As a deployment created before Teal had its own login: owned by green's superuser,
+        // which the fence has taken LOGIN from, so the apply worker cannot restart.
+        await deployment.Green.ExecuteAsync($"ALTER SUBSCRIPTION {deployment.Name} OWNER TO {deployment.Green.User}", Db);
+        await using var fresh = LinkTestKit.Link(deployment.Blue, deployment.Green, Db, deployment.Name);
+        await fresh.ReadStatusAsync(default);
+        (await deployment.Green.ScalarAsync<string>($"SELECT pg_get_userbyid(subowner)::text FROM pg_subscription WHERE subname = '{deployment.Name}'", Db)).ShouldBe(LinkSessions.ControlRole);
+
+        await deployment.Blue.ExecuteAsync("INSERT INTO writes (how) VALUES ('after adoption')", Db);
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM writes WHERE how = 'after adoption'", Db) == 1, "apply after adoption");
+    }
+
     private Task<NpgsqlConnection> OpenAsync(string user, string password) => OpenAsync(deployment.Blue, user, password);
 
     private static async Task<NpgsqlConnection> OpenAsync(PostgresServer server, string user, string password)
