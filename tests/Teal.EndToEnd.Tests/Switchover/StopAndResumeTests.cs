@@ -39,7 +39,7 @@ public sealed class StopAndResumeTests
         scenario.Teal.Environment = new Dictionary<string, string>();
         await scenario.Teal.StartAgainAsync();
         BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_STOPPED");
-        (await BlueGreenScenario.ScalarAsync<string>(scenario.EndpointConnectionString, "SHOW server_version")).ShouldStartWith("17.");
+        (await ServerVersionOnceUpAsync(scenario)).ShouldStartWith("17.");
 
         var resumed = await scenario.Cli.RunAsync(["switchover", "upgrade", "--resume", "--wait"], TimeSpan.FromMinutes(2));
 
@@ -49,5 +49,25 @@ public sealed class StopAndResumeTests
         var again = await scenario.Cli.RunAsync(["switchover", "upgrade", "--resume"], TimeSpan.FromMinutes(1));
         again.ExitCode.ShouldBe(1, again.ToString());
         again.Stderr.ShouldContain("only a SWITCHOVER_STOPPED switchover can be resumed");
+    }
+
+    /// <summary>The endpoint's server version, once Teal (just restarted) has its managed green up again.</summary>
+    private static async Task<string> ServerVersionOnceUpAsync(BlueGreenScenario scenario)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await BlueGreenScenario.ScalarAsync<string>(scenario.EndpointConnectionString, "SHOW server_version");
+            }
+            catch (Npgsql.NpgsqlException) when (attempt < 60)
+            {
+                await Task.Delay(1000);
+            }
+            catch (Npgsql.NpgsqlException ex)
+            {
+                throw new InvalidOperationException($"the endpoint did not serve green after the restart: {ex.Message}\n{scenario.Teal.Log}", ex);
+            }
+        }
     }
 }
