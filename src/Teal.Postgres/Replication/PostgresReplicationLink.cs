@@ -53,7 +53,12 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken) => _setup.AcknowledgeDdlAsync(upToId, cancellationToken);
 
-    public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => _setup.AddMissingTablesAsync(cancellationToken);
+    public async Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken)
+    {
+        var added = await _setup.AddMissingTablesAsync(cancellationToken);
+        _status.ForgetStall();
+        return added;
+    }
 
     public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => ApplyAsync(cancellationToken);
 
@@ -93,7 +98,12 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         await _views.RefreshOnGreenAsync(cancellationToken);
     }
 
-    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken) => await _ddl.ApplyAsync(cancellationToken);
+    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken)
+    {
+        var applied = await _ddl.ApplyAsync(cancellationToken);
+        _status.ForgetStall();
+        return applied;
+    }
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }
