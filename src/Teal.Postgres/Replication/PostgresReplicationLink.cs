@@ -60,7 +60,12 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         return added;
     }
 
-    public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => ApplyAsync(cancellationToken);
+    public async Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken)
+    {
+        var applied = await _ddl.ApplyAsync(cancellationToken);
+        _status.ForgetStall();
+        return applied;
+    }
 
     public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => _views.RefreshOnGreenAsync(cancellationToken);
 
@@ -90,19 +95,21 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     /// Drops forward replication, then refreshes green's materialized views (the switchover's
     /// refresh): green has applied blue's last write by now and clients already reach it, so
     /// the refresh costs the write pause nothing; a view with a unique index is refreshed
-    /// CONCURRENTLY, so readers are not blocked either.
+    /// CONCURRENTLY, so readers are not blocked either. Past the flip this step is retried until
+    /// it succeeds: a view whose query fails on green must not hold it forever, so such a view
+    /// keeps the contents it got before AVAILABLE (populated, not current).
     /// </summary>
     public async Task StopReplicationAsync(CancellationToken cancellationToken)
     {
         await _setup.StopAsync(cancellationToken);
-        await _views.RefreshOnGreenAsync(cancellationToken);
-    }
-
-    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken)
-    {
-        var applied = await _ddl.ApplyAsync(cancellationToken);
-        _status.ForgetStall();
-        return applied;
+        try
+        {
+            await _views.RefreshOnGreenAsync(cancellationToken);
+        }
+        catch (Npgsql.PostgresException)
+        {
+            // See above: the views stay populated; `REFRESH MATERIALIZED VIEW` on green brings them current.
+        }
     }
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
