@@ -57,9 +57,19 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task AcknowledgeDdlAsync(long upToId, CancellationToken cancellationToken) => _setup.AcknowledgeDdlAsync(upToId, cancellationToken);
 
-    public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => _setup.AddMissingTablesAsync(cancellationToken);
+    public async Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken)
+    {
+        var added = await _setup.AddMissingTablesAsync(cancellationToken);
+        _status.ForgetStall();
+        return added;
+    }
 
-    public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => ApplyAsync(cancellationToken);
+    public async Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken)
+    {
+        var applied = await _ddl.ApplyAsync(cancellationToken);
+        _status.ForgetStall();
+        return applied;
+    }
 
     public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => _views.RefreshOnGreenAsync(cancellationToken);
 
@@ -91,17 +101,24 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     /// Drops forward replication, then refreshes green's materialized views (the switchover's
     /// refresh): green has applied blue's last write by now and clients already reach it, so
     /// the refresh costs the write pause nothing; a view with a unique index is refreshed
-    /// CONCURRENTLY, so readers are not blocked either.
+    /// CONCURRENTLY, so readers are not blocked either. Past the flip this step is retried until
+    /// it succeeds: a view whose query fails on green must not hold it forever, so such a view
+    /// keeps the contents it got before AVAILABLE (populated, not current).
     /// </summary>
     public Task StopReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
         async ct =>
         {
             await _setup.StopAsync(ct);
-            await _views.RefreshOnGreenAsync(ct);
+            try
+            {
+                await _views.RefreshOnGreenAsync(ct);
+            }
+            catch (Npgsql.PostgresException)
+            {
+                // See above: the views stay populated; `REFRESH MATERIALIZED VIEW` on green brings them current.
+            }
         },
         cancellationToken);
-
-    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken) => await _ddl.ApplyAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

@@ -98,6 +98,18 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
     }
 
     /// <summary>
+    /// Teal just gave green what it lacked (apply-ddl, add-tables): errors counted before are
+    /// history. If the worker still fails, its count rises again and the stall is reported again.
+    /// </summary>
+    public void ForgetStall()
+    {
+        lock (_gate)
+        {
+            _errorsRoseAt = null;
+        }
+    }
+
+    /// <summary>
     /// Follows the apply worker between reads: whether its error count rose lately (it is
     /// failing now, not once long ago) while green falls behind, and whether a missing worker is
     /// only being restarted.
