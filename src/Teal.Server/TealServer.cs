@@ -53,8 +53,25 @@ public static class TealServer
         // Traversable by others: managed servers run as the postgres OS user and live below it.
         // What must stay private (secrets, token) is 0600 itself.
         CreateDirectory(dataDirectory);
-        CreateDirectory(options.InstancesDirectory);
         var listen = TealServerOptions.ParseAddress(options.Listen, "server");
+        // Before the state store opens or anything binds: a second control plane on this
+        // directory would recover, drive switchovers and bind endpoints beside the first.
+        var held = DataDirectoryLock.Acquire(dataDirectory, options.Listen);
+        try
+        {
+            return Build(options, listen, held, configure);
+        }
+        catch
+        {
+            held.Dispose();
+            throw;
+        }
+    }
+
+    private static WebApplication Build(TealServerOptions options, System.Net.IPEndPoint listen, DataDirectoryLock held, Action<IServiceCollection>? configure)
+    {
+        var dataDirectory = options.DataDirectory;
+        CreateDirectory(options.InstancesDirectory);
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = dataDirectory });
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(listen));
@@ -68,12 +85,16 @@ public static class TealServer
         builder.Services.ConfigureHttpJsonOptions(json => TealJson.Configure(json.SerializerOptions));
         builder.Services.Configure<RouteHandlerOptions>(routes => routes.ThrowOnBadRequest = true);
         builder.Services.AddOpenApi();
+        // Created by a factory so the container disposes it (and frees the directory) with the host.
+        builder.Services.AddSingleton(_ => held);
         AddServices(builder.Services, options);
         configure?.Invoke(builder.Services);
 
         var app = builder.Build();
+        app.Services.GetRequiredService<DataDirectoryLock>();
         // Resolved now so a state file Teal cannot use stops the start with its message.
         app.Services.GetRequiredService<IStateStore>();
+        app.Lifetime.ApplicationStarted.Register(() => held.Record(BoundAddress(app).Authority));
         app.UseMiddleware<ApiErrors>();
         app.UseRouting();
         app.UseMiddleware<TokenCheck>();
@@ -96,7 +117,7 @@ public static class TealServer
         services.AddSingleton(ServerToken.LoadOrCreate(options.TokenFile));
 
         services.AddSingleton<EventSignal>();
-        services.AddSingleton(sp => new SqliteStateStore(options.DataDirectory, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>()));
+        services.AddSingleton(sp => new SqliteStateStore(sp.GetRequiredService<DataDirectoryLock>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>()));
         services.AddSingleton<IStateStore>(sp => sp.GetRequiredService<SqliteStateStore>());
         services.AddSingleton<ISecretStore>(_ => new FileSecretStore(options.DataDirectory));
 
@@ -105,6 +126,7 @@ public static class TealServer
         services.AddSingleton<PostgresEngineCatalog>();
         services.AddSingleton<IEngine, PostgresEngine>();
         services.AddSingleton<IInstanceProvisioner, PostgresProvisioner>();
+        services.AddSingleton<Teal.Core.Errors.ITransientErrorClassifier, Teal.Postgres.Connections.PostgresTransientErrors>();
         services.AddSingleton<EngineRegistry>();
 
         // Deployments.

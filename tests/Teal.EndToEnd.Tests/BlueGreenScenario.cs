@@ -57,6 +57,7 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");
         await blue.ExecuteAsync($"CREATE DATABASE {Database}");
         await blue.ExecuteAsync(ProbeWriter.CreateTableSql, Database);
+        await blue.ExecuteAsync(DirectWriter.CreateTableSql, Database);
         await blue.ExecuteAsync("CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL)", Database);
         await blue.ExecuteAsync("INSERT INTO orders (note) SELECT 'before ' || g FROM generate_series(1, 500) g", Database);
         await PgBench.InitializeAsync(blue.Host, blue.Port, blue.User, blue.Password, Database, pgbenchScale);
@@ -86,10 +87,14 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         return JsonDocument.Parse(shown.Stdout).RootElement.Clone();
     }
 
-    /// <summary>The connection Teal hands out for an instance (with its password; explicit request), to the app database.</summary>
-    public async Task<string> InstanceUrlAsync(string instance)
+    /// <summary>
+    /// The connection Teal hands out for an instance (with its password; explicit request), to
+    /// the app database; with <paramref name="asTeal"/>, as Teal's own login, the one a fenced
+    /// instance accepts.
+    /// </summary>
+    public async Task<string> InstanceUrlAsync(string instance, bool asTeal = false)
     {
-        var url = await Cli.RunAsync("instance", "url", instance);
+        var url = asTeal ? await Cli.RunAsync("instance", "url", instance, "--as-teal") : await Cli.RunAsync("instance", "url", instance);
         url.ShouldSucceed();
         // Teal prints a libpq URI (for psql and pgbench); Npgsql wants key=value.
         var info = global::Teal.Postgres.Connections.ConnectionStrings.Parse(url.Stdout.Trim());
@@ -118,11 +123,22 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         await command.ExecuteNonQueryAsync();
     }
 
-    /// <summary>Whether a plain write (rolled back) is accepted by the server behind <paramref name="connectionString"/>.</summary>
+    /// <summary>
+    /// Whether a plain write (rolled back) is accepted by the server behind
+    /// <paramref name="connectionString"/>; a fenced server does not even let the user log in.
+    /// </summary>
     public static async Task<bool> AcceptsWritesAsync(string connectionString)
     {
         await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
-        await connection.OpenAsync();
+        try
+        {
+            await connection.OpenAsync();
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InvalidAuthorizationSpecification)
+        {
+            return false;
+        }
+
         await using var transaction = await connection.BeginTransactionAsync();
         try
         {

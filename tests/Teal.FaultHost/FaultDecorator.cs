@@ -32,6 +32,12 @@ public sealed class FaultDecorator(string fault) : ISwitchoverStepDecorator
 
         public bool RunsWithPrevious => inner.RunsWithPrevious;
 
+        public bool StartsWritePause => inner.StartsWritePause;
+
+        public bool EndsWritePause => inner.EndsWritePause;
+
+        public void RecordOutcome(SwitchoverContext context) => inner.RecordOutcome(context);
+
         public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.PrepareAsync(context, cancellationToken);
 
         public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)

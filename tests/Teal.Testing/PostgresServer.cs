@@ -21,13 +21,11 @@ public sealed class PostgresServer : IAsyncDisposable
         ["max_connections"] = "200",
     };
 
-    private readonly NpgsqlDataSource _dataSource;
-
     private PostgresServer(ManagedPostgresServer server, string password)
     {
         Server = server;
         Password = password;
-        _dataSource = NpgsqlDataSource.Create(ConnectionString());
+        ControlPassword = password;
     }
 
     public ManagedPostgresServer Server { get; }
@@ -81,22 +79,40 @@ public sealed class PostgresServer : IAsyncDisposable
     public string Uri(string database = "postgres") =>
         $"postgresql://{System.Uri.EscapeDataString(User)}:{System.Uri.EscapeDataString(Password)}@{Host}:{Port}/{System.Uri.EscapeDataString(database)}";
 
+    /// <summary>
+    /// Teal's login role on this server, which a fence leaves able to log in. Link tests give it
+    /// the superuser's password; tests through <c>teal serve</c> set what Teal generated.
+    /// </summary>
+    public string ControlPassword { get; set; }
+
+    /// <summary>
+    /// Opens a session as the superuser, or, while a fence has taken the superuser's LOGIN, as
+    /// Teal's login role: the test harness looks at a fenced server the way Teal does.
+    /// </summary>
     public async Task<NpgsqlConnection> OpenAsync(string database = "postgres", CancellationToken cancellationToken = default)
     {
         var connection = new NpgsqlConnection(ConnectionString(database));
-        await connection.OpenAsync(cancellationToken);
-        return connection;
+        try
+        {
+            await connection.OpenAsync(cancellationToken);
+            return connection;
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InvalidAuthorizationSpecification)
+        {
+            await connection.DisposeAsync();
+        }
+
+        // With Teal's session settings too, so the fence's read-only default does not apply.
+        var control = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(ConnectionString(database, ControlRole, ControlPassword)) { Options = "-c default_transaction_read_only=off" }.ConnectionString);
+        await control.OpenAsync(cancellationToken);
+        return control;
     }
+
+    /// <summary>The name of Teal's login role (see <see cref="ControlPassword"/>).</summary>
+    public const string ControlRole = "teal_control";
 
     public async Task ExecuteAsync(string sql, string database = "postgres", CancellationToken cancellationToken = default)
     {
-        if (database == "postgres")
-        {
-            await using var command = _dataSource.CreateCommand(sql);
-            await command.ExecuteNonQueryAsync(cancellationToken);
-            return;
-        }
-
         await using var connection = await OpenAsync(database, cancellationToken);
         await using var cmd = new NpgsqlCommand(sql, connection);
         await cmd.ExecuteNonQueryAsync(cancellationToken);
@@ -119,7 +135,6 @@ public sealed class PostgresServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _dataSource.DisposeAsync();
         NpgsqlConnection.ClearAllPools();
         await TestDirectories.Managed.RemoveAsync(Server, CancellationToken.None);
         TestDirectories.Untrack(Server);

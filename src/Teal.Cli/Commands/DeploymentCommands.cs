@@ -7,11 +7,11 @@ using Teal.Server.Api;
 
 namespace Teal.Cli.Commands;
 
-/// <summary>The deployment verbs: <c>create</c>, <c>list</c>, <c>show</c>, <c>verify</c>, <c>ack-ddl</c>, <c>add-tables</c>, <c>delete</c>.</summary>
+/// <summary>The deployment verbs: <c>create</c>, <c>list</c>, <c>show</c>, <c>verify</c>, <c>ack-ddl</c>, <c>apply-ddl</c>, <c>add-tables</c>, <c>delete</c>.</summary>
 internal static class DeploymentCommands
 {
     public static IEnumerable<Command> Create(CliSession session) =>
-        [CreateVerb(session), List(session), Show(session), Verify(session), AckDdl(session), AddTables(session), Delete(session)];
+        [CreateVerb(session), List(session), Show(session), Verify(session), AckDdl(session), ApplyDdl(session), AddTables(session), Delete(session)];
 
     private static Command CreateVerb(CliSession session)
     {
@@ -44,6 +44,10 @@ internal static class DeploymentCommands
             if (!session.Json(parse))
             {
                 await session.Output.WriteLineAsync($"deployment {deployment.Name} ({deployment.Id}) created: blue {deployment.Blue} → green {deployment.Green}");
+                foreach (var warning in deployment.Warnings)
+                {
+                    await session.Output.WriteLineAsync($"warning: {warning.Message}{(warning.Hint is null ? string.Empty : $"\n  fix: {warning.Hint}")}");
+                }
             }
 
             return parse.GetValue(wait) ? await WaitAsync(session, parse, api, deployment, ct) : ExitCodes.Ok;
@@ -206,7 +210,8 @@ internal static class DeploymentCommands
                 var table = new Table("TABLE", "BLUE ROWS", "GREEN ROWS", "MATCH");
                 foreach (var t in report.Tables)
                 {
-                    table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : "NO");
+                    var why = t.Problem ?? (t.DifferingPartitions.Count > 0 ? $"partitions that differ: {string.Join(", ", t.DifferingPartitions)}" : null);
+                    table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : why is null ? "NO" : $"NO: {why}");
                 }
 
                 table.WriteTo(session.Output);
@@ -240,13 +245,71 @@ internal static class DeploymentCommands
             else
             {
                 var d = ApiClient.Parse<Deployment>(body);
-                await session.Output.WriteLineAsync($"DDL acknowledged; replication is {Format.Name(d.Replication.State)}");
+                await session.Output.WriteLineAsync($"DDL acknowledged; replication is {Format.Name(d.Replication.State)}{(d.Replication.Reason is null ? string.Empty : $": {d.Replication.Reason}")}");
             }
 
             return ExitCodes.Ok;
         });
         return command;
     }
+
+    private static Command ApplyDdl(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var command = new Command("apply-ddl", "Run the DDL recorded on blue on green (through Teal's session, past green's fence), then add what green still lacks") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/apply-ddl", null, ct);
+            var report = ApiClient.Parse<ApplyDdlReport>(body);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                foreach (var s in report.Statements)
+                {
+                    await session.Output.WriteLineAsync($"#{s.Id} {s.Outcome}: {Flat(s.Statement)}");
+                }
+
+                if (report.Added.Count > 0)
+                {
+                    await session.Output.WriteLineAsync($"added to green: {string.Join(", ", report.Added)}");
+                }
+
+                if (report.Statements.Count == 0 && report.Added.Count == 0)
+                {
+                    await session.Output.WriteLineAsync("nothing to apply: green has every recorded statement");
+                }
+
+                var r = report.Deployment.Replication;
+                await session.Output.WriteLineAsync($"replication is {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
+            }
+
+            var d = report.Deployment;
+            if (d.Replication.PendingDdl.Count > 0)
+            {
+                var first = d.Replication.PendingDdl[0];
+                // A command that works on fenced green: PGOPTIONS lifts the read-only default for this session only.
+                var psql = $"PGOPTIONS='-c default_transaction_read_only=off' psql \"$(teal instance url {d.Green})\" -v ON_ERROR_STOP=1 -c {ShellQuote(first.Statement)}";
+                throw new CliException(
+                    $"{d.Replication.PendingDdl.Count} DDL statement(s) are still not on green, first #{first.Id} {first.CommandTag}",
+                    $"apply it on green yourself ({psql}), then `teal ack-ddl {d.Name}`");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static string Flat(string statement)
+    {
+        var flat = string.Join(' ', statement.Split((char[])['\n', '\r', '\t', ' '], StringSplitOptions.RemoveEmptyEntries));
+        return flat.Length <= 160 ? flat : flat[..160] + "…";
+    }
+
+    private static string ShellQuote(string text) => "'" + text.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 
     private static Command AddTables(CliSession session)
     {
@@ -263,7 +326,7 @@ internal static class DeploymentCommands
             else
             {
                 var added = ApiClient.Parse<AddTablesResult>(body).Tables;
-                await session.Output.WriteLineAsync(added.Count == 0 ? "no table was missing on green" : $"added to green and the subscription: {string.Join(", ", added)}");
+                await session.Output.WriteLineAsync(added.Count == 0 ? "green lacked nothing: no schema, table, partition or column was missing" : $"added to green: {string.Join(", ", added)}");
             }
 
             return ExitCodes.Ok;
@@ -301,9 +364,18 @@ internal static class DeploymentCommands
         output.WriteLine($"database     {d.Database}");
         output.WriteLine($"replication  {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
         output.WriteLine($"lag          {Lag(r)} (retained WAL {Format.Bytes(r.RetainedBytes)}; observed {Format.Time(r.ObservedAt)})");
+        foreach (var warning in d.Warnings)
+        {
+            output.WriteLine($"warning      {warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}");
+        }
+
         if (d.Switchover is { } s)
         {
             output.WriteLine($"switchover   {Format.Name(s.Outcome)} {s.Phase}{(s.Reason is null ? string.Empty : $": {s.Reason}")}");
+            if (s.Hint is not null)
+            {
+                output.WriteLine($"fix          {s.Hint}");
+            }
         }
 
         output.WriteLine();
@@ -316,12 +388,28 @@ internal static class DeploymentCommands
         tasks.WriteTo(output);
         foreach (var ddl in r.PendingDdl)
         {
-            output.WriteLine($"pending DDL #{ddl.Id} ({ddl.CommandTag}): {ddl.Statement}");
+            output.WriteLine($"pending DDL #{ddl.Id} ({ddl.CommandTag}{(ddl.Replayable ? string.Empty : ", ran inside this query: not replayed")}): {ddl.Statement}");
         }
 
-        if (r.SkippedTables.Count > 0)
+        if (r.PendingDdl.Count > 0)
         {
-            output.WriteLine($"tables not replicated to green: {string.Join(", ", r.SkippedTables)} (fix: teal add-tables {d.Name})");
+            output.WriteLine($"  fix: teal apply-ddl {d.Name}   (runs them on green; or apply them yourself, then teal ack-ddl {d.Name})");
+        }
+
+        if (r.Stalled)
+        {
+            output.WriteLine($"apply on green is STALLED{(r.ApplyError is null ? string.Empty : $": {r.ApplyError}")}; lag {Lag(r)} and growing");
+        }
+
+        foreach (var difference in r.SchemaDifferences)
+        {
+            output.WriteLine($"schema: {difference}");
+        }
+
+        if (r.SkippedTables.Count > 0 || r.SchemaDifferences.Count > 0)
+        {
+            var skipped = r.SkippedTables.Count > 0 ? $"tables not replicated to green: {string.Join(", ", r.SkippedTables)} " : string.Empty;
+            output.WriteLine($"{skipped}(fix: teal add-tables {d.Name})");
         }
     }
 

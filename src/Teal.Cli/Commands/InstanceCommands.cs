@@ -5,7 +5,7 @@ using Teal.Server.Api;
 
 namespace Teal.Cli.Commands;
 
-/// <summary><c>teal instance add|create|list|url|remove</c>: the servers Teal knows.</summary>
+/// <summary><c>teal instance add|create|list|url|unfence|remove</c>: the servers Teal knows.</summary>
 internal static class InstanceCommands
 {
     public static Command Create(CliSession session) =>
@@ -15,6 +15,7 @@ internal static class InstanceCommands
             CreateManaged(session),
             List(session),
             Url(session),
+            Unfence(session),
             Remove(session),
         };
 
@@ -82,11 +83,26 @@ internal static class InstanceCommands
     {
         var name = new Argument<string>("NAME");
         var throughEndpoint = new Option<bool>("--endpoint") { Description = "The address of the instance's endpoint instead of the server's" };
-        var command = new Command("url", "Print a connection URI with the password (psql \"$(teal instance url NAME)\")") { name, throughEndpoint };
+        var asTeal = new Option<bool>("--as-teal")
+        {
+            Description = "As Teal's own login (teal_control), the one a fenced instance accepts: to stage DDL on green or look at a fenced old blue (SET default_transaction_read_only = off to write). Never give it to applications",
+        };
+        var command = new Command("url", "Print a connection URI with the password (psql \"$(teal instance url NAME)\")") { name, throughEndpoint, asTeal };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
-            var path = $"/api/instances/{Uri.EscapeDataString(parse.GetValue(name)!)}/url" + (parse.GetValue(throughEndpoint) ? "?endpoint=true" : string.Empty);
+            var query = new List<string>();
+            if (parse.GetValue(throughEndpoint))
+            {
+                query.Add("endpoint=true");
+            }
+
+            if (parse.GetValue(asTeal))
+            {
+                query.Add("as=teal");
+            }
+
+            var path = $"/api/instances/{Uri.EscapeDataString(parse.GetValue(name)!)}/url" + (query.Count > 0 ? "?" + string.Join('&', query) : string.Empty);
             var body = await api.SendAsync(HttpMethod.Get, path, null, ct);
             if (session.Json(parse))
             {
@@ -95,6 +111,29 @@ internal static class InstanceCommands
             else
             {
                 await session.Output.WriteLineAsync(ApiClient.Parse<InstanceUrl>(body).Url);
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Unfence(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var command = new Command("unfence", "Lift Teal's fence from an instance (an old blue after a switchover): LOGIN back to exactly the roles it took it from") { name };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/instances/{Uri.EscapeDataString(parse.GetValue(name)!)}/unfence", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var unfenced = ApiClient.Parse<InstanceUnfenced>(body);
+                await session.Output.WriteLineAsync($"{unfenced.Name} unfenced; LOGIN given back to: {(unfenced.Roles.Count == 0 ? "(no role)" : string.Join(", ", unfenced.Roles))}");
             }
 
             return ExitCodes.Ok;

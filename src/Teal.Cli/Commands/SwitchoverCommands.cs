@@ -22,16 +22,22 @@ internal static class SwitchoverCommands
         Description = "Seconds after which an open write transaction on blue refuses the switchover (default 10)",
     };
 
+    private static Option<bool> WholeServerOption() => new("--fence-whole-server")
+    {
+        Description = "Accept that the fence locks out every database on blue's server, not only the deployment's (it acts on logins, which are server-wide)",
+    };
+
     private static Command Check(CliSession session)
     {
         var id = new Argument<string>("ID") { Description = "Deployment id or name" };
         var timeout = TimeoutOption();
         var threshold = ThresholdOption();
-        var command = new Command("check", "Run every switchover guardrail and report each; changes nothing") { id, timeout, threshold };
+        var wholeServer = WholeServerOption();
+        var command = new Command("check", "Run every switchover guardrail and report each; changes nothing") { id, timeout, threshold, wholeServer };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
-            var request = new SwitchoverRequest(parse.GetValue(timeout), null, parse.GetValue(threshold));
+            var request = new SwitchoverRequest(parse.GetValue(timeout), null, parse.GetValue(threshold)) { FenceWholeServer = parse.GetValue(wholeServer) };
             var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/check", request, ct);
             var report = ApiClient.Parse<CheckReport>(body);
             if (session.Json(parse))
@@ -56,14 +62,37 @@ internal static class SwitchoverCommands
         var drain = new Option<double?>("--drain-budget") { Description = "Seconds in-flight transactions get to finish before their sessions are closed (default 5)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and the guardrails; change nothing" };
         var wait = new Option<bool>("--wait") { Description = "Follow the phases until the switchover completes or rolls back" };
+        var wholeServer = WholeServerOption();
+        var resume = new Option<bool>("--resume") { Description = "Continue a switchover stopped after the point of no return (SWITCHOVER_STOPPED), once its cause is fixed" };
         var command = new Command("switchover", "Switch applications from blue to green: guardrails, fenced cutover, rollback before the point of no return")
         {
-            id, timeout, drain, threshold, dryRun, wait,
+            id, timeout, drain, threshold, dryRun, wait, wholeServer, resume,
         };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);
-            var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun));
+            if (parse.GetValue(resume))
+            {
+                var resumedBody = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchover/resume", null, ct);
+                var resumed = ApiClient.Parse<Deployment>(resumedBody);
+                if (parse.GetValue(wait))
+                {
+                    return await FollowAsync(session, parse, api, resumed, ct);
+                }
+
+                if (session.Json(parse))
+                {
+                    session.WriteJson(resumedBody);
+                }
+                else
+                {
+                    await session.Output.WriteLineAsync($"switchover {resumed.Switchover?.Id} of {resumed.Name} resumed; follow it with `teal show {resumed.Name} --watch`");
+                }
+
+                return ExitCodes.Ok;
+            }
+
+            var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun)) { FenceWholeServer = parse.GetValue(wholeServer) };
             var path = $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchover";
             var body = await api.SendAsync(HttpMethod.Post, path, request, ct);
             if (request.DryRun)
@@ -163,6 +192,13 @@ internal static class SwitchoverCommands
             }
 
             return ExitCodes.Ok;
+        }
+
+        if (deployment.Status == DeploymentStatus.SwitchoverStopped)
+        {
+            throw new CliException(
+                $"switchover of {deployment.Name} stopped after the point of no return: {deployment.Switchover?.Reason ?? deployment.StatusReason}",
+                deployment.Switchover?.Hint ?? $"fix the cause, then run `teal switchover {deployment.Name} --resume`");
         }
 
         throw new CliException(

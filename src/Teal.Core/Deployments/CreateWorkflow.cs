@@ -29,6 +29,13 @@ public sealed partial class CreateWorkflow(DeploymentRecorder recorder, Deployme
             await CopySchemaAsync(deployment, link, cancellationToken);
             await CopyDataAsync(id, link, cancellationToken);
             await CatchUpAsync(id, link, cancellationToken);
+            // Materialized views arrive empty on green (replication carries table rows only).
+            var views = await link.RefreshMaterializedViewsAsync(cancellationToken);
+            if (views.Count > 0)
+            {
+                await recorder.SetTaskAsync(id, DeploymentTaskKind.CatchUp, t => t with { Message = $"{t.Message}; {views.Count} materialized view(s) refreshed on green" }, cancellationToken);
+            }
+
             await recorder.UpdateAsync(id, d => d with { Status = DeploymentStatus.Available, StatusReason = null }, cancellationToken);
             await recorder.EventAsync(id, EventKinds.Available, "green is in sync; the deployment is AVAILABLE for switchover", cancellationToken);
             LogAvailable(id);
@@ -130,7 +137,7 @@ public sealed partial class CreateWorkflow(DeploymentRecorder recorder, Deployme
     {
         await link.WriteHeartbeatAsync(cancellationToken);
         var snapshot = await link.ReadStatusAsync(cancellationToken);
-        await recorder.UpdateAsync(id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow()) }, cancellationToken);
+        await recorder.UpdateAsync(id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow(), d.Name) }, cancellationToken);
         return snapshot;
     }
 

@@ -36,6 +36,12 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     /// <summary>Whether blue's roles were copied to green with the schema.</summary>
     public bool CopyRoles { get; init; } = true;
 
+    /// <summary>
+    /// What the prerequisites found that logical replication will not carry (unlogged tables,
+    /// large objects, sequences, materialized views, extension versions), each with its fix.
+    /// </summary>
+    public IReadOnlyList<Guardrails.CheckResult> Warnings { get; init; } = [];
+
     /// <summary>The last switchover (in progress, completed or rolled back); null before the first.</summary>
     public Switchover.SwitchoverState? Switchover { get; init; }
 

@@ -15,6 +15,13 @@ namespace Teal.Core.Deployments;
 public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, EngineRegistry engines)
 {
     private readonly ConcurrentDictionary<DeploymentId, Lazy<Task<IReplicationLink>>> _links = new();
+    private readonly Lock _controlLock = new();
+
+    /// <summary>
+    /// Teal's own login on every server it fences: the one login a fence leaves (PostgreSQL:
+    /// a role of that name; ARCHITECTURE.md, "The fence").
+    /// </summary>
+    public const string ControlUser = "teal_control";
 
     /// <summary>The stem of every object Teal creates for a deployment (publication, slot, …).</summary>
     public static string ObjectName(DeploymentId id) => "teal_" + id.Suffix;
@@ -43,7 +50,39 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             CopyRoles = deployment.CopyRoles,
             ExpectedGreenVersion = green.Managed?.EngineVersion,
             ExpectedGreenParameters = deployment.TargetParameters,
+            BlueControlPassword = ControlPassword(blue),
+            GreenControlPassword = ControlPassword(green),
         };
+
+    /// <summary>
+    /// The password of Teal's own login role on a server, generated on first use. Keyed by the
+    /// server's address, not the instance's name: names move at switchover, and two deployments
+    /// on one server must share the role (and so its password).
+    /// </summary>
+    public string ControlPassword(Instance instance)
+    {
+        var reference = ControlSecretReference(instance);
+        if (secrets.Read(reference) is { } existing)
+        {
+            return existing;
+        }
+
+        lock (_controlLock)
+        {
+            if (secrets.Read(reference) is { } raced)
+            {
+                return raced;
+            }
+
+            var generated = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).Replace('+', 'x').Replace('/', 'y');
+            secrets.Write(reference, generated);
+            return generated;
+        }
+    }
+
+    /// <summary>Where <see cref="ControlPassword"/> keeps a server's control password.</summary>
+    public static string ControlSecretReference(Instance instance) =>
+        $"control/{instance.Host.ToLowerInvariant()}:{instance.Port.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
 
     public ConnectionInfo Connection(Instance instance) =>
         ConnectionInfo.For(instance, instance.SecretRef is null ? null : secrets.Read(instance.SecretRef));

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Teal.Core.Errors;
 using Teal.Core.Events;
 using Teal.Core.State;
@@ -6,41 +5,38 @@ using Teal.Core.State;
 namespace Teal.Core.Deployments;
 
 /// <summary>
-/// The one way deployments change: read–modify–write under a per-deployment lock (the monitor,
-/// the create workflow and the switchover all update the same record), then persisted; and the
-/// events that go with the changes.
+/// The one way deployments change: read–modify–write inside the state store's write
+/// transaction (the monitor, the create workflow and the switchover all update the same record);
+/// and the events that go with the changes.
 /// </summary>
 public sealed class DeploymentRecorder(IStateStore state, TimeProvider time)
 {
-    private readonly ConcurrentDictionary<DeploymentId, SemaphoreSlim> _locks = new();
-
     public TimeProvider Time => time;
 
     public async Task<Deployment> GetAsync(DeploymentId id, CancellationToken cancellationToken) =>
         await state.GetDeploymentAsync(id, cancellationToken)
         ?? throw new TealException("deployment.not-found", $"deployment {id} does not exist", "see `teal list`") { Kind = TealErrorKind.NotFound };
 
-    /// <summary>Applies <paramref name="change"/> to the stored deployment and persists the result.</summary>
+    /// <summary>
+    /// Applies <paramref name="change"/> to the stored deployment and persists the result, in the
+    /// store's write transaction (no writer can overwrite another's update with a stale copy).
+    /// </summary>
     public async Task<Deployment> UpdateAsync(DeploymentId id, Func<Deployment, Deployment> change, CancellationToken cancellationToken)
     {
-        var gate = _locks.GetOrAdd(id, _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(cancellationToken);
         try
         {
-            var current = await GetAsync(id, cancellationToken);
-            var next = change(current);
-            if (ReferenceEquals(next, current))
-            {
-                return current;
-            }
-
-            next = next with { UpdatedAt = time.GetUtcNow() };
-            await state.UpdateDeploymentAsync(next, cancellationToken);
-            return next;
+            return await state.UpdateDeploymentAsync(
+                id,
+                current =>
+                {
+                    var next = change(current);
+                    return ReferenceEquals(next, current) ? current : next with { UpdatedAt = time.GetUtcNow() };
+                },
+                cancellationToken);
         }
-        finally
+        catch (TealException ex) when (ex.Code == "deployment.not-found")
         {
-            gate.Release();
+            throw new TealException("deployment.not-found", $"deployment {id} does not exist", "see `teal list`", ex) { Kind = TealErrorKind.NotFound };
         }
     }
 

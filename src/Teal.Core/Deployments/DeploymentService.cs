@@ -84,6 +84,7 @@ public sealed partial class DeploymentService(
             var link = engine.Link(links.Spec(deployment, blue, green) with { Blue = blueConnection, Green = greenConnection });
             var report = await link.CheckPrerequisitesAsync(cancellationToken);
             report.ThrowIfFailed("deployment.prerequisites-failed", $"cannot create deployment '{spec.Name}'");
+            deployment = deployment with { Warnings = report.Results.Where(r => r.Outcome == Guardrails.CheckOutcome.Warn).ToList() };
 
             green = green with { SecretRef = greenPassword is null ? null : $"instance/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}" };
             if (green.SecretRef is not null)
@@ -115,6 +116,11 @@ public sealed partial class DeploymentService(
             $"deployment '{spec.Name}' created: blue {blue.Name} (PostgreSQL {blue.Version}) → green {green.Name} (PostgreSQL {green.Version})",
             cancellationToken,
             new Dictionary<string, string> { ["blue"] = blue.Name, ["green"] = green.Name, ["greenVersion"] = green.Version });
+        foreach (var warning in deployment.Warnings)
+        {
+            await recorder.EventAsync(id, EventKinds.PrerequisiteWarning, $"{warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}", cancellationToken, new Dictionary<string, string> { ["check"] = warning.Name });
+        }
+
         LogCreated(id, spec.Name, blue.Name, green.Name);
         StartWorkflow(id);
         return await recorder.GetAsync(id, cancellationToken);
@@ -187,6 +193,38 @@ public sealed partial class DeploymentService(
         return await RefreshAsync(deployment, link, cancellationToken);
     }
 
+    /// <summary>
+    /// Runs the DDL recorded on blue on green through Teal's session (which writes through
+    /// green's fence), then does what <see cref="AddMissingTablesAsync"/> does: new tables join
+    /// the subscription with their rows, and what could not be replayed is built from blue's
+    /// catalogs. The report says what happened to each statement and what is still pending.
+    /// </summary>
+    public async Task<ApplyDdlReport> ApplyDdlAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await GetAsync(idOrName, cancellationToken);
+        RequireReplicating(deployment, "apply DDL");
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var statements = await link.ApplyDdlAsync(cancellationToken);
+        var added = await link.AddMissingTablesAsync(cancellationToken);
+        var applied = statements.Where(s => !s.Outcome.StartsWith("failed", StringComparison.Ordinal) && !s.Outcome.StartsWith("not run", StringComparison.Ordinal)).ToList();
+        if (applied.Count > 0)
+        {
+            await recorder.EventAsync(
+                deployment.Id,
+                EventKinds.DdlApplied,
+                $"{applied.Count} DDL statement(s) applied on green by Teal",
+                cancellationToken,
+                new Dictionary<string, string> { ["statements"] = string.Join("\n", applied.Select(s => $"#{s.Id} {s.Outcome}: {s.Statement}")) });
+        }
+
+        if (added.Count > 0)
+        {
+            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
+        }
+
+        return new ApplyDdlReport(statements, added, await RefreshAsync(deployment, link, cancellationToken));
+    }
+
     /// <summary>Gives green the tables created on blue after replication started, with their rows.</summary>
     public async Task<IReadOnlyList<string>> AddMissingTablesAsync(string idOrName, CancellationToken cancellationToken)
     {
@@ -196,7 +234,7 @@ public sealed partial class DeploymentService(
         var added = await link.AddMissingTablesAsync(cancellationToken);
         if (added.Count > 0)
         {
-            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green and to the subscription: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
+            await recorder.EventAsync(deployment.Id, EventKinds.TableAdded, $"added to green: {string.Join(", ", added)}", cancellationToken, new Dictionary<string, string> { ["tables"] = string.Join(",", added) });
         }
 
         await RefreshAsync(deployment, link, cancellationToken);
@@ -211,9 +249,9 @@ public sealed partial class DeploymentService(
     public async Task DeleteAsync(string idOrName, bool deleteTarget, CancellationToken cancellationToken)
     {
         var deployment = await GetAsync(idOrName, cancellationToken);
-        if (deployment.Status == DeploymentStatus.SwitchoverInProgress)
+        if (deployment.Status is DeploymentStatus.SwitchoverInProgress or DeploymentStatus.SwitchoverStopped)
         {
-            throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back") { Kind = TealErrorKind.Conflict };
+            throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back (a stopped one: fix the cause and run `teal switchover ID --resume`)") { Kind = TealErrorKind.Conflict };
         }
 
         if (deleteTarget && deployment.Status == DeploymentStatus.SwitchoverCompleted)
@@ -254,10 +292,25 @@ public sealed partial class DeploymentService(
 
     private void StartWorkflow(DeploymentId id) => background.TryStart(WorkKey(id), ct => workflow.RunAsync(id, ct));
 
+    /// <summary>Reads the state right after acting; a change (the return from DEGRADED above all) is an event, as when the monitor sees it.</summary>
     private async Task<Deployment> RefreshAsync(Deployment deployment, IReplicationLink link, CancellationToken cancellationToken)
     {
         var snapshot = await link.ReadStatusAsync(cancellationToken);
-        return await recorder.UpdateAsync(deployment.Id, d => d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow()) }, cancellationToken);
+        ReplicationStatus? previous = null;
+        var updated = await recorder.UpdateAsync(
+            deployment.Id,
+            d =>
+            {
+                previous = d.Replication;
+                return d with { Replication = ReplicationMonitor.ToStatus(snapshot, recorder.Time.GetUtcNow(), d.Name) };
+            },
+            cancellationToken);
+        if (previous is not null)
+        {
+            await ReplicationMonitor.RecordTransitionAsync(recorder, deployment.Id, previous, updated.Replication, cancellationToken);
+        }
+
+        return updated;
     }
 
     private static void RequireReplicating(Deployment deployment, string what)
@@ -291,6 +344,10 @@ public sealed partial class DeploymentService(
             {
                 Parameters = spec.TargetParameters,
                 Database = blue.Database,
+                // Blue's user and password: applications that log in to blue as that user
+                // (often `postgres`) log in to green the same way after the switchover.
+                SuperUser = blue.User,
+                Password = links.Connection(blue).Password,
             },
             cancellationToken);
         return (provisioned.Instance, provisioned.Password);

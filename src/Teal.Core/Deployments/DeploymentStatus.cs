@@ -9,6 +9,11 @@ public enum DeploymentStatus
     SwitchoverCompleted,
     /// <summary>A switchover was rolled back; a new one may be tried.</summary>
     SwitchoverFailed,
+    /// <summary>
+    /// A switchover past its point of no return met an error that will not pass by itself and
+    /// waits for the operator (<c>teal switchover ID --resume</c>); nothing runs it meanwhile.
+    /// </summary>
+    SwitchoverStopped,
     InvalidConfiguration,
     Deleting,
 }

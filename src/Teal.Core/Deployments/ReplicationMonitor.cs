@@ -50,7 +50,7 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         {
             var link = await links.GetAsync(deployment, timeout.Token);
             await link.WriteHeartbeatAsync(timeout.Token);
-            status = ToStatus(await link.ReadStatusAsync(timeout.Token), recorder.Time.GetUtcNow());
+            status = ToStatus(await link.ReadStatusAsync(timeout.Token), recorder.Time.GetUtcNow(), deployment.Name);
         }
         catch (Exception ex) when (ex is TealException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested) || IsDatabaseError(ex))
         {
@@ -68,29 +68,61 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             return;
         }
 
-        await RecordTransitionAsync(deployment.Id, previous, status, cancellationToken);
+        if (await RecordTransitionAsync(recorder, deployment.Id, previous, status, cancellationToken))
+        {
+            LogStateChanged(deployment.Id, previous.State, status.State, status.Reason);
+        }
     }
 
-    /// <summary>Maps what the link read onto the stored figures.</summary>
-    public static ReplicationStatus ToStatus(ReplicationSnapshot snapshot, DateTimeOffset observedAt) =>
+    /// <summary>
+    /// Maps what the link read onto the stored figures. The reason ends with the command that
+    /// fixes it, spelled with the deployment's name, so an operator can act on the line alone.
+    /// </summary>
+    public static ReplicationStatus ToStatus(ReplicationSnapshot snapshot, DateTimeOffset observedAt, string deploymentName) =>
         new(snapshot.State)
         {
-            Reason = snapshot.Reason,
+            Reason = WithFix(snapshot, deploymentName),
             LagBytes = snapshot.LagBytes,
             RetainedBytes = snapshot.RetainedBytes,
             LagSeconds = snapshot.LagSeconds,
             WorkerRunning = snapshot.WorkerRunning,
             PendingDdl = snapshot.PendingDdl,
             SkippedTables = snapshot.SkippedTables,
+            Stalled = snapshot.Stalled,
+            ApplyError = snapshot.ApplyError,
+            SchemaDifferences = snapshot.SchemaDifferences,
             ObservedAt = observedAt,
         };
 
-    private async Task RecordTransitionAsync(DeploymentId id, ReplicationStatus previous, ReplicationStatus current, CancellationToken cancellationToken)
+    private static string? WithFix(ReplicationSnapshot snapshot, string name)
+    {
+        if (snapshot.State != ReplicationState.Degraded || snapshot.Reason is null)
+        {
+            return snapshot.Reason;
+        }
+
+        var replayable = snapshot.PendingDdl.Any(d => d.Replayable);
+        var fix = snapshot switch
+        {
+            { Stalled: true } when replayable => $"`teal apply-ddl {name}` runs the DDL recorded on blue on green (then `teal add-tables {name}` if green still lacks something)",
+            { Stalled: true } or { SkippedTables.Count: > 0 } => $"`teal add-tables {name}` builds what green lacks from blue's catalogs and copies new tables",
+            _ when replayable => $"`teal apply-ddl {name}` runs it on green through Teal's session; or apply it on green yourself, then `teal ack-ddl {name}`",
+            _ => $"`teal add-tables {name}` builds new tables, partitions and columns from blue's catalogs; anything else: apply it on green yourself, then `teal ack-ddl {name}`",
+        };
+        return $"{snapshot.Reason} (fix: {fix})";
+    }
+
+    /// <summary>
+    /// Records a change of replication state as an event — the return from DEGRADED or STOPPED
+    /// included, whoever noticed it (the monitor, or ack-ddl/add-tables/apply-ddl reading the
+    /// state right after acting). Returns whether it recorded one.
+    /// </summary>
+    public static async Task<bool> RecordTransitionAsync(DeploymentRecorder recorder, DeploymentId id, ReplicationStatus previous, ReplicationStatus current, CancellationToken cancellationToken)
     {
         var reasonChanged = current.State == ReplicationState.Degraded && previous.Reason != current.Reason;
         if (previous.State == current.State && !reasonChanged)
         {
-            return;
+            return false;
         }
 
         var data = new Dictionary<string, string> { ["from"] = StateName(previous.State), ["to"] = StateName(current.State) };
@@ -106,10 +138,11 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         else
         {
             var why = current.Reason is null ? string.Empty : $": {current.Reason}";
-            await recorder.EventAsync(id, EventKinds.ReplicationStateChanged, $"replication {StateName(previous.State)} → {StateName(current.State)}{why}", cancellationToken, data);
+            var recovered = previous.State is ReplicationState.Degraded or ReplicationState.Stopped && current.State is ReplicationState.Replicating or ReplicationState.Syncing ? "recovered: " : string.Empty;
+            await recorder.EventAsync(id, EventKinds.ReplicationStateChanged, $"replication {recovered}{StateName(previous.State)} → {StateName(current.State)}{why}", cancellationToken, data);
         }
 
-        LogStateChanged(id, previous.State, current.State, current.Reason);
+        return true;
     }
 
     private static string StateName(ReplicationState state) => state switch

@@ -25,7 +25,33 @@ public sealed record ReplicationStatus(ReplicationState State)
 
     /// <summary>Tables that exist on blue but that green's subscription does not apply.</summary>
     public IReadOnlyList<string> SkippedTables { get; init; } = [];
+
+    /// <summary>Green's apply worker keeps failing: nothing is applied on green, for every table.</summary>
+    public bool Stalled { get; init; }
+
+    /// <summary>The apply worker's last error as green reported it, when Teal could read it.</summary>
+    public string? ApplyError { get; init; }
+
+    /// <summary>What blue has and green lacks (schemas, tables, partitions, columns), from both catalogs.</summary>
+    public IReadOnlyList<string> SchemaDifferences { get; init; } = [];
 }
 
 /// <summary>A DDL statement recorded on blue by Teal's event trigger.</summary>
-public sealed record PendingDdl(long Id, DateTimeOffset At, string CommandTag, string Statement);
+public sealed record PendingDdl(long Id, DateTimeOffset At, string CommandTag, string Statement)
+{
+    /// <summary>
+    /// Whether <see cref="Statement"/> is the command itself and can be run on green. False
+    /// when the command ran inside a function or DO block: the statement is then the client's
+    /// whole query, which may do more than the DDL.
+    /// </summary>
+    public bool Replayable { get; init; } = true;
+
+    /// <summary>The objects the command created, changed or dropped (<c>table public.orders</c>).</summary>
+    public string? Objects { get; init; }
+}
+
+/// <summary>What <c>apply-ddl</c> did with one recorded statement on green.</summary>
+public sealed record DdlApplied(long Id, string Statement, string Outcome);
+
+/// <summary>What <c>apply-ddl</c> did: each statement's outcome, what was added to green, and the deployment after.</summary>
+public sealed record ApplyDdlReport(IReadOnlyList<DdlApplied> Statements, IReadOnlyList<string> Added, Deployment Deployment);

@@ -25,6 +25,13 @@ public interface IEngine
 
     /// <summary>The replication link of one deployment (cheap; holds no connection until used).</summary>
     IReplicationLink Link(LinkSpec spec);
+
+    /// <summary>
+    /// Lifts every deployment's fence from a server (the explicit <c>teal instance unfence</c>),
+    /// logged in as Teal's own login: gives LOGIN back to exactly the roles the fences took it
+    /// from. Returns those roles.
+    /// </summary>
+    Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken);
 }
 
 /// <summary>What a probe found.</summary>
@@ -56,4 +63,13 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 
     /// <summary>Parameter values green must have (the deployment's parameter group); verify compares them.</summary>
     public IReadOnlyDictionary<string, string> ExpectedGreenParameters { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
+    /// Password of Teal's own login role on blue (the fence leaves only that role able to log
+    /// in, so it must be one no application knows). Generated and kept by Teal per server.
+    /// </summary>
+    public string? BlueControlPassword { get; init; }
+
+    /// <summary>Password of Teal's own login role on green (see <see cref="BlueControlPassword"/>).</summary>
+    public string? GreenControlPassword { get; init; }
 }

@@ -34,6 +34,12 @@ public sealed record ManagedInstanceRequest(string Name, string Version, string 
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
 
     public string Database { get; init; } = "postgres";
+
+    /// <summary>The bootstrap superuser's name (PostgreSQL: initdb -U).</summary>
+    public string SuperUser { get; init; } = "postgres";
+
+    /// <summary>The bootstrap superuser's password; null generates one.</summary>
+    public string? Password { get; init; }
 }
 
 /// <summary>The created instance and its generated superuser password (for the secrets store).</summary>

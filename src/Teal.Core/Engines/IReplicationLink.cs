@@ -1,3 +1,4 @@
+using Teal.Core.Deployments;
 using Teal.Core.Guardrails;
 
 namespace Teal.Core.Engines;
@@ -41,6 +42,19 @@ public interface IReplicationLink
     /// </summary>
     Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Runs the DDL recorded on blue and not yet acknowledged on green, in blue's order, through
+    /// Teal's own session (it writes through green's fence), acknowledging each statement that
+    /// took effect; stops at the first that fails or cannot be replayed. Returns each outcome.
+    /// </summary>
+    Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Refreshes on green every materialized view that is populated on blue (logical
+    /// replication carries no view contents). Returns the views refreshed.
+    /// </summary>
+    Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken);
+
     // ---- verify and delete --------------------------------------------------------------------
 
     /// <summary>Compares blue and green table by table at one replication position.</summary>
@@ -81,6 +95,13 @@ public interface IReplicationLink
 
     /// <summary>Sets every sequence on green to blue's value (PostgreSQL) / checks AUTO_INCREMENT.</summary>
     Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Gives every role that logs in to blue the same password on green (blue's stored
+    /// verifier), so clients log in to green as they did to blue. Returns the roles that will
+    /// not (missing on green, or green's own user whose password Teal keeps).
+    /// </summary>
+    Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken);
 
     /// <summary>Current write position of one side (PostgreSQL: LSN).</summary>
     Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken);

@@ -21,6 +21,15 @@ public sealed record ReplicationSnapshot(ReplicationState State)
     public IReadOnlyList<PendingDdl> PendingDdl { get; init; } = [];
 
     public IReadOnlyList<string> SkippedTables { get; init; } = [];
+
+    /// <summary>Green's apply worker keeps failing (errors counted recently, or it is down after errors).</summary>
+    public bool Stalled { get; init; }
+
+    /// <summary>The apply worker's last error, quoted from green when it can be read there.</summary>
+    public string? ApplyError { get; init; }
+
+    /// <summary>Schemas, tables, partitions and columns blue has and green lacks.</summary>
+    public IReadOnlyList<string> SchemaDifferences { get; init; } = [];
 }
 
 /// <summary>An engine position: PostgreSQL LSN, or binlog file/position and GTID set.</summary>
@@ -32,7 +41,12 @@ public sealed record ReplicationPosition(string Value)
     public override string ToString() => Value;
 }
 
-public sealed record DrainResult(int FinishedInTime, int Terminated);
+/// <summary>What a drain did: transactions that finished in time, sessions terminated while in one.</summary>
+public sealed record DrainResult(int FinishedInTime, int Terminated)
+{
+    /// <summary>Sessions without a transaction that were closed (a fenced side keeps no client session).</summary>
+    public int ClosedIdle { get; init; }
+}
 
 public sealed record SequenceSync(string Sequence, long? BlueValue, long? GreenValueBefore, long? GreenValueAfter);
 
@@ -44,6 +58,12 @@ public sealed record SwitchoverGuardrailOptions(TimeSpan SwitchoverTimeout)
 
     /// <summary>Assumed apply rate on green, to judge whether the lag drains within the timeout.</summary>
     public long DrainBytesPerSecond { get; init; } = 16 * 1024 * 1024;
+
+    /// <summary>
+    /// The operator accepts that the fence locks out every database on blue's server, not only
+    /// the deployment's (the fence acts on logins, which are server-wide).
+    /// </summary>
+    public bool FenceWholeServer { get; init; }
 }
 
 /// <summary>Result of comparing one table.</summary>
@@ -60,6 +80,9 @@ public sealed record TableVerification(string Table, long BlueRows, long GreenRo
 
     /// <summary>Why the table could not be compared (missing on green, columns differ, …).</summary>
     public string? Problem { get; init; }
+
+    /// <summary>For a partitioned table that differs: its partitions that differ (<c>schema.partition</c>).</summary>
+    public IReadOnlyList<string> DifferingPartitions { get; init; } = [];
 
     /// <summary>
     /// No difference found. Chunks still changing under load are reported in

@@ -23,6 +23,12 @@ public sealed class TealException : Exception
     /// <summary>The kind of refusal, which decides the HTTP status the API answers with.</summary>
     public TealErrorKind Kind { get; init; } = TealErrorKind.Invalid;
 
+    /// <summary>
+    /// The cause may go away by itself (a server restarting, a connection lost): work past the
+    /// switchover's point of no return retries it with backoff instead of stopping.
+    /// </summary>
+    public bool Transient { get; init; }
+
     /// <summary>When the refusal comes from checks, all of their results (passes included).</summary>
     public Guardrails.CheckReport? Report { get; init; }
 }

@@ -13,7 +13,9 @@ public static class EventKinds
 {
     public const string InstanceAdded = "instance-added";
     public const string InstanceRemoved = "instance-removed";
+    public const string InstanceUnfenced = "instance-unfenced";
     public const string Created = "created";
+    public const string PrerequisiteWarning = "prerequisite-warning";
     public const string TaskStarted = "task-started";
     public const string TaskCompleted = "task-completed";
     public const string CreationFailed = "creation-failed";
@@ -21,12 +23,15 @@ public static class EventKinds
     public const string ReplicationStateChanged = "replication-state-changed";
     public const string ReplicationDegraded = "replication-degraded";
     public const string DdlAcknowledged = "ddl-acknowledged";
+    public const string DdlApplied = "ddl-applied";
     public const string TableAdded = "table-added";
     public const string Verified = "verified";
     public const string SwitchoverStarted = "switchover-started";
     public const string SwitchoverPhase = "switchover-phase";
     public const string SwitchoverCompleted = "switchover-completed";
     public const string SwitchoverCanceled = "switchover-canceled";
+    public const string SwitchoverStopped = "switchover-stopped";
+    public const string SwitchoverRetrying = "switchover-retrying";
     public const string MemberRenamed = "member-renamed";
     public const string SequencesSynced = "sequences-synced";
     public const string Positions = "positions";

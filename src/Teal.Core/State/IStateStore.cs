@@ -34,7 +34,13 @@ public interface IStateStore
     /// <summary>Adds a deployment; a conflict when the name is taken.</summary>
     Task AddDeploymentAsync(Deployment deployment, CancellationToken cancellationToken);
 
-    Task UpdateDeploymentAsync(Deployment deployment, CancellationToken cancellationToken);
+    /// <summary>
+    /// Applies <paramref name="change"/> to the deployment as stored and writes the result, in one
+    /// write transaction: every writer (monitor, create workflow, switchover) changes the fields it
+    /// owns on the latest record, so none can overwrite another's update with a stale copy.
+    /// Returns the stored result; a change that returns its argument writes nothing.
+    /// </summary>
+    Task<Deployment> UpdateDeploymentAsync(DeploymentId id, Func<Deployment, Deployment> change, CancellationToken cancellationToken);
 
     Task RemoveDeploymentAsync(DeploymentId id, CancellationToken cancellationToken);
 
@@ -72,7 +78,8 @@ public sealed record StateChange
 {
     public IReadOnlyList<(string OldName, Instance Instance)> RenamedInstances { get; init; } = [];
 
-    public IReadOnlyList<Deployment> Deployments { get; init; } = [];
+    /// <summary>Changes applied to the stored deployments inside the transaction (see <see cref="IStateStore.UpdateDeploymentAsync"/>).</summary>
+    public IReadOnlyList<DeploymentChange> Deployments { get; init; } = [];
 
     public IReadOnlyList<EndpointSpec> Endpoints { get; init; } = [];
 
@@ -85,6 +92,25 @@ public sealed record StateChange
     /// of the disk inside the switchover's write pause.
     /// </summary>
     public bool Durable { get; init; } = true;
+}
+
+/// <summary>
+/// A change to one deployment, applied by the store to the record as stored when the write
+/// transaction runs (never to a copy read earlier); <see cref="Result"/> is what was written.
+/// </summary>
+public sealed class DeploymentChange(DeploymentId id, Func<Deployment, Deployment> change)
+{
+    public DeploymentId Id => id;
+
+    /// <summary>The deployment as written, once the change was applied.</summary>
+    public Deployment? Result { get; private set; }
+
+    /// <summary>Called by the store inside its write transaction.</summary>
+    public Deployment Apply(Deployment stored)
+    {
+        Result = change(stored);
+        return Result;
+    }
 }
 
 /// <summary>

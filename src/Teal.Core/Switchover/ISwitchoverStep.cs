@@ -40,9 +40,15 @@ public interface ISwitchoverStep
     /// </summary>
     bool RunsWithPrevious => false;
 
+    /// <summary>Clients are held from the moment this step starts: the write pause is timed from it.</summary>
+    bool StartsWritePause => false;
+
+    /// <summary>Clients write again once this step is done: the write pause is timed to it.</summary>
+    bool EndsWritePause => false;
+
     /// <summary>
-    /// Decides what the step will do and records it in <see cref="SwitchoverContext.Data"/> before
-    /// the journal entry is written (so recovery finishes the same action, e.g. the same names).
+    /// Decides what the step will do and records it in the context's typed fields before the
+    /// journal entry is written (so recovery finishes the same action, e.g. the same names).
     /// </summary>
     Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -50,6 +56,15 @@ public interface ISwitchoverStep
 
     /// <summary>Reverts the step (no-op for steps with nothing to revert).</summary>
     Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Records the step's event from what it left in the context. The executor calls it once the
+    /// step succeeded, and again when it finishes a switchover after a crash for a step that had
+    /// completed before (events are persisted after the write pause, so that one was lost).
+    /// </summary>
+    void RecordOutcome(SwitchoverContext context)
+    {
+    }
 }
 
 /// <summary>

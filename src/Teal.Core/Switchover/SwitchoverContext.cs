@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using Teal.Core.Deployments;
 using Teal.Core.Endpoints;
 using Teal.Core.Engines;
@@ -31,11 +32,25 @@ public sealed class SwitchoverContext
     /// <summary>Before this moment every step up to the point of no return must be done.</summary>
     public required DateTimeOffset Deadline { get; init; }
 
-    /// <summary>
-    /// Values steps decide or learn (names chosen at the flip, blue's final position); journaled
-    /// with every entry, and given back to the steps when Teal recovers after a crash.
-    /// </summary>
-    public ConcurrentDictionary<string, string> Data { get; } = new();
+    // What steps decide or learn. Journaled with every entry (JournalData) and given back to the
+    // steps when Teal recovers after a crash (Restore), so a recovery finishes the same action.
+
+    /// <summary>The names the flip moves, chosen before its journal entry (<see cref="Steps.FlipStep"/>).</summary>
+    public FlipNames? Names { get; set; }
+
+    /// <summary>Blue's final position (after the marker), and the engine's details of it.</summary>
+    public string? BlueFinalPosition { get; set; }
+
+    public IReadOnlyDictionary<string, string> BlueFinalDetails { get; set; } = new Dictionary<string, string>();
+
+    /// <summary>Green's position when it opened for writes.</summary>
+    public string? GreenPosition { get; set; }
+
+    /// <summary>How many sequences were set on green.</summary>
+    public int? SequencesSynced { get; set; }
+
+    /// <summary>Roles that log in to blue but will not log in to green with the same password (sync-sequences finds them).</summary>
+    public IReadOnlyList<string>? RolesNotLoggingIn { get; set; }
 
     /// <summary>Events to record once clients write again (persisting them inside the write pause would lengthen it).</summary>
     public ConcurrentQueue<PendingEvent> Events { get; } = new();
@@ -48,19 +63,82 @@ public sealed class SwitchoverContext
 
     public void Record(string kind, string message, IReadOnlyDictionary<string, string>? data = null) =>
         Events.Enqueue(new PendingEvent(Time.GetUtcNow(), kind, message, data ?? new Dictionary<string, string>()));
+
+    /// <summary>What the steps decided so far, as the journal stores it.</summary>
+    public Dictionary<string, string> JournalData()
+    {
+        var data = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (Names is { } names)
+        {
+            data[SwitchoverData.BlueName] = names.Blue;
+            data[SwitchoverData.GreenName] = names.Green;
+            data[SwitchoverData.BlueNewName] = names.BlueNewName;
+        }
+
+        Put(data, SwitchoverData.BlueFinalPosition, BlueFinalPosition);
+        Put(data, SwitchoverData.GreenPosition, GreenPosition);
+        Put(data, SwitchoverData.SequencesSynced, SequencesSynced?.ToString(CultureInfo.InvariantCulture));
+        Put(data, SwitchoverData.RolesNotLoggingIn, RolesNotLoggingIn is null ? null : string.Join('\n', RolesNotLoggingIn));
+        foreach (var (key, value) in BlueFinalDetails)
+        {
+            data[SwitchoverData.BlueFinalDetail + key] = value;
+        }
+
+        return data;
+    }
+
+    /// <summary>Takes back what a journal entry recorded (recovery after a crash).</summary>
+    public void Restore(IReadOnlyDictionary<string, string> data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        if (data.TryGetValue(SwitchoverData.BlueName, out var blue) && data.TryGetValue(SwitchoverData.GreenName, out var green) && data.TryGetValue(SwitchoverData.BlueNewName, out var blueNew))
+        {
+            Names = new FlipNames(blue, green, blueNew);
+        }
+
+        BlueFinalPosition = data.GetValueOrDefault(SwitchoverData.BlueFinalPosition) ?? BlueFinalPosition;
+        GreenPosition = data.GetValueOrDefault(SwitchoverData.GreenPosition) ?? GreenPosition;
+        if (data.TryGetValue(SwitchoverData.SequencesSynced, out var synced) && int.TryParse(synced, CultureInfo.InvariantCulture, out var count))
+        {
+            SequencesSynced = count;
+        }
+
+        if (data.TryGetValue(SwitchoverData.RolesNotLoggingIn, out var roles))
+        {
+            RolesNotLoggingIn = roles.Length == 0 ? [] : roles.Split('\n');
+        }
+
+        var details = data.Where(d => d.Key.StartsWith(SwitchoverData.BlueFinalDetail, StringComparison.Ordinal)).ToDictionary(d => d.Key[SwitchoverData.BlueFinalDetail.Length..], d => d.Value);
+        if (details.Count > 0)
+        {
+            BlueFinalDetails = details;
+        }
+    }
+
+    private static void Put(Dictionary<string, string> data, string key, string? value)
+    {
+        if (value is not null)
+        {
+            data[key] = value;
+        }
+    }
 }
+
+/// <summary>The flip's names: blue's (which green takes), green's, and the one blue takes.</summary>
+public sealed record FlipNames(string Blue, string Green, string BlueNewName);
 
 /// <summary>An event recorded during the write pause, persisted after it.</summary>
 public sealed record PendingEvent(DateTimeOffset At, string Kind, string Message, IReadOnlyDictionary<string, string> Data);
 
-/// <summary>Keys of <see cref="SwitchoverContext.Data"/>.</summary>
+/// <summary>Keys of a journal entry's data (the journal's format; <see cref="SwitchoverContext.JournalData"/> writes them).</summary>
 public static class SwitchoverData
 {
     public const string BlueName = "blueName";
     public const string GreenName = "greenName";
     public const string BlueNewName = "blueNewName";
     public const string BlueFinalPosition = "blueFinalPosition";
+    public const string BlueFinalDetail = "blueFinal.";
     public const string GreenPosition = "greenPosition";
-    public const string DrainDeadline = "drainDeadline";
-    public const string TimeoutSeconds = "timeoutSeconds";
+    public const string SequencesSynced = "sequencesSynced";
+    public const string RolesNotLoggingIn = "rolesNotLoggingIn";
 }

@@ -1,36 +1,52 @@
-using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Deployments;
+using Teal.Core.Errors;
 using Teal.Core.Events;
 using Teal.Core.State;
+using Teal.Core.Switchover.Steps;
 
 namespace Teal.Core.Switchover;
 
 /// <summary>
 /// Runs a switchover plan: each step is journaled before it acts; a failure or the timeout
 /// before the point of no return undoes every started step in reverse; after it, Teal only rolls
-/// forward (retrying until the step succeeds). After a crash, <see cref="RecoverAsync"/> reads
-/// the journal and finishes or unwinds.
+/// forward — transient errors are retried with capped backoff, a permanent one stops the
+/// switchover (<see cref="DeploymentStatus.SwitchoverStopped"/>) until the operator resumes it.
+/// After a crash, <see cref="RecoverAsync"/> reads the journal and finishes or unwinds.
 /// </summary>
 /// <remarks>
 /// Journal writes are group-committed: "step i completed" and "step i+1 started" go in one
-/// state-store transaction together with the deployment's phase, so each step costs one commit
-/// inside the write pause, not three. Only the commits recovery depends on after a power
-/// failure wait for the disk: before a step with something to undo (pause, fence), and before
-/// the point of no return.
+/// state-store transaction together with the deployment's phase and the timings so far, so each
+/// step costs one commit inside the write pause, not three. Only the commits recovery depends on
+/// after a power failure wait for the disk: before a step with something to undo (pause, fence),
+/// and before the point of no return. Deployment writes are changes applied by the store to the
+/// record as stored (<see cref="DeploymentChange"/>), so a concurrent writer's update is kept.
 /// </remarks>
-public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<ISwitchoverStepDecorator> decorators, ILogger<SwitchoverExecutor> logger)
+public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<ISwitchoverStepDecorator> decorators, TransientErrors transient, ILogger<SwitchoverExecutor> logger)
 {
-    /// <summary>How often a step after the point of no return is retried, and an undo before giving up.</summary>
-    private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(500);
-    private const int UndoAttempts = 20;
+    /// <summary>First wait before a retry (after the point of no return, or of an undo); doubled each attempt up to <see cref="MaxRetryDelay"/>.</summary>
+    public static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(500);
+
+    public static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long one undo attempt may take (its own token: the switchover's may be the one the timeout cancelled).</summary>
+    public static readonly TimeSpan UndoAttemptTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Undo attempts made while Teal shuts down before the rest is left to the next start's recovery.</summary>
+    private const int UndoAttemptsWhileStopping = 3;
+
+    /// <summary>The wait before retry number <paramref name="attempt"/> + 1: 0.5 s, 1 s, 2 s, … capped at 10 s.</summary>
+    public static TimeSpan Backoff(int attempt) =>
+        TimeSpan.FromMilliseconds(Math.Min(FirstRetryDelay.TotalMilliseconds * Math.Pow(2, Math.Min(attempt - 1, 16)), MaxRetryDelay.TotalMilliseconds));
 
     public async Task<Deployment> RunAsync(SwitchoverContext context, IReadOnlyList<ISwitchoverStep> plan, CancellationToken stopping)
     {
+        ArgumentNullException.ThrowIfNull(context);
         var steps = Decorate(plan);
         var run = new Run(context, steps);
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-        deadline.CancelAfter(context.Remaining > TimeSpan.Zero ? context.Remaining : TimeSpan.Zero);
+        using var timeout = new CancellationTokenSource(context.Remaining > TimeSpan.Zero ? context.Remaining : TimeSpan.Zero, context.Time);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping, timeout.Token);
 
         List<JournalEntry> pending = [];
         for (var i = 0; i < steps.Count;)
@@ -45,7 +61,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 {
                     await StartAsync(context, run, group, pending, durable: group.Any(g => !steps[g].NothingToUndo), deadline.Token);
                     run.Started.AddRange(group);
-                    var executing = group.Select(g => run.TimeAsync(steps[g], () => steps[g].ExecuteAsync(context, deadline.Token))).ToList();
+                    var executing = group.Select(g => ExecuteAsync(context, run, steps[g], deadline.Token)).ToList();
                     try
                     {
                         await Task.WhenAll(executing);
@@ -59,7 +75,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 }
                 else
                 {
-                    // From the flip on there is no going back: keep trying (a crash here is finished by recovery).
+                    // From the flip on there is no going back (a crash here is finished by recovery).
                     run.PastPointOfNoReturn = true;
                     await RetryForwardAsync(context, run, group, pending, stopping);
                     run.Started.AddRange(group);
@@ -68,43 +84,47 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 pending = [.. group.Select(g => run.Entry(steps[g], JournalAction.Completed))];
                 i += group.Count;
             }
+            catch (SwitchoverStop stop)
+            {
+                return await StopAsync(context, run, pending, stop);
+            }
             catch (Exception ex) when (beforePointOfNoReturn && !stopping.IsCancellationRequested)
             {
                 var step = steps[failed];
-                var reason = ex is OperationCanceledException && deadline.IsCancellationRequested
+                var reason = ex is OperationCanceledException && timeout.IsCancellationRequested
                     ? $"the switchover timeout of {context.Options.Timeout.TotalSeconds:0} s passed during {step.Name}"
                     : $"{step.Name} failed: {ex.Message}";
                 LogStepFailed(ex, context.Deployment.Id, step.Name);
-                return await RollBackAsync(context, run, reason, pending, failed);
+                return await RollBackAsync(context, run, reason, pending, failed, stopping);
             }
             catch (OperationCanceledException) when (beforePointOfNoReturn && stopping.IsCancellationRequested)
             {
-                return await RollBackAsync(context, run, "Teal was shutting down", pending, failed);
+                return await RollBackAsync(context, run, $"Teal was shutting down during {steps[failed].Name}", pending, failed, stopping);
             }
         }
 
-        return await FinishAsync(context, run, pending, CancellationToken.None);
+        return await FinishAsync(context, run, pending);
     }
 
     /// <summary>
-    /// Finishes a switchover Teal was running when it stopped: rolls forward when the point of no
-    /// return had started, otherwise undoes every started step in reverse.
+    /// Finishes a switchover Teal was running when it stopped (or one stopped by a permanent
+    /// error, on <c>--resume</c>): rolls forward when the point of no return had started,
+    /// otherwise undoes every started step in reverse.
     /// </summary>
     public async Task<Deployment> RecoverAsync(SwitchoverContext context, IReadOnlyList<ISwitchoverStep> plan, IReadOnlyList<JournalEntry> journal, CancellationToken stopping)
     {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(journal);
         var steps = Decorate(plan);
         var run = new Run(context, steps);
         var entries = journal.Where(e => e.SwitchoverId == context.SwitchoverId).OrderBy(e => e.Seq).ToList();
         if (entries.Count > 0)
         {
-            foreach (var (key, value) in entries[^1].Data)
-            {
-                context.Data[key] = value;
-            }
+            context.Restore(entries[^1].Data);
         }
 
         bool Has(string step, JournalAction action) => entries.Any(e => e.Step == step && e.Action == action);
-        var ponr = steps.ToList().FindIndex(s => s.IsPointOfNoReturn);
+        var ponr = steps.FindIndex(s => s.IsPointOfNoReturn);
         for (var i = 0; i < steps.Count; i++)
         {
             if (Has(steps[i].Name, JournalAction.Started))
@@ -113,68 +133,128 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             }
         }
 
-        var interrupted = run.Started.Count > 0 ? steps[run.Started.Max()].Name : "(none)";
+        // Before the first journal entry the switchover was in its guardrails (the phase it was accepted with).
+        var interrupted = run.Started.Count > 0 ? steps[run.Started.Max()].Name : context.Current.Switchover?.Phase ?? steps[0].Name;
         if (ponr >= 0 && Has(steps[ponr].Name, JournalAction.Started))
         {
             LogRecovering(context.Deployment.Id, interrupted, "rolling forward");
             run.PastPointOfNoReturn = true;
-            List<JournalEntry> pending = [];
-            for (var i = ponr; i < steps.Count; i++)
+            try
             {
-                if (Has(steps[i].Name, JournalAction.Completed))
+                if (!steps.Any(s => s.EndsWritePause && Has(s.Name, JournalAction.Completed)))
                 {
-                    continue;
+                    // Clients must not reach the fenced old blue while the flip is finished: a proxy
+                    // endpoint came up holding, a PgBouncer kept its clients while Teal was down.
+                    await RetryAsync(context, "pause-endpoints", () => HoldAndDrainAsync(context, stopping), stopping);
                 }
 
-                // One step at a time: after a crash nobody is counting milliseconds.
-                await RetryForwardAsync(context, run, [i], pending, stopping);
-                pending = [run.Entry(steps[i], JournalAction.Completed)];
-            }
+                await RecordLostOutcomesAsync(context, steps.Where(s => Has(s.Name, JournalAction.Completed)));
+                List<JournalEntry> pending = [];
+                for (var i = ponr; i < steps.Count; i++)
+                {
+                    if (Has(steps[i].Name, JournalAction.Completed))
+                    {
+                        continue;
+                    }
 
-            context.Record(EventKinds.SwitchoverPhase, $"Teal restarted during {interrupted} (after the point of no return) and finished the switchover");
-            return await FinishAsync(context, run, pending, CancellationToken.None);
+                    // One step at a time: after a crash nobody is counting milliseconds.
+                    await RetryForwardAsync(context, run, [i], pending, stopping);
+                    pending = [run.Entry(steps[i], JournalAction.Completed)];
+                }
+
+                context.Record(EventKinds.SwitchoverPhase, $"Teal restarted during {interrupted} (after the point of no return) and finished the switchover");
+                return await FinishAsync(context, run, pending);
+            }
+            catch (SwitchoverStop stop)
+            {
+                return await StopAsync(context, run, [], stop);
+            }
         }
 
         LogRecovering(context.Deployment.Id, interrupted, "rolling back");
         run.Started.RemoveAll(i => Has(steps[i].Name, JournalAction.Undone));
-        return await RollBackAsync(context, run, $"Teal stopped during {interrupted}; the switchover was rolled back when it restarted", [], run.Started.Count > 0 ? run.Started.Max() : -1);
+        return await RollBackAsync(context, run, $"Teal stopped during {interrupted}; the switchover was rolled back when it restarted", [], run.Started.Count > 0 ? run.Started.Max() : -1, stopping);
+    }
+
+    /// <summary>Runs one step, then records its outcome (its event, persisted after the pause).</summary>
+    private static async Task ExecuteAsync(SwitchoverContext context, Run run, ISwitchoverStep step, CancellationToken cancellationToken)
+    {
+        await run.TimeAsync(step, () => step.ExecuteAsync(context, cancellationToken));
+        step.RecordOutcome(context);
     }
 
     /// <summary>
     /// Journals the group's steps as started (flushed when it holds the point of no return), then
-    /// runs them together, each retried on its own until it succeeds.
+    /// runs them together, each retried on its own while its errors are transient. A permanent
+    /// error stops the group (<see cref="SwitchoverStop"/>).
     /// </summary>
     private async Task RetryForwardAsync(SwitchoverContext context, Run run, List<int> group, List<JournalEntry> pending, CancellationToken stopping)
+    {
+        var lead = run.Steps[group[0]];
+        await RetryAsync(context, lead.Name, () => StartAsync(context, run, group, pending, durable: group.Any(g => run.Steps[g].IsPointOfNoReturn), stopping), stopping);
+
+        // A permanent failure of one step of the group stops the others' retries too.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        var running = group.Select(async g =>
+        {
+            var step = run.Steps[g];
+            try
+            {
+                await RetryAsync(context, step.Name, () => ExecuteAsync(context, run, step, stop.Token), stop.Token);
+            }
+            catch (SwitchoverStop)
+            {
+                await stop.CancelAsync();
+                throw;
+            }
+        }).ToList();
+        try
+        {
+            await Task.WhenAll(running);
+        }
+        catch when (running.Select(t => t.Exception?.InnerException).OfType<SwitchoverStop>().FirstOrDefault() is { } stopped)
+        {
+            throw stopped;
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> until it succeeds: a transient error is retried after
+    /// <see cref="Backoff"/> (an event on the first attempt and every tenth), a permanent one
+    /// becomes a <see cref="SwitchoverStop"/>.
+    /// </summary>
+    private async Task RetryAsync(SwitchoverContext context, string step, Func<Task> action, CancellationToken cancellationToken)
     {
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await StartAsync(context, run, group, pending, durable: group.Any(g => run.Steps[g].IsPointOfNoReturn), stopping);
-                break;
+                await action();
+                return;
             }
-            catch (Exception ex) when (!stopping.IsCancellationRequested)
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested && ex is not SwitchoverStop)
             {
-                await ForwardFailedAsync(context, run.Steps[group[0]], ex, attempt, stopping);
+                if (!transient.IsTransient(ex))
+                {
+                    LogForwardStopped(ex, context.Deployment.Id, step);
+                    throw new SwitchoverStop(step, ex);
+                }
+
+                var delay = Backoff(attempt);
+                LogForwardRetry(ex, context.Deployment.Id, step, attempt);
+                if (attempt == 1 || attempt % 10 == 0)
+                {
+                    // Persisted now, not after the pause: an operator watching `teal events` must see it.
+                    await TryAppendEventAsync(
+                        context,
+                        EventKinds.SwitchoverRetrying,
+                        $"{step} failed after the point of no return ({ex.Message}); the error is transient, Teal retries (attempt {attempt}, next in {delay.TotalSeconds:0.#} s)",
+                        new Dictionary<string, string> { ["step"] = step, ["attempt"] = attempt.ToString(CultureInfo.InvariantCulture), ["error"] = ex.Message });
+                }
+
+                await Task.Delay(delay, context.Time, cancellationToken);
             }
         }
-
-        await Task.WhenAll(group.Select(async g =>
-        {
-            var step = run.Steps[g];
-            for (var attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    await run.TimeAsync(step, () => step.ExecuteAsync(context, stopping));
-                    return;
-                }
-                catch (Exception ex) when (!stopping.IsCancellationRequested)
-                {
-                    await ForwardFailedAsync(context, step, ex, attempt, stopping);
-                }
-            }
-        }));
     }
 
     /// <summary>
@@ -189,19 +269,39 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             await run.Steps[g].PrepareAsync(context, cancellationToken);
         }
 
-        await CommitAsync(context, [.. pending, .. group.Select(g => run.Entry(run.Steps[g], JournalAction.Started))], PhaseOf(run.Steps, group), durable, cancellationToken);
+        await CommitAsync(context, run, [.. pending, .. group.Select(g => run.Entry(run.Steps[g], JournalAction.Started))], PhaseOf(run.Steps, group), durable, cancellationToken);
         pending.Clear();
     }
 
-    private async Task ForwardFailedAsync(SwitchoverContext context, ISwitchoverStep step, Exception ex, int attempt, CancellationToken stopping)
+    /// <summary>Pauses every endpoint (idempotent) and drains what is still connected through it.</summary>
+    private static async Task HoldAndDrainAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        LogForwardRetry(ex, context.Deployment.Id, step.Name, attempt);
-        if (attempt == 1)
+        var hold = PauseEndpointsStep.HoldDeadline(context);
+        await Task.WhenAll(context.Endpoints.Select(e => e.PauseAsync(hold, cancellationToken)));
+        await Task.WhenAll(context.Endpoints.Select(e => e.DrainAsync(context.Options.DrainBudget, cancellationToken)));
+    }
+
+    /// <summary>
+    /// Records again the outcomes of steps that completed before a crash (or a stop): their
+    /// events were queued for after the pause. Events this switchover already persisted are not repeated.
+    /// </summary>
+    private async Task RecordLostOutcomesAsync(SwitchoverContext context, IEnumerable<ISwitchoverStep> completed)
+    {
+        var persisted = (await state.ListEventsAsync(context.Deployment.Id, 0, int.MaxValue, CancellationToken.None))
+            .Where(e => e.Data.GetValueOrDefault(SwitchoverIdKey) == context.SwitchoverId)
+            .Select(e => e.Kind)
+            .ToHashSet(StringComparer.Ordinal);
+        foreach (var step in completed)
         {
-            context.Record(EventKinds.SwitchoverPhase, $"{step.Name} failed after the point of no return ({ex.Message}); Teal keeps retrying");
+            step.RecordOutcome(context);
         }
 
-        await Task.Delay(RetryDelay, context.Time, stopping);
+        var recorded = context.Events.ToList();
+        context.Events.Clear();
+        foreach (var e in recorded.Where(e => !persisted.Contains(e.Kind)))
+        {
+            context.Events.Enqueue(e);
+        }
     }
 
     /// <summary>Step <paramref name="first"/> and the steps right after it that run with it.</summary>
@@ -221,74 +321,81 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
     private static string PhaseOf(IReadOnlyList<ISwitchoverStep> steps, IReadOnlyList<int> group) =>
         string.Join('+', group.Select(g => steps[g].Name));
 
-    private async Task<Deployment> RollBackAsync(SwitchoverContext context, Run run, string reason, List<JournalEntry> pending, int failedIndex)
+    private async Task<Deployment> RollBackAsync(SwitchoverContext context, Run run, string reason, List<JournalEntry> pending, int failedIndex, CancellationToken stopping)
     {
-        var decidedAt = Stopwatch.GetTimestamp();
+        var decidedAt = context.Time.GetTimestamp();
         if (failedIndex >= 0 && failedIndex < run.Steps.Count)
         {
             pending.Add(run.Entry(run.Steps[failedIndex], JournalAction.Failed));
         }
 
-        var incomplete = new List<string>();
         double? blueWritableMs = null;
         foreach (var i in run.Started.OrderDescending())
         {
             var step = run.Steps[i];
             pending.Add(run.Entry(step, JournalAction.UndoStarted));
-            await CommitAsync(context, pending, step.Name, durable: true, CancellationToken.None);
+            await CommitAsync(context, run, pending, step.Name, durable: true, CancellationToken.None);
             pending.Clear();
-            if (await TryUndoAsync(context, step))
+            if (!await UndoUntilDoneAsync(context, step, stopping))
             {
-                if (step.UndoReopensBlue)
-                {
-                    blueWritableMs = Stopwatch.GetElapsedTime(decidedAt).TotalMilliseconds;
-                }
+                // Teal is stopping with this undo still failing: the journal stays open, and the
+                // next start's recovery goes on undoing. Held clients stay held meanwhile.
+                LogRollbackInterrupted(context.Deployment.Id, step.Name);
+                return context.Current;
+            }
 
-                run.Timings.Add(new PhaseTiming(step.Name, "undone", 0));
-                pending.Add(run.Entry(step, JournalAction.Undone));
-            }
-            else
+            if (step.UndoReopensBlue)
             {
-                incomplete.Add(step.Name);
+                blueWritableMs = context.Time.GetElapsedTime(decidedAt).TotalMilliseconds;
             }
+
+            run.Timings.Add(new PhaseTiming(step.Name, "undone", 0));
+            pending.Add(run.Entry(step, JournalAction.Undone));
         }
 
-        var rollbackMs = Stopwatch.GetElapsedTime(decidedAt).TotalMilliseconds;
-        var fullReason = incomplete.Count == 0
-            ? reason
-            : $"{reason}; undoing {string.Join(", ", incomplete)} failed — check blue is writable and the endpoints are resumed";
+        // Every step is undone, blue is writable: let go of endpoints held by no step of this run
+        // (after a crash they come up holding before recovery decides).
+        await ResumeHeldAsync(context);
+        var rollbackMs = context.Time.GetElapsedTime(decidedAt).TotalMilliseconds;
         pending.Add(run.Entry(null, JournalAction.Closed));
         var now = context.Time.GetUtcNow();
-        var deployment = context.Current with
-        {
-            Status = DeploymentStatus.SwitchoverFailed,
-            StatusReason = fullReason,
-            Switchover = run.State(context.Current.Switchover) with { Outcome = SwitchoverOutcome.RolledBack, Reason = fullReason, FinishedAt = now },
-            UpdatedAt = now,
-        };
-        await state.ApplyAsync(new StateChange { Journal = pending, Deployments = [deployment] }, CancellationToken.None);
-        context.Current = deployment;
-        var rollbackData = new Dictionary<string, string> { ["reason"] = fullReason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) };
+        var deployment = await UpdateAsync(
+            context,
+            d => d with
+            {
+                Status = DeploymentStatus.SwitchoverFailed,
+                StatusReason = reason,
+                Switchover = run.State(d.Switchover) with { Outcome = SwitchoverOutcome.RolledBack, Reason = reason, Hint = null, FinishedAt = now },
+                UpdatedAt = now,
+            },
+            pending,
+            durable: true);
+        var rollbackData = new Dictionary<string, string> { ["reason"] = reason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", CultureInfo.InvariantCulture) };
         var writable = string.Empty;
         if (blueWritableMs is { } ms)
         {
             // The bar operators care about: how long after the decision blue took writes again.
-            rollbackData["blueWritableMilliseconds"] = ms.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture);
+            rollbackData["blueWritableMilliseconds"] = ms.ToString("0.0", CultureInfo.InvariantCulture);
             writable = $" (blue writable again after {ms:0} ms)";
         }
 
-        context.Record(EventKinds.SwitchoverCanceled, $"switchover rolled back in {rollbackMs:0} ms{writable}: {fullReason}", rollbackData);
+        context.Record(EventKinds.SwitchoverCanceled, $"switchover rolled back in {rollbackMs:0} ms{writable}: {reason}", rollbackData);
         await FlushEventsAsync(context);
-        LogRolledBack(context.Deployment.Id, fullReason);
+        LogRolledBack(context.Deployment.Id, reason);
         return deployment;
     }
 
-    private async Task<bool> TryUndoAsync(SwitchoverContext context, ISwitchoverStep step)
+    /// <summary>
+    /// Undoes <paramref name="step"/>, retrying with backoff until it succeeds — an event each
+    /// failed attempt. The steps before it are not undone meanwhile: with blue still fenced, the
+    /// endpoints keep holding their clients (until their deadline, then a clear error) rather than
+    /// resume them onto a read-only blue. False when Teal stops before the undo succeeded.
+    /// </summary>
+    private async Task<bool> UndoUntilDoneAsync(SwitchoverContext context, ISwitchoverStep step, CancellationToken stopping)
     {
-        for (var attempt = 1; attempt <= UndoAttempts; attempt++)
+        for (var attempt = 1; ; attempt++)
         {
-            // A fresh token: the switchover's own may be the one that was cancelled by the timeout.
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            using var timeout = new CancellationTokenSource(UndoAttemptTimeout, context.Time);
             try
             {
                 await step.UndoAsync(context, timeout.Token);
@@ -296,71 +403,194 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             }
             catch (Exception ex)
             {
+                var delay = Backoff(attempt);
                 LogUndoFailed(ex, context.Deployment.Id, step.Name, attempt);
-                await Task.Delay(RetryDelay, context.Time, CancellationToken.None);
+                await TryAppendEventAsync(
+                    context,
+                    EventKinds.SwitchoverRetrying,
+                    $"undoing {step.Name} failed (attempt {attempt}): {ex.Message}; Teal retries in {delay.TotalSeconds:0.#} s and undoes nothing before it succeeds",
+                    new Dictionary<string, string> { ["step"] = step.Name, ["attempt"] = attempt.ToString(CultureInfo.InvariantCulture), ["error"] = ex.Message, ["undo"] = "true" });
+                if (stopping.IsCancellationRequested)
+                {
+                    if (attempt >= UndoAttemptsWhileStopping)
+                    {
+                        return false;
+                    }
+
+                    continue;
+                }
+
+                try
+                {
+                    await Task.Delay(delay, context.Time, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Teal is stopping: a few more attempts without waiting, then recovery takes over.
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// A step after the point of no return failed for good: the switchover stops there, the
+    /// deployment says which step, the error and the fix, and the journal stays open for
+    /// <c>--resume</c> (or the next start's recovery, which finishes the same way).
+    /// </summary>
+    private async Task<Deployment> StopAsync(SwitchoverContext context, Run run, List<JournalEntry> pending, SwitchoverStop stop)
+    {
+        var error = stop.InnerException!; // SwitchoverStop always wraps the failure.
+        var hint = HintOf(error);
+        var name = context.Current.Name;
+        var fix = $"{(hint is null ? "fix the cause" : hint.TrimEnd('.'))}; then run `teal switchover {name} --resume`";
+        var reason = $"{stop.Step} failed after the point of no return: {error.Message}";
+        var step = run.Steps.FirstOrDefault(s => s.Name == stop.Step);
+        if (step is not null)
+        {
+            pending.Add(run.Entry(step, JournalAction.Failed));
+        }
+
+        var now = context.Time.GetUtcNow();
+        var deployment = await UpdateAsync(
+            context,
+            d => d with
+            {
+                Status = DeploymentStatus.SwitchoverStopped,
+                StatusReason = reason,
+                Switchover = run.State(d.Switchover) with { Outcome = SwitchoverOutcome.Stopped, Phase = stop.Step, Reason = reason, Hint = fix },
+                UpdatedAt = now,
+            },
+            pending,
+            durable: true);
+        context.Record(
+            EventKinds.SwitchoverStopped,
+            $"switchover stopped at {stop.Step}: {error.Message}; {fix}",
+            new Dictionary<string, string> { ["step"] = stop.Step, ["error"] = error.Message, ["hint"] = fix });
+        await FlushEventsAsync(context);
+        LogStopped(context.Deployment.Id, stop.Step, error.Message);
+        return deployment;
+    }
+
+    private static string? HintOf(Exception error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is TealException { Hint: { } hint })
+            {
+                return hint;
             }
         }
 
-        return false;
+        return null;
     }
 
-    private async Task<Deployment> FinishAsync(SwitchoverContext context, Run run, List<JournalEntry> pending, CancellationToken cancellationToken)
+    private async Task<Deployment> FinishAsync(SwitchoverContext context, Run run, List<JournalEntry> pending)
     {
+        // After a recovery the endpoints came up holding; resume-endpoints may have run before the crash.
+        await RetryAsync(context, "resume-endpoints", () => ResumeHeldAsync(context), CancellationToken.None);
         pending.Add(run.Entry(null, JournalAction.Closed));
         var now = context.Time.GetUtcNow();
-        var switchover = run.State(context.Current.Switchover) with
-        {
-            Outcome = SwitchoverOutcome.Completed,
-            FinishedAt = now,
-            BlueFinalPosition = context.Data.GetValueOrDefault(SwitchoverData.BlueFinalPosition),
-            GreenPosition = context.Data.GetValueOrDefault(SwitchoverData.GreenPosition),
-        };
-        var deployment = context.Current with
-        {
-            Status = DeploymentStatus.SwitchoverCompleted,
-            StatusReason = null,
-            Replication = context.Current.Replication with { State = ReplicationState.Stopped, Reason = "forward replication was dropped at switchover", LagBytes = null, LagSeconds = null, RetainedBytes = null },
-            Switchover = switchover,
-            UpdatedAt = now,
-        };
-        await state.ApplyAsync(new StateChange { Journal = pending, Deployments = [deployment] }, cancellationToken);
-        context.Current = deployment;
+        var deployment = await UpdateAsync(
+            context,
+            d => d with
+            {
+                Status = DeploymentStatus.SwitchoverCompleted,
+                StatusReason = null,
+                Replication = d.Replication with { State = ReplicationState.Stopped, Reason = "forward replication was dropped at switchover", LagBytes = null, LagSeconds = null, RetainedBytes = null },
+                Switchover = run.State(d.Switchover) with
+                {
+                    Outcome = SwitchoverOutcome.Completed,
+                    Reason = null,
+                    Hint = null,
+                    FinishedAt = now,
+                    BlueFinalPosition = context.BlueFinalPosition,
+                    GreenPosition = context.GreenPosition,
+                },
+                UpdatedAt = now,
+            },
+            pending,
+            durable: true);
+        var switchover = deployment.Switchover!;
         var pause = switchover.WritePauseMilliseconds is { } ms ? $"; clients were paused for {ms:0} ms" : string.Empty;
         context.Record(
             EventKinds.SwitchoverCompleted,
-            $"switchover completed: '{context.Data.GetValueOrDefault(SwitchoverData.BlueName, context.BlueName)}' is now green{pause}",
+            $"switchover completed: '{context.Names?.Blue ?? context.BlueName}' is now green{pause}",
             run.TimingData());
         await FlushEventsAsync(context);
         LogCompleted(context.Deployment.Id, switchover.WritePauseMilliseconds ?? 0);
         return deployment;
     }
 
+    private static Task ResumeHeldAsync(SwitchoverContext context) =>
+        Task.WhenAll(context.Endpoints.Where(e => e.Paused).Select(e => e.ResumeAsync(CancellationToken.None)));
+
     /// <summary>
-    /// Journal entries plus the deployment's current phase, in one transaction; flushed to disk
-    /// when <paramref name="durable"/> (see <see cref="ISwitchoverStep.NothingToUndo"/> for when it need not be).
+    /// Journal entries plus the deployment's current phase and timings, in one transaction;
+    /// flushed to disk when <paramref name="durable"/> (see <see cref="ISwitchoverStep.NothingToUndo"/> for when it need not be).
     /// </summary>
-    private async Task CommitAsync(SwitchoverContext context, List<JournalEntry> entries, string phase, bool durable, CancellationToken cancellationToken)
+    private async Task CommitAsync(SwitchoverContext context, Run run, List<JournalEntry> entries, string phase, bool durable, CancellationToken cancellationToken)
     {
-        var deployment = context.Current with { Switchover = context.Current.Switchover! with { Phase = phase } };
-        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [deployment], Durable = durable }, cancellationToken);
-        context.Current = deployment;
+        var change = new DeploymentChange(context.Deployment.Id, d => d with { Switchover = run.State(d.Switchover) with { Phase = phase } });
+        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [change], Durable = durable }, cancellationToken);
+        context.Current = change.Result!; // Set by the store, or ApplyAsync threw.
     }
+
+    private async Task<Deployment> UpdateAsync(SwitchoverContext context, Func<Deployment, Deployment> update, List<JournalEntry> entries, bool durable)
+    {
+        var change = new DeploymentChange(context.Deployment.Id, update);
+        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [change], Durable = durable }, CancellationToken.None);
+        context.Current = change.Result!; // Set by the store, or ApplyAsync threw.
+        return context.Current;
+    }
+
+    private const string SwitchoverIdKey = "switchoverId";
 
     private async Task FlushEventsAsync(SwitchoverContext context)
     {
         while (context.Events.TryDequeue(out var e))
         {
-            var data = new Dictionary<string, string>(e.Data) { ["at"] = e.At.ToString("O", System.Globalization.CultureInfo.InvariantCulture) };
+            var data = new Dictionary<string, string>(e.Data)
+            {
+                ["at"] = e.At.ToString("O", CultureInfo.InvariantCulture),
+                [SwitchoverIdKey] = context.SwitchoverId,
+            };
             await state.AppendEventAsync(context.Deployment.Id, e.Kind, e.Message, data, CancellationToken.None);
+        }
+    }
+
+    private async Task TryAppendEventAsync(SwitchoverContext context, string kind, string message, Dictionary<string, string> data)
+    {
+        data[SwitchoverIdKey] = context.SwitchoverId;
+        try
+        {
+            await state.AppendEventAsync(context.Deployment.Id, kind, message, data, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is TealException or IOException or InvalidOperationException)
+        {
+            // The retry itself matters more than its event; the log has it.
+            LogEventLost(ex, context.Deployment.Id, kind);
         }
     }
 
     private List<ISwitchoverStep> Decorate(IReadOnlyList<ISwitchoverStep> plan) =>
         plan.Select(step => decorators.Aggregate(step, (s, d) => d.Decorate(s))).ToList();
 
+    /// <summary>A step after the point of no return failed with a permanent error: the switchover stops there.</summary>
+    private sealed class SwitchoverStop(string step, Exception cause) : Exception($"{step}: {cause.Message}", cause)
+    {
+        public string Step => step;
+    }
+
     /// <summary>What one run (or recovery) of a plan has done so far.</summary>
     private sealed class Run(SwitchoverContext context, IReadOnlyList<ISwitchoverStep> steps)
     {
+        // Timings a run before this one (interrupted by a crash or stopped) had committed.
+        private readonly IReadOnlyList<PhaseTiming> _earlier = context.Current.Switchover?.Phases ?? [];
+        private long? _pauseStarted;
+        private long? _resumed;
+        private DateTimeOffset? _pausedAt;
+        private DateTimeOffset? _resumedAt;
+
         public IReadOnlyList<ISwitchoverStep> Steps => steps;
 
         public List<int> Started { get; } = [];
@@ -369,29 +599,24 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
 
         public bool PastPointOfNoReturn { get; set; }
 
-        private long? _pauseStarted;
-        private long? _resumed;
-        private DateTimeOffset? _pausedAt;
-        private DateTimeOffset? _resumedAt;
-
         public JournalEntry Entry(ISwitchoverStep? step, JournalAction action) =>
             new(context.Deployment.Id, context.SwitchoverId, step?.Name ?? "switchover", action, context.Time.GetUtcNow())
             {
-                Data = new Dictionary<string, string>(context.Data),
+                Data = context.JournalData(),
             };
 
         public async Task TimeAsync(ISwitchoverStep step, Func<Task> execute)
         {
-            var start = Stopwatch.GetTimestamp();
-            if (step.Name == "pause-endpoints")
+            var start = context.Time.GetTimestamp();
+            if (step.StartsWritePause)
             {
                 _pauseStarted = start;
                 _pausedAt = context.Time.GetUtcNow();
             }
 
             await execute();
-            var end = Stopwatch.GetTimestamp();
-            if (step.Name == "resume-endpoints")
+            var end = context.Time.GetTimestamp();
+            if (step.EndsWritePause)
             {
                 _resumed = end;
                 _resumedAt = context.Time.GetUtcNow();
@@ -400,30 +625,50 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             lock (Timings)
             {
                 // Steps of one group run at once: they are recorded in the order they finish.
-                Timings.Add(new PhaseTiming(step.Name, "done", Stopwatch.GetElapsedTime(start, end).TotalMilliseconds));
+                Timings.Add(new PhaseTiming(step.Name, "done", context.Time.GetElapsedTime(start, end).TotalMilliseconds));
             }
         }
 
-        public SwitchoverState State(SwitchoverState? current) =>
-            (current ?? new SwitchoverState(context.SwitchoverId, context.Time.GetUtcNow(), (int)context.Options.Timeout.TotalSeconds)) with
+        public SwitchoverState State(SwitchoverState? current)
+        {
+            List<PhaseTiming> timings;
+            lock (Timings)
             {
-                Phases = [.. current?.Phases ?? [], .. Timings],
-                WritePauseMilliseconds = _pauseStarted is { } p && _resumed is { } r ? Stopwatch.GetElapsedTime(p, r).TotalMilliseconds : current?.WritePauseMilliseconds,
-                PausedAt = _pausedAt ?? current?.PausedAt,
+                timings = [.. _earlier, .. Timings];
+            }
+
+            var pausedAt = _pausedAt ?? current?.PausedAt;
+            return (current ?? new SwitchoverState(context.SwitchoverId, context.Time.GetUtcNow(), (int)context.Options.Timeout.TotalSeconds)) with
+            {
+                Phases = timings,
+                WritePauseMilliseconds = (_pauseStarted, _resumed, pausedAt, _resumedAt) switch
+                {
+                    ({ } p, { } r, _, _) => context.Time.GetElapsedTime(p, r).TotalMilliseconds,
+                    // Paused before a crash, resumed by the recovery: only the wall clock spans both.
+                    (null, _, { } at, { } resumedAt) => (resumedAt - at).TotalMilliseconds,
+                    _ => current?.WritePauseMilliseconds,
+                },
+                PausedAt = pausedAt,
                 ResumedAt = _resumedAt ?? current?.ResumedAt,
             };
+        }
 
-        public Dictionary<string, string> TimingData() =>
-            Timings.ToDictionary(t => "ms." + t.Step, t => t.Milliseconds.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture));
+        public Dictionary<string, string> TimingData()
+        {
+            lock (Timings)
+            {
+                return _earlier.Concat(Timings).GroupBy(t => t.Step).ToDictionary(g => "ms." + g.Key, g => g.Last().Milliseconds.ToString("0.0", CultureInfo.InvariantCulture));
+            }
+        }
     }
 
     [LoggerMessage(EventId = 1501, Level = LogLevel.Warning, Message = "Switchover of {Id}: step {Step} failed; rolling back")]
     private partial void LogStepFailed(Exception exception, DeploymentId id, string step);
 
-    [LoggerMessage(EventId = 1502, Level = LogLevel.Error, Message = "Switchover of {Id}: step {Step} failed after the point of no return (attempt {Attempt}); retrying")]
+    [LoggerMessage(EventId = 1502, Level = LogLevel.Error, Message = "Switchover of {Id}: step {Step} failed after the point of no return (attempt {Attempt}); the error is transient, retrying")]
     private partial void LogForwardRetry(Exception exception, DeploymentId id, string step, int attempt);
 
-    [LoggerMessage(EventId = 1503, Level = LogLevel.Error, Message = "Switchover of {Id}: undoing {Step} failed (attempt {Attempt})")]
+    [LoggerMessage(EventId = 1503, Level = LogLevel.Error, Message = "Switchover of {Id}: undoing {Step} failed (attempt {Attempt}); retrying")]
     private partial void LogUndoFailed(Exception exception, DeploymentId id, string step, int attempt);
 
     [LoggerMessage(EventId = 1504, Level = LogLevel.Warning, Message = "Switchover of {Id} rolled back: {Reason}")]
@@ -434,4 +679,16 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
 
     [LoggerMessage(EventId = 1506, Level = LogLevel.Warning, Message = "Switchover of {Id} was interrupted during {Step}; {What}")]
     private partial void LogRecovering(DeploymentId id, string step, string what);
+
+    [LoggerMessage(EventId = 1507, Level = LogLevel.Error, Message = "Switchover of {Id}: step {Step} failed after the point of no return with a permanent error; stopping")]
+    private partial void LogForwardStopped(Exception exception, DeploymentId id, string step);
+
+    [LoggerMessage(EventId = 1508, Level = LogLevel.Error, Message = "Switchover of {Id} stopped at {Step}: {Error}; waiting for --resume")]
+    private partial void LogStopped(DeploymentId id, string step, string error);
+
+    [LoggerMessage(EventId = 1509, Level = LogLevel.Error, Message = "Switchover of {Id}: Teal stops while undoing {Step} still fails; the next start goes on with the rollback")]
+    private partial void LogRollbackInterrupted(DeploymentId id, string step);
+
+    [LoggerMessage(EventId = 1510, Level = LogLevel.Warning, Message = "Switchover of {Id}: event {Kind} could not be recorded")]
+    private partial void LogEventLost(Exception exception, DeploymentId id, string kind);
 }

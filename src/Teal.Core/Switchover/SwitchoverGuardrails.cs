@@ -19,7 +19,7 @@ public static class SwitchoverGuardrails
                 ? CheckResult.Pass("deployment-available", $"deployment is {Screaming(deployment.Status)}")
                 : CheckResult.Fail("deployment-available", $"deployment is {Screaming(deployment.Status)}, not AVAILABLE", "wait until `teal show` says AVAILABLE"),
             deployment.Replication.State == ReplicationState.Degraded
-                ? CheckResult.Fail("replication-not-degraded", $"replication is DEGRADED: {deployment.Replication.Reason}", "apply the DDL on green and run `teal ack-ddl`, or `teal add-tables` for skipped tables")
+                ? CheckResult.Fail("replication-not-degraded", $"replication is DEGRADED: {deployment.Replication.Reason}", $"run `teal apply-ddl {deployment.Name}` (or apply the DDL on green yourself and run `teal ack-ddl {deployment.Name}`), and `teal add-tables {deployment.Name}` for tables, partitions or columns green lacks")
                 : CheckResult.Pass("replication-not-degraded", $"replication is {Screaming(deployment.Replication.State)}"),
             endpoints > 0
                 ? CheckResult.Pass("endpoints", $"{endpoints} endpoint(s) route to blue and will be moved")
@@ -29,7 +29,7 @@ public static class SwitchoverGuardrails
         if (deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed)
         {
             var engine = await link.CheckSwitchoverAsync(
-                new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold },
+                new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold, FenceWholeServer = options.FenceWholeServer },
                 cancellationToken);
             results.AddRange(engine.Results);
         }

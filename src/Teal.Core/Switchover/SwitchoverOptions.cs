@@ -18,6 +18,9 @@ public sealed record SwitchoverOptions
     /// <summary>A write transaction on blue older than this refuses the switchover.</summary>
     public TimeSpan LongTransactionThreshold { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>Accept that the fence locks out the other databases on blue's server too (<c>--fence-whole-server</c>).</summary>
+    public bool FenceWholeServer { get; init; }
+
     public static SwitchoverOptions Create(int? timeoutSeconds, double? drainBudgetSeconds = null, double? longTransactionSeconds = null)
     {
         var timeout = timeoutSeconds ?? DefaultTimeoutSeconds;

@@ -50,11 +50,15 @@ public sealed class SwitchoverService(
 
     /// <summary>
     /// Runs the guardrails and, when all pass, starts the switchover in the background. A
-    /// refusal changes nothing.
+    /// refusal changes nothing. The background slot is taken first: a deployment is
+    /// SWITCHOVER_IN_PROGRESS only while something runs it, and of two concurrent requests one
+    /// runs and the other is refused (409).
     /// </summary>
     public async Task<Deployment> StartAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(options);
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
+        await using var slot = Reserve(deployment);
         var link = await links.GetAsync(deployment, cancellationToken);
         var routed = await endpoints.ForInstanceAsync(deployment.Blue, cancellationToken);
         var report = await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken);
@@ -71,7 +75,7 @@ public sealed class SwitchoverService(
                     StatusReason = null,
                     Switchover = new SwitchoverState(switchoverId, now, (int)options.Timeout.TotalSeconds) { Phase = "guardrails" },
                 }
-                : throw new TealException("switchover.conflict", $"deployment '{d.Name}' is {SwitchoverGuardrails.Screaming(d.Status)}", "wait for the running switchover to finish") { Kind = TealErrorKind.Conflict },
+                : throw Conflict(d),
             cancellationToken);
         await recorder.EventAsync(
             deployment.Id,
@@ -81,8 +85,37 @@ public sealed class SwitchoverService(
             new Dictionary<string, string> { ["switchoverId"] = switchoverId });
 
         var context = Context(started, link, routed, options, switchoverId, now);
-        background.TryStart(WorkKey(deployment.Id), ct => executor.RunAsync(context, SwitchoverPlan.Forward(), ct));
+        slot.Run(ct => executor.RunAsync(context, SwitchoverPlan.Forward(), ct));
         return started;
+    }
+
+    /// <summary>
+    /// Continues a switchover stopped past its point of no return by a permanent error, once the
+    /// operator fixed the cause: from the journal, exactly as a recovery after a crash.
+    /// </summary>
+    public async Task<Deployment> ResumeAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await deployments.GetAsync(idOrName, cancellationToken);
+        await using var slot = Reserve(deployment);
+        if (deployment.Status != DeploymentStatus.SwitchoverStopped || deployment.Switchover is not { } switchover)
+        {
+            throw new TealException(
+                "switchover.not-stopped",
+                $"deployment '{deployment.Name}' is {SwitchoverGuardrails.Screaming(deployment.Status)}: only a SWITCHOVER_STOPPED switchover can be resumed",
+                deployment.Status == DeploymentStatus.SwitchoverInProgress ? "it is running; follow it with `teal show`" : "start a switchover with `teal switchover ID`")
+            { Kind = TealErrorKind.Conflict };
+        }
+
+        var resumed = await recorder.UpdateAsync(
+            deployment.Id,
+            d => d.Status == DeploymentStatus.SwitchoverStopped && d.Switchover?.Id == switchover.Id
+                ? d with { Status = DeploymentStatus.SwitchoverInProgress, StatusReason = null, Switchover = d.Switchover with { Outcome = SwitchoverOutcome.InProgress, Hint = null } }
+                : throw Conflict(d),
+            cancellationToken);
+        await recorder.EventAsync(deployment.Id, EventKinds.SwitchoverPhase, $"switchover {switchover.Id} resumed at {switchover.Phase}", cancellationToken, new Dictionary<string, string> { ["switchoverId"] = switchover.Id });
+        var (context, journal) = await RecoveryContextAsync(resumed, switchover, cancellationToken);
+        slot.Run(ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct));
+        return resumed;
     }
 
     /// <summary>Waits for a running switchover to finish (tests and <c>--wait</c> in-process).</summary>
@@ -98,19 +131,104 @@ public sealed class SwitchoverService(
                 continue;
             }
 
-            var journal = await state.ReadJournalAsync(deployment.Id, cancellationToken);
-            var lastData = journal.Where(e => e.SwitchoverId == switchover.Id).OrderBy(e => e.Seq).LastOrDefault()?.Data;
-            // Endpoints follow the name blue had when the switchover started (green holds it after the flip).
-            var routedName = lastData?.GetValueOrDefault(SwitchoverData.BlueName) ?? deployment.Blue;
-            var link = await links.GetAsync(deployment, cancellationToken);
-            var routed = await endpoints.ForInstanceAsync(routedName, cancellationToken);
-            var options = SwitchoverOptions.Create(switchover.TimeoutSeconds);
-            var context = Context(deployment, link, routed, options, switchover.Id, switchover.StartedAt);
-            background.TryStart(WorkKey(deployment.Id), ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct));
+            var (context, journal) = await RecoveryContextAsync(deployment, switchover, cancellationToken);
+            // A request that reserved the slot meanwhile is refused by the status and lets it go.
+            while (!background.TryStart(WorkKey(deployment.Id), ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct)))
+            {
+                await background.WaitAsync(WorkKey(deployment.Id)).WaitAsync(cancellationToken);
+            }
         }
     }
 
-    public static string WorkKey(DeploymentId id) => $"switchover/{id}";
+    /// <summary>
+    /// The instances whose endpoints must come up holding new connections: blue of every
+    /// switchover left unfinished (in progress, or stopped before its endpoints resumed), so that
+    /// no client reaches a fenced side before recovery (or <c>--resume</c>) decides.
+    /// </summary>
+    public async Task<IReadOnlyList<(string Instance, TimeSpan Hold)>> HeldAtStartAsync(CancellationToken cancellationToken)
+    {
+        var held = new List<(string, TimeSpan)>();
+        foreach (var deployment in await state.ListDeploymentsAsync(cancellationToken))
+        {
+            if (deployment.Status is not (DeploymentStatus.SwitchoverInProgress or DeploymentStatus.SwitchoverStopped) || deployment.Switchover is not { } switchover)
+            {
+                continue;
+            }
+
+            var journal = (await state.ReadJournalAsync(deployment.Id, cancellationToken)).Where(e => e.SwitchoverId == switchover.Id).OrderBy(e => e.Seq).ToList();
+            var resumed = journal.Any(e => e.Step == "resume-endpoints" && e.Action == JournalAction.Completed);
+            if (deployment.Status == DeploymentStatus.SwitchoverStopped && resumed)
+            {
+                continue;
+            }
+
+            // Long enough for recovery to decide; past it a held client gets the endpoint's clear error.
+            var hold = TimeSpan.FromSeconds(switchover.TimeoutSeconds);
+            held.Add((RoutedName(deployment, journal), hold));
+        }
+
+        return held;
+    }
+
+        public static string WorkKey(DeploymentId id) => $"switchover/{id}";
+
+    private async Task<(SwitchoverContext Context, IReadOnlyList<JournalEntry> Journal)> RecoveryContextAsync(Deployment deployment, SwitchoverState switchover, CancellationToken cancellationToken)
+    {
+        var journal = await state.ReadJournalAsync(deployment.Id, cancellationToken);
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var routed = await endpoints.ForInstanceAsync(RoutedName(deployment, journal.Where(e => e.SwitchoverId == switchover.Id).OrderBy(e => e.Seq).ToList()), cancellationToken);
+        var options = SwitchoverOptions.Create(switchover.TimeoutSeconds);
+        return (Context(deployment, link, routed, options, switchover.Id, switchover.StartedAt), journal);
+    }
+
+    /// <summary>Endpoints follow the name blue had when the switchover started (green holds it after the flip).</summary>
+    private static string RoutedName(Deployment deployment, List<JournalEntry> journal) =>
+        (journal.Count > 0 ? journal[^1].Data.GetValueOrDefault(SwitchoverData.BlueName) : null) ?? deployment.Blue;
+
+    private static TealException Conflict(Deployment d) =>
+        new("switchover.conflict", $"deployment '{d.Name}' is {SwitchoverGuardrails.Screaming(d.Status)}", "wait for the running switchover to finish (`teal show`)") { Kind = TealErrorKind.Conflict };
+
+    /// <summary>
+    /// Takes the deployment's background slot before anything is checked or changed, so that two
+    /// requests cannot both pass the status check; released (running nothing) unless
+    /// <see cref="Slot.Run"/> hands it the switchover.
+    /// </summary>
+    private Slot Reserve(Deployment deployment)
+    {
+        var slot = new Slot();
+        if (!background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
+        {
+            throw new TealException(
+                "switchover.already-running",
+                $"a switchover of '{deployment.Name}' is already running",
+                "wait for it to finish; follow it with `teal show " + deployment.Name + " --watch`")
+            { Kind = TealErrorKind.Conflict };
+        }
+
+        return slot;
+    }
+
+    /// <summary>A reserved background slot: runs the work it is given, or nothing once disposed without it.</summary>
+    private sealed class Slot : IAsyncDisposable
+    {
+        private readonly TaskCompletionSource<Func<CancellationToken, Task>?> _work = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Run(Func<CancellationToken, Task> work) => _work.TrySetResult(work);
+
+        public async Task WaitAsync(CancellationToken cancellationToken)
+        {
+            if (await _work.Task.WaitAsync(cancellationToken) is { } work)
+            {
+                await work(cancellationToken);
+            }
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _work.TrySetResult(null);
+            return ValueTask.CompletedTask;
+        }
+    }
 
     private SwitchoverContext Context(Deployment deployment, Engines.IReplicationLink link, IReadOnlyList<IEndpoint> routed, SwitchoverOptions options, string switchoverId, DateTimeOffset startedAt) =>
         new()

@@ -6,6 +6,11 @@ public enum SwitchoverOutcome
     Completed,
     /// <summary>Refused by a failure or the timeout before the point of no return; everything was undone.</summary>
     RolledBack,
+    /// <summary>
+    /// A step after the point of no return failed with an error that does not pass by itself:
+    /// nothing runs it; the operator fixes the cause and resumes (<c>teal switchover ID --resume</c>).
+    /// </summary>
+    Stopped,
 }
 
 /// <summary>The last switchover of a deployment, as the API shows it (<c>switchover</c> field).</summary>
@@ -17,6 +22,9 @@ public sealed record SwitchoverState(string Id, DateTimeOffset StartedAt, int Ti
     public string? Phase { get; init; }
 
     public string? Reason { get; init; }
+
+    /// <summary>What the operator can do (a stopped switchover: the fix, then <c>--resume</c>).</summary>
+    public string? Hint { get; init; }
 
     public IReadOnlyList<PhaseTiming> Phases { get; init; } = [];
 

@@ -29,4 +29,7 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
     public ConnectionInfo ParseConnection(string text) => ConnectionStrings.Parse(text);
 
     public IReplicationLink Link(LinkSpec spec) => new PostgresReplicationLink(spec, catalog, time);
+
+    public Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken) =>
+        Fencing.LiftAllAsync(tealLogin, cancellationToken);
 }

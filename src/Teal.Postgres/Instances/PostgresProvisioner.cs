@@ -13,10 +13,11 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
 
     public async Task<ProvisionedInstance> CreateAsync(ManagedInstanceRequest request, CancellationToken cancellationToken)
     {
-        var password = ManagedPostgres.GeneratePassword();
+        var password = request.Password ?? ManagedPostgres.GeneratePassword();
         var server = await _managed.CreateAsync(
             new ManagedPostgresSpec(request.Directory, request.Version, password)
             {
+                SuperUser = request.SuperUser,
                 Port = request.Port,
                 ListenAddress = request.ListenAddress,
                 Parameters = request.Parameters,

@@ -3,31 +3,65 @@ using System.Diagnostics;
 using Npgsql;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
-using Teal.Postgres.Connections;
 
 namespace Teal.Postgres.Replication;
 
 /// <summary>
-/// The fence: <c>default_transaction_read_only=on</c> for the whole server through ALTER
-/// SYSTEM and a reload. Every new transaction of every role starts read-only; sessions pick the
-/// reload up before their next statement. Role and database settings outrank the server's
-/// (pg_db_role_setting), so overrides to "off" are reset while fenced and restored on unfence.
-/// Teal's sessions set the parameter at connection start, which outranks all of these, so
-/// Teal still writes (heartbeat marker, sequences); so does logical replication's apply worker,
-/// which does not go through the read-only check of the executor.
+/// The fence, in two layers (ARCHITECTURE.md, "The fence").
+/// <para>
+/// The hard layer is about who can be connected at all. PostgreSQL has no setting a superuser
+/// cannot override for its own session (<c>default_transaction_read_only</c>,
+/// <c>transaction_read_only</c>, triggers and <c>session_replication_role</c> are all the
+/// session's to change), but it checks <c>rolcanlogin</c> for every role at connection start,
+/// superusers included. So the fence takes LOGIN from every role but Teal's own
+/// (<see cref="LinkSessions.ControlRole"/>, whose password only Teal holds), and the drain then
+/// terminates every client session that is not Teal's. What was taken is recorded on the server
+/// in the same transaction (the roles become members of <see cref="LoginsRole"/>, a shared
+/// catalog every database sees), so a crash can never lose an operator's LOGIN setting, and the
+/// unfence gives LOGIN back to exactly those roles. Each deployment holding a fence on a server
+/// has a holder role there (<c>teal_…_fence_blue</c>): LOGIN comes back only when the last
+/// holder lets go, since two deployments may share a server and the fence is server-wide.
+/// </para>
+/// <para>
+/// The second layer is the old one: <c>default_transaction_read_only=on</c> through ALTER SYSTEM,
+/// so that sessions still connected during the drain budget (whose transactions may finish)
+/// start no new writing transaction unless they opt out. Role and database settings outrank
+/// the server's (pg_db_role_setting), so overrides to "off" are reset while fenced and restored
+/// on unfence. Teal's sessions set the parameter at connection start, and logical replication's
+/// apply worker does not go through the executor's read-only check, so both keep writing.
+/// </para>
 /// </summary>
 internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 {
+    /// <summary>The NOLOGIN role whose members are the roles a fence took LOGIN from.</summary>
+    public const string LoginsRole = "teal_fence_logins";
+
     private const string Parameter = "default_transaction_read_only";
+
+    /// <summary>
+    /// Client sessions that are not Teal's. Teal's are told by their login role, which no one
+    /// else can log in as; never by application_name, which any client can set.
+    /// </summary>
+    public const string ClientSessions = $"""
+        backend_type = 'client backend' AND pid <> pg_backend_pid() AND usename IS DISTINCT FROM '{LinkSessions.ControlRole}'
+        """;
 
     /// <summary>Server time at which each side was last fenced (transactions older than it may write).</summary>
     private readonly ConcurrentDictionary<Side, DateTimeOffset> _fencedAt = new();
 
     public DateTimeOffset? FencedAt(Side side) => _fencedAt.TryGetValue(side, out var at) ? at : null;
 
+    /// <summary>Teal's own roles: its login, the fence's record and the fence holders (never copied, never fenced).</summary>
+    public static bool IsTealRole(string name) =>
+        name is LinkSessions.ControlRole or LoginsRole
+        || (name.StartsWith("teal_", StringComparison.Ordinal) && (name.EndsWith("_fence_blue", StringComparison.Ordinal) || name.EndsWith("_fence_green", StringComparison.Ordinal)));
+
+    private string Holder(Side side) => $"{sessions.Spec.Name}_fence_{LinkSessions.Role(side)}";
+
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        await TakeLoginsAsync(conn, Holder(side), cancellationToken);
         await ResetOverridesAsync(conn, cancellationToken);
         // ALTER SYSTEM refuses to run in a transaction block: its own round trip.
         await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
@@ -39,20 +73,136 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var released = await ReleaseAsync(conn, Holder(side), cancellationToken);
+        _fencedAt.TryRemove(side, out _);
+        if (!released)
+        {
+            // Another deployment still fences this server: it stays fenced until that one lets go.
+            return;
+        }
+
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
         await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
         await RestoreOverridesAsync(conn, cancellationToken);
-        _fencedAt.TryRemove(side, out _);
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
     }
+
+    /// <summary>
+    /// Takes LOGIN from every role that has it (Teal's own excepted) and records each in
+    /// <see cref="LoginsRole"/>, in one transaction: either a role is both recorded and
+    /// NOLOGIN, or neither. Safe to repeat: it also re-asserts the fence after a drain, in
+    /// case a superuser session gave a role LOGIN back meanwhile.
+    /// </summary>
+    public static async Task TakeLoginsAsync(NpgsqlConnection conn, string holder, CancellationToken cancellationToken)
+    {
+        var sql = $$"""
+            DO $teal_fence$
+            DECLARE r record;
+            BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{{LoginsRole}}') THEN
+                CREATE ROLE {{LoginsRole}} NOLOGIN;
+              END IF;
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {{Sql.Literal(holder)}}) THEN
+                CREATE ROLE {{Sql.Ident(holder)}} NOLOGIN;
+              END IF;
+              FOR r IN SELECT oid, rolname FROM pg_roles WHERE rolcanlogin AND rolname <> '{{LinkSessions.ControlRole}}' LOOP
+                -- pg_auth_members, not pg_has_role: a superuser "has" every role.
+                IF NOT EXISTS (SELECT 1 FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid
+                               WHERE g.rolname = '{{LoginsRole}}' AND a.member = r.oid) THEN
+                  EXECUTE format('GRANT {{LoginsRole}} TO %I', r.rolname);
+                END IF;
+                EXECUTE format('ALTER ROLE %I NOLOGIN', r.rolname);
+              END LOOP;
+            END
+            $teal_fence$
+            """;
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await conn.ExecuteAsync(sql, cancellationToken);
+                return;
+            }
+            catch (PostgresException ex) when (attempt < 3 && ex.SqlState is PostgresErrorCodes.DuplicateObject or PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.InternalError)
+            {
+                // Another deployment fenced the same server at the same moment ("tuple concurrently
+                // updated" is XX000): look again.
+            }
+        }
+    }
+
+    /// <summary>
+    /// Lets go of one holder's fence. When it was the last holder, gives LOGIN back to exactly
+    /// the recorded roles (one transaction) and returns true; otherwise leaves the logins off.
+    /// </summary>
+    private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, string holder, CancellationToken cancellationToken)
+    {
+        await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(holder)}", cancellationToken);
+        if (await HoldersAsync(conn, cancellationToken) is { Count: > 0 })
+        {
+            return false;
+        }
+
+        await RestoreLoginsAsync(conn, cancellationToken);
+        return true;
+    }
+
+    /// <summary>Deployments whose fence is on this server, by holder role.</summary>
+    public static async Task<List<string>> HoldersAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        await conn.QueryAsync(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'teal\\_%\\_fence\\_blue' OR rolname LIKE 'teal\\_%\\_fence\\_green' ORDER BY 1",
+            r => r.GetString(0),
+            cancellationToken);
+
+    /// <summary>
+    /// Lifts every holder's fence from a server (<c>teal instance unfence</c>): drops the
+    /// holders, gives LOGIN back to the recorded roles, resets the second layer and the
+    /// role/database overrides recorded in the connection's database. Returns the roles.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> LiftAllAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken)
+    {
+        await using var source = Connections.PostgresConnections.DataSource(tealLogin, pooling: false);
+        await using var conn = await Connections.PostgresConnections.OpenAsync(source, tealLogin, "instance", cancellationToken);
+        var roles = await conn.QueryAsync(
+            $"SELECT m.rolname::text FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = '{LoginsRole}' ORDER BY 1",
+            r => r.GetString(0),
+            cancellationToken);
+        foreach (var holder in await HoldersAsync(conn, cancellationToken))
+        {
+            await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(holder)}", cancellationToken);
+        }
+
+        await RestoreLoginsAsync(conn, cancellationToken);
+        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        await RestoreOverridesAsync(conn, cancellationToken);
+        return roles;
+    }
+
+    /// <summary>Gives LOGIN back to every role the fence took it from, in one transaction.</summary>
+    public static async Task RestoreLoginsAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        await conn.ExecuteAsync(
+            $$"""
+            DO $teal_unfence$
+            DECLARE r record;
+            BEGIN
+              FOR r IN SELECT m.rolname FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+                       WHERE g.rolname = '{{LoginsRole}}' LOOP
+                EXECUTE format('ALTER ROLE %I LOGIN', r.rolname);
+                EXECUTE format('REVOKE {{LoginsRole}} FROM %I', r.rolname);
+              END LOOP;
+            END
+            $teal_unfence$
+            """,
+            cancellationToken);
 
     /// <summary>
     /// pg_reload_conf() only signals the postmaster, which re-reads the configuration and then
     /// signals every backend in one pass; a backend applies the reload before its next command.
     /// So once an observer session (no override of the parameter) shows the new value, every
     /// backend has been signalled and applies it before its next statement, and every backend
-    /// started from then on starts with it: the fence holds. The observer comes from a pool the
-    /// switchover warmed before the pause, so this costs round trips, not connection setups.
+    /// started from then on starts with it. The observer comes from a pool the switchover warmed
+    /// before the pause, so this costs round trips, not connection setups.
     /// </summary>
     private async Task WaitUntilObservedAsync(Side side, bool expectReadOnly, CancellationToken cancellationToken)
     {
@@ -146,44 +296,94 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>
     /// Waits for transactions of client sessions that were open when the side was fenced (they
-    /// may still write), then terminates those left when the budget is spent.
+    /// may still write, and commit before blue's final position is read, so they replicate);
+    /// then re-asserts the fence and terminates every client session that is not Teal's, idle
+    /// ones included (an idle session could begin a writing transaction later), until none is
+    /// left. A prepared transaction left on the side refuses the step: no one could ever commit
+    /// it there (no client can log in), and it is not on green.
     /// </summary>
     public async Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var fencedAt = FencedAt(side) ?? time.GetUtcNow();
-        var query = $"""
+        var inTransaction = $"""
             SELECT pid FROM pg_stat_activity
-            WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-              AND coalesce(application_name, '') <> '{PostgresConnections.ApplicationName}'
-              AND xact_start IS NOT NULL AND xact_start <= $1
+            WHERE {ClientSessions} AND xact_start IS NOT NULL AND xact_start <= $1
             """;
-        var initial = await conn.QueryAsync(query, r => r.GetInt32(0), cancellationToken, fencedAt);
-        var deadline = Stopwatch.GetTimestamp();
+        var initial = await conn.QueryAsync(inTransaction, r => r.GetInt32(0), cancellationToken, fencedAt);
+        var started = Stopwatch.GetTimestamp();
         var remaining = initial;
-        while (remaining.Count > 0 && Stopwatch.GetElapsedTime(deadline) < budget)
+        while (remaining.Count > 0 && Stopwatch.GetElapsedTime(started) < budget)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(5), time, cancellationToken);
-            remaining = await conn.QueryAsync(query, r => r.GetInt32(0), cancellationToken, fencedAt);
+            remaining = await conn.QueryAsync(inTransaction, r => r.GetInt32(0), cancellationToken, fencedAt);
         }
 
-        var pids = remaining.Intersect(initial).ToArray();
-        if (pids.Length > 0)
+        var stillWriting = remaining.Intersect(initial).ToHashSet();
+
+        // A superuser session may have given some role LOGIN back during the budget.
+        await TakeLoginsAsync(conn, Holder(side), cancellationToken);
+        var closed = await TerminateClientsAsync(side, conn, cancellationToken);
+        await RefusePreparedAsync(side, conn, cancellationToken);
+        var terminated = closed.Count(stillWriting.Contains);
+        return new DrainResult(initial.Count - stillWriting.Count, terminated) { ClosedIdle = closed.Count - terminated };
+    }
+
+    /// <summary>Terminates every non-Teal client session and returns their pids; confirms none is left.</summary>
+    private async Task<HashSet<int>> TerminateClientsAsync(Side side, NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        var closed = new HashSet<int>();
+        var started = Stopwatch.GetTimestamp();
+        var quiet = 0;
+        // Two looks in a row with nothing to end: a backend that passed its login check just
+        // before LOGIN was taken shows up in pg_stat_activity within microseconds of that check.
+        while (quiet < 2)
         {
-            await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids);
-            // Wait (briefly) until they are gone, so the caller's next position read sees no late commit.
-            for (var i = 0; i < 200; i++)
+            var pids = await conn.QueryAsync($"SELECT pid FROM pg_stat_activity WHERE {ClientSessions}", r => r.GetInt32(0), cancellationToken);
+            if (pids.Count == 0)
             {
-                var alive = await conn.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cancellationToken, pids);
-                if (alive == 0)
+                quiet++;
+                await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
+                continue;
+            }
+
+            quiet = 0;
+            closed.UnionWith(pids);
+            await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids.ToArray());
+            // Wait until they are gone, so the caller's next position read sees no late commit.
+            while (await conn.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cancellationToken, pids.ToArray()) > 0)
+            {
+                if (Stopwatch.GetElapsedTime(started) > TimeSpan.FromSeconds(30))
                 {
-                    break;
+                    throw new TealException(
+                        "fence.sessions-remain",
+                        $"{LinkSessions.Role(side)}: {pids.Count} client session(s) did not end within 30 s of pg_terminate_backend",
+                        $"look at pg_stat_activity on {LinkSessions.Role(side)} (a backend stuck in I/O or an extension may ignore the signal)");
                 }
 
-                await Task.Delay(TimeSpan.FromMilliseconds(5), time, cancellationToken);
+                await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
             }
         }
 
-        return new DrainResult(initial.Count - pids.Length, pids.Length);
+        return closed;
     }
+
+    private static async Task RefusePreparedAsync(Side side, NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        var prepared = await PreparedTransactionsAsync(conn, cancellationToken);
+        if (prepared.Count > 0)
+        {
+            throw new TealException(
+                "fence.prepared-transactions",
+                $"{LinkSessions.Role(side)} has {prepared.Count} prepared transaction(s): {string.Join(", ", prepared.Take(5))}; they were neither committed nor replicated, and no client could commit them on a fenced side",
+                $"have their transaction manager COMMIT PREPARED or ROLLBACK PREPARED them on {LinkSessions.Role(side)}, then switch over again");
+        }
+    }
+
+    /// <summary>Prepared (two-phase) transactions on the server, as "gid (database, owner)".</summary>
+    public static async Task<List<string>> PreparedTransactionsAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        await conn.QueryAsync(
+            "SELECT format('%s (%s, %s)', gid, database, owner) FROM pg_prepared_xacts ORDER BY prepared",
+            r => r.GetString(0),
+            cancellationToken);
 }

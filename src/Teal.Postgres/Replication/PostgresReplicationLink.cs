@@ -1,3 +1,4 @@
+using Teal.Core.Deployments;
 using Teal.Core.Engines;
 using Teal.Core.Guardrails;
 using Teal.Postgres.Engines;
@@ -20,6 +21,10 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly Positions _positions;
     private readonly Verifier _verifier;
     private readonly SwitchoverChecks _switchover;
+    private readonly DdlLog _ddl;
+    private readonly MaterializedViews _views;
+    private readonly Logins _logins;
+    private readonly Reachability _reach;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -28,11 +33,16 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _prerequisites = new PrerequisiteChecks(_sessions);
         _schema = new SchemaCopy(_sessions, catalog);
         _fencing = new Fencing(_sessions, time);
-        _setup = new ReplicationSetup(_sessions, _fencing, _schema);
-        _status = new StatusReader(_sessions, _setup, time);
+        _ddl = new DdlLog(_sessions);
+        var drift = new SchemaDrift(_sessions, _schema);
+        _setup = new ReplicationSetup(_sessions, _fencing, _schema, drift, _ddl);
+        _status = new StatusReader(_sessions, _setup, drift, _ddl, time);
+        _views = new MaterializedViews(_sessions);
         _positions = new Positions(_sessions, time);
         _verifier = new Verifier(_sessions, _positions);
-        _switchover = new SwitchoverChecks(_sessions, _status);
+        _logins = new Logins(_sessions);
+        _switchover = new SwitchoverChecks(_sessions, _status, _logins);
+        _reach = new Reachability(_sessions);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -49,29 +59,49 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => _setup.AddMissingTablesAsync(cancellationToken);
 
+    public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => ApplyAsync(cancellationToken);
+
+    public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => _views.RefreshOnGreenAsync(cancellationToken);
+
     public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => _verifier.VerifyAsync(progress, cancellationToken);
 
     public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);
 
-    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
+    public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _switchover.RunAsync(options, ct), cancellationToken);
 
-    public Task WarmUpAsync(CancellationToken cancellationToken) => _sessions.WarmUpAsync(cancellationToken);
+    public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_sessions.WarmUpAsync, cancellationToken);
 
-    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _fencing.FenceAsync(side, cancellationToken);
+    public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
-    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _fencing.UnfenceAsync(side, cancellationToken);
+    public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);
 
-    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _fencing.DrainAsync(side, budget, cancellationToken);
+    public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 
-    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _positions.MarkAsync(cancellationToken);
+    public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.MarkAsync, cancellationToken);
 
-    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);
+    public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.WaitAsync(position, ct), cancellationToken);
 
-    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _positions.SyncSequencesAsync(cancellationToken);
+    public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.SyncSequencesAsync, cancellationToken);
 
-    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _positions.ReadAsync(side, cancellationToken);
+    public Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_logins.SyncAsync, cancellationToken);
 
-    public Task StopReplicationAsync(CancellationToken cancellationToken) => _setup.StopAsync(cancellationToken);
+    public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.ReadAsync(side, ct), cancellationToken);
+
+    /// <summary>
+    /// Drops forward replication, then refreshes green's materialized views (the switchover's
+    /// refresh): green has applied blue's last write by now and clients already reach it, so
+    /// the refresh costs the write pause nothing; a view with a unique index is refreshed
+    /// CONCURRENTLY, so readers are not blocked either.
+    /// </summary>
+    public Task StopReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
+        async ct =>
+        {
+            await _setup.StopAsync(ct);
+            await _views.RefreshOnGreenAsync(ct);
+        },
+        cancellationToken);
+
+    private async Task<IReadOnlyList<DdlApplied>> ApplyAsync(CancellationToken cancellationToken) => await _ddl.ApplyAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

@@ -16,10 +16,12 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     public async Task<CheckReport> RunAsync(CancellationToken cancellationToken)
     {
         var results = new List<CheckResult>();
-        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
-        await using var greenAdmin = await sessions.OpenGreenAdminAsync(cancellationToken);
+        // As the registered users: the checks judge their privileges, and nothing exists yet
+        // (Teal's own login role included, which these users create on first use).
+        await using var blue = await sessions.OpenRegisteredAsync(Side.Blue, null, cancellationToken);
+        await using var greenAdmin = await sessions.OpenRegisteredAsync(Side.Green, LinkSessions.MaintenanceDatabase, cancellationToken);
         var greenDatabaseExists = await greenAdmin.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", cancellationToken, sessions.Spec.Green.Database);
-        await using var green = greenDatabaseExists ? await sessions.OpenAsync(Side.Green, cancellationToken) : greenAdmin;
+        await using var green = greenDatabaseExists ? await sessions.OpenRegisteredAsync(Side.Green, null, cancellationToken) : greenAdmin;
 
         results.Add(await WalLevelAsync(blue, cancellationToken));
         results.AddRange(await BlueCapacityAsync(blue, cancellationToken));
@@ -150,7 +152,14 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     private bool InScope(string schema, string table) =>
         sessions.Spec.Tables.Count == 0 || sessions.Spec.Tables.Contains(Sql.Display(schema, table)) || (schema == "public" && sessions.Spec.Tables.Contains(table));
 
-    /// <summary>Unlogged tables and large objects exist but do not replicate: warnings, not refusals.</summary>
+    /// <summary>
+    /// What exists on blue but logical replication does not carry: warnings with the fix, not
+    /// refusals. Unlogged tables (no WAL, so nothing to decode), large objects (pg_largeobject
+    /// is a system catalog, never published), sequences belonging to no column (no sequence is
+    /// replicated; Teal sets every one at switchover, but an owned one is at least tied to the
+    /// table it numbers) and materialized views (contents are not replicated; Teal refreshes
+    /// them on green).
+    /// </summary>
     private static async Task<List<CheckResult>> NotReplicatedAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         var unlogged = await blue.QueryAsync(
@@ -158,14 +167,34 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
             r => r.GetString(0),
             cancellationToken);
         var largeObjects = await blue.ScalarAsync<long>("SELECT count(*) FROM pg_largeobject_metadata", cancellationToken);
+        var unowned = await blue.QueryAsync(
+            """
+            SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'teal')
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                              AND (d.deptype = 'e' OR (d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))))
+            ORDER BY 1
+            """,
+            r => r.GetString(0),
+            cancellationToken);
+        var views = await blue.QueryAsync(
+            "SELECT schemaname || '.' || matviewname FROM pg_matviews WHERE ispopulated AND schemaname <> 'teal' ORDER BY 1",
+            r => r.GetString(0),
+            cancellationToken);
         return
         [
             unlogged.Count == 0
                 ? CheckResult.Pass("blue.unlogged-tables", "no unlogged tables")
-                : CheckResult.Warn("blue.unlogged-tables", $"unlogged tables are not replicated; green gets them empty: {string.Join(", ", unlogged)}", "ALTER TABLE … SET LOGGED on blue if their rows matter"),
+                : CheckResult.Warn("blue.unlogged-tables", $"unlogged tables write no WAL, so logical replication cannot carry them; green gets them empty: {string.Join(", ", unlogged)}", $"if their rows matter, on blue: {string.Join(" ", unlogged.Select(u => $"ALTER TABLE {Sql.QualifiedFromDisplay(u)} SET LOGGED;"))}"),
             largeObjects == 0
                 ? CheckResult.Pass("blue.large-objects", "no large objects")
-                : CheckResult.Warn("blue.large-objects", $"blue holds {largeObjects} large object(s); logical replication does not carry them", "copy them separately (e.g. pg_dump --large-objects) before switchover"),
+                : CheckResult.Warn("blue.large-objects", $"blue holds {largeObjects} large object(s); logical replication does not carry them (green would have none)", "move them into bytea columns before the switchover, or copy them to green right after it from the fenced old blue: pg_dump -Fc --blobs, then pg_restore --data-only -L with only the BLOB entries of pg_restore -l"),
+            unowned.Count == 0
+                ? CheckResult.Pass("blue.sequences", "every sequence belongs to a column; Teal sets them all on green at switchover")
+                : CheckResult.Warn("blue.sequences", $"logical replication carries no sequence; {unowned.Count} belong to no column: {string.Join(", ", unowned.Take(10))}{(unowned.Count > 10 ? ", …" : string.Empty)}. Teal sets every sequence on green at switchover (sync-sequences), these included, but nothing else keeps them", $"nothing to do unless your application sets them another way; to tie one to the column it numbers, on blue: ALTER SEQUENCE {Sql.QualifiedFromDisplay(unowned[0])} OWNED BY table.column;"),
+            views.Count == 0
+                ? CheckResult.Pass("blue.materialized-views", "no populated materialized views")
+                : CheckResult.Warn("blue.materialized-views", $"logical replication carries no materialized view contents: {string.Join(", ", views.Take(10))}{(views.Count > 10 ? ", …" : string.Empty)} arrive empty on green", "nothing to do: Teal refreshes them on green before the deployment is AVAILABLE and again at switchover"),
         ];
     }
 
@@ -226,13 +255,31 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
             $"point --target-connection at an empty server, or on green: DROP DATABASE {Sql.Ident(sessions.Spec.Green.Database)}");
     }
 
+    /// <summary>
+    /// Every extension blue uses must be installable on green's server. The schema copy creates
+    /// each at green's default version: one whose version blue runs is not offered there is
+    /// a warning (its functions may differ), with the update to run after the switchover.
+    /// </summary>
     private static async Task<CheckResult> ExtensionsAsync(NpgsqlConnection blue, NpgsqlConnection green, CancellationToken cancellationToken)
     {
-        var used = await blue.QueryAsync("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", r => r.GetString(0), cancellationToken);
-        var available = (await green.QueryAsync("SELECT name::text FROM pg_available_extensions", r => r.GetString(0), cancellationToken)).ToHashSet();
-        var missing = used.Where(e => !available.Contains(e)).ToList();
-        return missing.Count == 0
-            ? CheckResult.Pass("green.extensions", used.Count == 0 ? "blue uses no extensions" : $"green has every extension blue uses ({string.Join(", ", used)})")
-            : CheckResult.Fail("green.extensions", $"extensions blue uses are not installed on green's server: {string.Join(", ", missing)}", "install their packages for green's PostgreSQL version on green's machine");
+        var used = await blue.QueryAsync("SELECT extname::text, extversion::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", r => (Name: r.GetString(0), Version: r.GetString(1)), cancellationToken);
+        var available = (await green.QueryAsync("SELECT name::text, version::text FROM pg_available_extension_versions", r => (Name: r.GetString(0), Version: r.GetString(1)), cancellationToken))
+            .GroupBy(e => e.Name)
+            .ToDictionary(g => g.Key, g => g.Select(e => e.Version).ToHashSet());
+        var defaults = (await green.QueryAsync("SELECT name::text, coalesce(default_version, '')::text FROM pg_available_extensions", r => (r.GetString(0), r.GetString(1)), cancellationToken)).ToDictionary(e => e.Item1, e => e.Item2);
+        var missing = used.Where(e => !available.ContainsKey(e.Name)).Select(e => e.Name).ToList();
+        if (missing.Count > 0)
+        {
+            return CheckResult.Fail("green.extensions", $"extensions blue uses are not installed on green's server: {string.Join(", ", missing)}", $"install their packages for green's PostgreSQL version on green's machine (e.g. postgresql-<version>-{missing[0]})");
+        }
+
+        var otherVersion = used.Where(e => !available[e.Name].Contains(e.Version)).ToList();
+        if (otherVersion.Count > 0)
+        {
+            var names = string.Join(", ", otherVersion.Select(e => $"{e.Name} {e.Version} (green offers {defaults.GetValueOrDefault(e.Name, "?")})"));
+            return CheckResult.Warn("green.extensions", $"green's server does not offer the version blue runs of: {names}; green gets its default version", $"check that the application works with it on green before the switchover; to match, install that version on green, or after the switchover run ALTER EXTENSION {Sql.Ident(otherVersion[0].Name)} UPDATE on green");
+        }
+
+        return CheckResult.Pass("green.extensions", used.Count == 0 ? "blue uses no extensions" : $"green offers every extension blue uses, at blue's version ({string.Join(", ", used.Select(e => $"{e.Name} {e.Version}"))})");
     }
 }

@@ -9,7 +9,7 @@ namespace Teal.Postgres.Replication;
 /// Publication on blue, subscription on green, and taking them down again. Each step looks
 /// before it acts, so every operation can be repeated after a crash.
 /// </summary>
-internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema)
+internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema, SchemaDrift drift, DdlLog ddl)
 {
     private string Name => sessions.Spec.Name;
 
@@ -57,6 +57,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         }
 
         await fencing.FenceAsync(Side.Green, cancellationToken);
+        // Green takes no client's writes until the switchover: no client session stays on it.
+        await fencing.DrainAsync(Side.Green, TimeSpan.Zero, cancellationToken);
     }
 
     /// <summary>
@@ -78,7 +80,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
 
     private IEnumerable<KeyValuePair<string, string?>> BlueConninfo()
     {
-        var blue = sessions.Spec.Blue;
+        // Teal's own role: the walsender on blue must still log in while blue is fenced.
+        var blue = sessions.Connection(Side.Blue);
         yield return new("host", blue.Host);
         yield return new("port", blue.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
         yield return new("user", blue.User);
@@ -238,20 +241,19 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     }
 
     /// <summary>
-    /// The one-command fix for tables the subscription skips: create them on green from blue's
-    /// definition, put them in the publication if it lists tables, and refresh the
-    /// subscription with copy_data so their rows are copied.
+    /// The one-command fix for what logical replication needs on green after DDL on blue:
+    /// schemas, tables, partitions and columns blue has and green lacks are built on green from
+    /// blue's catalogs; tables the subscription skips are put in the publication if it lists
+    /// tables, and the subscription is refreshed with copy_data so their rows are copied; the
+    /// recorded DDL whose effect green now has is acknowledged. Returns what was added.
     /// </summary>
     public async Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken)
     {
+        var added = await drift.FixAsync(cancellationToken);
         var missing = await SkippedTablesAsync(repairPublication: true, cancellationToken);
-        if (missing.Count == 0)
+        if (missing.Count > 0)
         {
-            return [];
-        }
-
-        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
-        {
+            await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
             var absent = new List<(string, string)>();
             foreach (var (schemaName, table) in missing)
             {
@@ -265,7 +267,8 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} REFRESH PUBLICATION WITH (copy_data = true)", cancellationToken);
         }
 
-        return missing.Select(t => Sql.Display(t.Schema, t.Table)).ToList();
+        await ddl.AcknowledgeSatisfiedAsync(cancellationToken);
+        return added.Concat(missing.Select(t => Sql.Display(t.Schema, t.Table))).Distinct().ToList();
     }
 
     /// <summary>Tables blue publishes (or should, by the deployment's list) that green's subscription does not know.</summary>

@@ -56,6 +56,20 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
         await RestoreAsync(dump, singleTransaction: true, cancellationToken);
     }
 
+    /// <summary>Creates schemas missing on green with everything in them, from blue's definitions (pg_dump -n).</summary>
+    public async Task CopySchemasAsync(IReadOnlyList<string> schemas, CancellationToken cancellationToken)
+    {
+        if (schemas.Count == 0)
+        {
+            return;
+        }
+
+        var args = new List<string> { "--schema-only", "--no-publications", "--no-subscriptions" };
+        args.AddRange(schemas.Select(s => "--schema=" + Sql.Ident(s)));
+        var dump = await DumpAsync(args, cancellationToken);
+        await RestoreAsync(dump, singleTransaction: true, cancellationToken);
+    }
+
     /// <summary>Relations outside the system schemas and Teal's: the emptiness test for green.</summary>
     public static async Task<long> UserRelationCountAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
         await connection.ScalarAsync<long>(
@@ -83,7 +97,8 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
 
         // template0: green's template1 may hold objects of its own; the encoding must be blue's
         // or rows may not convert.
-        await admin.ExecuteAsync($"CREATE DATABASE {Sql.Ident(database)} TEMPLATE template0 ENCODING {Sql.Literal(encoding)}", cancellationToken);
+        // Owned by green's registered user, as it was before Teal logged in as its own role.
+        await admin.ExecuteAsync($"CREATE DATABASE {Sql.Ident(database)} OWNER {Sql.Ident(sessions.Registered(Side.Green).User)} TEMPLATE template0 ENCODING {Sql.Literal(encoding)}", cancellationToken);
     }
 
     /// <summary>
@@ -101,7 +116,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
 
         existing.Add(sessions.Spec.Blue.User);
         var tools = await catalog.ClientToolsAsync(cancellationToken);
-        var blue = sessions.Spec.Blue;
+        var blue = sessions.Connection(Side.Blue);
         var result = await ProcessRunner.RunAsync(
             new ProcessSpec(Path.Combine(tools.BinDirectory, "pg_dumpall"), ["--roles-only", "--no-comments", .. ConnectArgs(blue, "--database")])
             {
@@ -117,7 +132,8 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
         foreach (var line in result.StandardOutput.Split('\n'))
         {
             var m = RoleStatement().Match(line);
-            if (m.Success && existing.Contains(Unquote(m.Groups[1].Value)))
+            // Teal's own roles (its login, the fence's records) belong to each server, not to the copy.
+            if (m.Success && (existing.Contains(Unquote(m.Groups[1].Value)) || Fencing.IsTealRole(Unquote(m.Groups[1].Value))))
             {
                 continue;
             }
@@ -135,7 +151,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
     private async Task<string> DumpAsync(IReadOnlyList<string> options, CancellationToken cancellationToken)
     {
         var tools = await catalog.ClientToolsAsync(cancellationToken);
-        var blue = sessions.Spec.Blue;
+        var blue = sessions.Connection(Side.Blue);
         var result = await ProcessRunner.RunAsync(
             new ProcessSpec(Path.Combine(tools.BinDirectory, "pg_dump"), [.. options, .. ConnectArgs(blue, null)])
             {
@@ -169,7 +185,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
     private async Task<ProcessResult> RunPsqlAsync(string script, bool stopOnError, bool singleTransaction, CancellationToken cancellationToken)
     {
         var tools = await catalog.ClientToolsAsync(cancellationToken);
-        var green = sessions.Spec.Green;
+        var green = sessions.Connection(Side.Green);
         var args = new List<string> { "-X", "-q", "-v", $"ON_ERROR_STOP={(stopOnError ? 1 : 0)}" };
         if (singleTransaction)
         {

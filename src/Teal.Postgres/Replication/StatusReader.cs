@@ -1,3 +1,4 @@
+using Npgsql;
 using Teal.Core.Deployments;
 using Teal.Core.Engines;
 
@@ -10,9 +11,28 @@ namespace Teal.Postgres.Replication;
 /// newest). This is tighter than "now − ts of the row on green", which always reads up to one
 /// heartbeat interval even with no lag, and it needs no clock agreement between servers.
 /// </summary>
-internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup, TimeProvider time)
+internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup, SchemaDrift drift, DdlLog ddl, TimeProvider time)
 {
     private const int HistoryLength = 4096;
+
+    /// <summary>
+    /// A failing apply worker is restarted every wal_retrieve_retry_interval (5 s by default)
+    /// and fails again at once: errors counted within this window mean it is failing now.
+    /// </summary>
+    private static readonly TimeSpan StallWindow = TimeSpan.FromSeconds(20);
+
+    /// <summary>Once fixed, green catches up within seconds; a lag this small says the worker applies again.</summary>
+    private const double CaughtUpSeconds = 3;
+
+    /// <summary>
+    /// The launcher restarts an apply worker that exited (after an error, an ALTER SUBSCRIPTION,
+    /// a refresh) within seconds: only a worker missing longer than this is reported STOPPED.
+    /// </summary>
+    private static readonly TimeSpan RestartGrace = TimeSpan.FromSeconds(20);
+
+    private long? _errorCount;
+    private DateTimeOffset? _errorsRoseAt;
+    private DateTimeOffset? _workerMissingSince;
     private readonly Lock _gate = new();
     private readonly LinkedList<(DateTimeOffset Ts, DateTimeOffset WrittenAt)> _written = new();
 
@@ -43,22 +63,68 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
         var blue = await blueTask;
         var green = await greenTask;
         var skipped = (await skippedTask).Select(t => Sql.Display(t.Schema, t.Table)).ToList();
+        var lagSeconds = LagSeconds(green.HeartbeatTs);
+        var (stalled, restarting) = Observe(green, lagSeconds);
 
-        var (state, reason) = Classify(blue, green, skipped);
+        // What green lacks is read only when something is wrong: two catalog reads per side.
+        List<string> differences = [];
+        string? applyError = null;
+        if (stalled || blue.PendingDdl.Count > 0 || skipped.Count > 0)
+        {
+            differences = (await drift.ReadAsync(cancellationToken)).Describe();
+        }
+
+        if (stalled)
+        {
+            applyError = await ReadApplyErrorAsync(cancellationToken);
+        }
+
+        var (state, reason) = Classify(blue, green, skipped, stalled, restarting, applyError, differences);
         return new ReplicationSnapshot(state)
         {
             Reason = reason,
             LagBytes = blue.LagBytes,
             RetainedBytes = blue.RetainedBytes,
-            LagSeconds = LagSeconds(green.HeartbeatTs),
+            LagSeconds = lagSeconds,
             WorkerRunning = green.WorkerRunning,
             Tables = green.Tables,
             PendingDdl = blue.PendingDdl,
             SkippedTables = skipped,
+            Stalled = stalled,
+            ApplyError = applyError,
+            SchemaDifferences = differences,
         };
     }
 
-    private static (ReplicationState, string?) Classify(BlueState blue, GreenState green, List<string> skipped)
+    /// <summary>
+    /// Follows the apply worker between reads: whether its error count rose lately (it is
+    /// failing now, not once long ago) while green falls behind, and whether a missing worker is
+    /// only being restarted.
+    /// </summary>
+    private (bool Stalled, bool Restarting) Observe(GreenState green, double? lagSeconds)
+    {
+        var now = time.GetUtcNow();
+        lock (_gate)
+        {
+            if (green.ErrorCount is { } count)
+            {
+                if (_errorCount is { } before ? count > before : count > 0 && !green.WorkerRunning)
+                {
+                    _errorsRoseAt = now;
+                }
+
+                _errorCount = count;
+            }
+
+            _workerMissingSince = green.WorkerRunning || !green.Enabled ? null : _workerMissingSince ?? now;
+            var failing = _errorsRoseAt is { } rose && now - rose < StallWindow;
+            var stalled = failing && (lagSeconds is null || lagSeconds >= CaughtUpSeconds);
+            var restarting = _workerMissingSince is { } since && now - since < RestartGrace;
+            return (stalled, restarting);
+        }
+    }
+
+    private static (ReplicationState, string?) Classify(BlueState blue, GreenState green, List<string> skipped, bool stalled, bool restarting, string? applyError, List<string> differences)
     {
         if (!green.SubscriptionExists)
         {
@@ -75,15 +141,22 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
             return (ReplicationState.Stopped, "blue's replication slot is gone");
         }
 
+        var lacks = differences.Count == 0 ? string.Empty : $"; green lacks: {string.Join(", ", differences.Take(5))}{(differences.Count > 5 ? ", …" : string.Empty)}";
+        if (stalled)
+        {
+            var error = applyError is null ? "green's apply worker keeps failing (green's server log has its error)" : $"green's apply worker keeps failing: {applyError}";
+            return (ReplicationState.Degraded, $"replication is stalled: {error}; nothing reaches green, for any table, and the lag grows{lacks}");
+        }
+
         if (skipped.Count > 0)
         {
-            return (ReplicationState.Degraded, $"{skipped.Count} table(s) on blue are not replicated to green: {string.Join(", ", skipped)} (run add-missing-tables)");
+            return (ReplicationState.Degraded, $"{skipped.Count} table(s) on blue are not replicated to green: {string.Join(", ", skipped)}");
         }
 
         if (blue.PendingDdl.Count > 0)
         {
             var first = blue.PendingDdl[0];
-            return (ReplicationState.Degraded, $"DDL on blue not acknowledged ({blue.PendingDdl.Count}): #{first.Id} {first.CommandTag}: {Shorten(first.Statement)}");
+            return (ReplicationState.Degraded, $"DDL on blue not yet applied on green ({blue.PendingDdl.Count}): #{first.Id} {first.CommandTag}: {Shorten(first.Statement)}{lacks}");
         }
 
         // Right after CREATE SUBSCRIPTION the launcher takes a moment to start the apply worker:
@@ -96,10 +169,66 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
 
         if (!green.WorkerRunning)
         {
-            return (ReplicationState.Stopped, "the apply worker on green is not running" + (green.LastError is null ? string.Empty : $" ({green.LastError})") + "; see green's server log");
+            return restarting
+                ? (ReplicationState.Replicating, "green's apply worker is restarting")
+                : (ReplicationState.Stopped, "the apply worker on green is not running" + (green.LastError is null ? string.Empty : $" ({green.LastError})") + "; see green's server log");
         }
 
         return (ReplicationState.Replicating, null);
+    }
+
+    /// <summary>
+    /// The apply worker's last error, from green's server log read through SQL (superuser's
+    /// pg_read_file): the logging collector's current file, or else the <c>server.log</c> beside
+    /// the data directory of a server Teal manages. Null when neither can be read: the error
+    /// count and the catalog comparison still say what is wrong.
+    /// </summary>
+    private async Task<string?> ReadApplyErrorAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+            var tail = await green.ScalarAsync<string>(
+                """
+                WITH f AS (
+                    SELECT coalesce(CASE WHEN l LIKE '/%' THEN l ELSE current_setting('data_directory') || '/' || l END,
+                                    current_setting('data_directory') || '/../server.log') AS path
+                    FROM (SELECT pg_current_logfile() AS l) c),
+                s AS (SELECT path, (pg_stat_file(path, true)).size AS size FROM f)
+                SELECT pg_read_file(path, greatest(size - 65536, 0), least(size, 65536), true) FROM s WHERE size IS NOT NULL
+                """,
+                cancellationToken);
+            return tail is null ? null : LastApplyError(tail);
+        }
+        catch (PostgresException)
+        {
+            // Not a superuser, or the file is elsewhere: no quote.
+            return null;
+        }
+    }
+
+    /// <summary>The last ERROR that a logical replication worker logged, without its line prefix.</summary>
+    public static string? LastApplyError(string log)
+    {
+        var lines = log.Split('\n');
+        for (var i = lines.Length - 1; i >= 0; i--)
+        {
+            var at = lines[i].IndexOf("ERROR:", StringComparison.Ordinal);
+            if (at < 0)
+            {
+                continue;
+            }
+
+            var message = lines[i][(at + "ERROR:".Length)..].Trim();
+            // DETAIL and HINT may come between the error and the CONTEXT naming the replication origin.
+            var context = lines.Skip(i + 1).Take(3).TakeWhile(l => l.Contains("DETAIL:", StringComparison.Ordinal) || l.Contains("HINT:", StringComparison.Ordinal) || l.Contains("CONTEXT:", StringComparison.Ordinal));
+            if (message.Contains("logical replication", StringComparison.Ordinal) || context.Any(l => l.Contains("replication origin", StringComparison.Ordinal)))
+            {
+                return message;
+            }
+        }
+
+        return null;
     }
 
     private static string Shorten(string statement)
@@ -139,7 +268,7 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
 
     private sealed record BlueState(bool SlotExists, long? LagBytes, long? RetainedBytes, IReadOnlyList<PendingDdl> PendingDdl);
 
-    private sealed record GreenState(bool SubscriptionExists, bool Enabled, bool WorkerRunning, string? LastError, DateTimeOffset? HeartbeatTs, IReadOnlyList<TableProgress> Tables);
+    private sealed record GreenState(bool SubscriptionExists, bool Enabled, bool WorkerRunning, string? LastError, long? ErrorCount, DateTimeOffset? HeartbeatTs, IReadOnlyList<TableProgress> Tables);
 
     private async Task<BlueState> ReadBlueAsync(CancellationToken cancellationToken)
     {
@@ -152,14 +281,8 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
             r => (Lag: r.NullableInt64(0), Retained: r.NullableInt64(1)),
             cancellationToken,
             sessions.Spec.Name);
-        var ddl = await TealObjects.SchemaExistsAsync(blue, cancellationToken)
-            ? await blue.QueryAsync(
-                "SELECT id, at, command_tag, statement FROM teal.ddl_log WHERE deployment = $1 AND NOT acknowledged ORDER BY id",
-                r => new PendingDdl(r.GetInt64(0), new DateTimeOffset(DateTime.SpecifyKind(r.GetDateTime(1), DateTimeKind.Utc)), r.GetString(2), r.GetString(3)),
-                cancellationToken,
-                sessions.Spec.Name)
-            : [];
-        return new BlueState(slot.Count > 0, slot.FirstOrDefault().Lag, slot.FirstOrDefault().Retained, ddl);
+        var pending = (await ddl.ReadPendingAsync(blue, cancellationToken)).Select(DdlLog.ToPending).ToList();
+        return new BlueState(slot.Count > 0, slot.FirstOrDefault().Lag, slot.FirstOrDefault().Retained, pending);
     }
 
     private async Task<GreenState> ReadGreenAsync(CancellationToken cancellationToken)
@@ -170,15 +293,16 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
             SELECT s.subenabled,
                    EXISTS (SELECT 1 FROM pg_stat_subscription w WHERE w.subid = s.oid AND w.relid IS NULL AND w.pid IS NOT NULL),
                    (SELECT 'apply errors: ' || st.apply_error_count || ', table sync errors: ' || st.sync_error_count
-                      FROM pg_stat_subscription_stats st WHERE st.subid = s.oid AND st.apply_error_count + st.sync_error_count > 0)
+                      FROM pg_stat_subscription_stats st WHERE st.subid = s.oid AND st.apply_error_count + st.sync_error_count > 0),
+                   (SELECT st.apply_error_count + st.sync_error_count FROM pg_stat_subscription_stats st WHERE st.subid = s.oid)
             FROM pg_subscription s WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             """,
-            r => (Enabled: r.GetBoolean(0), Running: r.GetBoolean(1), Error: r.NullableString(2)),
+            r => (Enabled: r.GetBoolean(0), Running: r.GetBoolean(1), Error: r.NullableString(2), Errors: r.NullableInt64(3)),
             cancellationToken,
             sessions.Spec.Name);
         if (sub.Count == 0)
         {
-            return new GreenState(false, false, false, null, null, []);
+            return new GreenState(false, false, false, null, null, null, []);
         }
 
         // Rows of a table being copied are not visible yet; its size on disk grows with the COPY.
@@ -201,6 +325,7 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
             sub[0].Enabled,
             sub[0].Running,
             sub[0].Error,
+            sub[0].Errors,
             heartbeat is { } ts ? new DateTimeOffset(DateTime.SpecifyKind(ts, DateTimeKind.Utc)) : null,
             tables);
     }

@@ -1,18 +1,15 @@
+using Npgsql;
 using Teal.Core.Deployments;
 using Teal.Core.Engines;
 using Teal.Core.Guardrails;
-using Teal.Postgres.Connections;
 
 namespace Teal.Postgres.Replication;
 
 /// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
-internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status)
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins)
 {
     /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
-    private const string ClientSessions = $"""
-        backend_type = 'client backend' AND pid <> pg_backend_pid()
-        AND coalesce(application_name, '') <> '{PostgresConnections.ApplicationName}'
-        """;
+    private const string ClientSessions = Fencing.ClientSessions;
 
     public async Task<CheckReport> RunAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken)
     {
@@ -25,10 +22,10 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
             Lag(snapshot, options),
             snapshot.PendingDdl.Count == 0
                 ? CheckResult.Pass("replication.ddl", "no unacknowledged DDL on blue")
-                : CheckResult.Fail("replication.ddl", $"{snapshot.PendingDdl.Count} DDL statement(s) on blue are not acknowledged, first #{snapshot.PendingDdl[0].Id}: {snapshot.PendingDdl[0].Statement}", "apply them on green, then acknowledge them (`teal ack-ddl DEPLOYMENT`)"),
+                : CheckResult.Fail("replication.ddl", $"{snapshot.PendingDdl.Count} DDL statement(s) on blue are not acknowledged, first #{snapshot.PendingDdl[0].Id}: {snapshot.PendingDdl[0].Statement}", "run them on green with `teal apply-ddl DEPLOYMENT`, or apply them yourself and acknowledge them (`teal ack-ddl DEPLOYMENT`)"),
             snapshot.SkippedTables.Count == 0
                 ? CheckResult.Pass("replication.skipped-tables", "every table on blue is replicated")
-                : CheckResult.Fail("replication.skipped-tables", $"tables not replicated to green: {string.Join(", ", snapshot.SkippedTables)}", "add them to the subscription (add-missing-tables) and wait for their copy"),
+                : CheckResult.Fail("replication.skipped-tables", $"tables not replicated to green: {string.Join(", ", snapshot.SkippedTables)}", "add them with `teal add-tables DEPLOYMENT` and wait for their copy"),
         };
 
         await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
@@ -40,7 +37,22 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
             results.Add(clients.Count == 0
                 ? CheckResult.Pass("green.no-clients", "no client sessions on green")
                 : CheckResult.Fail("green.no-clients", $"{clients.Count} client session(s) on green: {string.Join(", ", clients.Take(5))}", "disconnect them: until switchover green must only be written by replication"));
+
+            // Green is fenced from the start of replication; a role given LOGIN back by hand
+            // would let clients in (and open-green would not know to keep or restore it).
+            var logins = await green.QueryAsync(
+                $"SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}' ORDER BY 1",
+                r => r.GetString(0),
+                cancellationToken);
+            results.Add(logins.Count == 0
+                ? CheckResult.Pass("green.fence", "green is fenced: no role but Teal's can log in")
+                : CheckResult.Fail(
+                    "green.fence",
+                    $"green is not fenced for {logins.Count} role(s) that can log in: {string.Join(", ", logins.Take(10))}",
+                    $"on green, for each: GRANT {Fencing.LoginsRole} TO role; ALTER ROLE role NOLOGIN (the switchover gives LOGIN back to the members of {Fencing.LoginsRole})"));
         }
+
+        results.Add(await logins.CheckAsync(cancellationToken));
 
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {
@@ -68,12 +80,52 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                 r => $"pid {r.GetInt32(0)} ({r.GetString(1)}, {r.GetDouble(2):0} s): {r.GetString(3)}",
                 cancellationToken,
                 options.LongTransactionThreshold);
+            var prepared = await Fencing.PreparedTransactionsAsync(blue, cancellationToken);
+            results.Add(prepared.Count == 0
+                ? CheckResult.Pass("blue.prepared-transactions", "no prepared transaction on blue")
+                : CheckResult.Fail("blue.prepared-transactions", $"{prepared.Count} prepared transaction(s) on blue: {string.Join(", ", prepared.Take(5))}; once blue is fenced no client could commit them", "have their transaction manager COMMIT PREPARED or ROLLBACK PREPARED them first"));
+            results.Add(await FenceScopeAsync(blue, options, cancellationToken));
+
             results.Add(longWrites.Count == 0
                 ? CheckResult.Pass("blue.long-transactions", $"no write transaction on blue older than {options.LongTransactionThreshold.TotalSeconds:0} s")
                 : CheckResult.Fail("blue.long-transactions", $"{longWrites.Count} write transaction(s) on blue older than {options.LongTransactionThreshold.TotalSeconds:0} s: {string.Join("; ", longWrites.Take(3))}", "let them finish (or end them) before the switchover; the drain would terminate them"));
         }
 
         return new CheckReport(results);
+    }
+
+    /// <summary>
+    /// The fence acts on logins and the drain on every client session of the server, so it
+    /// locks out the other databases on blue too: list them with their client sessions, and
+    /// refuse unless the operator accepted it. template0/template1 hold no sessions of their
+    /// own. The maintenance database <c>postgres</c> is left out while no client uses it: every
+    /// server has it, tools connect there for a moment, and an empty, unused one is nobody's
+    /// application; with sessions it is listed like any other.
+    /// </summary>
+    private async Task<CheckResult> FenceScopeAsync(NpgsqlConnection blue, SwitchoverGuardrailOptions options, CancellationToken cancellationToken)
+    {
+        var others = await blue.QueryAsync(
+            $"""
+            SELECT d.datname::text, (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND {ClientSessions})
+            FROM pg_database d
+            WHERE d.datname <> current_database() AND d.datname NOT IN ('template0', 'template1')
+            ORDER BY 1
+            """,
+            r => (Database: r.GetString(0), Sessions: r.GetInt64(1)),
+            cancellationToken);
+        var affected = others.Where(o => o.Database != LinkSessions.MaintenanceDatabase || o.Sessions > 0).ToList();
+        if (affected.Count == 0)
+        {
+            return CheckResult.Pass("blue.fence-scope", $"the fence locks out only {sessions.Spec.Blue.Database}: blue's server has no other database in use");
+        }
+
+        var listed = string.Join(", ", affected.Select(o => $"{o.Database} ({o.Sessions} session(s))"));
+        return options.FenceWholeServer
+            ? CheckResult.Pass("blue.fence-scope", $"the fence locks out the whole server, as accepted: also {listed}")
+            : CheckResult.Fail(
+                "blue.fence-scope",
+                $"the fence takes LOGIN server-wide, so it also locks out these databases on blue's server: {listed}",
+                "move them off blue's server first, or accept it with --fence-whole-server (their clients cannot log in to the old blue after the switchover either)");
     }
 
     private static CheckResult Lag(ReplicationSnapshot snapshot, SwitchoverGuardrailOptions options)

@@ -30,7 +30,10 @@ internal static class TealObjects
             at timestamptz NOT NULL DEFAULT clock_timestamp(),
             command_tag text NOT NULL,
             statement text NOT NULL,
-            acknowledged boolean NOT NULL DEFAULT false);
+            acknowledged boolean NOT NULL DEFAULT false,
+            query_start timestamptz,
+            search_path text,
+            objects text);
         CREATE TABLE IF NOT EXISTS teal.fence_overrides (
             server_id bigint NOT NULL,
             database_name text NOT NULL DEFAULT '',
@@ -50,34 +53,66 @@ internal static class TealObjects
 
     /// <summary>
     /// The event trigger function. SECURITY DEFINER so that DDL by any role can be logged; it
-    /// skips Teal's own sessions, temporary objects, extension members and the teal schema,
-    /// and records a statement once even when both events fire for it (DROP).
+    /// skips Teal's own sessions, temporary objects, extension members and the teal schema.
+    /// One row per DDL command: PostgreSQL gives an event trigger the client's whole query
+    /// (current_query()), not the command's own text, so each row also keeps when that query
+    /// started and the objects the command touched; <see cref="DdlStatements"/> later cuts the
+    /// query into statements and gives each row its own. A DROP fires sql_drop and then
+    /// ddl_command_end: sql_drop records it (only it sees the dropped objects) and leaves a
+    /// transaction-local flag so that the ddl_command_end that follows does not record it again.
+    /// Publications and subscriptions are replication plumbing and REFRESH MATERIALIZED VIEW
+    /// changes contents, not schema: none of them is DDL green needs.
     /// </summary>
     public static async Task InstallDdlCaptureAsync(NpgsqlConnection connection, string deployment, CancellationToken cancellationToken)
     {
         var name = Sql.Literal(deployment);
+        var dropped = Sql.Literal("teal.dropped_" + deployment);
         await connection.ExecuteAsync(
             $$"""
             CREATE OR REPLACE FUNCTION {{Function(deployment)}}() RETURNS event_trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $teal$
+            LANGUAGE plpgsql SECURITY DEFINER AS $teal$
+            DECLARE
+                caller_path text := pg_catalog.current_setting('search_path');
+                touched text;
             BEGIN
-                IF current_setting('application_name', true) = 'teal' THEN
-                    RETURN;
-                END IF;
-                IF TG_EVENT = 'ddl_command_end' THEN
-                    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
-                                   WHERE NOT c.in_extension AND c.schema_name IS DISTINCT FROM 'teal'
-                                     AND coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%') THEN
-                        RETURN;
+                -- The caller's search_path is recorded (apply-ddl resolves unqualified names
+                -- with it), so it cannot be fixed by a SET clause on the function; it is
+                -- fixed here, before anything else resolves a name, and given back at the end.
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                <<work>>
+                BEGIN
+                    IF current_setting('application_name', true) = 'teal' THEN
+                        EXIT work;
                     END IF;
-                ELSIF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
-                                  WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM 'teal') THEN
-                    RETURN;
-                END IF;
-                INSERT INTO teal.ddl_log (deployment, xid, command_tag, statement)
-                SELECT {{name}}, txid_current(), TG_TAG, current_query()
-                WHERE NOT EXISTS (SELECT 1 FROM teal.ddl_log l
-                                  WHERE l.deployment = {{name}} AND l.xid = txid_current() AND l.statement = current_query());
+                    IF TG_TAG IN ('CREATE PUBLICATION', 'ALTER PUBLICATION', 'DROP PUBLICATION',
+                                  'CREATE SUBSCRIPTION', 'ALTER SUBSCRIPTION', 'DROP SUBSCRIPTION',
+                                  'REFRESH MATERIALIZED VIEW') THEN
+                        EXIT work;
+                    END IF;
+                    IF TG_EVENT = 'sql_drop' THEN
+                        PERFORM set_config({{dropped}}, 'on', true);
+                        SELECT string_agg(o.object_type || coalesce(' ' || o.object_identity, ''), '; ' ORDER BY o.original DESC)
+                          INTO touched
+                          FROM pg_event_trigger_dropped_objects() o
+                         WHERE NOT o.is_temporary AND o.schema_name IS DISTINCT FROM 'teal'
+                           AND (o.original OR o.object_type IN ('table column', 'index'));
+                    ELSE
+                        IF current_setting({{dropped}}, true) = 'on' THEN
+                            PERFORM set_config({{dropped}}, 'off', true);
+                            EXIT work;
+                        END IF;
+                        SELECT string_agg(coalesce(c.object_type, lower(c.command_tag)) || coalesce(' ' || c.object_identity, ''), '; ')
+                          INTO touched
+                          FROM pg_event_trigger_ddl_commands() c
+                         WHERE NOT c.in_extension AND c.schema_name IS DISTINCT FROM 'teal'
+                           AND coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%';
+                    END IF;
+                    IF touched IS NOT NULL THEN
+                        INSERT INTO teal.ddl_log (deployment, xid, command_tag, statement, query_start, search_path, objects)
+                        VALUES ({{name}}, txid_current(), TG_TAG, current_query(), statement_timestamp(), caller_path, touched);
+                    END IF;
+                END work;
+                PERFORM pg_catalog.set_config('search_path', caller_path, true);
             END
             $teal$
             """,

@@ -43,8 +43,16 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private long _errors;
     private int _disposed;
 
-    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider)
+    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline)
     {
+        if (holdDeadline is { } hold)
+        {
+            // Paused before the first accept: not one connection can be admitted before the pause.
+            ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(hold, TimeSpan.Zero);
+            _holdDeadline = hold;
+            _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
         Name = name;
         _listener = listener;
         _options = options;
@@ -100,8 +108,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     internal byte[] LoginDrainError { get; }
 
-    /// <summary>Binds <paramref name="listen"/> and starts accepting.</summary>
-    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider)
+    /// <summary>
+    /// Binds <paramref name="listen"/> and starts accepting. With <paramref name="holdDeadline"/>
+    /// the endpoint starts paused (as after <see cref="PauseAsync"/>): Teal restarting during a
+    /// switchover holds clients until recovery decides where they go.
+    /// </summary>
+    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline = null)
     {
         options.Validate();
         var listener = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -118,8 +130,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
                 "Choose a free address and port for the endpoint, or stop what holds it.", ex);
         }
 
-        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider);
+        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline);
         ProxyLog.Listening(logger, name, endpoint.LocalEndPoint, target);
+        if (holdDeadline is { } hold)
+        {
+            ProxyLog.Paused(logger, name, hold);
+        }
         return endpoint;
     }
 

@@ -28,9 +28,10 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
 
     /// <summary>
     /// Starts listening for <paramref name="spec"/>, routing to <paramref name="target"/>. A reader
-    /// spec with a canary has its canary instance resolved through the resolver.
+    /// spec with a canary has its canary instance resolved through the resolver. With
+    /// <paramref name="holdDeadline"/> it starts paused (see <see cref="ProxyEndpoint.Start"/>).
     /// </summary>
-    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken)
+    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken, TimeSpan? holdDeadline = null)
     {
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Kind != EndpointKind.Proxy)
@@ -51,7 +52,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
             throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
         }
 
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider);
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);

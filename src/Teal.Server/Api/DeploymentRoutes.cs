@@ -6,7 +6,7 @@ using Teal.Core.Deployments;
 
 namespace Teal.Server.Api;
 
-/// <summary><c>/api/deployments</c>: create, list, show, verify, acknowledge DDL, add skipped tables, delete.</summary>
+/// <summary><c>/api/deployments</c>: create, list, show, verify, acknowledge or apply DDL, add skipped tables, delete.</summary>
 public static class DeploymentRoutes
 {
     public static void Map(IEndpointRouteBuilder api)
@@ -21,6 +21,7 @@ public static class DeploymentRoutes
         });
         group.MapPost("/{idOrName}/verify", (string idOrName, DeploymentService deployments, CancellationToken ct) => deployments.VerifyAsync(idOrName, null, ct));
         group.MapPost("/{idOrName}/ack-ddl", (string idOrName, DeploymentService deployments, CancellationToken ct) => deployments.AcknowledgeDdlAsync(idOrName, ct));
+        group.MapPost("/{idOrName}/apply-ddl", (string idOrName, DeploymentService deployments, CancellationToken ct) => deployments.ApplyDdlAsync(idOrName, ct));
         group.MapPost("/{idOrName}/add-tables", async (string idOrName, DeploymentService deployments, CancellationToken ct) =>
             new AddTablesResult(await deployments.AddMissingTablesAsync(idOrName, ct)));
         group.MapDelete("/{idOrName}", async (string idOrName, [FromQuery] bool? deleteTarget, DeploymentService deployments, CancellationToken ct) =>

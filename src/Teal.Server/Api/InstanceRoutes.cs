@@ -20,8 +20,11 @@ public static class InstanceRoutes
             return Results.Created($"/api/instances/{added.Name}", added);
         });
         // Read-only, but it hands out a password: the token is required as for a change.
-        group.MapGet("/{name}/url", (string name, [FromQuery] bool? endpoint, InstanceService instances, CancellationToken ct) => instances.UrlAsync(name, endpoint ?? false, ct))
+        group.MapGet("/{name}/url", (string name, [FromQuery] bool? endpoint, [FromQuery(Name = "as")] string? asUser, InstanceService instances, CancellationToken ct) =>
+                instances.UrlAsync(name, endpoint ?? false, ct, asTeal: asUser == "teal"))
             .WithMetadata(new TokenRequired());
+        group.MapPost("/{name}/unfence", async (string name, InstanceService instances, CancellationToken ct) =>
+            Results.Ok(new InstanceUnfenced(name, await instances.UnfenceAsync(name, ct))));
         group.MapDelete("/{name}", async (string name, [FromQuery(Name = "delete-data")] bool? deleteData, InstanceService instances, CancellationToken ct) =>
         {
             await instances.RemoveAsync(name, deleteData ?? false, ct);
@@ -29,3 +32,6 @@ public static class InstanceRoutes
         });
     }
 }
+
+/// <summary>Answer of <c>POST /api/instances/{name}/unfence</c>: the roles given LOGIN back.</summary>
+public sealed record InstanceUnfenced(string Name, IReadOnlyList<string> Roles);

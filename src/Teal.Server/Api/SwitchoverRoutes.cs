@@ -6,9 +6,13 @@ using Teal.Core.Switchover;
 namespace Teal.Server.Api;
 
 /// <summary>Body of <c>POST …/check</c> and <c>POST …/switchover</c>; every field optional.</summary>
-public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudget, double? LongTransactionThreshold, bool DryRun = false);
+public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudget, double? LongTransactionThreshold, bool DryRun = false)
+{
+    /// <summary>Accept that the fence locks out every database on blue's server (it acts on logins).</summary>
+    public bool FenceWholeServer { get; init; }
+}
 
-/// <summary><c>/api/deployments/{id}/check</c> and <c>/switchover</c>: guardrails, the plan, and starting a switchover.</summary>
+/// <summary><c>/api/deployments/{id}/check</c>, <c>/switchover</c> and <c>/switchover/resume</c>: guardrails, the plan, starting a switchover and resuming a stopped one.</summary>
 public static class SwitchoverRoutes
 {
     public static void Map(IEndpointRouteBuilder api)
@@ -23,8 +27,10 @@ public static class SwitchoverRoutes
                 ? Results.Ok(await switchovers.DryRunAsync(idOrName, options, ct))
                 : Results.Accepted(value: await switchovers.StartAsync(idOrName, options, ct));
         });
+        group.MapPost("/{idOrName}/switchover/resume", async (string idOrName, SwitchoverService switchovers, CancellationToken ct) =>
+            Results.Accepted(value: await switchovers.ResumeAsync(idOrName, ct)));
     }
 
     private static SwitchoverOptions Options(SwitchoverRequest? request) =>
-        SwitchoverOptions.Create(request?.SwitchoverTimeout, request?.DrainBudget, request?.LongTransactionThreshold);
+        SwitchoverOptions.Create(request?.SwitchoverTimeout, request?.DrainBudget, request?.LongTransactionThreshold) with { FenceWholeServer = request?.FenceWholeServer == true };
 }

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Core.State;
+using Teal.Core.Switchover;
 using Teal.Proxy.Hosting;
 
 namespace Teal.Server.Endpoints;
@@ -22,9 +23,11 @@ public sealed class StateTargetResolver(IStateStore state) : IEndpointTargetReso
 /// starts, one at a time as they are added or removed. PgBouncer endpoints have nothing to
 /// listen on; they are driven at switchover only.
 /// </summary>
-public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, ILogger<LiveEndpoints> logger)
+public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, SwitchoverService switchovers, ILogger<LiveEndpoints> logger)
 {
-    public async Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    public Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken) => StartAsync(spec, null, cancellationToken);
+
+    private async Task StartAsync(EndpointSpec spec, TimeSpan? holdDeadline, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Kind != EndpointKind.Proxy)
@@ -33,8 +36,12 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
         }
 
         var target = await resolver.ResolveAsync(spec.Instance, cancellationToken);
-        await proxy.StartAsync(spec, target, cancellationToken);
+        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline);
         LogListening(spec.Name, spec.Listen, target);
+        if (holdDeadline is not null)
+        {
+            LogHolding(spec.Name);
+        }
     }
 
     /// <summary>Stops a removed endpoint's listener, or forgets its PgBouncer driver (a new one reads the new declaration).</summary>
@@ -44,14 +51,20 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
         await pgBouncers.ForgetAsync(name);
     }
 
-    /// <summary>Starts every declared proxy endpoint; one that cannot listen is logged, the others still start.</summary>
+    /// <summary>
+    /// Starts every declared proxy endpoint; one that cannot listen is logged, the others still
+    /// start. Those routed to blue of a switchover left unfinished start holding new connections:
+    /// recovery decides where they go before anyone is let through.
+    /// </summary>
     public async Task StartAllAsync(CancellationToken cancellationToken)
     {
+        var held = await switchovers.HeldAtStartAsync(cancellationToken);
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
         {
             try
             {
-                await StartAsync(spec, cancellationToken);
+                var hold = held.Where(h => h.Instance == spec.Instance).Select(h => (TimeSpan?)h.Hold).FirstOrDefault();
+                await StartAsync(spec, hold, cancellationToken);
             }
             catch (TealException ex)
             {
@@ -62,6 +75,9 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
 
     [LoggerMessage(EventId = 2200, Level = LogLevel.Information, Message = "Endpoint {Name} listens on {Listen} -> {Target}")]
     private partial void LogListening(string name, string? listen, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2202, Level = LogLevel.Warning, Message = "Endpoint {Name} holds new connections until the interrupted switchover is recovered")]
+    private partial void LogHolding(string name);
 
     [LoggerMessage(EventId = 2201, Level = LogLevel.Warning, Message = "Endpoint {Name} did not start: {Reason}")]
     private partial void LogStartFailed(string name, string reason);

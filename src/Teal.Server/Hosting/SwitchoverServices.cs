@@ -8,6 +8,8 @@ public static class SwitchoverServices
 {
     public static IServiceCollection AddSwitchover(this IServiceCollection services)
     {
+        // Retry or stop past the point of no return: the engines' classifiers decide (ITransientErrorClassifier).
+        services.AddSingleton<Teal.Core.Errors.TransientErrors>();
         services.AddSingleton<SwitchoverExecutor>();
         services.AddSingleton<SwitchoverService>();
         return services;

@@ -91,8 +91,12 @@ public sealed partial class InstanceService(
         return InstanceView.From(instance);
     }
 
-    /// <summary>A full connection URI with the password (or through the instance's endpoint).</summary>
-    public async Task<InstanceUrl> UrlAsync(string name, bool throughEndpoint, CancellationToken cancellationToken)
+    /// <summary>
+    /// A full connection URI with the password (or through the instance's endpoint). With
+    /// <paramref name="asTeal"/>, as Teal's own login: the one a fenced instance still accepts
+    /// (to stage DDL on green, or look at a fenced old blue); never one for applications.
+    /// </summary>
+    public async Task<InstanceUrl> UrlAsync(string name, bool throughEndpoint, CancellationToken cancellationToken, bool asTeal = false)
     {
         var instance = await RequireAsync(name, cancellationToken);
         var (host, port) = (instance.Host, instance.Port);
@@ -105,10 +109,45 @@ public sealed partial class InstanceService(
         }
 
         var password = instance.SecretRef is null ? null : secrets.Read(instance.SecretRef);
+        var user = instance.User;
+        if (asTeal)
+        {
+            user = Teal.Core.Deployments.DeploymentLinks.ControlUser;
+            password = secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance))
+                ?? throw new TealException("instance.no-teal-login", $"Teal has no login of its own on '{name}' yet", "Teal creates it when a deployment first uses the server") { Kind = TealErrorKind.NotFound };
+        }
+
         var scheme = instance.Engine == EngineKind.Postgres ? "postgresql" : "mysql";
-        var credentials = Uri.EscapeDataString(instance.User) + (password is null ? string.Empty : ":" + Uri.EscapeDataString(password));
+        var credentials = Uri.EscapeDataString(user) + (password is null ? string.Empty : ":" + Uri.EscapeDataString(password));
         var hostPart = host.Contains(':', StringComparison.Ordinal) ? $"[{host}]" : host;
         return new InstanceUrl(name, $"{scheme}://{credentials}@{hostPart}:{port}/{Uri.EscapeDataString(instance.Database)}");
+    }
+
+    /// <summary>
+    /// Lifts the fence from an instance (an old blue after <c>teal finish</c>, or after a
+    /// deployment was deleted): LOGIN goes back to exactly the roles a fence took it from.
+    /// Refused while a deployment still needs the fence (replicating, or mid-switchover).
+    /// </summary>
+    public async Task<IReadOnlyList<string>> UnfenceAsync(string name, CancellationToken cancellationToken)
+    {
+        var instance = await RequireAsync(name, cancellationToken);
+        var holding = (await state.ListDeploymentsAsync(cancellationToken))
+            .FirstOrDefault(d => (d.Blue == name && d.Status == Teal.Core.Deployments.DeploymentStatus.SwitchoverInProgress)
+                || (d.Green == name && d.Status is not (Teal.Core.Deployments.DeploymentStatus.SwitchoverCompleted or Teal.Core.Deployments.DeploymentStatus.Deleting)));
+        if (holding is not null)
+        {
+            throw new TealException(
+                "instance.fence-in-use",
+                $"deployment '{holding.Name}' needs the fence on '{name}' (it is {holding.Status})",
+                "wait for its switchover to end, or delete the deployment first") { Kind = TealErrorKind.Conflict };
+        }
+
+        var password = secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance))
+            ?? throw new TealException("instance.not-fenced", $"Teal has never fenced '{name}' (it has no login of its own there)", null) { Kind = TealErrorKind.NotFound };
+        var login = ConnectionInfo.For(instance, password) with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser };
+        var roles = await engines.Engine(instance.Engine).UnfenceAsync(login, cancellationToken);
+        await state.AppendEventAsync(null, EventKinds.InstanceUnfenced, $"instance '{name}' unfenced: LOGIN given back to {roles.Count} role(s)", new Dictionary<string, string> { ["instance"] = name, ["roles"] = string.Join(",", roles) }, cancellationToken);
+        return roles;
     }
 
     /// <summary>

@@ -31,6 +31,12 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
     // busy handler keeps the order fair and the errors out of the way.
     private readonly SemaphoreSlim _writeLock = new(1, 1);
 
+    /// <summary>The server's store: opened only by the process holding the data directory's lock, so no second one writes.</summary>
+    public SqliteStateStore(Hosting.DataDirectoryLock held, TimeProvider time, EventSignal signal)
+        : this(held?.Directory ?? throw new ArgumentNullException(nameof(held)), time, signal)
+    {
+    }
+
     public SqliteStateStore(string dataDirectory, TimeProvider time, EventSignal signal)
     {
         Path = System.IO.Path.Combine(dataDirectory, FileName);
@@ -91,8 +97,12 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
             c => Insert(c, "INSERT INTO deployments (id, name, data) VALUES ($id, $name, $data)", "deployment", deployment.Name, ("$id", deployment.Id.Value), ("$name", deployment.Name), ("$data", Json(deployment))),
             cancellationToken);
 
-    public Task UpdateDeploymentAsync(Deployment deployment, CancellationToken cancellationToken) =>
-        WriteAsync(c => RequireChanged(UpdateDeployment(c, deployment), "deployment", deployment.Id.Value), cancellationToken);
+    public async Task<Deployment> UpdateDeploymentAsync(DeploymentId id, Func<Deployment, Deployment> change, CancellationToken cancellationToken)
+    {
+        var update = new DeploymentChange(id, change);
+        await WriteAsync(c => ApplyChange(c, update), cancellationToken);
+        return update.Result!; // ApplyChange sets it or throws.
+    }
 
     public Task RemoveDeploymentAsync(DeploymentId id, CancellationToken cancellationToken) =>
         WriteAsync(c => Execute(c, "DELETE FROM deployments WHERE id = $id", ("$id", id.Value)), cancellationToken);
@@ -206,7 +216,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
 
                 foreach (var deployment in change.Deployments)
                 {
-                    RequireChanged(UpdateDeployment(c, deployment), "deployment", deployment.Id.Value);
+                    ApplyChange(c, deployment);
                 }
 
                 foreach (var endpoint in change.Endpoints)
@@ -289,6 +299,26 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
 
     private static void InsertInstance(SqliteConnection connection, Instance instance) =>
         Insert(connection, "INSERT INTO instances (name, data) VALUES ($name, $data)", "instance", instance.Name, ("$name", instance.Name), ("$data", Json(instance)));
+
+    /// <summary>Reads the stored deployment inside the write transaction, applies the change, writes it back.</summary>
+    private static void ApplyChange(SqliteConnection connection, DeploymentChange change)
+    {
+        using var read = connection.CreateCommand();
+        read.CommandText = "SELECT data FROM deployments WHERE id = $id";
+        read.Parameters.AddWithValue("$id", change.Id.Value);
+        if (read.ExecuteScalar() is not string json)
+        {
+            RequireChanged(0, "deployment", change.Id.Value);
+            return;
+        }
+
+        var stored = FromJson<Deployment>(json);
+        var next = change.Apply(stored);
+        if (!ReferenceEquals(next, stored))
+        {
+            RequireChanged(UpdateDeployment(connection, next), "deployment", change.Id.Value);
+        }
+    }
 
     private static int UpdateDeployment(SqliteConnection connection, Deployment deployment) =>
         Execute(connection, "UPDATE deployments SET name = $name, data = $data WHERE id = $id", ("$id", deployment.Id.Value), ("$name", deployment.Name), ("$data", Json(deployment)));

@@ -7,7 +7,8 @@ namespace Teal.EndToEnd.Tests.Switchover;
 /// <summary>
 /// <c>kill -9</c> of <c>teal serve</c> at every phase of a switchover under a probe's write load,
 /// then a restart: Teal finishes (from the flip on) or unwinds (before it) from its journal.
-/// Afterwards exactly one side accepts writes and every acknowledged probe row is on it.
+/// Afterwards exactly one side accepts writes and every acknowledged probe row is on it, and
+/// long-lived clients that connected while recovery decided are all on that side, none on the fenced one.
 /// </summary>
 public sealed class CrashRecoveryTests
 {
@@ -53,9 +54,34 @@ public sealed class CrashRecoveryTests
 
         scenario.Teal.Environment = new Dictionary<string, string>();
         await scenario.Teal.StartAgainAsync();
+        // Long-lived clients that connect while recovery decides (the proxy's own connections died
+        // with Teal): held, then let through to the side recovery chose, where they stay.
+        var longLived = Enumerable.Range(0, 3).Select(_ => OpenLongLivedAsync(scenario.EndpointConnectionString)).ToList();
         var expected = finishes ? "SWITCHOVER_COMPLETED" : "SWITCHOVER_FAILED";
         var deployment = await scenario.WaitForStatusAsync("upgrade", TimeSpan.FromSeconds(90), "SWITCHOVER_COMPLETED", "SWITCHOVER_FAILED");
         BlueGreenScenario.Status(deployment).ShouldBe(expected, deployment.ToString());
+        var clients = await Task.WhenAll(longLived).WaitAsync(TimeSpan.FromSeconds(90));
+        try
+        {
+            var n = -1L;
+            foreach (var client in clients)
+            {
+                (await ScalarAsync<string>(client, "SHOW server_version")).ShouldStartWith(finishes ? "17." : "15.", customMessage: $"a long-lived client is on the fenced side after {fault}");
+                await using var write = new NpgsqlCommand($"INSERT INTO {ProbeWriter.Table} (n) VALUES ($1)", client) { Parameters = { new() { Value = n-- } } };
+                await write.ExecuteNonQueryAsync();
+            }
+
+            var fencedSide = finishes ? blueUrl : greenUrl;
+            (await BlueGreenScenario.ScalarAsync<long>(fencedSide, $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{LongLivedName}'"))
+                .ShouldBe(0, $"client connections on the fenced side after {fault}");
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                await client.DisposeAsync();
+            }
+        }
 
         // Let the probe write through the endpoint on the surviving side for a moment.
         await Task.Delay(1500);
@@ -73,5 +99,21 @@ public sealed class CrashRecoveryTests
         await connection.OpenAsync();
         await using var count = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked.ToArray() } } };
         ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Count, $"acknowledged probe rows missing after {fault}");
+    }
+
+    private const string LongLivedName = "teal-test-long-lived";
+
+    /// <summary>A client that connects once and keeps its connection (no reconnect on error); held connects may wait.</summary>
+    private static async Task<NpgsqlConnection> OpenLongLivedAsync(string endpoint)
+    {
+        var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(endpoint) { Pooling = false, ApplicationName = LongLivedName, Timeout = 120 }.ConnectionString);
+        await connection.OpenAsync();
+        return connection;
+    }
+
+    private static async Task<T> ScalarAsync<T>(NpgsqlConnection connection, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
     }
 }

@@ -124,20 +124,38 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
 
         await WaitUntilCleanAsync();
         // Green caught up with the rows written while it lagged.
-        var green = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false }.ConnectionString;
+        var green = new NpgsqlConnectionStringBuilder(await GreenUrlAsync(asTeal: true)) { Pooling = false }.ConnectionString;
         (await BlueGreenScenario.ScalarAsync<long>(green, "SELECT count(*) FROM orders WHERE note LIKE 'lag %'")).ShouldBe(17);
     }
 
+    /// <summary>
+    /// Green is fenced: the application's role cannot log in there. Someone gives it LOGIN back by
+    /// hand and connects: both the login and the session refuse the switchover.
+    /// </summary>
     [Fact]
     public async Task ClientSessionOnGreen_Refused()
     {
         await WaitUntilCleanAsync();
-        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false, ApplicationName = "stray-client" };
-        await using (var client = new NpgsqlConnection(builder.ConnectionString))
+        var greenAsApp = new NpgsqlConnectionStringBuilder(await GreenUrlAsync())
         {
+            Pooling = false,
+            ApplicationName = "stray-client",
+            Username = BlueGreenScenario.AppUser,
+            Password = BlueGreenScenario.AppPassword,
+        };
+        (await BlueGreenScenario.AcceptsWritesAsync(greenAsApp.ConnectionString)).ShouldBeFalse();
+        await ExecuteOnGreenAsync($"ALTER ROLE {BlueGreenScenario.AppUser} LOGIN");
+        try
+        {
+            await using var client = new NpgsqlConnection(greenAsApp.ConnectionString);
             await client.OpenAsync();
             var check = await ShouldRefuseAsync("green.no-clients", "client session(s) on green", "disconnect them");
             Check(check, "green.no-clients").GetProperty("message").GetString()!.ShouldContain("stray-client");
+            Check(check, "green.fence").GetProperty("message").GetString()!.ShouldContain(BlueGreenScenario.AppUser);
+        }
+        finally
+        {
+            await ExecuteOnGreenAsync($"ALTER ROLE {BlueGreenScenario.AppUser} NOLOGIN");
         }
 
         await WaitUntilCleanAsync();
@@ -199,14 +217,7 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
             await Scenario.Blue.ExecuteAsync(drop, BlueGreenScenario.Database);
         }
 
-        if (create.StartsWith("CREATE", StringComparison.Ordinal))
-        {
-            // Teal's DDL capture records CREATE/DROP PUBLICATION as DDL (replication DEGRADED);
-            // nothing to apply on green, so acknowledge it.
-            await WaitForReplicationStateAsync("DEGRADED");
-            (await Scenario.Cli.RunAsync("ack-ddl", "upgrade")).ShouldSucceed();
-        }
-
+        // CREATE/DROP PUBLICATION is replication plumbing, not DDL green needs: nothing to acknowledge.
         await WaitUntilCleanAsync();
     }
 
@@ -326,21 +337,22 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         throw new TimeoutException($"replication never became {state}: {await Scenario.ShowAsync()}");
     }
 
-    private async Task<string> GreenUrlAsync() => await Scenario.InstanceUrlAsync(fixture.Green);
+    private async Task<string> GreenUrlAsync(bool asTeal = false) => await Scenario.InstanceUrlAsync(fixture.Green, asTeal);
 
     /// <summary>
-    /// Runs SQL on green as Teal's admin would by hand: green is read-only by default until the
-    /// switchover, so the session opts out; the connection is closed right after (no lingering client session).
+    /// Runs SQL on green as Teal's admin would by hand: green is fenced until the switchover, so
+    /// the session logs in as Teal's own login and opts out of the read-only default; the
+    /// connection is closed right after (no lingering session).
     /// </summary>
     private async Task ExecuteOnGreenAsync(string sql)
     {
-        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false, Options = "-c default_transaction_read_only=off" };
+        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync(asTeal: true)) { Pooling = false, Options = "-c default_transaction_read_only=off" };
         await BlueGreenScenario.ExecuteAsync(builder.ConnectionString, sql);
     }
 
     private async Task<string> SubscriptionAsync()
     {
-        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync()) { Pooling = false };
+        var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync(asTeal: true)) { Pooling = false };
         return await BlueGreenScenario.ScalarAsync<string>(builder.ConnectionString, "SELECT subname::text FROM pg_subscription");
     }
 }

@@ -74,7 +74,8 @@ public sealed class PgBouncerSwitchoverTests
         // Old blue refuses writes, for its superuser too.
         var oldBlue = new NpgsqlConnectionStringBuilder(await scenario.InstanceUrlAsync("app-old1")) { Pooling = false }.ConnectionString;
         var refused = await Should.ThrowAsync<PostgresException>(() => BlueGreenScenario.ExecuteAsync(oldBlue, "INSERT INTO orders (note) VALUES ('after, on old blue')"));
-        refused.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+        // The fence took LOGIN from every role but Teal's: the superuser cannot even log in.
+        refused.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
 
         // PgBouncer's ini now sends appdb to green; the other entry is untouched.
         var greenPort = new NpgsqlConnectionStringBuilder(green).Port;

@@ -37,7 +37,8 @@ public sealed class RollbackTests
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:3" });
         var created = await scenario.CreateDeploymentAsync();
         var greenName = created.GetProperty("green").GetString()!;
-        var greenUrl = await scenario.InstanceUrlAsync(greenName);
+        // Green is fenced: only Teal's own login gets in (to find its data directory).
+        var greenUrl = await scenario.InstanceUrlAsync(greenName, asTeal: true);
 
         var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2));
         await scenario.WaitForPhaseAsync("catch-up");
@@ -49,6 +50,13 @@ public sealed class RollbackTests
         BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_FAILED", deployment.ToString());
         deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("catch-up");
         await AssertRolledBackAsync(scenario);
+
+        // Green is still down: a new switchover is a refusal naming green, not an internal error.
+        var refused = await scenario.Cli.RunAsync(["switchover", "upgrade"], TimeSpan.FromMinutes(1));
+        refused.ExitCode.ShouldBe(1, refused.ToString());
+        refused.Stderr.ShouldContain("green");
+        refused.Stderr.ShouldContain("hint:");
+        BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_FAILED");
 
         // Teal starts its managed green again when it restarts; then a new switchover goes through.
         await scenario.Teal.KillAsync();

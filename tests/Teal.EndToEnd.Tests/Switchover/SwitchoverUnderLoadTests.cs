@@ -6,7 +6,9 @@ namespace Teal.EndToEnd.Tests.Switchover;
 /// <summary>
 /// The cutover operators care about: pgbench and a probe write through Teal's endpoint while
 /// blue (15) switches over to green (17). Nothing acknowledged may be lost, blue must refuse
-/// writes afterwards, and new rows must get keys green has not used.
+/// writes afterwards, and new rows must get keys green has not used. A writer connected straight
+/// to blue as its superuser, trying to write four times a second with BEGIN READ WRITE, never
+/// gets an acknowledgement from blue after blue's final position.
 /// </summary>
 public sealed class SwitchoverUnderLoadTests
 {
@@ -18,6 +20,8 @@ public sealed class SwitchoverUnderLoadTests
 
         await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
         probe.Start();
+        await using var direct = new DirectWriter(scenario.Blue.ConnectionString(BlueGreenScenario.Database), TimeSpan.FromMilliseconds(250));
+        direct.Start();
         // -C: a new connection per transaction, as a pooled application reconnects after a drain.
         var load = PgBench.TpcbAsync("127.0.0.1", scenario.EndpointPort, BlueGreenScenario.AppUser, BlueGreenScenario.AppPassword, BlueGreenScenario.Database, clients: 8, TimeSpan.FromSeconds(12), connectPerTransaction: true);
         await Task.Delay(TimeSpan.FromSeconds(3));
@@ -27,6 +31,7 @@ public sealed class SwitchoverUnderLoadTests
         var ackedAtSwitchover = probe.Acknowledged.Count;
         await Task.Delay(TimeSpan.FromSeconds(2));
         await probe.StopAsync();
+        await direct.StopAsync();
         var bench = await load;
 
         var deployment = await scenario.ShowAsync();
@@ -53,14 +58,37 @@ public sealed class SwitchoverUnderLoadTests
         bench.Processed.ShouldBeGreaterThan(0, bench.Output);
         (await BlueGreenScenario.ScalarAsync<long>(green, "SELECT count(*) FROM pgbench_history")).ShouldBeGreaterThanOrEqualTo(bench.Processed, bench.Output);
 
-        // Blue refuses writes, for its superuser too.
+        // The direct writer: acknowledged on blue before the fence, never after blue's final
+        // position (each acknowledgement's position is at most the final one), and every
+        // acknowledged row is on green. Afterwards it cannot even log in.
+        var final = DirectWriter.Lsn(deployment.GetProperty("switchover").GetProperty("blueFinalPosition").GetString()!);
+        var directAcks = direct.Acknowledged;
+        directAcks.Count.ShouldBeGreaterThan(5, string.Join("\n", direct.Errors.TakeLast(5)));
+        directAcks.Where(a => a.UpperBound is not null && DirectWriter.Lsn(a.UpperBound) > final).ShouldBeEmpty();
+        await using (var connection = new NpgsqlConnection(green))
+        {
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand($"SELECT count(*) FROM {DirectWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = directAcks.Select(a => a.N).ToArray() } } };
+            ((long)(await command.ExecuteScalarAsync())!).ShouldBe(directAcks.Count);
+        }
+
+        direct.Errors.ShouldContain(e => e.StartsWith(PostgresErrorCodes.InvalidAuthorizationSpecification, StringComparison.Ordinal));
+
+        // Old blue refuses writes, for its superuser too.
         var oldBlue = await scenario.InstanceUrlAsync("app-old1");
         var refused = await Should.ThrowAsync<PostgresException>(() => BlueGreenScenario.ExecuteAsync(oldBlue, "INSERT INTO orders (note) VALUES ('after, on blue')"));
-        refused.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+        // The fence took LOGIN from every role but Teal's: the superuser cannot even log in.
+        refused.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
 
         // Sequences were synced: new rows through the endpoint get fresh keys.
         await BlueGreenScenario.ExecuteAsync(scenario.EndpointConnectionString, "INSERT INTO orders (note) SELECT 'after ' || g FROM generate_series(1, 10) g");
         (await BlueGreenScenario.ScalarAsync<long>(scenario.EndpointConnectionString, "SELECT max(id) FROM orders")).ShouldBe(510);
         (await BlueGreenScenario.ScalarAsync<string>(scenario.EndpointConnectionString, "SHOW server_version")).ShouldStartWith("17.");
+
+        // The explicit unfence gives the old blue's logins back, exactly those the fence took.
+        var unfenced = await scenario.Cli.RunAsync("instance", "unfence", "app-old1");
+        unfenced.ShouldSucceed();
+        unfenced.Stdout.ShouldContain(BlueGreenScenario.AppUser);
+        (await BlueGreenScenario.AcceptsWritesAsync(oldBlue)).ShouldBeTrue();
     }
 }

@@ -28,6 +28,10 @@ internal static class LinkTestKit
             Name = name,
             Blue = Connection(blue, database),
             Green = Connection(green, database),
+            // Teal's login role gets the superuser's password, so the harness can look at a
+            // fenced server as Teal does (PostgresServer.OpenAsync).
+            BlueControlPassword = blue.ControlPassword,
+            GreenControlPassword = green.ControlPassword,
         };
         return new PostgresReplicationLink(spec, TestDirectories.Catalog, TimeProvider.System);
     }
@@ -86,12 +90,26 @@ internal static class LinkTestKit
         }
     }
 
-    /// <summary>Runs a statement as a plain client (no Teal session settings): the fence applies to it.</summary>
-    public static async Task<PostgresException?> TryWriteAsClientAsync(PostgresServer server, string database, string sql)
+    /// <summary>A write as Teal does it: as Teal's own login role, through a fence, and not recorded by the DDL trigger.</summary>
+    public static async Task WriteAsTealAsync(PostgresServer server, string database, string sql)
     {
-        await using var conn = await server.OpenAsync(database);
+        var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString(database, PostgresServer.ControlRole, server.ControlPassword)) { Options = "-c default_transaction_read_only=off", ApplicationName = "teal" };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand(sql, conn);
+        await cmd.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>
+    /// Runs a statement as a plain client (no Teal session settings, the superuser unless told
+    /// otherwise, never Teal's role): the fence applies to it, at login or at the statement.
+    /// </summary>
+    public static async Task<PostgresException?> TryWriteAsClientAsync(PostgresServer server, string database, string sql, string? user = null, string? password = null)
+    {
+        await using var conn = new NpgsqlConnection(server.ConnectionString(database, user, password));
         try
         {
+            await conn.OpenAsync();
             await using var cmd = new NpgsqlCommand(sql, conn);
             await cmd.ExecuteNonQueryAsync();
             return null;

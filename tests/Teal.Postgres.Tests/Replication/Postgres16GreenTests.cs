@@ -41,7 +41,9 @@ public sealed class Postgres16GreenTests
 
         (await green.ScalarAsync<string>("SELECT tableowner FROM pg_tables WHERE tablename = 'accounts'", Db)).ShouldBe("app_owner");
         (await green.ScalarAsync<bool>("SELECT has_table_privilege('app_reader', 'accounts', 'SELECT')", Db)).ShouldBeTrue();
-        // The role's password came along (SCRAM verifier), so applications log in to green as before.
+        // The role's password came along (SCRAM verifier), so applications log in to green as
+        // before once green is open (as at switchover; until then the fence keeps them out).
+        await link.UnfenceAsync(Side.Green, default);
         await using (var asOwner = new Npgsql.NpgsqlConnection(green.ConnectionString(Db, "app_owner", "secret-owner")))
         {
             await asOwner.OpenAsync();

@@ -25,6 +25,45 @@ public sealed class PrerequisiteTests(RoomyBlueGreenFixture servers) : IClassFix
     }
 
     [Fact]
+    public async Task WhatLogicalReplicationDoesNotCarry_IsWarnedWithTheFix_AndRefusesNothing()
+    {
+        var db = LinkTestKit.NewName("gaps");
+        await LinkTestKit.CreateDatabaseAsync(
+            servers.Blue,
+            db,
+            """
+            CREATE TABLE t (id serial PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY);
+            CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v text);
+            CREATE SEQUENCE invoice_numbers;
+            SELECT lo_from_bytea(0, 'scan');
+            CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n FROM t;
+            CREATE MATERIALIZED VIEW never_filled AS SELECT 1 AS one WITH NO DATA;
+            CREATE EXTENSION citext;
+            """);
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, LinkTestKit.NewName("teal"));
+
+        var report = await link.CheckPrerequisitesAsync(default);
+
+        report.Failures.ShouldBeEmpty();
+        var warnings = report.Results.Where(r => r.Outcome == CheckOutcome.Warn).ToDictionary(r => r.Name);
+        warnings.Keys.ShouldBe(["blue.unlogged-tables", "blue.large-objects", "blue.sequences", "blue.materialized-views"], ignoreOrder: true);
+        warnings["blue.unlogged-tables"].Message.ShouldContain("public.cache");
+        warnings["blue.unlogged-tables"].Hint!.ShouldContain("ALTER TABLE \"public\".\"cache\" SET LOGGED;");
+        warnings["blue.large-objects"].Message.ShouldContain("1 large object");
+        warnings["blue.large-objects"].Hint!.ShouldContain("pg_restore");
+        // Serial and identity sequences belong to their columns; only the free one is named.
+        warnings["blue.sequences"].Message.ShouldContain("public.invoice_numbers");
+        warnings["blue.sequences"].Message.ShouldNotContain("t_id_seq");
+        warnings["blue.sequences"].Message.ShouldNotContain("t_n_seq");
+        warnings["blue.sequences"].Hint!.ShouldContain("OWNED BY");
+        warnings["blue.materialized-views"].Message.ShouldContain("public.totals");
+        warnings["blue.materialized-views"].Message.ShouldNotContain("never_filled");
+        var extensions = report.Results.Single(r => r.Name == "green.extensions");
+        extensions.Outcome.ShouldBe(CheckOutcome.Pass);
+        extensions.Message.ShouldContain("citext " + await servers.Blue.ScalarAsync<string>("SELECT extversion FROM pg_extension WHERE extname = 'citext'", db));
+    }
+
+    [Fact]
     public async Task NonEmptyGreen_Fails()
     {
         var db = LinkTestKit.NewName("full");

@@ -43,9 +43,10 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
     [Fact]
     public async Task Green_IsFencedForClients_WhileReplicationStillApplies()
     {
+        // Green's own superuser cannot even log in while green replicates.
         var error = await LinkTestKit.TryWriteAsClientAsync(deployment.Green, Db, "INSERT INTO audit_log (message) VALUES ('client on green')");
         error.ShouldNotBeNull();
-        error.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+        error.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
 
         await deployment.Blue.ExecuteAsync("INSERT INTO audit_log (message) VALUES ('through the fence')", Db);
         await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM audit_log WHERE message = 'through the fence'", Db) == 1, "apply on fenced green");
@@ -206,7 +207,8 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
 
         var snapshot = await deployment.Link.ReadStatusAsync(default);
         snapshot.SkippedTables.ShouldBeEmpty();
-        await deployment.Link.AcknowledgeDdlAsync(snapshot.PendingDdl.Max(d => d.Id), default);
+        // add-tables made the table on green: its CREATE TABLE needs no acknowledgement.
+        snapshot.PendingDdl.ShouldBeEmpty();
         await LinkTestKit.WaitForStateAsync(deployment.Link, ReplicationState.Replicating, TimeSpan.FromSeconds(60));
     }
 
@@ -221,13 +223,14 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
             await deployment.Link.FenceAsync(Side.Blue, default);
             output.WriteLine($"fence took {fence.ElapsedMilliseconds} ms");
 
+            // Clients cannot log in, the superuser Teal was registered with included.
             var error = await LinkTestKit.TryWriteAsClientAsync(deployment.Blue, Db, "INSERT INTO audit_log (message) VALUES ('while fenced')");
             error.ShouldNotBeNull();
-            error.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+            error.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
             // A role whose own setting would keep it writable is fenced too.
             var writerError = await WriteAsAsync("app_writer", "pw", "INSERT INTO audit_log (message) VALUES ('app_writer while fenced')");
             writerError.ShouldNotBeNull();
-            writerError.SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+            writerError.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
 
             // Teal itself still writes (the marker), and it reaches green.
             var position = await deployment.Link.MarkFinalPositionAsync(default);
@@ -275,6 +278,8 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
             started.Elapsed.ShouldBeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(990));
             result.Terminated.ShouldBe(1);
             result.FinishedInTime.ShouldBe(1);
+            // The quick one committed and then sat idle: a fenced side keeps no client session.
+            result.ClosedIdle.ShouldBe(1);
         }
         finally
         {
@@ -321,9 +326,23 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         var report = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
         report.Failures.ShouldBeEmpty(string.Join("; ", report.Failures.Select(f => f.Name + ": " + f.Message)));
 
-        await using var client = await deployment.Green.OpenAsync(Db);
-        var refused = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
-        refused.Failures.Select(f => f.Name).ShouldBe(["green.no-clients"]);
+        // Only someone who gave a role LOGIN back on fenced green can have a client there.
+        await deployment.Green.ExecuteAsync("CREATE ROLE stray_client LOGIN PASSWORD 'stray'");
+        try
+        {
+            await using var client = new NpgsqlConnection(deployment.Green.ConnectionString(Db, "stray_client", "stray"));
+            await client.OpenAsync();
+            var refused = await deployment.Link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(300)), default);
+            refused.Failures.Select(f => f.Name).ShouldBe(["green.no-clients", "green.fence"], ignoreOrder: true);
+            refused.Failures.Single(f => f.Name == "green.fence").Message.ShouldContain("stray_client");
+        }
+        finally
+        {
+            NpgsqlConnection.ClearAllPools();
+            await deployment.Green.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'stray_client'");
+            await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE usename = 'stray_client'") == 0, "the stray client's exit");
+            await deployment.Green.ExecuteAsync("DROP ROLE stray_client");
+        }
     }
 
     /// <summary>Collects progress reports as they happen (Progress&lt;T&gt; would post them later).</summary>
@@ -342,10 +361,10 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         }
     }
 
-    /// <summary>A write as Teal would do it (through a fence).</summary>
+    /// <summary>A write as Teal would do it (through a fence: as Teal's role, with its session settings).</summary>
     private static async Task Teal(Testing.PostgresServer server, string sql)
     {
-        var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString(Db)) { Options = "-c default_transaction_read_only=off", ApplicationName = "teal" };
+        var builder = new NpgsqlConnectionStringBuilder(server.ConnectionString(Db, Testing.PostgresServer.ControlRole, server.ControlPassword)) { Options = "-c default_transaction_read_only=off", ApplicationName = "teal" };
         await using var conn = new NpgsqlConnection(builder.ConnectionString);
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(sql, conn);
@@ -354,17 +373,6 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
 
     private async Task<PostgresException?> WriteAsAsync(string user, string password, string sql)
     {
-        await using var conn = new NpgsqlConnection(deployment.Blue.ConnectionString(Db, user, password));
-        await conn.OpenAsync();
-        try
-        {
-            await using var cmd = new NpgsqlCommand(sql, conn);
-            await cmd.ExecuteNonQueryAsync();
-            return null;
-        }
-        catch (PostgresException ex)
-        {
-            return ex;
-        }
+        return await LinkTestKit.TryWriteAsClientAsync(deployment.Blue, Db, sql, user, password);
     }
 }

@@ -116,9 +116,34 @@ public sealed class SqliteStateStoreTests
     {
         var store = NewStore();
 
-        var ex = await Should.ThrowAsync<TealException>(() => store.UpdateDeploymentAsync(NewDeployment("orders"), default));
+        var ex = await Should.ThrowAsync<TealException>(() => store.UpdateDeploymentAsync(NewDeployment("orders").Id, d => d with { StatusReason = "x" }, default));
 
         ex.Kind.ShouldBe(TealErrorKind.NotFound);
+    }
+
+    [Fact]
+    public async Task UpdateDeployment_ConcurrentWriters_NoUpdateIsLost()
+    {
+        var store = NewStore();
+        var deployment = NewDeployment("orders") with { StatusReason = string.Empty };
+        await store.AddDeploymentAsync(deployment, default);
+
+        // Each writer changes the record as stored: a read outside the write would lose some.
+        await Task.WhenAll(Enumerable.Range(0, 20).Select(i => Task.Run(() => store.UpdateDeploymentAsync(deployment.Id, d => d with { StatusReason = d.StatusReason + "x" }, default))));
+
+        (await store.GetDeploymentAsync(deployment.Id, default))!.StatusReason.ShouldBe(new string('x', 20));
+    }
+
+    [Fact]
+    public async Task UpdateDeployment_ChangeThrows_NothingIsWritten()
+    {
+        var store = NewStore();
+        var deployment = NewDeployment("orders");
+        await store.AddDeploymentAsync(deployment, default);
+
+        await Should.ThrowAsync<TealException>(() => store.UpdateDeploymentAsync(deployment.Id, _ => throw new TealException("test.refused", "no"), default));
+
+        (await store.GetDeploymentAsync(deployment.Id, default))!.StatusReason.ShouldBe(deployment.StatusReason);
     }
 
     [Fact]
@@ -151,7 +176,7 @@ public sealed class SqliteStateStoreTests
             new StateChange
             {
                 RenamedInstances = [("prod-green-1", NewInstance("prod") with { Port = 6000 }), ("prod", NewInstance("prod-old1"))],
-                Deployments = [deployment with { Blue = "prod", Green = "prod-old1", Status = DeploymentStatus.SwitchoverCompleted }],
+                Deployments = [new DeploymentChange(deployment.Id, d => d with { Blue = "prod", Green = "prod-old1", Status = DeploymentStatus.SwitchoverCompleted })],
                 Journal = [new JournalEntry(deployment.Id, "sw-1", "flip", JournalAction.Completed, DateTimeOffset.UtcNow)],
             },
             default);
@@ -173,7 +198,7 @@ public sealed class SqliteStateStoreTests
         await store.ApplyAsync(
             new StateChange
             {
-                Deployments = [deployment with { Status = DeploymentStatus.SwitchoverInProgress }],
+                Deployments = [new DeploymentChange(deployment.Id, d => d with { Status = DeploymentStatus.SwitchoverInProgress })],
                 Journal = [new JournalEntry(deployment.Id, "sw-1", "catch-up", JournalAction.Started, DateTimeOffset.UtcNow)],
                 Durable = false,
             },
@@ -199,7 +224,7 @@ public sealed class SqliteStateStoreTests
             new StateChange
             {
                 RenamedInstances = [("prod", NewInstance("taken"))],
-                Deployments = [deployment with { Status = DeploymentStatus.SwitchoverCompleted }],
+                Deployments = [new DeploymentChange(deployment.Id, d => d with { Status = DeploymentStatus.SwitchoverCompleted })],
                 Journal = [new JournalEntry(deployment.Id, "sw-1", "flip", JournalAction.Completed, DateTimeOffset.UtcNow)],
             },
             default));

@@ -30,6 +30,9 @@ public sealed class TealProcess : IAsyncDisposable
 
     public int Port { get; }
 
+    /// <summary>The running <c>teal serve</c>'s process id (null before the first start).</summary>
+    public int? Pid => _process?.Id;
+
     public string Url => $"http://127.0.0.1:{Port}";
 
     /// <summary>The API token <c>teal serve</c> wrote on first start.</summary>
@@ -115,6 +118,35 @@ public sealed class TealProcess : IAsyncDisposable
         }
 
         throw new TimeoutException($"teal serve did not answer /healthz within 60 s:\n{Log}");
+    }
+
+    /// <summary>
+    /// Runs one more <c>teal serve</c> on <paramref name="dataDirectory"/> (listening on
+    /// <paramref name="port"/>) until it exits by itself: a second control plane, expected to refuse.
+    /// </summary>
+    public static async Task<CliResult> ServeOnceAsync(string dataDirectory, int port, TimeSpan timeout)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { RepoPaths.TealDll, "serve", "--data-dir", dataDirectory, "--listen", $"127.0.0.1:{port}" })
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        using var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal serve");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"the second teal serve on {dataDirectory} did not exit within {timeout}: it should have refused\n{await stdout}\n{await stderr}");
+        }
+
+        return new CliResult(process.ExitCode, await stdout, await stderr);
     }
 
     /// <summary><c>kill -9</c>: no shutdown hook runs, exactly like a crash.</summary>

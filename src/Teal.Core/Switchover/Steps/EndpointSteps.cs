@@ -5,6 +5,8 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 {
     public string Name => "pause-endpoints";
 
+    public bool StartsWritePause => true;
+
     public string Description => "pause the endpoints: new client connections are held, not refused";
 
     /// <summary>
@@ -40,7 +42,9 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     // Held connections may wait for the rest of the switchover, plus the drain budget the
     // roll-forward may still need; past that they get the endpoint's clear error.
-    private static TimeSpan HoldDeadline(SwitchoverContext context) => context.Remaining + context.Options.DrainBudget;
+    internal static TimeSpan HoldDeadline(SwitchoverContext context) => Max(context.Remaining, TimeSpan.Zero) + context.Options.DrainBudget + TimeSpan.FromSeconds(1);
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 }
 
 /// <summary>
@@ -73,6 +77,8 @@ public sealed class DrainEndpointsStep : ISwitchoverStep
 public sealed class ResumeEndpointsStep : ISwitchoverStep
 {
     public string Name => "resume-endpoints";
+
+    public bool EndsWritePause => true;
 
     public string Description => "resume the endpoints: held connections proceed to green";
 

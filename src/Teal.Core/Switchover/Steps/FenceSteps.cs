@@ -53,11 +53,8 @@ public sealed class CatchUpStep : ISwitchoverStep
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
         var final = await context.Link.MarkFinalPositionAsync(cancellationToken);
-        context.Data[SwitchoverData.BlueFinalPosition] = final.Value;
-        foreach (var (key, value) in final.Details)
-        {
-            context.Data["blueFinal." + key] = value;
-        }
+        context.BlueFinalPosition = final.Value;
+        context.BlueFinalDetails = final.Details;
 
         await context.Link.WaitForPositionAsync(final, cancellationToken);
     }
@@ -76,15 +73,30 @@ public sealed class SyncSequencesStep : ISwitchoverStep
 
     public string Name => "sync-sequences";
 
-    public string Description => "set every sequence on green to blue's value (alongside catch-up)";
+    public string Description => "set every sequence on green to blue's value and every role's password to blue's (alongside catch-up)";
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
         var synced = await context.Link.SyncSequencesAsync(cancellationToken);
+        context.SequencesSynced = synced.Count;
+
+        // Passwords too: a role's password changed on blue after create must work on green.
+        context.RolesNotLoggingIn = await context.Link.SyncLoginsAsync(cancellationToken);
+    }
+
+    public void RecordOutcome(SwitchoverContext context)
+    {
         context.Record(
             Events.EventKinds.SequencesSynced,
-            $"{synced.Count} sequence(s) on green set to blue's values",
-            new Dictionary<string, string> { ["count"] = synced.Count.ToString(CultureInfo.InvariantCulture) });
+            $"{context.SequencesSynced} sequence(s) on green set to blue's values",
+            new Dictionary<string, string> { ["count"] = (context.SequencesSynced ?? 0).ToString(CultureInfo.InvariantCulture) });
+        if (context.RolesNotLoggingIn is { Count: > 0 } roles)
+        {
+            context.Record(
+                Events.EventKinds.SwitchoverPhase,
+                $"{roles.Count} role(s) that log in to blue will not log in to green as they do to blue: {string.Join("; ", roles.Take(10))}",
+                new Dictionary<string, string> { ["roles"] = string.Join(",", roles) });
+        }
     }
 }
 
@@ -110,13 +122,14 @@ public sealed class OpenGreenStep : ISwitchoverStep
         var opening = context.Link.UnfenceAsync(Side.Green, cancellationToken);
         await Task.WhenAll(reading, opening);
         var position = await reading;
-        context.Data[SwitchoverData.GreenPosition] = position.Value;
-        context.Data.TryGetValue(SwitchoverData.BlueFinalPosition, out var blueFinal);
+        context.GreenPosition = position.Value;
+    }
+
+    public void RecordOutcome(SwitchoverContext context) =>
         context.Record(
             Events.EventKinds.Positions,
-            $"green opened for writes at {position.Value}; blue's final position was {blueFinal}",
-            new Dictionary<string, string> { ["greenPosition"] = position.Value, ["blueFinalPosition"] = blueFinal ?? string.Empty });
-    }
+            $"green opened for writes at {context.GreenPosition}; blue's final position was {context.BlueFinalPosition}",
+            new Dictionary<string, string> { ["greenPosition"] = context.GreenPosition ?? string.Empty, ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty });
 }
 
 /// <summary>Step 7b: forward replication is dropped; after the endpoints resumed, so it costs clients nothing.</summary>

@@ -22,7 +22,7 @@ public sealed class FlipStep : ISwitchoverStep
     /// <summary>Chooses blue's new name before the journal entry, so a recovery reuses it.</summary>
     public async Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        if (context.Data.ContainsKey(SwitchoverData.BlueNewName))
+        if (context.Names is not null)
         {
             return;
         }
@@ -34,25 +34,27 @@ public sealed class FlipStep : ISwitchoverStep
             n++;
         }
 
-        context.Data[SwitchoverData.BlueName] = context.BlueName;
-        context.Data[SwitchoverData.GreenName] = context.GreenName;
-        context.Data[SwitchoverData.BlueNewName] = $"{context.BlueName}-old{n}";
+        context.Names = new FlipNames(context.BlueName, context.GreenName, $"{context.BlueName}-old{n}");
     }
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        var blueName = context.Data[SwitchoverData.BlueName];
-        var greenName = context.Data[SwitchoverData.GreenName];
-        var blueNewName = context.Data[SwitchoverData.BlueNewName];
+        var names = context.Names ?? throw new InvalidOperationException("the flip runs only after its PrepareAsync chose the names");
+        var renamedGreen = await RenameAsync(context, names.Blue, names.Green, names.BlueNewName, cancellationToken);
 
-        var renamedGreen = await RenameAsync(context, blueName, greenName, blueNewName, cancellationToken);
-
-        var targets = context.Endpoints.Select(e => e.FlipAsync(new EndpointTarget(blueName, renamedGreen.Host, renamedGreen.Port, e.Target.Database), cancellationToken));
+        var targets = context.Endpoints.Select(e => e.FlipAsync(new EndpointTarget(names.Blue, renamedGreen.Host, renamedGreen.Port, e.Target.Database), cancellationToken));
         await Task.WhenAll(targets);
-        context.Record(
-            EventKinds.MemberRenamed,
-            $"green '{greenName}' is now '{blueName}'; old blue is now '{blueNewName}' and stays read-only",
-            new Dictionary<string, string> { ["green"] = greenName, ["blue"] = blueName, ["blueNewName"] = blueNewName });
+    }
+
+    public void RecordOutcome(SwitchoverContext context)
+    {
+        if (context.Names is { } names)
+        {
+            context.Record(
+                EventKinds.MemberRenamed,
+                $"green '{names.Green}' is now '{names.Blue}'; old blue is now '{names.BlueNewName}' and stays read-only",
+                new Dictionary<string, string> { ["green"] = names.Green, ["blue"] = names.Blue, ["blueNewName"] = names.BlueNewName });
+        }
     }
 
     private static async Task<Instance> RenameAsync(SwitchoverContext context, string blueName, string greenName, string blueNewName, CancellationToken cancellationToken)
@@ -71,19 +73,19 @@ public sealed class FlipStep : ISwitchoverStep
             ?? throw new TealException("switchover.state-inconsistent", $"green instance '{greenName}' is not registered", "inspect `teal instance list`");
 
         var renamedGreen = green with { Name = blueName };
-        var deployment = context.Current with { Blue = blueNewName, Green = blueName };
+        var change = new DeploymentChange(context.Deployment.Id, d => d with { Blue = blueNewName, Green = blueName });
         await context.State.ApplyAsync(
             new StateChange
             {
                 // Order matters: blue frees its name before green takes it.
                 RenamedInstances = [(blueName, blue with { Name = blueNewName }), (greenName, renamedGreen)],
-                Deployments = [deployment],
+                Deployments = [change],
                 // No disk flush inside the write pause: the flip's journal entry was flushed, so
                 // after a power failure recovery reruns the flip, and a lost rename is made again.
                 Durable = false,
             },
             cancellationToken);
-        context.Current = deployment;
+        context.Current = change.Result ?? context.Current;
         return renamedGreen;
     }
 }
