@@ -8,8 +8,11 @@ namespace Teal.Cli;
 /// One run of <c>teal</c>: where it writes, the environment it reads, and the global options
 /// every verb shares. Verbs get their API client and output format from here.
 /// </summary>
-internal sealed class CliSession(TextWriter output, TextWriter error, Func<string, string?> environment)
+internal sealed class CliSession(TextReader input, TextWriter output, TextWriter error, Func<string, string?> environment)
 {
+    /// <summary>Standard input (a password given with <c>--password-stdin</c>).</summary>
+    public TextReader Input { get; } = input;
+
     public TextWriter Output { get; } = output;
 
     public TextWriter Error { get; } = error;

@@ -13,13 +13,17 @@ namespace Teal.Cli;
 /// <summary>
 /// <c>teal</c>: builds the verbs, runs one, and turns what went wrong into the exit codes
 /// operators and scripts rely on — 0 ok, 1 refused or user error (one line and a hint),
-/// 2 usage, 70 a bug. Program and the tests call <see cref="RunAsync"/> the same way.
+/// 2 usage, 70 a bug. Program and the tests call <c>RunAsync</c> the same way.
 /// </summary>
 internal static class TealCli
 {
-    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?> environment, CancellationToken cancellationToken)
+    public static Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, Func<string, string?> environment, CancellationToken cancellationToken) =>
+        RunAsync(args, Console.In, output, error, environment, cancellationToken);
+
+    /// <summary>As above, with standard input given (<c>--password-stdin</c> reads it).</summary>
+    public static async Task<int> RunAsync(string[] args, TextReader input, TextWriter output, TextWriter error, Func<string, string?> environment, CancellationToken cancellationToken)
     {
-        var session = new CliSession(output, error, environment);
+        var session = new CliSession(input, output, error, environment);
         var root = BuildRoot(session);
         var parse = root.Parse(args);
         if (parse.Action is ParseErrorAction)
@@ -163,6 +167,54 @@ internal static class Verb
                 }
             }
         });
+        return option;
+    }
+
+    /// <summary>
+    /// <c>--name setting=value</c> for server settings: as <see cref="KeyValues"/>, and the
+    /// setting must be a setting name and the value one line (both go into a configuration file).
+    /// </summary>
+    public static Option<string[]> ServerSettings(string name, string description)
+    {
+        var option = KeyValues(name, description);
+        option.Validators.Add(result =>
+        {
+            foreach (var pair in result.Tokens.Select(t => t.Value.Split('=', 2)).Where(p => p.Length == 2 && p[0].Length > 0))
+            {
+                if (!Teal.Core.Instances.ServerParameters.IsValidName(pair[0]))
+                {
+                    result.AddError($"{name}: '{pair[0]}' is not a server setting name (letters, digits and underscores, optionally one dot: work_mem, auto_explain.log_min_duration)");
+                }
+                else if (!Teal.Core.Instances.ServerParameters.IsValidValue(pair[1]))
+                {
+                    result.AddError($"{name}: the value of {pair[0]} holds a line break or another control character");
+                }
+            }
+        });
+        return option;
+    }
+
+    /// <summary>
+    /// A whole number of seconds within a range. Parsed here rather than by the option's type, so
+    /// that "abc" is answered with what is expected instead of a .NET type name.
+    /// </summary>
+    public static Option<int?> Seconds(string name, string description, int min, int max)
+    {
+        var option = new Option<int?>(name)
+        {
+            Description = description,
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : string.Empty;
+                if (int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var seconds))
+                {
+                    return seconds;
+                }
+
+                result.AddError($"{name} expects whole seconds, {min}–{max}, not '{text}'");
+                return null;
+            },
+        };
         return option;
     }
 

@@ -50,9 +50,8 @@ public static class TealServer
         ArgumentNullException.ThrowIfNull(options);
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         options = options with { DataDirectory = dataDirectory };
-        // Traversable by others: managed servers run as the postgres OS user and live below it.
-        // What must stay private (secrets, token) is 0600 itself.
-        CreateDirectory(dataDirectory);
+        // Owner only (0700; 0710 for the managed servers' OS user when Teal is root).
+        DataDirectory.Prepare(dataDirectory, EngineOptions.FromEnvironment().OsUser);
         var listen = TealServerOptions.ParseAddress(options.Listen, "server");
         // Before the state store opens or anything binds: a second control plane on this
         // directory would recover, drive switchovers and bind endpoints beside the first.
@@ -96,6 +95,7 @@ public static class TealServer
         app.Services.GetRequiredService<IStateStore>();
         app.Lifetime.ApplicationStarted.Register(() => held.Record(BoundAddress(app).Authority));
         app.UseMiddleware<ApiErrors>();
+        app.UseMiddleware<JsonBodyCheck>();
         app.UseRouting();
         app.UseMiddleware<TokenCheck>();
         MapRoutes(app);
@@ -176,6 +176,8 @@ public static class TealServer
     {
         if (!Directory.Exists(path))
         {
+            // Traversable: managed servers run as another OS user and live below it; the data
+            // directory above decides who gets this far.
             Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         }
     }

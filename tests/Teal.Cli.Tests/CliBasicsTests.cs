@@ -162,6 +162,39 @@ public sealed class CliBasicsTests : IAsyncLifetime
         run.ErrorLines[1].ShouldContain("30–3600");
     }
 
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("30s")]
+    [InlineData("-5")]
+    public async Task Switchover_TimeoutNotWholeSeconds_UsageErrorNamingTheUnitAndRange(string value)
+    {
+        var run = await Run("switchover", "orders", "--switchover-timeout", value);
+
+        run.ExitCode.ShouldBe(2, run.ToString());
+        run.ErrorLines[0].ShouldBe($"error: --switchover-timeout expects whole seconds, 30–3600, not '{value}'");
+        run.Stderr.ShouldNotContain("System.");
+    }
+
+    [Theory]
+    [InlineData("--parameter", "work mem=4MB")]
+    [InlineData("--parameter", "shared_buffers'=1")]
+    public async Task InstanceCreate_BadSettingName_UsageError_Exit2(string option, string pair)
+    {
+        var run = await CliRun.RunAsync("instance", "create", "blue", "--version", "15", option, pair);
+
+        run.ExitCode.ShouldBe(2, run.ToString());
+        run.Stderr.ShouldContain("is not a server setting name");
+    }
+
+    [Fact]
+    public async Task Create_SettingValueWithLineBreak_UsageError_Exit2()
+    {
+        var run = await CliRun.RunAsync("create", "orders", "--source", "blue", "--target-parameter", "work_mem=4MB\nlisten_addresses='*'");
+
+        run.ExitCode.ShouldBe(2, run.ToString());
+        run.Stderr.ShouldContain("the value of work_mem holds a line break");
+    }
+
     private Task<CliRun> Run(params string[] args) =>
         CliRun.RunAsync([.. args, "--server", _teal.Url.ToString(), "--data-dir", _teal.DataDirectory]);
 }

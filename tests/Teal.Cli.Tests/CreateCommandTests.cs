@@ -36,7 +36,7 @@ public sealed class CreateCommandTests(Postgres15Fixture blue) : IClassFixture<P
         var run = await Run("create", "orders", "--source", "blue", "--target-engine-version", "99");
 
         run.ExitCode.ShouldBe(1, run.ToString());
-        run.ErrorLines[0].ShouldStartWith("error: no PostgreSQL 99 binaries on this machine");
+        run.ErrorLines[0].ShouldStartWith("error: cannot create deployment 'orders': no PostgreSQL 99 binaries on this machine");
         run.ErrorLines[1].ShouldStartWith("hint: ");
         await ShouldHaveCreatedNothingAsync();
     }

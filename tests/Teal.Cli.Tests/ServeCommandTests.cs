@@ -47,6 +47,32 @@ public sealed class ServeCommandTests
         run.ErrorLines[0].ShouldStartWith($"error: cannot listen on 127.0.0.1:{port}");
     }
 
+    [Fact]
+    public async Task Serve_AddressInUse_RealProcess_PrintsOneLineAndAHint_NoStackTrace()
+    {
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        var port = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port;
+        var info = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { Teal.Testing.Processes.RepoPaths.TealDll, "serve", "--data-dir", TestDirectories.NewDirectory("serve"), "--listen", $"127.0.0.1:{port}" })
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2));
+
+        process.ExitCode.ShouldBe(1);
+        (await stdout).ShouldBeEmpty();
+        var lines = (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        lines.Length.ShouldBe(2, await stderr);
+        lines[0].ShouldBe($"error: cannot listen on 127.0.0.1:{port}: the address is already in use");
+        lines[1].ShouldStartWith("hint: ");
+        lines[1].ShouldContain("--listen");
+    }
+
     private static async Task<HealthView> PollHealthAsync(HttpClient http, Task<CliRun> serve)
     {
         for (var attempt = 0; attempt < 300; attempt++)

@@ -18,11 +18,13 @@ internal static class DeploymentCommands
         var name = new Argument<string>("NAME") { Description = "Deployment name" };
         var source = new Option<string>("--source") { Description = "Blue: the registered writer instance", Required = true };
         var version = new Option<string?>("--target-engine-version") { Description = "Managed green: engine version (default: blue's major version)" };
-        var parameters = Verb.KeyValues("--target-parameter", "Managed green: server setting KEY=VALUE (repeatable)");
-        var connection = new Option<string?>("--target-connection") { Description = "External green: connection string of an empty server you provisioned" };
+        var parameters = Verb.ServerSettings("--target-parameter", "Managed green: server setting KEY=VALUE (repeatable)");
+        var connection = new Option<string?>("--target-connection") { Description = $"External green: connection string of an empty server you provisioned; {PasswordOptions.ArgvWarning("target-")}" };
+        var password = new PasswordOptions("target-", "the external green's");
         var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
         var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait };
+        password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
             var spec = new CreateDeploymentSpec(parse.GetValue(name)!, parse.GetValue(source)!)
@@ -30,6 +32,7 @@ internal static class DeploymentCommands
                 TargetEngineVersion = parse.GetValue(version),
                 TargetParameters = Verb.ToDictionary(parse.GetValue(parameters)),
                 TargetConnection = parse.GetValue(connection),
+                TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
             };
             using var api = session.Client(parse);

@@ -22,10 +22,16 @@ internal static class InstanceCommands
     private static Command Add(CliSession session)
     {
         var name = new Argument<string>("NAME") { Description = "Name for the instance (lower-case letters, digits, dashes)" };
-        var connection = new Option<string>("--connection") { Description = "Connection string: postgresql://user:password@host:port/db or host=… port=… user=… dbname=…", Required = true };
+        var connection = new Option<string>("--connection") { Description = $"Connection string: postgresql://user@host:port/db or host=… port=… user=… dbname=…; {PasswordOptions.ArgvWarning(string.Empty)}", Required = true };
         var endpoint = EndpointOption();
+        var password = new PasswordOptions(string.Empty, "the server's");
         var command = new Command("add", "Register an existing server (Teal probes it first)") { name, connection, endpoint };
-        command.SetAction((parse, ct) => AddAsync(session, parse, new AddInstanceRequest(parse.GetValue(name)!) { Connection = parse.GetValue(connection), Endpoint = parse.GetValue(endpoint) }, ct));
+        password.AddTo(command);
+        command.SetAction(async (parse, ct) => await AddAsync(
+            session,
+            parse,
+            new AddInstanceRequest(parse.GetValue(name)!) { Connection = parse.GetValue(connection), Password = await password.ReadAsync(parse, session, ct), Endpoint = parse.GetValue(endpoint) },
+            ct));
         return command;
     }
 
@@ -36,7 +42,7 @@ internal static class InstanceCommands
         engine.AcceptOnlyFromAmong("postgres");
         var version = new Option<string>("--version") { Description = "Engine version (15, 17, 17.10; see `teal engine list`)", Required = true };
         var port = new Option<int?>("--port") { Description = "Port to listen on (default: a free one)" };
-        var parameters = Verb.KeyValues("--parameter", "Server setting KEY=VALUE (repeatable)");
+        var parameters = Verb.ServerSettings("--parameter", "Server setting KEY=VALUE (repeatable)");
         var endpoint = EndpointOption();
         var command = new Command("create", "Create and start a managed server (listens on loopback)") { name, engine, version, port, parameters, endpoint };
         command.SetAction((parse, ct) => AddAsync(

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Net.Sockets;
 using Teal.Proxy.Hosting;
 using Teal.Server;
 
@@ -15,6 +16,7 @@ internal static class ServeCommand
         {
             ProxyRuntime.ConfigureProcess();
             var options = new TealServerOptions(session.DataDirectoryFor(parse)) { Listen = parse.GetValue(listen)! }; // Has a default value.
+            EnsureFree(options.Listen);
             await using var app = TealServer.Build(options);
             try
             {
@@ -22,6 +24,7 @@ internal static class ServeCommand
             }
             catch (IOException ex)
             {
+                // Taken between the check below and Kestrel's bind (Kestrel has logged it already).
                 throw new CliException($"cannot listen on {options.Listen}: {ex.Message}", "choose another address with --listen");
             }
 
@@ -40,5 +43,34 @@ internal static class ServeCommand
             return ExitCodes.Ok;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Tries the address before the host starts: Kestrel logs a failed bind with its whole stack
+    /// before the exception reaches the CLI, and "the port is taken" is an operator's everyday
+    /// mistake that deserves one line. The probe binds as Kestrel does (.NET sets SO_REUSEADDR on
+    /// TCP sockets), so it refuses exactly what Kestrel would.
+    /// </summary>
+    private static void EnsureFree(string listen)
+    {
+        var endpoint = TealServerOptions.ParseAddress(listen, "server");
+        if (endpoint.Port == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            using var probe = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            probe.Bind(endpoint);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            throw new CliException($"cannot listen on {listen}: the address is already in use", $"another teal serve or another program listens there (see `ss -ltnp 'sport = :{endpoint.Port}'`); stop it, or choose another address with --listen");
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode is SocketError.AddressNotAvailable or SocketError.AccessDenied)
+        {
+            throw new CliException($"cannot listen on {listen}: {ex.Message}", "choose an address of this machine (and a port above 1023 unless teal runs as root) with --listen");
+        }
     }
 }

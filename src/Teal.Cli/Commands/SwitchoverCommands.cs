@@ -12,10 +12,11 @@ internal static class SwitchoverCommands
 {
     public static IEnumerable<Command> Create(CliSession session) => [Check(session), Switchover(session)];
 
-    private static Option<int?> TimeoutOption() => new("--switchover-timeout")
-    {
-        Description = $"Seconds everything up to the point of no return may take ({SwitchoverOptions.MinTimeoutSeconds}–{SwitchoverOptions.MaxTimeoutSeconds}, default {SwitchoverOptions.DefaultTimeoutSeconds}); past it all is rolled back",
-    };
+    private static Option<int?> TimeoutOption() => Verb.Seconds(
+        "--switchover-timeout",
+        $"Seconds everything up to the point of no return may take ({SwitchoverOptions.MinTimeoutSeconds}–{SwitchoverOptions.MaxTimeoutSeconds}, default {SwitchoverOptions.DefaultTimeoutSeconds}); past it all is rolled back",
+        SwitchoverOptions.MinTimeoutSeconds,
+        SwitchoverOptions.MaxTimeoutSeconds);
 
     private static Option<double?> ThresholdOption() => new("--long-transaction-threshold")
     {

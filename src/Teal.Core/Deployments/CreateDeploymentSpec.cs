@@ -14,6 +14,9 @@ public sealed record CreateDeploymentSpec(string Name, string Source)
     /// <summary>External green: connection string of an empty server the operator provisioned.</summary>
     public string? TargetConnection { get; init; }
 
+    /// <summary>External green: the password for <see cref="TargetConnection"/>, given apart from it (never in a command line).</summary>
+    public string? TargetPassword { get; init; }
+
     public IReadOnlyDictionary<string, string> Tags { get; init; } = new Dictionary<string, string>();
 
     /// <summary>Only these tables (schema.table); empty means all.</summary>

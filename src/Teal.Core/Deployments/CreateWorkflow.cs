@@ -2,6 +2,8 @@ using Microsoft.Extensions.Logging;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Events;
+using Teal.Core.Secrets;
+using Teal.Core.State;
 
 namespace Teal.Core.Deployments;
 
@@ -10,10 +12,18 @@ namespace Teal.Core.Deployments;
 /// started and COPY_DATA tracked per table, then CATCH_UP until the lag is small. Resumable
 /// after a restart of Teal from whatever task was reached, except a schema copy cut in the
 /// middle (green may be half-loaded: the deployment fails with that reason). A failure removes
-/// Teal's objects from both sides at once — a slot left on blue would retain WAL — and leaves
-/// the deployment INVALID_CONFIGURATION with the reason, for the operator to read and delete.
+/// Teal's objects from both sides at once — a slot left on blue would retain WAL — then the
+/// managed green Teal built for it (nothing else can use a half-made copy), and leaves only the
+/// record: INVALID_CONFIGURATION with the reason, for the operator to read and delete.
 /// </summary>
-public sealed partial class CreateWorkflow(DeploymentRecorder recorder, DeploymentLinks links, CreateOptions options, ILogger<CreateWorkflow> logger)
+public sealed partial class CreateWorkflow(
+    DeploymentRecorder recorder,
+    DeploymentLinks links,
+    IStateStore state,
+    ISecretStore secrets,
+    EngineRegistry engines,
+    CreateOptions options,
+    ILogger<CreateWorkflow> logger)
 {
     public async Task RunAsync(DeploymentId id, CancellationToken cancellationToken)
     {
@@ -152,6 +162,12 @@ public sealed partial class CreateWorkflow(DeploymentRecorder recorder, Deployme
             var deployment = await recorder.GetAsync(id, none);
             var link = await links.GetAsync(deployment, none);
             await link.RemoveAsync(none);
+            // Only once Teal's objects are gone: a green removed first would leave its
+            // subscription's slot on blue for `teal delete` to find without a link.
+            if (await RemoveManagedGreenAsync(deployment) is { } removed)
+            {
+                reason += $" (managed green {removed} removed)";
+            }
         }
         catch (Exception cleanup) when (cleanup is not OutOfMemoryException)
         {
@@ -172,11 +188,34 @@ public sealed partial class CreateWorkflow(DeploymentRecorder recorder, Deployme
         await recorder.EventAsync(id, EventKinds.CreationFailed, $"creation failed: {reason}", none, new Dictionary<string, string> { ["reason"] = reason });
     }
 
+    private async Task<string?> RemoveManagedGreenAsync(Deployment deployment)
+    {
+        var none = CancellationToken.None;
+        if (!deployment.GreenManaged || await state.GetInstanceAsync(deployment.Green, none) is not { Managed: not null } green)
+        {
+            return null;
+        }
+
+        await links.ForgetAsync(deployment.Id);
+        await engines.Provisioner(green.Engine).RemoveAsync(green, none);
+        await state.RemoveInstanceAsync(green.Name, none);
+        if (green.SecretRef is not null)
+        {
+            secrets.Remove(green.SecretRef);
+        }
+
+        LogGreenRemoved(deployment.Id, green.Name);
+        return green.Name;
+    }
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Information, Message = "Deployment {DeploymentId} is AVAILABLE")]
     private partial void LogAvailable(DeploymentId deploymentId);
 
     [LoggerMessage(EventId = 1101, Level = LogLevel.Error, Message = "Creating deployment {DeploymentId} failed: {Reason}")]
     private partial void LogCreationFailed(Exception exception, DeploymentId deploymentId, string reason);
+
+    [LoggerMessage(EventId = 1103, Level = LogLevel.Information, Message = "Removed managed green {Green} of failed deployment {DeploymentId}")]
+    private partial void LogGreenRemoved(DeploymentId deploymentId, string green);
 
     [LoggerMessage(EventId = 1102, Level = LogLevel.Error, Message = "Removing Teal's objects after a failed create of {DeploymentId} failed")]
     private partial void LogCleanupFailed(Exception exception, DeploymentId deploymentId);

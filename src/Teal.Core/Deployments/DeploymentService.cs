@@ -48,11 +48,30 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.target-conflict", "--target-connection names an existing green; --target-engine-version and --target-parameter apply to a green Teal creates", "use one or the other");
         }
 
+        if (spec.TargetPassword is not null && spec.TargetConnection is null)
+        {
+            throw new TealException("deployment.password-without-connection", "a target password goes with --target-connection; a managed green gets a generated one", "leave out the target password options, or name an external green with --target-connection");
+        }
+
+        ServerParameters.Validate(spec.TargetParameters, "--target-parameter");
         var engine = engines.Engine(blue.Engine);
         var id = DeploymentId.New();
+        if (spec.TargetConnection is null)
+        {
+            // Everything that can refuse without green runs before green is built: a refusal
+            // after initdb would cost a server start and a removal, and a failure after the
+            // create was accepted would leave the operator a broken deployment.
+            var plan = new GreenPlan(DeploymentLinks.ObjectName(id), links.Connection(blue), spec.TargetEngineVersion ?? blue.MajorVersion.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            {
+                Tables = spec.Tables,
+                CopyRoles = spec.CopyRoles,
+            };
+            (await engine.CheckBeforeGreenAsync(plan, cancellationToken)).ThrowIfFailed("deployment.prerequisites-failed", $"cannot create deployment '{spec.Name}'");
+        }
+
         var greenName = $"{blue.Name}-green-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3))}";
         var (green, greenPassword) = spec.TargetConnection is { } target
-            ? await ExternalGreenAsync(engine, greenName, target, blue, cancellationToken)
+            ? await ExternalGreenAsync(engine, greenName, target, spec.TargetPassword, blue, cancellationToken)
             : await ManagedGreenAsync(greenName, spec, blue, cancellationToken);
 
         var now = recorder.Time.GetUtcNow();
@@ -92,29 +111,43 @@ public sealed partial class DeploymentService(
                 secrets.Write(green.SecretRef, greenPassword!);
             }
 
-            await state.AddInstanceAsync(green, cancellationToken);
+            var instanceStored = false;
             try
             {
+                await state.AddInstanceAsync(green, cancellationToken);
+                instanceStored = true;
                 await state.AddDeploymentAsync(deployment with { Green = green.Name }, cancellationToken);
             }
             catch
             {
-                await state.RemoveInstanceAsync(green.Name, CancellationToken.None);
+                if (instanceStored)
+                {
+                    await state.RemoveInstanceAsync(green.Name, CancellationToken.None);
+                }
+
                 throw;
             }
         }
         catch
         {
-            // Refused or failed before anything was stored: leave nothing behind.
+            // Refused or failed before anything was stored: leave nothing behind, the green's
+            // password included.
+            if (green.SecretRef is not null)
+            {
+                secrets.Remove(green.SecretRef);
+            }
+
             await DiscardGreenAsync(green, CancellationToken.None);
             throw;
         }
 
+        // Stored: the create is accepted. A client that goes away now must not keep the
+        // workflow from starting (the deployment would sit in PROVISIONING until a restart).
         await recorder.EventAsync(
             id,
             EventKinds.Created,
             $"deployment '{spec.Name}' created: blue {blue.Name} (PostgreSQL {blue.Version}) → green {green.Name} (PostgreSQL {green.Version})",
-            cancellationToken,
+            CancellationToken.None,
             new Dictionary<string, string> { ["blue"] = blue.Name, ["green"] = green.Name, ["greenVersion"] = green.Version });
         foreach (var warning in deployment.Warnings)
         {
@@ -123,7 +156,7 @@ public sealed partial class DeploymentService(
 
         LogCreated(id, spec.Name, blue.Name, green.Name);
         StartWorkflow(id);
-        return await recorder.GetAsync(id, cancellationToken);
+        return await recorder.GetAsync(id, CancellationToken.None);
     }
 
     /// <summary>Resumes create workflows of deployments left PROVISIONING when Teal stopped.</summary>
@@ -268,9 +301,14 @@ public sealed partial class DeploymentService(
         await recorder.UpdateAsync(deployment.Id, d => d with { Status = DeploymentStatus.Deleting }, cancellationToken);
         await recorder.EventAsync(deployment.Id, EventKinds.Deleting, $"deleting deployment '{deployment.Name}'", cancellationToken);
 
-        var link = await links.GetAsync(deployment, cancellationToken);
-        await link.RemoveAsync(cancellationToken);
-        await links.ForgetAsync(deployment.Id);
+        // A failed create already removed Teal's objects and then its managed green: nothing is left to remove.
+        var removedByFailedCreate = deployment.Status == DeploymentStatus.InvalidConfiguration && await state.GetInstanceAsync(deployment.Green, cancellationToken) is null;
+        if (!removedByFailedCreate)
+        {
+            var link = await links.GetAsync(deployment, cancellationToken);
+            await link.RemoveAsync(cancellationToken);
+            await links.ForgetAsync(deployment.Id);
+        }
 
         if (deleteTarget && await state.GetInstanceAsync(deployment.Green, cancellationToken) is { } green)
         {
@@ -353,9 +391,9 @@ public sealed partial class DeploymentService(
         return (provisioned.Instance, provisioned.Password);
     }
 
-    private async Task<(Instance Green, string? Password)> ExternalGreenAsync(IEngine engine, string name, string connectionText, Instance blue, CancellationToken cancellationToken)
+    private async Task<(Instance Green, string? Password)> ExternalGreenAsync(IEngine engine, string name, string connectionText, string? password, Instance blue, CancellationToken cancellationToken)
     {
-        var connection = engine.ParseConnection(connectionText);
+        var connection = engine.ParseConnection(connectionText).WithPassword(password);
         var probe = await engine.ProbeAsync(connection, cancellationToken);
         var green = new Instance(name, blue.Engine)
         {

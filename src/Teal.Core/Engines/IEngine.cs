@@ -1,3 +1,4 @@
+using Teal.Core.Guardrails;
 using Teal.Core.Instances;
 
 namespace Teal.Core.Engines;
@@ -32,6 +33,27 @@ public interface IEngine
     /// from. Returns those roles.
     /// </summary>
     Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The create prerequisites that need only blue and the plan for a managed green, run before
+    /// green is provisioned so that a refusal builds nothing: blue's settings, privileges and
+    /// tables, the client tools Teal runs against blue's version, and binaries of green's version
+    /// that are not older than blue. Reads only.
+    /// </summary>
+    Task<CheckReport> CheckBeforeGreenAsync(GreenPlan plan, CancellationToken cancellationToken);
+}
+
+/// <summary>What <see cref="IEngine.CheckBeforeGreenAsync"/> checks: blue, and the green about to be built.</summary>
+/// <param name="Name">Stem of Teal's objects (as in <see cref="LinkSpec.Name"/>).</param>
+/// <param name="Blue">Blue's writer, in the deployment's database.</param>
+/// <param name="GreenVersion">Engine version of the managed green ("17", "17.10").</param>
+public sealed record GreenPlan(string Name, ConnectionInfo Blue, string GreenVersion)
+{
+    /// <summary>Restrict replication to these tables (schema.table); empty means all tables.</summary>
+    public IReadOnlyList<string> Tables { get; init; } = [];
+
+    /// <summary>Whether blue's roles will be copied (then a role dump tool is needed too).</summary>
+    public bool CopyRoles { get; init; }
 }
 
 /// <summary>What a probe found.</summary>

@@ -40,31 +40,8 @@ public static class ProcessRunner
 
     public static async Task<ProcessResult> RunAsync(ProcessSpec spec, CancellationToken cancellationToken)
     {
-        var (fileName, arguments) = spec.RunAs is { } user && IsRoot
-            // runuser keeps the environment we pass (-m is not needed: we set the variables
-            // explicitly through `env`), and switches uid/gid and supplementary groups.
-            ? ("/usr/sbin/runuser", (IEnumerable<string>)["-u", user, "--", "/usr/bin/env", .. spec.Environment.Select(kv => $"{kv.Key}={kv.Value}"), spec.FileName, .. spec.Arguments])
-            : (spec.FileName, spec.Arguments);
-
-        var psi = new ProcessStartInfo(fileName)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = spec.StandardInput is not null,
-            UseShellExecute = false,
-            WorkingDirectory = spec.WorkingDirectory ?? "/",
-        };
-        foreach (var a in arguments)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        foreach (var (k, v) in spec.Environment)
-        {
-            psi.Environment[k] = v;
-        }
-
-        using var process = new Process { StartInfo = psi };
+        ArgumentNullException.ThrowIfNull(spec);
+        using var process = new Process { StartInfo = StartInfo(spec) };
         var stdout = new StringBuilder();
         var stderr = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (stdout) { stdout.AppendLine(e.Data); } } };
@@ -108,5 +85,46 @@ public static class ProcessRunner
         lock (stdout) { output = stdout.ToString(); }
         lock (stderr) { error = stderr.ToString(); }
         return new ProcessResult(process.ExitCode, output, error);
+    }
+
+    /// <summary>
+    /// The command line and environment of a run. Environment values (passwords among them) go
+    /// only into the child's environment, never into its arguments: any local user reads every
+    /// process's argv in /proc/PID/cmdline (ps shows it), while /proc/PID/environ is readable by
+    /// the process's owner and root only.
+    /// </summary>
+    public static ProcessStartInfo StartInfo(ProcessSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        return BuildStartInfo(spec);
+    }
+
+    private static ProcessStartInfo BuildStartInfo(ProcessSpec spec)
+    {
+        var (fileName, arguments) = spec.RunAs is { } user && IsRoot
+            // runuser without --login passes the environment on (it resets only HOME, SHELL,
+            // USER and LOGNAME) and switches uid/gid and supplementary groups.
+            ? ("/usr/sbin/runuser", (IEnumerable<string>)["-u", user, "--", spec.FileName, .. spec.Arguments])
+            : (spec.FileName, spec.Arguments);
+
+        var psi = new ProcessStartInfo(fileName)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = spec.StandardInput is not null,
+            UseShellExecute = false,
+            WorkingDirectory = spec.WorkingDirectory ?? "/",
+        };
+        foreach (var a in arguments)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        foreach (var (k, v) in spec.Environment)
+        {
+            psi.Environment[k] = v;
+        }
+
+        return psi;
     }
 }

@@ -1,5 +1,7 @@
 using Npgsql;
 using Teal.Core.Engines;
+using Teal.Core.Errors;
+using Teal.Core.Guardrails;
 using Teal.Core.Instances;
 using Teal.Postgres.Connections;
 using Teal.Postgres.Replication;
@@ -32,4 +34,32 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
 
     public Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken) =>
         Fencing.LiftAllAsync(tealLogin, cancellationToken);
+
+    public async Task<CheckReport> CheckBeforeGreenAsync(GreenPlan plan, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        await using var dataSource = PostgresConnections.DataSource(plan.Blue, pooling: false);
+        await using var blue = await PostgresConnections.OpenAsync(dataSource, plan.Blue, "blue", cancellationToken);
+        var results = await PrerequisiteChecks.BlueAsync(blue, new BlueScope(plan.Name, plan.Tables, plan.CopyRoles), catalog, cancellationToken);
+        results.Add(await GreenEngineAsync(plan.GreenVersion, await PrerequisiteChecks.MajorVersionAsync(blue, cancellationToken), cancellationToken));
+        return new CheckReport(results);
+    }
+
+    /// <summary>Binaries of the requested version exist, and are not older than blue (logical replication goes forward only).</summary>
+    private async Task<CheckResult> GreenEngineAsync(string version, int blueMajor, CancellationToken cancellationToken)
+    {
+        EngineBinaries binaries;
+        try
+        {
+            binaries = await catalog.ResolveAsync(version, cancellationToken);
+        }
+        catch (TealException ex)
+        {
+            return CheckResult.Fail("green.version", ex.Message, ex.Hint ?? "see `teal engine list`");
+        }
+
+        return binaries.MajorVersion >= blueMajor
+            ? CheckResult.Pass("green.version", $"green will run PostgreSQL {binaries.Version}, blue runs {blueMajor}")
+            : CheckResult.Fail("green.version", $"green would run PostgreSQL {binaries.Version}, older than blue's {blueMajor}", "green must run the same or a newer version: pick a newer --target-engine-version");
+    }
 }

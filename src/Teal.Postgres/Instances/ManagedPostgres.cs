@@ -6,7 +6,9 @@ using System.Text;
 using System.Text.Json;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
+using Teal.Core.Instances;
 using Teal.Core.Processes;
+using Teal.Core.Secrets;
 using Teal.Postgres.Engines;
 
 namespace Teal.Postgres.Instances;
@@ -45,7 +47,7 @@ public sealed record ManagedPostgresServer(string Directory, string Version, str
 /// Servers are started with <c>pg_ctl</c> and outlive the Teal process on purpose: a control
 /// plane that restarts must not take production databases down with it.
 /// </summary>
-public sealed class ManagedPostgres(PostgresEngineCatalog catalog)
+public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
 {
     private const string StateFileName = "teal-instance.json";
 
@@ -71,6 +73,17 @@ public sealed class ManagedPostgres(PostgresEngineCatalog catalog)
     /// <summary>Runs initdb, writes the settings and starts the server.</summary>
     public async Task<ManagedPostgresServer> CreateAsync(ManagedPostgresSpec spec, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(spec);
+        // They become lines of teal.conf: refused before anything is made.
+        ServerParameters.Validate(spec.Parameters, "--parameter");
+        foreach (var (name, value) in spec.Parameters)
+        {
+            if (value.StartsWith('\'') && !QuotedValue().IsMatch(value))
+            {
+                throw new TealException("parameter.invalid-value", $"--parameter: the value of {name} opens a quote it does not close", "give the value without quotes (Teal quotes it), or as one complete 'quoted string'");
+            }
+        }
+
         var engine = await catalog.ResolveAsync(spec.Version, cancellationToken);
         var directory = Path.GetFullPath(spec.Directory);
         if (System.IO.Directory.Exists(Path.Combine(directory, "data")))
@@ -82,16 +95,25 @@ public sealed class ManagedPostgres(PostgresEngineCatalog catalog)
         try
         {
             await PrepareDirectoryAsync(directory, cancellationToken);
+            // initdb reads the superuser's password from a file (never argv): 0600 from its
+            // creation, given to the server's OS user, deleted as soon as initdb is done.
             var pwfile = Path.Combine(directory, ".pwfile");
-            await File.WriteAllTextAsync(pwfile, spec.Password + "\n", cancellationToken);
-            File.SetUnixFileMode(pwfile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            await ChownAsync(pwfile, cancellationToken);
-            var initdb = await RunAsync(
-                Path.Combine(engine.BinDirectory, "initdb"),
-                ["-D", Path.Combine(directory, "data"), "-U", spec.SuperUser, "--pwfile", pwfile, "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale"],
-                TimeSpan.FromMinutes(2),
-                cancellationToken);
-            File.Delete(pwfile);
+            ProcessResult initdb;
+            try
+            {
+                PrivateFile.WriteNew(pwfile, spec.Password + "\n");
+                await ChownAsync(pwfile, cancellationToken);
+                initdb = await RunAsync(
+                    Path.Combine(engine.BinDirectory, "initdb"),
+                    ["-D", Path.Combine(directory, "data"), "-U", spec.SuperUser, "--pwfile", pwfile, "--auth=scram-sha-256", "--encoding=UTF8", "--no-locale"],
+                    TimeSpan.FromMinutes(2),
+                    cancellationToken);
+            }
+            finally
+            {
+                File.Delete(pwfile);
+            }
+
             if (!initdb.Succeeded)
             {
                 throw new TealException("instance.initdb-failed", $"initdb failed: {initdb.Tail()}", "see the message above; the directory was removed");
@@ -242,11 +264,18 @@ public sealed class ManagedPostgres(PostgresEngineCatalog catalog)
         }
     }
 
-    /// <summary>Numbers and already-quoted values pass as they are; anything else is quoted.</summary>
+    /// <summary>
+    /// Numbers, words and already-quoted values pass as they are; anything else is quoted, with
+    /// quotes doubled and backslashes escaped (the configuration parser reads <c>\x</c> as an escape).
+    /// </summary>
     private static string QuoteSetting(string value) =>
         value.Length > 0 && (value[0] == '\'' || value.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             ? value
-            : "'" + value.Replace("'", "''", StringComparison.Ordinal) + "'";
+            : "'" + value.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("'", "''", StringComparison.Ordinal) + "'";
+
+    /// <summary>One complete quoted string as postgresql.conf reads it ('' and backslash escapes inside).</summary>
+    [System.Text.RegularExpressions.GeneratedRegex(@"^'(?:[^'\\]|''|\\.)*'$")]
+    private static partial System.Text.RegularExpressions.Regex QuotedValue();
 
     private static async Task SaveStateAsync(ManagedPostgresServer server, CancellationToken cancellationToken)
     {

@@ -30,7 +30,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(spec);
         _sessions = new LinkSessions(spec);
-        _prerequisites = new PrerequisiteChecks(_sessions);
+        _prerequisites = new PrerequisiteChecks(_sessions, catalog);
         _schema = new SchemaCopy(_sessions, catalog);
         _fencing = new Fencing(_sessions, time);
         _ddl = new DdlLog(_sessions);

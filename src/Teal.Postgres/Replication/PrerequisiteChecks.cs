@@ -1,6 +1,8 @@
 using Npgsql;
 using Teal.Core.Engines;
+using Teal.Core.Errors;
 using Teal.Core.Guardrails;
+using Teal.Postgres.Engines;
 
 namespace Teal.Postgres.Replication;
 
@@ -8,7 +10,7 @@ namespace Teal.Postgres.Replication;
 /// PRODUCT.md §4.1: every prerequisite runs and is reported, each failure naming the exact fix.
 /// Reads only; changes nothing on either side.
 /// </summary>
-internal sealed class PrerequisiteChecks(LinkSessions sessions)
+internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCatalog catalog)
 {
     /// <summary>Slots and senders one deployment uses on blue: the apply stream plus table-sync workers.</summary>
     private const int SyncWorkers = 2;
@@ -23,19 +25,67 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
         var greenDatabaseExists = await greenAdmin.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", cancellationToken, sessions.Spec.Green.Database);
         await using var green = greenDatabaseExists ? await sessions.OpenRegisteredAsync(Side.Green, null, cancellationToken) : greenAdmin;
 
-        results.Add(await WalLevelAsync(blue, cancellationToken));
-        results.AddRange(await BlueCapacityAsync(blue, cancellationToken));
+        var spec = sessions.Spec;
+        results.AddRange(await BlueAsync(blue, new BlueScope(spec.Name, spec.Tables, spec.CopyRoles), catalog, cancellationToken));
         results.AddRange(await GreenCapacityAsync(greenAdmin, cancellationToken));
-        results.Add(await PrivilegesAsync(blue, "blue", "it creates a FOR ALL TABLES publication and an event trigger", cancellationToken));
         results.Add(await PrivilegesAsync(greenAdmin, "green", "it creates the subscription and fences green", cancellationToken));
-        results.Add(await ReplicaIdentityAsync(blue, cancellationToken));
-        results.AddRange(await NotReplicatedAsync(blue, cancellationToken));
-        results.Add(await ExternalReplicationAsync(blue, cancellationToken));
         results.Add(await VersionAsync(blue, greenAdmin, cancellationToken));
         results.Add(greenDatabaseExists ? await GreenEmptyAsync(green, cancellationToken) : CheckResult.Pass("green.empty", $"green has no database {sessions.Spec.Green.Database} yet; Teal creates it"));
         results.Add(await ExtensionsAsync(blue, greenAdmin, cancellationToken));
         return new CheckReport(results);
     }
+
+    /// <summary>
+    /// Every check that needs blue only: run again with green's checks above, and on their own
+    /// before a managed green is built (<see cref="Engines.PostgresEngine.CheckBeforeGreenAsync"/>).
+    /// </summary>
+    public static async Task<List<CheckResult>> BlueAsync(NpgsqlConnection blue, BlueScope scope, PostgresEngineCatalog catalog, CancellationToken cancellationToken)
+    {
+        var results = new List<CheckResult> { await WalLevelAsync(blue, cancellationToken) };
+        results.AddRange(await BlueCapacityAsync(blue, cancellationToken));
+        results.Add(await PrivilegesAsync(blue, "blue", "it creates a FOR ALL TABLES publication and an event trigger", cancellationToken));
+        results.Add(await ReplicaIdentityAsync(blue, scope, cancellationToken));
+        results.AddRange(await NotReplicatedAsync(blue, cancellationToken));
+        results.Add(await ExternalReplicationAsync(blue, scope, cancellationToken));
+        results.Add(await ClientToolsAsync(blue, scope, catalog, cancellationToken));
+        return results;
+    }
+
+    /// <summary>
+    /// pg_dump (and pg_dumpall, when roles are copied) refuse to dump a server newer than
+    /// themselves, so tools older than blue would let Teal build a green and then fail at the
+    /// schema copy. psql replays into green and works against newer servers.
+    /// </summary>
+    private static async Task<CheckResult> ClientToolsAsync(NpgsqlConnection blue, BlueScope scope, PostgresEngineCatalog catalog, CancellationToken cancellationToken)
+    {
+        var blueMajor = await MajorVersionAsync(blue, cancellationToken);
+        var dumpers = scope.CopyRoles ? "pg_dump and pg_dumpall" : "pg_dump";
+        var install = $"install PostgreSQL {blueMajor}'s client tools (postgresql-client-{blueMajor}) where teal serve runs";
+        EngineBinaries tools;
+        try
+        {
+            tools = await catalog.ClientToolsAsync(cancellationToken);
+        }
+        catch (TealException ex)
+        {
+            return CheckResult.Fail("teal.client-tools", $"Teal copies blue's schema with {dumpers} and psql: {ex.Message}", install);
+        }
+
+        if (scope.CopyRoles && !File.Exists(Path.Combine(tools.BinDirectory, "pg_dumpall")))
+        {
+            return CheckResult.Fail("teal.client-tools", $"pg_dumpall (to copy blue's roles) is missing from {tools.BinDirectory}", install);
+        }
+
+        return tools.MajorVersion >= blueMajor
+            ? CheckResult.Pass("teal.client-tools", $"{dumpers} {tools.Version} can dump blue (PostgreSQL {blueMajor})")
+            : CheckResult.Fail(
+                "teal.client-tools",
+                $"blue runs PostgreSQL {blueMajor}, but the newest {dumpers} on this machine are PostgreSQL {tools.MajorVersion}'s, which refuse to dump a newer server (Teal copies blue's schema with them)",
+                install);
+    }
+
+    internal static async Task<int> MajorVersionAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
+        int.Parse((await connection.ScalarAsync<string>("SELECT current_setting('server_version_num')", cancellationToken))!, System.Globalization.CultureInfo.InvariantCulture) / 10000;
 
     private static async Task<CheckResult> WalLevelAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
@@ -120,7 +170,7 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     }
 
     /// <summary>Leaf tables (partitions included, partitioned parents excluded) that cannot replicate UPDATE/DELETE.</summary>
-    private async Task<CheckResult> ReplicaIdentityAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    private static async Task<CheckResult> ReplicaIdentityAsync(NpgsqlConnection blue, BlueScope scope, CancellationToken cancellationToken)
     {
         var offenders = await blue.QueryAsync(
             """
@@ -135,7 +185,7 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
             """,
             r => (Schema: r.GetString(0), Table: r.GetString(1)),
             cancellationToken);
-        offenders = offenders.Where(t => InScope(t.Schema, t.Table)).ToList();
+        offenders = offenders.Where(t => scope.InScope(t.Schema, t.Table)).ToList();
         if (offenders.Count == 0)
         {
             return CheckResult.Pass("blue.replica-identity", "every table has a primary key or a replica identity");
@@ -148,9 +198,6 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
             $"{offenders.Count} table(s) have no primary key or replica identity, so their UPDATEs and DELETEs cannot replicate: {names}",
             $"add a primary key to each, or on blue: {fixes}");
     }
-
-    private bool InScope(string schema, string table) =>
-        sessions.Spec.Tables.Count == 0 || sessions.Spec.Tables.Contains(Sql.Display(schema, table)) || (schema == "public" && sessions.Spec.Tables.Contains(table));
 
     /// <summary>
     /// What exists on blue but logical replication does not carry: warnings with the fix, not
@@ -202,9 +249,9 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
     /// Publications, logical slots or subscriptions that are not Teal's: blue already feeds (or
     /// follows) someone. Other Teal deployments (teal_*) of the same server are fine.
     /// </summary>
-    private async Task<CheckResult> ExternalReplicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    private static async Task<CheckResult> ExternalReplicationAsync(NpgsqlConnection blue, BlueScope scope, CancellationToken cancellationToken)
     {
-        var name = sessions.Spec.Name;
+        var name = scope.Name;
         var found = new List<string>();
         found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
         found.AddRange((await blue.QueryAsync(
@@ -282,4 +329,11 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions)
 
         return CheckResult.Pass("green.extensions", used.Count == 0 ? "blue uses no extensions" : $"green offers every extension blue uses, at blue's version ({string.Join(", ", used.Select(e => $"{e.Name} {e.Version}"))})");
     }
+}
+
+/// <summary>What blue's checks need to know of the deployment: its object stem, its tables, whether roles are copied.</summary>
+internal sealed record BlueScope(string Name, IReadOnlyList<string> Tables, bool CopyRoles)
+{
+    public bool InScope(string schema, string table) =>
+        Tables.Count == 0 || Tables.Contains(Sql.Display(schema, table)) || (schema == "public" && Tables.Contains(table));
 }

@@ -117,12 +117,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
         existing.Add(sessions.Spec.Blue.User);
         var tools = await catalog.ClientToolsAsync(cancellationToken);
         var blue = sessions.Connection(Side.Blue);
-        var result = await ProcessRunner.RunAsync(
-            new ProcessSpec(Path.Combine(tools.BinDirectory, "pg_dumpall"), ["--roles-only", "--no-comments", .. ConnectArgs(blue, "--database")])
-            {
-                Environment = ToolEnvironment(blue),
-            },
-            cancellationToken);
+        var result = await ProcessRunner.RunAsync(ToolSpec(Path.Combine(tools.BinDirectory, "pg_dumpall"), ["--roles-only", "--no-comments"], blue, "--database"), cancellationToken);
         if (!result.Succeeded)
         {
             throw new TealException("schema.roles-dump-failed", $"pg_dumpall --roles-only on blue failed: {result.Tail()}", "check that blue's user is a superuser (it reads pg_authid)");
@@ -152,13 +147,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
     {
         var tools = await catalog.ClientToolsAsync(cancellationToken);
         var blue = sessions.Connection(Side.Blue);
-        var result = await ProcessRunner.RunAsync(
-            new ProcessSpec(Path.Combine(tools.BinDirectory, "pg_dump"), [.. options, .. ConnectArgs(blue, null)])
-            {
-                Environment = ToolEnvironment(blue),
-                Timeout = TimeSpan.FromMinutes(30),
-            },
-            cancellationToken);
+        var result = await ProcessRunner.RunAsync(ToolSpec(Path.Combine(tools.BinDirectory, "pg_dump"), options, blue, null) with { Timeout = TimeSpan.FromMinutes(30) }, cancellationToken);
         if (!result.Succeeded)
         {
             throw new TealException(
@@ -192,16 +181,17 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
             args.Add("--single-transaction");
         }
 
-        args.AddRange(ConnectArgs(green, "--dbname"));
         return await ProcessRunner.RunAsync(
-            new ProcessSpec(Path.Combine(tools.BinDirectory, "psql"), args)
-            {
-                Environment = ToolEnvironment(green),
-                StandardInput = script,
-                Timeout = TimeSpan.FromMinutes(30),
-            },
+            ToolSpec(Path.Combine(tools.BinDirectory, "psql"), args, green, "--dbname") with { StandardInput = script, Timeout = TimeSpan.FromMinutes(30) },
             cancellationToken);
     }
+
+    /// <summary>
+    /// How a client tool is run against one side: where to connect in its arguments, the
+    /// password in its environment only (argv is readable by every local user).
+    /// </summary>
+    internal static ProcessSpec ToolSpec(string program, IReadOnlyList<string> arguments, ConnectionInfo connection, string? databaseOption) =>
+        new(program, [.. arguments, .. ConnectArgs(connection, databaseOption)]) { Environment = ToolEnvironment(connection) };
 
     private static List<string> ConnectArgs(ConnectionInfo connection, string? databaseOption) =>
     [

@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Metadata;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Errors;
 using Teal.Server.Json;
@@ -30,7 +32,7 @@ public sealed partial class ApiErrors(RequestDelegate next, ILogger<ApiErrors> l
         }
         catch (BadHttpRequestException ex)
         {
-            await WriteAsync(context, new ApiProblem("about:blank", "Bad request", ex.StatusCode, ex.Message, "request.invalid") { Hint = "see the OpenAPI document at /openapi/v1.json" });
+            await WriteAsync(context, new ApiProblem("about:blank", "Bad request", ex.StatusCode, BadRequestDetail(context, ex), "request.invalid") { Hint = "see the OpenAPI document at /openapi/v1.json" });
         }
         catch (Exception ex)
         {
@@ -68,6 +70,34 @@ public sealed partial class ApiErrors(RequestDelegate next, ILogger<ApiErrors> l
         context.Response.StatusCode = problem.Status;
         context.Response.ContentType = "application/problem+json";
         await JsonSerializer.SerializeAsync(context.Response.Body, problem, TealJson.Options, context.RequestAborted);
+    }
+
+    /// <summary>
+    /// What was wrong with the request, in the caller's terms: ASP.NET Core's own text names
+    /// parameter types and suggests services, which means nothing to someone calling the API.
+    /// </summary>
+    private static string BadRequestDetail(HttpContext context, BadHttpRequestException ex)
+    {
+        var call = $"{context.Request.Method} {context.Request.Path}";
+        if (ex.InnerException is JsonException json)
+        {
+            var reason = json.Message.Split(" Path:", 2)[0].TrimEnd('.');
+            // The serializer names .NET types there, which mean nothing to the caller.
+            reason = reason.StartsWith("The JSON value could not be converted to", StringComparison.Ordinal) ? "a value of the wrong type" : reason;
+            var where = json.Path is null ? string.Empty : $" at {json.Path}";
+            var line = json.LineNumber is { } n ? $" (line {n + 1}, byte {json.BytePositionInLine + 1})" : string.Empty;
+            return $"the request body is not valid JSON for {call}{where}{line}: {reason}";
+        }
+
+        var expectsBody = context.GetEndpoint()?.Metadata.GetMetadata<IAcceptsMetadata>() is not null;
+        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? false;
+        return (expectsBody, hasBody) switch
+        {
+            (true, false) => $"the request has no body; {call} takes a JSON object",
+            // A body that parsed to nothing: the JSON literal null.
+            (true, true) => $"the request body is not a JSON object; {call} takes one",
+            _ => ex.Message,
+        };
     }
 
     private static string ReasonPhrases(int status) => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status);

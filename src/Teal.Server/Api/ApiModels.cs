@@ -23,6 +23,12 @@ public sealed record AddInstanceRequest(string Name)
 {
     public string? Connection { get; init; }
 
+    /// <summary>
+    /// The password for <see cref="Connection"/>, given apart from it so that the CLI never puts
+    /// it in a command line (<c>--password-file</c>, <c>--password-env</c>, <c>--password-stdin</c>).
+    /// </summary>
+    public string? Password { get; init; }
+
     public EngineKind Engine { get; init; } = EngineKind.Postgres;
 
     public string? Version { get; init; }

@@ -1,10 +1,11 @@
 using System.Security.Cryptography;
+using Teal.Core.Secrets;
 
 namespace Teal.Server.Hosting;
 
 /// <summary>
 /// The bearer token every mutating API call needs. Generated on the first start into
-/// <c>DATA_DIR/token</c> (0600), so a local CLI running as the same user finds it there.
+/// <c>DATA_DIR/token</c> (created 0600), so a local CLI running as the same user finds it there.
 /// </summary>
 public sealed record ServerToken(string Value)
 {
@@ -12,6 +13,8 @@ public sealed record ServerToken(string Value)
     {
         if (File.Exists(path))
         {
+            // An operator's restore or copy may have widened the mode: narrow it again.
+            PrivateFile.Narrow(path);
             var existing = File.ReadAllText(path).Trim();
             if (existing.Length > 0)
             {
@@ -20,14 +23,7 @@ public sealed record ServerToken(string Value)
         }
 
         var token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite };
-        using (var writer = new StreamWriter(path, options))
-        {
-            writer.WriteLine(token);
-        }
-
-        // Create keeps the mode of a file that existed (empty): narrow it in every case.
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        PrivateFile.Replace(path, token + "\n");
         return new ServerToken(token);
     }
 

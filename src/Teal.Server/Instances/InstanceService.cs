@@ -219,7 +219,7 @@ public sealed partial class InstanceService(
     private async Task<(Instance Instance, string? Password)> RegisterAsync(AddInstanceRequest request, string text, CancellationToken cancellationToken)
     {
         var engine = engines.Engine(request.Engine);
-        var connection = engine.ParseConnection(text);
+        var connection = engine.ParseConnection(text).WithPassword(request.Password);
         var probe = await engine.ProbeAsync(connection, cancellationToken);
         var instance = new Instance(request.Name, request.Engine)
         {
@@ -238,6 +238,12 @@ public sealed partial class InstanceService(
 
     private async Task<(Instance Instance, string? Password)> CreateManagedAsync(AddInstanceRequest request, string version, CancellationToken cancellationToken)
     {
+        if (request.Password is not null)
+        {
+            throw new TealException("instance.password-without-connection", "a password goes with --connection; a managed instance gets a generated one", "leave out the password options, or register an existing server with --connection");
+        }
+
+        ServerParameters.Validate(request.Parameters, "--parameter");
         var provisioned = await engines.Provisioner(request.Engine).CreateAsync(
             new ManagedInstanceRequest(request.Name, version, Path.Combine(options.InstancesDirectory, request.Name))
             {

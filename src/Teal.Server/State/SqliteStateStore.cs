@@ -43,6 +43,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         _time = time;
         _signal = signal;
         _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Pooling = true }.ToString();
+        CreatePrivate(Path);
         using var connection = Open();
         using (var wal = connection.CreateCommand())
         {
@@ -55,6 +56,29 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
     }
 
     public string Path { get; }
+
+    /// <summary>
+    /// The state holds no password, but it is the map of every database Teal reaches: owner
+    /// only. SQLite creates its -wal and -shm files with the database file's mode, so creating
+    /// that one 0600 (an empty file is a new database to SQLite) covers all three.
+    /// </summary>
+    private static void CreatePrivate(string path)
+    {
+        if (File.Exists(path))
+        {
+            foreach (var file in new[] { path, path + "-wal", path + "-shm" })
+            {
+                Core.Secrets.PrivateFile.Narrow(file);
+            }
+
+            return;
+        }
+
+        using (new FileStream(path, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = Core.Secrets.PrivateFile.OwnerOnly }))
+        {
+            // Created empty with its mode; SQLite fills it.
+        }
+    }
 
     /// <summary>Closes the pooled connections, so the file is not held after Teal stops.</summary>
     public void Dispose()

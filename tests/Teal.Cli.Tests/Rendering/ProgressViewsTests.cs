@@ -57,7 +57,7 @@ public sealed class ProgressViewsTests
     public async Task LiveView_WithoutATerminal_GivesNoUpdater_SoOutputStaysPlainLines()
     {
         using var output = new StringWriter();
-        var session = new CliSession(output, TextWriter.Null, _ => null);
+        var session = new CliSession(TextReader.Null, output, TextWriter.Null, _ => null);
 
         var updater = await LiveView.RunAsync(session, json: false, update => Task.FromResult(update));
 

@@ -1,3 +1,4 @@
+using Teal.Core.Deployments;
 using Teal.Core.Engines;
 using Teal.Core.Guardrails;
 
@@ -20,6 +21,10 @@ internal sealed class UnusedLink : IReplicationLink
 
     public Task<IReadOnlyList<string>> AddMissingTablesAsync(CancellationToken cancellationToken) => throw Unused();
 
+    public Task<IReadOnlyList<DdlApplied>> ApplyDdlAsync(CancellationToken cancellationToken) => throw Unused();
+
+    public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => throw Unused();
+
     public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => throw Unused();
 
     public Task RemoveAsync(CancellationToken cancellationToken) => throw Unused();
@@ -39,6 +44,8 @@ internal sealed class UnusedLink : IReplicationLink
     public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => throw Unused();
 
     public Task<IReadOnlyList<SequenceSync>> SyncSequencesAsync(CancellationToken cancellationToken) => throw Unused();
+
+    public Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken) => throw Unused();
 
     public Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken) => throw Unused();
 
