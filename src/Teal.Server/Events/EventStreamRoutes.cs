@@ -54,7 +54,9 @@ public static class EventStreamRoutes
                     foreach (var e in events)
                     {
                         var data = JsonSerializer.Serialize(e, TealJson.Options);
-                        await http.Response.WriteAsync($"id: {e.Seq.ToString(CultureInfo.InvariantCulture)}\nevent: {e.Kind}\ndata: {data}\n\n", ct);
+                        // No `event:` field: the kind is in the data, and unnamed events reach a
+                        // browser's EventSource.onmessage whatever their kind, new kinds included.
+                        await http.Response.WriteAsync($"id: {e.Seq.ToString(CultureInfo.InvariantCulture)}\ndata: {data}\n\n", ct);
                         from = e.Seq;
                     }
 

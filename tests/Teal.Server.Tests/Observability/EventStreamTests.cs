@@ -51,20 +51,17 @@ public sealed class EventStreamTests : IAsyncLifetime
     private static async Task<(long Id, string Kind, JsonElement Data)> ReadEventAsync(StreamReader reader, CancellationToken ct)
     {
         long id = 0;
-        string? kind = null;
         while (await reader.ReadLineAsync(ct) is { } line)
         {
             if (line.StartsWith("id: ", StringComparison.Ordinal))
             {
                 id = long.Parse(line[4..], System.Globalization.CultureInfo.InvariantCulture);
             }
-            else if (line.StartsWith("event: ", StringComparison.Ordinal))
-            {
-                kind = line[7..];
-            }
             else if (line.StartsWith("data: ", StringComparison.Ordinal))
             {
-                return (id, kind!, JsonDocument.Parse(line[6..]).RootElement.Clone());
+                var data = JsonDocument.Parse(line[6..]).RootElement.Clone();
+                data.GetProperty("seq").GetInt64().ShouldBe(id);
+                return (id, data.GetProperty("kind").GetString()!, data);
             }
         }
 

@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using System.Net.Http.Json;
 using System.Text.RegularExpressions;
 using Npgsql;
@@ -49,7 +51,11 @@ public sealed partial class MetricsTests : IAsyncLifetime
         Value(text, "teal_verify_differing_tables", "deployment=\"orders\"").ShouldBe(0);
         Value(text, "teal_verify_rows", "deployment=\"orders\"").ShouldNotBeNull().ShouldBeGreaterThanOrEqualTo(1001);
 
-        // Switchover: outcome, write pause, one duration per step.
+        // Switchover: outcome, write pause, one duration per step. A webhook whose receiver
+        // accepts the connection and never answers must not hold it up.
+        using var silent = new TcpListener(IPAddress.Loopback, 0);
+        silent.Start();
+        (await client.PostAsJsonAsync("/api/webhooks", new { url = $"http://127.0.0.1:{((IPEndPoint)silent.LocalEndpoint).Port}/hook" })).EnsureSuccessStatusCode();
         (await client.PostAsJsonAsync("/api/deployments/orders/switchover", new { switchoverTimeout = 60 })).EnsureSuccessStatusCode();
         await _live.WaitForStatusAsync("SWITCHOVER_COMPLETED", TimeSpan.FromMinutes(2));
         text = await _live.ScrapeAsync();

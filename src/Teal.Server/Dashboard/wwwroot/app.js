@@ -41,7 +41,7 @@ function statusClass(status) {
     case "AVAILABLE": case "SWITCHOVER_COMPLETED": case "REPLICATING": case "COMPLETED": case "PASS": return "ok";
     case "PROVISIONING": case "SWITCHOVER_IN_PROGRESS": case "SYNCING": case "IN_PROGRESS": case "DELETING": return "busy";
     case "DEGRADED": case "WARN": return "warn";
-    case "SWITCHOVER_FAILED": case "INVALID_CONFIGURATION": case "STOPPED": case "ROLLED_BACK": case "FAIL": return "bad";
+    case "SWITCHOVER_FAILED": case "SWITCHOVER_STOPPED": case "INVALID_CONFIGURATION": case "STOPPED": case "ROLLED_BACK": case "FAIL": return "bad";
     default: return "";
   }
 }
@@ -275,8 +275,7 @@ function startEvents(d) {
   state.stream = source;
   const render = () => replace("events", el("div", { id: "events", class: "timeline", "data-testid": "events" },
     state.events.slice().reverse().map(e => el("div", {}, el("span", { class: "muted" }, time(e.time)), el("span", { class: "kind" }, e.kind), el("span", {}, e.message)))));
-  source.onmessage = null;
-  const onEvent = (message) => {
+  source.onmessage = (message) => {
     const e = JSON.parse(message.data);
     state.events.push(e);
     if (state.events.length > 500) state.events.shift();
@@ -285,11 +284,6 @@ function startEvents(d) {
     }
     render();
   };
-  // Every event kind is a named SSE event; listen to the ones Teal emits and to unnamed ones.
-  ["instance-added", "instance-removed", "created", "task-started", "task-completed", "creation-failed", "available",
-    "replication-state-changed", "replication-degraded", "ddl-acknowledged", "table-added", "verified", "switchover-started",
-    "switchover-phase", "switchover-completed", "switchover-canceled", "member-renamed", "sequences-synced", "positions",
-    "switchback", "deleting", "deleted", "message"].forEach(kind => source.addEventListener(kind, onEvent));
   render();
 }
 
