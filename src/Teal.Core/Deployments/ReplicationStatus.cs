@@ -25,6 +25,12 @@ public sealed record ReplicationStatus(ReplicationState State)
 
     /// <summary>Tables that exist on blue but that green's subscription does not apply.</summary>
     public IReadOnlyList<string> SkippedTables { get; init; } = [];
+
+    /// <summary>Transactions blue has and green has not applied (MariaDB/MySQL: the GTID distance).</summary>
+    public long? LagTransactions { get; init; }
+
+    /// <summary>Recent DDL that replication carried to green by itself (MariaDB/MySQL), newest last.</summary>
+    public IReadOnlyList<PendingDdl> ReplicatedDdl { get; init; } = [];
 }
 
 /// <summary>A DDL statement recorded on blue by Teal's event trigger.</summary>
