@@ -20,7 +20,9 @@ public sealed class MariaDbEngine(MariaDbEngineCatalog catalog, TimeProvider tim
         await using var conn = await MySqlConnections.OpenAsync(dataSource, connection, "server", cancellationToken);
         var version = await Sql.StringAsync(conn, "SELECT VERSION()", cancellationToken) ?? string.Empty;
         var privileges = await Privileges.OfCurrentUserAsync(conn, cancellationToken);
-        var replica = await ReplicaStatus.ReadAsync(conn, cancellationToken);
+        // Reading replica status needs SUPER or SLAVE MONITOR; an account without them is not
+        // one Teal can run a deployment with anyway (the prerequisites say so), so "unknown" is "no".
+        var replica = privileges.Contains("SUPER") || privileges.Contains("SLAVE MONITOR") ? await ReplicaStatus.ReadAsync(conn, cancellationToken) : null;
         return new InstanceProbe(ServerFlavor.Number(version), privileges.Contains("SUPER")) { InRecovery = replica is not null };
     }
 

@@ -92,9 +92,13 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         try
         {
             await PrepareDirectoryAsync(directory, cancellationToken);
+            // Its own temporary directory: bootstraps running side by side in a shared /tmp trip over each other's files.
+            var tmp = Path.Combine(directory, "tmp");
+            System.IO.Directory.CreateDirectory(tmp);
+            await ChownAsync(tmp, cancellationToken);
             var install = await RunAsync(
                 MariaDbEngineCatalog.Tool(engine, "mariadb-install-db"),
-                ["--no-defaults", $"--datadir={Path.Combine(directory, "data")}", "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
+                ["--no-defaults", $"--datadir={Path.Combine(directory, "data")}", $"--tmpdir={tmp}", "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
                 TimeSpan.FromMinutes(3),
                 cancellationToken);
             if (!install.Succeeded)
@@ -323,6 +327,7 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
             ["socket"] = server.Socket,
             ["pid-file"] = server.PidFile,
             ["log-error"] = server.LogFile,
+            ["tmpdir"] = Path.Combine(server.Directory, "tmp"),
             ["server-id"] = server.ServerId.ToString(CultureInfo.InvariantCulture),
         };
         foreach (var (k, v) in parameters)

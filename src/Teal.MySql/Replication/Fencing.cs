@@ -177,20 +177,25 @@ internal sealed class Fencing(LinkSessions sessions)
             connection,
             """
             WITH privileged AS (
-                SELECT DISTINCT TRIM(BOTH '''' FROM SUBSTRING_INDEX(GRANTEE, '@', 1)) AS name,
-                                TRIM(BOTH '''' FROM SUBSTRING(GRANTEE, LOCATE('@', GRANTEE) + 1)) AS host
+                -- Granted directly (USER_PRIVILEGES) or held by a role: roles are not in
+                -- USER_PRIVILEGES, so their access bits are read (SUPER = 1<<15, READ_ONLY ADMIN = 1<<33 in 10.5+).
+                SELECT TRIM(BOTH '''' FROM SUBSTRING_INDEX(GRANTEE, '@', 1)) AS name,
+                       TRIM(BOTH '''' FROM SUBSTRING(GRANTEE, LOCATE('@', GRANTEE) + 1)) AS host
                 FROM information_schema.USER_PRIVILEGES
-                WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ ONLY ADMIN')
+                WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN', 'READ ONLY ADMIN')
+                UNION
+                SELECT User, Host FROM mysql.global_priv
+                WHERE (CAST(COALESCE(JSON_VALUE(Priv, '$.access'), '0') AS UNSIGNED) & (32768 | 8589934592)) <> 0
             ),
             through_roles AS (
-                SELECT m.User AS name, m.Host AS host FROM mysql.roles_mapping m JOIN privileged p ON p.name = m.Role
+                SELECT m.User AS name, m.Host AS host FROM mysql.roles_mapping m JOIN privileged p ON p.name = m.Role AND p.host = ''
             )
             SELECT g.User, g.Host
             FROM mysql.global_priv g
             WHERE (g.User, g.Host) IN (SELECT name, host FROM privileged UNION SELECT name, host FROM through_roles)
               AND CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
-              AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') <> 'true'
-              AND COALESCE(JSON_VALUE(g.Priv, '$.is_role'), 'false') <> 'true'
+              AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('true', '1')
+              AND COALESCE(JSON_VALUE(g.Priv, '$.is_role'), 'false') NOT IN ('true', '1')
               AND g.User <> ''
             """,
             cancellationToken);
