@@ -16,6 +16,8 @@ using Teal.Core.Secrets;
 using Teal.Core.State;
 using Teal.Postgres.Engines;
 using Teal.Postgres.Instances;
+using Teal.MySql.Engines;
+using Teal.MySql.Instances;
 using Teal.Proxy.Endpoints;
 using Teal.Proxy.Hosting;
 using Teal.Server.Api;
@@ -104,6 +106,9 @@ public static class TealServer
         services.AddSingleton<PostgresEngineCatalog>();
         services.AddSingleton<IEngine, PostgresEngine>();
         services.AddSingleton<IInstanceProvisioner, PostgresProvisioner>();
+        services.AddSingleton<MariaDbEngineCatalog>();
+        services.AddSingleton<IEngine, MariaDbEngine>();
+        services.AddSingleton<IInstanceProvisioner, MariaDbProvisioner>();
         services.AddSingleton<EngineRegistry>();
 
         // Deployments.
