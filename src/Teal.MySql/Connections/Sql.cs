@@ -32,8 +32,9 @@ internal static class Sql
         return value is DBNull ? null : value;
     }
 
+    /// <summary>The first column of the first row as text; null for NULL or no row.</summary>
     public static async Task<string?> StringAsync(MySqlConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters) =>
-        Convert.ToString(await ScalarAsync(connection, sql, cancellationToken, parameters), CultureInfo.InvariantCulture);
+        await ScalarAsync(connection, sql, cancellationToken, parameters) is { } value ? Convert.ToString(value, CultureInfo.InvariantCulture) : null;
 
     public static async Task<long> LongAsync(MySqlConnection connection, string sql, CancellationToken cancellationToken, params (string Name, object? Value)[] parameters) =>
         Convert.ToInt64(await ScalarAsync(connection, sql, cancellationToken, parameters) ?? 0L, CultureInfo.InvariantCulture);

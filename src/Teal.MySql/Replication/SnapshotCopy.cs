@@ -84,7 +84,7 @@ internal sealed class SnapshotCopy(LinkSessions sessions)
         };
         for (var i = 0; i < columns.Count; i++)
         {
-            bulk.ColumnMappings.Add(new MySqlBulkCopyColumnMapping(i, Sql.Id(columns[i].Name)));
+            bulk.ColumnMappings.Add(new MySqlBulkCopyColumnMapping(i, columns[i].Name));
         }
 
         bulk.MySqlRowsCopied += (_, e) => _progress[table.FullName] = new TableProgress(table.FullName, TableCopyState.Copying) { Rows = e.RowsCopied };

@@ -36,6 +36,7 @@ public sealed class ReplicationLinkTests : IAsyncLifetime
         await link.StartReplicationAsync(CancellationToken.None);
         var snapshot = await WaitReplicatingAsync(link);
 
+        snapshot.State.ShouldBe(ReplicationState.Replicating, snapshot.Reason);
         snapshot.Tables.ShouldContain(t => t.Table == "app.orders" && t.State == TableCopyState.Ready && t.Rows == 5000);
         (await _green.ScalarAsync<long>("SELECT COUNT(*) FROM app.orders")).ShouldBe(5000);
         (await _green.ScalarAsync<long>("SELECT COUNT(*) FROM app.audit")).ShouldBe(5000, "the trigger was created after the rows: it did not fire on the copy");

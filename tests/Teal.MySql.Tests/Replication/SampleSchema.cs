@@ -33,7 +33,7 @@ internal static class SampleSchema
             $"""
             INSERT INTO app.orders (customer, amount, data, payload)
             SELECT CONCAT('c', seq), IF(seq % 7 = 0, NULL, seq % 100 + 0.25), JSON_OBJECT('n', seq), IF(seq % 3 = 0, NULL, UNHEX(MD5(seq)))
-            FROM seq_1_to_{rows}
+            FROM app.seq_1_to_{rows}
             """);
     }
 }
