@@ -112,10 +112,21 @@ public sealed class OpenGreenStep : ISwitchoverStep
         var position = await reading;
         context.Data[SwitchoverData.GreenPosition] = position.Value;
         context.Data.TryGetValue(SwitchoverData.BlueFinalPosition, out var blueFinal);
+        var data = new Dictionary<string, string> { ["greenPosition"] = position.Value, ["blueFinalPosition"] = blueFinal ?? string.Empty };
+        // Engines with more coordinates (MariaDB: binlog file, position and GTID) name them too:
+        // consumers of blue's binlog re-anchor on green with them.
+        foreach (var (key, value) in position.Details)
+        {
+            data["green." + key] = value;
+        }
+
+        var coordinates = position.Details.TryGetValue("file", out var file) && position.Details.TryGetValue("position", out var offset)
+            ? $" (binary log coordinates in green after switchover: file {file} and position {offset})"
+            : string.Empty;
         context.Record(
             Events.EventKinds.Positions,
-            $"green opened for writes at {position.Value}; blue's final position was {blueFinal}",
-            new Dictionary<string, string> { ["greenPosition"] = position.Value, ["blueFinalPosition"] = blueFinal ?? string.Empty });
+            $"green opened for writes at {position.Value}{coordinates}; blue's final position was {blueFinal}",
+            data);
     }
 }
 
