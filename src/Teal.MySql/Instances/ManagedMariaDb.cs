@@ -206,7 +206,24 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         }
 
         // SIGTERM is mariadbd's clean shutdown; SIGKILL leaves InnoDB to recover on the next start.
-        await ProcessRunner.RunAsync(new ProcessSpec("/bin/kill", [immediate ? "-KILL" : "-TERM", pid.Value.ToString(CultureInfo.InvariantCulture)]) { Timeout = TimeSpan.FromSeconds(10) }, CancellationToken.None);
+        // SIGKILL is sent in-process: it must also work from a process-exit handler, where
+        // starting a child process (/bin/kill) is not reliable.
+        if (immediate)
+        {
+            try
+            {
+                using var process = System.Diagnostics.Process.GetProcessById(pid.Value);
+                process.Kill();
+            }
+            catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+            {
+                // Already gone.
+            }
+        }
+        else
+        {
+            await ProcessRunner.RunAsync(new ProcessSpec("/bin/kill", ["-TERM", pid.Value.ToString(CultureInfo.InvariantCulture)]) { Timeout = TimeSpan.FromSeconds(10) }, CancellationToken.None);
+        }
         for (var waited = 0; waited < 600; waited++)
         {
             if (!Directory.Exists($"/proc/{pid}"))
