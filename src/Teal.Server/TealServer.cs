@@ -16,6 +16,8 @@ using Teal.Core.Secrets;
 using Teal.Core.State;
 using Teal.Postgres.Engines;
 using Teal.Postgres.Instances;
+using Teal.MySql.Engines;
+using Teal.MySql.Instances;
 using Teal.Proxy.Endpoints;
 using Teal.Proxy.Hosting;
 using Teal.Server.Api;
@@ -127,6 +129,9 @@ public static class TealServer
         services.AddSingleton<IEngine, PostgresEngine>();
         services.AddSingleton<IInstanceProvisioner, PostgresProvisioner>();
         services.AddSingleton<Teal.Core.Errors.ITransientErrorClassifier, Teal.Postgres.Connections.PostgresTransientErrors>();
+        services.AddSingleton<MariaDbEngineCatalog>();
+        services.AddSingleton<IEngine, MariaDbEngine>();
+        services.AddSingleton<IInstanceProvisioner, MariaDbProvisioner>();
         services.AddSingleton<EngineRegistry>();
 
         // Deployments.

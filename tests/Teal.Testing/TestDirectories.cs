@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using Teal.Core.Engines;
 using Teal.Postgres.Engines;
 using Teal.Postgres.Instances;
+using Teal.MySql.Engines;
+using Teal.MySql.Instances;
 
 namespace Teal.Testing;
 
@@ -17,6 +19,7 @@ public static class TestDirectories
     public const string BaseDirectory = "/tmp/teal-tests";
 
     private static readonly ConcurrentDictionary<string, ManagedPostgresServer> Running = new();
+    private static readonly ConcurrentDictionary<string, ManagedMariaDbServer> RunningMariaDb = new();
     private static readonly Lazy<string> RootLazy = new(CreateRoot);
 
     // Helper daemons (PgBouncer) by pid file, with the program name the pid must still belong to.
@@ -25,6 +28,10 @@ public static class TestDirectories
     public static PostgresEngineCatalog Catalog { get; } = new(EngineOptions.FromEnvironment());
 
     public static ManagedPostgres Managed { get; } = new(Catalog);
+
+    public static MariaDbEngineCatalog MariaDbCatalog { get; } = new(EngineOptions.FromEnvironment());
+
+    public static ManagedMariaDb ManagedMariaDb { get; } = new(MariaDbCatalog);
 
     /// <summary>This test process's directory (created on first use, after sweeping orphans).</summary>
     public static string Root => RootLazy.Value;
@@ -47,6 +54,10 @@ public static class TestDirectories
     internal static void Track(ManagedPostgresServer server) => Running[server.Directory] = server;
 
     internal static void Untrack(ManagedPostgresServer server) => Running.TryRemove(server.Directory, out _);
+
+    internal static void Track(ManagedMariaDbServer server) => RunningMariaDb[server.Directory] = server;
+
+    internal static void Untrack(ManagedMariaDbServer server) => RunningMariaDb.TryRemove(server.Directory, out _);
 
     internal static void TrackDaemon(string pidFile, string program) => RunningDaemons[pidFile] = program;
 
@@ -103,6 +114,11 @@ public static class TestDirectories
             StopQuietly(server);
         }
 
+        foreach (var server in RunningMariaDb.Values)
+        {
+            Teal.MySql.Instances.ManagedMariaDb.StopByPidAsync(server.PidFile, server.ConfigFile, immediate: true).GetAwaiter().GetResult();
+        }
+
         foreach (var (pidFile, program) in RunningDaemons)
         {
             KillDaemon(pidFile, program);
@@ -128,6 +144,8 @@ public static class TestDirectories
             foreach (var instance in Directory.EnumerateDirectories(dir))
             {
                 KillDaemon(Path.Combine(instance, "pgbouncer.pid"), "pgbouncer");
+                // Only a mariadbd started with this directory's my.cnf is stopped (pids are reused).
+                Teal.MySql.Instances.ManagedMariaDb.StopByPidAsync(Path.Combine(instance, "mariadbd.pid"), Path.Combine(instance, "my.cnf"), immediate: true).GetAwaiter().GetResult();
                 try
                 {
                     StopQuietly(ManagedPostgres.LoadAsync(instance, CancellationToken.None).GetAwaiter().GetResult());

@@ -22,7 +22,7 @@ internal static class InstanceCommands
     private static Command Add(CliSession session)
     {
         var name = new Argument<string>("NAME") { Description = "Name for the instance (lower-case letters, digits, dashes)" };
-        var connection = new Option<string>("--connection") { Description = $"Connection string: postgresql://user@host:port/db or host=… port=… user=… dbname=…; {PasswordOptions.ArgvWarning(string.Empty)}", Required = true };
+        var connection = new Option<string>("--connection") { Description = $"Connection string: postgresql://user@host:port/db or host=… port=… user=… dbname=…; mysql://user@host:port/db for MariaDB; {PasswordOptions.ArgvWarning(string.Empty)}", Required = true };
         var endpoint = EndpointOption();
         var password = new PasswordOptions(string.Empty, "the server's");
         var command = new Command("add", "Register an existing server (Teal probes it first)") { name, connection, endpoint };
@@ -30,7 +30,7 @@ internal static class InstanceCommands
         command.SetAction(async (parse, ct) => await AddAsync(
             session,
             parse,
-            new AddInstanceRequest(parse.GetValue(name)!) { Connection = parse.GetValue(connection), Password = await password.ReadAsync(parse, session, ct), Endpoint = parse.GetValue(endpoint) },
+            new AddInstanceRequest(parse.GetValue(name)!) { Connection = parse.GetValue(connection), Engine = EngineOf(parse.GetValue(connection)), Password = await password.ReadAsync(parse, session, ct), Endpoint = parse.GetValue(endpoint) },
             ct));
         return command;
     }
@@ -39,8 +39,8 @@ internal static class InstanceCommands
     {
         var name = new Argument<string>("NAME") { Description = "Name for the instance (also its directory under DATA_DIR/instances)" };
         var engine = new Option<string>("--engine") { Description = "Engine to run", DefaultValueFactory = _ => "postgres" };
-        engine.AcceptOnlyFromAmong("postgres");
-        var version = new Option<string>("--version") { Description = "Engine version (15, 17, 17.10; see `teal engine list`)", Required = true };
+        engine.AcceptOnlyFromAmong("postgres", "mariadb");
+        var version = new Option<string>("--version") { Description = "Engine version (15, 17, 17.10; MariaDB 10.11; see `teal engine list`)", Required = true };
         var port = new Option<int?>("--port") { Description = "Port to listen on (default: a free one)" };
         var parameters = Verb.ServerSettings("--parameter", "Server setting KEY=VALUE (repeatable)");
         var endpoint = EndpointOption();
@@ -50,7 +50,7 @@ internal static class InstanceCommands
             parse,
             new AddInstanceRequest(parse.GetValue(name)!)
             {
-                Engine = EngineKind.Postgres,
+                Engine = parse.GetValue(engine) == "mariadb" ? EngineKind.MariaDb : EngineKind.Postgres,
                 Version = parse.GetValue(version),
                 Port = parse.GetValue(port),
                 Parameters = Verb.ToDictionary(parse.GetValue(parameters)),
@@ -166,6 +166,12 @@ internal static class InstanceCommands
         });
         return command;
     }
+
+    /// <summary>The engine a connection string is for: <c>mysql://</c>, <c>mariadb://</c> and <c>Server=…</c> settings are MariaDB's.</summary>
+    private static EngineKind EngineOf(string? connection) =>
+        connection is not null && (connection.StartsWith("mysql://", StringComparison.OrdinalIgnoreCase) || connection.StartsWith("mariadb://", StringComparison.OrdinalIgnoreCase) || connection.TrimStart().StartsWith("Server=", StringComparison.OrdinalIgnoreCase))
+            ? EngineKind.MariaDb
+            : EngineKind.Postgres;
 
     private static Option<string?> EndpointOption() =>
         new("--endpoint") { Description = "HOST:PORT: also create a proxy endpoint named after the instance, listening there" };

@@ -72,6 +72,29 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         {
             LogStateChanged(deployment.Id, previous.State, status.State, status.Reason);
         }
+
+        await RecordReplicatedDdlAsync(deployment.Id, previous, status, cancellationToken);
+    }
+
+    /// <summary>DDL that replication carries by itself (binlog engines) is an event, not a degradation.</summary>
+    private async Task RecordReplicatedDdlAsync(DeploymentId id, ReplicationStatus previous, ReplicationStatus current, CancellationToken cancellationToken)
+    {
+        var seen = previous.ReplicatedDdl.Count == 0 ? 0 : previous.ReplicatedDdl.Max(d => d.Id);
+        if (current.ReplicatedDdl.Count > 0 && current.ReplicatedDdl.Max(d => d.Id) < seen)
+        {
+            // The link was recreated (Teal restarted): its ids started again.
+            seen = 0;
+        }
+
+        foreach (var ddl in current.ReplicatedDdl.Where(d => d.Id > seen))
+        {
+            await recorder.EventAsync(
+                id,
+                EventKinds.DdlReplicated,
+                $"DDL on blue, replicated to green: {ddl.Statement}",
+                cancellationToken,
+                new Dictionary<string, string> { ["command"] = ddl.CommandTag, ["statement"] = ddl.Statement });
+        }
     }
 
     /// <summary>
@@ -91,6 +114,8 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             Stalled = snapshot.Stalled,
             ApplyError = snapshot.ApplyError,
             SchemaDifferences = snapshot.SchemaDifferences,
+            LagTransactions = snapshot.LagTransactions,
+            ReplicatedDdl = snapshot.ReplicatedDdl,
             ObservedAt = observedAt,
         };
 

@@ -34,6 +34,12 @@ public sealed record ReplicationStatus(ReplicationState State)
 
     /// <summary>What blue has and green lacks (schemas, tables, partitions, columns), from both catalogs.</summary>
     public IReadOnlyList<string> SchemaDifferences { get; init; } = [];
+
+    /// <summary>Transactions blue has and green has not applied (MariaDB/MySQL: the GTID distance).</summary>
+    public long? LagTransactions { get; init; }
+
+    /// <summary>Recent DDL that replication carried to green by itself (MariaDB/MySQL), newest last.</summary>
+    public IReadOnlyList<PendingDdl> ReplicatedDdl { get; init; } = [];
 }
 
 /// <summary>A DDL statement recorded on blue by Teal's event trigger.</summary>

@@ -15,7 +15,13 @@ public sealed record EngineOptions
     /// </summary>
     public string OsUser { get; init; } = Environment.GetEnvironmentVariable("TEAL_OS_USER") ?? "postgres";
 
-    /// <summary>The defaults, with <c>TEAL_ENGINES_DIR</c> and <c>TEAL_OS_USER</c> applied.</summary>
+    /// <summary>
+    /// OS user managed MariaDB servers run as when Teal runs as root (mariadbd refuses root
+    /// unless told otherwise, and should not have it). Debian's <c>mysql</c> user by default.
+    /// </summary>
+    public string MySqlOsUser { get; init; } = Environment.GetEnvironmentVariable("TEAL_MYSQL_OS_USER") ?? "mysql";
+
+    /// <summary>The defaults, with <c>TEAL_ENGINES_DIR</c>, <c>TEAL_OS_USER</c> and <c>TEAL_MYSQL_OS_USER</c> applied.</summary>
     public static EngineOptions FromEnvironment() => new();
 
     private static string DefaultEnginesDirectory()

@@ -28,11 +28,15 @@ public interface IEngine
     IReplicationLink Link(LinkSpec spec);
 
     /// <summary>
-    /// Lifts every deployment's fence from a server (the explicit <c>teal instance unfence</c>),
-    /// logged in as Teal's own login: gives LOGIN back to exactly the roles the fences took it
-    /// from. Returns those roles.
+    /// Lifts every deployment's fence from a server (the explicit <c>teal instance unfence</c>):
+    /// gives back exactly what the fences took (PostgreSQL: LOGIN of the recorded roles; MariaDB:
+    /// the accounts locked, read_only). Returns the roles or accounts given back.
     /// </summary>
-    Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken);
+    /// <param name="registered">The server as registered with Teal (its password included).</param>
+    /// <param name="controlPassword">The password of Teal's own login role on that server, for
+    /// engines whose fence leaves only that role able to log in; null when Teal never made one.</param>
+    /// <param name="cancellationToken">Cancels the unfence.</param>
+    Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo registered, string? controlPassword, CancellationToken cancellationToken);
 
     /// <summary>
     /// The create prerequisites that need only blue and the plan for a managed green, run before

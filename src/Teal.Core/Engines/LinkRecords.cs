@@ -30,6 +30,15 @@ public sealed record ReplicationSnapshot(ReplicationState State)
 
     /// <summary>Schemas, tables, partitions and columns blue has and green lacks.</summary>
     public IReadOnlyList<string> SchemaDifferences { get; init; } = [];
+
+    /// <summary>Transactions blue has and green has not applied (MariaDB/MySQL: the GTID distance); null where the engine has no such count.</summary>
+    public long? LagTransactions { get; init; }
+
+    /// <summary>
+    /// DDL blue ran that replication carries to green by itself (MariaDB/MySQL binlog): recorded
+    /// as events, not a degradation. Recent statements, each with an id that only grows.
+    /// </summary>
+    public IReadOnlyList<PendingDdl> ReplicatedDdl { get; init; } = [];
 }
 
 /// <summary>An engine position: PostgreSQL LSN, or binlog file/position and GTID set.</summary>

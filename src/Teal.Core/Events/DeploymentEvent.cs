@@ -24,6 +24,7 @@ public static class EventKinds
     public const string ReplicationDegraded = "replication-degraded";
     public const string DdlAcknowledged = "ddl-acknowledged";
     public const string DdlApplied = "ddl-applied";
+    public const string DdlReplicated = "ddl-replicated";
     public const string TableAdded = "table-added";
     public const string Verified = "verified";
     public const string SwitchoverStarted = "switchover-started";

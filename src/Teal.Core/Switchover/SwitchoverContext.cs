@@ -46,6 +46,9 @@ public sealed class SwitchoverContext
     /// <summary>Green's position when it opened for writes.</summary>
     public string? GreenPosition { get; set; }
 
+    /// <summary>The engine's details of <see cref="GreenPosition"/> (MariaDB: binlog file, position, GTID).</summary>
+    public IReadOnlyDictionary<string, string> GreenPositionDetails { get; set; } = new Dictionary<string, string>();
+
     /// <summary>How many sequences were set on green.</summary>
     public int? SequencesSynced { get; set; }
 
@@ -84,6 +87,11 @@ public sealed class SwitchoverContext
             data[SwitchoverData.BlueFinalDetail + key] = value;
         }
 
+        foreach (var (key, value) in GreenPositionDetails)
+        {
+            data[SwitchoverData.GreenPositionDetail + key] = value;
+        }
+
         return data;
     }
 
@@ -113,6 +121,12 @@ public sealed class SwitchoverContext
         {
             BlueFinalDetails = details;
         }
+
+        var greenDetails = data.Where(d => d.Key.StartsWith(SwitchoverData.GreenPositionDetail, StringComparison.Ordinal)).ToDictionary(d => d.Key[SwitchoverData.GreenPositionDetail.Length..], d => d.Value);
+        if (greenDetails.Count > 0)
+        {
+            GreenPositionDetails = greenDetails;
+        }
     }
 
     private static void Put(Dictionary<string, string> data, string key, string? value)
@@ -139,6 +153,7 @@ public static class SwitchoverData
     public const string BlueFinalPosition = "blueFinalPosition";
     public const string BlueFinalDetail = "blueFinal.";
     public const string GreenPosition = "greenPosition";
+    public const string GreenPositionDetail = "greenPosition.";
     public const string SequencesSynced = "sequencesSynced";
     public const string RolesNotLoggingIn = "rolesNotLoggingIn";
 }

@@ -32,8 +32,14 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
 
     public IReplicationLink Link(LinkSpec spec) => new PostgresReplicationLink(spec, catalog, time);
 
-    public Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo tealLogin, CancellationToken cancellationToken) =>
-        Fencing.LiftAllAsync(tealLogin, cancellationToken);
+    /// <summary>A fenced PostgreSQL server admits only Teal's own login role, so the unfence logs in as it.</summary>
+    public Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo registered, string? controlPassword, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(registered);
+        return controlPassword is null
+            ? throw new TealException("instance.not-fenced", $"Teal has never fenced {registered} (it has no login of its own there)", null) { Kind = TealErrorKind.NotFound }
+            : Fencing.LiftAllAsync(registered with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser, Password = controlPassword }, cancellationToken);
+    }
 
     public async Task<CheckReport> CheckBeforeGreenAsync(GreenPlan plan, CancellationToken cancellationToken)
     {

@@ -102,6 +102,20 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
     }
 
     /// <summary>
+    /// How pg_dump and pg_dumpall log in to blue: as Teal's own role, which a fenced blue still
+    /// admits. A session of the link opened first creates that role on a server that does not
+    /// have it yet (the tools cannot: they only fail to authenticate).
+    /// </summary>
+    private async Task<ConnectionInfo> BlueToolLoginAsync(CancellationToken cancellationToken)
+    {
+        await using (await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+        }
+
+        return sessions.Connection(Side.Blue);
+    }
+
+    /// <summary>
     /// Replays <c>pg_dumpall --roles-only</c> from blue, leaving out roles green already has
     /// (its superuser above all: its password must not change) and tolerating statements that
     /// fail (grants by roles that do not exist on green).
@@ -116,7 +130,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
 
         existing.Add(sessions.Spec.Blue.User);
         var tools = await catalog.ClientToolsAsync(cancellationToken);
-        var blue = sessions.Connection(Side.Blue);
+        var blue = await BlueToolLoginAsync(cancellationToken);
         var result = await ProcessRunner.RunAsync(ToolSpec(Path.Combine(tools.BinDirectory, "pg_dumpall"), ["--roles-only", "--no-comments"], blue, "--database"), cancellationToken);
         if (!result.Succeeded)
         {
@@ -146,7 +160,7 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
     private async Task<string> DumpAsync(IReadOnlyList<string> options, CancellationToken cancellationToken)
     {
         var tools = await catalog.ClientToolsAsync(cancellationToken);
-        var blue = sessions.Connection(Side.Blue);
+        var blue = await BlueToolLoginAsync(cancellationToken);
         var result = await ProcessRunner.RunAsync(ToolSpec(Path.Combine(tools.BinDirectory, "pg_dump"), options, blue, null) with { Timeout = TimeSpan.FromMinutes(30) }, cancellationToken);
         if (!result.Succeeded)
         {

@@ -142,10 +142,9 @@ public sealed partial class InstanceService(
                 "wait for its switchover to end, or delete the deployment first") { Kind = TealErrorKind.Conflict };
         }
 
-        var password = secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance))
-            ?? throw new TealException("instance.not-fenced", $"Teal has never fenced '{name}' (it has no login of its own there)", null) { Kind = TealErrorKind.NotFound };
-        var login = ConnectionInfo.For(instance, password) with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser };
-        var roles = await engines.Engine(instance.Engine).UnfenceAsync(login, cancellationToken);
+        var controlPassword = secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance));
+        var registered = ConnectionInfo.For(instance, instance.SecretRef is null ? null : secrets.Read(instance.SecretRef));
+        var roles = await engines.Engine(instance.Engine).UnfenceAsync(registered, controlPassword, cancellationToken);
         await state.AppendEventAsync(null, EventKinds.InstanceUnfenced, $"instance '{name}' unfenced: LOGIN given back to {roles.Count} role(s)", new Dictionary<string, string> { ["instance"] = name, ["roles"] = string.Join(",", roles) }, cancellationToken);
         return roles;
     }

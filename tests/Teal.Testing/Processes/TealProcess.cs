@@ -197,6 +197,13 @@ public sealed class TealProcess : IAsyncDisposable
             return;
         }
 
+        // Managed MariaDB servers: only a mariadbd started with that directory's my.cnf is killed.
+        foreach (var pidFile in Directory.EnumerateFiles(directory, "mariadbd.pid", SearchOption.AllDirectories))
+        {
+            var instance = Path.GetDirectoryName(pidFile)!;
+            Teal.MySql.Instances.ManagedMariaDb.StopByPidAsync(pidFile, Path.Combine(instance, "my.cnf"), immediate: true).GetAwaiter().GetResult();
+        }
+
         foreach (var pidFile in Directory.EnumerateFiles(directory, "postmaster.pid", SearchOption.AllDirectories))
         {
             try

@@ -123,13 +123,27 @@ public sealed class OpenGreenStep : ISwitchoverStep
         await Task.WhenAll(reading, opening);
         var position = await reading;
         context.GreenPosition = position.Value;
+        context.GreenPositionDetails = position.Details;
     }
 
-    public void RecordOutcome(SwitchoverContext context) =>
+    public void RecordOutcome(SwitchoverContext context)
+    {
+        var data = new Dictionary<string, string> { ["greenPosition"] = context.GreenPosition ?? string.Empty, ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty };
+        // Engines with more coordinates (MariaDB: binlog file, position and GTID) name them too:
+        // consumers of blue's binlog re-anchor on green with them.
+        foreach (var (key, value) in context.GreenPositionDetails)
+        {
+            data["green." + key] = value;
+        }
+
+        var coordinates = context.GreenPositionDetails.TryGetValue("file", out var file) && context.GreenPositionDetails.TryGetValue("position", out var offset)
+            ? $" (binary log coordinates in green after switchover: file {file} and position {offset})"
+            : string.Empty;
         context.Record(
             Events.EventKinds.Positions,
-            $"green opened for writes at {context.GreenPosition}; blue's final position was {context.BlueFinalPosition}",
-            new Dictionary<string, string> { ["greenPosition"] = context.GreenPosition ?? string.Empty, ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty });
+            $"green opened for writes at {context.GreenPosition}{coordinates}; blue's final position was {context.BlueFinalPosition}",
+            data);
+    }
 }
 
 /// <summary>Step 7b: forward replication is dropped; after the endpoints resumed, so it costs clients nothing.</summary>

@@ -1,0 +1,220 @@
+using MySqlConnector;
+using Teal.Core.Engines;
+using Teal.MySql.Connections;
+
+namespace Teal.MySql.Replication;
+
+/// <summary>
+/// The fence: a side refuses writes from every session but Teal's (and green's replication
+/// applier). MariaDB has no <c>super_read_only</c>, and its <c>read_only</c> lets accounts with
+/// SUPER (which in 10.5–10.11 implies READ ONLY ADMIN) or READ ONLY ADMIN write. So a fence is:
+/// <list type="number">
+/// <item><c>read_only = ON</c>: every other account's statements and commits are refused from
+/// now on, in sessions opened before or after (an open transaction's COMMIT fails too);</item>
+/// <item>the event scheduler off: events run as their definer, who may hold SUPER;</item>
+/// <item>every account that can write through <c>read_only</c> (SUPER or READ ONLY ADMIN,
+/// directly or through a role), except Teal's own, is locked (<c>ACCOUNT LOCK</c>: no new
+/// logins), then its sessions are killed — a SUPER session connected before the fence cannot
+/// write after it.</item>
+/// </list>
+/// Everything runs unlogged (<c>sql_log_bin=0</c>): a lock on blue must not replicate to green.
+/// What was changed is recorded on the server (<c>teal.locked_accounts</c>, <c>teal.settings</c>),
+/// so an unfence — by this process, after a restart, or by <c>teal instance unfence</c> — puts
+/// back exactly that and leaves accounts the operator had locked locked.
+/// </summary>
+internal sealed class Fencing(LinkSessions sessions)
+{
+    private static readonly string LockedAccounts = Sql.Table(TealObjects.FenceSchema, "locked_accounts");
+    private static readonly string Settings = Sql.Table(TealObjects.FenceSchema, "settings");
+
+    /// <summary>Sessions that are the server's own, never drained or killed.</summary>
+    public static readonly string[] SystemUsers = ["system user", "event_scheduler", "unauthenticated user", "DELAYED"];
+
+    public async Task FenceAsync(Side side, CancellationToken cancellationToken)
+    {
+        await using var connection = await sessions.OpenUnloggedAsync(side, cancellationToken);
+        await TealObjects.CreateFenceTablesAsync(connection, cancellationToken);
+        // First what every non-privileged session obeys at once; the previous values are kept
+        // only by the first fence (a repeated fence must not record its own ON as "before").
+        await RememberAsync(connection, "read_only", cancellationToken);
+        await RememberAsync(connection, "event_scheduler", cancellationToken);
+        await Sql.ExecuteAsync(connection, "SET GLOBAL read_only = ON", cancellationToken);
+        if (!string.Equals(await Sql.VariableAsync(connection, "event_scheduler", cancellationToken), "DISABLED", StringComparison.OrdinalIgnoreCase))
+        {
+            await Sql.ExecuteAsync(connection, "SET GLOBAL event_scheduler = OFF", cancellationToken);
+        }
+
+        // Then the accounts read_only does not stop: locked first (no new logins), then their
+        // sessions ended, so none can come back between the two.
+        var accounts = await PrivilegedAccountsAsync(connection, cancellationToken);
+        foreach (var (user, host) in accounts)
+        {
+            await Sql.ExecuteAsync(connection, $"INSERT IGNORE INTO {LockedAccounts} (user, host) VALUES (@u, @h)", cancellationToken, ("@u", user), ("@h", host));
+            await Sql.ExecuteAsync(connection, $"ALTER USER {Sql.Account(user, host)} ACCOUNT LOCK", cancellationToken);
+        }
+
+        var users = (await Sql.RowsAsync(connection, $"SELECT DISTINCT user FROM {LockedAccounts}", cancellationToken)).Select(r => r["user"]!).ToHashSet(StringComparer.Ordinal);
+        await KillAsync(connection, s => users.Contains(s.User), cancellationToken);
+    }
+
+    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
+    {
+        await using var connection = await sessions.OpenUnloggedAsync(side, cancellationToken);
+        await LiftAsync(connection, cancellationToken);
+    }
+
+    /// <summary>
+    /// Gives back exactly what the fence recorded on this server (locked accounts, read_only, the
+    /// event scheduler) on a session that does not write to the binlog. Returns the accounts unlocked.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> LiftAsync(MySqlConnection connection, CancellationToken cancellationToken)
+    {
+        await Sql.ExecuteAsync(connection, "SET SESSION sql_log_bin = 0", cancellationToken);
+        await TealObjects.CreateFenceTablesAsync(connection, cancellationToken);
+        var unlocked = new List<string>();
+        foreach (var row in await Sql.RowsAsync(connection, $"SELECT user, host FROM {LockedAccounts}", cancellationToken))
+        {
+            var account = Sql.Account(row["user"]!, row["host"]!);
+            // The account may have been dropped meanwhile: unlock it if it still exists.
+            if (await Sql.LongAsync(connection, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = @u AND Host = @h", cancellationToken, ("@u", row["user"]), ("@h", row["host"])) > 0)
+            {
+                await Sql.ExecuteAsync(connection, $"ALTER USER {account} ACCOUNT UNLOCK", cancellationToken);
+                unlocked.Add(account);
+            }
+
+            await Sql.ExecuteAsync(connection, $"DELETE FROM {LockedAccounts} WHERE user = @u AND host = @h", cancellationToken, ("@u", row["user"]), ("@h", row["host"]));
+        }
+
+        // Settings go back to what they were before the first fence; a side never fenced by Teal keeps its own.
+        var settings = (await Sql.RowsAsync(connection, $"SELECT name, value FROM {Settings}", cancellationToken)).ToDictionary(r => r["name"]!, r => r["value"]!);
+        if (settings.TryGetValue("event_scheduler", out var scheduler) && !scheduler.Equals("DISABLED", StringComparison.OrdinalIgnoreCase))
+        {
+            await Sql.ExecuteAsync(connection, $"SET GLOBAL event_scheduler = {(scheduler.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")}", cancellationToken);
+        }
+
+        if (settings.TryGetValue("read_only", out var readOnly))
+        {
+            await Sql.ExecuteAsync(connection, $"SET GLOBAL read_only = {(readOnly.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")}", cancellationToken);
+        }
+
+        await Sql.ExecuteAsync(connection, $"DELETE FROM {Settings} WHERE name IN ('read_only', 'event_scheduler')", cancellationToken);
+        return unlocked;
+    }
+
+    /// <summary>
+    /// Read-only sessions' open transactions cannot commit any more; they get the budget to end
+    /// (roll back or disconnect), then their sessions are killed. Teal's own sessions, the
+    /// server's threads and replication (binlog dump) are left alone.
+    /// </summary>
+    public async Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken)
+    {
+        await using var connection = await sessions.OpenAsync(side, cancellationToken);
+        var deadline = DateTime.UtcNow + budget;
+        var first = await OpenTransactionsAsync(connection, cancellationToken);
+        var open = first;
+        while (open.Count > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
+            open = await OpenTransactionsAsync(connection, cancellationToken);
+        }
+
+        var killed = 0;
+        foreach (var id in open)
+        {
+            killed += await KillOneAsync(connection, id, cancellationToken) ? 1 : 0;
+        }
+
+        return new DrainResult(first.Count - open.Count, killed);
+    }
+
+    /// <summary>Whether a side is fenced now (read_only on).</summary>
+    public async Task<bool> IsFencedAsync(Side side, CancellationToken cancellationToken)
+    {
+        await using var connection = await sessions.OpenAsync(side, cancellationToken);
+        return await Sql.VariableAsync(connection, "read_only", cancellationToken) == "ON";
+    }
+
+    /// <summary>Client sessions: not Teal's account, not the server's threads, not replication.</summary>
+    public static async Task<List<SessionInfo>> ClientSessionsAsync(MySqlConnection connection, CancellationToken cancellationToken)
+    {
+        var tealUser = (await Sql.StringAsync(connection, "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)", cancellationToken))!;
+        var rows = await Sql.RowsAsync(connection, "SELECT ID, USER, HOST, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()", cancellationToken);
+        return rows
+            .Select(r => new SessionInfo(long.Parse(r["ID"]!, System.Globalization.CultureInfo.InvariantCulture), r["USER"] ?? string.Empty, r["HOST"] ?? string.Empty, r["COMMAND"] ?? string.Empty, long.TryParse(r["TIME"], out var t) ? t : 0, r["INFO"]))
+            .Where(s => s.User != tealUser && !SystemUsers.Contains(s.User, StringComparer.Ordinal) && s.Command is not ("Binlog Dump" or "Daemon" or "Slave_IO" or "Slave_SQL" or "Slave_worker"))
+            .ToList();
+    }
+
+    private static async Task<List<long>> OpenTransactionsAsync(MySqlConnection connection, CancellationToken cancellationToken)
+    {
+        var clients = (await ClientSessionsAsync(connection, cancellationToken)).Select(s => s.Id).ToHashSet();
+        var rows = await Sql.RowsAsync(connection, "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX", cancellationToken);
+        return rows.Select(r => long.Parse(r["trx_mysql_thread_id"]!, System.Globalization.CultureInfo.InvariantCulture)).Where(clients.Contains).ToList();
+    }
+
+    private static async Task KillAsync(MySqlConnection connection, Func<SessionInfo, bool> which, CancellationToken cancellationToken)
+    {
+        foreach (var session in (await ClientSessionsAsync(connection, cancellationToken)).Where(which))
+        {
+            await KillOneAsync(connection, session.Id, cancellationToken);
+        }
+    }
+
+    private static async Task<bool> KillOneAsync(MySqlConnection connection, long id, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Sql.ExecuteAsync(connection, $"KILL CONNECTION {id.ToString(System.Globalization.CultureInfo.InvariantCulture)}", cancellationToken);
+            return true;
+        }
+        catch (MySqlException ex) when (ex.ErrorCode == MySqlErrorCode.NoSuchThread)
+        {
+            // It ended by itself meanwhile.
+            return false;
+        }
+    }
+
+    private static async Task RememberAsync(MySqlConnection connection, string variable, CancellationToken cancellationToken)
+    {
+        var value = await Sql.VariableAsync(connection, variable, cancellationToken) ?? "OFF";
+        await Sql.ExecuteAsync(connection, $"INSERT IGNORE INTO {Settings} (name, value) VALUES (@n, @v)", cancellationToken, ("@n", variable), ("@v", value));
+    }
+
+    /// <summary>
+    /// Accounts that can write through read_only — SUPER or READ ONLY ADMIN granted directly or
+    /// through a role — other than Teal's own, not already locked, and not roles themselves.
+    /// </summary>
+    private static async Task<List<(string User, string Host)>> PrivilegedAccountsAsync(MySqlConnection connection, CancellationToken cancellationToken)
+    {
+        var rows = await Sql.RowsAsync(
+            connection,
+            """
+            WITH privileged AS (
+                -- Granted directly (USER_PRIVILEGES) or held by a role: roles are not in
+                -- USER_PRIVILEGES, so their access bits are read (SUPER = 1<<15, READ_ONLY ADMIN = 1<<33 in 10.5+).
+                SELECT TRIM(BOTH '''' FROM SUBSTRING_INDEX(GRANTEE, '@', 1)) AS name,
+                       TRIM(BOTH '''' FROM SUBSTRING(GRANTEE, LOCATE('@', GRANTEE) + 1)) AS host
+                FROM information_schema.USER_PRIVILEGES
+                WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN', 'READ ONLY ADMIN')
+                UNION
+                SELECT User, Host FROM mysql.global_priv
+                WHERE (CAST(COALESCE(JSON_VALUE(Priv, '$.access'), '0') AS UNSIGNED) & (32768 | 8589934592)) <> 0
+            ),
+            through_roles AS (
+                SELECT m.User AS name, m.Host AS host FROM mysql.roles_mapping m JOIN privileged p ON p.name = m.Role AND p.host = ''
+            )
+            SELECT g.User, g.Host
+            FROM mysql.global_priv g
+            WHERE (g.User, g.Host) IN (SELECT name, host FROM privileged UNION SELECT name, host FROM through_roles)
+              AND CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
+              AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('true', '1')
+              AND COALESCE(JSON_VALUE(g.Priv, '$.is_role'), 'false') NOT IN ('true', '1')
+              AND g.User <> ''
+            """,
+            cancellationToken);
+        return rows.Select(r => (r["User"]!, r["Host"]!)).ToList();
+    }
+}
+
+/// <summary>One row of the process list.</summary>
+internal sealed record SessionInfo(long Id, string User, string Host, string Command, long Seconds, string? Info);
