@@ -52,7 +52,7 @@ public static class TealServer
         ArgumentNullException.ThrowIfNull(options);
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         options = options with { DataDirectory = dataDirectory };
-        // Owner only (0700; 0710 for the managed servers' OS user when Teal is root).
+        // Owner only (0700; 0711 when Teal is root, so the managed servers' OS users reach instances/).
         DataDirectory.Prepare(dataDirectory, EngineOptions.FromEnvironment().OsUser);
         var listen = TealServerOptions.ParseAddress(options.Listen, "server");
         // Before the state store opens or anything binds: a second control plane on this

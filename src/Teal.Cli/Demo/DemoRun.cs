@@ -69,7 +69,7 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         {
             // Time to open the dashboard; piped or in CI the demo goes straight on.
             await Out.WriteAsync($"{Environment.NewLine}Press Enter to switch over (watch it at {options.Server}#/d/{Deployment})… ");
-            await Console.In.ReadLineAsync(ct);
+            await session.Input.ReadLineAsync(ct);
         }
 
         await StepAsync("switching over while the application writes");

@@ -39,6 +39,9 @@ public sealed class CrashRecoveryTests
         var created = await scenario.CreateDeploymentAsync();
         var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!);
         var blueUrl = scenario.Blue.ConnectionString(BlueGreenScenario.Database);
+        // A fenced side admits only Teal's own login: that is how the test looks at its sessions.
+        var greenAsTeal = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        var blueAsTeal = await scenario.InstanceUrlAsync(created.GetProperty("blue").GetString()!, asTeal: true);
 
         await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
         probe.Start();
@@ -71,7 +74,7 @@ public sealed class CrashRecoveryTests
                 await write.ExecuteNonQueryAsync();
             }
 
-            var fencedSide = finishes ? blueUrl : greenUrl;
+            var fencedSide = finishes ? blueAsTeal : greenAsTeal;
             (await BlueGreenScenario.ScalarAsync<long>(fencedSide, $"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{LongLivedName}'"))
                 .ShouldBe(0, $"client connections on the fenced side after {fault}");
         }

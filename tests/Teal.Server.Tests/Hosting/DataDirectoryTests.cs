@@ -14,8 +14,8 @@ public sealed class DataDirectoryTests
 
     private const UnixFileMode GroupOrOther = UnixFileMode.GroupRead | UnixFileMode.GroupWrite | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherWrite | UnixFileMode.OtherExecute;
 
-    /// <summary>0700; as root 0710, the group being the managed servers' user's, who must reach instances/.</summary>
-    private static readonly UnixFileMode Expected = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | (ProcessRunner.IsRoot ? UnixFileMode.GroupExecute : 0);
+    /// <summary>0700; as root 0711: the managed servers' users (one per engine) must reach instances/.</summary>
+    private static readonly UnixFileMode Expected = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | (ProcessRunner.IsRoot ? UnixFileMode.OtherExecute : 0);
 
     [Fact]
     public async Task NewDataDirectory_IsOwnerOnly_AndItsFilesToo()
