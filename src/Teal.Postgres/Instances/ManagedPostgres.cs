@@ -283,37 +283,11 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
         await File.WriteAllTextAsync(path, JsonSerializer.Serialize(server), cancellationToken);
     }
 
-    private async Task PrepareDirectoryAsync(string directory, CancellationToken cancellationToken)
-    {
-        if (OsUser is null)
-        {
-            return;
-        }
+    private ServerUser Owner => new(OsUser, "PostgreSQL refuses to run as root, so Teal runs it as that user: put the data dir where it can reach (e.g. teal serve --data-dir /var/lib/teal), or set TEAL_OS_USER");
 
-        await ChownAsync(directory, cancellationToken);
-        var probe = await ProcessRunner.RunAsync(new ProcessSpec("/usr/bin/test", ["-w", directory, "-a", "-x", directory]) { RunAs = OsUser }, cancellationToken);
-        if (!probe.Succeeded)
-        {
-            throw new TealException(
-                "instance.directory-not-accessible",
-                $"the server user '{OsUser}' cannot reach {directory}",
-                "PostgreSQL refuses to run as root, so Teal runs it as that user: put the data dir where it can reach (e.g. teal serve --data-dir /var/lib/teal), or set TEAL_OS_USER");
-        }
-    }
+    private Task PrepareDirectoryAsync(string directory, CancellationToken cancellationToken) => Owner.PrepareDirectoryAsync(directory, cancellationToken);
 
-    private async Task ChownAsync(string path, CancellationToken cancellationToken)
-    {
-        if (OsUser is null)
-        {
-            return;
-        }
-
-        var result = await ProcessRunner.RunAsync(new ProcessSpec("/bin/chown", [OsUser + ":", path]), cancellationToken);
-        if (!result.Succeeded)
-        {
-            throw new TealException("instance.chown-failed", $"could not give {path} to '{OsUser}': {result.Tail()}", "check that the user exists (scripts/setup.sh)");
-        }
-    }
+    private Task ChownAsync(string path, CancellationToken cancellationToken) => Owner.GiveAsync(path, cancellationToken);
 
     private Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken) =>
         ProcessRunner.RunAsync(
