@@ -11,10 +11,17 @@ scripts/setup.sh
 dotnet build Teal.slnx -c Release -nologo -clp:ErrorsOnly
 
 status=0
+# The whole output is kept: CI shows only its tail, so the failures are repeated at the end.
+log=artifacts/test-output.log
+mkdir -p artifacts
 # A hung test is reported with a dump instead of eating CI's time budget.
 dotnet test Teal.slnx -c Release --no-build -nologo \
   --blame-hang-timeout 10m --blame-hang-dump-type none \
-  --logger "console;verbosity=normal" "$@" || status=$?
+  --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
+if grep -q '^  Failed ' "$log"; then
+  echo "=== failed tests (whole output in $log) ===" >&2
+  grep -A25 '^  Failed ' "$log" | grep -v '^\s*at System\.' | head -200 >&2
+fi
 
 # Last line of defence behind the fixtures' own cleanup: no test server outlives the run.
 scripts/stop-test-servers.sh
