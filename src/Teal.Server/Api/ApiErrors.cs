@@ -102,6 +102,6 @@ public sealed partial class ApiErrors(RequestDelegate next, ILogger<ApiErrors> l
 
     private static string ReasonPhrases(int status) => Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status);
 
-    [LoggerMessage(EventId = 2000, Level = LogLevel.Error, Message = "Unhandled error in {Method} {Path}")]
+    [LoggerMessage(EventId = 2300, Level = LogLevel.Error, Message = "Unhandled error in {Method} {Path}")]
     private partial void LogUnhandled(Exception exception, string method, string path);
 }
