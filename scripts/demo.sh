@@ -17,4 +17,5 @@ printf '==> installing engines and tools (scripts/setup.sh)\n'
 scripts/setup.sh
 printf '\n==> building Teal\n'
 dotnet build src/Teal.Cli -c Release -nologo -clp:ErrorsOnly
-exec dotnet "$teal_dll" demo "$@"
+# The summary tells how to put scripts/teal on PATH for the commands that follow the demo.
+TEAL_SCRIPTS="$PWD/scripts" exec dotnet "$teal_dll" demo "$@"

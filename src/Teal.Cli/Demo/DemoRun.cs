@@ -198,12 +198,14 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         Line("client errors", writer.Errors == 0
             ? "0"
             : $"{writer.Errors} (statements on connections the switchover closed between transactions; none had been acknowledged, each was retried on a new connection)");
-        Line("now", $"'{deployment.Green}' is PostgreSQL {green.Version} and takes the writes; '{deployment.Blue}' is the old blue, kept read-only");
+        Line("now", $"'{deployment.Green}' is PostgreSQL {green.Version} and takes the writes; '{deployment.Blue}' is the old blue, fenced (no login but Teal's) until `teal instance unfence {deployment.Blue}`");
         Line("dashboard", $"{options.Server}#/d/{Deployment}   (actions need the token: cat {Path.Combine(options.Directory, "token")})");
         Line("metrics", $"{options.Server}metrics");
         await Out.WriteLineAsync();
         await Out.WriteLineAsync($"teal serve keeps running (log: {options.ServeLog}); stop it and the demo's servers with `teal demo --stop`.");
-        await Out.WriteLineAsync($"Use the CLI against it: export TEAL_SERVER={options.Server} TEAL_TOKEN=$(cat {Path.Combine(options.Directory, "token")}); teal show {Deployment}");
+        // From a clone the command is scripts/teal, which is not on PATH yet: say how to get it there.
+        var path = Environment.GetEnvironmentVariable("TEAL_SCRIPTS") is { Length: > 0 } scripts ? $"PATH=\"{scripts}:$PATH\" " : string.Empty;
+        await Out.WriteLineAsync($"Use the CLI against it: export {path}TEAL_SERVER={options.Server} TEAL_TOKEN=$(cat {Path.Combine(options.Directory, "token")}); teal show {Deployment}");
     }
 
     private void Line(string label, string text) => Out.WriteLine($"  {label,-14} {text}");

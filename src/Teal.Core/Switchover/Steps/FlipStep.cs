@@ -52,7 +52,7 @@ public sealed class FlipStep : ISwitchoverStep
         {
             context.Record(
                 EventKinds.MemberRenamed,
-                $"green '{names.Green}' is now '{names.Blue}'; old blue is now '{names.BlueNewName}' and stays read-only",
+                $"green '{names.Green}' is now '{names.Blue}'; old blue is now '{names.BlueNewName}' and stays fenced until `teal instance unfence {names.BlueNewName}`",
                 new Dictionary<string, string> { ["green"] = names.Green, ["blue"] = names.Blue, ["blueNewName"] = names.BlueNewName });
         }
     }

@@ -133,6 +133,9 @@ function renderDeployment(d, instances, endpoints) {
   const find = (n) => instances.find(i => i.name === n);
   const side = (id, label, instanceName, parameters) => {
     const i = find(instanceName);
+    // After the switchover the old blue is still a writer by topology, but fenced: say that.
+    const role = i && id === "blue" && d.status === "SWITCHOVER_COMPLETED"
+      ? "old blue, fenced until `teal instance unfence " + instanceName + "`" : i && i.role;
     const routed = endpoints.filter(e => e.instance === instanceName).map(e => e.name + " (" + (e.listen || (e.pgBouncer ? "PgBouncer " + e.pgBouncer.adminHost + ":" + e.pgBouncer.adminPort : "")) + ")");
     const params = Object.entries(parameters || (i && i.parameters) || {});
     return el("div", { id, class: "card side " + id, "data-testid": id },
@@ -140,7 +143,7 @@ function renderDeployment(d, instances, endpoints) {
       i ? el("dl", {},
         el("dt", {}, "Engine"), el("dd", {}, i.engine, " ", i.version),
         el("dt", {}, "Address"), el("dd", {}, i.host + ":" + i.port),
-        el("dt", {}, "Role"), el("dd", {}, i.role, i.managed ? " (managed)" : ""),
+        el("dt", {}, "Role"), el("dd", { "data-testid": id + "-role" }, role, i.managed ? " (managed)" : ""),
         el("dt", {}, "Endpoint"), el("dd", {}, routed.length ? routed.join(", ") : "—"),
         el("dt", {}, "Parameters"), el("dd", {}, params.length ? params.map(([k, v]) => k + "=" + v).join(", ") : "defaults"))
         : el("p", { class: "muted" }, "instance not registered"));
