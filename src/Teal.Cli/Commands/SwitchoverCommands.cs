@@ -189,7 +189,7 @@ internal static class SwitchoverCommands
             if (!session.Json(parse))
             {
                 var pause = deployment.Switchover?.WritePauseMilliseconds is { } ms ? $"; clients were held for {ms:0} ms" : string.Empty;
-                await session.Output.WriteLineAsync($"switchover completed: {deployment.Green} is now the writer (PostgreSQL green), old blue is {deployment.Blue} and read-only{pause}");
+                await session.Output.WriteLineAsync($"switchover completed: {deployment.Green} is now the writer, old blue is {deployment.Blue} and fenced until `teal instance unfence {deployment.Blue}`{pause}");
             }
 
             return ExitCodes.Ok;

@@ -89,7 +89,7 @@ public sealed partial class DeploymentService(
             UpdatedAt = now,
             Tasks =
             [
-                new(DeploymentTaskKind.ProvisionGreen, DeploymentTaskStatus.Completed) { StartedAt = green.CreatedAt, CompletedAt = now, Percent = 100, Message = green.Managed is null ? $"external green {green.Address}" : $"managed PostgreSQL {green.Version} on {green.Address}" },
+                new(DeploymentTaskKind.ProvisionGreen, DeploymentTaskStatus.Completed) { StartedAt = green.CreatedAt, CompletedAt = now, Percent = 100, Message = green.Managed is null ? $"external green {green.Address}" : $"managed {green.Engine.DisplayName()} {green.Version} on {green.Address}" },
                 new(DeploymentTaskKind.CopySchema, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.CopyData, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.CatchUp, DeploymentTaskStatus.Pending),
@@ -146,7 +146,7 @@ public sealed partial class DeploymentService(
         await recorder.EventAsync(
             id,
             EventKinds.Created,
-            $"deployment '{spec.Name}' created: blue {blue.Name} (PostgreSQL {blue.Version}) → green {green.Name} (PostgreSQL {green.Version})",
+            $"deployment '{spec.Name}' created: blue {blue.Name} ({blue.Engine.DisplayName()} {blue.Version}) → green {green.Name} ({green.Engine.DisplayName()} {green.Version})",
             CancellationToken.None,
             new Dictionary<string, string> { ["blue"] = blue.Name, ["green"] = green.Name, ["greenVersion"] = green.Version });
         foreach (var warning in deployment.Warnings)

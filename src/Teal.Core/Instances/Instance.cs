@@ -6,6 +6,17 @@ public enum EngineKind
     MariaDb,
 }
 
+public static class EngineKinds
+{
+    /// <summary>The engine's name as its users write it, for messages and events.</summary>
+    public static string DisplayName(this EngineKind kind) => kind switch
+    {
+        EngineKind.Postgres => "PostgreSQL",
+        EngineKind.MariaDb => "MariaDB",
+        _ => kind.ToString(),
+    };
+}
+
 public enum InstanceRole
 {
     Writer,

@@ -71,7 +71,7 @@ public sealed partial class InstanceService(
         }
 
         var how = instance.Managed is null ? "registered" : "created";
-        await state.AppendEventAsync(null, EventKinds.InstanceAdded, $"instance '{instance.Name}' {how}: {EngineName(instance.Engine)} {instance.Version} on {instance.Address}", new Dictionary<string, string> { ["instance"] = instance.Name }, cancellationToken);
+        await state.AppendEventAsync(null, EventKinds.InstanceAdded, $"instance '{instance.Name}' {how}: {instance.Engine.DisplayName()} {instance.Version} on {instance.Address}", new Dictionary<string, string> { ["instance"] = instance.Name }, cancellationToken);
         LogAdded(instance.Name, how, instance.Address);
         if (endpoint is not null)
         {
@@ -277,7 +277,6 @@ public sealed partial class InstanceService(
         await state.GetInstanceAsync(name, cancellationToken)
         ?? throw new TealException("instance.not-found", $"no instance named '{name}'", "see `teal instance list`") { Kind = TealErrorKind.NotFound };
 
-    private static string EngineName(EngineKind kind) => kind == EngineKind.Postgres ? "PostgreSQL" : "MariaDB";
 
     [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Instance {Name} {How} at {Address}")]
     private partial void LogAdded(string name, string how, string address);

@@ -34,6 +34,8 @@ public sealed class MariaDbSwitchoverTests
         created.IsSuccessStatusCode.ShouldBeTrue(await created.Content.ReadAsStringAsync());
         var available = await WaitForStatusAsync(client, "AVAILABLE", TimeSpan.FromSeconds(240));
         available.GetProperty("status").GetString().ShouldBe("AVAILABLE", available.ToString());
+        // The deployment speaks of its own engine, not of PostgreSQL.
+        available.GetProperty("tasks")[0].GetProperty("message").GetString().ShouldStartWith("managed MariaDB 10.11");
 
         var acknowledged = new ConcurrentBag<long>();
         using var stop = new CancellationTokenSource();
