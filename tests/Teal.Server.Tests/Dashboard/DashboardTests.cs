@@ -22,6 +22,9 @@ public sealed class DashboardTests : IAsyncLifetime
     {
         File.Exists("/usr/bin/chromium").ShouldBeTrue("Chromium is missing: run scripts/setup.sh");
         _live = await LiveDeployment.StartAsync();
+        // Playwright's 5 s default is for a page on an idle machine; here guardrails and the page's
+        // polls share two cores with the rest of the suite, so give every expectation room.
+        Assertions.SetDefaultExpectTimeout(30_000);
         _playwright = await Playwright.CreateAsync();
         _browser = await _playwright.Chromium.LaunchAsync(new()
         {
