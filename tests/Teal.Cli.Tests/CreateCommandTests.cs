@@ -100,6 +100,8 @@ public sealed class CreateCommandTests(Postgres15Fixture blue) : IClassFixture<P
         shown.ExitCode.ShouldBe(0, shown.ToString());
         shown.Stdout.ShouldContain("AVAILABLE");
         shown.Stdout.ShouldContain("COPY_DATA");
+        // Green is vacuumed and analyzed before AVAILABLE, shown as its own task.
+        shown.Stdout.ShouldMatch(@"ANALYZE_GREEN\s+COMPLETED");
         var deleted = await Run("delete", "orders", "--delete-target");
         deleted.ExitCode.ShouldBe(0, deleted.ToString());
         (await Run("list", "--output", "json")).Stdout.Trim().ShouldBe("[]");

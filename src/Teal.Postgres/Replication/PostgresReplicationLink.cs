@@ -25,6 +25,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly MaterializedViews _views;
     private readonly Logins _logins;
     private readonly Reachability _reach;
+    private readonly GreenStatistics _statistics;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -41,7 +42,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _positions = new Positions(_sessions, time);
         _verifier = new Verifier(_sessions, _positions);
         _logins = new Logins(_sessions);
-        _switchover = new SwitchoverChecks(_sessions, _status, _logins);
+        _statistics = new GreenStatistics(_sessions);
+        _switchover = new SwitchoverChecks(_sessions, _status, _logins, _statistics);
         _reach = new Reachability(_sessions);
     }
 
@@ -72,6 +74,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     }
 
     public Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken) => _views.RefreshOnGreenAsync(cancellationToken);
+
+    public Task<IReadOnlyList<string>> PrepareGreenAsync(IProgress<TablePrepared>? progress, CancellationToken cancellationToken) => _statistics.PrepareAsync(progress, cancellationToken);
 
     public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => _verifier.VerifyAsync(progress, cancellationToken);
 

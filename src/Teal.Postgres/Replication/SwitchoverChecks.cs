@@ -6,7 +6,7 @@ using Teal.Core.Guardrails;
 namespace Teal.Postgres.Replication;
 
 /// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
-internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins)
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins, GreenStatistics statistics)
 {
     /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
     private const string ClientSessions = Fencing.ClientSessions;
@@ -53,6 +53,7 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
         }
 
         results.Add(await logins.CheckAsync(cancellationToken));
+        results.Add(await statistics.CheckAsync(cancellationToken));
 
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {
