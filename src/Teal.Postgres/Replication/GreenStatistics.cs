@@ -74,6 +74,36 @@ internal sealed class GreenStatistics(LinkSessions sessions)
     }
 
     /// <summary>
+    /// Tables copied after create (<c>teal add-tables</c>) are copied by the subscription in the
+    /// background: once every table of the subscription is ready, vacuums and analyzes those
+    /// never vacuumed nor analyzed on green, as ANALYZE_GREEN did for the initial copy. Runs
+    /// detached from the request; if Teal stops first, the guardrail names what is left.
+    /// </summary>
+    public async Task PrepareWhenCopiedAsync(CancellationToken cancellationToken)
+    {
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        while (await green.ScalarAsync<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = $1 AND sr.srsubstate <> 'r')",
+            cancellationToken,
+            sessions.Spec.Name))
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(500), cancellationToken);
+        }
+
+        foreach (var t in await NeverAnalyzedAsync(green, cancellationToken))
+        {
+            try
+            {
+                await green.ExecuteAsync($"VACUUM (ANALYZE) {Sql.Qualified(t.Schema, t.Name)}", cancellationToken);
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+            {
+                // Dropped meanwhile.
+            }
+        }
+    }
+
+    /// <summary>
     /// Fails when a table on green holds rows and was never vacuumed nor analyzed there: no
     /// planner statistics, and <c>reltuples</c> still -1 (PostgreSQL 14+; 0 before), as the
     /// schema copy left it (CREATE INDEX on a never-vacuumed empty table keeps it unknown). A
@@ -84,17 +114,7 @@ internal sealed class GreenStatistics(LinkSessions sessions)
     public async Task<CheckResult> CheckAsync(CancellationToken cancellationToken)
     {
         await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
-        var candidates = await green.QueryAsync(
-            $"""
-            SELECT n.nspname::text, c.relname::text
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE {UserTables}
-              AND (c.reltuples < 0 OR (c.reltuples = 0 AND current_setting('server_version_num')::int < 140000))
-              AND NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)
-            ORDER BY 1, 2
-            """,
-            r => new Table(r.GetString(0), r.GetString(1), 0),
-            cancellationToken);
+        var candidates = await NeverAnalyzedAsync(green, cancellationToken);
         var stale = new List<string>();
         foreach (var t in candidates)
         {
@@ -116,4 +136,18 @@ internal sealed class GreenStatistics(LinkSessions sessions)
             $"{stale.Count} table(s) on green hold rows but were never vacuumed nor analyzed since their copy, so green's planner would guess their sizes and first reads would rewrite every page: {names}",
             $"on green as Teal's login (teal instance url GREEN --as-teal): SET default_transaction_read_only = off; VACUUM (ANALYZE) {quoted}");
     }
+
+    /// <summary>Tables on green with no statistics and <c>reltuples</c> unknown: never vacuumed nor analyzed there.</summary>
+    private static Task<List<Table>> NeverAnalyzedAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
+        green.QueryAsync(
+            $"""
+            SELECT n.nspname::text, c.relname::text
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {UserTables}
+              AND (c.reltuples < 0 OR (c.reltuples = 0 AND current_setting('server_version_num')::int < 140000))
+              AND NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)
+            ORDER BY 1, 2
+            """,
+            r => new Table(r.GetString(0), r.GetString(1), 0),
+            cancellationToken);
 }
