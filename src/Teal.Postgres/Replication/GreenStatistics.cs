@@ -104,7 +104,7 @@ internal sealed class GreenStatistics(LinkSessions sessions)
     }
 
     /// <summary>
-    /// Fails when a table on green holds rows and was never vacuumed nor analyzed there: no
+    /// Fails when a table the subscription copied holds rows and was never vacuumed nor analyzed on green: no
     /// planner statistics, and <c>reltuples</c> still -1 (PostgreSQL 14+; 0 before), as the
     /// schema copy left it (CREATE INDEX on a never-vacuumed empty table keeps it unknown). A
     /// table that was empty when ANALYZE_GREEN ran has <c>reltuples</c> 0 and passes: rows that
@@ -137,8 +137,13 @@ internal sealed class GreenStatistics(LinkSessions sessions)
             $"on green as Teal's login (teal instance url GREEN --as-teal): SET default_transaction_read_only = off; VACUUM (ANALYZE) {quoted}");
     }
 
-    /// <summary>Tables on green with no statistics and <c>reltuples</c> unknown: never vacuumed nor analyzed there.</summary>
-    private static Task<List<Table>> NeverAnalyzedAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Tables of the subscription (those a copy wrote: plain tables and partitioned roots) with
+    /// no statistics and <c>reltuples</c> unknown: never vacuumed nor analyzed on green. A
+    /// partition created on green later (replayed DDL) fills through replication like any table
+    /// of a busy server: autovacuum's.
+    /// </summary>
+    private Task<List<Table>> NeverAnalyzedAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
         green.QueryAsync(
             $"""
             SELECT n.nspname::text, c.relname::text
@@ -146,8 +151,10 @@ internal sealed class GreenStatistics(LinkSessions sessions)
             WHERE {UserTables}
               AND (c.reltuples < 0 OR (c.reltuples = 0 AND current_setting('server_version_num')::int < 140000))
               AND NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)
+              AND c.oid IN (SELECT sr.srrelid FROM pg_subscription_rel sr JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = $1)
             ORDER BY 1, 2
             """,
             r => new Table(r.GetString(0), r.GetString(1), 0),
-            cancellationToken);
+            cancellationToken,
+            sessions.Spec.Name);
 }
