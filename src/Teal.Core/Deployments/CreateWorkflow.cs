@@ -164,7 +164,7 @@ public sealed partial class CreateWorkflow(
             await writer;
         }
 
-        await recorder.CompleteTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, $"{tables.Count} tables vacuumed and analyzed on green", cancellationToken);
+        await recorder.CompleteTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, tables.Count == 0 ? "nothing to vacuum or analyze on green" : $"{tables.Count} tables vacuumed and analyzed on green", cancellationToken);
     }
 
     private static List<DeploymentTask> WithAnalyzeTask(IReadOnlyList<DeploymentTask> tasks)
