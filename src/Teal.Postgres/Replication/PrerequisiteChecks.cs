@@ -28,7 +28,9 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
         var spec = sessions.Spec;
         results.AddRange(await BlueAsync(blue, new BlueScope(spec.Name, spec.Tables, spec.CopyRoles), catalog, cancellationToken));
         results.AddRange(await GreenCapacityAsync(greenAdmin, cancellationToken));
-        results.Add(await PrivilegesAsync(greenAdmin, "green", "it creates the subscription and fences green", cancellationToken));
+        // Creating the subscription alone would need less (pg_create_subscription and CREATE on
+        // the database from 16), but green is fenced from replication start, superusers included.
+        results.Add(await PrivilegesAsync(greenAdmin, "green", "it fences green from replication start (every other role loses LOGIN, superusers included), which only a superuser can", cancellationToken));
         results.Add(await VersionAsync(blue, greenAdmin, cancellationToken));
         results.Add(greenDatabaseExists ? await GreenEmptyAsync(green, cancellationToken) : CheckResult.Pass("green.empty", $"green has no database {sessions.Spec.Green.Database} yet; Teal creates it"));
         results.Add(await ExtensionsAsync(blue, greenAdmin, cancellationToken));
