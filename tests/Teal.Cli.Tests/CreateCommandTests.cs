@@ -100,9 +100,32 @@ public sealed class CreateCommandTests(Postgres15Fixture blue) : IClassFixture<P
         shown.ExitCode.ShouldBe(0, shown.ToString());
         shown.Stdout.ShouldContain("AVAILABLE");
         shown.Stdout.ShouldContain("COPY_DATA");
+        // Green is vacuumed and analyzed before AVAILABLE, shown as its own task.
+        shown.Stdout.ShouldMatch(@"ANALYZE_GREEN\s+COMPLETED");
         var deleted = await Run("delete", "orders", "--delete-target");
         deleted.ExitCode.ShouldBe(0, deleted.ToString());
         (await Run("list", "--output", "json")).Stdout.Trim().ShouldBe("[]");
+    }
+
+    [Fact]
+    public async Task TargetParameters_ManagedGreenRunsWithThem_AndVerifyComparesThem()
+    {
+        await blue.Server.ExecuteAsync("CREATE DATABASE params");
+        await blue.Server.ExecuteAsync("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)", "params");
+        (await Run("instance", "add", "params", "--connection", blue.Server.Uri("params"))).ExitCode.ShouldBe(0);
+
+        var created = await Run("create", "tuned", "--source", "params", "--target-parameter", "work_mem=12MB", "--target-parameter", "random_page_cost=1.1", "--wait");
+
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var verified = await Run("verify", "tuned", "--output", "json");
+        verified.ExitCode.ShouldBe(0, verified.ToString());
+        using var json = System.Text.Json.JsonDocument.Parse(verified.Stdout);
+        var settings = json.RootElement.GetProperty("settings").EnumerateArray().ToDictionary(s => s.GetProperty("name").GetString()!, s => s.GetProperty("actual").GetString());
+        // Read from green's server by verify: the values the operator asked for, not the defaults.
+        settings["work_mem"].ShouldBe("12MB");
+        settings["random_page_cost"].ShouldBe("1.1");
+        (await Run("delete", "tuned", "--delete-target")).ExitCode.ShouldBe(0);
+        (await Run("instance", "remove", "params")).ExitCode.ShouldBe(0);
     }
 
     private async Task ShouldHaveCreatedNothingAsync()

@@ -9,7 +9,8 @@ namespace Teal.Core.Deployments;
 
 /// <summary>
 /// Takes a stored deployment from PROVISIONING to AVAILABLE: COPY_SCHEMA, then replication
-/// started and COPY_DATA tracked per table, then CATCH_UP until the lag is small. Resumable
+/// started and COPY_DATA tracked per table, then ANALYZE_GREEN (green's planner statistics and
+/// visibility map, so it is ready for production traffic), then CATCH_UP until the lag is small. Resumable
 /// after a restart of Teal from whatever task was reached, except a schema copy cut in the
 /// middle (green may be half-loaded: the deployment fails with that reason). A failure removes
 /// Teal's objects from both sides at once — a slot left on blue would retain WAL — then the
@@ -38,6 +39,7 @@ public sealed partial class CreateWorkflow(
             var link = await links.GetAsync(deployment, cancellationToken);
             await CopySchemaAsync(deployment, link, cancellationToken);
             await CopyDataAsync(id, link, cancellationToken);
+            await AnalyzeGreenAsync(id, link, cancellationToken);
             await CatchUpAsync(id, link, cancellationToken);
             // Materialized views arrive empty on green (replication carries table rows only).
             var views = await link.RefreshMaterializedViewsAsync(cancellationToken);
@@ -114,6 +116,68 @@ public sealed partial class CreateWorkflow(
 
             await Task.Delay(options.PollInterval, recorder.Time, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// VACUUM (ANALYZE) on green once every table is copied: a freshly copied table has no
+    /// planner statistics (autovacuum gets to it when it gets to it), no visibility map and no
+    /// hint bits, so green's first production queries would be planned blind and its first reads
+    /// would write every page. Before CATCH_UP, so the lag that builds up meanwhile is caught up
+    /// before AVAILABLE. Progress is recorded per table as the engine reports it. Repeated in
+    /// whole after a restart of Teal (it is idempotent); a deployment stored before this task
+    /// existed gets it added.
+    /// </summary>
+    private async Task AnalyzeGreenAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        var deployment = await recorder.GetAsync(id, cancellationToken);
+        if (deployment.Task(DeploymentTaskKind.AnalyzeGreen)?.Status == DeploymentTaskStatus.Completed)
+        {
+            return;
+        }
+
+        if (deployment.Task(DeploymentTaskKind.AnalyzeGreen) is null)
+        {
+            await recorder.UpdateAsync(id, d => d.Task(DeploymentTaskKind.AnalyzeGreen) is not null ? d : d with { Tasks = WithAnalyzeTask(d.Tasks) }, cancellationToken);
+        }
+
+        await recorder.StartTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, cancellationToken);
+        // The engine reports synchronously from its own loop; the records are written in order by one reader.
+        var updates = System.Threading.Channels.Channel.CreateUnbounded<TablePrepared>(new() { SingleReader = true });
+        var writer = Task.Run(
+            async () =>
+            {
+                await foreach (var t in updates.Reader.ReadAllAsync(cancellationToken))
+                {
+                    var percent = t.BytesTotal > 0 ? 100.0 * t.BytesDone / t.BytesTotal : 100.0 * t.Done / Math.Max(1, t.Total);
+                    await recorder.SetTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, task => task with { Percent = Math.Round(Math.Min(percent, 99.9), 1), Message = $"{t.Done} of {t.Total} tables vacuumed and analyzed on green (last {t.Table})" }, cancellationToken);
+                }
+            },
+            cancellationToken);
+        IReadOnlyList<string> tables;
+        try
+        {
+            tables = await link.PrepareGreenAsync(new ChannelProgress<TablePrepared>(updates.Writer), cancellationToken);
+        }
+        finally
+        {
+            updates.Writer.TryComplete();
+            await writer;
+        }
+
+        await recorder.CompleteTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, tables.Count == 0 ? "nothing to vacuum or analyze on green" : $"{tables.Count} tables vacuumed and analyzed on green", cancellationToken);
+    }
+
+    private static List<DeploymentTask> WithAnalyzeTask(IReadOnlyList<DeploymentTask> tasks)
+    {
+        var list = tasks.ToList();
+        var at = list.FindIndex(t => t.Kind == DeploymentTaskKind.CatchUp);
+        list.Insert(at < 0 ? list.Count : at, new DeploymentTask(DeploymentTaskKind.AnalyzeGreen, DeploymentTaskStatus.Pending));
+        return list;
+    }
+
+    private sealed class ChannelProgress<T>(System.Threading.Channels.ChannelWriter<T> writer) : IProgress<T>
+    {
+        public void Report(T value) => writer.TryWrite(value);
     }
 
     private async Task CatchUpAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)

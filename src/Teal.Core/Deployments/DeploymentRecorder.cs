@@ -80,6 +80,7 @@ public static class TaskNames
         DeploymentTaskKind.CopyData => "COPY_DATA",
         DeploymentTaskKind.CatchUp => "CATCH_UP",
         DeploymentTaskKind.CreateTopology => "CREATE_TOPOLOGY",
+        DeploymentTaskKind.AnalyzeGreen => "ANALYZE_GREEN",
         _ => kind.ToString(),
     };
 }

@@ -92,6 +92,7 @@ public sealed partial class DeploymentService(
                 new(DeploymentTaskKind.ProvisionGreen, DeploymentTaskStatus.Completed) { StartedAt = green.CreatedAt, CompletedAt = now, Percent = 100, Message = green.Managed is null ? $"external green {green.Address}" : $"managed {green.Engine.DisplayName()} {green.Version} on {green.Address}" },
                 new(DeploymentTaskKind.CopySchema, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.CopyData, DeploymentTaskStatus.Pending),
+                new(DeploymentTaskKind.AnalyzeGreen, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.CatchUp, DeploymentTaskStatus.Pending),
             ],
         };

@@ -7,6 +7,9 @@ public enum DeploymentTaskKind
     CopyData,
     CatchUp,
     CreateTopology,
+
+    /// <summary>VACUUM (ANALYZE) on green after the initial copy (ANALYZE_GREEN).</summary>
+    AnalyzeGreen,
 }
 
 public enum DeploymentTaskStatus

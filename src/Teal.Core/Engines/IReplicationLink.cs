@@ -55,6 +55,16 @@ public interface IReplicationLink
     /// </summary>
     Task<IReadOnlyList<string>> RefreshMaterializedViewsAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Readies green for production once the initial copy is done, before the deployment is
+    /// AVAILABLE: PostgreSQL runs <c>VACUUM (ANALYZE)</c> on every replicated table (planner
+    /// statistics, visibility map and hint bits, so the first queries and the first verify do not
+    /// pay for them), reporting each table as it finishes. Returns the tables processed. An engine
+    /// whose green needs nothing of the kind keeps this default.
+    /// </summary>
+    Task<IReadOnlyList<string>> PrepareGreenAsync(IProgress<TablePrepared>? progress, CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<string>>([]);
+
     // ---- verify and delete --------------------------------------------------------------------
 
     /// <summary>Compares blue and green table by table at one replication position.</summary>

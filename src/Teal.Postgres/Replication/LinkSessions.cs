@@ -19,7 +19,10 @@ namespace Teal.Postgres.Replication;
 /// </summary>
 internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
 {
-    /// <summary>Teal's login role on both sides; its password is generated and kept by Teal only.</summary>
+    /// <summary>
+    /// Teal's login role on both sides; its password is generated and kept by Teal only, unless
+    /// the operator created the role and registered the side with it (least privilege).
+    /// </summary>
     public const string ControlRole = Teal.Core.Deployments.DeploymentLinks.ControlUser;
 
     private readonly Lazy<NpgsqlDataSource> _blue = new(() => PostgresConnections.DataSource(Control(spec, Side.Blue)));
@@ -41,6 +44,10 @@ internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
     public ConnectionInfo Registered(Side side) => side == Side.Blue ? spec.Blue : spec.Green;
 
     public static string Role(Side side) => side == Side.Blue ? "blue" : "green";
+
+    /// <summary>Whether this session's login role is a superuser (Teal's own role may not be, on a blue registered with least privilege).</summary>
+    public static async Task<bool> IsSuperuserAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
+        await connection.ScalarAsync<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", cancellationToken);
 
     public Task<NpgsqlConnection> OpenAsync(Side side, CancellationToken cancellationToken) =>
         OpenControlAsync(side == Side.Blue ? _blue.Value : _green.Value, side, Connection(side), cancellationToken);
@@ -121,6 +128,14 @@ internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
     private static ConnectionInfo Control(LinkSpec spec, Side side)
     {
         var registered = side == Side.Blue ? spec.Blue : spec.Green;
+        if (registered.User == ControlRole)
+        {
+            // The operator made Teal's role (without superuser, with only the privileges the
+            // prerequisites name) and registered the side with it: log in as given. Teal could
+            // not create or re-key the role itself without a superuser.
+            return registered;
+        }
+
         var password = (side == Side.Blue ? spec.BlueControlPassword : spec.GreenControlPassword)
             ?? throw new InvalidOperationException($"the link spec has no control password for {Role(side)}");
         return registered with { User = ControlRole, Password = password };

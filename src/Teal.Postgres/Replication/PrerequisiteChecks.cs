@@ -28,7 +28,9 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
         var spec = sessions.Spec;
         results.AddRange(await BlueAsync(blue, new BlueScope(spec.Name, spec.Tables, spec.CopyRoles), catalog, cancellationToken));
         results.AddRange(await GreenCapacityAsync(greenAdmin, cancellationToken));
-        results.Add(await PrivilegesAsync(greenAdmin, "green", "it creates the subscription and fences green", cancellationToken));
+        // Creating the subscription alone would need less (pg_create_subscription and CREATE on
+        // the database from 16), but green is fenced from replication start, superusers included.
+        results.Add(await PrivilegesAsync(greenAdmin, "green", "it fences green from replication start (every other role loses LOGIN, superusers included), which only a superuser can", cancellationToken));
         results.Add(await VersionAsync(blue, greenAdmin, cancellationToken));
         results.Add(greenDatabaseExists ? await GreenEmptyAsync(green, cancellationToken) : CheckResult.Pass("green.empty", $"green has no database {sessions.Spec.Green.Database} yet; Teal creates it"));
         results.Add(await ExtensionsAsync(blue, greenAdmin, cancellationToken));
@@ -43,7 +45,7 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
     {
         var results = new List<CheckResult> { await WalLevelAsync(blue, cancellationToken) };
         results.AddRange(await BlueCapacityAsync(blue, cancellationToken));
-        results.Add(await PrivilegesAsync(blue, "blue", "it creates a FOR ALL TABLES publication and an event trigger", cancellationToken));
+        results.AddRange(await BluePrivilegesAsync(blue, scope, cancellationToken));
         results.Add(await ReplicaIdentityAsync(blue, scope, cancellationToken));
         results.AddRange(await NotReplicatedAsync(blue, cancellationToken));
         results.Add(await ExternalReplicationAsync(blue, scope, cancellationToken));
@@ -167,6 +169,113 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
 
         var has = replication ? "has REPLICATION but is not a superuser" : "is neither a superuser nor has REPLICATION";
         return CheckResult.Fail($"{side}.privileges", $"{side}'s user {user} {has}; Teal needs a superuser there because {why}", $"connect as a superuser, or on {side}: ALTER ROLE {Sql.Ident(user)} SUPERUSER");
+    }
+
+    /// <summary>Tables a publication lists when Teal's role on blue is no superuser (FOR ALL TABLES needs one): top-level tables outside the system schemas, Teal's and extensions'.</summary>
+    internal const string PublishedTables = """
+        c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'teal') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+        """;
+
+    /// <summary>
+    /// Blue without a superuser (hosted PostgreSQL, or an operator who gives Teal no more than it
+    /// needs): create, replication and verify need Teal's own role <c>teal_control</c> made by
+    /// the operator with REPLICATION (walsender, slot), CREATE on the database (Teal's schema),
+    /// SELECT on every table (the copy and verify read them: pg_read_all_data from 14) and the
+    /// privileges of each table's owner (a publication lists only tables its creator owns).
+    /// Each one missing is named with the statement that grants it. What still needs a
+    /// superuser is a warning here and a refusal at switchover: event triggers (DDL capture) and
+    /// the hard fence, which takes LOGIN from superusers and ends their sessions.
+    /// </summary>
+    private static async Task<List<CheckResult>> BluePrivilegesAsync(NpgsqlConnection blue, BlueScope scope, CancellationToken cancellationToken)
+    {
+        var (user, super, replication, create, database, readAll) = (await blue.QueryAsync(
+            """
+            SELECT rolname::text, rolsuper, rolreplication, has_database_privilege(current_database(), 'CREATE'), current_database()::text,
+                   to_regrole('pg_read_all_data') IS NOT NULL
+            FROM pg_roles WHERE rolname = current_user
+            """,
+            r => (r.GetString(0), r.GetBoolean(1), r.GetBoolean(2), r.GetBoolean(3), r.GetString(4), r.GetBoolean(5)),
+            cancellationToken))[0];
+        if (super)
+        {
+            return [CheckResult.Pass("blue.privileges", $"{user} is a superuser")];
+        }
+
+        var role = Sql.Ident(user);
+        var missing = new List<(string What, string Fix)>();
+        if (user != LinkSessions.ControlRole)
+        {
+            missing.Add(($"Teal's own login: without a superuser on blue, Teal cannot create its role {LinkSessions.ControlRole}, so blue must be registered as that role, made by you", $"CREATE ROLE {LinkSessions.ControlRole} LOGIN PASSWORD '…' with the grants below, and register blue with user {LinkSessions.ControlRole}"));
+        }
+
+        if (!replication)
+        {
+            missing.Add(("REPLICATION (the subscription's slot and walsender)", $"ALTER ROLE {role} REPLICATION"));
+        }
+
+        if (!create)
+        {
+            missing.Add(($"CREATE on database {database} (Teal's schema teal: heartbeat and DDL log)", $"GRANT CREATE ON DATABASE {Sql.Ident(database)} TO {role}"));
+        }
+
+        var tables = (await blue.QueryAsync(
+            $"""
+            SELECT n.nspname::text, c.relname::text, has_table_privilege(c.oid, 'SELECT'), pg_has_role(c.relowner, 'USAGE'), pg_get_userbyid(c.relowner)::text
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {PublishedTables}
+            ORDER BY 1, 2
+            """,
+            r => (Schema: r.GetString(0), Table: r.GetString(1), Readable: r.GetBoolean(2), Owned: r.GetBoolean(3), Owner: r.GetString(4)),
+            cancellationToken)).Where(t => scope.InScope(t.Schema, t.Table)).ToList();
+        var unreadable = tables.Where(t => !t.Readable).ToList();
+        if (unreadable.Count > 0)
+        {
+            var fix = readAll
+                ? $"GRANT pg_read_all_data TO {role}"
+                : string.Join("; ", unreadable.Select(t => t.Schema).Distinct().Select(s => $"GRANT SELECT ON ALL TABLES IN SCHEMA {Sql.Ident(s)} TO {role}"));
+            missing.Add(($"SELECT on {unreadable.Count} table(s) (the initial copy and verify read them): {Names(unreadable.Select(t => Sql.Display(t.Schema, t.Table)))}", fix));
+        }
+
+        var unowned = tables.Where(t => !t.Owned).ToList();
+        if (unowned.Count > 0)
+        {
+            missing.Add((
+                $"ownership of {unowned.Count} table(s) (a publication lists only tables its creator owns; FOR ALL TABLES needs a superuser): {Names(unowned.Select(t => Sql.Display(t.Schema, t.Table)))}",
+                string.Join("; ", unowned.Select(t => t.Owner).Distinct().Select(o => $"GRANT {Sql.Ident(o)} TO {role}"))));
+        }
+
+        if (scope.CopyRoles)
+        {
+            missing.Add(("a superuser to copy blue's roles (pg_dumpall reads pg_authid)", "leave role copy off and create the roles on green yourself"));
+        }
+
+        if (missing.Count > 0)
+        {
+            return
+            [
+                CheckResult.Fail(
+                    "blue.privileges",
+                    $"blue's user {user} is not a superuser and lacks: {string.Join("; ", missing.Select(m => m.What))}",
+                    $"on blue, as a superuser: {string.Join("; ", missing.Select(m => m.Fix))}"),
+            ];
+        }
+
+        return
+        [
+            CheckResult.Pass("blue.privileges", $"{user} is not a superuser but has what create, replication and verify need: REPLICATION, CREATE on {database}, SELECT on and the owner's privileges over every replicated table"),
+            CheckResult.Warn(
+                "blue.superuser",
+                $"without a superuser on blue, DDL on blue is not recorded (event triggers need one: a schema change shows as green's apply error), the publication lists blue's tables (a new table joins it with `teal add-tables`), and the switchover refuses: its fence takes LOGIN from every role, superusers included, and ends their sessions",
+                $"before the switchover, on blue as a superuser: ALTER ROLE {role} SUPERUSER (and NOSUPERUSER after it, if you like)"),
+        ];
+    }
+
+    private static string Names(IEnumerable<string> names)
+    {
+        var list = names.ToList();
+        return string.Join(", ", list.Take(10)) + (list.Count > 10 ? $" and {list.Count - 10} more" : string.Empty);
     }
 
     /// <summary>Leaf tables (partitions included, partitioned parents excluded) that cannot replicate UPDATE/DELETE.</summary>

@@ -55,8 +55,15 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await TealObjects.InstallTablesAsync(blue, cancellationToken);
             await blue.ExecuteAsync(
                 "INSERT INTO teal.heartbeat (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", cancellationToken, Name);
-            await TealObjects.InstallDdlCaptureAsync(blue, Name, cancellationToken);
-            await CreatePublicationAsync(blue, cancellationToken);
+            var super = await LinkSessions.IsSuperuserAsync(blue, cancellationToken);
+            if (super)
+            {
+                // Event triggers need a superuser; without one DDL on blue goes unrecorded (the
+                // prerequisites warned), and a stall shows green's own error instead.
+                await TealObjects.InstallDdlCaptureAsync(blue, Name, cancellationToken);
+            }
+
+            await CreatePublicationAsync(blue, super, cancellationToken);
         }
 
         await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
@@ -99,17 +106,26 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     /// <summary>
     /// FOR ALL TABLES (or the deployment's table list plus Teal's heartbeat and DDL log),
     /// publishing partitioned tables through their root so green may partition differently.
+    /// FOR ALL TABLES needs a superuser: without one, every table of blue's database is listed
+    /// (the role owns them, the prerequisites checked), and tables created later are not in the
+    /// publication until `teal add-tables` lists them.
     /// </summary>
-    private async Task CreatePublicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    private async Task CreatePublicationAsync(NpgsqlConnection blue, bool superuser, CancellationToken cancellationToken)
     {
         if (await blue.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cancellationToken, Name))
         {
             return;
         }
 
-        var target = sessions.Spec.Tables.Count == 0
+        var tables = sessions.Spec.Tables.Select(Sql.QualifiedFromDisplay).ToList();
+        if (tables.Count == 0 && !superuser)
+        {
+            tables = await blue.QueryAsync($"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {PrerequisiteChecks.PublishedTables} ORDER BY 1", r => r.GetString(0), cancellationToken);
+        }
+
+        var target = tables.Count == 0 && superuser
             ? "FOR ALL TABLES"
-            : "FOR TABLE " + string.Join(", ", sessions.Spec.Tables.Select(Sql.QualifiedFromDisplay).Append("teal.heartbeat").Append("teal.ddl_log"));
+            : "FOR TABLE " + string.Join(", ", tables.Append("teal.heartbeat").Append("teal.ddl_log"));
         await blue.ExecuteAsync($"CREATE PUBLICATION {Sql.Ident(Name)} {target} WITH (publish_via_partition_root = true)", cancellationToken);
     }
 
@@ -312,7 +328,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         List<(string, string)> published;
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {
-            if (repairPublication && sessions.Spec.Tables.Count > 0)
+            if (repairPublication)
             {
                 await AddListedTablesAsync(blue, cancellationToken);
             }
@@ -337,10 +353,25 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         return published.Where(t => !subscribed.Contains(t)).ToList();
     }
 
-    /// <summary>A listed table dropped and created again on blue falls out of a FOR TABLE publication: put it back.</summary>
+    /// <summary>
+    /// A listed table dropped and created again on blue falls out of a FOR TABLE publication: put
+    /// it back. A publication that lists every table because Teal's role on blue is no superuser
+    /// gets blue's new tables too.
+    /// </summary>
     private async Task AddListedTablesAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
-        foreach (var table in sessions.Spec.Tables)
+        var tables = sessions.Spec.Tables.ToList();
+        if (tables.Count == 0)
+        {
+            if (await blue.ScalarAsync<bool>("SELECT coalesce((SELECT puballtables FROM pg_publication WHERE pubname = $1), true)", cancellationToken, Name))
+            {
+                return;
+            }
+
+            tables = await blue.QueryAsync($"SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {PrerequisiteChecks.PublishedTables} ORDER BY 1", r => r.GetString(0), cancellationToken);
+        }
+
+        foreach (var table in tables)
         {
             var qualified = Sql.QualifiedFromDisplay(table);
             var listed = await blue.ScalarAsync<bool>(

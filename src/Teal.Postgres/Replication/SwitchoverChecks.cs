@@ -6,7 +6,7 @@ using Teal.Core.Guardrails;
 namespace Teal.Postgres.Replication;
 
 /// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
-internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins)
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins, GreenStatistics statistics)
 {
     /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
     private const string ClientSessions = Fencing.ClientSessions;
@@ -52,7 +52,23 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                     $"on green, for each: GRANT {Fencing.LoginsRole} TO role; ALTER ROLE role NOLOGIN (the switchover gives LOGIN back to the members of {Fencing.LoginsRole})"));
         }
 
-        results.Add(await logins.CheckAsync(cancellationToken));
+        bool blueSuperuser;
+        await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
+        {
+            blueSuperuser = await LinkSessions.IsSuperuserAsync(blue, cancellationToken);
+        }
+
+        // The logins check reads pg_authid, which only a superuser may.
+        results.Add(blueSuperuser
+            ? await logins.CheckAsync(cancellationToken)
+            : CheckResult.Warn("green.logins", "not checked: reading blue's password verifiers (pg_authid) needs a superuser", "see blue.fence-privileges"));
+        results.Add(blueSuperuser
+            ? CheckResult.Pass("blue.fence-privileges", $"{LinkSessions.ControlRole} is a superuser on blue: the fence can take LOGIN from every role and end every session")
+            : CheckResult.Fail(
+                "blue.fence-privileges",
+                $"{LinkSessions.ControlRole} is not a superuser on blue: the fence could neither take LOGIN from superusers nor end their sessions, so blue could take writes after green opens",
+                $"on blue, as a superuser: ALTER ROLE {LinkSessions.ControlRole} SUPERUSER (the create and replication ran without it; the switchover and Teal's copy of blue's passwords to green need it)"));
+        results.Add(await statistics.CheckAsync(cancellationToken));
 
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {

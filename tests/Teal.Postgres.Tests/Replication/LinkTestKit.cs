@@ -47,7 +47,7 @@ internal static class LinkTestKit
         }
     }
 
-    /// <summary>Create path of a deployment: prerequisites pass, schema copied, replication started, initial copy done.</summary>
+    /// <summary>Create path of a deployment: prerequisites pass, schema copied, replication started, initial copy done, green vacuumed and analyzed.</summary>
     public static async Task StartAsync(PostgresReplicationLink link, TimeSpan? timeout = null)
     {
         var report = await link.CheckPrerequisitesAsync(default);
@@ -55,6 +55,7 @@ internal static class LinkTestKit
         await link.CopySchemaAsync(default);
         await link.StartReplicationAsync(default);
         await WaitForStateAsync(link, ReplicationState.Replicating, timeout ?? TimeSpan.FromSeconds(120));
+        await link.PrepareGreenAsync(null, default);
     }
 
     public static async Task<ReplicationSnapshot> WaitForStateAsync(PostgresReplicationLink link, ReplicationState state, TimeSpan timeout)

@@ -202,6 +202,9 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         var added = await deployment.Link.AddMissingTablesAsync(default);
         added.ShouldBe(["public.coupons"]);
         await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM coupons", Db) == 500, "the new table's copy");
+        // Once copied, the new table is vacuumed and analyzed on green as the initial copy was.
+        // (A manual VACUUM: autovacuum would record last_autovacuum, and only analyzes 500 inserted rows.)
+        await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<bool>("SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relid = 'coupons'::regclass", Db), "the new table's VACUUM (ANALYZE) on green");
         await deployment.Blue.ExecuteAsync("INSERT INTO coupons VALUES ('LATE', 5)", Db);
         await LinkTestKit.WaitUntilAsync(async () => await deployment.Green.ScalarAsync<long>("SELECT count(*) FROM coupons", Db) == 501, "a change to the new table");
 
