@@ -148,6 +148,7 @@ public static class TealServer
         services.AddSingleton(new ProxyOptions());
         services.AddSingleton<StateTargetResolver>();
         services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
+        services.AddSingleton<Teal.Proxy.Sessions.IScramVerifierSource, ControlVerifierSource>();
         services.AddSingleton<ProxyManager>();
         services.AddSingleton<PgBouncerEndpoints>();
         services.AddSingleton<IEndpointRegistry, EndpointRegistry>();

@@ -56,4 +56,10 @@ public sealed record EndpointTarget(string Instance, string Host, int Port, stri
 public sealed record EndpointStats(long Active, long Held, long Total, long BytesFromClients, long BytesToClients, long Errors)
 {
     public static EndpointStats Empty { get; } = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>Sessions a switchover moved to the new target with their state (Teal's proxy only).</summary>
+    public long SessionsMoved { get; init; }
+
+    /// <summary>Sessions a switchover closed (57P01) because they could not move, or cut at the drain budget.</summary>
+    public long SessionsClosed { get; init; }
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Proxy.Endpoints;
+using Teal.Proxy.Sessions;
 
 namespace Teal.Proxy.Hosting;
 
@@ -16,7 +17,7 @@ public interface IEndpointTargetResolver
 /// The proxy endpoints of one <c>teal serve</c>: starts and stops them from their specs, and
 /// answers the switchover's question "which endpoints route to this instance?".
 /// </summary>
-public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null)
+public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null, IScramVerifierSource? verifiers = null)
     : IEndpointRegistry, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, ProxyEndpoint> _endpoints = new(StringComparer.Ordinal);
@@ -52,7 +53,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
             throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
         }
 
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline);
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline, verifiers);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);
