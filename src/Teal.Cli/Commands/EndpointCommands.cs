@@ -27,7 +27,8 @@ internal static class EndpointCommands
         var adminUser = new Option<string>("--admin-user") { Description = "PgBouncer: a user in admin_users (password from $TEAL_PGBOUNCER_PASSWORD)", DefaultValueFactory = _ => "pgbouncer" };
         var database = new Option<string?>("--database") { Description = "PgBouncer: the [databases] entry applications use" };
         var config = new Option<string?>("--config") { Description = "PgBouncer: its ini file, which Teal rewrites at switchover" };
-        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Teal's proxy: most client connections at once; more get SQLSTATE 53300 (0: no cap)" };
+        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections };
         command.Validators.Add(result =>
         {
             var proxy = result.GetValue(listen) is not null;
@@ -40,10 +41,14 @@ internal static class EndpointCommands
             {
                 result.AddError("--pgbouncer needs --database and --config");
             }
+            else if (result.GetValue(maxConnections) < 0)
+            {
+                result.AddError("--max-connections cannot be negative");
+            }
         });
         command.SetAction(async (parse, ct) =>
         {
-            var request = new AddEndpointRequest(parse.GetValue(name)!, parse.GetValue(instance)!) { Listen = parse.GetValue(listen) };
+            var request = new AddEndpointRequest(parse.GetValue(name)!, parse.GetValue(instance)!) { Listen = parse.GetValue(listen), MaxConnections = parse.GetValue(maxConnections) };
             if (parse.GetValue(pgBouncer) is { } admin)
             {
                 var address = TealServerOptions.ParseAddress(admin, "endpoint");

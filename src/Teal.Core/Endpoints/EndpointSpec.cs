@@ -31,6 +31,9 @@ public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instanc
 
     public int CanaryPercent { get; init; }
 
+    /// <summary>Proxy: most client connections at once (active, held or logging in); 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 }
 

@@ -57,6 +57,7 @@ internal sealed class ProxyConnection
     private byte[] _startup = [];
     private ScramCapture? _scram;
     private bool _loggedInWithoutPassword;
+    private bool _slot;
 
     public ProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
@@ -109,8 +110,16 @@ internal sealed class ProxyConnection
                 return;
             }
 
+            if (!_endpoint.TryTakeSlot())
+            {
+                await SendQuietlyAsync(_client, _endpoint.TooManyError);
+                reason = "over the endpoint's connection cap";
+                return;
+            }
+
+            _slot = true;
             _startup = startup;
-            var target = await _endpoint.AdmitAsync(this, stopping);
+            var target = await AdmitAsync(stopping);
             if (target is null)
             {
                 await SendQuietlyAsync(_client, _endpoint.PausedError);
@@ -146,6 +155,11 @@ internal sealed class ProxyConnection
         finally
         {
             Abort(ConnectionOutcome.ClosedIdle);
+            if (_slot)
+            {
+                _endpoint.ReleaseSlot();
+            }
+
             _endpoint.OnConnectionEnded(this, reason);
         }
     }
@@ -221,6 +235,57 @@ internal sealed class ProxyConnection
         _client.Dispose();
         server?.Dispose();
         _moved.TrySetResult();
+    }
+
+    /// <summary>
+    /// Admission; while the endpoint holds the connection, a client that hangs up frees it at once
+    /// instead of at the resume. A held client sends nothing (it waits for the server's answer to
+    /// its startup packet), so a peek that returns 0 can only be its FIN.
+    /// </summary>
+    private async Task<EndpointTarget?> AdmitAsync(CancellationToken stopping)
+    {
+        if (!_endpoint.Paused)
+        {
+            return await _endpoint.AdmitAsync(this, stopping);
+        }
+
+        using var held = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        using var watching = new CancellationTokenSource();
+        var watch = WatchForHangUpAsync(held, watching.Token);
+        try
+        {
+            return await _endpoint.AdmitAsync(this, held.Token);
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            throw new IOException("the client hung up while held");
+        }
+        finally
+        {
+            // The peek must be over before anything else reads the socket.
+            await watching.CancelAsync();
+            await watch;
+        }
+    }
+
+    private async Task WatchForHangUpAsync(CancellationTokenSource held, CancellationToken watching)
+    {
+        try
+        {
+            var peeked = await _client.ReceiveAsync(new byte[1], SocketFlags.Peek, watching);
+            if (peeked == 0)
+            {
+                await held.CancelAsync();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Admitted (or refused) first: stop watching.
+        }
+        catch (SocketException)
+        {
+            await held.CancelAsync();
+        }
     }
 
     /// <summary>
@@ -409,13 +474,8 @@ internal sealed class ProxyConnection
                     return "server closed";
                 }
 
-                bool moving;
-                lock (_lock)
-                {
-                    moving = _moving;
-                }
-
-                if (moving)
+                // Set under the lock before the state query is sent, so before its answer can arrive.
+                if (Volatile.Read(ref _moving))
                 {
                     // The answer to the state query sent when the session was found idle.
                     var next = await MoveAsync(server, buffer.AsMemory(0, read), stopping);

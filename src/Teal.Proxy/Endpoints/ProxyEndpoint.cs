@@ -48,6 +48,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private long _bytesToClients;
     private long _errors;
     private long _sessionsMoved;
+    private long _sessions; // connections counted against the cap: from startup packet to end
     private long _sessionsClosed;
     private int _disposed;
 
@@ -69,6 +70,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         _timeProvider = timeProvider;
         _route = new ProxyRoute(target, null, 0);
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!; // A bound socket always has one.
+        TooManyError = PostgresWire.FatalError(PostgresWire.TooManyConnections, $"Teal endpoint {name} has reached its limit of {options.MaxConnections} connections");
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
         DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
         LoginDrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection during login for a switchover; reconnect");
@@ -119,6 +121,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal bool HasAuthQuery => _verifiers is not null;
 
     internal byte[] PausedError { get; }
+
+    internal byte[] TooManyError { get; }
 
     internal byte[] DrainError { get; }
 
@@ -454,6 +458,21 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         Interlocked.Increment(ref _sessionsClosed);
         ProxyLog.SessionNotMoved(_logger, Name, connection.Id, reason);
     }
+
+    /// <summary>Counts a connection against the cap; false (and counted as an error) when it is over.</summary>
+    internal bool TryTakeSlot()
+    {
+        if (Interlocked.Increment(ref _sessions) <= _options.MaxConnections || _options.MaxConnections == 0)
+        {
+            return true;
+        }
+
+        Interlocked.Decrement(ref _sessions);
+        Interlocked.Increment(ref _errors);
+        return false;
+    }
+
+    internal void ReleaseSlot() => Interlocked.Decrement(ref _sessions);
 
     internal void CountFromClient(int bytes) => Interlocked.Add(ref _bytesFromClients, bytes);
 

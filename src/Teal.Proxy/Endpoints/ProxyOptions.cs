@@ -15,6 +15,9 @@ public sealed record ProxyOptions
     /// <summary>Pending-accept queue. Sized for bursts of hundreds of clients reconnecting after a switchover.</summary>
     public int Backlog { get; init; } = 1024;
 
+    /// <summary>Most client connections one endpoint serves at once (active, held or logging in); 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
     public void Validate()
     {
         if (BufferSize < 1024)
@@ -25,6 +28,11 @@ public sealed record ProxyOptions
         if (ConnectTimeout <= TimeSpan.Zero || StartupTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), "proxy timeouts must be positive");
+        }
+
+        if (MaxConnections < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "the connection cap cannot be negative");
         }
 
         if (Backlog < 1)

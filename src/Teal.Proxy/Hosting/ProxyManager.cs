@@ -53,7 +53,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
             throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
         }
 
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline, verifiers);
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options with { MaxConnections = spec.MaxConnections }, _logger, timeProvider, holdDeadline, verifiers);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);

@@ -77,6 +77,9 @@ public sealed record AddEndpointRequest(string Name, string Instance)
 
     public PgBouncerSpec? PgBouncer { get; init; }
 
+    /// <summary>Teal's proxy: most client connections at once; clients over it get 53300. 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
     /// <summary>PgBouncer admin password; kept in the secrets file, never stored with the endpoint.</summary>
     public string? PgBouncerPassword { get; init; }
 }
@@ -92,6 +95,8 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
 
     public int CanaryPercent { get; init; }
 
+    public int MaxConnections { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 
     /// <summary>Null when no live endpoint serves this declaration (no proxy running it).</summary>
@@ -106,6 +111,7 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
             PgBouncer = spec.PgBouncer,
             CanaryInstance = spec.CanaryInstance,
             CanaryPercent = spec.CanaryPercent,
+            MaxConnections = spec.MaxConnections,
             CreatedAt = spec.CreatedAt,
             Stats = stats,
         };

@@ -74,6 +74,7 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
         var spec = new EndpointSpec(request.Name, request.Kind, request.Instance)
         {
             Listen = request.Kind == EndpointKind.Proxy ? request.Listen : null,
+            MaxConnections = request.Kind == EndpointKind.Proxy ? request.MaxConnections : 0,
             Role = request.Role,
             PgBouncer = pgBouncer,
             CreatedAt = time.GetUtcNow(),

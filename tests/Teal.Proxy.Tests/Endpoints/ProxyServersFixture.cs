@@ -67,8 +67,8 @@ public sealed class ProxyServersFixture : IAsyncLifetime
         }
     }
 
-    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", IScramVerifierSource? verifiers = null) =>
-        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, new ProxyOptions(), NullLogger.Instance, TimeProvider.System, verifiers: verifiers);
+    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", IScramVerifierSource? verifiers = null, ProxyOptions? options = null) =>
+        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, options ?? new ProxyOptions(), NullLogger.Instance, TimeProvider.System, verifiers: verifiers);
 
     /// <summary>Pause, drain, flip to <paramref name="to"/>, resume: the endpoint's part of a switchover.</summary>
     public static async Task<EndpointDrainResult> SwitchAsync(ProxyEndpoint endpoint, EndpointTarget to, TimeSpan? budget = null)
