@@ -34,6 +34,15 @@ public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instanc
     /// <summary>Proxy: most client connections at once (active, held or logging in); 0 for no cap.</summary>
     public int MaxConnections { get; init; }
 
+    /// <summary>Proxy: PEM certificate shown to TLS clients; null for the one Teal generates in its data directory.</summary>
+    public string? TlsCertificateFile { get; init; }
+
+    /// <summary>Proxy: the PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    public string? TlsKeyFile { get; init; }
+
+    /// <summary>Proxy: refuse clients that do not use TLS.</summary>
+    public bool RequireTls { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 using Teal.Core.Endpoints;
@@ -25,6 +26,7 @@ internal enum ConnectionOutcome
 /// message framing to know when the session is between transactions: a drain moves it there
 /// (or closes it, when its state cannot move) and nowhere else.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "Abort disposes the sockets and the TLS stream: the connection's lifetime is RunAsync, which always ends in Abort, not a using scope")]
 internal sealed class ProxyConnection
 {
     private readonly ProxyEndpoint _endpoint;
@@ -58,6 +60,9 @@ internal sealed class ProxyConnection
     private ScramCapture? _scram;
     private bool _loggedInWithoutPassword;
     private bool _slot;
+
+    // Set once while reading the startup packet, before anything else touches the client.
+    private SslStream? _tls;
 
     public ProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
@@ -110,9 +115,16 @@ internal sealed class ProxyConnection
                 return;
             }
 
+            if (_options.RequireTls && _tls is null)
+            {
+                await SendToClientQuietlyAsync(PostgresWire.FatalError(PostgresWire.InvalidAuthorization, $"Teal endpoint {_endpoint.Name} accepts only TLS connections; connect with sslmode=require or stronger"));
+                reason = "refused: no TLS";
+                return;
+            }
+
             if (!_endpoint.TryTakeSlot())
             {
-                await SendQuietlyAsync(_client, _endpoint.TooManyError);
+                await SendToClientQuietlyAsync(_endpoint.TooManyError);
                 reason = "over the endpoint's connection cap";
                 return;
             }
@@ -122,7 +134,7 @@ internal sealed class ProxyConnection
             var target = await AdmitAsync(stopping);
             if (target is null)
             {
-                await SendQuietlyAsync(_client, _endpoint.PausedError);
+                await SendToClientQuietlyAsync(_endpoint.PausedError);
                 reason = "held past the pause deadline";
                 return;
             }
@@ -144,7 +156,7 @@ internal sealed class ProxyConnection
 
             reason = await PumpAsync(server, stopping);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException)
         {
             reason = ex.Message;
         }
@@ -232,6 +244,7 @@ internal sealed class ProxyConnection
             // The move ended meanwhile.
         }
 
+        _tls?.Dispose();
         _client.Dispose();
         server?.Dispose();
         _moved.TrySetResult();
@@ -296,12 +309,12 @@ internal sealed class ProxyConnection
     private async Task<bool> RelayLoginAsync(Socket server, CancellationToken stopping)
     {
         var fromServer = new MessageReader(server);
-        var fromClient = new MessageReader(_client);
+        var fromClient = new MessageReader(ReceiveFromClientAsync);
         ScramCapture? scram = null;
         var askedForPassword = false;
         while (await fromServer.ReadAsync(stopping) is { } message)
         {
-            await SendAllAsync(_client, message.Raw);
+            await SendToClientAllAsync(message.Raw);
             _endpoint.CountToClient(message.Raw.Length);
             if (message.Type == (byte)'E')
             {
@@ -402,7 +415,7 @@ internal sealed class ProxyConnection
         {
             while (true)
             {
-                var read = await _client.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = await ReceiveFromClientAsync(buffer.AsMemory(), CancellationToken.None);
                 if (read == 0)
                 {
                     return "client closed";
@@ -450,7 +463,7 @@ internal sealed class ProxyConnection
                 await SendAllAsync(server!, buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             return "client side closed";
         }
@@ -525,7 +538,7 @@ internal sealed class ProxyConnection
                     await SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
                 }
 
-                await SendAllAsync(_client, buffer.AsMemory(0, read));
+                await SendToClientAllAsync(buffer.AsMemory(0, read));
                 _endpoint.CountToClient(read);
 
                 lock (_lock)
@@ -549,7 +562,7 @@ internal sealed class ProxyConnection
                 }
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
         {
             return "server side closed";
         }
@@ -655,7 +668,7 @@ internal sealed class ProxyConnection
 
     private async Task SendToClientAsync(byte[] message)
     {
-        await SendAllAsync(_client, message);
+        await SendToClientAllAsync(message);
         _endpoint.CountToClient(message.Length);
     }
 
@@ -670,7 +683,7 @@ internal sealed class ProxyConnection
         }
 
         _endpoint.OnSessionNotMoved(this, reason);
-        await SendQuietlyAsync(_client, _endpoint.DrainError);
+        await SendToClientQuietlyAsync(_endpoint.DrainError);
         ShutdownQuietly(_client);
         if (previous is not null)
         {
@@ -743,7 +756,7 @@ internal sealed class ProxyConnection
         // and disposes the client socket, and an error not yet sent by then is lost (the client
         // would see a reset instead of 57P01). Shut down after the send, the error goes out
         // before the FIN.
-        await SendQuietlyAsync(_client, error);
+        await SendToClientQuietlyAsync(error);
         ShutdownQuietly(_client);
         await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
         ShutdownQuietly(server);
@@ -756,18 +769,27 @@ internal sealed class ProxyConnection
         var header = new byte[8];
         while (true)
         {
-            if (!await ReceiveExactlyAsync(_client, header, timeout.Token))
+            if (!await ReceiveExactlyFromClientAsync(header, timeout.Token))
             {
                 return null;
             }
 
             var length = BinaryPrimitives.ReadInt32BigEndian(header);
             var code = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
+            if (length == 8 && code == PostgresWire.SslRequestCode && _tls is null && _options.Certificate is { } certificate)
+            {
+                // 'S', then the TLS handshake; the startup packet follows inside TLS.
+                await SendToClientAllAsync("S"u8.ToArray());
+                _tls = new SslStream(new NetworkStream(_client, ownsSocket: false));
+                await _tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
+                continue;
+            }
+
             if (length == 8 && code is PostgresWire.SslRequestCode or PostgresWire.GssEncRequestCode)
             {
-                // The proxy speaks plaintext on loopback; 'N' tells the client to go on without
-                // encryption, as a server without SSL does.
-                await SendAllAsync(_client, "N"u8.ToArray());
+                // No certificate (or GSS encryption, which the proxy does not speak): 'N' tells
+                // the client to go on without encryption, as a server without SSL does.
+                await SendToClientAllAsync("N"u8.ToArray());
                 continue;
             }
 
@@ -778,7 +800,7 @@ internal sealed class ProxyConnection
 
             var packet = new byte[length];
             header.CopyTo(packet, 0);
-            return await ReceiveExactlyAsync(_client, packet.AsMemory(8), timeout.Token) ? packet : null;
+            return await ReceiveExactlyFromClientAsync(packet.AsMemory(8), timeout.Token) ? packet : null;
         }
     }
 
@@ -813,9 +835,52 @@ internal sealed class ProxyConnection
 
             var reason = ex is OperationCanceledException ? $"no answer within {_options.ConnectTimeout.TotalSeconds:0} s" : ex.Message;
             _endpoint.OnUpstreamConnectFailed(target, reason);
-            await SendQuietlyAsync(_client, PostgresWire.FatalError(
+            await SendToClientQuietlyAsync(PostgresWire.FatalError(
                 PostgresWire.ConnectionFailure, $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}"));
             return null;
+        }
+    }
+
+    private ValueTask<int> ReceiveFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _tls is null ? _client.ReceiveAsync(buffer, SocketFlags.None, cancellationToken) : _tls.ReadAsync(buffer, cancellationToken);
+
+    private async Task<bool> ReceiveExactlyFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        while (buffer.Length > 0)
+        {
+            var read = await ReceiveFromClientAsync(buffer, cancellationToken);
+            if (read == 0)
+            {
+                return false;
+            }
+
+            buffer = buffer[read..];
+        }
+
+        return true;
+    }
+
+    private async ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data)
+    {
+        if (_tls is null)
+        {
+            await SendAllAsync(_client, data);
+        }
+        else
+        {
+            await _tls.WriteAsync(data);
+        }
+    }
+
+    private async Task SendToClientQuietlyAsync(byte[] data)
+    {
+        try
+        {
+            await SendToClientAllAsync(data);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
+        {
+            // The peer is gone already; there is nobody left to tell.
         }
     }
 

@@ -117,6 +117,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         SessionsClosed = Interlocked.Read(ref _sessionsClosed),
     };
 
+    /// <summary>SHA-256 fingerprint of the certificate shown to TLS clients; null when the endpoint has none.</summary>
+    public string? TlsFingerprint => _options.Certificate is { } certificate ? Tls.ProxyCertificate.Fingerprint(certificate) : null;
+
     /// <summary>Whether the endpoint can read SCRAM verifiers, so that sessions logged in with SCRAM can move.</summary>
     internal bool HasAuthQuery => _verifiers is not null;
 

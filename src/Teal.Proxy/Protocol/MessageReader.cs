@@ -9,8 +9,13 @@ namespace Teal.Proxy.Protocol;
 /// forwarding pumps can take the socket over after it; <paramref name="prefix"/> holds bytes
 /// already received that belong before anything still in the socket.
 /// </summary>
-internal sealed class MessageReader(Socket socket, ReadOnlyMemory<byte> prefix = default)
+internal sealed class MessageReader(Func<Memory<byte>, CancellationToken, ValueTask<int>> receive, ReadOnlyMemory<byte> prefix = default)
 {
+    public MessageReader(Socket socket, ReadOnlyMemory<byte> prefix = default)
+        : this((buffer, cancellationToken) => socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken), prefix)
+    {
+    }
+
     /// <summary>No message the proxy reads itself is legitimately near this size.</summary>
     private const int MaxMessage = 1 << 24;
 
@@ -53,7 +58,7 @@ internal sealed class MessageReader(Socket socket, ReadOnlyMemory<byte> prefix =
 
         while (buffer.Length > 0)
         {
-            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+            var read = await receive(buffer, cancellationToken);
             if (read == 0)
             {
                 return false;
