@@ -96,6 +96,46 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
+    public async Task RoleMissingOnGreen_SessionIsClosedWithAdminShutdown_AndCounted()
+    {
+        await servers.Blue.ExecuteAsync("drop role if exists only_on_blue; create role only_on_blue login superuser password 'blue-only-1'");
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var connectionString = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { Username = "only_on_blue", Password = "blue-only-1" }.ConnectionString;
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.Moving.ShouldBe(1);
+        var error = await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(connection, "select 1"));
+        (error as PostgresException ?? error.InnerException as PostgresException)?.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+        endpoint.Stats.SessionsMoved.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task MovedSession_CancelReachesItsNewBackend()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await SwitchAsync(endpoint, servers.GreenTarget);
+        await using var sleep = new NpgsqlCommand("select pg_sleep(60)", connection);
+
+        var running = sleep.ExecuteNonQueryAsync();
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'") == 1)).ShouldBeTrue();
+        var clock = Stopwatch.StartNew();
+        // Off this thread: Cancel blocks, and after a socket await this test may run on a socket
+        // thread the proxy in this same process needs to forward the cancel.
+        await Task.Run(sleep.Cancel);
+
+        // The client still holds blue's key: the proxy sends the cancel to green with green's key.
+        var error = await Should.ThrowAsync<Exception>(running);
+        (error is OperationCanceledException || error is PostgresException { SqlState: PostgresErrorCodes.QueryCanceled }).ShouldBeTrue(error.ToString());
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(30), "the sleep on green was cancelled, not waited out");
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+    }
+
+    [Fact]
     public async Task WrongPassword_GetsPostgresAuthenticationError()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
