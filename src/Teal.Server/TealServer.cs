@@ -145,9 +145,12 @@ public static class TealServer
 
         // Endpoints: Teal's proxy serves the declared ones and answers the switchover's
         // "which endpoints route to this instance?".
-        services.AddSingleton(new ProxyOptions());
+        // Clients asking for TLS get the data directory's certificate (generated at first start)
+        // unless an endpoint names its own.
+        services.AddSingleton(sp => new ProxyOptions { Certificate = Teal.Proxy.Tls.ProxyCertificate.LoadOrCreate(options.DataDirectory) });
         services.AddSingleton<StateTargetResolver>();
         services.AddSingleton<IEndpointTargetResolver>(sp => sp.GetRequiredService<StateTargetResolver>());
+        services.AddSingleton<Teal.Proxy.Sessions.IScramVerifierSource, ControlVerifierSource>();
         services.AddSingleton<ProxyManager>();
         services.AddSingleton<PgBouncerEndpoints>();
         services.AddSingleton<IEndpointRegistry, EndpointRegistry>();

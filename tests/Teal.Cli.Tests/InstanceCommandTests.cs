@@ -69,6 +69,10 @@ public sealed class InstanceCommandTests(Postgres15Fixture postgres) : IClassFix
         added.Stdout.Trim().ShouldBe($"endpoint app → blue (127.0.0.1:{port})");
         list.Stdout.ShouldStartWith("NAME  KIND   INSTANCE  ADDRESS");
         list.Stdout.ShouldContain($"app   proxy  blue      127.0.0.1:{port}  0");
+        // The certificate Teal generated at first start for TLS clients: its fingerprint in the list, its key 0600.
+        using var certificate = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(_teal.DataDirectory, "proxy-tls.crt")));
+        list.Stdout.ShouldContain(string.Join(':', certificate.GetCertHash(System.Security.Cryptography.HashAlgorithmName.SHA256).Select(b => b.ToString("X2", System.Globalization.CultureInfo.InvariantCulture))));
+        File.GetUnixFileMode(Path.Combine(_teal.DataDirectory, "proxy-tls.key")).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
         missingKind.ExitCode.ShouldBe(2, missingKind.ToString());
         (await Run("endpoint", "remove", "app")).ExitCode.ShouldBe(0);
         (await Run("endpoint", "list", "--output", "json")).Stdout.Trim().ShouldBe("[]");

@@ -27,7 +27,11 @@ internal static class EndpointCommands
         var adminUser = new Option<string>("--admin-user") { Description = "PgBouncer: a user in admin_users (password from $TEAL_PGBOUNCER_PASSWORD)", DefaultValueFactory = _ => "pgbouncer" };
         var database = new Option<string?>("--database") { Description = "PgBouncer: the [databases] entry applications use" };
         var config = new Option<string?>("--config") { Description = "PgBouncer: its ini file, which Teal rewrites at switchover" };
-        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Teal's proxy: most client connections at once; more get SQLSTATE 53300 (0: no cap)" };
+        var tlsCertificate = new Option<string?>("--tls-cert") { Description = "Teal's proxy: PEM certificate for TLS clients (default: the one Teal generates in its data directory)" };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "Teal's proxy: the PEM private key of --tls-cert" };
+        var requireTls = new Option<bool>("--require-tls") { Description = "Teal's proxy: refuse clients that do not use TLS" };
+        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections, tlsCertificate, tlsKey, requireTls };
         command.Validators.Add(result =>
         {
             var proxy = result.GetValue(listen) is not null;
@@ -40,10 +44,25 @@ internal static class EndpointCommands
             {
                 result.AddError("--pgbouncer needs --database and --config");
             }
+            else if ((result.GetValue(tlsCertificate) is null) != (result.GetValue(tlsKey) is null))
+            {
+                result.AddError("--tls-cert and --tls-key go together");
+            }
+            else if (result.GetValue(maxConnections) < 0)
+            {
+                result.AddError("--max-connections cannot be negative");
+            }
         });
         command.SetAction(async (parse, ct) =>
         {
-            var request = new AddEndpointRequest(parse.GetValue(name)!, parse.GetValue(instance)!) { Listen = parse.GetValue(listen) };
+            var request = new AddEndpointRequest(parse.GetValue(name)!, parse.GetValue(instance)!) 
+            {
+                Listen = parse.GetValue(listen),
+                MaxConnections = parse.GetValue(maxConnections),
+                TlsCertificateFile = parse.GetValue(tlsCertificate) is { } certificate ? Path.GetFullPath(certificate) : null,
+                TlsKeyFile = parse.GetValue(tlsKey) is { } key ? Path.GetFullPath(key) : null,
+                RequireTls = parse.GetValue(requireTls),
+            };
             if (parse.GetValue(pgBouncer) is { } admin)
             {
                 var address = TealServerOptions.ParseAddress(admin, "endpoint");
@@ -103,11 +122,11 @@ internal static class EndpointCommands
                 return ExitCodes.Ok;
             }
 
-            var table = new Table("NAME", "KIND", "INSTANCE", "ADDRESS", "ACTIVE", "HELD", "TOTAL", "ERRORS");
+            var table = new Table("NAME", "KIND", "INSTANCE", "ADDRESS", "ACTIVE", "HELD", "TOTAL", "ERRORS", "TLS SHA-256");
             foreach (var e in ApiClient.Parse<EndpointView[]>(body))
             {
                 var address = e.Listen ?? (e.PgBouncer is { } b ? $"{b.AdminHost}:{b.AdminPort}/{b.Database}" : null);
-                table.Add(e.Name, Format.Name(e.Kind), e.Instance, address, Count(e.Stats?.Active), Count(e.Stats?.Held), Count(e.Stats?.Total), Count(e.Stats?.Errors));
+                table.Add(e.Name, Format.Name(e.Kind), e.Instance, address, Count(e.Stats?.Active), Count(e.Stats?.Held), Count(e.Stats?.Total), Count(e.Stats?.Errors), e.TlsFingerprint);
             }
 
             table.WriteTo(session.Output);

@@ -31,6 +31,18 @@ public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instanc
 
     public int CanaryPercent { get; init; }
 
+    /// <summary>Proxy: most client connections at once (active, held or logging in); 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
+    /// <summary>Proxy: PEM certificate shown to TLS clients; null for the one Teal generates in its data directory.</summary>
+    public string? TlsCertificateFile { get; init; }
+
+    /// <summary>Proxy: the PEM private key of <see cref="TlsCertificateFile"/>.</summary>
+    public string? TlsKeyFile { get; init; }
+
+    /// <summary>Proxy: refuse clients that do not use TLS.</summary>
+    public bool RequireTls { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 }
 
@@ -56,4 +68,10 @@ public sealed record EndpointTarget(string Instance, string Host, int Port, stri
 public sealed record EndpointStats(long Active, long Held, long Total, long BytesFromClients, long BytesToClients, long Errors)
 {
     public static EndpointStats Empty { get; } = new(0, 0, 0, 0, 0, 0);
+
+    /// <summary>Sessions a switchover moved to the new target with their state (Teal's proxy only).</summary>
+    public long SessionsMoved { get; init; }
+
+    /// <summary>Sessions a switchover closed (57P01) because they could not move, or cut at the drain budget.</summary>
+    public long SessionsClosed { get; init; }
 }

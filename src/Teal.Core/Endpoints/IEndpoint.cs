@@ -42,4 +42,8 @@ public interface IEndpoint
 }
 
 /// <summary>Connections that closed at a transaction boundary versus those cut at the end of the budget.</summary>
-public sealed record EndpointDrainResult(int ClosedIdle, int ClosedAtDeadline);
+public sealed record EndpointDrainResult(int ClosedIdle, int ClosedAtDeadline)
+{
+    /// <summary>Sessions that left the drained side between transactions with their state, to go on on the resumed route.</summary>
+    public int Moving { get; init; }
+}

@@ -1,24 +1,32 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Text;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Protocol;
+using Teal.Proxy.Sessions;
 
 namespace Teal.Proxy.Endpoints;
 
-/// <summary>How a proxied connection ended, as far as a drain is concerned.</summary>
+/// <summary>How a proxied connection left its server in a drain.</summary>
 internal enum ConnectionOutcome
 {
     Open,
     ClosedIdle,
     ClosedAtDeadline,
+
+    /// <summary>Between transactions, its state read and movable: it waits for the resume to go on on the new target.</summary>
+    Moving,
 }
 
 /// <summary>
 /// One client connection: reads its startup packet, is admitted (or held) by the endpoint,
-/// connects to the target and pumps bytes both ways. Both pumps follow the message framing to
-/// know when the session is between transactions, so a drain closes it there and nowhere else.
+/// connects to the target, relays the login and pumps bytes both ways. Both pumps follow the
+/// message framing to know when the session is between transactions: a drain moves it there
+/// (or closes it, when its state cannot move) and nowhere else.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "Abort disposes the sockets and the TLS stream: the connection's lifetime is RunAsync, which always ends in Abort, not a using scope")]
 internal sealed class ProxyConnection
 {
     private readonly ProxyEndpoint _endpoint;
@@ -31,17 +39,30 @@ internal sealed class ProxyConnection
     private int _pendingSyncs;
     private bool _unsynced;
     private bool _clientPartial;
+    private bool _serverPartial;
     private byte _status;
     private bool _writingToClient;
     private bool _drainRequested;
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
+    private bool _moving;
+    private TaskCompletionSource _moved = NewSignal();
+    private TaskCompletionSource<ConnectionOutcome>? _drained;
     private ConnectionOutcome _outcome;
+    private Socket? _server;
+    private Action? _cancelMove; // cancels a move under way when the connection is cut
 
     // Each framer is touched only by the pump of its direction.
     private MessageFramer _clientFramer;
     private MessageFramer _serverFramer;
-    private Socket? _server;
+
+    private byte[] _startup = [];
+    private ScramCapture? _scram;
+    private bool _loggedInWithoutPassword;
+    private bool _slot;
+
+    // Set once while reading the startup packet, before anything else touches the client.
+    private SslStream? _tls;
 
     public ProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
@@ -56,7 +77,7 @@ internal sealed class ProxyConnection
     /// <summary>Set by the endpoint, under its gate, when the connection may go upstream.</summary>
     public bool Admitted { get; set; }
 
-    /// <summary>BackendKeyData of the session, to route a CancelRequest to the instance that owns it.</summary>
+    /// <summary>BackendKeyData the client holds, to route its CancelRequest to the session that owns it now.</summary>
     public ulong? BackendKey { get; private set; }
 
     public EndpointTarget? Target { get; private set; }
@@ -94,10 +115,26 @@ internal sealed class ProxyConnection
                 return;
             }
 
-            var target = await _endpoint.AdmitAsync(this, stopping);
+            if (_options.RequireTls && _tls is null)
+            {
+                await SendToClientQuietlyAsync(PostgresWire.FatalError(PostgresWire.InvalidAuthorization, $"Teal endpoint {_endpoint.Name} accepts only TLS connections; connect with sslmode=require or stronger"));
+                reason = "refused: no TLS";
+                return;
+            }
+
+            if (!_endpoint.TryTakeSlot())
+            {
+                await SendToClientQuietlyAsync(_endpoint.TooManyError);
+                reason = "over the endpoint's connection cap";
+                return;
+            }
+
+            _slot = true;
+            _startup = startup;
+            var target = await AdmitAsync(stopping);
             if (target is null)
             {
-                await SendQuietlyAsync(_client, _endpoint.PausedError);
+                await SendToClientQuietlyAsync(_endpoint.PausedError);
                 reason = "held past the pause deadline";
                 return;
             }
@@ -111,9 +148,15 @@ internal sealed class ProxyConnection
             }
 
             await SendAllAsync(server, startup);
-            reason = await PumpAsync(server);
+            if (!await RelayLoginAsync(server, stopping))
+            {
+                reason = "login ended";
+                return;
+            }
+
+            reason = await PumpAsync(server, stopping);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException)
         {
             reason = ex.Message;
         }
@@ -124,53 +167,233 @@ internal sealed class ProxyConnection
         finally
         {
             Abort(ConnectionOutcome.ClosedIdle);
+            if (_slot)
+            {
+                _endpoint.ReleaseSlot();
+            }
+
             _endpoint.OnConnectionEnded(this, reason);
         }
     }
 
     /// <summary>
-    /// Asks the connection to close at its next transaction boundary; closes it now if it is there.
-    /// Called once per drain, after the endpoint has stopped admitting.
+    /// Asks the connection to leave its server at its next transaction boundary, and starts that
+    /// now if it is there. The task says how it left. Called once per drain, after the endpoint
+    /// has stopped admitting.
     /// </summary>
-    public void RequestDrain()
+    public Task<ConnectionOutcome> RequestDrain()
     {
-        bool closeNow;
+        Departure departure;
+        Socket? server;
+        Task<ConnectionOutcome> drained;
         lock (_lock)
         {
+            _drained = new TaskCompletionSource<ConnectionOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+            drained = _drained.Task;
+            if (_closing)
+            {
+                _drained.TrySetResult(_outcome == ConnectionOutcome.Open ? ConnectionOutcome.ClosedIdle : _outcome);
+                return drained;
+            }
+
             _drainRequested = true;
-            closeNow = TryBeginCloseLocked();
+            departure = TryDepartLocked();
+            server = _server;
         }
 
-        if (closeNow)
+        switch (departure)
         {
-            _ = CloseBetweenTransactionsAsync();
+            case Departure.Close:
+                _ = CloseBetweenTransactionsAsync();
+                break;
+            case Departure.Move:
+                // The server pump reads the answer and does the rest.
+                _ = SendQuietlyAsync(server!, new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
+                break;
+            default:
+                break;
         }
+
+        return drained;
     }
 
     /// <summary>Cuts the connection now (the drain budget ran out, or the endpoint stops).</summary>
     public void Abort(ConnectionOutcome outcome)
     {
+        Socket? server;
+        Action? cancelMove;
         lock (_lock)
         {
             _closing = true;
-            if (_outcome == ConnectionOutcome.Open)
+            if (_outcome is ConnectionOutcome.Open or ConnectionOutcome.Moving)
             {
                 _outcome = outcome;
             }
+
+            _drained?.TrySetResult(_outcome);
+            server = _server;
+            cancelMove = _cancelMove;
         }
 
+        try
+        {
+            cancelMove?.Invoke();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The move ended meanwhile.
+        }
+
+        _tls?.Dispose();
         _client.Dispose();
-        _server?.Dispose();
+        server?.Dispose();
+        _moved.TrySetResult();
     }
 
-    private async Task<string> PumpAsync(Socket server)
+    /// <summary>
+    /// Admission; while the endpoint holds the connection, a client that hangs up frees it at once
+    /// instead of at the resume. A held client sends nothing (it waits for the server's answer to
+    /// its startup packet), so a peek that returns 0 can only be its FIN.
+    /// </summary>
+    private async Task<EndpointTarget?> AdmitAsync(CancellationToken stopping)
+    {
+        if (!_endpoint.Paused)
+        {
+            return await _endpoint.AdmitAsync(this, stopping);
+        }
+
+        using var held = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        using var watching = new CancellationTokenSource();
+        var watch = WatchForHangUpAsync(held, watching.Token);
+        try
+        {
+            return await _endpoint.AdmitAsync(this, held.Token);
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            throw new IOException("the client hung up while held");
+        }
+        finally
+        {
+            // The peek must be over before anything else reads the socket.
+            await watching.CancelAsync();
+            await watch;
+        }
+    }
+
+    private async Task WatchForHangUpAsync(CancellationTokenSource held, CancellationToken watching)
+    {
+        try
+        {
+            var peeked = await _client.ReceiveAsync(new byte[1], SocketFlags.Peek, watching);
+            if (peeked == 0)
+            {
+                await held.CancelAsync();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Admitted (or refused) first: stop watching.
+        }
+        catch (SocketException)
+        {
+            await held.CancelAsync();
+        }
+    }
+
+    /// <summary>
+    /// Forwards the login between client and server message by message (authentication strictly
+    /// alternates), keeping what a SCRAM exchange leaves to log in again when the session moves.
+    /// False when the login ended without AuthenticationOk.
+    /// </summary>
+    private async Task<bool> RelayLoginAsync(Socket server, CancellationToken stopping)
+    {
+        var fromServer = new MessageReader(server);
+        var fromClient = new MessageReader(ReceiveFromClientAsync);
+        ScramCapture? scram = null;
+        var askedForPassword = false;
+        while (await fromServer.ReadAsync(stopping) is { } message)
+        {
+            await SendToClientAllAsync(message.Raw);
+            _endpoint.CountToClient(message.Raw.Length);
+            if (message.Type == (byte)'E')
+            {
+                return false;
+            }
+
+            if (message.Type != (byte)'R' || message.Body.Length < 4)
+            {
+                continue;
+            }
+
+            var code = BinaryPrimitives.ReadInt32BigEndian(message.Body);
+            switch (code)
+            {
+                case 0:
+                    scram?.OnAuthenticated();
+                    _scram = scram is { Complete: true } ? scram : null;
+                    _loggedInWithoutPassword = !askedForPassword;
+                    return true;
+                case 10:
+                    scram = new ScramCapture();
+                    break;
+                case 11:
+                    scram?.OnServerFirst(Encoding.UTF8.GetString(message.Body, 4, message.Body.Length - 4));
+                    break;
+                case 12:
+                    // SASLFinal needs no answer; AuthenticationOk follows.
+                    continue;
+                default:
+                    // Cleartext, md5, GSS, SSPI: forwarded, but nothing the proxy could reuse.
+                    scram = null;
+                    break;
+            }
+
+            askedForPassword = true;
+            var answer = await fromClient.ReadAsync(stopping);
+            if (answer is null)
+            {
+                return false;
+            }
+
+            _endpoint.CountFromClient(answer.Value.Raw.Length);
+            if (scram is not null && answer.Value.Type == (byte)'p')
+            {
+                CaptureScram(scram, code, answer.Value.Body);
+            }
+
+            await SendAllAsync(server, answer.Value.Raw);
+        }
+
+        return false;
+    }
+
+    private static void CaptureScram(ScramCapture scram, int code, byte[] body)
+    {
+        if (code == 10)
+        {
+            // SASLInitialResponse: mechanism, data length, client-first-message.
+            var at = 0;
+            var mechanism = MessageWriter.ReadCString(body, ref at);
+            if (mechanism == "SCRAM-SHA-256" && at + 4 <= body.Length)
+            {
+                scram.OnClientFirst(Encoding.UTF8.GetString(body, at + 4, body.Length - at - 4));
+            }
+        }
+        else
+        {
+            scram.OnClientFinal(Encoding.UTF8.GetString(body));
+        }
+    }
+
+    private async Task<string> PumpAsync(Socket server, CancellationToken stopping)
     {
         var toServer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         var toClient = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         try
         {
-            var fromServer = ServerToClientAsync(server, toClient);
-            var fromClient = ClientToServerAsync(server, toServer);
+            var fromServer = ServerToClientAsync(server, toClient, stopping);
+            var fromClient = ClientToServerAsync(toServer);
             var first = await Task.WhenAny(fromServer, fromClient);
 
             // Either side ending ends the session: PostgreSQL has no half-closed connections.
@@ -186,18 +409,20 @@ internal sealed class ProxyConnection
         }
     }
 
-    private async Task<string> ClientToServerAsync(Socket server, byte[] buffer)
+    private async Task<string> ClientToServerAsync(byte[] buffer)
     {
         try
         {
             while (true)
             {
-                var read = await _client.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = await ReceiveFromClientAsync(buffer.AsMemory(), CancellationToken.None);
                 if (read == 0)
                 {
                     return "client closed";
                 }
 
+                Socket? server;
+                Task? moved = null;
                 lock (_lock)
                 {
                     if (_closing)
@@ -211,13 +436,34 @@ internal sealed class ProxyConnection
                     _pendingSyncs += messages.Syncs;
                     _unsynced = messages.Unsynced;
                     _clientPartial = _clientFramer.InMessage;
+                    server = _server;
+                    if (_moving)
+                    {
+                        // The session is on its way to the new target: what the client sends now
+                        // is for the session there.
+                        moved = _moved.Task;
+                    }
                 }
 
                 _endpoint.CountFromClient(read);
-                await SendAllAsync(server, buffer.AsMemory(0, read));
+                if (moved is not null)
+                {
+                    await moved;
+                    lock (_lock)
+                    {
+                        if (_closing)
+                        {
+                            return "closed while moving";
+                        }
+
+                        server = _server;
+                    }
+                }
+
+                await SendAllAsync(server!, buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             return "client side closed";
         }
@@ -229,16 +475,31 @@ internal sealed class ProxyConnection
         }
     }
 
-    private async Task<string> ServerToClientAsync(Socket server, byte[] buffer)
+    private async Task<string> ServerToClientAsync(Socket server, byte[] buffer, CancellationToken stopping)
     {
         try
         {
             while (true)
             {
-                var read = await server.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = await server.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, CancellationToken.None);
                 if (read == 0)
                 {
                     return "server closed";
+                }
+
+                // Set under the lock before the state query is sent, so before its answer can arrive.
+                if (Volatile.Read(ref _moving))
+                {
+                    // The answer to the state query sent when the session was found idle.
+                    var next = await MoveAsync(server, buffer.AsMemory(0, read), stopping);
+                    if (next is null)
+                    {
+                        return "closed for a switchover";
+                    }
+
+                    server = next;
+                    _serverFramer = default;
+                    continue;
                 }
 
                 var messages = default(BackendMessages);
@@ -246,9 +507,10 @@ internal sealed class ProxyConnection
                 if (messages.HasKey)
                 {
                     BackendKey = messages.Key;
-                    _endpoint.RegisterBackendKey(this, messages.Key);
+                    _endpoint.RegisterBackendKey(this, messages.Key, messages.Key);
                 }
 
+                Departure departure;
                 lock (_lock)
                 {
                     if (_closing)
@@ -256,33 +518,51 @@ internal sealed class ProxyConnection
                         return "closing";
                     }
 
-                    _writingToClient = true;
-                }
-
-                await SendAllAsync(_client, buffer.AsMemory(0, read));
-                _endpoint.CountToClient(read);
-
-                bool closeNow;
-                lock (_lock)
-                {
-                    _writingToClient = false;
+                    _serverPartial = _serverFramer.InMessage;
                     if (messages.Ready > 0)
                     {
                         _pendingSyncs = Math.Max(0, _pendingSyncs - messages.Ready);
                         _status = messages.Status;
                     }
 
-                    closeNow = _drainRequested && TryBeginCloseLocked();
+                    // A move is decided before the client sees the ReadyForQuery: what it sends
+                    // next then waits for the new session instead of racing the state query to
+                    // the old one. A close must wait until the client has its answer.
+                    departure = _drainRequested ? TryDepartLocked(moveOnly: true) : Departure.None;
+                    _writingToClient = true;
                 }
 
-                if (closeNow)
+                var queried = departure == Departure.Move;
+                if (queried)
+                {
+                    await SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                }
+
+                await SendToClientAllAsync(buffer.AsMemory(0, read));
+                _endpoint.CountToClient(read);
+
+                lock (_lock)
+                {
+                    _writingToClient = false;
+                    if (departure == Departure.None && _drainRequested)
+                    {
+                        departure = TryDepartLocked();
+                    }
+                }
+
+                if (departure == Departure.Close)
                 {
                     await CloseBetweenTransactionsAsync();
                     return "drained between transactions";
                 }
+
+                if (departure == Departure.Move && !queried)
+                {
+                    await SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                }
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
         {
             return "server side closed";
         }
@@ -293,43 +573,190 @@ internal sealed class ProxyConnection
     }
 
     /// <summary>
-    /// Between transactions: the last ReadyForQuery said idle ('I'), every Query/Sync got its
-    /// ReadyForQuery, no extended-protocol message waits for a Sync, no client message is half
-    /// received and nothing is being written to the client. Or still logging in (no
-    /// ReadyForQuery yet): no transaction can be open, and waiting for authentication and
-    /// backend start would only lengthen the drain, since the client would be closed right after
-    /// it anyway. Only then may the proxy end the session.
+    /// Moves the session: reads its state on the server it leaves, ends that session, waits for
+    /// the endpoint to resume and opens one on the route's target with the same state. Null when
+    /// the session cannot move; the client then got 57P01, as a drain closes it.
     /// </summary>
-    private bool TryBeginCloseLocked()
+    private async Task<Socket?> MoveAsync(Socket previous, ReadOnlyMemory<byte> received, CancellationToken stopping)
     {
-        if (_closing || _server is null || _writingToClient)
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        lock (_lock)
         {
-            return false;
+            if (_closing)
+            {
+                return null;
+            }
+
+            _cancelMove = cancel.Cancel;
+        }
+
+        try
+        {
+            return await MoveCoreAsync(previous, received, cancel.Token);
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _cancelMove = null;
+            }
+        }
+    }
+
+    private async Task<Socket?> MoveCoreAsync(Socket previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
+    {
+        var snapshot = await SessionSnapshot.ReadAsync(new MessageReader(previous, received), SendToClientAsync, cancellationToken);
+        if (snapshot is null || snapshot.Blockers.Count > 0)
+        {
+            var why = snapshot is null ? "its server closed the connection" : string.Join(", ", snapshot.Blockers);
+            await CloseForSwitchoverAsync(previous, why);
+            return null;
+        }
+
+        // The session leaves its server now, inside the drain: the switchover fences that server
+        // next, and must find no client session there.
+        await SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
+        ShutdownQuietly(previous);
+        lock (_lock)
+        {
+            _drained?.TrySetResult(ConnectionOutcome.Moving);
+        }
+
+        var target = await _endpoint.WaitForRouteAsync(cancellationToken);
+        if (target is null)
+        {
+            await CloseForSwitchoverAsync(null, "the endpoint stayed paused past its hold deadline");
+            return null;
+        }
+
+        var verifier = _scram is null ? null : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => _endpoint.VerifierAsync(target, role, ct));
+        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options.ConnectTimeout, cancellationToken);
+        if (moved.Server is not { } server)
+        {
+            await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
+            return null;
+        }
+
+        lock (_lock)
+        {
+            if (_closing)
+            {
+                server.Dispose();
+                return null;
+            }
+
+            previous.Dispose();
+            _server = server;
+            _moving = false;
+            _drainRequested = false;
+            _outcome = ConnectionOutcome.Open;
+            Target = target;
+        }
+
+        if (BackendKey is { } clientKey)
+        {
+            // The client keeps the key it got at login; its cancels now go to the new session.
+            _endpoint.RegisterBackendKey(this, clientKey, moved.BackendKey);
+        }
+
+        _endpoint.OnSessionMoved(this, target);
+        var signal = _moved;
+        _moved = NewSignal();
+        signal.TrySetResult();
+        return server;
+    }
+
+    private async Task SendToClientAsync(byte[] message)
+    {
+        await SendToClientAllAsync(message);
+        _endpoint.CountToClient(message.Length);
+    }
+
+    /// <summary>A session that could not move gets 57P01 as a drain gives it: drivers reconnect.</summary>
+    private async Task CloseForSwitchoverAsync(Socket? previous, string reason)
+    {
+        lock (_lock)
+        {
+            _closing = true;
+            _outcome = ConnectionOutcome.ClosedIdle;
+            _drained?.TrySetResult(ConnectionOutcome.ClosedIdle);
+        }
+
+        _endpoint.OnSessionNotMoved(this, reason);
+        await SendToClientQuietlyAsync(_endpoint.DrainError);
+        ShutdownQuietly(_client);
+        if (previous is not null)
+        {
+            await SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
+            ShutdownQuietly(previous);
+        }
+    }
+
+    private enum Departure
+    {
+        None,
+        Close,
+        Move,
+    }
+
+    /// <summary>
+    /// Between transactions: the last ReadyForQuery said idle ('I'), every Query/Sync got its
+    /// ReadyForQuery, no extended-protocol message waits for a Sync, no message is half received
+    /// either way and nothing is being written to the client. Then the session moves, or is closed
+    /// when its login gave the proxy no way to log in again. Or still logging in (no
+    /// ReadyForQuery yet): no transaction can be open, and waiting for authentication and
+    /// backend start would only lengthen the drain, so it is closed at once.
+    /// </summary>
+    private Departure TryDepartLocked(bool moveOnly = false)
+    {
+        if (_closing || _moving || _server is null || _writingToClient)
+        {
+            return Departure.None;
         }
 
         var loggingIn = _status == 0;
-        if (!loggingIn && (_status != (byte)'I' || _pendingSyncs != 0 || _unsynced || _clientPartial))
+        if (!loggingIn && (_status != (byte)'I' || _pendingSyncs != 0 || _unsynced || _clientPartial || _serverPartial))
         {
-            return false;
+            return Departure.None;
+        }
+
+        if (!loggingIn && ((_scram is not null && _endpoint.HasAuthQuery) || _loggedInWithoutPassword))
+        {
+            _moving = true;
+            _outcome = ConnectionOutcome.Moving;
+            return Departure.Move;
+        }
+
+        if (moveOnly)
+        {
+            return Departure.None;
         }
 
         _closing = true;
         _closedDuringLogin = loggingIn;
         _outcome = ConnectionOutcome.ClosedIdle;
-        return true;
+        return Departure.Close;
     }
 
     private async Task CloseBetweenTransactionsAsync()
     {
         // Terminate lets the backend end the session as if the client had; the client gets
         // 57P01 admin_shutdown, which drivers and pools treat as "reconnect".
-        var server = _server!; // TryBeginCloseLocked requires a server socket.
+        Socket server;
+        lock (_lock)
+        {
+            server = _server!; // TryDepartLocked requires a server socket.
+            _drained?.TrySetResult(ConnectionOutcome.ClosedIdle);
+        }
+
+        _endpoint.OnSessionNotMoved(this, _closedDuringLogin ? "still logging in" : "its login left the proxy no way to log in again (md5 or cleartext password)");
+
         var error = _closedDuringLogin ? _endpoint.LoginDrainError : _endpoint.DrainError;
         // The client's error first: once the backend ends, the server pump aborts the connection
         // and disposes the client socket, and an error not yet sent by then is lost (the client
         // would see a reset instead of 57P01). Shut down after the send, the error goes out
         // before the FIN.
-        await SendQuietlyAsync(_client, error);
+        await SendToClientQuietlyAsync(error);
         ShutdownQuietly(_client);
         await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
         ShutdownQuietly(server);
@@ -342,18 +769,27 @@ internal sealed class ProxyConnection
         var header = new byte[8];
         while (true)
         {
-            if (!await ReceiveExactlyAsync(_client, header, timeout.Token))
+            if (!await ReceiveExactlyFromClientAsync(header, timeout.Token))
             {
                 return null;
             }
 
             var length = BinaryPrimitives.ReadInt32BigEndian(header);
             var code = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
+            if (length == 8 && code == PostgresWire.SslRequestCode && _tls is null && _options.Certificate is { } certificate)
+            {
+                // 'S', then the TLS handshake; the startup packet follows inside TLS.
+                await SendToClientAllAsync("S"u8.ToArray());
+                _tls = new SslStream(new NetworkStream(_client, ownsSocket: false));
+                await _tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
+                continue;
+            }
+
             if (length == 8 && code is PostgresWire.SslRequestCode or PostgresWire.GssEncRequestCode)
             {
-                // The proxy speaks plaintext on loopback; 'N' tells the client to go on without
-                // encryption, as a server without SSL does.
-                await SendAllAsync(_client, "N"u8.ToArray());
+                // No certificate (or GSS encryption, which the proxy does not speak): 'N' tells
+                // the client to go on without encryption, as a server without SSL does.
+                await SendToClientAllAsync("N"u8.ToArray());
                 continue;
             }
 
@@ -364,7 +800,7 @@ internal sealed class ProxyConnection
 
             var packet = new byte[length];
             header.CopyTo(packet, 0);
-            return await ReceiveExactlyAsync(_client, packet.AsMemory(8), timeout.Token) ? packet : null;
+            return await ReceiveExactlyFromClientAsync(packet.AsMemory(8), timeout.Token) ? packet : null;
         }
     }
 
@@ -399,11 +835,56 @@ internal sealed class ProxyConnection
 
             var reason = ex is OperationCanceledException ? $"no answer within {_options.ConnectTimeout.TotalSeconds:0} s" : ex.Message;
             _endpoint.OnUpstreamConnectFailed(target, reason);
-            await SendQuietlyAsync(_client, PostgresWire.FatalError(
+            await SendToClientQuietlyAsync(PostgresWire.FatalError(
                 PostgresWire.ConnectionFailure, $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}"));
             return null;
         }
     }
+
+    private ValueTask<int> ReceiveFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _tls is null ? _client.ReceiveAsync(buffer, SocketFlags.None, cancellationToken) : _tls.ReadAsync(buffer, cancellationToken);
+
+    private async Task<bool> ReceiveExactlyFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        while (buffer.Length > 0)
+        {
+            var read = await ReceiveFromClientAsync(buffer, cancellationToken);
+            if (read == 0)
+            {
+                return false;
+            }
+
+            buffer = buffer[read..];
+        }
+
+        return true;
+    }
+
+    private async ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data)
+    {
+        if (_tls is null)
+        {
+            await SendAllAsync(_client, data);
+        }
+        else
+        {
+            await _tls.WriteAsync(data);
+        }
+    }
+
+    private async Task SendToClientQuietlyAsync(byte[] data)
+    {
+        try
+        {
+            await SendToClientAllAsync(data);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
+        {
+            // The peer is gone already; there is nobody left to tell.
+        }
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static async Task<bool> ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
     {

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Proxy.Protocol;
+using Teal.Proxy.Sessions;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -23,7 +24,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private readonly TimeProvider _timeProvider;
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<long, ProxyConnection> _connections = new();
-    private readonly ConcurrentDictionary<ulong, EndpointTarget> _backendKeys = new();
+    private readonly ConcurrentDictionary<ulong, (EndpointTarget Target, ulong ServerKey)> _backendKeys = new();
+    private readonly IScramVerifierSource? _verifiers;
+
+    // Verifiers read for moved sessions, per target and role; cleared at each drain, so a
+    // password changed between switchovers is read again.
+    private ConcurrentDictionary<(EndpointTarget Target, string Role), Task<ScramVerifier?>> _verifierCache = new();
     private readonly Task _acceptLoop;
 
     // Admission and pause change together under _gate, so that once PauseAsync returns no
@@ -41,10 +47,14 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private long _bytesFromClients;
     private long _bytesToClients;
     private long _errors;
+    private long _sessionsMoved;
+    private long _sessions; // connections counted against the cap: from startup packet to end
+    private long _sessionsClosed;
     private int _disposed;
 
-    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline)
+    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline, IScramVerifierSource? verifiers)
     {
+        _verifiers = verifiers;
         if (holdDeadline is { } hold)
         {
             // Paused before the first accept: not one connection can be admitted before the pause.
@@ -60,6 +70,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         _timeProvider = timeProvider;
         _route = new ProxyRoute(target, null, 0);
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!; // A bound socket always has one.
+        TooManyError = PostgresWire.FatalError(PostgresWire.TooManyConnections, $"Teal endpoint {name} has reached its limit of {options.MaxConnections} connections");
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
         DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
         LoginDrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection during login for a switchover; reconnect");
@@ -100,9 +111,21 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         Interlocked.Read(ref _total),
         Interlocked.Read(ref _bytesFromClients),
         Interlocked.Read(ref _bytesToClients),
-        Interlocked.Read(ref _errors));
+        Interlocked.Read(ref _errors))
+    {
+        SessionsMoved = Interlocked.Read(ref _sessionsMoved),
+        SessionsClosed = Interlocked.Read(ref _sessionsClosed),
+    };
+
+    /// <summary>SHA-256 fingerprint of the certificate shown to TLS clients; null when the endpoint has none.</summary>
+    public string? TlsFingerprint => _options.Certificate is { } certificate ? Tls.ProxyCertificate.Fingerprint(certificate) : null;
+
+    /// <summary>Whether the endpoint can read SCRAM verifiers, so that sessions logged in with SCRAM can move.</summary>
+    internal bool HasAuthQuery => _verifiers is not null;
 
     internal byte[] PausedError { get; }
+
+    internal byte[] TooManyError { get; }
 
     internal byte[] DrainError { get; }
 
@@ -111,9 +134,11 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// <summary>
     /// Binds <paramref name="listen"/> and starts accepting. With <paramref name="holdDeadline"/>
     /// the endpoint starts paused (as after <see cref="PauseAsync"/>): Teal restarting during a
-    /// switchover holds clients until recovery decides where they go.
+    /// switchover holds clients until recovery decides where they go. <paramref name="verifiers"/>
+    /// reads SCRAM verifiers, so that sessions whose client logged in with SCRAM can move at a
+    /// switchover (without it they are closed with 57P01).
     /// </summary>
-    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline = null)
+    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline = null, IScramVerifierSource? verifiers = null)
     {
         options.Validate();
         var listener = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -130,7 +155,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
                 "Choose a free address and port for the endpoint, or stop what holds it.", ex);
         }
 
-        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline);
+        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline, verifiers);
         ProxyLog.Listening(logger, name, endpoint.LocalEndPoint, target);
         if (holdDeadline is { } hold)
         {
@@ -183,12 +208,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             draining = [.. _connections.Values.Where(c => c.Admitted)];
         }
 
-        foreach (var connection in draining)
-        {
-            connection.RequestDrain();
-        }
-
-        var all = Task.WhenAll(draining.Select(c => c.Completion));
+        _verifierCache = new();
+        var departures = draining.Select(c => c.RequestDrain()).ToList();
+        var all = Task.WhenAll(departures);
         try
         {
             await all.WaitAsync(budget, _timeProvider, cancellationToken);
@@ -196,18 +218,24 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         catch (TimeoutException)
         {
             // The budget is spent: cut what is still in a transaction.
-            foreach (var connection in draining.Where(c => !c.Completion.IsCompleted))
+            for (var i = 0; i < draining.Count; i++)
             {
-                connection.Abort(ConnectionOutcome.ClosedAtDeadline);
+                if (!departures[i].IsCompleted)
+                {
+                    draining[i].Abort(ConnectionOutcome.ClosedAtDeadline);
+                }
             }
 
             await all;
         }
 
-        var cut = draining.Count(c => c.Outcome == ConnectionOutcome.ClosedAtDeadline);
-        var result = new EndpointDrainResult(draining.Count - cut, cut);
+        var outcomes = departures.Select(d => d.Result).ToList();
+        var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
+        var moving = outcomes.Count(o => o == ConnectionOutcome.Moving);
+        Interlocked.Add(ref _sessionsClosed, cut);
+        var result = new EndpointDrainResult(draining.Count - cut - moving, cut) { Moving = moving };
         var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline);
+        ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline, moving);
         return result;
     }
 
@@ -331,12 +359,75 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The route's target once the endpoint is not paused (at once when it is not), for a session
+    /// moving at a switchover; null when the pause outlives its hold deadline.
+    /// </summary>
+    internal async Task<EndpointTarget?> WaitForRouteAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task resumed;
+            TimeSpan deadline;
+            lock (_gate)
+            {
+                if (_resumed is null)
+                {
+                    return Volatile.Read(ref _route).Target;
+                }
+
+                resumed = _resumed.Task;
+                deadline = _holdDeadline;
+            }
+
+            try
+            {
+                await resumed.WaitAsync(deadline, _timeProvider, cancellationToken);
+            }
+            catch (TimeoutException)
+            {
+                return null;
+            }
+        }
+    }
+
+    /// <summary>The SCRAM verifier of <paramref name="role"/> on <paramref name="target"/>, read once per drain.</summary>
+    internal Task<ScramVerifier?> VerifierAsync(EndpointTarget target, string role, CancellationToken cancellationToken)
+    {
+        if (_verifiers is null)
+        {
+            return Task.FromResult<ScramVerifier?>(null);
+        }
+
+        return _verifierCache.GetOrAdd((target, role), key => ReadVerifierAsync(key.Target, key.Role));
+
+        async Task<ScramVerifier?> ReadVerifierAsync(EndpointTarget on, string name)
+        {
+            try
+            {
+                return ScramVerifier.Parse(await _verifiers.ReadAsync(on, name, _stopping.Token));
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                ProxyLog.VerifierReadFailed(_logger, Name, on, name, ex.Message);
+                return null;
+            }
+        }
+    }
+
     internal async Task ForwardCancelAsync(byte[] packet, CancellationToken stopping)
     {
         // A cancel belongs on the instance running the session; fall back to the route when the
-        // key is unknown (the session ended, or it came through another endpoint).
+        // key is unknown (the session ended, or it came through another endpoint). A moved
+        // session still holds the key of its first server: the cancel carries the new one.
         var key = BinaryPrimitives.ReadUInt64BigEndian(packet.AsSpan(8));
-        var target = _backendKeys.TryGetValue(key, out var owner) ? owner : Target;
+        var target = Target;
+        if (_backendKeys.TryGetValue(key, out var owner))
+        {
+            target = owner.Target;
+            BinaryPrimitives.WriteUInt64BigEndian(packet.AsSpan(8), owner.ServerKey);
+        }
+
         using var server = new Socket(SocketType.Stream, ProtocolType.Tcp);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         timeout.CancelAfter(_options.ConnectTimeout);
@@ -351,13 +442,40 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
-    internal void RegisterBackendKey(ProxyConnection connection, ulong key)
+    internal void RegisterBackendKey(ProxyConnection connection, ulong clientKey, ulong serverKey)
     {
         if (connection.Target is { } target)
         {
-            _backendKeys[key] = target;
+            _backendKeys[clientKey] = (target, serverKey);
         }
     }
+
+    internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target)
+    {
+        Interlocked.Increment(ref _sessionsMoved);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target);
+    }
+
+    internal void OnSessionNotMoved(ProxyConnection connection, string reason)
+    {
+        Interlocked.Increment(ref _sessionsClosed);
+        ProxyLog.SessionNotMoved(_logger, Name, connection.Id, reason);
+    }
+
+    /// <summary>Counts a connection against the cap; false (and counted as an error) when it is over.</summary>
+    internal bool TryTakeSlot()
+    {
+        if (Interlocked.Increment(ref _sessions) <= _options.MaxConnections || _options.MaxConnections == 0)
+        {
+            return true;
+        }
+
+        Interlocked.Decrement(ref _sessions);
+        Interlocked.Increment(ref _errors);
+        return false;
+    }
+
+    internal void ReleaseSlot() => Interlocked.Decrement(ref _sessions);
 
     internal void CountFromClient(int bytes) => Interlocked.Add(ref _bytesFromClients, bytes);
 

@@ -16,8 +16,8 @@ internal static partial class ProxyLog
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information, Message = "Endpoint {Endpoint} paused: new connections held for up to {HoldDeadline}")]
     public static partial void Paused(ILogger logger, string endpoint, TimeSpan holdDeadline);
 
-    [LoggerMessage(EventId = 2003, Level = LogLevel.Information, Message = "Endpoint {Endpoint} drained in {ElapsedMs} ms: {ClosedIdle} closed between transactions, {ClosedAtDeadline} cut at the budget")]
-    public static partial void Drained(ILogger logger, string endpoint, long elapsedMs, int closedIdle, int closedAtDeadline);
+    [LoggerMessage(EventId = 2003, Level = LogLevel.Information, Message = "Endpoint {Endpoint} drained in {ElapsedMs} ms: {ClosedIdle} closed between transactions, {ClosedAtDeadline} cut at the budget, {Moving} moving to the resumed route")]
+    public static partial void Drained(ILogger logger, string endpoint, long elapsedMs, int closedIdle, int closedAtDeadline, int moving);
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Endpoint {Endpoint} flipped: {From} -> {To}")]
     public static partial void Flipped(ILogger logger, string endpoint, EndpointTarget from, EndpointTarget to);
@@ -42,4 +42,13 @@ internal static partial class ProxyLog
 
     [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "Endpoint {Endpoint} canary: {Percent}% of new connections to {Canary}")]
     public static partial void CanarySet(ILogger logger, string endpoint, int percent, EndpointTarget? canary);
+
+    [LoggerMessage(EventId = 2012, Level = LogLevel.Debug, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state")]
+    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2013, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} closed for the switchover instead of moved: {Reason}")]
+    public static partial void SessionNotMoved(ILogger logger, string endpoint, long connectionId, string reason);
+
+    [LoggerMessage(EventId = 2014, Level = LogLevel.Warning, Message = "Endpoint {Endpoint}: reading the SCRAM verifier of role {Role} on {Target} failed: {Reason}")]
+    public static partial void VerifierReadFailed(ILogger logger, string endpoint, EndpointTarget target, string role, string reason);
 }

@@ -1,3 +1,5 @@
+using System.Security.Cryptography.X509Certificates;
+
 namespace Teal.Proxy.Endpoints;
 
 /// <summary>Settings of Teal's proxy listeners, shared by every endpoint of one <c>teal serve</c>.</summary>
@@ -15,6 +17,15 @@ public sealed record ProxyOptions
     /// <summary>Pending-accept queue. Sized for bursts of hundreds of clients reconnecting after a switchover.</summary>
     public int Backlog { get; init; } = 1024;
 
+    /// <summary>Most client connections one endpoint serves at once (active, held or logging in); 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
+    /// <summary>Shown to clients that ask for TLS (SSLRequest); without one the proxy answers 'N'.</summary>
+    public X509Certificate2? Certificate { get; init; }
+
+    /// <summary>Refuse clients that do not ask for TLS (28000), as a <c>hostssl</c>-only pg_hba.conf does.</summary>
+    public bool RequireTls { get; init; }
+
     public void Validate()
     {
         if (BufferSize < 1024)
@@ -25,6 +36,16 @@ public sealed record ProxyOptions
         if (ConnectTimeout <= TimeSpan.Zero || StartupTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(ConnectTimeout), "proxy timeouts must be positive");
+        }
+
+        if (RequireTls && Certificate is null)
+        {
+            throw new ArgumentException("an endpoint that requires TLS needs a certificate", nameof(RequireTls));
+        }
+
+        if (MaxConnections < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "the connection cap cannot be negative");
         }
 
         if (Backlog < 1)

@@ -3,6 +3,8 @@ using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Proxy.Endpoints;
+using Teal.Proxy.Sessions;
+using Teal.Proxy.Tls;
 
 namespace Teal.Proxy.Hosting;
 
@@ -16,7 +18,7 @@ public interface IEndpointTargetResolver
 /// The proxy endpoints of one <c>teal serve</c>: starts and stops them from their specs, and
 /// answers the switchover's question "which endpoints route to this instance?".
 /// </summary>
-public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null)
+public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null, IScramVerifierSource? verifiers = null)
     : IEndpointRegistry, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, ProxyEndpoint> _endpoints = new(StringComparer.Ordinal);
@@ -52,7 +54,15 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
             throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
         }
 
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline);
+        var endpointOptions = options with
+        {
+            MaxConnections = spec.MaxConnections,
+            RequireTls = spec.RequireTls,
+            Certificate = spec.TlsCertificateFile is { } certificate
+                ? ProxyCertificate.FromPemFiles(certificate, spec.TlsKeyFile ?? throw new TealException("endpoint.tls-key-missing", $"Endpoint {spec.Name} names a TLS certificate but no key", "Give the key file too."))
+                : options.Certificate,
+        };
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, endpointOptions, _logger, timeProvider, holdDeadline, verifiers);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);

@@ -30,6 +30,12 @@ internal static class PostgresWire
     /// <summary>SQLSTATE 57P01 admin_shutdown: drivers treat it as "reconnect".</summary>
     public const string AdminShutdown = "57P01";
 
+    /// <summary>SQLSTATE 53300 too_many_connections: the endpoint's connection cap is reached.</summary>
+    public const string TooManyConnections = "53300";
+
+    /// <summary>SQLSTATE 28000 invalid_authorization_specification: what PostgreSQL answers a login its pg_hba.conf does not allow.</summary>
+    public const string InvalidAuthorization = "28000";
+
     /// <summary>SQLSTATE 08006 connection_failure: the instance behind the endpoint is unreachable.</summary>
     public const string ConnectionFailure = "08006";
 

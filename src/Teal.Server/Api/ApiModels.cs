@@ -77,6 +77,17 @@ public sealed record AddEndpointRequest(string Name, string Instance)
 
     public PgBouncerSpec? PgBouncer { get; init; }
 
+    /// <summary>Teal's proxy: most client connections at once; clients over it get 53300. 0 for no cap.</summary>
+    public int MaxConnections { get; init; }
+
+    /// <summary>Teal's proxy: PEM certificate and key files for TLS clients (default: the one Teal generates).</summary>
+    public string? TlsCertificateFile { get; init; }
+
+    public string? TlsKeyFile { get; init; }
+
+    /// <summary>Teal's proxy: refuse clients that do not use TLS.</summary>
+    public bool RequireTls { get; init; }
+
     /// <summary>PgBouncer admin password; kept in the secrets file, never stored with the endpoint.</summary>
     public string? PgBouncerPassword { get; init; }
 }
@@ -92,6 +103,13 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
 
     public int CanaryPercent { get; init; }
 
+    public int MaxConnections { get; init; }
+
+    public bool RequireTls { get; init; }
+
+    /// <summary>SHA-256 fingerprint of the certificate the live endpoint shows TLS clients.</summary>
+    public string? TlsFingerprint { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 
     /// <summary>Null when no live endpoint serves this declaration (no proxy running it).</summary>
@@ -106,6 +124,8 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
             PgBouncer = spec.PgBouncer,
             CanaryInstance = spec.CanaryInstance,
             CanaryPercent = spec.CanaryPercent,
+            MaxConnections = spec.MaxConnections,
+            RequireTls = spec.RequireTls,
             CreatedAt = spec.CreatedAt,
             Stats = stats,
         };

@@ -20,9 +20,8 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
         var views = new List<EndpointView>();
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
         {
-            var stats = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name)?.Stats;
-
-            views.Add(EndpointView.From(spec, stats));
+            var live = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name);
+            views.Add(EndpointView.From(spec, live?.Stats) with { TlsFingerprint = (live as Teal.Proxy.Endpoints.ProxyEndpoint)?.TlsFingerprint });
         }
 
         return views;
@@ -74,6 +73,10 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
         var spec = new EndpointSpec(request.Name, request.Kind, request.Instance)
         {
             Listen = request.Kind == EndpointKind.Proxy ? request.Listen : null,
+            MaxConnections = request.Kind == EndpointKind.Proxy ? request.MaxConnections : 0,
+            TlsCertificateFile = request.Kind == EndpointKind.Proxy ? request.TlsCertificateFile : null,
+            TlsKeyFile = request.Kind == EndpointKind.Proxy ? request.TlsKeyFile : null,
+            RequireTls = request.Kind == EndpointKind.Proxy && request.RequireTls,
             Role = request.Role,
             PgBouncer = pgBouncer,
             CreatedAt = time.GetUtcNow(),

@@ -42,6 +42,8 @@ public sealed class TealMetrics : IDisposable
     private readonly Gauge _endpointReceived;
     private readonly Gauge _endpointSent;
     private readonly Gauge _endpointErrors;
+    private readonly Gauge _endpointSessionsMoved;
+    private readonly Gauge _endpointSessionsClosed;
     private readonly Counter _events;
 
     public TealMetrics(IStateStore state, EndpointService endpoints)
@@ -80,6 +82,8 @@ public sealed class TealMetrics : IDisposable
         _endpointReceived = factory.CreateGauge("teal_endpoint_received_bytes_total", "Bytes received from clients since the endpoint started.", e);
         _endpointSent = factory.CreateGauge("teal_endpoint_sent_bytes_total", "Bytes sent to clients since the endpoint started.", e);
         _endpointErrors = factory.CreateGauge("teal_endpoint_errors_total", "Connections that ended in an error since the endpoint started.", e);
+        _endpointSessionsMoved = factory.CreateGauge("teal_endpoint_sessions_moved_total", "Sessions a switchover moved to the new target with their state.", e);
+        _endpointSessionsClosed = factory.CreateGauge("teal_endpoint_sessions_closed_total", "Sessions a switchover closed (57P01) because they could not move, or cut at the drain budget.", e);
         _events = factory.CreateCounter("teal_events_total", "Events recorded since Teal started, by kind.", "kind");
 
         Registry.AddBeforeCollectCallback(CollectAsync);
@@ -208,7 +212,7 @@ public sealed class TealMetrics : IDisposable
     private void CollectEndpoints(IReadOnlyList<Api.EndpointView> endpoints)
     {
         var live = endpoints.Where(x => x.Stats is not null).Select(x => (x.Name, x.Instance)).ToHashSet();
-        foreach (var gauge in new[] { _endpointActive, _endpointHeld, _endpointConnections, _endpointReceived, _endpointSent, _endpointErrors })
+        foreach (var gauge in new[] { _endpointActive, _endpointHeld, _endpointConnections, _endpointReceived, _endpointSent, _endpointErrors, _endpointSessionsMoved, _endpointSessionsClosed })
         {
             RemoveStale(gauge, labels => live.Contains((labels[0], labels[1])));
         }
@@ -227,6 +231,8 @@ public sealed class TealMetrics : IDisposable
             _endpointReceived.WithLabels(labels).Set(stats.BytesFromClients);
             _endpointSent.WithLabels(labels).Set(stats.BytesToClients);
             _endpointErrors.WithLabels(labels).Set(stats.Errors);
+            _endpointSessionsMoved.WithLabels(labels).Set(stats.SessionsMoved);
+            _endpointSessionsClosed.WithLabels(labels).Set(stats.SessionsClosed);
         }
     }
 

@@ -18,6 +18,20 @@ public sealed class SwitchoverUnderLoadTests
         await using var scenario = await BlueGreenScenario.StartAsync();
         await scenario.CreateDeploymentAsync();
 
+        // A session held across the switchover, with a setting and a prepared statement: Teal's
+        // proxy moves it to green (the auth query reads app_user's verifier, which green got
+        // with blue's roles), and it goes on without an error.
+        await using var held = new NpgsqlConnection(scenario.EndpointConnectionString);
+        await held.OpenAsync();
+        await using (var set = new NpgsqlCommand("SET application_name = 'held-across'", held))
+        {
+            await set.ExecuteNonQueryAsync();
+        }
+
+        await using var where = new NpgsqlCommand("SELECT current_setting('server_version') || ' ' || current_setting('application_name') || ' ' || $1", held) { Parameters = { new() { Value = "prepared" } } };
+        await where.PrepareAsync();
+        ((string)(await where.ExecuteScalarAsync())!).ShouldStartWith("15.");
+
         await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
         probe.Start();
         await using var direct = new DirectWriter(scenario.Blue.ConnectionString(BlueGreenScenario.Database), TimeSpan.FromMilliseconds(250));
@@ -36,6 +50,9 @@ public sealed class SwitchoverUnderLoadTests
 
         var deployment = await scenario.ShowAsync();
         BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_COMPLETED", deployment.ToString());
+        var moved = (string)(await where.ExecuteScalarAsync())!;
+        moved.ShouldStartWith("17.");
+        moved.ShouldEndWith(" held-across prepared");
         deployment.GetProperty("blue").GetString().ShouldBe("app-old1");
         deployment.GetProperty("green").GetString().ShouldBe("app");
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Endpoints;
+using Teal.Proxy.Sessions;
 using Teal.Testing;
 
 namespace Teal.Proxy.Tests.Endpoints;
@@ -42,13 +43,16 @@ public sealed class ProxyServersFixture : IAsyncLifetime
             _green = green.IsCompletedSuccessfully ? green.Result : null;
         }
 
-        // Blue and green know the application's role with the same password, as they do in a
-        // deployment (each test server's own superuser password differs).
-        foreach (var server in new[] { Blue, Green })
-        {
-            await server.ExecuteAsync($"create role {AppUser} login superuser password '{AppPassword}'");
-        }
+        // Blue and green know the application's role with the same password and the very same
+        // SCRAM verifier, as a deployment's copy of blue's roles (pg_dumpall) leaves them; each
+        // test server's own superuser password differs.
+        await Blue.ExecuteAsync($"create role {AppUser} login superuser password '{AppPassword}'");
+        var verifier = await Blue.ScalarAsync<string>($"select rolpassword from pg_authid where rolname = '{AppUser}'");
+        await Green.ExecuteAsync($"create role {AppUser} login superuser password '{verifier}'");
     }
+
+    /// <summary>The proxy's auth query, answered from the test servers' catalogs.</summary>
+    public IScramVerifierSource Verifiers => new CatalogVerifiers(this);
 
     public async Task DisposeAsync()
     {
@@ -63,8 +67,18 @@ public sealed class ProxyServersFixture : IAsyncLifetime
         }
     }
 
-    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app") =>
-        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, new ProxyOptions(), NullLogger.Instance, TimeProvider.System);
+    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", IScramVerifierSource? verifiers = null, ProxyOptions? options = null) =>
+        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, options ?? new ProxyOptions(), NullLogger.Instance, TimeProvider.System, verifiers: verifiers);
+
+    /// <summary>Pause, drain, flip to <paramref name="to"/>, resume: the endpoint's part of a switchover.</summary>
+    public static async Task<EndpointDrainResult> SwitchAsync(ProxyEndpoint endpoint, EndpointTarget to, TimeSpan? budget = null)
+    {
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drained = await endpoint.DrainAsync(budget ?? TimeSpan.FromSeconds(20), CancellationToken.None);
+        await endpoint.FlipAsync(to, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+        return drained;
+    }
 
     /// <summary>A connection string for <paramref name="server"/>'s credentials that goes through <paramref name="endpoint"/>.</summary>
     public static string Through(ProxyEndpoint endpoint, PostgresServer server, int timeoutSeconds = 15) =>
@@ -109,6 +123,17 @@ public sealed class ProxyServersFixture : IAsyncLifetime
 
     public static Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan? timeout = null) =>
         EventuallyAsync(() => Task.FromResult(condition()), timeout);
+}
+
+internal sealed class CatalogVerifiers(ProxyServersFixture servers) : IScramVerifierSource
+{
+    public async Task<string?> ReadAsync(EndpointTarget target, string role, CancellationToken cancellationToken)
+    {
+        var server = target.Port == servers.Blue.Port ? servers.Blue : servers.Green;
+        await using var connection = await server.OpenAsync(cancellationToken: cancellationToken);
+        await using var command = new NpgsqlCommand("select rolpassword from pg_authid where rolname = $1", connection) { Parameters = { new() { Value = role } } };
+        return await command.ExecuteScalarAsync(cancellationToken) as string;
+    }
 }
 
 /// <summary>The proxy's database tests share one blue/green pair and run one after another.</summary>

@@ -41,6 +41,8 @@ public sealed partial class MetricsTests : IAsyncLifetime
             text = await _live.ScrapeAsync();
             Value(text, "teal_endpoint_connections_active", "endpoint=\"app\",instance=\"app\"").ShouldBe(1);
             Value(text, "teal_endpoint_received_bytes_total", "endpoint=\"app\",instance=\"app\"").ShouldNotBeNull().ShouldBeGreaterThan(0);
+            Value(text, "teal_endpoint_sessions_moved_total", "endpoint=\"app\",instance=\"app\"").ShouldBe(0);
+            Value(text, "teal_endpoint_sessions_closed_total", "endpoint=\"app\",instance=\"app\"").ShouldBe(0);
         }
 
         // Verify: the result, its rows.

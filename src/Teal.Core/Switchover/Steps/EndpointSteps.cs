@@ -66,10 +66,16 @@ public sealed class DrainEndpointsStep : ISwitchoverStep
         var results = await Task.WhenAll(context.Endpoints.Select(e => e.DrainAsync(context.Options.DrainBudget, cancellationToken)));
         var idle = results.Sum(r => r.ClosedIdle);
         var cut = results.Sum(r => r.ClosedAtDeadline);
+        var moving = results.Sum(r => r.Moving);
         context.Record(
             Events.EventKinds.SwitchoverPhase,
-            $"endpoints drained: {idle} connection(s) closed between transactions, {cut} cut at the end of the drain budget",
-            new Dictionary<string, string> { ["closedIdle"] = idle.ToString(System.Globalization.CultureInfo.InvariantCulture), ["closedAtDeadline"] = cut.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+            $"endpoints drained: {moving} session(s) moving with their state, {idle} connection(s) closed between transactions, {cut} cut at the end of the drain budget",
+            new Dictionary<string, string>
+            {
+                ["moving"] = moving.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["closedIdle"] = idle.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["closedAtDeadline"] = cut.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            });
     }
 }
 

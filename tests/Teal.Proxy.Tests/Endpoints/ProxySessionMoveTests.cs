@@ -1,0 +1,274 @@
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+using Teal.Core.Endpoints;
+using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
+
+namespace Teal.Proxy.Tests.Endpoints;
+
+/// <summary>Sessions between transactions at a switchover go on on green with their state, or are closed when it cannot move.</summary>
+[Collection(ProxyServersGroup.Name)]
+public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
+{
+    [Fact]
+    public async Task IdleSession_MovesToGreen_WithItsSettingsPreparedStatementsAndListens()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(connection, "set work_mem = '7MB'; set application_name = 'mover'; set search_path = pg_catalog, public; listen teal_moved");
+        // A SET rolled back is not part of the session any more, and must not come back on green.
+        await Execute(connection, "begin; set statement_timeout = '5min'; rollback");
+        await using var prepared = new NpgsqlCommand("select $1::int + 1", connection) { Parameters = { new() { Value = 41 } } };
+        await prepared.PrepareAsync();
+        (await prepared.ExecuteScalarAsync()).ShouldBe(42);
+        var bluePid = await ScalarAsync<int>(connection, "select pg_backend_pid()");
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 1 });
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        (await ScalarAsync<string>(connection, "show work_mem")).ShouldBe("7MB");
+        (await ScalarAsync<string>(connection, "show application_name")).ShouldBe("mover");
+        (await ScalarAsync<string>(connection, "show search_path")).ShouldBe("pg_catalog, public");
+        (await ScalarAsync<string>(connection, "show statement_timeout")).ShouldBe("0");
+        // Executed by name: Npgsql sends Bind for the statement it prepared on blue.
+        prepared.Parameters[0].Value = 99;
+        (await prepared.ExecuteScalarAsync()).ShouldBe(100);
+        (await ScalarAsync<long>(connection, "select count(*) from pg_prepared_statements where not from_sql")).ShouldBe(1);
+        var notified = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        connection.Notification += (_, e) => notified.TrySetResult(e.Payload);
+        await servers.Green.ExecuteAsync("notify teal_moved, 'on green'");
+        await connection.WaitAsync(TimeSpan.FromSeconds(10));
+        (await notified.Task.WaitAsync(TimeSpan.FromSeconds(10))).ShouldBe("on green");
+
+        (await servers.Blue.ScalarAsync<long>($"select count(*) from pg_stat_activity where pid = {bluePid}")).ShouldBe(0);
+        endpoint.Stats.SessionsMoved.ShouldBe(1);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+        endpoint.Stats.Active.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task SessionWithTempTable_IsClosedWithAdminShutdown_AndCountedAsClosed()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var temp = await OpenThroughAsync(endpoint, servers.Blue);
+        await using var plain = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(temp, "create temp table scratch(id int)");
+        await ScalarAsync<int>(plain, "select 1");
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.ShouldBe(new EndpointDrainResult(1, 0) { Moving = 1 });
+        var error = await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(temp, "select 1"));
+        (error as PostgresException ?? error.InnerException as PostgresException)?.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        (await ScalarAsync<int>(plain, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        endpoint.Stats.SessionsMoved.ShouldBe(1);
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task SessionHoldingAdvisoryLock_IsClosed_NotMoved()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(connection, "select pg_advisory_lock(15)");
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.ShouldBe(new EndpointDrainResult(1, 0));
+        await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(connection, "select 1"));
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+        (await EventuallyAsync(async () => await servers.Blue.ScalarAsync<long>("select count(*) from pg_locks where locktype = 'advisory'") == 0)).ShouldBeTrue();
+    }
+
+    [Fact]
+    public async Task WithoutAuthQuery_ScramSessionIsClosedAsBefore()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.ShouldBe(new EndpointDrainResult(1, 0));
+        await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(connection, "select 1"));
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+        endpoint.Stats.SessionsMoved.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task RoleMissingOnGreen_SessionIsClosedWithAdminShutdown_AndCounted()
+    {
+        await servers.Blue.ExecuteAsync("drop role if exists only_on_blue; create role only_on_blue login superuser password 'blue-only-1'");
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var connectionString = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { Username = "only_on_blue", Password = "blue-only-1" }.ConnectionString;
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.Moving.ShouldBe(1);
+        var error = await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(connection, "select 1"));
+        (error as PostgresException ?? error.InnerException as PostgresException)?.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+        endpoint.Stats.SessionsMoved.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task MovedSession_CancelReachesItsNewBackend()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await SwitchAsync(endpoint, servers.GreenTarget);
+        await using var sleep = new NpgsqlCommand("select pg_sleep(60)", connection);
+
+        var running = sleep.ExecuteNonQueryAsync();
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)'") == 1)).ShouldBeTrue();
+        var clock = Stopwatch.StartNew();
+        // Off this thread: Cancel blocks, and after a socket await this test may run on a socket
+        // thread the proxy in this same process needs to forward the cancel.
+        await Task.Run(sleep.Cancel);
+
+        // The client still holds blue's key: the proxy sends the cancel to green with green's key.
+        var error = await Should.ThrowAsync<Exception>(running);
+        (error is OperationCanceledException || error is PostgresException { SqlState: PostgresErrorCodes.QueryCanceled }).ShouldBeTrue(error.ToString());
+        clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(30), "the sleep on green was cancelled, not waited out");
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+    }
+
+    [Fact]
+    public async Task WrongPassword_GetsPostgresAuthenticationError()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var connectionString = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { Password = "not-the-password" }.ConnectionString;
+        await using var connection = new NpgsqlConnection(connectionString);
+
+        var error = await Should.ThrowAsync<PostgresException>(connection.OpenAsync());
+
+        error.SqlState.ShouldBe(PostgresErrorCodes.InvalidPassword);
+        error.MessageText.ShouldBe($"password authentication failed for user \"{AppUser}\"");
+        endpoint.Stats.Active.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task PreparedStatementsUnderLoad_NoClientErrorAcrossTwoSwitchovers()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        using var stop = new CancellationTokenSource();
+        var errors = new List<Exception>();
+        var ports = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var clients = Enumerable.Range(0, 8).Select(i => Task.Run(async () =>
+        {
+            await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+            await using var command = new NpgsqlCommand("select inet_server_port() + $1 * 0", connection) { Parameters = { new() { Value = i } } };
+            await command.PrepareAsync();
+            var count = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    ports.Add((int)(await command.ExecuteScalarAsync())!);
+                    count++;
+                }
+                catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
+                {
+                    lock (errors)
+                    {
+                        errors.Add(ex);
+                    }
+
+                    return count;
+                }
+            }
+
+            return count;
+        })).ToList();
+
+        await Task.Delay(1000);
+        var first = await SwitchAsync(endpoint, servers.GreenTarget);
+        await Task.Delay(1000);
+        var second = await SwitchAsync(endpoint, servers.BlueTarget);
+        await Task.Delay(1000);
+        await stop.CancelAsync();
+        var counts = await Task.WhenAll(clients);
+
+        errors.ShouldBeEmpty();
+        first.Moving.ShouldBe(8);
+        second.Moving.ShouldBe(8);
+        counts.ShouldAllBe(c => c > 0);
+        ports.ShouldContain(servers.Green.Port);
+        endpoint.Stats.SessionsMoved.ShouldBe(16);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task Psql_KeepsItsSessionAcrossTheSwitchover()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var start = new ProcessStartInfo("psql")
+        {
+            ArgumentList = { "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture), "-U", AppUser, "-d", "postgres" },
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment["PGPASSWORD"] = AppPassword;
+        using var psql = Process.Start(start)!; // Start returns null only for shell-executed documents.
+        await psql.StandardInput.WriteLineAsync("set application_name = 'psql-moved'; select inet_server_port();");
+        await psql.StandardInput.FlushAsync();
+        (await psql.StandardOutput.ReadLineAsync()).ShouldBe(servers.Blue.Port.ToString(CultureInfo.InvariantCulture));
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        await psql.StandardInput.WriteLineAsync("select inet_server_port() || ' ' || current_setting('application_name');");
+        await psql.StandardInput.FlushAsync();
+        (await psql.StandardOutput.ReadLineAsync()).ShouldBe($"{servers.Green.Port} psql-moved");
+        psql.StandardInput.Close();
+        await psql.WaitForExitAsync();
+        var stderr = await psql.StandardError.ReadToEndAsync();
+        psql.ExitCode.ShouldBe(0, stderr);
+        drained.Moving.ShouldBe(1);
+    }
+
+    [Fact]
+    public async Task PgbenchPrepared_WithoutReconnecting_HasNoErrorsAcrossTheSwitchover()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var script = Path.Combine(Path.GetTempPath(), $"teal-proxy-pgbench-{Environment.ProcessId}.sql");
+        await File.WriteAllTextAsync(script, "\\set x random(1, 1000)\nselect :x + inet_server_port();\n");
+        try
+        {
+            var start = new ProcessStartInfo("pgbench")
+            {
+                ArgumentList = { "-n", "-M", "prepared", "-c", "4", "-T", "6", "-f", script, "-h", "127.0.0.1", "-p", endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture), "-U", AppUser, "postgres" },
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            start.Environment["PGPASSWORD"] = AppPassword;
+            using var pgbench = Process.Start(start)!; // Start returns null only for shell-executed documents.
+            var output = pgbench.StandardOutput.ReadToEndAsync();
+            var errorOutput = pgbench.StandardError.ReadToEndAsync();
+            (await EventuallyAsync(() => endpoint.Stats.Active == 4)).ShouldBeTrue();
+            await Task.Delay(1500);
+
+            var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+            await pgbench.WaitForExitAsync();
+
+            var report = await output + await errorOutput;
+            pgbench.ExitCode.ShouldBe(0, report);
+            report.ShouldContain("number of failed transactions: 0");
+            drained.Moving.ShouldBe(4);
+            endpoint.Stats.SessionsMoved.ShouldBe(4);
+            endpoint.Stats.SessionsClosed.ShouldBe(0);
+        }
+        finally
+        {
+            File.Delete(script);
+        }
+    }
+
+    private static async Task Execute(NpgsqlConnection connection, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+}

@@ -1,0 +1,117 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using Teal.Proxy.Endpoints;
+using Teal.Proxy.Tls;
+using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
+
+namespace Teal.Proxy.Tests.Endpoints;
+
+/// <summary>Clients that ask for TLS get it from the proxy, with the certificate Teal generated.</summary>
+[Collection(ProxyServersGroup.Name)]
+public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("teal-proxy-tls-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Fact]
+    public async Task GeneratedCertificate_IsKeptWithAPrivateKeyAndReusedAtTheNextStart()
+    {
+        using var first = ProxyCertificate.LoadOrCreate(_directory);
+        using var again = ProxyCertificate.LoadOrCreate(_directory);
+
+        ProxyCertificate.Fingerprint(again).ShouldBe(ProxyCertificate.Fingerprint(first));
+        File.GetUnixFileMode(Path.Combine(_directory, ProxyCertificate.KeyFile)).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        (await File.ReadAllTextAsync(Path.Combine(_directory, ProxyCertificate.CertificateFile))).ShouldNotContain("PRIVATE KEY");
+    }
+
+    [Fact]
+    public async Task NpgsqlWithSslModeRequireAndVerifyFull_TalkThroughTls_AndMoveAcrossASwitchover()
+    {
+        await using var endpoint = Start(requireTls: false);
+        var root = Path.Combine(_directory, ProxyCertificate.CertificateFile);
+        await using var require = await OpenAsync(endpoint, SslMode.Require);
+        await using var verifyFull = await OpenAsync(endpoint, SslMode.VerifyFull, root);
+        await using var plain = await OpenAsync(endpoint, SslMode.Disable);
+
+        // verify-full opening at all proves TLS with this certificate; plaintext still works when not required.
+        (await ScalarAsync<int>(plain, "select 1")).ShouldBe(1);
+        (await ScalarAsync<int>(verifyFull, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.Moving.ShouldBe(3);
+        (await ScalarAsync<int>(require, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        (await ScalarAsync<int>(verifyFull, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        using var rootCertificate = X509Certificate2.CreateFromPem(File.ReadAllText(root));
+        endpoint.TlsFingerprint.ShouldBe(ProxyCertificate.Fingerprint(rootCertificate));
+    }
+
+    [Fact]
+    public async Task SslModeRequire_AgainstAnEndpointWithoutCertificate_IsRefusedByTheClient()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget);
+
+        await Should.ThrowAsync<NpgsqlException>(OpenAsync(endpoint, SslMode.Require));
+    }
+
+    [Fact]
+    public async Task VerifyFull_AgainstAnotherRoot_IsRefusedByTheClient()
+    {
+        await using var endpoint = Start(requireTls: false);
+        var otherDirectory = Directory.CreateTempSubdirectory("teal-proxy-tls-other-").FullName;
+        try
+        {
+            using var other = ProxyCertificate.LoadOrCreate(otherDirectory);
+            await Should.ThrowAsync<NpgsqlException>(OpenAsync(endpoint, SslMode.VerifyFull, Path.Combine(otherDirectory, ProxyCertificate.CertificateFile)));
+        }
+        finally
+        {
+            Directory.Delete(otherDirectory, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task RequireTls_RefusesAPlaintextClient_AndPsqlConnectsWithVerifyFull()
+    {
+        await using var endpoint = Start(requireTls: true);
+
+        var error = await Should.ThrowAsync<PostgresException>(OpenAsync(endpoint, SslMode.Disable));
+        error.SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
+        error.MessageText.ShouldBe("Teal endpoint tls accepts only TLS connections; connect with sslmode=require or stronger");
+
+        foreach (var mode in new[] { "require", "verify-full" })
+        {
+            var conninfo = $"host=127.0.0.1 port={endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture)} user={AppUser} dbname=postgres sslmode={mode} sslrootcert={Path.Combine(_directory, ProxyCertificate.CertificateFile)}";
+            var start = new ProcessStartInfo("psql") { ArgumentList = { "-X", "-At", "-c", "select 'ok'", conninfo }, RedirectStandardOutput = true, RedirectStandardError = true };
+            start.Environment["PGPASSWORD"] = AppPassword;
+            using var psql = Process.Start(start)!; // Start returns null only for shell-executed documents.
+            var output = await psql.StandardOutput.ReadToEndAsync();
+            var stderr = await psql.StandardError.ReadToEndAsync();
+            await psql.WaitForExitAsync();
+            psql.ExitCode.ShouldBe(0, $"sslmode={mode}: {stderr}");
+            output.Trim().ShouldBe("ok");
+        }
+    }
+
+    private ProxyEndpoint Start(bool requireTls) =>
+        ProxyEndpoint.Start("tls", new IPEndPoint(IPAddress.Loopback, 0), servers.BlueTarget,
+            new ProxyOptions { Certificate = ProxyCertificate.LoadOrCreate(_directory), RequireTls = requireTls }, NullLogger.Instance, TimeProvider.System, verifiers: servers.Verifiers);
+
+    private async Task<NpgsqlConnection> OpenAsync(ProxyEndpoint endpoint, SslMode mode, string? root = null)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { SslMode = mode, Pooling = false };
+        if (root is not null)
+        {
+            builder.RootCertificate = root;
+        }
+
+        var connection = new NpgsqlConnection(builder.ConnectionString);
+        await connection.OpenAsync();
+        return connection;
+    }
+}
