@@ -19,7 +19,7 @@ internal enum ConnectionOutcome
 /// connects to the target and pumps bytes both ways. Both pumps follow the message framing to
 /// know when the session is between transactions, so a drain closes it there and nowhere else.
 /// </summary>
-internal sealed class ProxyConnection
+internal sealed class ProxyConnection : IEndpointConnection
 {
     private readonly ProxyEndpoint _endpoint;
     private readonly Socket _client;

@@ -30,8 +30,9 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
     /// Starts listening for <paramref name="spec"/>, routing to <paramref name="target"/>. A reader
     /// spec with a canary has its canary instance resolved through the resolver. With
     /// <paramref name="holdDeadline"/> it starts paused (see <see cref="ProxyEndpoint.Start"/>).
+    /// <paramref name="protocol"/> follows the engine of the instance it routes to.
     /// </summary>
-    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken, TimeSpan? holdDeadline = null)
+    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken, TimeSpan? holdDeadline = null, ProxyProtocol protocol = ProxyProtocol.Postgres)
     {
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Kind != EndpointKind.Proxy)
@@ -52,7 +53,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
             throw new TealException("endpoint.duplicate", $"Endpoint {spec.Name} is already being served") { Kind = TealErrorKind.Conflict };
         }
 
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline);
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, options, _logger, timeProvider, holdDeadline, protocol);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);
