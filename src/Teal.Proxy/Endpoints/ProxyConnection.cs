@@ -27,7 +27,7 @@ internal enum ConnectionOutcome
 /// (or closes it, when its state cannot move) and nowhere else.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "Abort disposes the sockets and the TLS stream: the connection's lifetime is RunAsync, which always ends in Abort, not a using scope")]
-internal sealed class ProxyConnection
+internal sealed class ProxyConnection : IEndpointConnection
 {
     private readonly ProxyEndpoint _endpoint;
     private readonly Socket _client;

@@ -6,15 +6,17 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
+using Teal.Proxy.MySql;
 using Teal.Proxy.Protocol;
 using Teal.Proxy.Sessions;
 
 namespace Teal.Proxy.Endpoints;
 
 /// <summary>
-/// Teal's own endpoint: a TCP listener that proxies PostgreSQL connections to the instance its
-/// route names, and can hold new connections, drain existing ones at transaction boundaries,
-/// flip the route and resume — the four moves of a switchover.
+/// Teal's own endpoint: a TCP listener that proxies PostgreSQL connections (or MySQL-protocol
+/// ones, <see cref="ProxyProtocol.MySql"/>) to the instance its route names, and can hold new
+/// connections, drain existing ones at transaction boundaries, flip the route and resume — the
+/// four moves of a switchover.
 /// </summary>
 public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 {
@@ -23,7 +25,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
     private readonly CancellationTokenSource _stopping = new();
-    private readonly ConcurrentDictionary<long, ProxyConnection> _connections = new();
+    private readonly ConcurrentDictionary<long, IEndpointConnection> _connections = new();
     private readonly ConcurrentDictionary<ulong, (EndpointTarget Target, ulong ServerKey)> _backendKeys = new();
     private readonly IScramVerifierSource? _verifiers;
 
@@ -52,9 +54,10 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private long _sessionsClosed;
     private int _disposed;
 
-    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline, IScramVerifierSource? verifiers)
+    private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline, IScramVerifierSource? verifiers, ProxyProtocol protocol)
     {
         _verifiers = verifiers;
+        Protocol = protocol;
         if (holdDeadline is { } hold)
         {
             // Paused before the first accept: not one connection can be admitted before the pause.
@@ -78,6 +81,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     }
 
     public string Name { get; }
+
+    /// <summary>The wire protocol its clients speak; fixed for the endpoint's life, as its instances' engine is.</summary>
+    public ProxyProtocol Protocol { get; }
 
     /// <summary>The address the endpoint actually listens on (port 0 in the spec picks a free one).</summary>
     public IPEndPoint LocalEndPoint { get; }
@@ -138,7 +144,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// reads SCRAM verifiers, so that sessions whose client logged in with SCRAM can move at a
     /// switchover (without it they are closed with 57P01).
     /// </summary>
-    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline = null, IScramVerifierSource? verifiers = null)
+    public static ProxyEndpoint Start(string name, IPEndPoint listen, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline = null, IScramVerifierSource? verifiers = null, ProxyProtocol protocol = ProxyProtocol.Postgres)
     {
         options.Validate();
         var listener = new Socket(listen.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -155,7 +161,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
                 "Choose a free address and port for the endpoint, or stop what holds it.", ex);
         }
 
-        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline, verifiers);
+        var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline, verifiers, protocol);
         ProxyLog.Listening(logger, name, endpoint.LocalEndPoint, target);
         if (holdDeadline is { } hold)
         {
@@ -202,7 +208,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
-        List<ProxyConnection> draining;
+        List<IEndpointConnection> draining;
         lock (_gate)
         {
             draining = [.. _connections.Values.Where(c => c.Admitted)];
@@ -322,7 +328,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// Lets a connection through to the route, or holds it while paused. Null means it was held
     /// past the deadline and must be refused.
     /// </summary>
-    internal async Task<EndpointTarget?> AdmitAsync(ProxyConnection connection, CancellationToken stopping)
+    internal async Task<EndpointTarget?> AdmitAsync(IEndpointConnection connection, CancellationToken stopping)
     {
         while (true)
         {
@@ -487,9 +493,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         ProxyLog.UpstreamConnectFailed(_logger, Name, target, reason);
     }
 
-    internal void OnConnectionEnded(ProxyConnection connection, string reason)
+    internal void OnConnectionEnded(IEndpointConnection connection, string reason)
     {
-        if (connection.BackendKey is { } key)
+        if (connection is ProxyConnection { BackendKey: { } key })
         {
             _backendKeys.TryRemove(key, out _);
         }
@@ -530,7 +536,10 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
             client.NoDelay = true;
             Interlocked.Increment(ref _total);
-            var connection = new ProxyConnection(this, client, Interlocked.Increment(ref _nextConnectionId), _options);
+            var id = Interlocked.Increment(ref _nextConnectionId);
+            IEndpointConnection connection = Protocol == ProxyProtocol.MySql
+                ? new MySqlProxyConnection(this, client, id, _options)
+                : new ProxyConnection(this, client, id, _options);
             // Completion is set before the connection can be admitted, so a drain always awaits
             // the real lifetime; Start queues the run to the pool, off the accept loop.
             var run = new Task<Task>(() => RunConnectionAsync(connection));
@@ -540,7 +549,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
-    private async Task RunConnectionAsync(ProxyConnection connection)
+    private async Task RunConnectionAsync(IEndpointConnection connection)
     {
         try
         {

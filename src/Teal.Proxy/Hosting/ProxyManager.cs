@@ -32,8 +32,9 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
     /// Starts listening for <paramref name="spec"/>, routing to <paramref name="target"/>. A reader
     /// spec with a canary has its canary instance resolved through the resolver. With
     /// <paramref name="holdDeadline"/> it starts paused (see <see cref="ProxyEndpoint.Start"/>).
+    /// <paramref name="protocol"/> follows the engine of the instance it routes to.
     /// </summary>
-    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken, TimeSpan? holdDeadline = null)
+    public async Task<ProxyEndpoint> StartAsync(EndpointSpec spec, EndpointTarget target, CancellationToken cancellationToken, TimeSpan? holdDeadline = null, ProxyProtocol protocol = ProxyProtocol.Postgres)
     {
         ArgumentNullException.ThrowIfNull(spec);
         if (spec.Kind != EndpointKind.Proxy)
@@ -62,7 +63,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
                 ? ProxyCertificate.FromPemFiles(certificate, spec.TlsKeyFile ?? throw new TealException("endpoint.tls-key-missing", $"Endpoint {spec.Name} names a TLS certificate but no key", "Give the key file too."))
                 : options.Certificate,
         };
-        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, endpointOptions, _logger, timeProvider, holdDeadline, verifiers);
+        var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, endpointOptions, _logger, timeProvider, holdDeadline, verifiers, protocol);
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);

@@ -1,8 +1,10 @@
 using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
+using Teal.Core.Instances;
 using Teal.Core.State;
 using Teal.Core.Switchover;
+using Teal.Proxy.Endpoints;
 using Teal.Proxy.Hosting;
 
 namespace Teal.Server.Endpoints;
@@ -36,7 +38,9 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
         }
 
         var target = await resolver.ResolveAsync(spec.Instance, cancellationToken);
-        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline);
+        // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
+        var engine = (await state.GetInstanceAsync(spec.Instance, cancellationToken))?.Engine ?? EngineKind.Postgres;
+        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, ProxyProtocols.ForEngine(engine));
         LogListening(spec.Name, spec.Listen, target);
         if (holdDeadline is not null)
         {
