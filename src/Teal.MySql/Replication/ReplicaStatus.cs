@@ -39,8 +39,14 @@ internal sealed record ReplicaStatus(string ConnectionName, string MasterHost, i
         return rows
             .Select(r => new ReplicaStatus(r.GetValueOrDefault("Connection_name") ?? string.Empty, r.GetValueOrDefault("Master_Host") ?? string.Empty, int.TryParse(r.GetValueOrDefault("Master_Port"), out var port) ? port : 0, r.GetValueOrDefault("Master_User") ?? string.Empty)
             {
-                // "Connecting" right after START SLAVE is a start, not a failure; a real failure sets Last_IO_Error.
-                IoRunning = r.GetValueOrDefault("Slave_IO_Running") == "Yes" || (r.GetValueOrDefault("Slave_IO_Running") == "Connecting" && string.IsNullOrEmpty(r.GetValueOrDefault("Last_IO_Error"))),
+                // "Connecting" (and MariaDB's "Preparing") right after START SLAVE is a start, not a
+                // failure; a real failure sets Last_IO_Error. Only "No" is a stopped thread.
+                IoRunning = r.GetValueOrDefault("Slave_IO_Running") switch
+                {
+                    "Yes" => true,
+                    "No" or null => false,
+                    _ => string.IsNullOrEmpty(r.GetValueOrDefault("Last_IO_Error")),
+                },
                 SqlRunning = r.GetValueOrDefault("Slave_SQL_Running") == "Yes",
                 LastIoError = r.GetValueOrDefault("Last_IO_Error"),
                 LastSqlError = r.GetValueOrDefault("Last_SQL_Error"),
