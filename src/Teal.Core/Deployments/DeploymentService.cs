@@ -85,6 +85,7 @@ public sealed partial class DeploymentService(
             TargetParameters = spec.TargetParameters,
             Tables = spec.Tables,
             CopyRoles = spec.CopyRoles,
+            ReverseReplication = spec.ReverseReplication,
             CreatedAt = now,
             UpdatedAt = now,
             Tasks =
@@ -306,7 +307,8 @@ public sealed partial class DeploymentService(
         if (!removedByFailedCreate)
         {
             var link = await links.GetAsync(deployment, cancellationToken);
-            await link.RemoveAsync(cancellationToken);
+            // Reversed (green → old blue): the old blue keeps its fence, as after `teal finish`.
+            await (deployment.Reversed ? link.FinishAsync(cancellationToken) : link.RemoveAsync(cancellationToken));
             await links.ForgetAsync(deployment.Id);
         }
 

@@ -25,6 +25,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     private readonly MaterializedViews _views;
     private readonly Logins _logins;
     private readonly Reachability _reach;
+    private readonly ReverseReplication _reverse;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -43,6 +44,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _logins = new Logins(_sessions);
         _switchover = new SwitchoverChecks(_sessions, _status, _logins);
         _reach = new Reachability(_sessions);
+        _reverse = new ReverseReplication(_sessions, _fencing, _setup);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -119,6 +121,13 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
             }
         },
         cancellationToken);
+
+    public async Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) =>
+        await _reach.GuardAsync(_reverse.PrepareAsync, cancellationToken);
+
+    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.StartAsync, cancellationToken);
+
+    public Task FinishAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.FinishAsync, cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

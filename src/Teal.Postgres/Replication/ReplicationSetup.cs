@@ -100,7 +100,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     /// FOR ALL TABLES (or the deployment's table list plus Teal's heartbeat and DDL log),
     /// publishing partitioned tables through their root so green may partition differently.
     /// </summary>
-    private async Task CreatePublicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    internal async Task CreatePublicationAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         if (await blue.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cancellationToken, Name))
         {
@@ -128,7 +128,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         }
     }
 
-    private async Task<bool> SubscriptionExistsAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
+    internal async Task<bool> SubscriptionExistsAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
         await green.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)", cancellationToken, Name);
 
     /// <summary>Drops the subscription (and with it blue's slot) and the publication, and opens green.</summary>
@@ -218,7 +218,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         || (ex is NpgsqlException && ex is not PostgresException)
         || ex is PostgresException { SqlState: PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow };
 
-    private async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
+    internal async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
     {
         if (!await SubscriptionExistsAsync(green, cancellationToken))
         {
@@ -237,7 +237,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     }
 
     /// <summary>Drops the slot if the subscription did not (detached, or blue was away); ends its walsender first.</summary>
-    private async Task DropSlotAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    internal async Task DropSlotAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         for (var attempt = 0; attempt < 50; attempt++)
         {
