@@ -295,7 +295,7 @@ internal static class SwitchoverCommands
 
         throw new CliException(
             $"switchover of {deployment.Name} rolled back: {deployment.Switchover?.Reason ?? deployment.StatusReason}",
-            $"blue '{deployment.Blue}' is writable again; fix the cause (`teal check {deployment.Name}`) and run the switchover again");
+            $"'{deployment.Production}' is writable again; fix the cause (`teal check {deployment.Name}`) and run it again");
     }
 
     private static void WriteReport(CliSession session, CheckReport report)
