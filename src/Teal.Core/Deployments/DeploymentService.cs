@@ -288,7 +288,7 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back (a stopped one: fix the cause and run `teal switchover ID --resume`)") { Kind = TealErrorKind.Conflict };
         }
 
-        if (deleteTarget && deployment.Status == DeploymentStatus.SwitchoverCompleted)
+        if (deleteTarget && (deployment.Status == DeploymentStatus.SwitchoverCompleted || deployment.Reversed))
         {
             throw new TealException("deployment.target-is-production", $"green '{deployment.Green}' became production at switchover; --delete-target would delete it", "delete without --delete-target") { Kind = TealErrorKind.Refused };
         }

@@ -127,7 +127,17 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.StartAsync, cancellationToken);
 
-    public Task FinishAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.FinishAsync, cancellationToken);
+    /// <summary>
+    /// Ends reverse replication (this link's green is the old blue). Its sequences are set to
+    /// production's first: it holds green's rows, so once unfenced it must not hand out their keys again.
+    /// </summary>
+    public Task FinishAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
+        async ct =>
+        {
+            await _positions.SyncSequencesAsync(ct);
+            await _reverse.FinishAsync(ct);
+        },
+        cancellationToken);
 
     public ValueTask DisposeAsync() => _sessions.DisposeAsync();
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Teal.Core.Deployments;
+using Teal.Core.Errors;
 using Teal.Core.Instances;
 using Teal.Core.Switchover;
 using Teal.Core.Switchover.Steps;
