@@ -60,7 +60,10 @@ public static class SwitchoverGuardrails
 
         if (deployment.Reversed)
         {
-            return CheckResult.Fail("deployment-available", $"deployment is {status} after a switchover: green is production and replicates to the old blue", $"go back with `teal switchback {deployment.Name}`, or end it with `teal finish {deployment.Name}`");
+            return CheckResult.Fail(
+                "deployment-available",
+                $"deployment is {status}, not AVAILABLE: green is production and replicates to the old blue",
+                $"wait until `teal show` says AVAILABLE: go back with `teal switchback {deployment.Name}` (then switch over again), or end it with `teal finish {deployment.Name}`");
         }
 
         return deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed

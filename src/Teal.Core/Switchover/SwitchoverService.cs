@@ -29,11 +29,11 @@ public sealed class SwitchoverService(
     BackgroundWork background,
     IStateStore state)
 {
-    /// <summary>The guardrails of the next cutover: a switchover, or a switchback once the deployment is reversed.</summary>
+    /// <summary>The switchover's guardrails (<c>teal check</c>); a switchback's are shown by <c>teal switchback --dry-run</c>.</summary>
     public async Task<CheckReport> CheckAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
     {
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        return await CheckAsync(deployment, options, deployment.Reversed, cancellationToken);
+        return await CheckAsync(deployment, options, switchback: false, cancellationToken);
     }
 
     private async Task<CheckReport> CheckAsync(Deployment deployment, SwitchoverOptions options, bool switchback, CancellationToken cancellationToken)
