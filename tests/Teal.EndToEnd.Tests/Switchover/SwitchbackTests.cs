@@ -120,6 +120,27 @@ public sealed class SwitchbackTests
             await BlueGreenScenario.ScalarAsync<long>(oldBlue, "SELECT max(id) FROM orders"));
     }
 
+    [Fact]
+    public async Task NoReverseReplication_SwitchoverStopsReplication_AndSwitchbackIsRefused()
+    {
+        await using var scenario = await BlueGreenScenario.StartAsync();
+        (await scenario.Cli.RunAsync(["create", "upgrade", "--source", "app", "--target-engine-version", "17", "--no-reverse-replication", "--wait"], TimeSpan.FromMinutes(5))).ShouldSucceed();
+
+        (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2))).ShouldSucceed();
+
+        var switched = await scenario.ShowAsync();
+        BlueGreenScenario.Status(switched).ShouldBe("SWITCHOVER_COMPLETED", switched.ToString());
+        State(switched).ShouldBe("STOPPED", switched.ToString());
+        (await EventKindsAsync(scenario)).ShouldNotContain("reverse-replication-started");
+        var back = await scenario.Cli.RunAsync(["switchback", "upgrade"], TimeSpan.FromMinutes(1));
+        back.ExitCode.ShouldBe(1, back.ToString());
+        back.Stderr.ShouldContain("switchback refused");
+        // Nothing subscribes the old blue to green, and green keeps no slot for it.
+        var oldBlue = await scenario.InstanceUrlAsync("app-old1", asTeal: true);
+        (await BlueGreenScenario.ScalarAsync<long>(oldBlue, "SELECT count(*) FROM pg_subscription")).ShouldBe(0);
+        (await BlueGreenScenario.ScalarAsync<long>(await scenario.InstanceUrlAsync("app", asTeal: true), "SELECT count(*) FROM pg_replication_slots")).ShouldBe(0);
+    }
+
     private static string State(JsonElement deployment) => BlueGreenScenario.Normalize(deployment.GetProperty("replication").GetProperty("state").GetString());
 
     private static async Task<List<string>> EventKindsAsync(BlueGreenScenario scenario)
