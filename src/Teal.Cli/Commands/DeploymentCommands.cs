@@ -23,7 +23,8 @@ internal static class DeploymentCommands
         var password = new PasswordOptions("target-", "the external green's");
         var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait };
+        var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -34,6 +35,7 @@ internal static class DeploymentCommands
                 TargetConnection = parse.GetValue(connection),
                 TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
+                ReverseReplication = !parse.GetValue(noReverse),
             };
             using var api = session.Client(parse);
             var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);

@@ -7,10 +7,13 @@ using Teal.Server.Api;
 
 namespace Teal.Cli.Commands;
 
-/// <summary>The switchover verbs: <c>check</c> (every guardrail) and <c>switchover</c> (dry run, start, follow).</summary>
+/// <summary>
+/// The switchover verbs: <c>check</c> (every guardrail), <c>switchover</c> and <c>switchback</c>
+/// (dry run, start, follow) and <c>finish</c> (end reverse replication, keep green).
+/// </summary>
 internal static class SwitchoverCommands
 {
-    public static IEnumerable<Command> Create(CliSession session) => [Check(session), Switchover(session)];
+    public static IEnumerable<Command> Create(CliSession session) => [Check(session), Switchover(session), Switchback(session), Finish(session)];
 
     private static Option<int?> TimeoutOption() => Verb.Seconds(
         "--switchover-timeout",
@@ -140,6 +143,91 @@ internal static class SwitchoverCommands
         return command;
     }
 
+    private static Command Switchback(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var timeout = TimeoutOption();
+        var threshold = ThresholdOption();
+        var drain = new Option<double?>("--drain-budget") { Description = "Seconds in-flight transactions get to finish before their sessions are closed (default 5)" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan and the guardrails; change nothing" };
+        var wait = new Option<bool>("--wait") { Description = "Follow the phases until the switchback completes or rolls back" };
+        var wholeServer = WholeServerOption();
+        var command = new Command("switchback", "Go back to the old blue after a switchover: the same guarded cutover in reverse, losing no write made on green")
+        {
+            id, timeout, drain, threshold, dryRun, wait, wholeServer,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var request = new SwitchoverRequest(parse.GetValue(timeout), parse.GetValue(drain), parse.GetValue(threshold), parse.GetValue(dryRun)) { FenceWholeServer = parse.GetValue(wholeServer) };
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchback", request, ct);
+            if (request.DryRun)
+            {
+                var plan = ApiClient.Parse<SwitchoverPlanView>(body);
+                if (session.Json(parse))
+                {
+                    session.WriteJson(body);
+                }
+                else
+                {
+                    await session.Output.WriteLineAsync($"switchback plan for {plan.Deployment} (timeout {plan.TimeoutSeconds} s; blue is the side being left, green the old blue being reopened):");
+                    var n = 1;
+                    foreach (var step in plan.Steps)
+                    {
+                        var marker = step.PointOfNoReturn ? "  ← point of no return" : string.Empty;
+                        await session.Output.WriteLineAsync($"  {n++,2}. {step.Name,-18} {step.Description}{marker}");
+                    }
+
+                    await session.Output.WriteLineAsync();
+                    WriteReport(session, plan.Guardrails);
+                }
+
+                return plan.Guardrails.Passed ? ExitCodes.Ok : ExitCodes.Refused;
+            }
+
+            var deployment = ApiClient.Parse<Deployment>(body);
+            if (parse.GetValue(wait))
+            {
+                return await FollowAsync(session, parse, api, deployment, ct);
+            }
+
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                await session.Output.WriteLineAsync($"switchback {deployment.Switchover?.Id} of {deployment.Name} started; follow it with `teal show {deployment.Name} --watch`");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Finish(CliSession session)
+    {
+        var id = new Argument<string>("ID") { Description = "Deployment id or name" };
+        var command = new Command("finish", "Keep green: remove reverse replication and Teal's objects from both sides; the old blue stays fenced until `teal instance unfence`") { id };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/finish", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var deployment = ApiClient.Parse<Deployment>(body);
+                await session.Output.WriteLineAsync($"{deployment.Name} finished: {deployment.Green} stays production; {deployment.Blue} stays fenced until `teal instance unfence {deployment.Blue}`");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
     /// <summary>Prints each phase as it starts, then the outcome; exit 1 when rolled back.</summary>
     private static async Task<int> FollowAsync(CliSession session, ParseResult parse, ApiClient api, Deployment deployment, CancellationToken ct)
     {
@@ -184,12 +272,17 @@ internal static class SwitchoverCommands
             table.WriteTo(session.Output);
         }
 
-        if (deployment.Status == DeploymentStatus.SwitchoverCompleted)
+        if (deployment.Switchover?.Outcome == SwitchoverOutcome.Completed)
         {
             if (!session.Json(parse))
             {
                 var pause = deployment.Switchover?.WritePauseMilliseconds is { } ms ? $"; clients were held for {ms:0} ms" : string.Empty;
-                await session.Output.WriteLineAsync($"switchover completed: {deployment.Green} is now the writer, old blue is {deployment.Blue} and fenced until `teal instance unfence {deployment.Blue}`{pause}");
+                var fenced = deployment.Reversed
+                    ? $"fenced and applies green's writes (`teal switchback {deployment.Name}` goes back, `teal finish {deployment.Name}` ends it)"
+                    : $"fenced until `teal instance unfence {deployment.Blue}`";
+                await session.Output.WriteLineAsync(deployment.Status == DeploymentStatus.Available
+                    ? $"switchback completed: {deployment.Blue} is the writer again, replicating to {deployment.Green}{pause}"
+                    : $"switchover completed: {deployment.Green} is now the writer, old blue is {deployment.Blue} and {fenced}{pause}");
             }
 
             return ExitCodes.Ok;
@@ -204,7 +297,7 @@ internal static class SwitchoverCommands
 
         throw new CliException(
             $"switchover of {deployment.Name} rolled back: {deployment.Switchover?.Reason ?? deployment.StatusReason}",
-            $"blue '{deployment.Blue}' is writable again; fix the cause (`teal check {deployment.Name}`) and run the switchover again");
+            $"'{deployment.Production}' is writable again; fix the cause (`teal check {deployment.Name}`) and run it again");
     }
 
     private static void WriteReport(CliSession session, CheckReport report)

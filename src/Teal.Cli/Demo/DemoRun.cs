@@ -198,7 +198,10 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         Line("client errors", writer.Errors == 0
             ? "0"
             : $"{writer.Errors} (statements on connections the switchover closed between transactions; none had been acknowledged, each was retried on a new connection)");
-        Line("now", $"'{deployment.Green}' is PostgreSQL {green.Version} and takes the writes; '{deployment.Blue}' is the old blue, fenced (no login but Teal's) until `teal instance unfence {deployment.Blue}`");
+        Line("now", $"'{deployment.Green}' is PostgreSQL {green.Version} and takes the writes; '{deployment.Blue}' is the old blue, fenced (no login but Teal's)");
+        Line("way back", deployment.Reversed
+            ? $"'{deployment.Blue}' applies green's writes: `teal switchback {Deployment}` goes back losing nothing, `teal finish {Deployment}` ends it"
+            : $"none kept: `teal instance unfence {deployment.Blue}` lets clients back on the old blue");
         Line("dashboard", $"{options.Server}#/d/{Deployment}   (actions need the token: cat {Path.Combine(options.Directory, "token")})");
         Line("metrics", $"{options.Server}metrics");
         await Out.WriteLineAsync();

@@ -18,6 +18,8 @@ internal static class HelpExamples
         ["check"] = ["teal check upgrade", "teal check upgrade --switchover-timeout 30"],
         ["verify"] = ["teal verify upgrade"],
         ["switchover"] = ["teal switchover upgrade --dry-run", "teal switchover upgrade --switchover-timeout 60 --wait"],
+        ["switchback"] = ["teal switchback upgrade --dry-run", "teal switchback upgrade --wait   # back to the old blue; then `teal switchover` again"],
+        ["finish"] = ["teal finish upgrade   # keep green; then `teal instance unfence app-old1`"],
         ["delete"] = ["teal delete upgrade", "teal delete upgrade --delete-target"],
         ["events"] = ["teal events", "teal events upgrade --follow", "teal events upgrade --follow --output json   # one JSON event per line"],
         ["endpoint add"] = ["teal endpoint add app --instance app --listen 0.0.0.0:6432"],

@@ -23,4 +23,7 @@ public sealed record CreateDeploymentSpec(string Name, string Source)
     public IReadOnlyList<string> Tables { get; init; } = [];
 
     public bool CopyRoles { get; init; } = true;
+
+    /// <summary>Start reverse replication (green → old blue) at switchover, for a switchback without loss.</summary>
+    public bool ReverseReplication { get; init; } = true;
 }

@@ -42,6 +42,28 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     /// </summary>
     public IReadOnlyList<Guardrails.CheckResult> Warnings { get; init; } = [];
 
+    /// <summary>
+    /// Whether a switchover starts reverse replication (green → old blue) so that a switchback
+    /// loses nothing; <c>teal create --no-reverse-replication</c> turns it off.
+    /// </summary>
+    public bool ReverseReplication { get; init; } = true;
+
+    /// <summary>
+    /// Production is green and replication runs green → blue (after a switchover with reverse
+    /// replication, until a switchback or <c>teal finish</c>). The link then treats green as the
+    /// side to leave and blue as the side to open: a switchback is the same plan in reverse.
+    /// </summary>
+    public bool Reversed { get; init; }
+
+    /// <summary>The name green had before it took blue's at the switchover; it takes it back at switchback.</summary>
+    public string? GreenNameBeforeSwitchover { get; init; }
+
+    /// <summary>The instance clients write to now: blue, or green while <see cref="Reversed"/>.</summary>
+    public string Production => Reversed ? Green : Blue;
+
+    /// <summary>The instance a cutover would open: green, or (old) blue while <see cref="Reversed"/>.</summary>
+    public string Standby => Reversed ? Blue : Green;
+
     /// <summary>The last switchover (in progress, completed or rolled back); null before the first.</summary>
     public Switchover.SwitchoverState? Switchover { get; init; }
 

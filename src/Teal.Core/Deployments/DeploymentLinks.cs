@@ -14,7 +14,9 @@ namespace Teal.Core.Deployments;
 /// </summary>
 public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, EngineRegistry engines)
 {
-    private readonly ConcurrentDictionary<DeploymentId, Lazy<Task<IReplicationLink>>> _links = new();
+    // Keyed by direction too: while a deployment is reversed (after a switchover with reverse
+    // replication) its link runs from green to blue, and a switchback flips it back.
+    private readonly ConcurrentDictionary<(DeploymentId Id, bool Reversed), Lazy<Task<IReplicationLink>>> _links = new();
     private readonly Lock _controlLock = new();
 
     /// <summary>
@@ -26,18 +28,30 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     /// <summary>The stem of every object Teal creates for a deployment (publication, slot, …).</summary>
     public static string ObjectName(DeploymentId id) => "teal_" + id.Suffix;
 
+    /// <summary>
+    /// The deployment's link in its current direction: blue → green, or, while
+    /// <see cref="Deployment.Reversed"/>, green → blue (the link's "blue" is then the
+    /// deployment's green, production).
+    /// </summary>
     public Task<IReplicationLink> GetAsync(Deployment deployment, CancellationToken cancellationToken) =>
-        _links.GetOrAdd(deployment.Id, _ => new Lazy<Task<IReplicationLink>>(() => CreateAsync(deployment, cancellationToken))).Value;
+        _links.GetOrAdd((deployment.Id, deployment.Reversed), _ => new Lazy<Task<IReplicationLink>>(() => CreateAsync(deployment, cancellationToken))).Value;
 
     /// <summary>Forgets a link (after delete, or when instances were renamed or changed).</summary>
-    public void Forget(DeploymentId id) => _links.TryRemove(id, out _);
+    public void Forget(DeploymentId id)
+    {
+        _links.TryRemove((id, false), out _);
+        _links.TryRemove((id, true), out _);
+    }
 
     /// <summary>Forgets a link and closes what it holds open (its connection pools keep sessions on both sides).</summary>
     public async Task ForgetAsync(DeploymentId id)
     {
-        if (_links.TryRemove(id, out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
+        foreach (var reversed in new[] { false, true })
         {
-            await disposable.DisposeAsync();
+            if (_links.TryRemove((id, reversed), out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
+            {
+                await disposable.DisposeAsync();
+            }
         }
     }
 
@@ -52,6 +66,23 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             ExpectedGreenParameters = deployment.TargetParameters,
             BlueControlPassword = ControlPassword(blue),
             GreenControlPassword = ControlPassword(green),
+            ReverseReplication = deployment.ReverseReplication,
+        };
+
+    /// <summary>
+    /// The link from production (green) back to the old blue while the deployment is reversed:
+    /// the same objects under the same name, with the sides swapped. A switchback then runs
+    /// forward replication back in place.
+    /// </summary>
+    public LinkSpec ReversedSpec(Deployment deployment, Instance blue, Instance green) =>
+        new(ObjectName(deployment.Id), Connection(green).WithDatabase(deployment.Database), Connection(blue).WithDatabase(deployment.Database))
+        {
+            Tables = deployment.Tables,
+            CopyRoles = deployment.CopyRoles,
+            BlueControlPassword = ControlPassword(green),
+            GreenControlPassword = ControlPassword(blue),
+            // The switchback always re-establishes replication blue → green.
+            ReverseReplication = true,
         };
 
     /// <summary>
@@ -93,12 +124,12 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
         {
             var blue = await RequireAsync(deployment.Blue, cancellationToken);
             var green = await RequireAsync(deployment.Green, cancellationToken);
-            return engines.Engine(blue.Engine).Link(Spec(deployment, blue, green));
+            return engines.Engine(blue.Engine).Link(deployment.Reversed ? ReversedSpec(deployment, blue, green) : Spec(deployment, blue, green));
         }
         catch
         {
             // A failed build must not be cached: the next caller tries again.
-            Forget(deployment.Id);
+            _links.TryRemove((deployment.Id, deployment.Reversed), out _);
             throw;
         }
     }

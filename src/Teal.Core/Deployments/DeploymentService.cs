@@ -85,6 +85,7 @@ public sealed partial class DeploymentService(
             TargetParameters = spec.TargetParameters,
             Tables = spec.Tables,
             CopyRoles = spec.CopyRoles,
+            ReverseReplication = spec.ReverseReplication,
             CreatedAt = now,
             UpdatedAt = now,
             Tasks =
@@ -288,7 +289,7 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.switchover-in-progress", $"deployment '{deployment.Name}' is switching over", "wait for the switchover to finish or roll back (a stopped one: fix the cause and run `teal switchover ID --resume`)") { Kind = TealErrorKind.Conflict };
         }
 
-        if (deleteTarget && deployment.Status == DeploymentStatus.SwitchoverCompleted)
+        if (deleteTarget && (deployment.Status == DeploymentStatus.SwitchoverCompleted || deployment.Reversed))
         {
             throw new TealException("deployment.target-is-production", $"green '{deployment.Green}' became production at switchover; --delete-target would delete it", "delete without --delete-target") { Kind = TealErrorKind.Refused };
         }
@@ -307,7 +308,8 @@ public sealed partial class DeploymentService(
         if (!removedByFailedCreate)
         {
             var link = await links.GetAsync(deployment, cancellationToken);
-            await link.RemoveAsync(cancellationToken);
+            // Reversed (green → old blue): the old blue keeps its fence, as after `teal finish`.
+            await (deployment.Reversed ? link.FinishAsync(cancellationToken) : link.RemoveAsync(cancellationToken));
             await links.ForgetAsync(deployment.Id);
         }
 

@@ -38,8 +38,17 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
     public async Task PollOnceAsync(CancellationToken cancellationToken)
     {
         var deployments = await state.ListDeploymentsAsync(cancellationToken);
-        await Task.WhenAll(deployments.Where(d => Watched.Contains(d.Status)).Select(d => PollAsync(d, cancellationToken)));
+        await Task.WhenAll(deployments.Where(IsWatched).Select(d => PollAsync(d, cancellationToken)));
     }
+
+    /// <summary>
+    /// Forward replication before a switchover (or after one rolled back), and reverse
+    /// replication (green → old blue) after a switchover until a switchback or <c>teal finish</c>.
+    /// </summary>
+    public static bool IsWatched(Deployment deployment) =>
+        deployment.Reversed
+            ? deployment.Status is DeploymentStatus.SwitchoverCompleted or DeploymentStatus.SwitchoverFailed
+            : Watched.Contains(deployment.Status);
 
     public async Task PollAsync(Deployment deployment, CancellationToken cancellationToken)
     {
@@ -51,6 +60,11 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             var link = await links.GetAsync(deployment, timeout.Token);
             await link.WriteHeartbeatAsync(timeout.Token);
             status = ToStatus(await link.ReadStatusAsync(timeout.Token), recorder.Time.GetUtcNow(), deployment.Name);
+            if (deployment.Reversed && status.State == ReplicationState.Replicating)
+            {
+                // The link runs green → old blue: healthy replication is the reverse kind.
+                status = status with { State = ReplicationState.ReverseReplicating };
+            }
         }
         catch (Exception ex) when (ex is TealException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested) || IsDatabaseError(ex))
         {
@@ -61,9 +75,9 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         var previous = deployment.Replication;
         var updated = await recorder.UpdateAsync(
             deployment.Id,
-            d => Watched.Contains(d.Status) ? d with { Replication = status } : d,
+            d => IsWatched(d) && d.Reversed == deployment.Reversed ? d with { Replication = status } : d,
             cancellationToken);
-        if (!Watched.Contains(updated.Status))
+        if (!IsWatched(updated) || updated.Reversed != deployment.Reversed)
         {
             return;
         }
@@ -163,7 +177,7 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         else
         {
             var why = current.Reason is null ? string.Empty : $": {current.Reason}";
-            var recovered = previous.State is ReplicationState.Degraded or ReplicationState.Stopped && current.State is ReplicationState.Replicating or ReplicationState.Syncing ? "recovered: " : string.Empty;
+            var recovered = previous.State is ReplicationState.Degraded or ReplicationState.Stopped && current.State is ReplicationState.Replicating or ReplicationState.Syncing or ReplicationState.ReverseReplicating ? "recovered: " : string.Empty;
             await recorder.EventAsync(id, EventKinds.ReplicationStateChanged, $"replication {recovered}{StateName(previous.State)} → {StateName(current.State)}{why}", cancellationToken, data);
         }
 

@@ -98,4 +98,7 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 
     /// <summary>Password of Teal's own login role on green (see <see cref="BlueControlPassword"/>).</summary>
     public string? GreenControlPassword { get; init; }
+
+    /// <summary>A switchover over this link starts replication back from green to blue (the switchover guardrails check green can publish).</summary>
+    public bool ReverseReplication { get; init; }
 }

@@ -118,4 +118,28 @@ public interface IReplicationLink
 
     /// <summary>Stops forward replication for good (drops the subscription and blue's slot).</summary>
     Task StopReplicationAsync(CancellationToken cancellationToken);
+
+    // ---- reverse replication (switchback) -----------------------------------------------------
+
+    /// <summary>
+    /// Creates on green, while it is still fenced and has applied blue's final position, the
+    /// publication and the slot that replication back to blue will read, so every write green
+    /// takes once opened is kept for blue. Idempotent (an existing slot is kept, with its
+    /// position). Returns the slot's start position; null when the engine has no reverse replication.
+    /// </summary>
+    Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Subscribes blue (fenced, and staying so for clients) to green from the slot
+    /// <see cref="PrepareReverseReplicationAsync"/> made, without copying data; forward
+    /// replication must be stopped first. Idempotent.
+    /// </summary>
+    Task StartReverseReplicationAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Removes replication and every object Teal created for the deployment on both sides, but
+    /// leaves green's fence (<c>teal finish</c> on a reversed link: the old blue stays fenced
+    /// until <c>teal instance unfence</c>).
+    /// </summary>
+    Task FinishAsync(CancellationToken cancellationToken);
 }

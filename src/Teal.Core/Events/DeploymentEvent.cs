@@ -37,6 +37,8 @@ public static class EventKinds
     public const string SequencesSynced = "sequences-synced";
     public const string Positions = "positions";
     public const string Switchback = "switchback";
+    public const string ReverseReplicationStarted = "reverse-replication-started";
+    public const string Finished = "finished";
     public const string Deleting = "deleting";
     public const string Deleted = "deleted";
 }

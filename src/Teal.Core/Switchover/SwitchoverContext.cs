@@ -60,9 +60,27 @@ public sealed class SwitchoverContext
 
     public TimeSpan Remaining => Deadline - Time.GetUtcNow();
 
-    public string BlueName => Deployment.Blue;
+    /// <summary>
+    /// The side this cutover leaves (production): the deployment's blue for a switchover, its
+    /// green for a switchback (<see cref="Deployment.Reversed"/>). The link is built the same way
+    /// round, so every step reads "blue" as the side being left and "green" as the one opened.
+    /// </summary>
+    public string BlueName => Deployment.Production;
 
-    public string GreenName => Deployment.Green;
+    public string GreenName => Deployment.Standby;
+
+    /// <summary>This run is a switchback (green → the old blue).</summary>
+    public bool IsSwitchback => Deployment.Reversed;
+
+    /// <summary>
+    /// Whether the cutover starts replication back from the side it opens to the side it
+    /// leaves: a switchover when the deployment asked for it, a switchback always (that is
+    /// forward replication re-established).
+    /// </summary>
+    public bool StartsReverseReplication => Deployment.Reversed || Deployment.ReverseReplication;
+
+    /// <summary>Where the slot for replication back to the side being left starts (green's position before it opened); null when none was made.</summary>
+    public string? ReverseStartPosition { get; set; }
 
     public void Record(string kind, string message, IReadOnlyDictionary<string, string>? data = null) =>
         Events.Enqueue(new PendingEvent(Time.GetUtcNow(), kind, message, data ?? new Dictionary<string, string>()));
@@ -80,6 +98,7 @@ public sealed class SwitchoverContext
 
         Put(data, SwitchoverData.BlueFinalPosition, BlueFinalPosition);
         Put(data, SwitchoverData.GreenPosition, GreenPosition);
+        Put(data, SwitchoverData.ReverseStartPosition, ReverseStartPosition);
         Put(data, SwitchoverData.SequencesSynced, SequencesSynced?.ToString(CultureInfo.InvariantCulture));
         Put(data, SwitchoverData.RolesNotLoggingIn, RolesNotLoggingIn is null ? null : string.Join('\n', RolesNotLoggingIn));
         foreach (var (key, value) in BlueFinalDetails)
@@ -106,6 +125,7 @@ public sealed class SwitchoverContext
 
         BlueFinalPosition = data.GetValueOrDefault(SwitchoverData.BlueFinalPosition) ?? BlueFinalPosition;
         GreenPosition = data.GetValueOrDefault(SwitchoverData.GreenPosition) ?? GreenPosition;
+        ReverseStartPosition = data.GetValueOrDefault(SwitchoverData.ReverseStartPosition) ?? ReverseStartPosition;
         if (data.TryGetValue(SwitchoverData.SequencesSynced, out var synced) && int.TryParse(synced, CultureInfo.InvariantCulture, out var count))
         {
             SequencesSynced = count;
@@ -155,5 +175,6 @@ public static class SwitchoverData
     public const string GreenPosition = "greenPosition";
     public const string GreenPositionDetail = "greenPosition.";
     public const string SequencesSynced = "sequencesSynced";
+    public const string ReverseStartPosition = "reverseStartPosition";
     public const string RolesNotLoggingIn = "rolesNotLoggingIn";
 }

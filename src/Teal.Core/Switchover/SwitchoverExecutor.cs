@@ -492,11 +492,9 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         var now = context.Time.GetUtcNow();
         var deployment = await UpdateAsync(
             context,
-            d => d with
+            d => Outcome(context, d) with
             {
-                Status = DeploymentStatus.SwitchoverCompleted,
                 StatusReason = null,
-                Replication = d.Replication with { State = ReplicationState.Stopped, Reason = "forward replication was dropped at switchover", LagBytes = null, LagSeconds = null, RetainedBytes = null },
                 Switchover = run.State(d.Switchover) with
                 {
                     Outcome = SwitchoverOutcome.Completed,
@@ -512,13 +510,53 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             durable: true);
         var switchover = deployment.Switchover!;
         var pause = switchover.WritePauseMilliseconds is { } ms ? $"; clients were paused for {ms:0} ms" : string.Empty;
-        context.Record(
-            EventKinds.SwitchoverCompleted,
-            $"switchover completed: '{context.Names?.Blue ?? context.BlueName}' is now green{pause}",
-            run.TimingData());
+        if (context.IsSwitchback)
+        {
+            context.Record(
+                EventKinds.Switchback,
+                $"switchback completed: '{context.Names?.Blue ?? context.BlueName}' is the old blue again, replicating to '{context.Names?.BlueNewName}'{pause}",
+                run.TimingData());
+        }
+        else
+        {
+            context.Record(
+                EventKinds.SwitchoverCompleted,
+                $"switchover completed: '{context.Names?.Blue ?? context.BlueName}' is now green{pause}",
+                run.TimingData());
+        }
+
         await FlushEventsAsync(context);
         LogCompleted(context.Deployment.Id, switchover.WritePauseMilliseconds ?? 0);
         return deployment;
+    }
+
+    /// <summary>
+    /// Where a completed cutover leaves the deployment. A switchover with reverse replication:
+    /// completed, replicating back to the old blue (which a switchback can reopen). Without:
+    /// completed, replication stopped. A switchback: available again, replicating blue → green,
+    /// so it can be switched over again.
+    /// </summary>
+    private static Deployment Outcome(SwitchoverContext context, Deployment d)
+    {
+        var reverse = context.ReverseStartPosition is not null;
+        if (context.IsSwitchback)
+        {
+            return d with
+            {
+                Status = reverse ? DeploymentStatus.Available : DeploymentStatus.SwitchoverCompleted,
+                Reversed = false,
+                Replication = new ReplicationStatus(reverse ? ReplicationState.Replicating : ReplicationState.Stopped) { Reason = reverse ? null : "replication was dropped at switchback" },
+            };
+        }
+
+        return d with
+        {
+            Status = DeploymentStatus.SwitchoverCompleted,
+            Reversed = reverse,
+            Replication = reverse
+                ? new ReplicationStatus(ReplicationState.ReverseReplicating) { Reason = "green's writes replicate to the old blue; `teal switchback` returns to it, `teal finish` ends it" }
+                : d.Replication with { State = ReplicationState.Stopped, Reason = "forward replication was dropped at switchover", LagBytes = null, LagSeconds = null, RetainedBytes = null },
+        };
     }
 
     private static Task ResumeHeldAsync(SwitchoverContext context) =>

@@ -11,13 +11,17 @@ namespace Teal.Core.Switchover;
 /// </summary>
 public static class SwitchoverGuardrails
 {
-    public static async Task<CheckReport> CheckAsync(Deployment deployment, IReplicationLink link, int endpoints, SwitchoverOptions options, CancellationToken cancellationToken)
+    /// <summary>
+    /// Every guardrail of the cutover asked for. A switchback (<c>switchback</c> true: green →
+    /// the old blue) needs the deployment reversed; a switchover needs it not to be.
+    /// </summary>
+    public static async Task<CheckReport> CheckAsync(Deployment deployment, IReplicationLink link, int endpoints, SwitchoverOptions options, CancellationToken cancellationToken, bool switchback = false)
     {
+        ArgumentNullException.ThrowIfNull(deployment);
+        var ready = Ready(deployment, switchback);
         var results = new List<CheckResult>
         {
-            deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed
-                ? CheckResult.Pass("deployment-available", $"deployment is {Screaming(deployment.Status)}")
-                : CheckResult.Fail("deployment-available", $"deployment is {Screaming(deployment.Status)}, not AVAILABLE", "wait until `teal show` says AVAILABLE"),
+            ready,
             deployment.Replication.State == ReplicationState.Degraded
                 ? CheckResult.Fail("replication-not-degraded", $"replication is DEGRADED: {deployment.Replication.Reason}", $"run `teal apply-ddl {deployment.Name}` (or apply the DDL on green yourself and run `teal ack-ddl {deployment.Name}`), and `teal add-tables {deployment.Name}` for tables, partitions or columns green lacks")
                 : CheckResult.Pass("replication-not-degraded", $"replication is {Screaming(deployment.Replication.State)}"),
@@ -26,7 +30,7 @@ public static class SwitchoverGuardrails
                 : CheckResult.Warn("endpoints", "no endpoint routes to blue: clients connected to blue directly will get read-only errors and must be repointed by you", "add one with `teal endpoint add` and point applications at it"),
         };
 
-        if (deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed)
+        if (ready.Passed)
         {
             var engine = await link.CheckSwitchoverAsync(
                 new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold, FenceWholeServer = options.FenceWholeServer },
@@ -35,6 +39,36 @@ public static class SwitchoverGuardrails
         }
 
         return new CheckReport(results);
+    }
+
+    /// <summary>
+    /// A switchover needs AVAILABLE (or a failed one before) with replication blue → green; a
+    /// switchback needs SWITCHOVER_COMPLETED (or a failed switchback) with reverse replication.
+    /// </summary>
+    private static CheckResult Ready(Deployment deployment, bool switchback)
+    {
+        var status = Screaming(deployment.Status);
+        if (switchback)
+        {
+            return deployment.Reversed && deployment.Status is DeploymentStatus.SwitchoverCompleted or DeploymentStatus.SwitchoverFailed
+                ? CheckResult.Pass("deployment-available", $"deployment is {status}, replicating back to the old blue '{deployment.Blue}'")
+                : CheckResult.Fail(
+                    "deployment-available",
+                    deployment.Reversed ? $"deployment is {status}" : $"deployment is {status} without reverse replication: there is no switchover to go back from without losing writes",
+                    deployment.Reversed ? "wait for the running switchover to end (`teal show`)" : "a switchback needs a switchover with reverse replication (not `teal create --no-reverse-replication`), not yet finished with `teal finish`");
+        }
+
+        if (deployment.Reversed)
+        {
+            return CheckResult.Fail(
+                "deployment-available",
+                $"deployment is {status}, not AVAILABLE: green is production and replicates to the old blue",
+                $"wait until `teal show` says AVAILABLE: go back with `teal switchback {deployment.Name}` (then switch over again), or end it with `teal finish {deployment.Name}`");
+        }
+
+        return deployment.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed
+            ? CheckResult.Pass("deployment-available", $"deployment is {status}")
+            : CheckResult.Fail("deployment-available", $"deployment is {status}, not AVAILABLE", "wait until `teal show` says AVAILABLE");
     }
 
     internal static string Screaming<T>(T value)

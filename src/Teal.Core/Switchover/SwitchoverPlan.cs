@@ -5,6 +5,7 @@ namespace Teal.Core.Switchover;
 /// <summary>
 /// The switchover runbook (PRODUCT.md §6) as code: the steps in order, the point of no return
 /// named (<see cref="FlipStep"/>). The live executor and <c>--dry-run</c> read the same list.
+/// A switchback runs the same list over the deployment's link in reverse (green → old blue).
 /// </summary>
 public static class SwitchoverPlan
 {
@@ -21,5 +22,6 @@ public static class SwitchoverPlan
         new OpenGreenStep(),        // 7. green writable (only now: never two writable sides)
         new ResumeEndpointsStep(),  // 8. held connections proceed to green
         new StopReplicationStep(),  //    forward replication dropped, outside the write pause
+        new StartReverseReplicationStep(), // green → old blue, from the slot made before green opened
     ];
 }

@@ -29,18 +29,24 @@ public sealed class SwitchoverService(
     BackgroundWork background,
     IStateStore state)
 {
+    /// <summary>The switchover's guardrails (<c>teal check</c>); a switchback's are shown by <c>teal switchback --dry-run</c>.</summary>
     public async Task<CheckReport> CheckAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
     {
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        var link = await links.GetAsync(deployment, cancellationToken);
-        var routed = await endpoints.ForInstanceAsync(deployment.Blue, cancellationToken);
-        return await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken);
+        return await CheckAsync(deployment, options, switchback: false, cancellationToken);
     }
 
-    public async Task<SwitchoverPlanView> DryRunAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
+    private async Task<CheckReport> CheckAsync(Deployment deployment, SwitchoverOptions options, bool switchback, CancellationToken cancellationToken)
+    {
+        var link = await links.GetAsync(deployment, cancellationToken);
+        var routed = await endpoints.ForInstanceAsync(deployment.Production, cancellationToken);
+        return await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken, switchback);
+    }
+
+    public async Task<SwitchoverPlanView> DryRunAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken, bool switchback = false)
     {
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        var report = await CheckAsync(deployment.Id.ToString(), options, cancellationToken);
+        var report = await CheckAsync(deployment, options, switchback, cancellationToken);
         return new SwitchoverPlanView(
             deployment.Name,
             (int)options.Timeout.TotalSeconds,
@@ -54,21 +60,29 @@ public sealed class SwitchoverService(
     /// SWITCHOVER_IN_PROGRESS only while something runs it, and of two concurrent requests one
     /// runs and the other is refused (409).
     /// </summary>
-    public async Task<Deployment> StartAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <c>switchback</c>, goes back to the old blue: the same plan, guardrails, journal and
+    /// rollback over the deployment's reversed link (green → old blue), allowed while reverse
+    /// replication runs.
+    /// </remarks>
+    public async Task<Deployment> StartAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken, bool switchback = false)
     {
         ArgumentNullException.ThrowIfNull(options);
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
         await using var slot = Reserve(deployment);
         var link = await links.GetAsync(deployment, cancellationToken);
-        var routed = await endpoints.ForInstanceAsync(deployment.Blue, cancellationToken);
-        var report = await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken);
-        report.ThrowIfFailed("switchover.refused", "switchover refused");
+        var routed = await endpoints.ForInstanceAsync(deployment.Production, cancellationToken);
+        var report = await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken, switchback);
+        var verb = switchback ? "switchback" : "switchover";
+        report.ThrowIfFailed(switchback ? "switchback.refused" : "switchover.refused", $"{verb} refused");
 
-        var switchoverId = "so-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
+        var switchoverId = (switchback ? "sb-" : "so-") + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
         var now = recorder.Time.GetUtcNow();
         var started = await recorder.UpdateAsync(
             deployment.Id,
-            d => d.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed
+            d => d.Reversed == switchback && d.Reversed == deployment.Reversed && (switchback
+                    ? d.Status is DeploymentStatus.SwitchoverCompleted or DeploymentStatus.SwitchoverFailed
+                    : d.Status is DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed)
                 ? d with
                 {
                     Status = DeploymentStatus.SwitchoverInProgress,
@@ -80,12 +94,12 @@ public sealed class SwitchoverService(
         await recorder.EventAsync(
             deployment.Id,
             EventKinds.SwitchoverStarted,
-            $"switchover {switchoverId} started (timeout {options.Timeout.TotalSeconds:0} s, {routed.Count} endpoint(s))",
+            $"{verb} {switchoverId} started (timeout {options.Timeout.TotalSeconds:0} s, {routed.Count} endpoint(s))",
             cancellationToken,
             new Dictionary<string, string> { ["switchoverId"] = switchoverId });
 
         var context = Context(started, link, routed, options, switchoverId, now);
-        slot.Run(ct => executor.RunAsync(context, SwitchoverPlan.Forward(), ct));
+        slot.Run(ct => RunAndTurnAsync(context, c => executor.RunAsync(context, SwitchoverPlan.Forward(), c), ct));
         return started;
     }
 
@@ -114,8 +128,70 @@ public sealed class SwitchoverService(
             cancellationToken);
         await recorder.EventAsync(deployment.Id, EventKinds.SwitchoverPhase, $"switchover {switchover.Id} resumed at {switchover.Phase}", cancellationToken, new Dictionary<string, string> { ["switchoverId"] = switchover.Id });
         var (context, journal) = await RecoveryContextAsync(resumed, switchover, cancellationToken);
-        slot.Run(ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct));
+        slot.Run(ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, c), ct));
         return resumed;
+    }
+
+    /// <summary>
+    /// <c>teal finish</c>: the operator keeps green. Reverse replication and every object of
+    /// Teal's on both sides are removed; the old blue stays fenced until <c>teal instance
+    /// unfence</c>. The deployment stays SWITCHOVER_COMPLETED, with replication STOPPED.
+    /// </summary>
+    public async Task<Deployment> FinishAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        var deployment = await deployments.GetAsync(idOrName, cancellationToken);
+        await using var slot = Reserve(deployment);
+        if (deployment.Status != DeploymentStatus.SwitchoverCompleted && !(deployment.Reversed && deployment.Status == DeploymentStatus.SwitchoverFailed))
+        {
+            throw new TealException(
+                "finish.not-switched-over",
+                $"deployment '{deployment.Name}' is {SwitchoverGuardrails.Screaming(deployment.Status)}: only a completed switchover can be finished",
+                deployment.Status == DeploymentStatus.Available ? "switch over first (`teal switchover`), or delete the deployment" : "wait for the switchover to end (`teal show`)")
+            { Kind = TealErrorKind.Conflict };
+        }
+
+        var link = await links.GetAsync(deployment, cancellationToken);
+        if (deployment.Reversed)
+        {
+            await link.FinishAsync(cancellationToken);
+        }
+        else
+        {
+            // No reverse replication: only Teal's heartbeat and DDL capture are left, and the
+            // forward link's removal leaves the old blue fenced as well.
+            await link.RemoveAsync(cancellationToken);
+        }
+
+        var finished = await recorder.UpdateAsync(
+            deployment.Id,
+            d => d with
+            {
+                Status = DeploymentStatus.SwitchoverCompleted,
+                StatusReason = null,
+                Reversed = false,
+                Replication = new ReplicationStatus(ReplicationState.Stopped) { Reason = "finished: Teal's replication and objects were removed from both sides", ObservedAt = recorder.Time.GetUtcNow() },
+            },
+            cancellationToken);
+        await links.ForgetAsync(deployment.Id);
+        await recorder.EventAsync(
+            deployment.Id,
+            EventKinds.Finished,
+            $"deployment '{deployment.Name}' finished: '{finished.Green}' stays production; '{finished.Blue}' stays fenced until `teal instance unfence {finished.Blue}`",
+            cancellationToken,
+            new Dictionary<string, string> { ["blue"] = finished.Blue, ["green"] = finished.Green });
+        return finished;
+    }
+
+    /// <summary>Closes the link of the direction a cutover just left (a switchover or switchback turns the deployment round).</summary>
+    private async Task<Deployment> RunAndTurnAsync(SwitchoverContext context, Func<CancellationToken, Task<Deployment>> run, CancellationToken cancellationToken)
+    {
+        var deployment = await run(cancellationToken);
+        if (deployment.Reversed != context.Deployment.Reversed)
+        {
+            await links.ForgetAsync(deployment.Id);
+        }
+
+        return deployment;
     }
 
     /// <summary>Waits for a running switchover to finish (tests and <c>--wait</c> in-process).</summary>
@@ -133,7 +209,7 @@ public sealed class SwitchoverService(
 
             var (context, journal) = await RecoveryContextAsync(deployment, switchover, cancellationToken);
             // A request that reserved the slot meanwhile is refused by the status and lets it go.
-            while (!background.TryStart(WorkKey(deployment.Id), ct => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, ct)))
+            while (!background.TryStart(WorkKey(deployment.Id), ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, c), ct)))
             {
                 await background.WaitAsync(WorkKey(deployment.Id)).WaitAsync(cancellationToken);
             }
@@ -183,7 +259,7 @@ public sealed class SwitchoverService(
 
     /// <summary>Endpoints follow the name blue had when the switchover started (green holds it after the flip).</summary>
     private static string RoutedName(Deployment deployment, List<JournalEntry> journal) =>
-        (journal.Count > 0 ? journal[^1].Data.GetValueOrDefault(SwitchoverData.BlueName) : null) ?? deployment.Blue;
+        (journal.Count > 0 ? journal[^1].Data.GetValueOrDefault(SwitchoverData.BlueName) : null) ?? deployment.Production;
 
     private static TealException Conflict(Deployment d) =>
         new("switchover.conflict", $"deployment '{d.Name}' is {SwitchoverGuardrails.Screaming(d.Status)}", "wait for the running switchover to finish (`teal show`)") { Kind = TealErrorKind.Conflict };

@@ -93,6 +93,15 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task StopReplicationAsync(CancellationToken cancellationToken) => _setup.StopAsync(cancellationToken);
 
+    /// <summary>Reverse replication is PostgreSQL's for now: a MariaDB switchover ends with the old blue fenced and no way back.</summary>
+    public Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) => Task.FromResult<ReplicationPosition?>(null);
+
+    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Without reverse replication a finish only removes what delete would, leaving green (the old blue) fenced.</summary>
+    public Task FinishAsync(CancellationToken cancellationToken) =>
+        throw new Teal.Core.Errors.TealException("finish.not-supported", "MariaDB deployments have no reverse replication to finish", "delete the deployment with `teal delete` when done");
+
     public async ValueTask DisposeAsync()
     {
         await _setup.DisposeAsync();

@@ -70,6 +70,39 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await WaitUntilObservedAsync(side, expectReadOnly: true, cancellationToken);
     }
 
+    /// <summary>
+    /// Keeps a side fenced, held now under the other side's holder name: the side just left by
+    /// a cutover becomes the standby of the reversed link, whose open-green lets go of exactly
+    /// that holder at the next cutover. One transaction for the new holder (the fence is
+    /// re-asserted with it), then the old holder is dropped: never a moment without a holder.
+    /// </summary>
+    public async Task HandOverAsync(Side side, CancellationToken cancellationToken)
+    {
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var other = side == Side.Blue ? Side.Green : Side.Blue;
+        await TakeLoginsAsync(conn, Holder(other), cancellationToken);
+        await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(Holder(side))}", cancellationToken);
+    }
+
+    /// <summary>
+    /// Drops the fence's record role once nothing uses it (no holder, no member), so a server
+    /// Teal is done with keeps nothing of Teal's.
+    /// </summary>
+    public static async Task DropRecordIfUnusedAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        await conn.ExecuteAsync(
+            $$"""
+            DO $teal_record$
+            BEGIN
+              IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{{LoginsRole}}')
+                 AND NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname LIKE 'teal\_%\_fence\_blue' OR rolname LIKE 'teal\_%\_fence\_green')
+                 AND NOT EXISTS (SELECT 1 FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid WHERE g.rolname = '{{LoginsRole}}') THEN
+                DROP ROLE {{LoginsRole}};
+              END IF;
+            END
+            $teal_record$
+            """,
+            cancellationToken);
+
     public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
@@ -176,6 +209,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
         await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
         await RestoreOverridesAsync(conn, cancellationToken);
+        await DropRecordIfUnusedAsync(conn, cancellationToken);
         return roles;
     }
 

@@ -29,6 +29,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     /// <summary>Ends background work of the link (the analyze after a later table copy) when it is disposed.</summary>
     private readonly CancellationTokenSource _stopping = new();
+    private readonly ReverseReplication _reverse;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -48,6 +49,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _statistics = new GreenStatistics(_sessions);
         _switchover = new SwitchoverChecks(_sessions, _status, _logins, _statistics);
         _reach = new Reachability(_sessions);
+        _reverse = new ReverseReplication(_sessions, _fencing, _setup);
     }
 
     public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
@@ -151,4 +153,22 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _stopping.Dispose();
         await _sessions.DisposeAsync();
     }
+
+    public async Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) =>
+        await _reach.GuardAsync(_reverse.PrepareAsync, cancellationToken);
+
+    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.StartAsync, cancellationToken);
+
+    /// <summary>
+    /// Ends reverse replication (this link's green is the old blue). Its sequences are set to
+    /// production's first: it holds green's rows, so once unfenced it must not hand out their keys again.
+    /// </summary>
+    public Task FinishAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
+        async ct =>
+        {
+            await _positions.SyncSequencesAsync(ct);
+            await _reverse.FinishAsync(ct);
+        },
+        cancellationToken);
+
 }

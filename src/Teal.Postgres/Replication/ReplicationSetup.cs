@@ -110,7 +110,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     /// (the role owns them, the prerequisites checked), and tables created later are not in the
     /// publication until `teal add-tables` lists them.
     /// </summary>
-    private async Task CreatePublicationAsync(NpgsqlConnection blue, bool superuser, CancellationToken cancellationToken)
+    internal async Task CreatePublicationAsync(NpgsqlConnection blue, bool superuser, CancellationToken cancellationToken)
     {
         if (await blue.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", cancellationToken, Name))
         {
@@ -144,7 +144,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         }
     }
 
-    private async Task<bool> SubscriptionExistsAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
+    internal async Task<bool> SubscriptionExistsAsync(NpgsqlConnection green, CancellationToken cancellationToken) =>
         await green.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_subscription WHERE subname = $1)", cancellationToken, Name);
 
     /// <summary>Drops the subscription (and with it blue's slot) and the publication, and opens green.</summary>
@@ -234,7 +234,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         || (ex is NpgsqlException && ex is not PostgresException)
         || ex is PostgresException { SqlState: PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow };
 
-    private async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
+    internal async Task DropSubscriptionAsync(NpgsqlConnection green, bool blueReachable, CancellationToken cancellationToken)
     {
         if (!await SubscriptionExistsAsync(green, cancellationToken))
         {
@@ -253,7 +253,7 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     }
 
     /// <summary>Drops the slot if the subscription did not (detached, or blue was away); ends its walsender first.</summary>
-    private async Task DropSlotAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
+    internal async Task DropSlotAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         for (var attempt = 0; attempt < 50; attempt++)
         {

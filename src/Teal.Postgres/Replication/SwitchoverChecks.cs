@@ -69,6 +69,10 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                 $"{LinkSessions.ControlRole} is not a superuser on blue: the fence could neither take LOGIN from superusers nor end their sessions, so blue could take writes after green opens",
                 $"on blue, as a superuser: ALTER ROLE {LinkSessions.ControlRole} SUPERUSER (the create and replication ran without it; the switchover and Teal's copy of blue's passwords to green need it)"));
         results.Add(await statistics.CheckAsync(cancellationToken));
+        if (sessions.Spec.ReverseReplication)
+        {
+            results.Add(await ReverseReadyAsync(cancellationToken));
+        }
 
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {
@@ -142,6 +146,28 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                 "blue.fence-scope",
                 $"the fence takes LOGIN server-wide, so it also locks out these databases on blue's server: {listed}",
                 "move them off blue's server first, or accept it with --fence-whole-server (their clients cannot log in to the old blue after the switchover either)");
+    }
+
+    /// <summary>
+    /// Replication back to blue needs green to publish: a logical WAL level and a free slot
+    /// (the slot is made while clients are held, past the point of no return, so it must not fail there).
+    /// </summary>
+    private async Task<CheckResult> ReverseReadyAsync(CancellationToken cancellationToken)
+    {
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        var (walLevel, freeSlots) = (await green.QueryAsync(
+            "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int - (SELECT count(*)::int FROM pg_replication_slots)",
+            r => (r.GetString(0), r.GetInt32(1)),
+            cancellationToken))[0];
+        var hasSlot = await green.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", cancellationToken, sessions.Spec.Name);
+        if (walLevel != "logical")
+        {
+            return CheckResult.Fail("green.reverse-replication", $"green's wal_level is {walLevel}: it cannot replicate back to blue after the switchover", "set wal_level = logical on green and restart it, or create the deployment with --no-reverse-replication");
+        }
+
+        return freeSlots > 0 || hasSlot
+            ? CheckResult.Pass("green.reverse-replication", "green can replicate back to blue after the switchover (wal_level logical, a free slot)")
+            : CheckResult.Fail("green.reverse-replication", "green has no free replication slot for replication back to blue", "raise max_replication_slots on green and restart it, or drop a slot it does not need");
     }
 
     private static CheckResult Lag(ReplicationSnapshot snapshot, SwitchoverGuardrailOptions options)

@@ -12,7 +12,11 @@ public sealed record SwitchoverRequest(int? SwitchoverTimeout, double? DrainBudg
     public bool FenceWholeServer { get; init; }
 }
 
-/// <summary><c>/api/deployments/{id}/check</c>, <c>/switchover</c> and <c>/switchover/resume</c>: guardrails, the plan, starting a switchover and resuming a stopped one.</summary>
+/// <summary>
+/// <c>/api/deployments/{id}/check</c>, <c>/switchover</c>, <c>/switchover/resume</c>, <c>/switchback</c>
+/// and <c>/finish</c>: guardrails, the plan, starting a switchover (or a switchback) and resuming a
+/// stopped one, and ending reverse replication.
+/// </summary>
 public static class SwitchoverRoutes
 {
     public static void Map(IEndpointRouteBuilder api)
@@ -29,6 +33,15 @@ public static class SwitchoverRoutes
         });
         group.MapPost("/{idOrName}/switchover/resume", async (string idOrName, SwitchoverService switchovers, CancellationToken ct) =>
             Results.Accepted(value: await switchovers.ResumeAsync(idOrName, ct)));
+        group.MapPost("/{idOrName}/switchback", async (string idOrName, SwitchoverRequest? request, SwitchoverService switchovers, CancellationToken ct) =>
+        {
+            var options = Options(request);
+            return request?.DryRun == true
+                ? Results.Ok(await switchovers.DryRunAsync(idOrName, options, ct, switchback: true))
+                : Results.Accepted(value: await switchovers.StartAsync(idOrName, options, ct, switchback: true));
+        });
+        group.MapPost("/{idOrName}/finish", (string idOrName, SwitchoverService switchovers, CancellationToken ct) =>
+            switchovers.FinishAsync(idOrName, ct));
     }
 
     private static SwitchoverOptions Options(SwitchoverRequest? request) =>

@@ -133,13 +133,14 @@ public sealed partial class InstanceService(
         var instance = await RequireAsync(name, cancellationToken);
         var holding = (await state.ListDeploymentsAsync(cancellationToken))
             .FirstOrDefault(d => (d.Blue == name && d.Status == Teal.Core.Deployments.DeploymentStatus.SwitchoverInProgress)
+                || (d.Reversed && d.Standby == name)
                 || (d.Green == name && d.Status is not (Teal.Core.Deployments.DeploymentStatus.SwitchoverCompleted or Teal.Core.Deployments.DeploymentStatus.Deleting)));
         if (holding is not null)
         {
             throw new TealException(
                 "instance.fence-in-use",
                 $"deployment '{holding.Name}' needs the fence on '{name}' (it is {holding.Status})",
-                "wait for its switchover to end, or delete the deployment first") { Kind = TealErrorKind.Conflict };
+                holding.Reversed ? $"it applies green's writes for a switchback: end that with `teal finish {holding.Name}` first" : "wait for its switchover to end, or delete the deployment first") { Kind = TealErrorKind.Conflict };
         }
 
         var controlPassword = secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance));

@@ -29,6 +29,7 @@ public sealed class CrashRecoveryTests
         { "crash-before:open-green", true },
         { "crash-before:resume-endpoints", true },
         { "crash-before:stop-replication", true },
+        { "crash-before:start-reverse-replication", true },
     };
 
     [Theory]

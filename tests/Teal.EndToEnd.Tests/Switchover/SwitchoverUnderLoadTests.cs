@@ -102,6 +102,9 @@ public sealed class SwitchoverUnderLoadTests
         (await BlueGreenScenario.ScalarAsync<long>(scenario.EndpointConnectionString, "SELECT max(id) FROM orders")).ShouldBe(510);
         (await BlueGreenScenario.ScalarAsync<string>(scenario.EndpointConnectionString, "SHOW server_version")).ShouldStartWith("17.");
 
+        // The old blue applies green's writes for a switchback until the operator finishes.
+        (await scenario.Cli.RunAsync("finish", "upgrade")).ShouldSucceed();
+
         // The explicit unfence gives the old blue's logins back, exactly those the fence took.
         var unfenced = await scenario.Cli.RunAsync("instance", "unfence", "app-old1");
         unfenced.ShouldSucceed();

@@ -87,7 +87,8 @@ public sealed class DashboardTests : IAsyncLifetime
         await Assertions.Expect(page.GetByTestId("phases")).ToContainTextAsync("flip");
         await Assertions.Expect(page.GetByTestId("events")).ToContainTextAsync("switchover-completed");
         // The old blue is shown as what it is now: fenced, with the command that lets clients back.
-        await Assertions.Expect(page.GetByTestId("blue-role")).ToContainTextAsync("fenced until `teal instance unfence");
+        // With reverse replication (the default) it applies green's writes until switchback or finish.
+        await Assertions.Expect(page.GetByTestId("blue-role")).ToContainTextAsync("old blue, fenced; applies green's writes");
         await page.ScreenshotAsync(new() { Path = Path.Combine(Artifacts, "3-switchover.png"), FullPage = true });
 
         errors.ShouldBeEmpty();

@@ -116,6 +116,15 @@ public sealed class OpenGreenStep : ISwitchoverStep
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
+        if (context.StartsReverseReplication)
+        {
+            // The slot for replication back to blue is made here, while green is still fenced
+            // and has applied blue's final position: every write green takes once it opens comes
+            // after the slot's start, and nothing before it is sent back to blue, which has it.
+            var start = await context.Link.PrepareReverseReplicationAsync(cancellationToken);
+            context.ReverseStartPosition = start?.Value;
+        }
+
         // Both at once, on two sessions: clients are still held, so nothing but Teal writes on
         // green until the endpoints resume, and the position read is the one it opens at.
         var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
@@ -129,6 +138,11 @@ public sealed class OpenGreenStep : ISwitchoverStep
     public void RecordOutcome(SwitchoverContext context)
     {
         var data = new Dictionary<string, string> { ["greenPosition"] = context.GreenPosition ?? string.Empty, ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty };
+        if (context.ReverseStartPosition is { } reverse)
+        {
+            data["reverseStartPosition"] = reverse;
+        }
+
         // Engines with more coordinates (MariaDB: binlog file, position and GTID) name them too:
         // consumers of blue's binlog re-anchor on green with them.
         foreach (var (key, value) in context.GreenPositionDetails)
@@ -155,4 +169,39 @@ public sealed class StopReplicationStep : ISwitchoverStep
 
     public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.StopReplicationAsync(cancellationToken);
+}
+
+/// <summary>
+/// Step 7c: replication back from green to the side just left (which stays fenced for clients)
+/// from the slot open-green made, so a switchback loses nothing. Runs after forward replication
+/// is dropped: both directions at once would send each write back where it came from.
+/// </summary>
+public sealed class StartReverseReplicationStep : ISwitchoverStep
+{
+    public string Name => "start-reverse-replication";
+
+    public string Description => "subscribe the old blue (still fenced) to green from the slot made before green opened: every write on green reaches it";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        if (context.ReverseStartPosition is null)
+        {
+            // Opted out (teal create --no-reverse-replication), or an engine without it.
+            return;
+        }
+
+        await context.Link.StartReverseReplicationAsync(cancellationToken);
+    }
+
+    public void RecordOutcome(SwitchoverContext context)
+    {
+        if (context.ReverseStartPosition is { } start)
+        {
+            var what = context.IsSwitchback ? "forward replication re-established" : "reverse replication started";
+            context.Record(
+                Events.EventKinds.ReverseReplicationStarted,
+                $"{what}: '{context.Names?.BlueNewName ?? context.BlueName}' applies every write on '{context.Names?.Blue ?? context.GreenName}' from {start}",
+                new Dictionary<string, string> { ["startPosition"] = start, ["switchback"] = context.IsSwitchback ? "true" : "false" });
+        }
+    }
 }

@@ -9,7 +9,9 @@ namespace Teal.Core.Switchover.Steps;
 /// <summary>
 /// Step 6, the point of no return: green takes blue's name, blue becomes <c>NAME-oldN</c> (and
 /// stays fenced), and the endpoints route to green. The renames land in one state-store
-/// transaction, so after a crash the names are either all old or all new.
+/// transaction, so after a crash the names are either all old or all new. At a switchback the
+/// same step gives the names back: the old blue takes production's name again and green the
+/// name it had before the switchover.
 /// </summary>
 public sealed class FlipStep : ISwitchoverStep
 {
@@ -28,13 +30,15 @@ public sealed class FlipStep : ISwitchoverStep
         }
 
         var taken = (await context.State.ListInstancesAsync(cancellationToken)).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        var n = 1;
-        while (taken.Contains($"{context.BlueName}-old{n}"))
+        var stem = context.IsSwitchback ? context.Deployment.GreenNameBeforeSwitchover ?? $"{context.BlueName}-green" : $"{context.BlueName}-old";
+        var name = context.IsSwitchback && !taken.Contains(stem) ? stem : null;
+        for (var n = 1; name is null; n++)
         {
-            n++;
+            var candidate = context.IsSwitchback ? $"{stem}-{n}" : $"{stem}{n}";
+            name = taken.Contains(candidate) ? null : candidate;
         }
 
-        context.Names = new FlipNames(context.BlueName, context.GreenName, $"{context.BlueName}-old{n}");
+        context.Names = new FlipNames(context.BlueName, context.GreenName, name);
     }
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
@@ -52,7 +56,7 @@ public sealed class FlipStep : ISwitchoverStep
         {
             context.Record(
                 EventKinds.MemberRenamed,
-                $"green '{names.Green}' is now '{names.Blue}'; old blue is now '{names.BlueNewName}' and stays fenced until `teal instance unfence {names.BlueNewName}`",
+                $"'{names.Green}' is now '{names.Blue}'; '{names.Blue}' is now '{names.BlueNewName}' and stays fenced",
                 new Dictionary<string, string> { ["green"] = names.Green, ["blue"] = names.Blue, ["blueNewName"] = names.BlueNewName });
         }
     }
@@ -73,7 +77,17 @@ public sealed class FlipStep : ISwitchoverStep
             ?? throw new TealException("switchover.state-inconsistent", $"green instance '{greenName}' is not registered", "inspect `teal instance list`");
 
         var renamedGreen = green with { Name = blueName };
-        var change = new DeploymentChange(context.Deployment.Id, d => d with { Blue = blueNewName, Green = blueName });
+        // Each side keeps its place in the deployment (blue stays the server that was blue at
+        // create) and takes its new name; the switchover remembers green's old name for the switchback.
+        string Renamed(string name) => name == blueName ? blueNewName : name == greenName ? blueName : name;
+        var change = new DeploymentChange(
+            context.Deployment.Id,
+            d => d with
+            {
+                Blue = Renamed(d.Blue),
+                Green = Renamed(d.Green),
+                GreenNameBeforeSwitchover = context.IsSwitchback ? null : greenName,
+            });
         await context.State.ApplyAsync(
             new StateChange
             {

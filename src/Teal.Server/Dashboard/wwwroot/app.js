@@ -134,8 +134,9 @@ function renderDeployment(d, instances, endpoints) {
   const side = (id, label, instanceName, parameters) => {
     const i = find(instanceName);
     // After the switchover the old blue is still a writer by topology, but fenced: say that.
-    const role = i && id === "blue" && d.status === "SWITCHOVER_COMPLETED"
-      ? "old blue, fenced until `teal instance unfence " + instanceName + "`" : i && i.role;
+    const role = !(i && id === "blue" && d.status === "SWITCHOVER_COMPLETED") ? i && i.role
+      : d.reversed ? "old blue, fenced; applies green's writes until `teal switchback` or `teal finish`"
+      : "old blue, fenced until `teal instance unfence " + instanceName + "`";
     const routed = endpoints.filter(e => e.instance === instanceName).map(e => e.name + " (" + (e.listen || (e.pgBouncer ? "PgBouncer " + e.pgBouncer.adminHost + ":" + e.pgBouncer.adminPort : "")) + ")");
     const params = Object.entries(parameters || (i && i.parameters) || {});
     return el("div", { id, class: "card side " + id, "data-testid": id },

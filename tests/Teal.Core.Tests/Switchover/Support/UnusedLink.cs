@@ -51,5 +51,11 @@ internal sealed class UnusedLink : IReplicationLink
 
     public Task StopReplicationAsync(CancellationToken cancellationToken) => throw Unused();
 
+    public Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) => throw Unused();
+
+    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => throw Unused();
+
+    public Task FinishAsync(CancellationToken cancellationToken) => throw Unused();
+
     private static NotSupportedException Unused() => new("the executor's unit tests run steps that do not use the link");
 }
