@@ -28,7 +28,7 @@ internal sealed class PgbenchLoad : IDisposable
         _process.BeginErrorReadLine();
     }
 
-    public static PgbenchLoad Start(string host, int port, string user, string password, string database, int clients, bool connectPerTransaction)
+    public static PgbenchLoad Start(string host, int port, string user, string password, string database, int clients, bool connectPerTransaction, string queryMode = "simple")
     {
         var info = new ProcessStartInfo(PgBench.Binary) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         // -j = clients: one pgbench thread per client. With -C a thread opens each connection
@@ -41,6 +41,9 @@ internal sealed class PgbenchLoad : IDisposable
         {
             args.Add("-C");
         }
+
+        // -M prepared: named prepared statements on each connection, which a moved session must keep.
+        args.AddRange(["-M", queryMode]);
 
         args.Add(database);
         foreach (var arg in args)

@@ -3,12 +3,14 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Teal.Bench.Switchover;
 
-// Usage: Teal.Bench.Switchover [--switchovers N] [--endpoints proxy,pgbouncer] [--baseline FILE]
+// Usage: Teal.Bench.Switchover [--switchovers N] [--endpoints proxy,proxy-sessions,proxy-prepared,pgbouncer] [--baseline FILE]
+//   proxy: Teal's proxy, pgbench -C; proxy-sessions / proxy-prepared: Teal's proxy, pgbench keeping
+//   its connections (-M simple / -M prepared), which the proxy moves to green at the switchover.
 //   --baseline: the JSON of bench/switchover/handrolled-pgbouncer.sh from the same run; its gaps
 //   are the reference Teal must beat (PRODUCT.md §11) and it is embedded in the output.
 // One JSON document on stdout; progress on stderr.
 var switchovers = 10;
-string[] endpoints = ["proxy", "pgbouncer"];
+string[] endpoints = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
 string? baselineFile = null;
 for (var i = 0; i < args.Length; i++)
 {
@@ -29,9 +31,10 @@ for (var i = 0; i < args.Length; i++)
     }
 }
 
-if (endpoints.Except(["proxy", "pgbouncer"]).FirstOrDefault() is { } unknown)
+string[] kinds = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
+if (endpoints.Except(kinds).FirstOrDefault() is { } unknown)
 {
-    await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: proxy or pgbouncer");
+    await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: one of {string.Join(", ", kinds)}");
     return 2;
 }
 

@@ -56,9 +56,16 @@ public sealed record Bars(
     bool AllSwitchoversCompleted,
     bool AtLeast10Switchovers)
 {
+    /// <summary>Through the proxy with sessions kept (issue bar for moved sessions): median ≤ 100 ms; null for other kinds.</summary>
+    public bool? MedianGapAtMost100Ms { get; init; }
+
+    /// <summary>Through the proxy with sessions kept: max ≤ 250 ms; null for other kinds.</summary>
+    public bool? MaxGapAtMost250Ms { get; init; }
+
     /// <summary>Every bar that applies holds.</summary>
     public bool Met => MaxGapAtMost500Ms && MedianGapAtMost200Ms && MaxGapBelowHandrolled != false && MedianGapBelowHandrolled != false
-        && NoLostWrites && NoClientErrors != false && AllSwitchoversCompleted && AtLeast10Switchovers;
+        && NoLostWrites && NoClientErrors != false && AllSwitchoversCompleted && AtLeast10Switchovers
+        && MedianGapAtMost100Ms != false && MaxGapAtMost250Ms != false;
 }
 
 /// <summary>All switchovers through one endpoint kind, summarized.</summary>
@@ -104,16 +111,25 @@ public sealed record KindResult(
             .ToDictionary(g => g.Key, g => Math.Round(Median([.. g.Select(p => p.Milliseconds)]), 1));
         var clientErrors = runs.Sum(r => r.ClientErrors);
         var lost = runs.Sum(r => r.LostWrites);
+        // Kinds whose clients keep their connections across the switchover: PgBouncer's
+        // transaction pooling, and Teal's proxy moving sessions to green.
+        var keepsSessions = endpoint is "pgbouncer" or "proxy-sessions" or "proxy-prepared";
+        var movesSessions = endpoint is "proxy-sessions" or "proxy-prepared";
         var bars = new Bars(
             MaxGapAtMost500Ms: maxGap is <= 500,
             MedianGapAtMost200Ms: medianGap is <= 200,
             MaxGapBelowHandrolled: baseline is null || maxGap is null ? null : maxGap < baseline.LongestGapMs,
             MedianGapBelowHandrolled: baseline is null || medianGap is null ? null : medianGap < baseline.MedianGapMs,
             NoLostWrites: lost == 0,
-            // §11: zero client errors is the bar through PgBouncer; for Teal's proxy they are counted and reported.
-            NoClientErrors: endpoint == "pgbouncer" ? clientErrors == 0 : null,
+            // Zero client errors is the bar wherever clients keep their sessions; with -C through
+            // Teal's proxy (a connection per transaction) they are counted and reported.
+            NoClientErrors: keepsSessions ? clientErrors == 0 : null,
             AllSwitchoversCompleted: runs.Count == requested && runs.All(r => r.Completed),
-            AtLeast10Switchovers: runs.Count(r => r.Completed) >= 10);
+            AtLeast10Switchovers: runs.Count(r => r.Completed) >= 10)
+        {
+            MedianGapAtMost100Ms = movesSessions ? medianGap is <= 100 : null,
+            MaxGapAtMost250Ms = movesSessions ? maxGap is <= 250 : null,
+        };
         return new KindResult(
             endpoint,
             requested,

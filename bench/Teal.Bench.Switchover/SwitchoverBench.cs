@@ -10,7 +10,7 @@ using Teal.Testing.Processes;
 namespace Teal.Bench.Switchover;
 
 /// <summary>
-/// Repeated switchovers through one endpoint kind (<c>proxy</c> or <c>pgbouncer</c>) on one
+/// Repeated switchovers through one endpoint kind on one
 /// <c>teal serve</c>, each round set up as in tests/Teal.EndToEnd.Tests/BlueGreenScenario.cs: a
 /// PostgreSQL 15 blue registered with <c>teal instance add</c>, pgbench's tables and a probe
 /// table. The round creates a PostgreSQL 17 green, loads blue through the endpoint, switches over,
@@ -138,12 +138,18 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         await blue.ExecuteAsync("ALTER TABLE pgbench_history REPLICA IDENTITY FULL", Database);
         await blue.ExecuteAsync($"GRANT ALL ON ALL TABLES IN SCHEMA public TO {AppUser}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {AppUser}", Database);
 
-        if (endpoint == "proxy")
+        if (endpoint.StartsWith("proxy", StringComparison.Ordinal))
         {
             var port = ManagedPostgres.FreePort();
             await cli.MustAsync(["instance", "add", name, "--connection", blue.Uri(Database), "--endpoint", $"127.0.0.1:{port}"], TimeSpan.FromMinutes(2));
-            // -C: a new connection per transaction, as a pooled application reconnects after the drain closes its connection.
-            return new Client("127.0.0.1", port, AppUser, AppPassword, Database, ConnectPerTransaction: true);
+            return endpoint switch
+            {
+                // Sessions kept across the switchover: the proxy moves them to green, prepared statements included.
+                "proxy-sessions" => new Client("127.0.0.1", port, AppUser, AppPassword, Database, ConnectPerTransaction: false),
+                "proxy-prepared" => new Client("127.0.0.1", port, AppUser, AppPassword, Database, ConnectPerTransaction: false) { QueryMode = "prepared" },
+                // -C: a new connection per transaction, as a pooled application connects.
+                _ => new Client("127.0.0.1", port, AppUser, AppPassword, Database, ConnectPerTransaction: true),
+            };
         }
 
         // PgBouncer in transaction pooling with its appdb entry on blue's app database. Its own
@@ -178,7 +184,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
 
         await using var probe = new ProbeWriter(client.ConnectionString);
         probe.Start();
-        using var pgbench = PgbenchLoad.Start(client.Host, client.Port, client.User, client.Password, client.Database, PgbenchClients, client.ConnectPerTransaction);
+        using var pgbench = PgbenchLoad.Start(client.Host, client.Port, client.User, client.Password, client.Database, PgbenchClients, client.ConnectPerTransaction, client.QueryMode);
         // The probe is the measuring instrument: the switchover starts only once it is writing.
         var waiting = Stopwatch.StartNew();
         while (probe.Acknowledged.Count == 0 && waiting.Elapsed < TimeSpan.FromSeconds(60))
@@ -321,6 +327,9 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     /// <summary>How the application connects: through the endpoint, never to a server directly.</summary>
     private sealed record Client(string Host, int Port, string User, string Password, string Database, bool ConnectPerTransaction)
     {
+        /// <summary>pgbench's -M: simple, or prepared (named prepared statements per connection).</summary>
+        public string QueryMode { get; init; } = "simple";
+
         public string ConnectionString => new NpgsqlConnectionStringBuilder
         {
             Host = Host,

@@ -10,6 +10,7 @@
 #
 #   bench/switchover/run.sh [N]            N switchovers per endpoint kind (default 10)
 #   HANDROLLED_RUNS=5 bench/switchover/run.sh    more baseline runs (default: the script's own)
+#   ENDPOINTS=proxy-sessions bench/switchover/run.sh   only some endpoint kinds
 set -euo pipefail
 N="${1:-10}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -27,4 +28,4 @@ bash "$root/bench/switchover/handrolled-pgbouncer.sh" ${HANDROLLED_RUNS:-} >"$wo
 
 echo "switchover: Teal, $N switchovers per endpoint kind" >&2
 dotnet "$root/bench/Teal.Bench.Switchover/bin/Release/net10.0/Teal.Bench.Switchover.dll" \
-  --switchovers "$N" --endpoints proxy,pgbouncer --baseline "$work/handrolled.json"
+  --switchovers "$N" --endpoints "${ENDPOINTS:-proxy,proxy-sessions,proxy-prepared,pgbouncer}" --baseline "$work/handrolled.json"

@@ -83,6 +83,7 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             GreenControlPassword = ControlPassword(blue),
             // The switchback always re-establishes replication blue → green.
             ReverseReplication = true,
+            Reversed = true,
         };
 
     /// <summary>

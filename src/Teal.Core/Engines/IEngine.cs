@@ -78,6 +78,12 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
     /// <summary>Restrict replication to these tables (schema.table); empty means all tables.</summary>
     public IReadOnlyList<string> Tables { get; init; } = [];
 
+    /// <summary>
+    /// The link of a switchback: its green is the old blue, reopened. Nothing was copied to it, so
+    /// the checks about the initial copy (green's statistics) do not apply.
+    /// </summary>
+    public bool Reversed { get; init; }
+
     /// <summary>Whether Teal provisioned green (then it is known to be empty and Teal's to configure).</summary>
     public bool GreenManaged { get; init; }
 

@@ -68,7 +68,9 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                 "blue.fence-privileges",
                 $"{LinkSessions.ControlRole} is not a superuser on blue: the fence could neither take LOGIN from superusers nor end their sessions, so blue could take writes after green opens",
                 $"on blue, as a superuser: ALTER ROLE {LinkSessions.ControlRole} SUPERUSER (the create and replication ran without it; the switchover and Teal's copy of blue's passwords to green need it)"));
-        results.Add(await statistics.CheckAsync(cancellationToken));
+        results.Add(sessions.Spec.Reversed
+            ? CheckResult.Pass("green.statistics", "switching back: the old blue keeps its own statistics, nothing was copied to it")
+            : await statistics.CheckAsync(cancellationToken));
         if (sessions.Spec.ReverseReplication)
         {
             results.Add(await ReverseReadyAsync(cancellationToken));

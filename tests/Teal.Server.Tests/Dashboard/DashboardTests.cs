@@ -61,7 +61,7 @@ public sealed class DashboardTests : IAsyncLifetime
         await Assertions.Expect(page.GetByTestId("blue")).ToContainTextAsync("postgres 15.");
         await Assertions.Expect(page.GetByTestId("green")).ToContainTextAsync("postgres 17.");
         await Assertions.Expect(page.GetByTestId("blue")).ToContainTextAsync($"127.0.0.1:{_live.EndpointPort}");
-        await Assertions.Expect(page.GetByTestId("task")).ToHaveCountAsync(4);
+        await Assertions.Expect(page.GetByTestId("task")).ToHaveCountAsync(5); // provision, schema, data, analyze, catch-up
         await Assertions.Expect(page.GetByTestId("events")).ToContainTextAsync("available");
         await Assertions.Expect(page.GetByTestId("switchover-start")).ToBeDisabledAsync();
 
