@@ -101,26 +101,7 @@ internal static class SwitchoverCommands
             var body = await api.SendAsync(HttpMethod.Post, path, request, ct);
             if (request.DryRun)
             {
-                var plan = ApiClient.Parse<SwitchoverPlanView>(body);
-                if (session.Json(parse))
-                {
-                    session.WriteJson(body);
-                }
-                else
-                {
-                    await session.Output.WriteLineAsync($"switchover plan for {plan.Deployment} (timeout {plan.TimeoutSeconds} s):");
-                    var n = 1;
-                    foreach (var step in plan.Steps)
-                    {
-                        var marker = step.PointOfNoReturn ? "  ← point of no return" : string.Empty;
-                        await session.Output.WriteLineAsync($"  {n++,2}. {step.Name,-18} {step.Description}{marker}");
-                    }
-
-                    await session.Output.WriteLineAsync();
-                    WriteReport(session, plan.Guardrails);
-                }
-
-                return plan.Guardrails.Passed ? ExitCodes.Ok : ExitCodes.Refused;
+                return await WritePlanAsync(session, parse, body, plan => $"switchover plan for {plan.Deployment} (timeout {plan.TimeoutSeconds} s):");
             }
 
             var deployment = ApiClient.Parse<Deployment>(body);
@@ -143,6 +124,31 @@ internal static class SwitchoverCommands
         return command;
     }
 
+    /// <summary>A dry run's plan and guardrails (switchover or switchback); refused when a guardrail fails.</summary>
+    private static async Task<int> WritePlanAsync(CliSession session, ParseResult parse, string body, Func<SwitchoverPlanView, string> title)
+    {
+        var plan = ApiClient.Parse<SwitchoverPlanView>(body);
+        if (session.Json(parse))
+        {
+            session.WriteJson(body);
+        }
+        else
+        {
+            await session.Output.WriteLineAsync(title(plan));
+            var n = 1;
+            foreach (var step in plan.Steps)
+            {
+                var marker = step.PointOfNoReturn ? "  ← point of no return" : string.Empty;
+                await session.Output.WriteLineAsync($"  {n++,2}. {step.Name,-18} {step.Description}{marker}");
+            }
+
+            await session.Output.WriteLineAsync();
+            WriteReport(session, plan.Guardrails);
+        }
+
+        return plan.Guardrails.Passed ? ExitCodes.Ok : ExitCodes.Refused;
+    }
+
     private static Command Switchback(CliSession session)
     {
         var id = new Argument<string>("ID") { Description = "Deployment id or name" };
@@ -163,26 +169,7 @@ internal static class SwitchoverCommands
             var body = await api.SendAsync(HttpMethod.Post, $"/api/deployments/{Uri.EscapeDataString(parse.GetValue(id)!)}/switchback", request, ct);
             if (request.DryRun)
             {
-                var plan = ApiClient.Parse<SwitchoverPlanView>(body);
-                if (session.Json(parse))
-                {
-                    session.WriteJson(body);
-                }
-                else
-                {
-                    await session.Output.WriteLineAsync($"switchback plan for {plan.Deployment} (timeout {plan.TimeoutSeconds} s; blue is the side being left, green the old blue being reopened):");
-                    var n = 1;
-                    foreach (var step in plan.Steps)
-                    {
-                        var marker = step.PointOfNoReturn ? "  ← point of no return" : string.Empty;
-                        await session.Output.WriteLineAsync($"  {n++,2}. {step.Name,-18} {step.Description}{marker}");
-                    }
-
-                    await session.Output.WriteLineAsync();
-                    WriteReport(session, plan.Guardrails);
-                }
-
-                return plan.Guardrails.Passed ? ExitCodes.Ok : ExitCodes.Refused;
+                return await WritePlanAsync(session, parse, body, plan => $"switchback plan for {plan.Deployment} (timeout {plan.TimeoutSeconds} s; blue is the side being left, green the old blue being reopened):");
             }
 
             var deployment = ApiClient.Parse<Deployment>(body);

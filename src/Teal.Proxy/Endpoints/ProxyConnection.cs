@@ -147,7 +147,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return;
             }
 
-            await SendAllAsync(server, startup);
+            await SocketIo.SendAllAsync(server, startup);
             if (!await RelayLoginAsync(server, stopping))
             {
                 reason = "login ended";
@@ -208,7 +208,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 break;
             case Departure.Move:
                 // The server pump reads the answer and does the rest.
-                _ = SendQuietlyAsync(server!, new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
+                _ = SocketIo.SendQuietlyAsync(server!, new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
                 break;
             default:
                 break;
@@ -362,7 +362,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 CaptureScram(scram, code, answer.Value.Body);
             }
 
-            await SendAllAsync(server, answer.Value.Raw);
+            await SocketIo.SendAllAsync(server, answer.Value.Raw);
         }
 
         return false;
@@ -460,7 +460,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     }
                 }
 
-                await SendAllAsync(server!, buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
+                await SocketIo.SendAllAsync(server!, buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
@@ -535,7 +535,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 var queried = departure == Departure.Move;
                 if (queried)
                 {
-                    await SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                    await SocketIo.SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
                 }
 
                 await SendToClientAllAsync(buffer.AsMemory(0, read));
@@ -558,7 +558,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
                 if (departure == Departure.Move && !queried)
                 {
-                    await SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                    await SocketIo.SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
                 }
             }
         }
@@ -615,8 +615,8 @@ internal sealed class ProxyConnection : IEndpointConnection
 
         // The session leaves its server now, inside the drain: the switchover fences that server
         // next, and must find no client session there.
-        await SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
-        ShutdownQuietly(previous);
+        await SocketIo.SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
+        SocketIo.ShutdownQuietly(previous);
         lock (_lock)
         {
             _drained?.TrySetResult(ConnectionOutcome.Moving);
@@ -684,11 +684,11 @@ internal sealed class ProxyConnection : IEndpointConnection
 
         _endpoint.OnSessionNotMoved(this, reason);
         await SendToClientQuietlyAsync(_endpoint.DrainError);
-        ShutdownQuietly(_client);
+        SocketIo.ShutdownQuietly(_client);
         if (previous is not null)
         {
-            await SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
-            ShutdownQuietly(previous);
+            await SocketIo.SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
+            SocketIo.ShutdownQuietly(previous);
         }
     }
 
@@ -757,9 +757,9 @@ internal sealed class ProxyConnection : IEndpointConnection
         // would see a reset instead of 57P01). Shut down after the send, the error goes out
         // before the FIN.
         await SendToClientQuietlyAsync(error);
-        ShutdownQuietly(_client);
-        await SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
-        ShutdownQuietly(server);
+        SocketIo.ShutdownQuietly(_client);
+        await SocketIo.SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
+        SocketIo.ShutdownQuietly(server);
     }
 
     private async Task<byte[]?> ReadStartupAsync(CancellationToken stopping)
@@ -864,7 +864,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         if (_tls is null)
         {
-            await SendAllAsync(_client, data);
+            await SocketIo.SendAllAsync(_client, data);
         }
         else
         {
@@ -886,52 +886,4 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private static async Task<bool> ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
-    {
-        while (buffer.Length > 0)
-        {
-            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
-            if (read == 0)
-            {
-                return false;
-            }
-
-            buffer = buffer[read..];
-        }
-
-        return true;
-    }
-
-    private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data)
-    {
-        while (data.Length > 0)
-        {
-            var sent = await socket.SendAsync(data, SocketFlags.None);
-            data = data[sent..];
-        }
-    }
-
-    private static async Task SendQuietlyAsync(Socket socket, byte[] data)
-    {
-        try
-        {
-            await SendAllAsync(socket, data);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // The peer is gone already; there is nobody left to tell.
-        }
-    }
-
-    private static void ShutdownQuietly(Socket socket)
-    {
-        try
-        {
-            socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // Already closed by the peer or by an abort.
-        }
-    }
 }

@@ -68,7 +68,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             var target = await _endpoint.AdmitAsync(this, stopping);
             if (target is null)
             {
-                await SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01", $"Teal endpoint {_endpoint.Name} is paused for a switchover; retry", withSqlState: false));
+                await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01", $"Teal endpoint {_endpoint.Name} is paused for a switchover; retry", withSqlState: false));
                 reason = "held past the pause deadline";
                 return;
             }
@@ -151,7 +151,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         }
 
         var serverCapabilities = MySqlWire.StripHandshakeCapabilities(greeting.AsSpan(MySqlWire.HeaderSize));
-        await SendAllAsync(_client, greeting);
+        await SocketIo.SendAllAsync(_client, greeting);
         _endpoint.CountToClient(greeting.Length);
         if (serverCapabilities is null)
         {
@@ -170,7 +170,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         {
             // The greeting offered neither TLS nor compression; a client asking for them anyway
             // (or speaking the pre-4.1 protocol) cannot be relayed packet by packet.
-            await SendQuietlyAsync(_client, MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErNotSupportedYet, "08004",
+            await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErNotSupportedYet, "08004",
                 $"Teal endpoint {_endpoint.Name} relays the MySQL protocol 4.1 without TLS or compression; connect without them", withSqlState: true));
             return "client asked for TLS, compression or an old protocol";
         }
@@ -180,7 +180,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             _session.Negotiated(serverCapabilities.Value & clientCapabilities);
         }
 
-        await SendAllAsync(server, answer);
+        await SocketIo.SendAllAsync(server, answer);
         return null;
     }
 
@@ -231,7 +231,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                 }
 
                 _endpoint.CountFromClient(read);
-                await SendAllAsync(server, buffer.AsMemory(0, read));
+                await SocketIo.SendAllAsync(server, buffer.AsMemory(0, read));
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
@@ -263,7 +263,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                     _writingToClient = true;
                 }
 
-                await SendAllAsync(_client, buffer.AsMemory(0, read));
+                await SocketIo.SendAllAsync(_client, buffer.AsMemory(0, read));
                 _endpoint.CountToClient(read);
 
                 bool closeNow;
@@ -322,15 +322,15 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         // unasked packet would be read as the answer to its next command), so the client sees
         // the connection end and reconnects, through the endpoint, to the new route. The server
         // gets COM_QUIT, as if the client had left.
-        ShutdownQuietly(_client);
+        SocketIo.ShutdownQuietly(_client);
         if (server is not null)
         {
             if (loggedIn)
             {
-                await SendQuietlyAsync(server, MySqlWire.Quit);
+                await SocketIo.SendQuietlyAsync(server, MySqlWire.Quit);
             }
 
-            ShutdownQuietly(server);
+            SocketIo.ShutdownQuietly(server);
         }
 
         if (!loggedIn)
@@ -371,7 +371,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
             var reason = ex is OperationCanceledException ? $"no answer within {_options.ConnectTimeout.TotalSeconds:0} s" : ex.Message;
             _endpoint.OnUpstreamConnectFailed(target, reason);
-            await SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
+            await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
                 $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}", withSqlState: false));
             return null;
         }
@@ -381,7 +381,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     private static async Task<byte[]?> ReceivePacketAsync(Socket socket, CancellationToken cancellationToken)
     {
         var header = new byte[MySqlWire.HeaderSize];
-        if (!await ReceiveExactlyAsync(socket, header, cancellationToken))
+        if (!await SocketIo.ReceiveExactlyAsync(socket, header, cancellationToken))
         {
             return null;
         }
@@ -394,56 +394,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
         var packet = new byte[MySqlWire.HeaderSize + length];
         header.CopyTo(packet, 0);
-        return await ReceiveExactlyAsync(socket, packet.AsMemory(MySqlWire.HeaderSize), cancellationToken) ? packet : null;
-    }
-
-    private static async Task<bool> ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
-    {
-        while (buffer.Length > 0)
-        {
-            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
-            if (read == 0)
-            {
-                return false;
-            }
-
-            buffer = buffer[read..];
-        }
-
-        return true;
-    }
-
-    private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> data)
-    {
-        while (data.Length > 0)
-        {
-            var sent = await socket.SendAsync(data, SocketFlags.None);
-            data = data[sent..];
-        }
-    }
-
-    private static async Task SendQuietlyAsync(Socket socket, byte[] data)
-    {
-        try
-        {
-            await SendAllAsync(socket, data);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // The peer is gone already; there is nobody left to tell.
-        }
-    }
-
-    private static void ShutdownQuietly(Socket socket)
-    {
-        try
-        {
-            socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
-        {
-            // Already closed by the peer or by an abort.
-        }
+        return await SocketIo.ReceiveExactlyAsync(socket, packet.AsMemory(MySqlWire.HeaderSize), cancellationToken) ? packet : null;
     }
 
     private readonly struct ClientPackets(MySqlSession session) : IMySqlPacketSink
