@@ -819,26 +819,15 @@ internal sealed class ProxyConnection : IEndpointConnection
             _server = server;
         }
 
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-        timeout.CancelAfter(_options.ConnectTimeout);
-        try
+        if (await SocketIo.ConnectAsync(server, target, _options.ConnectTimeout, stopping) is not { } reason)
         {
-            await server.ConnectAsync(target.Host, target.Port, timeout.Token);
             return server;
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException)
-        {
-            if (stopping.IsCancellationRequested)
-            {
-                throw;
-            }
 
-            var reason = ex is OperationCanceledException ? $"no answer within {_options.ConnectTimeout.TotalSeconds:0} s" : ex.Message;
-            _endpoint.OnUpstreamConnectFailed(target, reason);
-            await SendToClientQuietlyAsync(PostgresWire.FatalError(
-                PostgresWire.ConnectionFailure, $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}"));
-            return null;
-        }
+        _endpoint.OnUpstreamConnectFailed(target, reason);
+        await SendToClientQuietlyAsync(PostgresWire.FatalError(
+            PostgresWire.ConnectionFailure, $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}"));
+        return null;
     }
 
     private ValueTask<int> ReceiveFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>

@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Teal.Core.Endpoints;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -8,6 +9,25 @@ namespace Teal.Proxy.Endpoints;
 /// </summary>
 internal static class SocketIo
 {
+    /// <summary>
+    /// Connects <paramref name="server"/> to the target within <paramref name="timeout"/>: null when
+    /// connected, else why not, in words for the client's error. Stopping Teal throws as usual.
+    /// </summary>
+    public static async Task<string?> ConnectAsync(Socket server, EndpointTarget target, TimeSpan timeout, CancellationToken stopping)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        deadline.CancelAfter(timeout);
+        try
+        {
+            await server.ConnectAsync(target.Host, target.Port, deadline.Token);
+            return null;
+        }
+        catch (Exception ex) when ((ex is SocketException or OperationCanceledException) && !stopping.IsCancellationRequested)
+        {
+            return ex is OperationCanceledException ? $"no answer within {timeout.TotalSeconds:0} s" : ex.Message;
+        }
+    }
+
     public static async Task<bool> ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         while (buffer.Length > 0)
