@@ -31,7 +31,10 @@ internal static class EndpointCommands
         var tlsCertificate = new Option<string?>("--tls-cert") { Description = "Teal's proxy: PEM certificate for TLS clients (default: the one Teal generates in its data directory)" };
         var tlsKey = new Option<string?>("--tls-key") { Description = "Teal's proxy: the PEM private key of --tls-cert" };
         var requireTls = new Option<bool>("--require-tls") { Description = "Teal's proxy: refuse clients that do not use TLS" };
-        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections, tlsCertificate, tlsKey, requireTls };
+        var serverTls = new Option<string>("--server-tls") { Description = "Teal's proxy: TLS to the servers, as libpq's sslmode: disable, prefer, require or verify-full", DefaultValueFactory = _ => "prefer" };
+        serverTls.AcceptOnlyFromAmong("disable", "prefer", "require", "verify-full");
+        var serverTlsRoot = new Option<string?>("--server-tls-root") { Description = "Teal's proxy, --server-tls verify-full: PEM file of the CA certificates to trust (default: the system's)" };
+        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections, tlsCertificate, tlsKey, requireTls, serverTls, serverTlsRoot };
         command.Validators.Add(result =>
         {
             var proxy = result.GetValue(listen) is not null;
@@ -62,6 +65,14 @@ internal static class EndpointCommands
                 TlsCertificateFile = parse.GetValue(tlsCertificate) is { } certificate ? Path.GetFullPath(certificate) : null,
                 TlsKeyFile = parse.GetValue(tlsKey) is { } key ? Path.GetFullPath(key) : null,
                 RequireTls = parse.GetValue(requireTls),
+                ServerTls = parse.GetValue(serverTls) switch
+                {
+                    "disable" => ServerTlsMode.Disable,
+                    "require" => ServerTlsMode.Require,
+                    "verify-full" => ServerTlsMode.VerifyFull,
+                    _ => ServerTlsMode.Prefer,
+                },
+                ServerTlsRootFile = parse.GetValue(serverTlsRoot) is { } root ? Path.GetFullPath(root) : null,
             };
             if (parse.GetValue(pgBouncer) is { } admin)
             {

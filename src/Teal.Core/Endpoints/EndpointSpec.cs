@@ -11,6 +11,22 @@ public enum EndpointKind
     PgBouncer,
 }
 
+/// <summary>How Teal's proxy talks to the servers behind an endpoint, as libpq's <c>sslmode</c>.</summary>
+public enum ServerTlsMode
+{
+    /// <summary>Plain text.</summary>
+    Disable,
+
+    /// <summary>TLS when the server offers it, plain text when it does not; the certificate is not checked.</summary>
+    Prefer,
+
+    /// <summary>TLS or no connection; the certificate is not checked.</summary>
+    Require,
+
+    /// <summary>TLS with a certificate that chains to a trusted root and names the host Teal connects to.</summary>
+    VerifyFull,
+}
+
 /// <summary>
 /// An endpoint as the operator declared it: where applications connect and which instance it
 /// routes to. The route follows the instance's name, so when green takes blue's name at
@@ -42,6 +58,12 @@ public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instanc
 
     /// <summary>Proxy: refuse clients that do not use TLS.</summary>
     public bool RequireTls { get; init; }
+
+    /// <summary>Proxy: TLS to the servers behind the endpoint (PostgreSQL only).</summary>
+    public ServerTlsMode ServerTls { get; init; } = ServerTlsMode.Prefer;
+
+    /// <summary>Proxy: PEM file of the root certificates <see cref="ServerTlsMode.VerifyFull"/> trusts; null for the system's.</summary>
+    public string? ServerTlsRootFile { get; init; }
 
     public DateTimeOffset CreatedAt { get; init; }
 }

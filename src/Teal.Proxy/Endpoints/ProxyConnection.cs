@@ -49,7 +49,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private TaskCompletionSource _moved = NewSignal();
     private TaskCompletionSource<ConnectionOutcome>? _drained;
     private ConnectionOutcome _outcome;
-    private Socket? _server;
+    private ServerLink? _server;
     private Action? _cancelMove; // cancels a move under way when the connection is cut
 
     // Each framer is touched only by the pump of its direction.
@@ -140,6 +140,13 @@ internal sealed class ProxyConnection : IEndpointConnection
             }
 
             Target = target;
+            var verifier = await LoginVerifierAsync(target, startup, stopping);
+            if (verifier is not null && !await AuthenticateClientAsync(startup, verifier, stopping))
+            {
+                reason = "client authentication failed";
+                return;
+            }
+
             var server = await ConnectAsync(target, stopping);
             if (server is null)
             {
@@ -147,8 +154,8 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return;
             }
 
-            await SocketIo.SendAllAsync(server, startup);
-            if (!await RelayLoginAsync(server, stopping))
+            await server.SendAllAsync(startup, stopping);
+            if (!await (verifier is null ? RelayLoginAsync(server, stopping) : LogInForClientAsync(server, target, verifier, stopping)))
             {
                 reason = "login ended";
                 return;
@@ -184,7 +191,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     public Task<ConnectionOutcome> RequestDrain()
     {
         Departure departure;
-        Socket? server;
+        ServerLink? server;
         Task<ConnectionOutcome> drained;
         lock (_lock)
         {
@@ -208,7 +215,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 break;
             case Departure.Move:
                 // The server pump reads the answer and does the rest.
-                _ = SocketIo.SendQuietlyAsync(server!, new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
+                _ = server!.SendQuietlyAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
                 break;
             default:
                 break;
@@ -220,7 +227,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// <summary>Cuts the connection now (the drain budget ran out, or the endpoint stops).</summary>
     public void Abort(ConnectionOutcome outcome)
     {
-        Socket? server;
+        ServerLink? server;
         Action? cancelMove;
         lock (_lock)
         {
@@ -302,20 +309,121 @@ internal sealed class ProxyConnection : IEndpointConnection
     }
 
     /// <summary>
+    /// The role's SCRAM verifier on the target when the proxy checks the password itself: with an
+    /// auth query, for a role that has one. Null leaves the login to the server, relayed as is:
+    /// md5 and password-less roles, roles that cannot log in or do not exist (the server's own
+    /// error then says so), replication connections, and endpoints without an auth query.
+    /// </summary>
+    private async Task<ScramVerifier?> LoginVerifierAsync(EndpointTarget target, byte[] startup, CancellationToken stopping)
+    {
+        if (!_endpoint.HasAuthQuery)
+        {
+            return null;
+        }
+
+        var parameters = MessageWriter.StartupParameters(startup);
+        if (parameters.Any(p => p.Key == "replication") || parameters.FirstOrDefault(p => p.Key == "user").Value is not { Length: > 0 } role)
+        {
+            return null;
+        }
+
+        return await _endpoint.LoginVerifierAsync(target, role, stopping);
+    }
+
+    /// <summary>
+    /// Checks the client's password against the role's verifier (SCRAM-SHA-256, as PostgreSQL
+    /// does); a wrong one gets PostgreSQL's own error. The proof it leaves is what logs the
+    /// client in to servers, now and when its session moves.
+    /// </summary>
+    private async Task<bool> AuthenticateClientAsync(byte[] startup, ScramVerifier verifier, CancellationToken stopping)
+    {
+        var role = MessageWriter.StartupParameters(startup).First(p => p.Key == "user").Value;
+        var (proven, error) = await ScramAuthenticator.RunAsync(role, verifier, new MessageReader(ReceiveFromClientAsync), message => SendToClientAllAsync(message), stopping);
+        if (proven is null)
+        {
+            if (error is not null)
+            {
+                await SendToClientQuietlyAsync(error);
+            }
+
+            return false;
+        }
+
+        _scram = proven;
+        return true;
+    }
+
+    /// <summary>
+    /// Logs in to the server as the client's role with the ClientKey its proof gave, and tells
+    /// the client AuthenticationOk once the server accepted; what follows (ParameterStatus,
+    /// BackendKeyData, ReadyForQuery) goes through the pumps as with a relayed login. A server
+    /// that refuses (database missing, role not permitted) gives the client its own error.
+    /// </summary>
+    private async Task<bool> LogInForClientAsync(ServerLink server, EndpointTarget target, ScramVerifier verifier, CancellationToken stopping)
+    {
+        var fromServer = new MessageReader(server.ReceiveAsync);
+        var login = new ScramLogin(verifier, _scram!.ClientKey(verifier)!); // AuthenticateClientAsync proved this verifier.
+        while (await fromServer.ReadAsync(stopping) is { } message)
+        {
+            if (message.Type != (byte)'R' || message.Body.Length < 4)
+            {
+                // An error ends the login; a notice is the client's to see.
+                await SendToClientAsync(message.Raw);
+                if (message.Type == (byte)'E')
+                {
+                    return false;
+                }
+
+                continue;
+            }
+
+            var code = BinaryPrimitives.ReadInt32BigEndian(message.Body);
+            if (code == 0)
+            {
+                await SendToClientAsync(ScramAuthenticator.Ok());
+                return true;
+            }
+
+            var (send, failure) = code is 10 or 11 or 12
+                ? login.Answer(code, Encoding.UTF8.GetString(message.Body, 4, message.Body.Length - 4))
+                : (null, $"the server asks for an authentication the proxy cannot answer on the client's behalf (code {code}); use scram-sha-256 in its pg_hba.conf");
+            if (failure is not null)
+            {
+                await SendToClientQuietlyAsync(PostgresWire.FatalError(PostgresWire.InvalidAuthorization, $"Teal endpoint {_endpoint.Name} could not log in to instance {target.Instance}: {failure}"));
+                return false;
+            }
+
+            if (send is not null)
+            {
+                await server.SendAllAsync(send, stopping);
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
     /// Forwards the login between client and server message by message (authentication strictly
     /// alternates), keeping what a SCRAM exchange leaves to log in again when the session moves.
     /// False when the login ended without AuthenticationOk.
     /// </summary>
-    private async Task<bool> RelayLoginAsync(Socket server, CancellationToken stopping)
+    private async Task<bool> RelayLoginAsync(ServerLink server, CancellationToken stopping)
     {
-        var fromServer = new MessageReader(server);
+        var fromServer = new MessageReader(server.ReceiveAsync);
         var fromClient = new MessageReader(ReceiveFromClientAsync);
         ScramCapture? scram = null;
         var askedForPassword = false;
         while (await fromServer.ReadAsync(stopping) is { } message)
         {
-            await SendToClientAllAsync(message.Raw);
-            _endpoint.CountToClient(message.Raw.Length);
+            // Over TLS the server offers SCRAM-SHA-256-PLUS, which binds to the server's TLS
+            // session; the client's TLS (if any) ends at the proxy, so it cannot bind to it, and
+            // libpq and Npgsql refuse PLUS offered on a plain connection. Relayed, it is taken
+            // out. That is not enough for every client (some then claim channel binding support,
+            // which the server refuses), which is why, with an auth query, the proxy checks
+            // SCRAM itself instead of relaying it.
+            var raw = server.Encrypted ? PostgresWire.WithoutChannelBinding(message.Raw) : message.Raw;
+            await SendToClientAllAsync(raw);
+            _endpoint.CountToClient(raw.Length);
             if (message.Type == (byte)'E')
             {
                 return false;
@@ -362,7 +470,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 CaptureScram(scram, code, answer.Value.Body);
             }
 
-            await SocketIo.SendAllAsync(server, answer.Value.Raw);
+            await server.SendAllAsync(answer.Value.Raw, stopping);
         }
 
         return false;
@@ -386,7 +494,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<string> PumpAsync(Socket server, CancellationToken stopping)
+    private async Task<string> PumpAsync(ServerLink server, CancellationToken stopping)
     {
         var toServer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         var toClient = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
@@ -421,7 +529,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     return "client closed";
                 }
 
-                Socket? server;
+                ServerLink? server;
                 Task? moved = null;
                 lock (_lock)
                 {
@@ -460,7 +568,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     }
                 }
 
-                await SocketIo.SendAllAsync(server!, buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
+                await server!.SendAllAsync(buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
@@ -475,13 +583,13 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<string> ServerToClientAsync(Socket server, byte[] buffer, CancellationToken stopping)
+    private async Task<string> ServerToClientAsync(ServerLink server, byte[] buffer, CancellationToken stopping)
     {
         try
         {
             while (true)
             {
-                var read = await server.ReceiveAsync(buffer.AsMemory(), SocketFlags.None, CancellationToken.None);
+                var read = await server.ReceiveAsync(buffer.AsMemory(), CancellationToken.None);
                 if (read == 0)
                 {
                     return "server closed";
@@ -535,7 +643,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 var queried = departure == Departure.Move;
                 if (queried)
                 {
-                    await SocketIo.SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                    await server.SendAllAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray(), stopping);
                 }
 
                 await SendToClientAllAsync(buffer.AsMemory(0, read));
@@ -558,7 +666,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
                 if (departure == Departure.Move && !queried)
                 {
-                    await SocketIo.SendAllAsync(server, new MessageWriter().Query(SessionSnapshot.Query).ToArray());
+                    await server.SendAllAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray(), stopping);
                 }
             }
         }
@@ -577,7 +685,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// the endpoint to resume and opens one on the route's target with the same state. Null when
     /// the session cannot move; the client then got 57P01, as a drain closes it.
     /// </summary>
-    private async Task<Socket?> MoveAsync(Socket previous, ReadOnlyMemory<byte> received, CancellationToken stopping)
+    private async Task<ServerLink?> MoveAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken stopping)
     {
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         lock (_lock)
@@ -603,9 +711,9 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<Socket?> MoveCoreAsync(Socket previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
+    private async Task<ServerLink?> MoveCoreAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
     {
-        var snapshot = await SessionSnapshot.ReadAsync(new MessageReader(previous, received), SendToClientAsync, cancellationToken);
+        var snapshot = await SessionSnapshot.ReadAsync(new MessageReader(previous.ReceiveAsync, received), SendToClientAsync, cancellationToken);
         if (snapshot is null || snapshot.Blockers.Count > 0)
         {
             var why = snapshot is null ? "its server closed the connection" : string.Join(", ", snapshot.Blockers);
@@ -615,8 +723,8 @@ internal sealed class ProxyConnection : IEndpointConnection
 
         // The session leaves its server now, inside the drain: the switchover fences that server
         // next, and must find no client session there.
-        await SocketIo.SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
-        SocketIo.ShutdownQuietly(previous);
+        await previous.SendQuietlyAsync(PostgresWire.Terminate.ToArray());
+        previous.ShutdownQuietly();
         lock (_lock)
         {
             _drained?.TrySetResult(ConnectionOutcome.Moving);
@@ -630,7 +738,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
 
         var verifier = _scram is null ? null : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => _endpoint.VerifierAsync(target, role, ct));
-        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options.ConnectTimeout, cancellationToken);
+        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, cancellationToken);
         if (moved.Server is not { } server)
         {
             await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
@@ -673,7 +781,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     }
 
     /// <summary>A session that could not move gets 57P01 as a drain gives it: drivers reconnect.</summary>
-    private async Task CloseForSwitchoverAsync(Socket? previous, string reason)
+    private async Task CloseForSwitchoverAsync(ServerLink? previous, string reason)
     {
         lock (_lock)
         {
@@ -687,8 +795,8 @@ internal sealed class ProxyConnection : IEndpointConnection
         SocketIo.ShutdownQuietly(_client);
         if (previous is not null)
         {
-            await SocketIo.SendQuietlyAsync(previous, PostgresWire.Terminate.ToArray());
-            SocketIo.ShutdownQuietly(previous);
+            await previous.SendQuietlyAsync(PostgresWire.Terminate.ToArray());
+            previous.ShutdownQuietly();
         }
     }
 
@@ -742,7 +850,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         // Terminate lets the backend end the session as if the client had; the client gets
         // 57P01 admin_shutdown, which drivers and pools treat as "reconnect".
-        Socket server;
+        ServerLink server;
         lock (_lock)
         {
             server = _server!; // TryDepartLocked requires a server socket.
@@ -758,8 +866,8 @@ internal sealed class ProxyConnection : IEndpointConnection
         // before the FIN.
         await SendToClientQuietlyAsync(error);
         SocketIo.ShutdownQuietly(_client);
-        await SocketIo.SendQuietlyAsync(server, PostgresWire.Terminate.ToArray());
-        SocketIo.ShutdownQuietly(server);
+        await server.SendQuietlyAsync(PostgresWire.Terminate.ToArray());
+        server.ShutdownQuietly();
     }
 
     private async Task<byte[]?> ReadStartupAsync(CancellationToken stopping)
@@ -804,9 +912,9 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<Socket?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
+    private async Task<ServerLink?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
     {
-        var server = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var server = new ServerLink();
         lock (_lock)
         {
             if (_closing)
@@ -819,7 +927,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             _server = server;
         }
 
-        if (await SocketIo.ConnectAsync(server, target, _options.ConnectTimeout, stopping) is not { } reason)
+        if (await server.OpenAsync(target, _options, stopping) is not { } reason)
         {
             return server;
         }

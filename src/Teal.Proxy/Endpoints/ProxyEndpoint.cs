@@ -32,6 +32,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     // Verifiers read for moved sessions, per target and role; cleared at each drain, so a
     // password changed between switchovers is read again.
     private ConcurrentDictionary<(EndpointTarget Target, string Role), Task<ScramVerifier?>> _verifierCache = new();
+    private readonly ConcurrentDictionary<(EndpointTarget Target, string Role), Task<ScramVerifier?>> _loginReads = new();
     private readonly Task _acceptLoop;
 
     // Admission and pause change together under _gate, so that once PauseAsync returns no
@@ -398,26 +399,50 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     }
 
     /// <summary>The SCRAM verifier of <paramref name="role"/> on <paramref name="target"/>, read once per drain.</summary>
-    internal Task<ScramVerifier?> VerifierAsync(EndpointTarget target, string role, CancellationToken cancellationToken)
+    internal Task<ScramVerifier?> VerifierAsync(EndpointTarget target, string role, CancellationToken cancellationToken) =>
+        _verifiers is null
+            ? Task.FromResult<ScramVerifier?>(null)
+            : _verifierCache.GetOrAdd((target, role), key => ReadVerifierAsync(key.Target, key.Role, _stopping.Token));
+
+    /// <summary>
+    /// The verifier a client logging in proves its password against. Never cached, so that a
+    /// changed or revoked password counts at the next login, as on the server; logins of one
+    /// role that arrive while a read is under way share it, so a burst of hundreds of
+    /// reconnecting clients costs one auth query, not hundreds.
+    /// </summary>
+    internal async Task<ScramVerifier?> LoginVerifierAsync(EndpointTarget target, string role, CancellationToken cancellationToken)
+    {
+        var key = (target, role);
+        var read = _loginReads.GetOrAdd(key, k => ReadVerifierAsync(k.Target, k.Role, _stopping.Token));
+        try
+        {
+            return await read.WaitAsync(cancellationToken);
+        }
+        finally
+        {
+            if (read.IsCompleted)
+            {
+                _loginReads.TryRemove(new KeyValuePair<(EndpointTarget, string), Task<ScramVerifier?>>(key, read));
+            }
+        }
+    }
+
+    private async Task<ScramVerifier?> ReadVerifierAsync(EndpointTarget on, string role, CancellationToken cancellationToken)
     {
         if (_verifiers is null)
         {
-            return Task.FromResult<ScramVerifier?>(null);
+            return null;
         }
 
-        return _verifierCache.GetOrAdd((target, role), key => ReadVerifierAsync(key.Target, key.Role));
-
-        async Task<ScramVerifier?> ReadVerifierAsync(EndpointTarget on, string name)
+        try
         {
-            try
-            {
-                return ScramVerifier.Parse(await _verifiers.ReadAsync(on, name, _stopping.Token));
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                ProxyLog.VerifierReadFailed(_logger, Name, on, name, ex.Message);
-                return null;
-            }
+            return ScramVerifier.Parse(await _verifiers.ReadAsync(on, role, cancellationToken));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The login goes to the server as before: it judges the password itself.
+            ProxyLog.VerifierReadFailed(_logger, Name, on, role, ex.Message);
+            return null;
         }
     }
 

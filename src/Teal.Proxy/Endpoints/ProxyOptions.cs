@@ -1,4 +1,5 @@
 using System.Security.Cryptography.X509Certificates;
+using Teal.Core.Endpoints;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -25,6 +26,12 @@ public sealed record ProxyOptions
 
     /// <summary>Refuse clients that do not ask for TLS (28000), as a <c>hostssl</c>-only pg_hba.conf does.</summary>
     public bool RequireTls { get; init; }
+
+    /// <summary>TLS to the servers, as libpq's sslmode. prefer, as libpq: servers with ssl = off go on in plain text.</summary>
+    public ServerTlsMode ServerTls { get; init; } = ServerTlsMode.Prefer;
+
+    /// <summary>Roots verify-full trusts; empty or null for the system's.</summary>
+    public X509Certificate2Collection? ServerTlsRoots { get; init; }
 
     public void Validate()
     {

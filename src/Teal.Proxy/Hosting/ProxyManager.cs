@@ -59,6 +59,8 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
         {
             MaxConnections = spec.MaxConnections,
             RequireTls = spec.RequireTls,
+            ServerTls = protocol == ProxyProtocol.MySql ? ServerTlsMode.Disable : spec.ServerTls,
+            ServerTlsRoots = spec.ServerTlsRootFile is { } roots ? LoadRoots(spec.Name, roots) : null,
             Certificate = spec.TlsCertificateFile is { } certificate
                 ? ProxyCertificate.FromPemFiles(certificate, spec.TlsKeyFile ?? throw new TealException("endpoint.tls-key-missing", $"Endpoint {spec.Name} names a TLS certificate but no key", "Give the key file too."))
                 : options.Certificate,
@@ -76,6 +78,24 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
         }
 
         return endpoint;
+    }
+
+    /// <summary>The root certificates in a PEM file, for an endpoint whose servers are verify-full.</summary>
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2Collection LoadRoots(string endpoint, string file)
+    {
+        var roots = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+        try
+        {
+            roots.ImportFromPemFile(file);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new TealException("endpoint.server-tls-roots", $"Endpoint {endpoint}: the root certificates in {file} cannot be read: {ex.Message}", "Give a readable PEM file of the CA that signed the servers' certificates (--server-tls-root).");
+        }
+
+        return roots.Count > 0
+            ? roots
+            : throw new TealException("endpoint.server-tls-roots", $"Endpoint {endpoint}: {file} holds no certificate", "Give a PEM file of the CA that signed the servers' certificates (--server-tls-root).");
     }
 
     /// <summary>Stops the endpoint named <paramref name="name"/>; false when there is none.</summary>

@@ -39,8 +39,38 @@ internal static class PostgresWire
     /// <summary>SQLSTATE 08006 connection_failure: the instance behind the endpoint is unreachable.</summary>
     public const string ConnectionFailure = "08006";
 
+    /// <summary>invalid_password: a wrong password, or a role that does not exist.</summary>
+    public const string InvalidPassword = "28P01";
+
+    /// <summary>protocol_violation.</summary>
+    public const string ProtocolViolation = "08P01";
+
     /// <summary>Terminate ('X'), sent upstream so the backend ends the session cleanly.</summary>
     public static ReadOnlySpan<byte> Terminate => [(byte)'X', 0, 0, 0, 4];
+
+    /// <summary>An AuthenticationSASL message without the channel-binding mechanisms (-PLUS); other messages as they are.</summary>
+    public static byte[] WithoutChannelBinding(byte[] message)
+    {
+        if (message.Length < 9 || message[0] != (byte)'R' || BinaryPrimitives.ReadInt32BigEndian(message.AsSpan(5)) != 10)
+        {
+            return message;
+        }
+
+        var mechanisms = Encoding.UTF8.GetString(message, 9, message.Length - 9).Split('\0', StringSplitOptions.RemoveEmptyEntries);
+        var kept = mechanisms.Where(m => !m.EndsWith("-PLUS", StringComparison.Ordinal)).ToArray();
+        if (kept.Length == mechanisms.Length)
+        {
+            return message;
+        }
+
+        var body = Encoding.UTF8.GetBytes(string.Concat(kept.Select(m => m + "\0")) + "\0");
+        var rewritten = new byte[9 + body.Length];
+        rewritten[0] = (byte)'R';
+        BinaryPrimitives.WriteInt32BigEndian(rewritten.AsSpan(1), 8 + body.Length);
+        BinaryPrimitives.WriteInt32BigEndian(rewritten.AsSpan(5), 10);
+        body.CopyTo(rewritten, 9);
+        return rewritten;
+    }
 
     /// <summary>A FATAL ErrorResponse with <paramref name="sqlState"/> and <paramref name="message"/>.</summary>
     public static byte[] FatalError(string sqlState, string message)

@@ -66,8 +66,8 @@ internal sealed class ScramCapture
     public void OnClientFirst(string message)
     {
         // gs2 header ("n,," or "y,,"), then client-first-message-bare. A channel-binding header
-        // ("p=...") cannot come: the proxy's server connection has no TLS, so the server offers
-        // no SCRAM-SHA-256-PLUS.
+        // ("p=...") cannot come: neither the proxy nor a server it relays a login from offers
+        // SCRAM-SHA-256-PLUS (the client's TLS ends at the proxy).
         var second = message.IndexOf(',', message.IndexOf(',', StringComparison.Ordinal) + 1);
         _clientFirstBare = second < 0 ? null : message[(second + 1)..];
     }
@@ -128,6 +128,10 @@ internal sealed class ScramCapture
 
         return CryptographicOperations.FixedTimeEquals(SHA256.HashData(clientKey), verifier.StoredKey) ? clientKey : null;
     }
+
+    /// <summary>The server's signature of the exchange (its SASLFinal's <c>v=</c>), once the client proved itself.</summary>
+    public string ServerSignature(ScramVerifier verifier) =>
+        Convert.ToBase64String(HMACSHA256.HashData(verifier.ServerKey, Encoding.UTF8.GetBytes($"{_clientFirstBare},{_serverFirst},{_clientFinalWithoutProof}")));
 
     /// <summary>The attributes (<c>r=</c>, <c>s=</c>, <c>i=</c>, <c>v=</c>, <c>e=</c>) of a SCRAM message.</summary>
     public static Dictionary<char, string> Attributes(string message)

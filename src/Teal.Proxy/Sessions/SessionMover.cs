@@ -1,15 +1,15 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Net.Sockets;
-using System.Security.Cryptography;
 using System.Text;
 using Teal.Core.Endpoints;
+using Teal.Proxy.Endpoints;
 using Teal.Proxy.Protocol;
 
 namespace Teal.Proxy.Sessions;
 
 /// <summary>A session opened on the new target for a moved client, or why it could not be.</summary>
-internal sealed record MovedSession(Socket? Server, ulong BackendKey, string? Failure);
+internal sealed record MovedSession(ServerLink? Server, ulong BackendKey, string? Failure);
 
 /// <summary>
 /// Opens a server session on the endpoint's target for a client whose old session ended between
@@ -18,8 +18,6 @@ internal sealed record MovedSession(Socket? Server, ulong BackendKey, string? Fa
 /// </summary>
 internal static class SessionMover
 {
-    private const string Mechanism = "SCRAM-SHA-256";
-
     /// <summary>
     /// Logs in with the client's own startup packet (same role, database and parameters), using
     /// the client's captured SCRAM login and the role's verifier on the target (Teal's auth
@@ -31,20 +29,20 @@ internal static class SessionMover
         ScramCapture? scram,
         Func<string, CancellationToken, Task<ScramVerifier?>>? verifier,
         SessionSnapshot snapshot,
-        TimeSpan connectTimeout,
+        ProxyOptions options,
         CancellationToken cancellationToken)
     {
-        var server = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var server = new ServerLink();
         try
         {
-            using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+            if (await server.OpenAsync(target, options, cancellationToken) is { } unreachable)
             {
-                timeout.CancelAfter(connectTimeout);
-                await server.ConnectAsync(target.Host, target.Port, timeout.Token);
+                server.Dispose();
+                return new MovedSession(null, 0, $"{target.Instance} could not be reached: {unreachable}");
             }
 
-            await SendAsync(server, startup, cancellationToken);
-            var reader = new MessageReader(server);
+            await server.SendAllAsync(startup, cancellationToken);
+            var reader = new MessageReader(server.ReceiveAsync);
             var login = await LogInAsync(server, reader, startup, scram, verifier, cancellationToken);
             if (login.Failure is not null)
             {
@@ -74,7 +72,7 @@ internal static class SessionMover
     }
 
     private static async Task<MovedSession> LogInAsync(
-        Socket server,
+        ServerLink server,
         MessageReader reader,
         byte[] startup,
         ScramCapture? scram,
@@ -83,72 +81,54 @@ internal static class SessionMover
     {
         var role = MessageWriter.StartupParameters(startup).FirstOrDefault(p => p.Key == "user").Value ?? string.Empty;
         ulong key = 0;
-        ScramVerifier? verifier = null;
-        byte[]? clientKey = null;
-        string? clientFirstBare = null, nonce = null, expectedSignature = null;
+        ScramLogin? login = null;
         while (await reader.ReadAsync(cancellationToken) is { } message)
         {
             switch (message.Type)
             {
                 case (byte)'R':
                     var code = BinaryPrimitives.ReadInt32BigEndian(message.Body);
-                    var data = Encoding.UTF8.GetString(message.Body, 4, message.Body.Length - 4);
-                    switch (code)
+                    if (code == 0)
                     {
-                        case 0:
-                            break;
-                        case 10:
-                            if (scram is not { Complete: true } || verifierSource is null)
-                            {
-                                return Failed("the server asks for SCRAM, and the client did not log in to the proxy with SCRAM (or Teal has no auth query here)");
-                            }
+                        break;
+                    }
 
-                            verifier = await verifierSource(role, cancellationToken);
-                            clientKey = verifier is null ? null : scram.ClientKey(verifier);
-                            if (verifier is null || clientKey is null)
-                            {
-                                return Failed($"role {role} has no SCRAM verifier on the new server matching the one the client proved itself against");
-                            }
+                    if (code == 10)
+                    {
+                        if (scram is not { Complete: true } || verifierSource is null)
+                        {
+                            return Failed("the server asks for SCRAM, and the client did not log in to the proxy with SCRAM (or Teal has no auth query here)");
+                        }
 
-                            nonce = Convert.ToBase64String(RandomNumberGenerator.GetBytes(18));
-                            clientFirstBare = "n=,r=" + nonce;
-                            await SendAsync(server, new MessageWriter().SaslInitialResponse(Mechanism, "n,," + clientFirstBare).ToArray(), cancellationToken);
-                            break;
-                        case 11 when verifier is not null && clientKey is not null:
-                            var attributes = ScramCapture.Attributes(data);
-                            var serverNonce = attributes.GetValueOrDefault('r');
-                            if (serverNonce is null || !serverNonce.StartsWith(nonce!, StringComparison.Ordinal) // set with the verifier
-                                || attributes.GetValueOrDefault('s') != verifier.Salt || attributes.GetValueOrDefault('i') != verifier.Iterations.ToString(CultureInfo.InvariantCulture))
-                            {
-                                return Failed("the server's SCRAM challenge does not match its stored verifier");
-                            }
+                        var verifier = await verifierSource(role, cancellationToken);
+                        var clientKey = verifier is null ? null : scram.ClientKey(verifier);
+                        if (verifier is null || clientKey is null)
+                        {
+                            return Failed($"role {role} has no SCRAM verifier on the new server matching the one the client proved itself against");
+                        }
 
-                            var finalWithoutProof = "c=biws,r=" + serverNonce;
-                            var authMessage = Encoding.UTF8.GetBytes($"{clientFirstBare},{data},{finalWithoutProof}");
-                            var signature = HMACSHA256.HashData(verifier.StoredKey, authMessage);
-                            for (var i = 0; i < signature.Length; i++)
-                            {
-                                signature[i] ^= clientKey[i];
-                            }
+                        login = new ScramLogin(verifier, clientKey);
+                    }
 
-                            expectedSignature = Convert.ToBase64String(HMACSHA256.HashData(verifier.ServerKey, authMessage));
-                            await SendAsync(server, new MessageWriter().SaslResponse($"{finalWithoutProof},p={Convert.ToBase64String(signature)}").ToArray(), cancellationToken);
-                            break;
-                        case 12 when expectedSignature is not null:
-                            // The server proves it knows the verifier too; a server that cannot is not the one Teal moved to.
-                            if (ScramCapture.Attributes(data).GetValueOrDefault('v') != expectedSignature)
-                            {
-                                return Failed("the server's SCRAM signature is wrong");
-                            }
+                    if (login is null || code is not (10 or 11 or 12))
+                    {
+                        return Failed(code switch
+                        {
+                            3 => "the server asks for a cleartext password, which the proxy does not keep",
+                            5 => "the server asks for an md5 password, which the proxy cannot answer without the password",
+                            _ => $"the server asks for an authentication the proxy cannot answer (code {code})",
+                        });
+                    }
 
-                            break;
-                        default:
-                            return Failed(code switch
-                            {
-                                3 => "the server asks for a cleartext password, which the proxy does not keep",
-                                5 => "the server asks for an md5 password, which the proxy cannot answer without the password",
-                                _ => $"the server asks for an authentication the proxy cannot answer (code {code})",
-                            });
+                    var (send, failure) = login.Answer(code, Encoding.UTF8.GetString(message.Body, 4, message.Body.Length - 4));
+                    if (failure is not null)
+                    {
+                        return Failed(failure);
+                    }
+
+                    if (send is not null)
+                    {
+                        await SendAsync(server, send, cancellationToken);
                     }
 
                     break;
@@ -169,7 +149,7 @@ internal static class SessionMover
     }
 
     /// <summary>Settings and LISTENs first (a statement is parsed under the session's search_path), then the prepared statements.</summary>
-    private static async Task<string?> ReplayAsync(Socket server, MessageReader reader, SessionSnapshot snapshot, CancellationToken cancellationToken)
+    private static async Task<string?> ReplayAsync(ServerLink server, MessageReader reader, SessionSnapshot snapshot, CancellationToken cancellationToken)
     {
         var batch = new MessageWriter();
         if (snapshot.Settings.Count > 0)
@@ -221,7 +201,7 @@ internal static class SessionMover
     }
 
     /// <summary>Built-in types by their OID; the others (OIDs differ between servers) by name on the new server.</summary>
-    private static async Task<Dictionary<string, uint>?> ResolveTypesAsync(Socket server, MessageReader reader, IReadOnlyList<PreparedStatement> statements, CancellationToken cancellationToken)
+    private static async Task<Dictionary<string, uint>?> ResolveTypesAsync(ServerLink server, MessageReader reader, IReadOnlyList<PreparedStatement> statements, CancellationToken cancellationToken)
     {
         var all = statements.SelectMany(s => s.ParameterTypes).Distinct().ToList();
         var result = all.Where(t => uint.TryParse(t, CultureInfo.InvariantCulture, out _)).ToDictionary(t => t, t => uint.Parse(t, CultureInfo.InvariantCulture));
@@ -263,7 +243,7 @@ internal static class SessionMover
     }
 
     /// <summary>Sends one batch ending in Sync and reads to its ReadyForQuery; the first error's text, or null.</summary>
-    private static async Task<string?> RunAsync(Socket server, MessageReader reader, MessageWriter batch, CancellationToken cancellationToken)
+    private static async Task<string?> RunAsync(ServerLink server, MessageReader reader, MessageWriter batch, CancellationToken cancellationToken)
     {
         await SendAsync(server, batch.ToArray(), cancellationToken);
         string? failure = null;
@@ -286,12 +266,6 @@ internal static class SessionMover
 
     private static MovedSession Failed(string reason) => new(null, 0, reason);
 
-    private static async Task SendAsync(Socket socket, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
-    {
-        while (data.Length > 0)
-        {
-            var sent = await socket.SendAsync(data, SocketFlags.None, cancellationToken);
-            data = data[sent..];
-        }
-    }
+    private static ValueTask SendAsync(ServerLink server, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        server.SendAllAsync(data, cancellationToken);
 }

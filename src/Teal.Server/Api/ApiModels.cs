@@ -88,6 +88,12 @@ public sealed record AddEndpointRequest(string Name, string Instance)
     /// <summary>Teal's proxy: refuse clients that do not use TLS.</summary>
     public bool RequireTls { get; init; }
 
+    /// <summary>Teal's proxy: TLS to the servers (libpq's sslmode values disable, prefer, require, verify-full).</summary>
+    public ServerTlsMode ServerTls { get; init; } = ServerTlsMode.Prefer;
+
+    /// <summary>Teal's proxy, verify-full: PEM file of the CA certificates to trust (default: the system's).</summary>
+    public string? ServerTlsRootFile { get; init; }
+
     /// <summary>PgBouncer admin password; kept in the secrets file, never stored with the endpoint.</summary>
     public string? PgBouncerPassword { get; init; }
 }
@@ -106,6 +112,8 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
     public int MaxConnections { get; init; }
 
     public bool RequireTls { get; init; }
+
+    public ServerTlsMode ServerTls { get; init; }
 
     /// <summary>SHA-256 fingerprint of the certificate the live endpoint shows TLS clients.</summary>
     public string? TlsFingerprint { get; init; }
@@ -126,6 +134,7 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
             CanaryPercent = spec.CanaryPercent,
             MaxConnections = spec.MaxConnections,
             RequireTls = spec.RequireTls,
+            ServerTls = spec.ServerTls,
             CreatedAt = spec.CreatedAt,
             Stats = stats,
         };

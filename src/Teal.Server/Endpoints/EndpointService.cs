@@ -53,9 +53,33 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
                     throw new TealException("endpoint.address-in-use", $"endpoint '{taken.Name}' already listens on {listen}", "choose another port") { Kind = TealErrorKind.Conflict };
                 }
 
+                await ValidateServerTlsAsync(request, cancellationToken);
+
                 break;
             case EndpointKind.PgBouncer when request.PgBouncer is null:
                 throw new TealException("endpoint.missing-pgbouncer", "a PgBouncer endpoint needs PgBouncer's address, admin user, database entry and config file", "see `teal endpoint add --help`");
+        }
+    }
+
+    private async Task ValidateServerTlsAsync(AddEndpointRequest request, CancellationToken cancellationToken)
+    {
+        if (request.ServerTlsRootFile is { } roots)
+        {
+            if (request.ServerTls != ServerTlsMode.VerifyFull)
+            {
+                throw new TealException("endpoint.server-tls-roots", "root certificates for the servers are only used with --server-tls verify-full", "add --server-tls verify-full, or leave out --server-tls-root");
+            }
+
+            if (!File.Exists(roots))
+            {
+                throw new TealException("endpoint.server-tls-roots", $"the root certificate file {roots} does not exist", "give the PEM file of the CA that signed the servers' certificates");
+            }
+        }
+
+        if (request.ServerTls is ServerTlsMode.Require or ServerTlsMode.VerifyFull
+            && await state.GetInstanceAsync(request.Instance, cancellationToken) is { Engine: not EngineKind.Postgres } instance)
+        {
+            throw new TealException("endpoint.server-tls-engine", $"Teal's proxy speaks plain text to {instance.Engine.DisplayName()} servers, so it cannot require TLS to instance '{instance.Name}'", "leave out --server-tls (or use prefer or disable) for this endpoint");
         }
     }
 
@@ -77,6 +101,8 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
             TlsCertificateFile = request.Kind == EndpointKind.Proxy ? request.TlsCertificateFile : null,
             TlsKeyFile = request.Kind == EndpointKind.Proxy ? request.TlsKeyFile : null,
             RequireTls = request.Kind == EndpointKind.Proxy && request.RequireTls,
+            ServerTls = request.ServerTls,
+            ServerTlsRootFile = request.Kind == EndpointKind.Proxy ? request.ServerTlsRootFile : null,
             Role = request.Role,
             PgBouncer = pgBouncer,
             CreatedAt = time.GetUtcNow(),

@@ -24,6 +24,7 @@ public static class TealJson
         options.Converters.Add(new JsonStringEnumConverter<EngineKind>(LowerCase.Instance, allowIntegerValues: false));
         options.Converters.Add(new JsonStringEnumConverter<EndpointKind>(LowerCase.Instance, allowIntegerValues: false));
         options.Converters.Add(new JsonStringEnumConverter<InstanceRole>(LowerCase.Instance, allowIntegerValues: false));
+        options.Converters.Add(new JsonStringEnumConverter<ServerTlsMode>(JsonNamingPolicy.KebabCaseLower, allowIntegerValues: false));
         options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseUpper, allowIntegerValues: false));
     }
 

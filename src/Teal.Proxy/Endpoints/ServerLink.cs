@@ -1,0 +1,154 @@
+using System.Buffers.Binary;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
+using Teal.Core.Endpoints;
+using Teal.Proxy.Protocol;
+
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>
+/// The proxy's connection to a PostgreSQL server: a socket, with TLS on it when the endpoint's
+/// server TLS mode asks for it and the server accepts (libpq's <c>sslmode</c>, negotiated the same
+/// way: SSLRequest, then 'S' and the handshake or 'N').
+/// </summary>
+internal sealed class ServerLink : IDisposable
+{
+    private static readonly TimeSpan NegotiationTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly Socket _socket = new(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+
+    // SslStream allows one write at a time; a drain's state query and the client pump can write at
+    // once. Plain sockets need no gate.
+    private readonly SemaphoreSlim _writes = new(1, 1);
+    private SslStream? _tls;
+
+    /// <summary>True once TLS is up on the link.</summary>
+    public bool Encrypted => _tls is not null;
+
+    /// <summary>
+    /// Connects to <paramref name="target"/> and sets up TLS as <paramref name="options"/> say,
+    /// all within the connect timeout: null when the link is ready, else why not, in words for
+    /// the client's error. Stopping Teal throws as usual.
+    /// </summary>
+    public async Task<string?> OpenAsync(EndpointTarget target, ProxyOptions options, CancellationToken stopping)
+    {
+        if (await SocketIo.ConnectAsync(_socket, target, options.ConnectTimeout, stopping) is { } failure)
+        {
+            return failure;
+        }
+
+        if (options.ServerTls == ServerTlsMode.Disable)
+        {
+            return null;
+        }
+
+        // The answer to SSLRequest comes from the backend process, once forked and started: in a
+        // burst of hundreds of logins that takes far longer than the TCP connect, so the bound
+        // is PostgreSQL's own for a login (authentication_timeout's default), not the connect's.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        deadline.CancelAfter(NegotiationTimeout);
+        try
+        {
+            var request = new byte[8];
+            BinaryPrimitives.WriteInt32BigEndian(request, 8);
+            BinaryPrimitives.WriteInt32BigEndian(request.AsSpan(4), PostgresWire.SslRequestCode);
+            await SocketIo.SendAllAsync(_socket, request);
+            var answer = new byte[1];
+            if (!await SocketIo.ReceiveExactlyAsync(_socket, answer, deadline.Token))
+            {
+                return "the server closed the connection when asked for TLS";
+            }
+
+            if (answer[0] != (byte)'S')
+            {
+                // 'N': the server has ssl = off. Only prefer goes on in plain text.
+                return options.ServerTls == ServerTlsMode.Prefer
+                    ? null
+                    : $"the server does not accept TLS, and the endpoint's server TLS mode is {options.ServerTls.ToString().ToLowerInvariant()}";
+            }
+
+            var tls = new SslStream(new NetworkStream(_socket, ownsSocket: false));
+            _tls = tls;
+            await tls.AuthenticateAsClientAsync(ClientOptions(target, options), deadline.Token);
+            return null;
+        }
+        catch (Exception ex) when ((ex is SocketException or IOException or System.Security.Authentication.AuthenticationException or OperationCanceledException) && !stopping.IsCancellationRequested)
+        {
+            return ex is OperationCanceledException
+                ? $"no TLS handshake within {NegotiationTimeout.TotalSeconds:0} s"
+                : $"TLS with the server failed: {ex.Message}";
+        }
+    }
+
+    /// <summary>
+    /// require and prefer encrypt without checking who answers (as libpq does without a root
+    /// certificate); verify-full checks the chain, against the endpoint's roots when it names
+    /// some, and that the certificate is for the host Teal connects to.
+    /// </summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Security", "CA5359", Justification = "prefer and require do not check the certificate, exactly as libpq's sslmode of the same names; verify-full does")]
+    private static SslClientAuthenticationOptions ClientOptions(EndpointTarget target, ProxyOptions options)
+    {
+        var client = new SslClientAuthenticationOptions { TargetHost = target.Host };
+        if (options.ServerTls != ServerTlsMode.VerifyFull)
+        {
+            client.RemoteCertificateValidationCallback = (_, _, _, _) => true;
+        }
+        else if (options.ServerTlsRoots is { Count: > 0 } roots)
+        {
+            client.CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, RevocationMode = X509RevocationMode.NoCheck };
+            client.CertificateChainPolicy.CustomTrustStore.AddRange(roots);
+        }
+
+        return client;
+    }
+
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _tls is null ? _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken) : _tls.ReadAsync(buffer, cancellationToken);
+
+    public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        if (_tls is null)
+        {
+            while (data.Length > 0)
+            {
+                var sent = await _socket.SendAsync(data, SocketFlags.None, cancellationToken);
+                data = data[sent..];
+            }
+
+            return;
+        }
+
+        await _writes.WaitAsync(cancellationToken);
+        try
+        {
+            await _tls.WriteAsync(data, cancellationToken);
+        }
+        finally
+        {
+            _writes.Release();
+        }
+    }
+
+    public async Task SendQuietlyAsync(byte[] data)
+    {
+        try
+        {
+            await SendAllAsync(data);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
+        {
+            // The server is gone already; there is nobody left to tell.
+        }
+    }
+
+    public void ShutdownQuietly() => SocketIo.ShutdownQuietly(_socket);
+
+    public void Dispose()
+    {
+        // _writes is not disposed: a write may still be waiting on it, and without a wait handle
+        // it holds nothing to release.
+        _tls?.Dispose();
+        _socket.Dispose();
+    }
+}
