@@ -138,6 +138,37 @@ public sealed class InstanceApiTests(Postgres15Fixture postgres) : IClassFixture
     }
 
     [Fact]
+    public async Task Endpoint_ServerTls_BadSettingsRefusedAndNothingKept_RequireRefusesAServerWithoutTls()
+    {
+        using var client = _teal.Client();
+        (await client.PostAsJsonAsync("/api/instances", new { name = "blue", connection = postgres.Server.Uri() })).StatusCode.ShouldBe(HttpStatusCode.Created);
+        var port = Teal.Postgres.Instances.ManagedPostgres.FreePort();
+        var roots = Path.Combine(_teal.DataDirectory, "roots.pem");
+        await File.WriteAllTextAsync(roots, "not used");
+
+        using var missingRoots = await client.PostAsJsonAsync("/api/endpoints", new { name = "app", instance = "blue", listen = $"127.0.0.1:{port}", serverTls = "verify-full", serverTlsRootFile = "/nonexistent/roots.pem" });
+        using var rootsWithoutVerify = await client.PostAsJsonAsync("/api/endpoints", new { name = "app", instance = "blue", listen = $"127.0.0.1:{port}", serverTls = "require", serverTlsRootFile = roots });
+        using var unknownMode = await client.PostAsJsonAsync("/api/endpoints", new { name = "app", instance = "blue", listen = $"127.0.0.1:{port}", serverTls = "always" });
+
+        missingRoots.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        (await missingRoots.Content.ReadAsStringAsync()).ShouldContain("/nonexistent/roots.pem does not exist");
+        rootsWithoutVerify.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        (await rootsWithoutVerify.Content.ReadAsStringAsync()).ShouldContain("verify-full");
+        unknownMode.StatusCode.ShouldBe(HttpStatusCode.BadRequest);
+        (await _teal.State.ListEndpointsAsync(default)).ShouldBeEmpty();
+
+        using var added = await client.PostAsJsonAsync("/api/endpoints", new { name = "app", instance = "blue", listen = $"127.0.0.1:{port}", serverTls = "require" });
+        added.StatusCode.ShouldBe(HttpStatusCode.Created);
+        (await client.GetFromJsonAsync<EndpointView[]>("/api/endpoints", TealJson.Options))!.ShouldHaveSingleItem().ServerTls.ShouldBe(Teal.Core.Endpoints.ServerTlsMode.Require);
+
+        // The test server has ssl = off: require refuses it, and says why.
+        await using var connection = new Npgsql.NpgsqlConnection($"Host=127.0.0.1;Port={port};Username={postgres.Server.User};Password={postgres.Server.Password};Database=postgres;Pooling=false");
+        var error = await Should.ThrowAsync<Npgsql.PostgresException>(connection.OpenAsync());
+        error.MessageText.ShouldContain("does not accept TLS");
+        (await client.DeleteAsync("/api/endpoints/app")).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+    }
+
+    [Fact]
     public async Task Endpoint_AddressTaken_RefusedAndInstanceNotKept()
     {
         using var client = _teal.Client();
