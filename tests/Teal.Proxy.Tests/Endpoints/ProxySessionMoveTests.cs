@@ -229,6 +229,52 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         drained.Moving.ShouldBe(1);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task NodePostgres_KeepsItsSessionAndNamedStatementAcrossTheSwitchover(bool tls)
+    {
+        var directory = Directory.CreateTempSubdirectory("teal-node-").FullName;
+        try
+        {
+            using var certificate = Teal.Proxy.Tls.ProxyCertificate.LoadOrCreate(directory);
+            await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers, options: new Teal.Proxy.Endpoints.ProxyOptions { Certificate = certificate, RequireTls = tls });
+            var start = new ProcessStartInfo("node")
+            {
+                ArgumentList = { Path.Combine(Teal.Testing.Processes.RepoPaths.Root, "tests", "clients", "node", "session.js"), endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture), AppUser, tls ? "tls" : "plain" },
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            start.Environment["PGPASSWORD"] = AppPassword;
+            using var node = Process.Start(start)!; // Start returns null only for shell-executed documents.
+            await node.StandardInput.WriteLineAsync("run");
+            await node.StandardInput.FlushAsync();
+            (await node.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe($"{servers.Blue.Port} node-moved", await ErrorsAsync(node));
+
+            var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+            // The same named statement, which node-postgres prepared on blue and will not prepare
+            // again: the proxy prepared it on green before its first use there.
+            await node.StandardInput.WriteLineAsync("run");
+            await node.StandardInput.WriteLineAsync("quit");
+            await node.StandardInput.FlushAsync();
+            (await node.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe($"{servers.Green.Port} node-moved");
+            node.StandardInput.Close();
+            await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            node.ExitCode.ShouldBe(0, await node.StandardError.ReadToEndAsync());
+            drained.Moving.ShouldBe(1);
+            endpoint.Stats.SessionsMoved.ShouldBe(1);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+
+        static async Task<string> ErrorsAsync(Process process) =>
+            process.HasExited ? await process.StandardError.ReadToEndAsync() : "node is still running";
+    }
+
     [Fact]
     public async Task PgbenchPrepared_WithoutReconnecting_HasNoErrorsAcrossTheSwitchover()
     {
