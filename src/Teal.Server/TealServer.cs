@@ -159,6 +159,7 @@ public static class TealServer
 
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
+        services.AddSingleton<EndpointCanary>();
         services.AddHostedService<StartupWork>();
         services.AddObservability();
     }

@@ -23,8 +23,9 @@ internal static class DeploymentCommands
         var password = new PasswordOptions("target-", "the external green's");
         var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
+        var readers = new Option<int>("--target-readers") { Description = $"Managed green: N readers (physical replicas of green, 0–{GreenTopology.MaxReaders}); reader endpoints move to them at switchover" };
         var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, readers, connection, tags, wait, noReverse };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -32,6 +33,7 @@ internal static class DeploymentCommands
             {
                 TargetEngineVersion = parse.GetValue(version),
                 TargetParameters = Verb.ToDictionary(parse.GetValue(parameters)),
+                TargetReaders = parse.GetValue(readers),
                 TargetConnection = parse.GetValue(connection),
                 TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
@@ -369,6 +371,10 @@ internal static class DeploymentCommands
         output.WriteLine($"database     {d.Database}");
         output.WriteLine($"replication  {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
         output.WriteLine($"lag          {Lag(r)} (retained WAL {Format.Bytes(r.RetainedBytes)}; observed {Format.Time(r.ObservedAt)})");
+        foreach (var reader in d.Readers)
+        {
+            output.WriteLine($"reader       {reader.Name} {reader.Address} {reader.State}, replay lag {Format.Bytes(reader.LagBytes)} / {Format.Seconds(reader.LagSeconds)}");
+        }
         foreach (var warning in d.Warnings)
         {
             output.WriteLine($"warning      {warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}");

@@ -16,6 +16,7 @@ internal static class EndpointCommands
             Add(session),
             Remove(session),
             List(session),
+            Canary(session),
         };
 
     private static Command Add(CliSession session)
@@ -34,7 +35,8 @@ internal static class EndpointCommands
         var serverTls = new Option<string>("--server-tls") { Description = "Teal's proxy: TLS to the servers, as libpq's sslmode: disable, prefer, require or verify-full", DefaultValueFactory = _ => "prefer" };
         serverTls.AcceptOnlyFromAmong("disable", "prefer", "require", "verify-full");
         var serverTlsRoot = new Option<string?>("--server-tls-root") { Description = "Teal's proxy, --server-tls verify-full: PEM file of the CA certificates to trust (default: the system's)" };
-        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections, tlsCertificate, tlsKey, requireTls, serverTls, serverTlsRoot };
+        var role = new Option<bool>("--reader") { Description = "Teal's proxy: a reader endpoint (routes to the instance's readers; at switchover to green's readers)" };
+        var command = new Command("add", "Declare an endpoint: --listen for Teal's proxy, or --pgbouncer for a PgBouncer you run") { name, instance, listen, pgBouncer, adminUser, database, config, maxConnections, tlsCertificate, tlsKey, requireTls, serverTls, serverTlsRoot, role };
         command.Validators.Add(result =>
         {
             var proxy = result.GetValue(listen) is not null;
@@ -73,6 +75,7 @@ internal static class EndpointCommands
                     _ => ServerTlsMode.Prefer,
                 },
                 ServerTlsRootFile = parse.GetValue(serverTlsRoot) is { } root ? Path.GetFullPath(root) : null,
+                Role = parse.GetValue(role) ? Teal.Core.Instances.InstanceRole.Reader : Teal.Core.Instances.InstanceRole.Writer,
             };
             if (parse.GetValue(pgBouncer) is { } admin)
             {
@@ -137,7 +140,7 @@ internal static class EndpointCommands
             foreach (var e in ApiClient.Parse<EndpointView[]>(body))
             {
                 var address = e.Listen ?? (e.PgBouncer is { } b ? $"{b.AdminHost}:{b.AdminPort}/{b.Database}" : null);
-                table.Add(e.Name, Format.Name(e.Kind), e.Instance, address, Count(e.Stats?.Active), Count(e.Stats?.Held), Count(e.Stats?.Total), Count(e.Stats?.Errors), e.TlsFingerprint);
+                table.Add(e.Name, Format.Name(e.Kind), Describe(e), address, Count(e.Stats?.Active), Count(e.Stats?.Held), Count(e.Stats?.Total), Count(e.Stats?.Errors), e.TlsFingerprint);
             }
 
             table.WriteTo(session.Output);
@@ -145,6 +148,42 @@ internal static class EndpointCommands
         });
         return command;
     }
+
+    private static Command Canary(CliSession session)
+    {
+        var name = new Argument<string>("NAME") { Description = "A reader endpoint of Teal's proxy" };
+        var percent = new Option<int>("--green-percent") { Description = "Share of new read connections sent to green's readers before the switchover (0–100; 0 ends the canary)", Required = true };
+        var command = new Command("canary", "Send a share of a reader endpoint's new connections to green's readers (10, then 50, then 100)") { name, percent };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(percent) is < 0 or > 100)
+            {
+                result.AddError($"--green-percent must be between 0 and 100, not {result.GetValue(percent)}");
+            }
+        });
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/endpoints/{Uri.EscapeDataString(parse.GetValue(name)!)}/canary", new CanaryRequest(parse.GetValue(percent)), ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+                return ExitCodes.Ok;
+            }
+
+            var e = ApiClient.Parse<EndpointView>(body);
+            await session.Output.WriteLineAsync(e.CanaryInstance is null
+                ? $"endpoint {e.Name}: no canary, every new connection → {e.Instance}"
+                : $"endpoint {e.Name}: {e.CanaryPercent}% of new connections → {e.CanaryInstance} (green), the rest → its route");
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static string Describe(EndpointView e) =>
+        e.Role == Teal.Core.Instances.InstanceRole.Reader
+            ? $"{e.Instance} (reader{(e.CanaryInstance is null ? string.Empty : $", {e.CanaryPercent}% to {e.CanaryInstance}")})"
+            : e.Instance;
 
     private static string? Count(long? value) => value?.ToString(CultureInfo.InvariantCulture);
 }

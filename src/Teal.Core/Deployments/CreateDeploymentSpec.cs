@@ -11,6 +11,9 @@ public sealed record CreateDeploymentSpec(string Name, string Source)
     /// <summary>Managed green: settings (the parameter group).</summary>
     public IReadOnlyDictionary<string, string> TargetParameters { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>Managed green: how many readers (physical replicas of green) to make before AVAILABLE.</summary>
+    public int TargetReaders { get; init; }
+
     /// <summary>External green: connection string of an empty server the operator provisioned.</summary>
     public string? TargetConnection { get; init; }
 

@@ -15,6 +15,9 @@ public sealed record CreateOptions
     /// <summary>… and at most this many seconds.</summary>
     public double CatchUpLagSeconds { get; init; } = 2;
 
+    /// <summary>CREATE_TOPOLOGY fails when green's readers are not all streaming this long after they were made.</summary>
+    public TimeSpan ReaderStartTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
     /// <summary>A status read that takes longer than this counts as a failure to read.</summary>
     public TimeSpan StatusTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }

@@ -40,6 +40,7 @@ public sealed partial class CreateWorkflow(
             await CopySchemaAsync(deployment, link, cancellationToken);
             await CopyDataAsync(id, link, cancellationToken);
             await AnalyzeGreenAsync(id, link, cancellationToken);
+            await CreateTopologyAsync(id, link, cancellationToken);
             await CatchUpAsync(id, link, cancellationToken);
             // Materialized views arrive empty on green (replication carries table rows only).
             var views = await link.RefreshMaterializedViewsAsync(cancellationToken);
@@ -167,6 +168,43 @@ public sealed partial class CreateWorkflow(
         await recorder.CompleteTaskAsync(id, DeploymentTaskKind.AnalyzeGreen, tables.Count == 0 ? "nothing to vacuum or analyze on green" : $"{tables.Count} tables vacuumed and analyzed on green", cancellationToken);
     }
 
+    /// <summary>
+    /// CREATE_TOPOLOGY: green's readers (<c>--target-readers</c>), made once green holds the
+    /// copied and analyzed data (less WAL to stream), and followed until each streams from green.
+    /// </summary>
+    private async Task CreateTopologyAsync(DeploymentId id, IReplicationLink link, CancellationToken cancellationToken)
+    {
+        var deployment = await recorder.GetAsync(id, cancellationToken);
+        if (deployment.TargetReaders == 0 || deployment.Task(DeploymentTaskKind.CreateTopology)?.Status == DeploymentTaskStatus.Completed)
+        {
+            return;
+        }
+
+        await recorder.StartTaskAsync(id, DeploymentTaskKind.CreateTopology, cancellationToken);
+        await recorder.SetTaskAsync(id, DeploymentTaskKind.CreateTopology, t => t with { Message = $"copying green into {deployment.TargetReaders} reader(s)" }, cancellationToken);
+        var readers = await GreenTopology.CreateAsync(deployment, state, secrets, engines, links, options, cancellationToken);
+        var deadline = recorder.Time.GetUtcNow() + options.ReaderStartTimeout;
+        while (true)
+        {
+            var status = await GreenTopology.ReadAsync(state, link, deployment.Green, Side.Green, cancellationToken);
+            await recorder.UpdateAsync(id, d => d with { Readers = status }, cancellationToken);
+            var streaming = status.Count(r => r.State == "streaming");
+            if (streaming == readers.Count)
+            {
+                await recorder.CompleteTaskAsync(id, DeploymentTaskKind.CreateTopology, $"{readers.Count} reader(s) of green streaming: {string.Join(", ", readers.Select(r => $"{r.Name} ({r.Address})"))}", cancellationToken);
+                return;
+            }
+
+            if (recorder.Time.GetUtcNow() > deadline)
+            {
+                throw new TealException("create.readers-not-streaming", $"green's readers did not start streaming within {options.ReaderStartTimeout.TotalSeconds:0} s: {string.Join(", ", status.Where(r => r.State != "streaming").Select(r => $"{r.Name} ({r.State})"))}", "read the readers' server.log beside their data directories; then delete the deployment and create it again");
+            }
+
+            await recorder.SetTaskAsync(id, DeploymentTaskKind.CreateTopology, t => t with { Percent = Math.Round(100.0 * streaming / Math.Max(1, readers.Count), 1), Message = $"{streaming} of {readers.Count} reader(s) streaming" }, cancellationToken);
+            await Task.Delay(options.PollInterval, recorder.Time, cancellationToken);
+        }
+    }
+
     private static List<DeploymentTask> WithAnalyzeTask(IReadOnlyList<DeploymentTask> tasks)
     {
         var list = tasks.ToList();
@@ -260,6 +298,8 @@ public sealed partial class CreateWorkflow(
             return null;
         }
 
+        // Readers first: their slots live on green.
+        await GreenTopology.RemoveAsync(deployment, state, secrets, engines, links, none);
         await links.ForgetAsync(deployment.Id);
         await engines.Provisioner(green.Engine).RemoveAsync(green, none);
         await state.RemoveInstanceAsync(green.Name, none);

@@ -30,6 +30,12 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     /// <summary>Engine settings requested for green (the parameter group).</summary>
     public IReadOnlyDictionary<string, string> TargetParameters { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>Readers asked for green (<c>--target-readers</c>), made by CREATE_TOPOLOGY.</summary>
+    public int TargetReaders { get; init; }
+
+    /// <summary>Green's readers (before a switchover; production's after one) and how they stream, as last read.</summary>
+    public IReadOnlyList<ReaderStatus> Readers { get; init; } = [];
+
     /// <summary>Tables replicated (schema.table); empty means every table.</summary>
     public IReadOnlyList<string> Tables { get; init; } = [];
 

@@ -54,6 +54,7 @@ public sealed partial class DeploymentService(
         }
 
         ServerParameters.Validate(spec.TargetParameters, "--target-parameter");
+        ValidateReaders(spec, blue);
         var engine = engines.Engine(blue.Engine);
         var id = DeploymentId.New();
         if (spec.TargetConnection is null)
@@ -94,8 +95,10 @@ public sealed partial class DeploymentService(
                 new(DeploymentTaskKind.CopySchema, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.CopyData, DeploymentTaskStatus.Pending),
                 new(DeploymentTaskKind.AnalyzeGreen, DeploymentTaskStatus.Pending),
+                .. spec.TargetReaders > 0 ? [new DeploymentTask(DeploymentTaskKind.CreateTopology, DeploymentTaskStatus.Pending) { Message = $"{spec.TargetReaders} reader(s) of green" }] : Array.Empty<DeploymentTask>(),
                 new(DeploymentTaskKind.CatchUp, DeploymentTaskStatus.Pending),
             ],
+            TargetReaders = spec.TargetReaders,
         };
 
         var greenConnection = ConnectionInfo.For(green, greenPassword).WithDatabase(deployment.Database);
@@ -303,6 +306,17 @@ public sealed partial class DeploymentService(
         await recorder.UpdateAsync(deployment.Id, d => d with { Status = DeploymentStatus.Deleting }, cancellationToken);
         await recorder.EventAsync(deployment.Id, EventKinds.Deleting, $"deleting deployment '{deployment.Name}'", cancellationToken);
 
+        // Green's readers were made for this deployment: they go with it while green is staged.
+        // After a switchover they are production's readers and stay (as green itself does).
+        if (!deployment.Reversed && deployment.Status != DeploymentStatus.SwitchoverCompleted)
+        {
+            var readers = await GreenTopology.RemoveAsync(deployment, state, secrets, engines, links, cancellationToken);
+            if (readers.Count > 0)
+            {
+                await recorder.EventAsync(deployment.Id, EventKinds.Deleting, $"green's readers removed: {string.Join(", ", readers)}", cancellationToken);
+            }
+        }
+
         // A failed create already removed Teal's objects and then its managed green: nothing is left to remove.
         var removedByFailedCreate = deployment.Status == DeploymentStatus.InvalidConfiguration && await state.GetInstanceAsync(deployment.Green, cancellationToken) is null;
         if (!removedByFailedCreate)
@@ -359,6 +373,24 @@ public sealed partial class DeploymentService(
         if (deployment.Status is not (DeploymentStatus.Available or DeploymentStatus.SwitchoverFailed or DeploymentStatus.Provisioning))
         {
             throw new TealException("deployment.not-replicating", $"cannot {what}: deployment '{deployment.Name}' is {deployment.Status}", "this needs blue → green replication running") { Kind = TealErrorKind.Refused };
+        }
+    }
+
+    private static void ValidateReaders(CreateDeploymentSpec spec, Instance blue)
+    {
+        if (spec.TargetReaders is < 0 or > GreenTopology.MaxReaders)
+        {
+            throw new TealException("deployment.target-readers-invalid", $"--target-readers must be between 0 and {GreenTopology.MaxReaders}, not {spec.TargetReaders}", $"give a number of readers from 0 to {GreenTopology.MaxReaders}");
+        }
+
+        if (spec.TargetReaders > 0 && spec.TargetConnection is not null)
+        {
+            throw new TealException("deployment.target-conflict", "--target-readers copies a green Teal creates; an external green's readers are yours to make", "leave out --target-readers, or let Teal create green (no --target-connection)");
+        }
+
+        if (spec.TargetReaders > 0 && blue.Engine != EngineKind.Postgres)
+        {
+            throw new TealException("deployment.readers-unsupported", $"Teal makes readers of PostgreSQL greens only; '{blue.Name}' is {blue.Engine.DisplayName()}", "create the deployment without --target-readers");
         }
     }
 

@@ -72,10 +72,11 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             status = deployment.Replication with { State = ReplicationState.Stopped, Reason = reason, ObservedAt = recorder.Time.GetUtcNow() };
         }
 
+        var readers = await ReadReadersAsync(deployment, timeout.Token);
         var previous = deployment.Replication;
         var updated = await recorder.UpdateAsync(
             deployment.Id,
-            d => IsWatched(d) && d.Reversed == deployment.Reversed ? d with { Replication = status } : d,
+            d => IsWatched(d) && d.Reversed == deployment.Reversed ? d with { Replication = status, Readers = readers ?? d.Readers } : d,
             cancellationToken);
         if (!IsWatched(updated) || updated.Reversed != deployment.Reversed)
         {
@@ -88,6 +89,28 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         }
 
         await RecordReplicatedDdlAsync(deployment.Id, previous, status, cancellationToken);
+    }
+
+    /// <summary>
+    /// Green's readers as green sees them (green is the link's blue side while reversed); null
+    /// keeps the last figures when they cannot be read now (the replication status says why).
+    /// </summary>
+    private async Task<IReadOnlyList<ReaderStatus>?> ReadReadersAsync(Deployment deployment, CancellationToken cancellationToken)
+    {
+        if (deployment.TargetReaders == 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            var link = await links.GetAsync(deployment, cancellationToken);
+            return await GreenTopology.ReadAsync(state, link, deployment.Green, deployment.Reversed ? Engines.Side.Blue : Engines.Side.Green, cancellationToken);
+        }
+        catch (Exception ex) when (ex is TealException || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested || IsDatabaseError(ex))
+        {
+            return null;
+        }
     }
 
     /// <summary>DDL that replication carries by itself (binlog engines) is an event, not a degradation.</summary>

@@ -10,6 +10,12 @@ public interface IEndpoint
 
     EndpointTarget Target { get; }
 
+    /// <summary>
+    /// Writer endpoints move to green at the flip; reader endpoints to green's readers (to green
+    /// itself when it has none).
+    /// </summary>
+    Instances.InstanceRole Role => Instances.InstanceRole.Writer;
+
     /// <summary>Whether new connections are being held.</summary>
     bool Paused { get; }
 

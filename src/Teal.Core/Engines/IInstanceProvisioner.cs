@@ -19,7 +19,29 @@ public interface IInstanceProvisioner
 
     /// <summary>Versions this machine can run, newest first.</summary>
     Task<IReadOnlyList<EngineBinaries>> ListEnginesAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Creates and starts a reader of a managed writer: a physical copy streaming from it through
+    /// its own replication slot. On failure nothing is left behind (slot included).
+    /// </summary>
+    Task<ProvisionedInstance> CreateReaderAsync(ReaderRequest request, CancellationToken cancellationToken) =>
+        throw new Errors.TealException(
+            "instance.readers-unsupported",
+            $"Teal cannot create readers of a {Kind.DisplayName()} instance yet ('{request.Primary.Name}')",
+            "create the deployment without --target-readers; add readers yourself after the switchover");
+
+    /// <summary>Stops and deletes a reader made by <see cref="CreateReaderAsync"/>, then drops its slot on the writer when the writer is reachable.</summary>
+    Task RemoveReaderAsync(Instance reader, ConnectionInfo? primary, CancellationToken cancellationToken) => RemoveAsync(reader, cancellationToken);
 }
+
+/// <summary>A reader to create for a managed writer.</summary>
+/// <param name="Name">The reader's instance name.</param>
+/// <param name="Directory">Where its files go.</param>
+/// <param name="Primary">The writer it copies and streams from (managed, on this machine).</param>
+/// <param name="PrimaryControl">Teal's own login on the writer (it can take a backup and stream; it is the one login a fence leaves).</param>
+/// <param name="Slot">Name of the physical replication slot to create on the writer.</param>
+/// <param name="PrimaryPassword">The password of the writer's registered user, which a physical copy shares.</param>
+public sealed record ReaderRequest(string Name, string Directory, Instance Primary, ConnectionInfo PrimaryControl, string Slot, string PrimaryPassword);
 
 /// <summary>A managed server to create.</summary>
 /// <param name="Name">Instance name (also the directory name).</param>

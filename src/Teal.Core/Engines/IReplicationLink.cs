@@ -65,6 +65,14 @@ public interface IReplicationLink
     Task<IReadOnlyList<string>> PrepareGreenAsync(IProgress<TablePrepared>? progress, CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<string>>([]);
 
+    /// <summary>
+    /// How the readers Teal made stream from one side: one entry per slot in
+    /// <paramref name="slots"/>, with a null state when no reader is connected to it. An engine
+    /// whose link makes no readers reports none.
+    /// </summary>
+    Task<IReadOnlyList<ReaderReplication>> ReadReadersAsync(Side side, IReadOnlyList<string> slots, CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<ReaderReplication>>([]);
+
     // ---- verify and delete --------------------------------------------------------------------
 
     /// <summary>Compares blue and green table by table at one replication position.</summary>

@@ -52,6 +52,12 @@ public sealed record Instance(string Name, EngineKind Engine)
     /// <summary>Present when Teal runs this server itself.</summary>
     public ManagedInstanceSpec? Managed { get; init; }
 
+    /// <summary>A reader: the writer it streams from (by name; renamed with it at switchover).</summary>
+    public string? ReaderOf { get; init; }
+
+    /// <summary>A reader Teal made: its physical replication slot on <see cref="ReaderOf"/>.</summary>
+    public string? ReplicationSlot { get; init; }
+
     public DateTimeOffset CreatedAt { get; init; }
 
     /// <summary>Major version as a number (15 for 15.18, 10.11 → 10 for MariaDB).</summary>

@@ -36,6 +36,11 @@ public static class SwitchoverGuardrails
                 new SwitchoverGuardrailOptions(options.Timeout) { LongTransactionThreshold = options.LongTransactionThreshold, FenceWholeServer = options.FenceWholeServer },
                 cancellationToken);
             results.AddRange(engine.Results);
+            if (!switchback && deployment.TargetReaders > 0)
+            {
+                // The reader endpoint moves to green's readers at the flip: they must be there.
+                results.Add(await GreenTopology.CheckAsync(deployment, link, cancellationToken));
+            }
         }
 
         return new CheckReport(results);

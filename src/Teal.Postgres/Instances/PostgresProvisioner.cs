@@ -53,6 +53,37 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
     public async Task RemoveAsync(Instance instance, CancellationToken cancellationToken) =>
         await _managed.RemoveAsync(await LoadAsync(instance, cancellationToken), cancellationToken);
 
+    public async Task<ProvisionedInstance> CreateReaderAsync(ReaderRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var primary = await LoadAsync(request.Primary, cancellationToken);
+        var parameters = request.Primary.Managed?.Parameters ?? new Dictionary<string, string>();
+        var server = await _managed.CreateReplicaAsync(primary, new ReplicaSpec(request.Directory, request.PrimaryControl, request.Slot, parameters), cancellationToken);
+        var reader = request.Primary with
+        {
+            Name = request.Name,
+            Port = server.Port,
+            Role = InstanceRole.Reader,
+            ReaderOf = request.Primary.Name,
+            ReplicationSlot = request.Slot,
+            SecretRef = null,
+            Managed = new ManagedInstanceSpec(server.Directory, server.Version) { Parameters = parameters, OsUser = server.OsUser },
+            CreatedAt = time.GetUtcNow(),
+        };
+        // A physical copy: the reader's roles and passwords are the writer's.
+        return new ProvisionedInstance(reader, request.PrimaryPassword);
+    }
+
+    public async Task RemoveReaderAsync(Instance reader, ConnectionInfo? primary, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        await RemoveAsync(reader, cancellationToken);
+        if (primary is not null && reader.ReplicationSlot is { } slot)
+        {
+            await ManagedPostgres.DropSlotAsync(primary, slot, cancellationToken);
+        }
+    }
+
     public Task<IReadOnlyList<EngineBinaries>> ListEnginesAsync(CancellationToken cancellationToken) => catalog.ListAsync(cancellationToken);
 
     private static Task<ManagedPostgresServer> LoadAsync(Instance instance, CancellationToken cancellationToken)

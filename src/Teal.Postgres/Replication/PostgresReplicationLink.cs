@@ -88,6 +88,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<IReadOnlyList<string>> PrepareGreenAsync(IProgress<TablePrepared>? progress, CancellationToken cancellationToken) => _statistics.PrepareAsync(progress, cancellationToken);
 
+    public Task<IReadOnlyList<ReaderReplication>> ReadReadersAsync(Side side, IReadOnlyList<string> slots, CancellationToken cancellationToken) => ReaderStreams.ReadAsync(_sessions, side, slots, cancellationToken);
+
     public Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken) => _verifier.VerifyAsync(progress, cancellationToken);
 
     public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);

@@ -91,6 +91,15 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     public EndpointTarget Target => Volatile.Read(ref _route).Target;
 
+    /// <summary>Writer or reader (a reader endpoint moves to green's readers at the flip).</summary>
+    public Teal.Core.Instances.InstanceRole Role { get; internal set; }
+
+    /// <summary>
+    /// The instance the endpoint was declared on, when its route is another (a reader endpoint
+    /// declared on blue routes to one of blue's readers): the switchover finds it by this name.
+    /// </summary>
+    public string? DeclaredInstance { get; internal set; }
+
     /// <summary>The reader canary, if any, and the share of new connections it receives.</summary>
     public (EndpointTarget? Canary, int Percent) Canary
     {
@@ -255,7 +264,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             previous = Volatile.Read(ref _route);
 
             // A canary on the instance that becomes the target has nothing left to split off.
-            var keepCanary = previous.Canary is not null && previous.Canary.Instance != target.Instance;
+            // Compared by address too: the canary's instance may be renamed as it becomes the target.
+            var keepCanary = previous.Canary is not null && previous.Canary.Instance != target.Instance
+                && !(previous.Canary.Host == target.Host && previous.Canary.Port == target.Port);
             next = new ProxyRoute(target, keepCanary ? previous.Canary : null, keepCanary ? previous.CanaryPercent : 0);
         }
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);

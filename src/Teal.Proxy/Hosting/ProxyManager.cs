@@ -66,6 +66,8 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
                 : options.Certificate,
         };
         var endpoint = ProxyEndpoint.Start(spec.Name, ProxyEndpoint.ParseListen(spec.Name, spec.Listen), target, endpointOptions, _logger, timeProvider, holdDeadline, verifiers, protocol);
+        endpoint.Role = spec.Role;
+        endpoint.DeclaredInstance = spec.Instance;
         if (canary is not null)
         {
             await endpoint.SetCanaryAsync(canary, spec.CanaryPercent, cancellationToken);
@@ -111,7 +113,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
     }
 
     public Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<IEndpoint>>([.. _endpoints.Values.Where(e => e.Target.Instance == instance)]);
+        Task.FromResult<IReadOnlyList<IEndpoint>>([.. _endpoints.Values.Where(e => e.Target.Instance == instance || e.DeclaredInstance == instance)]);
 
     public async ValueTask DisposeAsync()
     {

@@ -47,6 +47,9 @@ public sealed record InstanceView(string Name, EngineKind Engine, string Version
     /// <summary>Managed: where its files are.</summary>
     public string? Directory { get; init; }
 
+    /// <summary>A reader: the writer it streams from.</summary>
+    public string? ReaderOf { get; init; }
+
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
 
     public DateTimeOffset CreatedAt { get; init; }
@@ -57,6 +60,7 @@ public sealed record InstanceView(string Name, EngineKind Engine, string Version
         return new(instance.Name, instance.Engine, instance.Version, instance.Host, instance.Port, instance.User, instance.Database, instance.Role, instance.Managed is not null)
         {
             Directory = instance.Managed?.Directory,
+            ReaderOf = instance.ReaderOf,
             Parameters = instance.Managed?.Parameters ?? new Dictionary<string, string>(),
             CreatedAt = instance.CreatedAt,
         };
@@ -142,3 +146,6 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
 }
 
 public sealed record AddTablesResult(IReadOnlyList<string> Tables);
+
+/// <summary>Canary weights of a reader endpoint: the share (0–100) of new read connections sent to green's readers.</summary>
+public sealed record CanaryRequest(int GreenPercent);

@@ -17,6 +17,7 @@ public static class EndpointRoutes
             var added = await endpoints.AddAsync(request, ct);
             return Results.Created($"/api/endpoints/{added.Name}", added);
         });
+        group.MapPost("/{name}/canary", (string name, CanaryRequest request, EndpointCanary canary, CancellationToken ct) => canary.SetAsync(name, request, ct));
         group.MapDelete("/{name}", async (string name, EndpointService endpoints, CancellationToken ct) =>
         {
             await endpoints.RemoveAsync(name, ct);

@@ -37,7 +37,7 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var target = await resolver.ResolveAsync(spec.Instance, cancellationToken);
+        var target = await RouteAsync(spec, cancellationToken);
         // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
         var engine = (await state.GetInstanceAsync(spec.Instance, cancellationToken))?.Engine ?? EngineKind.Postgres;
         await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, ProxyProtocols.ForEngine(engine));
@@ -46,6 +46,34 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
         {
             LogHolding(spec.Name);
         }
+    }
+
+    /// <summary>
+    /// A writer endpoint routes to its instance; a reader endpoint to the first reader Teal made
+    /// of it (green's, after a switchover), or to the instance itself when it has none.
+    /// </summary>
+    private async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        if (spec.Role == InstanceRole.Reader
+            && (await Teal.Core.Deployments.GreenTopology.ReadersOfAsync(state, spec.Instance, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null) is { } reader)
+        {
+            return await resolver.ResolveAsync(reader.Name, cancellationToken);
+        }
+
+        return await resolver.ResolveAsync(spec.Instance, cancellationToken);
+    }
+
+    /// <summary>Applies a stored canary to the live endpoint (null canary: no split).</summary>
+    public async Task ApplyCanaryAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (proxy.Get(spec.Name) is not { } endpoint)
+        {
+            return;
+        }
+
+        var canary = spec.CanaryInstance is { } name && spec.CanaryPercent > 0 ? await resolver.ResolveAsync(name, cancellationToken) : null;
+        await endpoint.SetCanaryAsync(canary, canary is null ? 0 : spec.CanaryPercent, cancellationToken);
     }
 
     /// <summary>Stops a removed endpoint's listener, or forgets its PgBouncer driver (a new one reads the new declaration).</summary>

@@ -46,7 +46,13 @@ public sealed class FlipStep : ISwitchoverStep
         var names = context.Names ?? throw new InvalidOperationException("the flip runs only after its PrepareAsync chose the names");
         var renamedGreen = await RenameAsync(context, names.Blue, names.Green, names.BlueNewName, cancellationToken);
 
-        var targets = context.Endpoints.Select(e => e.FlipAsync(new EndpointTarget(names.Blue, renamedGreen.Host, renamedGreen.Port, e.Target.Database), cancellationToken));
+        // Reader endpoints go to green's first reader (renamed with green by now), or to green.
+        var reader = (await Deployments.GreenTopology.ReadersOfAsync(context.State, names.Blue, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null);
+        var targets = context.Endpoints.Select(e => e.FlipAsync(
+            e.Role == InstanceRole.Reader && reader is not null
+                ? new EndpointTarget(reader.Name, reader.Host, reader.Port, e.Target.Database)
+                : new EndpointTarget(names.Blue, renamedGreen.Host, renamedGreen.Port, e.Target.Database),
+            cancellationToken));
         await Task.WhenAll(targets);
     }
 
@@ -77,6 +83,13 @@ public sealed class FlipStep : ISwitchoverStep
             ?? throw new TealException("switchover.state-inconsistent", $"green instance '{greenName}' is not registered", "inspect `teal instance list`");
 
         var renamedGreen = green with { Name = blueName };
+        var readers = RenamedReaders(await context.State.ListInstancesAsync(cancellationToken), blueName, greenName, blueNewName);
+        // A canary of a reader endpoint split new connections towards green's readers; once they
+        // are the endpoint's route there is nothing left to split.
+        var endpoints = (await context.State.ListEndpointsAsync(cancellationToken))
+            .Where(e => e.Instance == blueName && e.CanaryInstance is not null)
+            .Select(e => e with { CanaryInstance = null, CanaryPercent = 0 })
+            .ToList();
         // Each side keeps its place in the deployment (blue stays the server that was blue at
         // create) and takes its new name; the switchover remembers green's old name for the switchback.
         string Renamed(string name) => name == blueName ? blueNewName : name == greenName ? blueName : name;
@@ -92,8 +105,9 @@ public sealed class FlipStep : ISwitchoverStep
             new StateChange
             {
                 // Order matters: blue frees its name before green takes it.
-                RenamedInstances = [(blueName, blue with { Name = blueNewName }), (greenName, renamedGreen)],
+                RenamedInstances = [(blueName, blue with { Name = blueNewName }), (greenName, renamedGreen), .. readers],
                 Deployments = [change],
+                Endpoints = endpoints,
                 // No disk flush inside the write pause: the flip's journal entry was flushed, so
                 // after a power failure recovery reruns the flip, and a lost rename is made again.
                 Durable = false,
@@ -101,5 +115,33 @@ public sealed class FlipStep : ISwitchoverStep
             cancellationToken);
         context.Current = change.Result ?? context.Current;
         return renamedGreen;
+    }
+
+    /// <summary>
+    /// Readers follow their writer: a reader named after it (<c>GREEN-r1</c>) takes the writer's
+    /// new name as its stem (<c>NAME-r1</c>) and every reader points at its writer's new name. If
+    /// any new name is taken, every reader keeps its name (only the writer it follows changes):
+    /// the flip must not fail on a name.
+    /// </summary>
+    internal static IReadOnlyList<(string OldName, Instance Instance)> RenamedReaders(IReadOnlyList<Instance> instances, string blueName, string greenName, string blueNewName)
+    {
+        var newWriter = new Dictionary<string, string>(StringComparer.Ordinal) { [greenName] = blueName, [blueName] = blueNewName };
+        var readers = instances.Where(i => i.ReaderOf is { } writer && newWriter.ContainsKey(writer)).ToList();
+        if (readers.Count == 0)
+        {
+            return [];
+        }
+
+        string Renamed(Instance reader)
+        {
+            var writer = reader.ReaderOf!; // Filtered above: every reader here follows blue or green.
+            return reader.Name.StartsWith(writer + "-", StringComparison.Ordinal) ? newWriter[writer] + reader.Name[writer.Length..] : reader.Name;
+        }
+
+        var moving = readers.Select(r => r.Name).Concat([blueName, greenName]).ToHashSet(StringComparer.Ordinal);
+        var staying = instances.Select(i => i.Name).Where(n => !moving.Contains(n)).ToHashSet(StringComparer.Ordinal);
+        var finalNames = readers.Select(Renamed).Concat([blueName, blueNewName]).ToList();
+        var clash = finalNames.Count != finalNames.Distinct(StringComparer.Ordinal).Count() || finalNames.Any(staying.Contains);
+        return [.. readers.Select(r => (r.Name, r with { Name = clash ? r.Name : Renamed(r), ReaderOf = newWriter[r.ReaderOf!] }))];
     }
 }
