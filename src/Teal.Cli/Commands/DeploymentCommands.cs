@@ -24,7 +24,9 @@ internal static class DeploymentCommands
         var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
         var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse };
+        var cdcSlots = new Option<string[]>("--cdc-slot") { Description = "Logical slot on blue that a CDC consumer reads; Teal creates it on green at each cutover (repeatable)", DefaultValueFactory = _ => [] };
+        var cdcWait = new Option<bool>("--cdc-wait") { Description = "Every switchover and switchback waits (within its timeout) until each --cdc-slot consumer confirmed the final position" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse, cdcSlots, cdcWait };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -36,6 +38,8 @@ internal static class DeploymentCommands
                 TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
                 ReverseReplication = !parse.GetValue(noReverse),
+                CdcSlots = parse.GetValue(cdcSlots) ?? [],
+                CdcWait = parse.GetValue(cdcWait),
             };
             using var api = session.Client(parse);
             var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);
@@ -369,6 +373,16 @@ internal static class DeploymentCommands
         output.WriteLine($"database     {d.Database}");
         output.WriteLine($"replication  {Format.Name(r.State)}{(r.Reason is null ? string.Empty : $": {r.Reason}")}");
         output.WriteLine($"lag          {Lag(r)} (retained WAL {Format.Bytes(r.RetainedBytes)}; observed {Format.Time(r.ObservedAt)})");
+        if (d.CdcSlots.Count > 0)
+        {
+            output.WriteLine($"cdc slots    {string.Join(", ", d.CdcSlots)}{(d.CdcWait ? " (cutovers wait for their consumers)" : string.Empty)}");
+            foreach (var slot in r.CdcSlots)
+            {
+                var state = slot.Exists ? $"{slot.Plugin}, confirmed {slot.ConfirmedPosition ?? "-"}, behind {Format.Bytes(slot.LagBytes)}{(slot.Active ? ", consumer connected" : string.Empty)}" : "missing";
+                output.WriteLine($"  {slot.Name} on {slot.Instance}: {state}");
+            }
+        }
+
         foreach (var warning in d.Warnings)
         {
             output.WriteLine($"warning      {warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}");
