@@ -8,8 +8,11 @@ using Teal.Bench.Switchover;
 //   its connections (-M simple / -M prepared), which the proxy moves to green at the switchover.
 //   --baseline: the JSON of bench/switchover/handrolled-pgbouncer.sh from the same run; its gaps
 //   are the reference Teal must beat (PRODUCT.md §11) and it is embedded in the output.
+//        Teal.Bench.Switchover --loop N
+//   N switchovers and switchbacks on one pair under load (SwitchbackLoopBench): each one's gap and lost writes.
 // One JSON document on stdout; progress on stderr.
 var switchovers = 10;
+int? loop = null;
 string[] endpoints = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
 string? baselineFile = null;
 for (var i = 0; i < args.Length; i++)
@@ -25,6 +28,9 @@ for (var i = 0; i < args.Length; i++)
         case "--baseline":
             baselineFile = args[++i];
             break;
+        case "--loop":
+            loop = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            break;
         default:
             await Console.Error.WriteLineAsync($"unknown argument {args[i]}; usage: [--switchovers N] [--endpoints proxy,pgbouncer] [--baseline FILE]");
             return 2;
@@ -36,6 +42,15 @@ if (endpoints.Except(kinds).FirstOrDefault() is { } unknown)
 {
     await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: one of {string.Join(", ", kinds)}");
     return 2;
+}
+
+var options = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+if (loop is { } iterations)
+{
+    var loopStarted = DateTimeOffset.UtcNow;
+    var result = await new SwitchbackLoopBench(iterations, Log).RunAsync();
+    Console.WriteLine(JsonSerializer.Serialize(new { bench = "switchback-loop", startedAt = loopStarted, finishedAt = DateTimeOffset.UtcNow, machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage() }, loop = result }, options));
+    return result.AllCompleted && result.NoLostWrites ? 0 : 1;
 }
 
 JsonElement? handrolled = baselineFile is null ? null : JsonDocument.Parse(await File.ReadAllTextAsync(baselineFile)).RootElement.Clone();
@@ -59,7 +74,6 @@ var document = new
     endpoints = results,
     handrolled,
 };
-var options = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
 Console.WriteLine(JsonSerializer.Serialize(document, options));
 return 0;
 

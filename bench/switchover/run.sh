@@ -11,6 +11,8 @@
 #   bench/switchover/run.sh [N]            N switchovers per endpoint kind (default 10)
 #   HANDROLLED_RUNS=5 bench/switchover/run.sh    more baseline runs (default: the script's own)
 #   ENDPOINTS=proxy-sessions bench/switchover/run.sh   only some endpoint kinds
+#   LOOP=10 bench/switchover/run.sh        instead: 10 switchovers + switchbacks on one pair under
+#                                          load (each one's gap, lost writes); no baseline
 set -euo pipefail
 N="${1:-10}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -21,6 +23,11 @@ echo "switchover: building teal and the bench (Release)" >&2
 # The bench starts the built teal.dll (tests/Teal.Testing's RepoPaths), so the CLI is built too.
 dotnet build "$root/src/Teal.Cli" -c Release -v quiet -nologo -clp:ErrorsOnly >&2
 dotnet build "$root/bench/Teal.Bench.Switchover" -c Release -v quiet -nologo -clp:ErrorsOnly >&2
+
+if [ -n "${LOOP:-}" ]; then
+  echo "switchover: $LOOP switchovers and switchbacks on one pair" >&2
+  exec dotnet "$root/bench/Teal.Bench.Switchover/bin/Release/net10.0/Teal.Bench.Switchover.dll" --loop "$LOOP"
+fi
 
 echo "switchover: hand-rolled PgBouncer baseline" >&2
 # shellcheck disable=SC2086 # empty means the script's default run count

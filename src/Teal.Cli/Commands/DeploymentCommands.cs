@@ -25,7 +25,9 @@ internal static class DeploymentCommands
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
         var readers = new Option<int>("--target-readers") { Description = $"Managed green: N readers (physical replicas of green, 0–{GreenTopology.MaxReaders}); reader endpoints move to them at switchover" };
         var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, readers, connection, tags, wait, noReverse };
+        var cdcSlots = new Option<string[]>("--cdc-slot") { Description = "Logical slot on blue that a CDC consumer reads; Teal creates it on green at each cutover (repeatable)", DefaultValueFactory = _ => [] };
+        var cdcWait = new Option<bool>("--cdc-wait") { Description = "Every switchover and switchback waits (within its timeout) until each --cdc-slot consumer confirmed the final position" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, readers, connection, tags, wait, noReverse, cdcSlots, cdcWait };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -38,6 +40,8 @@ internal static class DeploymentCommands
                 TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
                 ReverseReplication = !parse.GetValue(noReverse),
+                CdcSlots = parse.GetValue(cdcSlots) ?? [],
+                CdcWait = parse.GetValue(cdcWait),
             };
             using var api = session.Client(parse);
             var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);
@@ -375,6 +379,17 @@ internal static class DeploymentCommands
         {
             output.WriteLine($"reader       {reader.Name} {reader.Address} {reader.State}, replay lag {Format.Bytes(reader.LagBytes)} / {Format.Seconds(reader.LagSeconds)}");
         }
+
+        if (d.CdcSlots.Count > 0)
+        {
+            output.WriteLine($"cdc slots    {string.Join(", ", d.CdcSlots)}{(d.CdcWait ? " (cutovers wait for their consumers)" : string.Empty)}");
+            foreach (var slot in r.CdcSlots)
+            {
+                var state = slot.Exists ? $"{slot.Plugin}, confirmed {slot.ConfirmedPosition ?? "-"}, behind {Format.Bytes(slot.LagBytes)}{(slot.Active ? ", consumer connected" : string.Empty)}" : "missing";
+                output.WriteLine($"  {slot.Name} on {slot.Instance}: {state}");
+            }
+        }
+
         foreach (var warning in d.Warnings)
         {
             output.WriteLine($"warning      {warning.Message}{(warning.Hint is null ? string.Empty : $" (fix: {warning.Hint})")}");

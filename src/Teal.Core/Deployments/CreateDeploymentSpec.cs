@@ -29,4 +29,10 @@ public sealed record CreateDeploymentSpec(string Name, string Source)
 
     /// <summary>Start reverse replication (green → old blue) at switchover, for a switchback without loss.</summary>
     public bool ReverseReplication { get; init; } = true;
+
+    /// <summary>Logical slots on blue read by change-data-capture consumers, re-created on green at switchover.</summary>
+    public IReadOnlyList<string> CdcSlots { get; init; } = [];
+
+    /// <summary>Cutovers wait (within their timeout) until every CDC consumer confirmed the final position.</summary>
+    public bool CdcWait { get; init; }
 }

@@ -55,6 +55,20 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     public bool ReverseReplication { get; init; } = true;
 
     /// <summary>
+    /// Logical slots on blue that change-data-capture consumers read (<c>teal create --cdc-slot</c>):
+    /// each cutover creates a slot of the same name and plugin on the side it opens, before that
+    /// side takes a write, so a consumer moves over with no gap and no duplicate.
+    /// </summary>
+    public IReadOnlyList<string> CdcSlots { get; init; } = [];
+
+    /// <summary>
+    /// Every cutover of this deployment (switchover and switchback) waits, within its timeout and
+    /// inside the write pause, until each CDC consumer has confirmed the final position of the
+    /// side being left (<c>teal create --cdc-wait</c>); past the timeout it rolls back.
+    /// </summary>
+    public bool CdcWait { get; init; }
+
+    /// <summary>
     /// Production is green and replication runs green → blue (after a switchover with reverse
     /// replication, until a switchback or <c>teal finish</c>). The link then treats green as the
     /// side to leave and blue as the side to open: a switchback is the same plan in reverse.

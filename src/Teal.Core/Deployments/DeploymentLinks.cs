@@ -67,6 +67,7 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             BlueControlPassword = ControlPassword(blue),
             GreenControlPassword = ControlPassword(green),
             ReverseReplication = deployment.ReverseReplication,
+            CdcSlots = deployment.CdcSlots,
         };
 
     /// <summary>
@@ -84,6 +85,7 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             // The switchback always re-establishes replication blue → green.
             ReverseReplication = true,
             Reversed = true,
+            CdcSlots = deployment.CdcSlots,
         };
 
     /// <summary>

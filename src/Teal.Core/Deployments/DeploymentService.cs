@@ -55,6 +55,16 @@ public sealed partial class DeploymentService(
 
         ServerParameters.Validate(spec.TargetParameters, "--target-parameter");
         ValidateReaders(spec, blue);
+        foreach (var slot in spec.CdcSlots.Where(s => s.Length is 0 or > 63 || !s.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_')))
+        {
+            throw new TealException("deployment.invalid-cdc-slot", $"--cdc-slot '{slot}' is not a replication slot name", "slot names are 1–63 lower-case letters, digits and underscores");
+        }
+
+        if (spec.CdcWait && spec.CdcSlots.Count == 0)
+        {
+            throw new TealException("deployment.cdc-wait-without-slots", "--cdc-wait waits for the consumers of --cdc-slot slots, and none is named", "name each consumer's slot with --cdc-slot NAME");
+        }
+
         var engine = engines.Engine(blue.Engine);
         var id = DeploymentId.New();
         if (spec.TargetConnection is null)
@@ -66,6 +76,7 @@ public sealed partial class DeploymentService(
             {
                 Tables = spec.Tables,
                 CopyRoles = spec.CopyRoles,
+                CdcSlots = spec.CdcSlots,
             };
             (await engine.CheckBeforeGreenAsync(plan, cancellationToken)).ThrowIfFailed("deployment.prerequisites-failed", $"cannot create deployment '{spec.Name}'");
         }
@@ -87,6 +98,8 @@ public sealed partial class DeploymentService(
             Tables = spec.Tables,
             CopyRoles = spec.CopyRoles,
             ReverseReplication = spec.ReverseReplication,
+            CdcSlots = spec.CdcSlots,
+            CdcWait = spec.CdcWait,
             CreatedAt = now,
             UpdatedAt = now,
             Tasks =

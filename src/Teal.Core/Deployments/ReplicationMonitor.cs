@@ -59,7 +59,8 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         {
             var link = await links.GetAsync(deployment, timeout.Token);
             await link.WriteHeartbeatAsync(timeout.Token);
-            status = ToStatus(await link.ReadStatusAsync(timeout.Token), recorder.Time.GetUtcNow(), deployment.Name);
+            var snapshot = await link.ReadStatusAsync(timeout.Token);
+            status = ToStatus(snapshot, recorder.Time.GetUtcNow(), deployment.Name) with { CdcSlots = CdcSlotsOf(snapshot, deployment) };
             if (deployment.Reversed && status.State == ReplicationState.Replicating)
             {
                 // The link runs green → old blue: healthy replication is the reverse kind.
@@ -155,6 +156,17 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             ReplicatedDdl = snapshot.ReplicatedDdl,
             ObservedAt = observedAt,
         };
+
+    /// <summary>The link's sides named as instances: its blue is production (green while the deployment is reversed).</summary>
+    public static IReadOnlyList<CdcSlotStatus> CdcSlotsOf(ReplicationSnapshot snapshot, Deployment deployment) =>
+        [.. snapshot.CdcSlots.Select(s => new CdcSlotStatus(s.Side == Side.Blue ? deployment.Production : deployment.Standby, s.Name)
+        {
+            Exists = s.Exists,
+            Plugin = s.Plugin,
+            Active = s.Active,
+            ConfirmedPosition = s.ConfirmedPosition,
+            LagBytes = s.LagBytes,
+        })];
 
     private static string? WithFix(ReplicationSnapshot snapshot, string name)
     {

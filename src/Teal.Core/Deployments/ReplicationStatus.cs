@@ -40,6 +40,26 @@ public sealed record ReplicationStatus(ReplicationState State)
 
     /// <summary>Recent DDL that replication carried to green by itself (MariaDB/MySQL), newest last.</summary>
     public IReadOnlyList<PendingDdl> ReplicatedDdl { get; init; } = [];
+
+    /// <summary>The deployment's CDC slots on each instance (production and standby), as last read.</summary>
+    public IReadOnlyList<CdcSlotStatus> CdcSlots { get; init; } = [];
+}
+
+/// <summary>One CDC slot on one instance.</summary>
+/// <param name="Instance">The instance the slot is on.</param>
+/// <param name="Name">The slot's name.</param>
+public sealed record CdcSlotStatus(string Instance, string Name)
+{
+    public bool Exists { get; init; }
+
+    public string? Plugin { get; init; }
+
+    public bool Active { get; init; }
+
+    public string? ConfirmedPosition { get; init; }
+
+    /// <summary>How far the consumer is behind the instance's current position, in bytes.</summary>
+    public long? LagBytes { get; init; }
 }
 
 /// <summary>A DDL statement recorded on blue by Teal's event trigger.</summary>

@@ -58,6 +58,9 @@ public sealed record GreenPlan(string Name, ConnectionInfo Blue, string GreenVer
 
     /// <summary>Whether blue's roles will be copied (then a role dump tool is needed too).</summary>
     public bool CopyRoles { get; init; }
+
+    /// <summary>Logical slots on blue that CDC consumers read (each must exist there and be logical).</summary>
+    public IReadOnlyList<string> CdcSlots { get; init; } = [];
 }
 
 /// <summary>What a probe found.</summary>
@@ -107,4 +110,10 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 
     /// <summary>A switchover over this link starts replication back from green to blue (the switchover guardrails check green can publish).</summary>
     public bool ReverseReplication { get; init; }
+
+    /// <summary>
+    /// Logical slots on blue that change-data-capture consumers read; a cutover creates slots of
+    /// the same names and plugins on green before green takes a write.
+    /// </summary>
+    public IReadOnlyList<string> CdcSlots { get; init; } = [];
 }

@@ -127,6 +127,24 @@ public interface IReplicationLink
     /// <summary>Stops forward replication for good (drops the subscription and blue's slot).</summary>
     Task StopReplicationAsync(CancellationToken cancellationToken);
 
+    // ---- CDC slots (LinkSpec.CdcSlots) ---------------------------------------------------------
+
+    /// <summary>
+    /// Waits until the consumer of every CDC slot on blue has confirmed <paramref name="position"/>
+    /// (blue's final position), so none is cut off from blue's last changes.
+    /// </summary>
+    Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Creates on green, while it is fenced and has applied blue's final position, a slot of each
+    /// CDC slot's name and plugin (and what its consumers need there, such as blue's publications).
+    /// A slot already on green that existed before <paramref name="greenCaughtUp"/> (green's
+    /// position once it had applied blue's final one) is left from an earlier cutover and decoded
+    /// replicated writes: it is replaced. One made after it (a recovery repeating the step) is
+    /// kept with its start. Engines without logical slots refuse when slots are named.
+    /// </summary>
+    Task<IReadOnlyList<CdcSlotCreated>> CreateCdcSlotsAsync(ReplicationPosition greenCaughtUp, CancellationToken cancellationToken);
+
     // ---- reverse replication (switchback) -----------------------------------------------------
 
     /// <summary>

@@ -39,6 +39,41 @@ public sealed record ReplicationSnapshot(ReplicationState State)
     /// as events, not a degradation. Recent statements, each with an id that only grows.
     /// </summary>
     public IReadOnlyList<PendingDdl> ReplicatedDdl { get; init; } = [];
+
+    /// <summary>The deployment's CDC slots on both sides, as the link sees them.</summary>
+    public IReadOnlyList<CdcSlotSnapshot> CdcSlots { get; init; } = [];
+}
+
+/// <summary>One CDC slot on one side of the link: whether it exists, its plugin, and how far its consumer confirmed.</summary>
+/// <param name="Side">The link's side (for a reversed link, blue is production green).</param>
+/// <param name="Name">The slot's name (the same on both sides).</param>
+public sealed record CdcSlotSnapshot(Side Side, string Name)
+{
+    public bool Exists { get; init; }
+
+    public string? Plugin { get; init; }
+
+    /// <summary>Whether a consumer is connected to it now.</summary>
+    public bool Active { get; init; }
+
+    /// <summary>How far its consumer confirmed (PostgreSQL: confirmed_flush_lsn).</summary>
+    public string? ConfirmedPosition { get; init; }
+
+    /// <summary>The side's current position minus <see cref="ConfirmedPosition"/>, in bytes.</summary>
+    public long? LagBytes { get; init; }
+}
+
+/// <summary>A CDC slot a cutover made on the side it opened.</summary>
+/// <param name="Name">The slot's name, as on the side left.</param>
+/// <param name="Plugin">Its output plugin, as on the side left.</param>
+/// <param name="StartPosition">Where consumers of the new slot start: its consistent point (PostgreSQL LSN).</param>
+public sealed record CdcSlotCreated(string Name, string Plugin, string StartPosition)
+{
+    /// <summary>A slot of that name was already there from an earlier cutover (stale: it decoded replicated writes) and was replaced.</summary>
+    public bool Replaced { get; init; }
+
+    /// <summary>Whether the slot is synchronized to physical standbys (PostgreSQL 17+ <c>failover</c>).</summary>
+    public bool Failover { get; init; }
 }
 
 /// <summary>An engine position: PostgreSQL LSN, or binlog file/position and GTID set.</summary>

@@ -38,6 +38,7 @@ public static class EventKinds
     public const string Positions = "positions";
     public const string Switchback = "switchback";
     public const string ReverseReplicationStarted = "reverse-replication-started";
+    public const string CdcSlotsCreated = "cdc-slots-created";
     public const string Finished = "finished";
     public const string Deleting = "deleting";
     public const string Deleted = "deleted";

@@ -82,6 +82,12 @@ public sealed class SwitchoverContext
     /// <summary>Where the slot for replication back to the side being left starts (green's position before it opened); null when none was made.</summary>
     public string? ReverseStartPosition { get; set; }
 
+    /// <summary>Green's position once it had applied blue's final one; read only when the deployment has CDC slots.</summary>
+    public string? GreenCaughtUpPosition { get; set; }
+
+    /// <summary>The CDC slots open-green made on green, for the event that tells consumers where to go on.</summary>
+    public IReadOnlyList<CdcSlotCreated> CdcSlotsCreated { get; set; } = [];
+
     public void Record(string kind, string message, IReadOnlyDictionary<string, string>? data = null) =>
         Events.Enqueue(new PendingEvent(Time.GetUtcNow(), kind, message, data ?? new Dictionary<string, string>()));
 
@@ -99,6 +105,7 @@ public sealed class SwitchoverContext
         Put(data, SwitchoverData.BlueFinalPosition, BlueFinalPosition);
         Put(data, SwitchoverData.GreenPosition, GreenPosition);
         Put(data, SwitchoverData.ReverseStartPosition, ReverseStartPosition);
+        Put(data, SwitchoverData.GreenCaughtUpPosition, GreenCaughtUpPosition);
         Put(data, SwitchoverData.SequencesSynced, SequencesSynced?.ToString(CultureInfo.InvariantCulture));
         Put(data, SwitchoverData.RolesNotLoggingIn, RolesNotLoggingIn is null ? null : string.Join('\n', RolesNotLoggingIn));
         foreach (var (key, value) in BlueFinalDetails)
@@ -126,6 +133,7 @@ public sealed class SwitchoverContext
         BlueFinalPosition = data.GetValueOrDefault(SwitchoverData.BlueFinalPosition) ?? BlueFinalPosition;
         GreenPosition = data.GetValueOrDefault(SwitchoverData.GreenPosition) ?? GreenPosition;
         ReverseStartPosition = data.GetValueOrDefault(SwitchoverData.ReverseStartPosition) ?? ReverseStartPosition;
+        GreenCaughtUpPosition = data.GetValueOrDefault(SwitchoverData.GreenCaughtUpPosition) ?? GreenCaughtUpPosition;
         if (data.TryGetValue(SwitchoverData.SequencesSynced, out var synced) && int.TryParse(synced, CultureInfo.InvariantCulture, out var count))
         {
             SequencesSynced = count;
@@ -177,4 +185,5 @@ public static class SwitchoverData
     public const string SequencesSynced = "sequencesSynced";
     public const string ReverseStartPosition = "reverseStartPosition";
     public const string RolesNotLoggingIn = "rolesNotLoggingIn";
+    public const string GreenCaughtUpPosition = "greenCaughtUpPosition";
 }

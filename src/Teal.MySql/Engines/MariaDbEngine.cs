@@ -72,6 +72,11 @@ public sealed class MariaDbEngine(MariaDbEngineCatalog catalog, TimeProvider tim
             results.Add(CheckResult.Fail("table-filter", "a table filter is not supported for MariaDB yet: Teal copies and replicates every user database", "create the deployment without --table"));
         }
 
+        if (plan.CdcSlots.Count > 0)
+        {
+            results.Add(CheckResult.Fail("cdc-slots", $"MariaDB has no logical replication slots: {string.Join(", ", plan.CdcSlots)} cannot be carried to green", "create the deployment without --cdc-slot; binlog consumers re-anchor on green with the binary log coordinates of the switchover's positions event"));
+        }
+
         return new CheckReport(results);
     }
 }

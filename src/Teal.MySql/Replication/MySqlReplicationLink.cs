@@ -37,7 +37,14 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
         _switchover = new SwitchoverChecks(_sessions, _status);
     }
 
-    public Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken) => _prerequisites.RunAsync(cancellationToken);
+    public async Task<CheckReport> CheckPrerequisitesAsync(CancellationToken cancellationToken)
+    {
+        var report = await _prerequisites.RunAsync(cancellationToken);
+        // An external green skips CheckBeforeGreenAsync: refuse CDC slots here too.
+        return _sessions.Spec.CdcSlots.Count == 0
+            ? report
+            : new CheckReport([.. report.Results, CheckResult.Fail("cdc-slots", $"MariaDB has no logical replication slots: {string.Join(", ", _sessions.Spec.CdcSlots)} cannot be carried to green", "create the deployment without --cdc-slot")]);
+    }
 
     public Task CopySchemaAsync(CancellationToken cancellationToken) => _setup.CopySchemaAsync(cancellationToken);
 
@@ -97,6 +104,12 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
     public Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) => Task.FromResult<ReplicationPosition?>(null);
 
     public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>CDC slots are PostgreSQL's logical slots; create refuses them for MariaDB (MariaDbEngine.CheckBeforeGreenAsync), so none is named here.</summary>
+    public Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task<IReadOnlyList<CdcSlotCreated>> CreateCdcSlotsAsync(ReplicationPosition greenCaughtUp, CancellationToken cancellationToken) =>
+        throw new Teal.Core.Errors.TealException("cdc.not-supported", "MariaDB has no logical replication slots for CDC consumers", "binlog consumers re-anchor on green with the coordinates of the switchover's positions event; create the deployment without --cdc-slot");
 
     /// <summary>Without reverse replication a finish only removes what delete would, leaving green (the old blue) fenced.</summary>
     public Task FinishAsync(CancellationToken cancellationToken) =>

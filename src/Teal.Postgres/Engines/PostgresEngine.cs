@@ -46,7 +46,7 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
         ArgumentNullException.ThrowIfNull(plan);
         await using var dataSource = PostgresConnections.DataSource(plan.Blue, pooling: false);
         await using var blue = await PostgresConnections.OpenAsync(dataSource, plan.Blue, "blue", cancellationToken);
-        var results = await PrerequisiteChecks.BlueAsync(blue, new BlueScope(plan.Name, plan.Tables, plan.CopyRoles), catalog, cancellationToken);
+        var results = await PrerequisiteChecks.BlueAsync(blue, new BlueScope(plan.Name, plan.Tables, plan.CopyRoles) { CdcSlots = plan.CdcSlots }, catalog, cancellationToken);
         results.Add(await GreenEngineAsync(plan.GreenVersion, await PrerequisiteChecks.MajorVersionAsync(blue, cancellationToken), cancellationToken));
         return new CheckReport(results);
     }

@@ -30,6 +30,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     /// <summary>Ends background work of the link (the analyze after a later table copy) when it is disposed.</summary>
     private readonly CancellationTokenSource _stopping = new();
     private readonly ReverseReplication _reverse;
+    private readonly CdcSlots _cdc;
 
     public PostgresReplicationLink(LinkSpec spec, PostgresEngineCatalog catalog, TimeProvider time)
     {
@@ -47,7 +48,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         _verifier = new Verifier(_sessions, _positions);
         _logins = new Logins(_sessions);
         _statistics = new GreenStatistics(_sessions);
-        _switchover = new SwitchoverChecks(_sessions, _status, _logins, _statistics);
+        _cdc = new CdcSlots(_sessions, time);
+        _switchover = new SwitchoverChecks(_sessions, _status, _logins, _statistics, _cdc);
         _reach = new Reachability(_sessions);
         _reverse = new ReverseReplication(_sessions, _fencing, _setup);
     }
@@ -58,7 +60,11 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task StartReplicationAsync(CancellationToken cancellationToken) => _setup.StartAsync(cancellationToken);
 
-    public Task<ReplicationSnapshot> ReadStatusAsync(CancellationToken cancellationToken) => _status.ReadAsync(cancellationToken);
+    public async Task<ReplicationSnapshot> ReadStatusAsync(CancellationToken cancellationToken)
+    {
+        var snapshot = await _status.ReadAsync(cancellationToken);
+        return _sessions.Spec.CdcSlots.Count == 0 ? snapshot : snapshot with { CdcSlots = await _cdc.ReadAsync(cancellationToken) };
+    }
 
     public Task WriteHeartbeatAsync(CancellationToken cancellationToken) => _status.WriteHeartbeatAsync(cancellationToken);
 
@@ -160,6 +166,10 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
         await _reach.GuardAsync(_reverse.PrepareAsync, cancellationToken);
 
     public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.StartAsync, cancellationToken);
+
+    public Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _cdc.WaitAsync(position, ct), cancellationToken);
+
+    public Task<IReadOnlyList<CdcSlotCreated>> CreateCdcSlotsAsync(ReplicationPosition greenCaughtUp, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _cdc.CreateAsync(greenCaughtUp, ct), cancellationToken);
 
     /// <summary>
     /// Ends reverse replication (this link's green is the old blue). Its sequences are set to

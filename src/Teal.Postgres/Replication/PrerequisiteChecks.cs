@@ -26,7 +26,7 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
         await using var green = greenDatabaseExists ? await sessions.OpenRegisteredAsync(Side.Green, null, cancellationToken) : greenAdmin;
 
         var spec = sessions.Spec;
-        results.AddRange(await BlueAsync(blue, new BlueScope(spec.Name, spec.Tables, spec.CopyRoles), catalog, cancellationToken));
+        results.AddRange(await BlueAsync(blue, new BlueScope(spec.Name, spec.Tables, spec.CopyRoles) { CdcSlots = spec.CdcSlots }, catalog, cancellationToken));
         results.AddRange(await GreenCapacityAsync(greenAdmin, cancellationToken));
         // Creating the subscription alone would need less (pg_create_subscription and CREATE on
         // the database from 16), but green is fenced from replication start, superusers included.
@@ -49,6 +49,11 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
         results.Add(await ReplicaIdentityAsync(blue, scope, cancellationToken));
         results.AddRange(await NotReplicatedAsync(blue, cancellationToken));
         results.Add(await ExternalReplicationAsync(blue, scope, cancellationToken));
+        if (scope.CdcSlots.Count > 0)
+        {
+            results.Add(await CdcSlots.CheckAtCreateAsync(blue, scope.CdcSlots, cancellationToken));
+        }
+
         results.Add(await ClientToolsAsync(blue, scope, catalog, cancellationToken));
         return results;
     }
@@ -362,12 +367,18 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
     {
         var name = scope.Name;
         var found = new List<string>();
-        found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
+        // Slots named with --cdc-slot, and the publications their consumers read, are carried to green.
+        if (scope.CdcSlots.Count == 0)
+        {
+            found.AddRange((await blue.QueryAsync("SELECT pubname::text FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)).Select(p => $"publication {p}"));
+        }
+
         found.AddRange((await blue.QueryAsync(
-            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
+            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'logical' AND slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%' AND slot_name <> ALL($2)",
             r => r.GetString(0),
             cancellationToken,
-            name)).Select(s => $"logical slot {s}"));
+            name,
+            scope.CdcSlots.ToArray())).Select(s => $"logical slot {s}"));
         found.AddRange((await blue.QueryAsync("SELECT subname::text FROM pg_subscription", r => r.GetString(0), cancellationToken)).Select(s => $"subscription {s}"));
         return found.Count == 0
             ? CheckResult.Pass("blue.external-replication", "blue has no other publication, logical slot or subscription")
@@ -443,6 +454,9 @@ internal sealed class PrerequisiteChecks(LinkSessions sessions, PostgresEngineCa
 /// <summary>What blue's checks need to know of the deployment: its object stem, its tables, whether roles are copied.</summary>
 internal sealed record BlueScope(string Name, IReadOnlyList<string> Tables, bool CopyRoles)
 {
+    /// <summary>Logical slots on blue that CDC consumers read (<c>--cdc-slot</c>): Teal carries them to green.</summary>
+    public IReadOnlyList<string> CdcSlots { get; init; } = [];
+
     public bool InScope(string schema, string table) =>
         Tables.Count == 0 || Tables.Contains(Sql.Display(schema, table)) || (schema == "public" && Tables.Contains(table));
 }

@@ -6,7 +6,7 @@ using Teal.Core.Guardrails;
 namespace Teal.Postgres.Replication;
 
 /// <summary>Engine-side guardrails of a switchover (PRODUCT.md §6); all run, all reported, nothing changed.</summary>
-internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins, GreenStatistics statistics)
+internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader status, Logins logins, GreenStatistics statistics, CdcSlots cdc)
 {
     /// <summary>Sessions that are not Teal's, not replication and not this query: clients.</summary>
     private const string ClientSessions = Fencing.ClientSessions;
@@ -76,17 +76,29 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
             results.Add(await ReverseReadyAsync(cancellationToken));
         }
 
+        if (sessions.Spec.CdcSlots.Count > 0)
+        {
+            results.Add(await cdc.CheckAsync(cancellationToken));
+        }
+
         await using (var blue = await sessions.OpenAsync(Side.Blue, cancellationToken))
         {
             var name = sessions.Spec.Name;
+            var cdcSlots = sessions.Spec.CdcSlots.ToArray();
             var external = new List<string>();
-            external.AddRange((await blue.QueryAsync("SELECT 'publication ' || pubname FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name)));
+            // With CDC slots, blue's publications are their consumers' and go to green with them.
+            if (cdcSlots.Length == 0)
+            {
+                external.AddRange(await blue.QueryAsync("SELECT 'publication ' || pubname FROM pg_publication WHERE pubname <> $1 AND pubname NOT LIKE 'teal\\_%'", r => r.GetString(0), cancellationToken, name));
+            }
+
             // Table-sync slots (pg_<suboid>_sync_<relid>_<sysid>) are transient copies, not consumers.
             external.AddRange(await blue.QueryAsync(
-                "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%'",
+                "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name <> $1 AND slot_name NOT LIKE 'pg\\_%\\_sync\\_%' AND slot_name NOT LIKE 'teal\\_%' AND slot_name <> ALL($2)",
                 r => r.GetString(0),
                 cancellationToken,
-                name));
+                name,
+                cdcSlots));
             external.AddRange(await blue.QueryAsync("SELECT 'subscription ' || subname FROM pg_subscription", r => r.GetString(0), cancellationToken));
             results.Add(external.Count == 0
                 ? CheckResult.Pass("blue.external-replication", "blue has no replication Teal does not manage")

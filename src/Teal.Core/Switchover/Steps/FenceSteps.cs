@@ -57,6 +57,19 @@ public sealed class CatchUpStep : ISwitchoverStep
         context.BlueFinalDetails = final.Details;
 
         await context.Link.WaitForPositionAsync(final, cancellationToken);
+        if (context.Deployment.CdcSlots.Count > 0)
+        {
+            if (context.Deployment.CdcWait)
+            {
+                // Inside the write pause and within the timeout: a consumer that does not confirm
+                // blue's final position in time rolls the switchover back like any other timeout.
+                await context.Link.WaitForCdcConsumersAsync(final, cancellationToken);
+            }
+
+            // Journaled with the flip, before open-green makes the slots: a slot on green older
+            // than this is left from an earlier cutover, one newer is this cutover's own.
+            context.GreenCaughtUpPosition = (await context.Link.ReadPositionAsync(Side.Green, cancellationToken)).Value;
+        }
     }
 }
 
@@ -125,6 +138,15 @@ public sealed class OpenGreenStep : ISwitchoverStep
             context.ReverseStartPosition = start?.Value;
         }
 
+        if (context.Deployment.CdcSlots.Count > 0)
+        {
+            // Same moment, same reason: consumers' slots on green start before any client write,
+            // after every change blue's slots carried. Catch-up read green's position and the
+            // flip's journal entry holds it; reading it here is for a journal written without it.
+            var caughtUp = context.GreenCaughtUpPosition ?? (await context.Link.ReadPositionAsync(Side.Green, cancellationToken)).Value;
+            context.CdcSlotsCreated = await context.Link.CreateCdcSlotsAsync(new ReplicationPosition(caughtUp), cancellationToken);
+        }
+
         // Both at once, on two sessions: clients are still held, so nothing but Teal writes on
         // green until the endpoints resume, and the position read is the one it opens at.
         var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
@@ -157,6 +179,22 @@ public sealed class OpenGreenStep : ISwitchoverStep
             Events.EventKinds.Positions,
             $"green opened for writes at {context.GreenPosition}{coordinates}; blue's final position was {context.BlueFinalPosition}",
             data);
+        if (context.CdcSlotsCreated.Count > 0)
+        {
+            // What a consumer needs to move over: read blue's slot up to blue's final position,
+            // then the slot of the same name on green from its start.
+            var slots = new Dictionary<string, string> { ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty, ["green"] = context.Names?.Blue ?? context.GreenName };
+            foreach (var slot in context.CdcSlotsCreated)
+            {
+                slots["slot." + slot.Name] = slot.StartPosition;
+                slots["plugin." + slot.Name] = slot.Plugin;
+            }
+
+            context.Record(
+                Events.EventKinds.CdcSlotsCreated,
+                $"CDC slot(s) on green before its first write: {string.Join(", ", context.CdcSlotsCreated.Select(s => $"{s.Name} ({s.Plugin}) from {s.StartPosition}{(s.Replaced ? ", replacing the stale one" : string.Empty)}{(s.Failover ? ", failover" : string.Empty)}"))}; consumers read blue's slot up to {context.BlueFinalPosition}, then green's",
+                slots);
+        }
     }
 }
 

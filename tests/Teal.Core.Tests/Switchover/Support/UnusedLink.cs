@@ -57,5 +57,9 @@ internal sealed class UnusedLink : IReplicationLink
 
     public Task FinishAsync(CancellationToken cancellationToken) => throw Unused();
 
+    public Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken) => throw Unused();
+
+    public Task<IReadOnlyList<CdcSlotCreated>> CreateCdcSlotsAsync(ReplicationPosition greenCaughtUp, CancellationToken cancellationToken) => throw Unused();
+
     private static NotSupportedException Unused() => new("the executor's unit tests run steps that do not use the link");
 }
