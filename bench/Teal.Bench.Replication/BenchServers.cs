@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Npgsql;
 using Teal.Core.Engines;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Postgres.Instances;
 
 namespace Teal.Bench.Replication;

@@ -12,6 +12,7 @@ using Teal.Core.Deployments;
 using Teal.Core.Endpoints;
 using Teal.Core.Engines;
 using Teal.Core.Hosting;
+using Teal.Core.Instances;
 using Teal.Core.Secrets;
 using Teal.Core.State;
 using Teal.Postgres.Engines;
@@ -23,7 +24,6 @@ using Teal.Proxy.Hosting;
 using Teal.Server.Api;
 using Teal.Server.Endpoints;
 using Teal.Server.Hosting;
-using Teal.Server.Instances;
 using Teal.Server.Json;
 using Teal.Server.Observability;
 using Teal.Server.Secrets;
@@ -156,7 +156,9 @@ public static class TealServer
         services.AddSingleton<IEndpointRegistry, EndpointRegistry>();
         services.AddSwitchover();
         services.AddSingleton<LiveEndpoints>();
+        services.AddSingleton<IEndpointHost>(sp => sp.GetRequiredService<LiveEndpoints>());
 
+        services.AddSingleton(new InstanceOptions { InstancesDirectory = options.InstancesDirectory });
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
         services.AddSingleton<EndpointCanary>();

@@ -1,6 +1,5 @@
-using System.Globalization;
 using System.Net;
-using Teal.Core.Errors;
+using Teal.Core.Endpoints;
 
 namespace Teal.Server;
 
@@ -35,26 +34,5 @@ public sealed record TealServerOptions(string DataDirectory)
     }
 
     /// <summary>Parses <c>HOST:PORT</c> (<c>[::1]:7400</c> for IPv6; <c>localhost</c> means loopback).</summary>
-    public static IPEndPoint ParseAddress(string text, string what)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        var colon = text.LastIndexOf(':');
-        if (colon > 0
-            && int.TryParse(text.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port)
-            && port is >= 0 and <= 65535)
-        {
-            var host = text[..colon].Trim('[', ']');
-            if (host == "localhost")
-            {
-                return new IPEndPoint(IPAddress.Loopback, port);
-            }
-
-            if (IPAddress.TryParse(host, out var address))
-            {
-                return new IPEndPoint(address, port);
-            }
-        }
-
-        throw new TealException($"{what}.invalid-address", $"'{text}' is not an address to listen on", "use HOST:PORT with an IP address, e.g. 127.0.0.1:7400");
-    }
+    public static IPEndPoint ParseAddress(string text, string what) => ListenAddress.Parse(text, what);
 }

@@ -3,7 +3,7 @@ using System.Text;
 using Npgsql;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Postgres.Instances;
 
 namespace Teal.Testing;

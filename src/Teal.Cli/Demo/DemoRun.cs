@@ -3,6 +3,7 @@ using Teal.Cli.Rendering;
 using Teal.Core.Deployments;
 using Teal.Core.Engines;
 using Teal.Core.Guardrails;
+using Teal.Core.Instances;
 using Teal.Postgres.Connections;
 using Teal.Server.Api;
 

@@ -12,6 +12,9 @@ public interface IEngine
 {
     EngineKind Kind { get; }
 
+    /// <summary>The scheme of the connection URIs <c>teal instance url</c> prints (<c>postgresql</c>, <c>mysql</c>).</summary>
+    string UriScheme { get; }
+
     /// <summary>
     /// Connects and reads what Teal needs to know about a server. Unreachable servers and bad
     /// credentials are <see cref="Errors.TealException"/>s whose message never holds the password.

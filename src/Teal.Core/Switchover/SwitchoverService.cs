@@ -232,7 +232,7 @@ public sealed class SwitchoverService(
             }
 
             var journal = (await state.ReadJournalAsync(deployment.Id, cancellationToken)).Where(e => e.SwitchoverId == switchover.Id).OrderBy(e => e.Seq).ToList();
-            var resumed = journal.Any(e => e.Step == "resume-endpoints" && e.Action == JournalAction.Completed);
+            var resumed = journal.Any(e => e.Step == ResumeStep && e.Action == JournalAction.Completed);
             if (deployment.Status == DeploymentStatus.SwitchoverStopped && resumed)
             {
                 continue;
@@ -256,6 +256,9 @@ public sealed class SwitchoverService(
         var options = SwitchoverOptions.Create(switchover.TimeoutSeconds);
         return (Context(deployment, link, routed, options, switchover.Id, switchover.StartedAt), journal);
     }
+
+    /// <summary>The step after which the endpoints no longer hold clients: the plan's end of the write pause.</summary>
+    private static readonly string ResumeStep = SwitchoverPlan.Forward().Single(s => s.EndsWritePause).Name;
 
     /// <summary>Endpoints follow the name blue had when the switchover started (green holds it after the flip).</summary>
     private static string RoutedName(Deployment deployment, List<JournalEntry> journal) =>

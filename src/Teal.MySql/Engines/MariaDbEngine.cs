@@ -12,6 +12,8 @@ public sealed class MariaDbEngine(MariaDbEngineCatalog catalog, TimeProvider tim
 {
     public EngineKind Kind => EngineKind.MariaDb;
 
+    public string UriScheme => "mysql";
+
     /// <summary>
     /// Connects once (no pooling) and reads version, whether the account can do what Teal needs
     /// (SUPER, or ALL PRIVILEGES), and whether the server is itself a replica (cannot be blue).

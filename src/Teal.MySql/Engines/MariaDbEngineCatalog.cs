@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
-using Teal.Core.Processes;
+using Teal.Processes;
 
 namespace Teal.MySql.Engines;
 

@@ -6,7 +6,7 @@ using System.Text;
 using System.Text.Json;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.MySql.Engines;
 
 namespace Teal.MySql.Instances;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.MySql.Engines;
 
 namespace Teal.MySql.Replication;

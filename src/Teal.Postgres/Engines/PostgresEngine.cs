@@ -13,6 +13,8 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
 {
     public EngineKind Kind => EngineKind.Postgres;
 
+    public string UriScheme => "postgresql";
+
     /// <summary>Connects once (no pooling) and reads version, superuser and recovery state.</summary>
     public async Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken)
     {

@@ -2,7 +2,7 @@ using System.Globalization;
 using Npgsql;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Core.Secrets;
 using Teal.Postgres.Connections;
 

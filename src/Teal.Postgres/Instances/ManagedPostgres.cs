@@ -7,7 +7,7 @@ using System.Text.Json;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Core.Secrets;
 using Teal.Postgres.Engines;
 

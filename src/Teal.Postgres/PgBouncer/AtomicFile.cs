@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
-using Teal.Core.Processes;
+using Teal.Processes;
 
 namespace Teal.Postgres.PgBouncer;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 
 namespace Teal.Postgres.PgBouncer;
 

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Core.Secrets;
 
 namespace Teal.Postgres.PgBouncer;

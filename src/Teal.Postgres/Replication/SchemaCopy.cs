@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 using Npgsql;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Postgres.Engines;
 
 namespace Teal.Postgres.Replication;

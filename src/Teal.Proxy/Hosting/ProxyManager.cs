@@ -16,10 +16,10 @@ public interface IEndpointTargetResolver
 
 /// <summary>
 /// The proxy endpoints of one <c>teal serve</c>: starts and stops them from their specs, and
-/// answers the switchover's question "which endpoints route to this instance?".
+/// finds one by name (the server's endpoint registry finds them from their declarations).
 /// </summary>
 public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, IEndpointTargetResolver? resolver = null, IScramVerifierSource? verifiers = null)
-    : IEndpointRegistry, IAsyncDisposable
+    : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, ProxyEndpoint> _endpoints = new(StringComparer.Ordinal);
     private readonly ILogger _logger = loggerFactory.CreateLogger<ProxyEndpoint>();
@@ -111,9 +111,6 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
         await endpoint.StopAsync();
         return true;
     }
-
-    public Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<IEndpoint>>([.. _endpoints.Values.Where(e => e.Target.Instance == instance || e.DeclaredInstance == instance)]);
 
     public async ValueTask DisposeAsync()
     {

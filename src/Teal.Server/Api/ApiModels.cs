@@ -15,32 +15,6 @@ public sealed record ApiProblem(string Type, string Title, int Status, string De
 
 public sealed record HealthView(string Status, string Version);
 
-/// <summary>
-/// Register an existing server (<see cref="Connection"/>) or create a managed one
-/// (<see cref="Version"/>, with <see cref="Engine"/>, <see cref="Port"/> and <see cref="Parameters"/>).
-/// </summary>
-public sealed record AddInstanceRequest(string Name)
-{
-    public string? Connection { get; init; }
-
-    /// <summary>
-    /// The password for <see cref="Connection"/>, given apart from it so that the CLI never puts
-    /// it in a command line (<c>--password-file</c>, <c>--password-env</c>, <c>--password-stdin</c>).
-    /// </summary>
-    public string? Password { get; init; }
-
-    public EngineKind Engine { get; init; } = EngineKind.Postgres;
-
-    public string? Version { get; init; }
-
-    public int? Port { get; init; }
-
-    public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
-
-    /// <summary><c>HOST:PORT</c>: also create a proxy endpoint named after the instance, listening there.</summary>
-    public string? Endpoint { get; init; }
-}
-
 /// <summary>An instance as the API shows it: how to reach it, never its password.</summary>
 public sealed record InstanceView(string Name, EngineKind Engine, string Version, string Host, int Port, string User, string Database, InstanceRole Role, bool Managed)
 {
@@ -67,41 +41,6 @@ public sealed record InstanceView(string Name, EngineKind Engine, string Version
     }
 }
 
-/// <summary>A connection URI with the password, given on explicit request only.</summary>
-public sealed record InstanceUrl(string Name, string Url);
-
-/// <summary>Declare an endpoint: a proxy listener (<see cref="Listen"/>) or a PgBouncer Teal drives.</summary>
-public sealed record AddEndpointRequest(string Name, string Instance)
-{
-    public EndpointKind Kind { get; init; } = EndpointKind.Proxy;
-
-    public string? Listen { get; init; }
-
-    public InstanceRole Role { get; init; } = InstanceRole.Writer;
-
-    public PgBouncerSpec? PgBouncer { get; init; }
-
-    /// <summary>Teal's proxy: most client connections at once; clients over it get 53300. 0 for no cap.</summary>
-    public int MaxConnections { get; init; }
-
-    /// <summary>Teal's proxy: PEM certificate and key files for TLS clients (default: the one Teal generates).</summary>
-    public string? TlsCertificateFile { get; init; }
-
-    public string? TlsKeyFile { get; init; }
-
-    /// <summary>Teal's proxy: refuse clients that do not use TLS.</summary>
-    public bool RequireTls { get; init; }
-
-    /// <summary>Teal's proxy: TLS to the servers (libpq's sslmode values disable, prefer, require, verify-full).</summary>
-    public ServerTlsMode ServerTls { get; init; } = ServerTlsMode.Prefer;
-
-    /// <summary>Teal's proxy, verify-full: PEM file of the CA certificates to trust (default: the system's).</summary>
-    public string? ServerTlsRootFile { get; init; }
-
-    /// <summary>PgBouncer admin password; kept in the secrets file, never stored with the endpoint.</summary>
-    public string? PgBouncerPassword { get; init; }
-}
-
 /// <summary>An endpoint's declaration and, when a live endpoint serves it, its figures.</summary>
 public sealed record EndpointView(string Name, EndpointKind Kind, string Instance, InstanceRole Role)
 {
@@ -126,6 +65,13 @@ public sealed record EndpointView(string Name, EndpointKind Kind, string Instanc
 
     /// <summary>Null when no live endpoint serves this declaration (no proxy running it).</summary>
     public EndpointStats? Stats { get; init; }
+
+    /// <summary>The view of a declaration and what serves it; only Teal's proxy shows a TLS certificate.</summary>
+    public static EndpointView From(DeclaredEndpoint endpoint)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        return From(endpoint.Spec, endpoint.Live?.Stats) with { TlsFingerprint = (endpoint.Live as Teal.Proxy.Endpoints.ProxyEndpoint)?.TlsFingerprint };
+    }
 
     public static EndpointView From(EndpointSpec spec, EndpointStats? stats)
     {

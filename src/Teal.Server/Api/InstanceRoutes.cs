@@ -2,7 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Routing;
-using Teal.Server.Instances;
+using Teal.Core.Instances;
 
 namespace Teal.Server.Api;
 
@@ -12,11 +12,11 @@ public static class InstanceRoutes
     public static void Map(IEndpointRouteBuilder api)
     {
         var group = api.MapGroup("/instances");
-        group.MapGet("/", (InstanceService instances, CancellationToken ct) => instances.ListAsync(ct));
-        group.MapGet("/{name}", (string name, InstanceService instances, CancellationToken ct) => instances.GetAsync(name, ct));
+        group.MapGet("/", async (InstanceService instances, CancellationToken ct) => (await instances.ListAsync(ct)).Select(InstanceView.From).ToList());
+        group.MapGet("/{name}", async (string name, InstanceService instances, CancellationToken ct) => InstanceView.From(await instances.GetAsync(name, ct)));
         group.MapPost("/", async (AddInstanceRequest request, InstanceService instances, CancellationToken ct) =>
         {
-            var added = await instances.AddAsync(request, ct);
+            var added = InstanceView.From(await instances.AddAsync(request, ct));
             return Results.Created($"/api/instances/{added.Name}", added);
         });
         // Read-only, but it hands out a password: the token is required as for a change.

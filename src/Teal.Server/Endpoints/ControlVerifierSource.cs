@@ -1,4 +1,3 @@
-using Npgsql;
 using Teal.Core.Endpoints;
 using Teal.Core.Engines;
 using Teal.Core.Instances;
@@ -29,10 +28,6 @@ public sealed class ControlVerifierSource(IStateStore state, ISecretStore secret
         var login = control is not null
             ? ConnectionInfo.For(instance, control) with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser }
             : ConnectionInfo.For(instance, instance.SecretRef is null ? null : secrets.Read(instance.SecretRef));
-        await using var connection = new NpgsqlConnection(PostgresConnections.Builder(login with { Host = target.Host, Port = target.Port }).ConnectionString);
-        await connection.OpenAsync(cancellationToken);
-        await using var command = new NpgsqlCommand("select rolpassword from pg_catalog.pg_authid where rolname = $1 and rolcanlogin", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = role });
-        return await command.ExecuteScalarAsync(cancellationToken) as string;
+        return await RoleVerifiers.ReadAsync(login with { Host = target.Host, Port = target.Port }, role, cancellationToken);
     }
 }

@@ -25,7 +25,7 @@ public sealed class StateTargetResolver(IStateStore state) : IEndpointTargetReso
 /// starts, one at a time as they are added or removed. PgBouncer endpoints have nothing to
 /// listen on; they are driven at switchover only.
 /// </summary>
-public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, SwitchoverService switchovers, ILogger<LiveEndpoints> logger)
+public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, SwitchoverService switchovers, ILogger<LiveEndpoints> logger) : IEndpointHost
 {
     public Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken) => StartAsync(spec, null, cancellationToken);
 

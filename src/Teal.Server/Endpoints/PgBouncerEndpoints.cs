@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Secrets;
-using Teal.Core.State;
 using Teal.Postgres.PgBouncer;
 
 namespace Teal.Server.Endpoints;
@@ -12,31 +11,22 @@ namespace Teal.Server.Endpoints;
 /// it paused its database). Built on first use from the declaration; the route is the
 /// declared instance's current address, which after a switchover is green's.
 /// </summary>
-public sealed class PgBouncerEndpoints(IStateStore state, StateTargetResolver targets, ISecretStore secrets, ILoggerFactory loggers, TimeProvider time) : IAsyncDisposable
+public sealed class PgBouncerEndpoints(StateTargetResolver targets, ISecretStore secrets, ILoggerFactory loggers, TimeProvider time) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, PgBouncerEndpoint> _drivers = new(StringComparer.Ordinal);
 
-    public async Task<IReadOnlyList<IEndpoint>> ForInstanceAsync(string instance, CancellationToken cancellationToken)
+    /// <summary>The driver of a declared PgBouncer endpoint, built on first use.</summary>
+    public async Task<IEndpoint> DriverAsync(EndpointSpec spec, CancellationToken cancellationToken)
     {
-        var found = new List<IEndpoint>();
-        foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
+        ArgumentNullException.ThrowIfNull(spec);
+        if (!_drivers.TryGetValue(spec.Name, out var driver))
         {
-            if (spec.Kind != EndpointKind.PgBouncer || spec.Instance != instance)
-            {
-                continue;
-            }
-
-            if (!_drivers.TryGetValue(spec.Name, out var driver))
-            {
-                // The ini entry's dbname is the instance's database (the switchover keeps it).
-                var target = await targets.ResolveAsync(spec.Instance, cancellationToken);
-                driver = _drivers.GetOrAdd(spec.Name, _ => PgBouncerEndpoint.Create(spec, target, secrets, loggers.CreateLogger<PgBouncerEndpoint>(), time));
-            }
-
-            found.Add(driver);
+            // The ini entry's dbname is the instance's database (the switchover keeps it).
+            var target = await targets.ResolveAsync(spec.Instance, cancellationToken);
+            driver = _drivers.GetOrAdd(spec.Name, _ => PgBouncerEndpoint.Create(spec, target, secrets, loggers.CreateLogger<PgBouncerEndpoint>(), time));
         }
 
-        return found;
+        return driver;
     }
 
     /// <summary>Forgets the driver of a removed endpoint.</summary>

@@ -1,5 +1,5 @@
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 
 namespace Teal.Server.Hosting;
 

@@ -1,9 +1,9 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Deployments;
+using Teal.Core.Instances;
 using Teal.Core.Switchover;
 using Teal.Server.Endpoints;
-using Teal.Server.Instances;
 
 namespace Teal.Server.Hosting;
 

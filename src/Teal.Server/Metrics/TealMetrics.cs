@@ -2,7 +2,7 @@ using Prometheus;
 using Teal.Core.Deployments;
 using Teal.Core.State;
 using Teal.Core.Switchover;
-using Teal.Server.Endpoints;
+using Teal.Core.Endpoints;
 using System.Text.Json;
 
 namespace Teal.Server.Metrics;
@@ -109,7 +109,7 @@ public sealed class TealMetrics : IDisposable
         {
             await CollectEventsAsync(cancellationToken);
             CollectDeployments(await _state.ListDeploymentsAsync(cancellationToken));
-            CollectEndpoints(await _endpoints.ListAsync(cancellationToken));
+            CollectEndpoints([.. (await _endpoints.ListAsync(cancellationToken)).Select(Api.EndpointView.From)]);
         }
         finally
         {

@@ -39,12 +39,6 @@ public sealed class FileSecretStore : ISecretStore
 
     public string Path { get; }
 
-    /// <summary>A fresh reference for an instance's password (stable across renames).</summary>
-    public static string NewInstanceReference() => NewReference("instance");
-
-    /// <summary>A fresh reference under <paramref name="prefix"/> (<c>instance</c>, <c>endpoint</c>).</summary>
-    public static string NewReference(string prefix) => prefix + "/" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-
     public string? Read(string reference)
     {
         ArgumentNullException.ThrowIfNull(reference);

@@ -1,5 +1,5 @@
 using Teal.Core.Engines;
-using Teal.Core.Processes;
+using Teal.Processes;
 
 namespace Teal.Postgres.Tests.Replication;
 

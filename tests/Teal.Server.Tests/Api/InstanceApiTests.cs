@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
+using Teal.Core.Instances;
 using Teal.Server.Api;
 using Teal.Server.Json;
 using Teal.Server.Tests.Support;

@@ -1,5 +1,5 @@
 using Teal.Core.Errors;
-using Teal.Core.Processes;
+using Teal.Processes;
 using Teal.Core.Secrets;
 using Teal.Server.Secrets;
 using Teal.Server.Tests.Support;

@@ -20,7 +20,7 @@ public sealed class LogEventIdTests
         ("Teal.Core.Switchover", 1500, 1599),
         ("Teal.Server.Hosting", 1900, 1999),
         ("Teal.Proxy", 2000, 2099),
-        ("Teal.Server.Instances", 2100, 2199),
+        ("Teal.Core.Instances", 2100, 2199),
         ("Teal.Server.Endpoints", 2200, 2299),
         ("Teal.Server.Api", 2300, 2399),
         ("Teal.Server.Events", 2700, 2799),

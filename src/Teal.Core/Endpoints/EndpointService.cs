@@ -1,30 +1,26 @@
-using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
 using Teal.Core.Secrets;
 using Teal.Core.State;
-using Teal.Server.Api;
-using Teal.Server.Secrets;
 
-namespace Teal.Server.Endpoints;
+namespace Teal.Core.Endpoints;
 
 /// <summary>
 /// Endpoint declarations in the state store. The live side (proxy listeners, PgBouncer drivers)
-/// (<see cref="LiveEndpoints"/>) starts and stops with them; the figures shown with each come
-/// from the <see cref="IEndpointRegistry"/> (null for an endpoint nothing serves right now).
+/// (<see cref="IEndpointHost"/>) starts and stops with them; each is listed with the live
+/// endpoint the <see cref="IEndpointRegistry"/> finds for it (null when nothing serves it right now).
 /// </summary>
-public sealed class EndpointService(IStateStore state, ISecretStore secrets, LiveEndpoints live, IEndpointRegistry registry, TimeProvider time)
+public sealed class EndpointService(IStateStore state, ISecretStore secrets, IEndpointHost live, IEndpointRegistry registry, TimeProvider time)
 {
-    public async Task<IReadOnlyList<EndpointView>> ListAsync(CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<DeclaredEndpoint>> ListAsync(CancellationToken cancellationToken)
     {
-        var views = new List<EndpointView>();
+        var declared = new List<DeclaredEndpoint>();
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
         {
-            var live = (await registry.ForInstanceAsync(spec.Instance, cancellationToken)).FirstOrDefault(e => e.Name == spec.Name);
-            views.Add(EndpointView.From(spec, live?.Stats) with { TlsFingerprint = (live as Teal.Proxy.Endpoints.ProxyEndpoint)?.TlsFingerprint });
+            declared.Add(new DeclaredEndpoint(spec, await registry.FindAsync(spec, cancellationToken)));
         }
 
-        return views;
+        return declared;
     }
 
     /// <summary>Refuses a request that could not be added (before anything else is created for it).</summary>
@@ -46,8 +42,8 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
         {
             case EndpointKind.Proxy:
                 var listen = request.Listen ?? throw new TealException("endpoint.missing-listen", "a proxy endpoint needs an address to listen on", "add --listen HOST:PORT");
-                var address = TealServerOptions.ParseAddress(listen, "endpoint");
-                var taken = (await state.ListEndpointsAsync(cancellationToken)).FirstOrDefault(e => e.Listen is not null && TealServerOptions.ParseAddress(e.Listen, "endpoint").Equals(address));
+                var address = ListenAddress.Parse(listen, "endpoint");
+                var taken = (await state.ListEndpointsAsync(cancellationToken)).FirstOrDefault(e => e.Listen is not null && ListenAddress.Parse(e.Listen, "endpoint").Equals(address));
                 if (taken is not null)
                 {
                     throw new TealException("endpoint.address-in-use", $"endpoint '{taken.Name}' already listens on {listen}", "choose another port") { Kind = TealErrorKind.Conflict };
@@ -83,14 +79,14 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
         }
     }
 
-    public async Task<EndpointView> AddAsync(AddEndpointRequest request, CancellationToken cancellationToken)
+    public async Task<DeclaredEndpoint> AddAsync(AddEndpointRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         await ValidateAsync(request, instanceMustExist: true, cancellationToken);
         var pgBouncer = request.PgBouncer;
         if (pgBouncer is not null && request.PgBouncerPassword is not null)
         {
-            pgBouncer = pgBouncer with { SecretRef = FileSecretStore.NewReference("endpoint") };
+            pgBouncer = pgBouncer with { SecretRef = SecretReferences.NewReference("endpoint") };
             secrets.Write(pgBouncer.SecretRef, request.PgBouncerPassword);
         }
 
@@ -124,7 +120,7 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, Liv
             throw;
         }
 
-        return (await ListAsync(cancellationToken)).First(e => e.Name == spec.Name);
+        return (await ListAsync(cancellationToken)).First(e => e.Spec.Name == spec.Name);
     }
 
     public async Task RemoveAsync(string name, CancellationToken cancellationToken)

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using Teal.Core.Errors;
 
-namespace Teal.Core.Processes;
+namespace Teal.Processes;
 
 /// <summary>The result of a finished child process.</summary>
 public sealed record ProcessResult(int ExitCode, string StandardOutput, string StandardError)

@@ -1,15 +1,12 @@
 using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Events;
-using Teal.Core.Instances;
 using Teal.Core.Secrets;
 using Teal.Core.State;
-using Teal.Server.Api;
-using Teal.Server.Endpoints;
-using Teal.Server.Secrets;
 
-namespace Teal.Server.Instances;
+namespace Teal.Core.Instances;
 
 /// <summary>
 /// The instance registry: register an existing server (probed first; its password goes to the
@@ -21,17 +18,17 @@ public sealed partial class InstanceService(
     ISecretStore secrets,
     EngineRegistry engines,
     EndpointService endpoints,
-    TealServerOptions options,
+    InstanceOptions options,
     TimeProvider time,
     ILogger<InstanceService> logger)
 {
-    public async Task<IReadOnlyList<InstanceView>> ListAsync(CancellationToken cancellationToken) =>
-        (await state.ListInstancesAsync(cancellationToken)).Select(InstanceView.From).ToList();
+    public Task<IReadOnlyList<Instance>> ListAsync(CancellationToken cancellationToken) =>
+        state.ListInstancesAsync(cancellationToken);
 
-    public async Task<InstanceView> GetAsync(string name, CancellationToken cancellationToken) =>
-        InstanceView.From(await RequireAsync(name, cancellationToken));
+    public Task<Instance> GetAsync(string name, CancellationToken cancellationToken) =>
+        RequireAsync(name, cancellationToken);
 
-    public async Task<InstanceView> AddAsync(AddInstanceRequest request, CancellationToken cancellationToken)
+    public async Task<Instance> AddAsync(AddInstanceRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         Names.Validate("instance", request.Name);
@@ -58,7 +55,7 @@ public sealed partial class InstanceService(
         {
             if (password is not null)
             {
-                instance = instance with { SecretRef = FileSecretStore.NewInstanceReference() };
+                instance = instance with { SecretRef = SecretReferences.NewInstanceReference() };
                 secrets.Write(instance.SecretRef, password);
             }
 
@@ -88,7 +85,7 @@ public sealed partial class InstanceService(
             }
         }
 
-        return InstanceView.From(instance);
+        return instance;
     }
 
     /// <summary>
@@ -104,7 +101,7 @@ public sealed partial class InstanceService(
         {
             var endpoint = (await state.ListEndpointsAsync(cancellationToken)).FirstOrDefault(e => e.Instance == name && e.Listen is not null)
                 ?? throw new TealException("instance.no-endpoint", $"no proxy endpoint routes to '{name}'", $"add one with `teal endpoint add NAME --instance {name} --listen HOST:PORT`") { Kind = TealErrorKind.NotFound };
-            var address = TealServerOptions.ParseAddress(endpoint.Listen!, "endpoint"); // Listen is not null: filtered above.
+            var address = ListenAddress.Parse(endpoint.Listen!, "endpoint"); // Listen is not null: filtered above.
             (host, port) = (address.Address.Equals(System.Net.IPAddress.Any) ? "127.0.0.1" : address.Address.ToString(), address.Port);
         }
 
@@ -117,7 +114,7 @@ public sealed partial class InstanceService(
                 ?? throw new TealException("instance.no-teal-login", $"Teal has no login of its own on '{name}' yet", "Teal creates it when a deployment first uses the server") { Kind = TealErrorKind.NotFound };
         }
 
-        var scheme = instance.Engine == EngineKind.Postgres ? "postgresql" : "mysql";
+        var scheme = engines.Engine(instance.Engine).UriScheme;
         var credentials = Uri.EscapeDataString(user) + (password is null ? string.Empty : ":" + Uri.EscapeDataString(password));
         var hostPart = host.Contains(':', StringComparison.Ordinal) ? $"[{host}]" : host;
         return new InstanceUrl(name, $"{scheme}://{credentials}@{hostPart}:{port}/{Uri.EscapeDataString(instance.Database)}");

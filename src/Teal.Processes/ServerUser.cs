@@ -1,6 +1,6 @@
 using Teal.Core.Errors;
 
-namespace Teal.Core.Processes;
+namespace Teal.Processes;
 
 /// <summary>
 /// The OS user a managed server runs as when Teal is root (PostgreSQL refuses root; MariaDB is

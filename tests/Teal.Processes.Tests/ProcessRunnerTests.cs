@@ -1,6 +1,6 @@
-using Teal.Core.Processes;
+using Teal.Processes;
 
-namespace Teal.Core.Tests.Processes;
+namespace Teal.Processes.Tests;
 
 /// <summary>What a child process is given: its environment carries secrets, its command line (world-readable in /proc) never.</summary>
 public sealed class ProcessRunnerTests
