@@ -104,9 +104,21 @@ start_server() { # name port server-id
     --performance-schema=OFF --innodb-doublewrite=0 </dev/null >/dev/null 2>&1
   for _ in $(seq 300); do
     mariadb --socket="$dir/mysqld.sock" -u root -e "SELECT 1" >/dev/null 2>&1 && return
+    # The machine is shared: another process may take the port between free_port and the bind.
+    grep -q "Address already in use" "$dir/error.log" 2>/dev/null && { rm -rf "$dir"; return 1; }
     sleep 0.1
   done
   die "$name did not start: $(tail -n 5 "$dir/error.log")"
+}
+
+start_server_retrying() { # name server-id; prints the port it got
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    start_server "$1" "$port" "$2" >&2 && { echo "$port"; return; }
+    log "$1: port $port was taken meanwhile, another one"
+  done
+  die "$1 did not start on any of 5 ports"
 }
 
 # Root over the server's socket (root@localhost, no password, from mariadb-install-db).
@@ -117,10 +129,10 @@ haproxy_cmd() { echo "$1" | socat stdio "unix-connect:$WORK/haproxy.sock"; }
 run_once() { # run number; prints one JSON object
   local run=$1
   local blue_port green_port haproxy_port
-  blue_port=$(free_port); green_port=$(free_port); haproxy_port=$(free_port)
+  blue_port=$(start_server_retrying blue 1)
+  green_port=$(start_server_retrying green 2)
+  haproxy_port=$(free_port)
   log "run $run: MariaDB blue on $blue_port, green on $green_port, HAProxy on $haproxy_port"
-  start_server blue "$blue_port" 1
-  start_server green "$green_port" 2
 
   # Local housekeeping stays out of the binlogs (green's own GTIDs would break strict mode).
   for side in blue green; do
