@@ -1,6 +1,6 @@
+using System.Data.Common;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Npgsql;
 
 namespace Teal.Bench.Probe;
 
@@ -13,7 +13,11 @@ public sealed record ProbeError(long N, double AtMs, string Message);
 /// <summary>The figures a switchover bench reads first: acknowledged rows, errors, and the longest gap between two acknowledgements.</summary>
 public sealed record ProbeSummary(long Acked, long Errors, double LongestGapMs, double LongestGapStartMs, double StartedMs, double StoppedMs);
 
-public sealed record ProbeReport(int IntervalMs, ProbeSummary Summary, IReadOnlyList<ProbeAck> Acks, IReadOnlyList<ProbeError> Errors);
+public sealed record ProbeReport(int IntervalMs, ProbeSummary Summary, IReadOnlyList<ProbeAck> Acks, IReadOnlyList<ProbeError> Errors)
+{
+    /// <summary>The background load's figures when <c>--load</c> ran alongside the probe; null otherwise.</summary>
+    public LoadSummary? Load { get; init; }
+}
 
 public static class ProbeJson
 {
@@ -29,7 +33,10 @@ public static class ProbeJson
 /// A failed row is never retried under the same number: whether its commit happened is unknown,
 /// and the bench only asks that every acknowledged number exists afterwards.
 /// </summary>
-public sealed class ProbeWriter(string connectionString, TimeSpan interval, TimeProvider time)
+/// <param name="connect">A new, unopened connection (PostgreSQL or the MySQL family) through the endpoint under test.</param>
+/// <param name="interval">Time between the starts of two inserts.</param>
+/// <param name="time">The clock.</param>
+public sealed class ProbeWriter(Func<DbConnection> connect, TimeSpan interval, TimeProvider time)
 {
     private static readonly TimeSpan ReconnectPause = TimeSpan.FromMilliseconds(5);
 
@@ -40,7 +47,7 @@ public sealed class ProbeWriter(string connectionString, TimeSpan interval, Time
     {
         var started = NowMs();
         var n = 0L;
-        NpgsqlConnection? connection = null;
+        DbConnection? connection = null;
         var next = time.GetTimestamp();
         while (!stop.IsCancellationRequested)
         {
@@ -49,20 +56,27 @@ public sealed class ProbeWriter(string connectionString, TimeSpan interval, Time
             {
                 if (connection is null)
                 {
-                    connection = new NpgsqlConnection(connectionString);
+                    connection = connect();
                     await connection.OpenAsync(CancellationToken.None);
                 }
 
-                await using (var insert = new NpgsqlCommand("INSERT INTO probe (n) VALUES ($1)", connection))
+                await using (var insert = connection.CreateCommand())
                 {
-                    insert.Parameters.Add(new NpgsqlParameter { Value = n });
+                    // @n: a named parameter both Npgsql and MySqlConnector take.
+                    insert.CommandText = "INSERT INTO probe (n) VALUES (@n)";
+                    var parameter = insert.CreateParameter();
+                    parameter.ParameterName = "@n";
+                    parameter.Value = n;
+                    insert.Parameters.Add(parameter);
                     // Not cancellable by stop: an insert in flight finishes, so its outcome is known.
                     await insert.ExecuteNonQueryAsync(CancellationToken.None);
                 }
 
                 _acks.Add(new ProbeAck(n, NowMs()));
             }
-            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or TimeoutException or IOException)
+            // Any failure of the client (MySqlConnector lets a broken pipe out as a bare SocketException)
+            // is an error the application saw: counted, then a new connection.
+            catch (Exception ex) when (ex is DbException or InvalidOperationException or TimeoutException or IOException or System.Net.Sockets.SocketException)
             {
                 _errors.Add(new ProbeError(n, NowMs(), ex.Message));
                 if (connection is not null)

@@ -3,11 +3,14 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Teal.Bench.Switchover;
 
-// Usage: Teal.Bench.Switchover [--switchovers N] [--endpoints proxy,proxy-sessions,proxy-prepared,pgbouncer] [--baseline FILE]
+// Usage: Teal.Bench.Switchover [--switchovers N] [--endpoints proxy,proxy-sessions,proxy-prepared,pgbouncer,mariadb-proxy]
+//          [--baseline FILE] [--mariadb-baseline FILE]
 //   proxy: Teal's proxy, pgbench -C; proxy-sessions / proxy-prepared: Teal's proxy, pgbench keeping
 //   its connections (-M simple / -M prepared), which the proxy moves to green at the switchover.
 //   --baseline: the JSON of bench/switchover/handrolled-pgbouncer.sh from the same run; its gaps
 //   are the reference Teal must beat (PRODUCT.md §11) and it is embedded in the output.
+//   mariadb-proxy: MariaDB 10.11 blue/green through Teal's proxy (MariaDbSwitchoverBench);
+//   --mariadb-baseline: handrolled-haproxy-mariadb.sh's JSON, its reference (embedded as handrolledMariaDb).
 //        Teal.Bench.Switchover --loop N
 //   N switchovers and switchbacks on one pair under load (SwitchbackLoopBench): each one's gap and lost writes.
 // One JSON document on stdout; progress on stderr.
@@ -15,6 +18,7 @@ var switchovers = 10;
 int? loop = null;
 string[] endpoints = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
 string? baselineFile = null;
+string? mariaDbBaselineFile = null;
 for (var i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -31,13 +35,16 @@ for (var i = 0; i < args.Length; i++)
         case "--loop":
             loop = int.Parse(args[++i], CultureInfo.InvariantCulture);
             break;
+        case "--mariadb-baseline":
+            mariaDbBaselineFile = args[++i];
+            break;
         default:
             await Console.Error.WriteLineAsync($"unknown argument {args[i]}; usage: [--switchovers N] [--endpoints proxy,pgbouncer] [--baseline FILE]");
             return 2;
     }
 }
 
-string[] kinds = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
+string[] kinds = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer", MariaDbSwitchoverBench.Kind];
 if (endpoints.Except(kinds).FirstOrDefault() is { } unknown)
 {
     await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: one of {string.Join(", ", kinds)}");
@@ -55,11 +62,15 @@ if (loop is { } iterations)
 
 JsonElement? handrolled = baselineFile is null ? null : JsonDocument.Parse(await File.ReadAllTextAsync(baselineFile)).RootElement.Clone();
 var baseline = handrolled is { } h ? Baseline.From(h) : null;
+JsonElement? handrolledMariaDb = mariaDbBaselineFile is null ? null : JsonDocument.Parse(await File.ReadAllTextAsync(mariaDbBaselineFile)).RootElement.Clone();
+var mariaDbBaseline = handrolledMariaDb is { } m ? Baseline.From(m) : null;
 var started = DateTimeOffset.UtcNow;
 var results = new List<KindResult>();
 foreach (var endpoint in endpoints)
 {
-    results.Add(await new SwitchoverBench(endpoint, switchovers, baseline, Log).RunAsync());
+    results.Add(endpoint == MariaDbSwitchoverBench.Kind
+        ? await new MariaDbSwitchoverBench(switchovers, mariaDbBaseline, Log).RunAsync()
+        : await new SwitchoverBench(endpoint, switchovers, baseline, Log).RunAsync());
 }
 
 var document = new
@@ -70,9 +81,11 @@ var document = new
     machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage() },
     switchoversPerEndpoint = switchovers,
     bars = new { maxGapMs = 500, medianGapMs = 200, belowHandrolled = true, lostWrites = 0, clientErrorsThroughPgBouncer = 0 },
-    allBarsMet = results.All(r => r.Bars.Met) && baseline is not null,
+    // Every kind met its bars against a baseline of its own engine, measured in this run.
+    allBarsMet = results.All(r => r.Bars.Met && (r.Endpoint == MariaDbSwitchoverBench.Kind ? mariaDbBaseline : baseline) is not null),
     endpoints = results,
     handrolled,
+    handrolledMariaDb,
 };
 Console.WriteLine(JsonSerializer.Serialize(document, options));
 return 0;

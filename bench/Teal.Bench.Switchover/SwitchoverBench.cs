@@ -67,7 +67,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
                 $"(whole window {run.LongestGapMs:0} ms), " +
                 $"write pause {run.WritePauseMilliseconds?.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms, probe errors {run.ProbeErrors}, " +
                 $"pgbench aborted {run.PgbenchAbortedClients}, lost {run.LostWrites}");
-            await CleanUpAsync(cli, name, run);
+            await CleanUpAsync(cli, endpoint, log, name, run);
             if (bouncer is not null)
             {
                 await bouncer.DisposeAsync();
@@ -90,7 +90,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     /// operators do), then the endpoints, the old blue (external: unregistered; the bench stops it)
     /// and the new writer (managed: stopped and deleted). Failures are logged, not fatal.
     /// </summary>
-    private async Task CleanUpAsync(BenchCli cli, string name, SwitchoverRun run)
+    internal static async Task CleanUpAsync(BenchCli cli, string endpoint, Action<string> log, string name, SwitchoverRun run)
     {
         try
         {
@@ -98,7 +98,10 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             var deployments = await cli.RunAsync(["show", run.Deployment, "--output", "json"], TimeSpan.FromMinutes(1));
             if (deployments.ExitCode == 0)
             {
-                await cli.MustAsync(run.Completed ? ["delete", run.Deployment] : ["delete", run.Deployment, "--delete-target"], TimeSpan.FromMinutes(5));
+                // A green that took over (even when the bench itself failed afterwards) is kept by
+                // delete, and removed below with the other instances.
+                var switchedOver = Normalize(JsonDocument.Parse(deployments.Stdout).RootElement.GetProperty("status").GetString()) == "SWITCHOVER_COMPLETED";
+                await cli.MustAsync(run.Completed || switchedOver ? ["delete", run.Deployment] : ["delete", run.Deployment, "--delete-target"], TimeSpan.FromMinutes(5));
             }
 
             var endpoints = JsonDocument.Parse((await cli.MustAsync(["endpoint", "list", "--output", "json"], TimeSpan.FromMinutes(1))).Stdout).RootElement;
@@ -122,7 +125,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     }
 
     /// <summary>The items of a list response: a bare array, or the first array property of an object.</summary>
-    private static IEnumerable<JsonElement> Items(JsonElement list) =>
+    internal static IEnumerable<JsonElement> Items(JsonElement list) =>
         list.ValueKind == JsonValueKind.Array ? list.EnumerateArray()
         : list.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Array).SelectMany(p => p.Value.EnumerateArray());
 
@@ -251,14 +254,14 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     }
 
     /// <summary>Where the probe's longest gap lies against the switchover's <c>pausedAt</c> and <c>resumedAt</c>.</summary>
-    private static (double? BeforePause, double? AfterResume) PlaceGap((DateTimeOffset From, DateTimeOffset To)? gap, DateTimeOffset? pausedAt, DateTimeOffset? resumedAt) =>
+    internal static (double? BeforePause, double? AfterResume) PlaceGap((DateTimeOffset From, DateTimeOffset To)? gap, DateTimeOffset? pausedAt, DateTimeOffset? resumedAt) =>
         gap is { } window
             ? (pausedAt is { } p ? Math.Round((p - window.From).TotalMilliseconds, 1) : null,
                resumedAt is { } r ? Math.Round((window.To - r).TotalMilliseconds, 1) : null)
             : (null, null);
 
     /// <summary>The switchover's <c>pausedAt</c> and <c>resumedAt</c>.</summary>
-    private static (DateTimeOffset? PausedAt, DateTimeOffset? ResumedAt) PauseWindow(JsonElement? switchover)
+    internal static (DateTimeOffset? PausedAt, DateTimeOffset? ResumedAt) PauseWindow(JsonElement? switchover)
     {
         static DateTimeOffset? At(JsonElement? element, string name) =>
             element is { } e && e.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String && value.TryGetDateTimeOffset(out var at) ? at : null;
@@ -270,7 +273,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     /// The <c>switchover</c> object of the command's JSON, or of <c>teal show</c>'s when the command
     /// printed none (a failed command prints its error on stderr; the shown deployment still has it).
     /// </summary>
-    private static JsonElement? SwitchoverOf(string stdout, JsonElement shown)
+    internal static JsonElement? SwitchoverOf(string stdout, JsonElement shown)
     {
         var deployment = shown;
         try
@@ -286,7 +289,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     }
 
     /// <summary>Phases and write pause from the switchover's JSON.</summary>
-    private static (IReadOnlyList<PhaseTiming> Phases, double? WritePause) ParseSwitchover(JsonElement? reported)
+    internal static (IReadOnlyList<PhaseTiming> Phases, double? WritePause) ParseSwitchover(JsonElement? reported)
     {
         if (reported is not { } switchover)
         {
@@ -309,11 +312,11 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         return (phases, writePause);
     }
 
-    private static SwitchoverRun Failed(int i, string deployment, string sourceVersion, string status, string error, double createSeconds) =>
+    internal static SwitchoverRun Failed(int i, string deployment, string sourceVersion, string status, string error, double createSeconds) =>
         new(i, deployment, sourceVersion, false, status, error, 0, false, 0, 0, [], 0, 0, 0, [], null, 0, Math.Round(createSeconds, 1), []);
 
     /// <summary>Status as the API spells it (<c>SWITCHOVER_COMPLETED</c>), whatever casing the JSON uses.</summary>
-    private static string Normalize(string? value) =>
+    internal static string Normalize(string? value) =>
         System.Text.RegularExpressions.Regex.Replace(value ?? string.Empty, "(?<=[a-z])(?=[A-Z])", "_").Replace('-', '_').ToUpperInvariant();
 
     private static async Task<T> ScalarAsync<T>(string connectionString, string sql)

@@ -73,6 +73,10 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         ["max-connections"] = "500",
         ["character-set-server"] = "utf8mb4",
         ["collation-server"] = "utf8mb4_general_ci",
+        // A green applies blue's binlog with several threads (commit order kept), also after a
+        // restart; ReplicationSetup sets the same when replication starts (see there why).
+        ["slave-parallel-threads"] = "4",
+        ["slave-parallel-mode"] = "optimistic",
     };
 
     private string? OsUser => ProcessRunner.IsRoot ? catalog.Options.MySqlOsUser : null;

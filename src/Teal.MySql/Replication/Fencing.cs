@@ -33,24 +33,41 @@ internal sealed class Fencing(LinkSessions sessions)
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var connection = await sessions.OpenUnloggedAsync(side, cancellationToken);
-        await TealObjects.CreateFenceTablesAsync(connection, cancellationToken);
-        // First what every non-privileged session obeys at once; the previous values are kept
-        // only by the first fence (a repeated fence must not record its own ON as "before").
-        await RememberAsync(connection, "read_only", cancellationToken);
-        await RememberAsync(connection, "event_scheduler", cancellationToken);
-        await Sql.ExecuteAsync(connection, "SET GLOBAL read_only = ON", cancellationToken);
-        if (!string.Equals(await Sql.VariableAsync(connection, "event_scheduler", cancellationToken), "DISABLED", StringComparison.OrdinalIgnoreCase))
-        {
-            await Sql.ExecuteAsync(connection, "SET GLOBAL event_scheduler = OFF", cancellationToken);
-        }
+        // A switchover's write pause lasts as long as the fence, so it goes in a few round trips
+        // (batches) rather than one per statement. First what every non-privileged session obeys
+        // at once: the previous values are kept only by the first fence (a repeated fence must
+        // not record its own ON as "before"), then read_only goes on.
+        var scheduler = await Sql.StringAsync(
+            connection,
+            // The scheduler's state first: the batch's first result is the one read.
+            $"""
+            SELECT @@global.event_scheduler;
+            {TealObjects.CreateFenceTablesSql};
+            INSERT IGNORE INTO {Settings} (name, value) SELECT 'read_only', IF(@@global.read_only, 'ON', 'OFF');
+            INSERT IGNORE INTO {Settings} (name, value) SELECT 'event_scheduler', @@global.event_scheduler;
+            SET GLOBAL read_only = ON
+            """,
+            cancellationToken);
 
         // Then the accounts read_only does not stop: locked first (no new logins), then their
-        // sessions ended, so none can come back between the two.
+        // sessions ended, so none can come back between the two. The event scheduler goes off
+        // in the same batch: events run as their definer, who may hold SUPER.
         var accounts = await PrivilegedAccountsAsync(connection, cancellationToken);
+        var batch = new System.Text.StringBuilder();
+        if (!string.Equals(scheduler, "DISABLED", StringComparison.OrdinalIgnoreCase))
+        {
+            batch.Append("SET GLOBAL event_scheduler = OFF;\n");
+        }
+
         foreach (var (user, host) in accounts)
         {
-            await Sql.ExecuteAsync(connection, $"INSERT IGNORE INTO {LockedAccounts} (user, host) VALUES (@u, @h)", cancellationToken, ("@u", user), ("@h", host));
-            await Sql.ExecuteAsync(connection, $"ALTER USER {Sql.Account(user, host)} ACCOUNT LOCK", cancellationToken);
+            batch.Append($"INSERT IGNORE INTO {LockedAccounts} (user, host) VALUES ({Sql.Literal(user)}, {Sql.Literal(host)});\n");
+            batch.Append($"ALTER USER {Sql.Account(user, host)} ACCOUNT LOCK;\n");
+        }
+
+        if (batch.Length > 0)
+        {
+            await Sql.ExecuteAsync(connection, batch.ToString(), cancellationToken);
         }
 
         var users = (await Sql.RowsAsync(connection, $"SELECT DISTINCT user FROM {LockedAccounts}", cancellationToken)).Select(r => r["user"]!).ToHashSet(StringComparer.Ordinal);
@@ -67,37 +84,51 @@ internal sealed class Fencing(LinkSessions sessions)
     /// Gives back exactly what the fence recorded on this server (locked accounts, read_only, the
     /// event scheduler) on a session that does not write to the binlog. Returns the accounts unlocked.
     /// </summary>
+    /// <remarks>
+    /// Opening green is inside the switchover's write pause: a handful of round trips, whatever
+    /// the number of accounts (the changes themselves go in one batch).
+    /// </remarks>
     public static async Task<IReadOnlyList<string>> LiftAsync(MySqlConnection connection, CancellationToken cancellationToken)
     {
-        await Sql.ExecuteAsync(connection, "SET SESSION sql_log_bin = 0", cancellationToken);
-        await TealObjects.CreateFenceTablesAsync(connection, cancellationToken);
+        await Sql.ExecuteAsync(connection, $"SET SESSION sql_log_bin = 0; {TealObjects.CreateFenceTablesSql}", cancellationToken);
+        var recorded = (await Sql.RowsAsync(connection, $"SELECT user, host FROM {LockedAccounts}", cancellationToken)).Select(r => (User: r["user"]!, Host: r["host"]!)).ToList();
+        var batch = new System.Text.StringBuilder();
         var unlocked = new List<string>();
-        foreach (var row in await Sql.RowsAsync(connection, $"SELECT user, host FROM {LockedAccounts}", cancellationToken))
+        if (recorded.Count > 0)
         {
-            var account = Sql.Account(row["user"]!, row["host"]!);
-            // The account may have been dropped meanwhile: unlock it if it still exists.
-            if (await Sql.LongAsync(connection, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = @u AND Host = @h", cancellationToken, ("@u", row["user"]), ("@h", row["host"])) > 0)
+            // The account may have been dropped meanwhile: unlock those that still exist. Given as
+            // parameters, the names compare in mysql.global_priv's own collation.
+            var pairs = recorded.Select((a, i) => ($"(@u{i}, @h{i})", a)).ToList();
+            var parameters = recorded.SelectMany((a, i) => new (string, object?)[] { ($"@u{i}", a.User), ($"@h{i}", a.Host) }).ToArray();
+            var existing = (await Sql.RowsAsync(connection, $"SELECT User, Host FROM mysql.global_priv WHERE (User, Host) IN ({string.Join(", ", pairs.Select(p => p.Item1))})", cancellationToken, parameters))
+                .Select(r => (User: r["User"]!, Host: r["Host"]!))
+                .ToHashSet();
+            foreach (var (user, host) in recorded)
             {
-                await Sql.ExecuteAsync(connection, $"ALTER USER {account} ACCOUNT UNLOCK", cancellationToken);
-                unlocked.Add(account);
-            }
+                if (existing.Contains((user, host)))
+                {
+                    batch.Append($"ALTER USER {Sql.Account(user, host)} ACCOUNT UNLOCK;\n");
+                    unlocked.Add(Sql.Account(user, host));
+                }
 
-            await Sql.ExecuteAsync(connection, $"DELETE FROM {LockedAccounts} WHERE user = @u AND host = @h", cancellationToken, ("@u", row["user"]), ("@h", row["host"]));
+                batch.Append($"DELETE FROM {LockedAccounts} WHERE user = {Sql.Literal(user)} AND host = {Sql.Literal(host)};\n");
+            }
         }
 
         // Settings go back to what they were before the first fence; a side never fenced by Teal keeps its own.
         var settings = (await Sql.RowsAsync(connection, $"SELECT name, value FROM {Settings}", cancellationToken)).ToDictionary(r => r["name"]!, r => r["value"]!);
         if (settings.TryGetValue("event_scheduler", out var scheduler) && !scheduler.Equals("DISABLED", StringComparison.OrdinalIgnoreCase))
         {
-            await Sql.ExecuteAsync(connection, $"SET GLOBAL event_scheduler = {(scheduler.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")}", cancellationToken);
+            batch.Append($"SET GLOBAL event_scheduler = {(scheduler.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")};\n");
         }
 
         if (settings.TryGetValue("read_only", out var readOnly))
         {
-            await Sql.ExecuteAsync(connection, $"SET GLOBAL read_only = {(readOnly.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")}", cancellationToken);
+            batch.Append($"SET GLOBAL read_only = {(readOnly.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")};\n");
         }
 
-        await Sql.ExecuteAsync(connection, $"DELETE FROM {Settings} WHERE name IN ('read_only', 'event_scheduler')", cancellationToken);
+        batch.Append($"DELETE FROM {Settings} WHERE name IN ('read_only', 'event_scheduler')");
+        await Sql.ExecuteAsync(connection, batch.ToString(), cancellationToken);
         return unlocked;
     }
 

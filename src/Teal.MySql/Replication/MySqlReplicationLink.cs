@@ -77,7 +77,16 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task RemoveAsync(CancellationToken cancellationToken) => _setup.RemoveAsync(cancellationToken);
 
-    public Task WarmUpAsync(CancellationToken cancellationToken) => _sessions.WarmUpAsync(cancellationToken);
+    /// <summary>
+    /// Before the pause, while clients still write: the sessions the switchover needs are opened,
+    /// and green is brought close to blue (<see cref="Positions.CatchUpBeforePauseAsync"/>), so
+    /// the catch-up inside the write pause has little left to apply.
+    /// </summary>
+    public async Task WarmUpAsync(CancellationToken cancellationToken)
+    {
+        await _sessions.WarmUpAsync(cancellationToken);
+        await _positions.CatchUpBeforePauseAsync(cancellationToken);
+    }
 
     public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _switchover.RunAsync(options, cancellationToken);
 

@@ -17,6 +17,9 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     private readonly object _gate = new();
     private Task? _copying;
 
+    /// <summary>Green's replica applier threads (<c>slave_parallel_threads</c>).</summary>
+    public const int ParallelApplyThreads = 4;
+
     /// <summary>The account green replicates with, on blue (only REPLICATION SLAVE; its password lives in green's replica settings only).</summary>
     public string ReplicationUser => sessions.Schema + "_r";
 
@@ -207,6 +210,11 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             green,
             $"CHANGE MASTER TO MASTER_HOST = {Sql.Literal(host)}, MASTER_PORT = {blueConnection.Port.ToString(System.Globalization.CultureInfo.InvariantCulture)}, MASTER_USER = {Sql.Literal(ReplicationUser)}, MASTER_PASSWORD = {Sql.Literal(password)}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
             cancellationToken);
+        // Parallel apply: with one applier thread green trails a blue that commits from many
+        // sessions at once, and whatever it trails by at the switchover is applied while clients
+        // wait. Optimistic mode still commits in blue's order (GTID positions stay exact), and
+        // only applies while no replica runs — none does here, before START SLAVE.
+        await Sql.ExecuteAsync(green, $"SET GLOBAL slave_parallel_threads = {ParallelApplyThreads}; SET GLOBAL slave_parallel_mode = 'optimistic'", cancellationToken);
         await Sql.ExecuteAsync(green, "START SLAVE", cancellationToken);
         await Sql.ExecuteAsync(green, $"UPDATE {Sql.Table(TealObjects.FenceSchema, "settings")} SET value = 'replicating' WHERE name = @n", cancellationToken, ("@n", CopyMarker));
     }

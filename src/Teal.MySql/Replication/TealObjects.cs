@@ -27,12 +27,14 @@ internal static class TealObjects
     }
 
     /// <summary>Fence bookkeeping tables, on an unlogged session.</summary>
-    public static async Task CreateFenceTablesAsync(MySqlConnection unlogged, CancellationToken cancellationToken)
-    {
-        await Sql.ExecuteAsync(unlogged, $"CREATE DATABASE IF NOT EXISTS {Sql.Id(FenceSchema)}", cancellationToken);
-        await Sql.ExecuteAsync(unlogged, $"CREATE TABLE IF NOT EXISTS {Sql.Table(FenceSchema, "locked_accounts")} (user VARCHAR(128) NOT NULL, host VARCHAR(255) NOT NULL, PRIMARY KEY (user, host)) ENGINE=InnoDB", cancellationToken);
-        await Sql.ExecuteAsync(unlogged, $"CREATE TABLE IF NOT EXISTS {Sql.Table(FenceSchema, "settings")} (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL) ENGINE=InnoDB", cancellationToken);
-    }
+    public static Task CreateFenceTablesAsync(MySqlConnection unlogged, CancellationToken cancellationToken) =>
+        Sql.ExecuteAsync(unlogged, CreateFenceTablesSql, cancellationToken);
+
+    /// <summary>The statements of <see cref="CreateFenceTablesAsync"/>, for a batch that does more in the same round trip.</summary>
+    public static string CreateFenceTablesSql { get; } =
+        $"CREATE DATABASE IF NOT EXISTS {Sql.Id(FenceSchema)}; " +
+        $"CREATE TABLE IF NOT EXISTS {Sql.Table(FenceSchema, "locked_accounts")} (user VARCHAR(128) NOT NULL, host VARCHAR(255) NOT NULL, PRIMARY KEY (user, host)) ENGINE=InnoDB; " +
+        $"CREATE TABLE IF NOT EXISTS {Sql.Table(FenceSchema, "settings")} (name VARCHAR(64) PRIMARY KEY, value VARCHAR(255) NOT NULL) ENGINE=InnoDB";
 
     /// <summary>User schemas of a server: what is copied, replicated and verified.</summary>
     public static async Task<List<string>> UserSchemasAsync(MySqlConnection connection, string ownSchema, CancellationToken cancellationToken)
