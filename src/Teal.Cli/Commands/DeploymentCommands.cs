@@ -24,7 +24,8 @@ internal static class DeploymentCommands
         var tags = Verb.KeyValues("--tag", "Tag KEY=VALUE (repeatable)");
         var wait = new Option<bool>("--wait") { Description = "Show task progress until the deployment is AVAILABLE or fails" };
         var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse };
+        var parallelism = new Option<int?>("--copy-parallelism") { Description = "Sessions of the initial copy: large tables are copied in key ranges in parallel from one snapshot (default: one per core, at most 8); 1 keeps PostgreSQL's own subscription copy" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, connection, tags, wait, noReverse, parallelism };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -36,6 +37,7 @@ internal static class DeploymentCommands
                 TargetPassword = await password.ReadAsync(parse, session, ct),
                 Tags = Verb.ToDictionary(parse.GetValue(tags)),
                 ReverseReplication = !parse.GetValue(noReverse),
+                CopyParallelism = parse.GetValue(parallelism),
             };
             using var api = session.Client(parse);
             var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);

@@ -54,6 +54,11 @@ public sealed partial class DeploymentService(
         }
 
         ServerParameters.Validate(spec.TargetParameters, "--target-parameter");
+        if (spec.CopyParallelism is < 1 or > Deployment.MaxCopyParallelism)
+        {
+            throw new TealException("deployment.copy-parallelism", $"the copy parallelism must be between 1 and {Deployment.MaxCopyParallelism}", "--copy-parallelism 1 keeps the native copy; leave it out for one session per core");
+        }
+
         var engine = engines.Engine(blue.Engine);
         var id = DeploymentId.New();
         if (spec.TargetConnection is null)
@@ -85,6 +90,7 @@ public sealed partial class DeploymentService(
             TargetParameters = spec.TargetParameters,
             Tables = spec.Tables,
             CopyRoles = spec.CopyRoles,
+            CopyParallelism = spec.CopyParallelism ?? Deployment.DefaultCopyParallelism,
             ReverseReplication = spec.ReverseReplication,
             CreatedAt = now,
             UpdatedAt = now,

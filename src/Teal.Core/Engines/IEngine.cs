@@ -107,4 +107,11 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
 
     /// <summary>A switchover over this link starts replication back from green to blue (the switchover guardrails check green can publish).</summary>
     public bool ReverseReplication { get; init; }
+
+    /// <summary>
+    /// Sessions of the initial copy. 1 keeps the engine's own copy (PostgreSQL: the
+    /// subscription's <c>copy_data</c>, one stream per table); more copies large tables in
+    /// key ranges over that many sessions sharing one snapshot, where the engine can.
+    /// </summary>
+    public int CopyParallelism { get; init; } = 1;
 }
