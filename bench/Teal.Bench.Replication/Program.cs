@@ -33,9 +33,9 @@ await blue.ExecuteAsync(
     CREATE TABLE large_orders (id bigint PRIMARY KEY, customer int NOT NULL, amount numeric(12, 2) NOT NULL, status text NOT NULL, note text NOT NULL, created_at timestamptz NOT NULL);
     INSERT INTO large_orders SELECT g, g % 100000, (g % 100000) / 100.0, (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + g % 4], md5(g::text) || md5((g * 7)::text), timestamptz '2024-01-01' + g * interval '1 second' FROM generate_series(1, {options.LargeRows.ToString(CultureInfo.InvariantCulture)}) g;
     CREATE INDEX large_orders_customer ON large_orders (customer);
-    VACUUM ANALYZE large_orders;
     """,
     database);
+await blue.ExecuteAsync("VACUUM ANALYZE large_orders", database);
 long largeBytes;
 await using (var sizes = await blue.OpenAsync(database))
 await using (var cmd = new NpgsqlCommand("SELECT pg_table_size('large_orders')", sizes))
@@ -45,12 +45,18 @@ await using (var cmd = new NpgsqlCommand("SELECT pg_table_size('large_orders')",
 
 Log($"large_orders: {options.LargeRows} rows, {largeBytes / 1048576.0:0} MB in {generate.Elapsed.TotalSeconds:0} s");
 
+var blueControl = ManagedPostgres.GeneratePassword();
+
 // The same blue copied twice, one after the other: PostgreSQL's subscription copy, then Teal's parallel copy.
+// One deployment of blue at a time: the first is removed (its Teal objects on blue with it) before the second.
 var native = await CreateAsync("teal_native", servers.NativeGreen, copyParallelism: 1);
+await using (var nativeLink = native.Link)
+{
+    await nativeLink.RemoveAsync(default);
+}
+
 var parallel = await CreateAsync("teal_bench", green, options.CopyParallelism);
-await using var nativeLink = native.Link;
 await using var link = parallel.Link;
-await nativeLink.RemoveAsync(default);
 var verify = parallel.Verify;
 var availableSeconds = parallel.AvailableSeconds;
 
@@ -115,7 +121,13 @@ Console.WriteLine(JsonSerializer.Serialize(result, new JsonSerializerOptions { W
 // Prerequisites, schema, initial copy, ANALYZE_GREEN and catch-up, as teal create runs them; then the first verify.
 async Task<CreateRun> CreateAsync(string name, BenchServer target, int copyParallelism)
 {
-    var spec = new LinkSpec(name, blue.Connection(database), target.Connection(database)) { CopyParallelism = copyParallelism };
+    var spec = new LinkSpec(name, blue.Connection(database), target.Connection(database))
+    {
+        CopyParallelism = copyParallelism,
+        // Teal's own login on each side (the fence leaves only that one); both links share blue's.
+        BlueControlPassword = blueControl,
+        GreenControlPassword = ManagedPostgres.GeneratePassword(),
+    };
     var created = new PostgresReplicationLink(spec, catalog, TimeProvider.System);
     var clock = Stopwatch.StartNew();
     var checks = await created.CheckPrerequisitesAsync(default);
