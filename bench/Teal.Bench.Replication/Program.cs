@@ -104,7 +104,7 @@ var result = new
     machine = new { cores = Environment.ProcessorCount, note = "shared machine; other workers were running builds and tests during this run" },
     pgbenchScale = options.Scale,
     largeTable = new { rows = options.LargeRows, megabytes = Math.Round(largeBytes / 1048576.0), copyParallelism = options.CopyParallelism },
-    loadAverageAtStart = LoadAverage(),
+    loadAverageAtEnd = LoadAverage(),
     native = native.Figures(largeBytes),
     parallel = parallel.Figures(largeBytes),
     largeTableSpeedup = Math.Round(native.LargeSeconds / parallel.LargeSeconds, 2),
