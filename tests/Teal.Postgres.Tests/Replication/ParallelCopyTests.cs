@@ -70,9 +70,13 @@ public sealed class ParallelCopyTests
         await Task.Delay(300);
 
         var seen = new List<ReplicationSnapshot>();
-        var nativeStarted = LinkTestKit.StartAsync(native, TimeSpan.FromMinutes(4));
+        // Both schemas first: blue's schema dump must not see the first deployment's Teal objects.
+        (await native.CheckPrerequisitesAsync(default)).Failures.ShouldBeEmpty();
         (await parallel.CheckPrerequisitesAsync(default)).Failures.ShouldBeEmpty();
+        await native.CopySchemaAsync(default);
         await parallel.CopySchemaAsync(default);
+        await native.StartReplicationAsync(default);
+        var nativeStarted = LinkTestKit.WaitForStateAsync(native, ReplicationState.Replicating, TimeSpan.FromMinutes(4));
         await parallel.StartReplicationAsync(default);
         var deadline = DateTime.UtcNow.AddMinutes(4);
         while (true)
