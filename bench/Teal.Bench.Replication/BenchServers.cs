@@ -9,6 +9,12 @@ namespace Teal.Bench.Replication;
 
 internal sealed record BenchOptions(int Scale, int Clients, int Seconds)
 {
+    /// <summary>Rows of the large table (about 150 bytes each: 20 M is about 3 GB).</summary>
+    public long LargeRows { get; init; } = 20_000_000;
+
+    /// <summary>Sessions of Teal's parallel copy (the native copy runs in the same run for comparison).</summary>
+    public int CopyParallelism { get; init; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
+
     public static BenchOptions Parse(string[] args)
     {
         int Value(string name, int fallback)
@@ -17,7 +23,12 @@ internal sealed record BenchOptions(int Scale, int Clients, int Seconds)
             return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
         }
 
-        return new BenchOptions(Value("--scale", 10), Value("--clients", 8), Value("--seconds", 60));
+        var rows = Array.IndexOf(args, "--large-rows");
+        return new BenchOptions(Value("--scale", 10), Value("--clients", 8), Value("--seconds", 60))
+        {
+            LargeRows = rows >= 0 && rows + 1 < args.Length ? long.Parse(args[rows + 1], CultureInfo.InvariantCulture) : 20_000_000,
+            CopyParallelism = Value("--copy-parallelism", Math.Clamp(Environment.ProcessorCount, 2, 8)),
+        };
     }
 }
 
@@ -75,11 +86,15 @@ internal sealed class BenchServer(ManagedPostgresServer server, string password)
 }
 
 /// <summary>Blue 15 and green 17 in a scratch directory, removed at the end.</summary>
-internal sealed partial class BenchServers(ManagedPostgres managed, BenchServer blue, BenchServer green, string directory) : IAsyncDisposable
+internal sealed partial class BenchServers(ManagedPostgres managed, BenchServer blue, BenchServer green, BenchServer nativeGreen, string directory) : IAsyncDisposable
 {
     public BenchServer Blue => blue;
 
+    /// <summary>Green of the parallel copy.</summary>
     public BenchServer Green => green;
+
+    /// <summary>Green of the native (subscription) copy, in the same run.</summary>
+    public BenchServer NativeGreen => nativeGreen;
 
     private static readonly Dictionary<string, string> Parameters = new()
     {
@@ -96,8 +111,9 @@ internal sealed partial class BenchServers(ManagedPostgres managed, BenchServer 
         File.SetUnixFileMode(directory, (UnixFileMode)0b111_101_101);
         var blue = StartOneAsync(managed, Path.Combine(directory, "blue"), "15", cancellationToken);
         var green = StartOneAsync(managed, Path.Combine(directory, "green"), "17", cancellationToken);
-        await Task.WhenAll(blue, green);
-        return new BenchServers(managed, await blue, await green, directory);
+        var nativeGreen = StartOneAsync(managed, Path.Combine(directory, "green-native"), "17", cancellationToken);
+        await Task.WhenAll(blue, green, nativeGreen);
+        return new BenchServers(managed, await blue, await green, await nativeGreen, directory);
     }
 
     private static async Task<BenchServer> StartOneAsync(ManagedPostgres managed, string directory, string version, CancellationToken cancellationToken)
@@ -130,6 +146,7 @@ internal sealed partial class BenchServers(ManagedPostgres managed, BenchServer 
     {
         await managed.RemoveAsync(blue.Server, CancellationToken.None);
         await managed.RemoveAsync(green.Server, CancellationToken.None);
+        await managed.RemoveAsync(nativeGreen.Server, CancellationToken.None);
         try
         {
             Directory.Delete(directory, recursive: true);

@@ -27,7 +27,8 @@ internal static class DeploymentCommands
         var noReverse = new Option<bool>("--no-reverse-replication") { Description = "Do not replicate green's writes back to the old blue after the switchover (no lossless `teal switchback`)" };
         var cdcSlots = new Option<string[]>("--cdc-slot") { Description = "Logical slot on blue that a CDC consumer reads; Teal creates it on green at each cutover (repeatable)", DefaultValueFactory = _ => [] };
         var cdcWait = new Option<bool>("--cdc-wait") { Description = "Every switchover and switchback waits (within its timeout) until each --cdc-slot consumer confirmed the final position" };
-        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, readers, connection, tags, wait, noReverse, cdcSlots, cdcWait };
+        var parallelism = new Option<int?>("--copy-parallelism") { Description = "Sessions of the initial copy: large tables are copied in key ranges in parallel from one snapshot (default: one per core, at most 8); 1 keeps PostgreSQL's own subscription copy" };
+        var command = new Command("create", "Create a blue/green deployment: provision green, copy, replicate") { name, source, version, parameters, readers, connection, tags, wait, noReverse, cdcSlots, cdcWait, parallelism };
         password.AddTo(command);
         command.SetAction(async (parse, ct) =>
         {
@@ -42,6 +43,7 @@ internal static class DeploymentCommands
                 ReverseReplication = !parse.GetValue(noReverse),
                 CdcSlots = parse.GetValue(cdcSlots) ?? [],
                 CdcWait = parse.GetValue(cdcWait),
+                CopyParallelism = parse.GetValue(parallelism),
             };
             using var api = session.Client(parse);
             var body = await api.SendAsync(HttpMethod.Post, "/api/deployments", spec, ct);

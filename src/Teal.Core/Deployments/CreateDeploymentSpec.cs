@@ -27,6 +27,12 @@ public sealed record CreateDeploymentSpec(string Name, string Source)
 
     public bool CopyRoles { get; init; } = true;
 
+    /// <summary>
+    /// Sessions of the initial copy (<c>--copy-parallelism N</c>); 1 is the engine's own copy;
+    /// null takes <see cref="Deployment.DefaultCopyParallelism"/>.
+    /// </summary>
+    public int? CopyParallelism { get; init; }
+
     /// <summary>Start reverse replication (green → old blue) at switchover, for a switchback without loss.</summary>
     public bool ReverseReplication { get; init; } = true;
 

@@ -101,9 +101,11 @@ public sealed partial class CreateWorkflow(
         {
             var snapshot = await ReadAsync(id, link, cancellationToken);
             var tables = snapshot.Tables;
-            var ready = tables.Count(t => t.State == TableCopyState.Ready);
+            var ready = tables.Count(t => t.State is TableCopyState.Ready or TableCopyState.Copied);
             var percent = tables.Count == 0 ? 100 : 100.0 * ready / tables.Count;
-            await recorder.SetTaskAsync(id, DeploymentTaskKind.CopyData, t => t with { Tables = tables, Percent = Math.Round(percent, 1), Message = $"{ready} of {tables.Count} tables copied" }, cancellationToken);
+            // Rows and bytes where the copy counts them (Teal's parallel copy; table sizes on green otherwise).
+            var copied = tables.Any(t => t.Bytes is not null) ? $" ({tables.Sum(t => t.Rows ?? 0)} rows, {tables.Sum(t => t.Bytes ?? 0) / (1024.0 * 1024):0.0} MB)" : string.Empty;
+            await recorder.SetTaskAsync(id, DeploymentTaskKind.CopyData, t => t with { Tables = tables, Percent = Math.Round(percent, 1), Message = $"{ready} of {tables.Count} tables copied{copied}" }, cancellationToken);
             if (snapshot.State == ReplicationState.Stopped)
             {
                 throw new TealException("create.replication-stopped", $"replication stopped during the initial copy: {snapshot.Reason}", "check green's server log; then delete the deployment and create it again");

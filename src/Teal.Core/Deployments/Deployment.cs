@@ -43,6 +43,19 @@ public sealed record Deployment(DeploymentId Id, string Name, DeploymentStatus S
     public bool CopyRoles { get; init; } = true;
 
     /// <summary>
+    /// Sessions of the initial copy: 1 is the engine's own copy (PostgreSQL: the subscription's
+    /// copy_data); more is Teal's parallel copy in key ranges. A deployment stored before this
+    /// existed reads 1, the copy it was started with.
+    /// </summary>
+    public int CopyParallelism { get; init; } = 1;
+
+    /// <summary>The copy parallelism when <c>teal create</c> names none: one session per core of Teal's machine, at most 8.</summary>
+    public static int DefaultCopyParallelism => Math.Clamp(Environment.ProcessorCount, 1, 8);
+
+    /// <summary>The most sessions a copy may use (each holds a connection on both sides).</summary>
+    public const int MaxCopyParallelism = 64;
+
+    /// <summary>
     /// What the prerequisites found that logical replication will not carry (unlogged tables,
     /// large objects, sequences, materialized views, extension versions), each with its fix.
     /// </summary>

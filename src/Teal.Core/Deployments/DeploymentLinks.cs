@@ -62,6 +62,7 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             Tables = deployment.Tables,
             GreenManaged = deployment.GreenManaged,
             CopyRoles = deployment.CopyRoles,
+            CopyParallelism = deployment.CopyParallelism,
             ExpectedGreenVersion = green.Managed?.EngineVersion,
             ExpectedGreenParameters = deployment.TargetParameters,
             BlueControlPassword = ControlPassword(blue),

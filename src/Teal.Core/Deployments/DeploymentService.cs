@@ -65,6 +65,11 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.cdc-wait-without-slots", "--cdc-wait waits for the consumers of --cdc-slot slots, and none is named", "name each consumer's slot with --cdc-slot NAME");
         }
 
+        if (spec.CopyParallelism is < 1 or > Deployment.MaxCopyParallelism)
+        {
+            throw new TealException("deployment.copy-parallelism", $"the copy parallelism must be between 1 and {Deployment.MaxCopyParallelism}", "--copy-parallelism 1 keeps the native copy; leave it out for one session per core");
+        }
+
         var engine = engines.Engine(blue.Engine);
         var id = DeploymentId.New();
         if (spec.TargetConnection is null)
@@ -97,6 +102,7 @@ public sealed partial class DeploymentService(
             TargetParameters = spec.TargetParameters,
             Tables = spec.Tables,
             CopyRoles = spec.CopyRoles,
+            CopyParallelism = spec.CopyParallelism ?? Deployment.DefaultCopyParallelism,
             ReverseReplication = spec.ReverseReplication,
             CdcSlots = spec.CdcSlots,
             CdcWait = spec.CdcWait,

@@ -119,4 +119,11 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
     /// the same names and plugins on green before green takes a write.
     /// </summary>
     public IReadOnlyList<string> CdcSlots { get; init; } = [];
+
+    /// <summary>
+    /// Sessions of the initial copy. 1 keeps the engine's own copy (PostgreSQL: the
+    /// subscription's <c>copy_data</c>, one stream per table); more copies large tables in
+    /// key ranges over that many sessions sharing one snapshot, where the engine can.
+    /// </summary>
+    public int CopyParallelism { get; init; } = 1;
 }

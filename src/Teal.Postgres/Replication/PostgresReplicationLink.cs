@@ -159,6 +159,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     {
         await _stopping.CancelAsync();
         _stopping.Dispose();
+        await _setup.DisposeAsync();
         await _sessions.DisposeAsync();
     }
 

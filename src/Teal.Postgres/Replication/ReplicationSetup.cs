@@ -9,9 +9,13 @@ namespace Teal.Postgres.Replication;
 /// Publication on blue, subscription on green, and taking them down again. Each step looks
 /// before it acts, so every operation can be repeated after a crash.
 /// </summary>
-internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema, SchemaDrift drift, DdlLog ddl)
+internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, SchemaCopy schema, SchemaDrift drift, DdlLog ddl) : IAsyncDisposable
 {
     private int _adopted;
+    private readonly ParallelCopy _copy = new(sessions);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _gate = new();
+    private Task? _copying;
 
     private string Name => sessions.Spec.Name;
 
@@ -66,41 +70,121 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
             await CreatePublicationAsync(blue, super, cancellationToken);
         }
 
+        var parallel = false;
         await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
         {
             // The subscriber needs every published table, Teal's included.
             await TealObjects.InstallTablesAsync(green, cancellationToken);
-            if (!await SubscriptionExistsAsync(green, cancellationToken))
+            if (await SubscriptionExistsAsync(green, cancellationToken))
             {
-                // The statement holds blue's password: keep it out of green's server log, whatever
-                // log_statement says and also when it fails (log_min_error_statement).
-                await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
-                try
-                {
-                    // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
-                    var conninfo = Libpq.Conninfo(BlueConninfo());
-                    await green.ExecuteAsync(
-                        $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH (create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true)",
-                        cancellationToken);
-                }
-                catch (PostgresException ex)
-                {
-                    // Npgsql keeps the statement on the exception: rethrow without it.
-                    throw new TealException(
-                        "replication.subscription-failed",
-                        $"creating the subscription on green failed: {ex.MessageText} ({ex.SqlState})",
-                        "green must reach blue at the address Teal uses for blue, and blue's pg_hba.conf must allow replication connections from green");
-                }
-                finally
-                {
-                    await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
-                }
+                // Teal restarted after a parallel copy made its subscription: nothing is left to build.
+                await _copy.ForgetAsync(green, cancellationToken);
+                _copy.MarkReady();
+            }
+            else if (sessions.Spec.CopyParallelism > 1 && !sessions.Spec.Reversed)
+            {
+                parallel = true;
+            }
+            else
+            {
+                await CreateSubscriptionAsync(green, copyData: true, cancellationToken);
             }
         }
 
         await fencing.FenceAsync(Side.Green, cancellationToken);
         // Green takes no client's writes until the switchover: no client session stays on it.
         await fencing.DrainAsync(Side.Green, TimeSpan.Zero, cancellationToken);
+        if (parallel)
+        {
+            lock (_gate)
+            {
+                // In the background, so COPY_DATA reports per-table progress while it runs.
+                _copying ??= Task.Run(() => CopyInParallelAsync(_stopping.Token), CancellationToken.None);
+            }
+        }
+    }
+
+    /// <summary>Why the parallel copy failed, or null.</summary>
+    public string? CopyFailure => _copying is { IsFaulted: true } t ? (t.Exception!.InnerException as TealException)?.Message ?? t.Exception!.InnerException!.Message : null;
+
+    /// <summary>Whether the parallel copy is still running (the subscription is made at its end).</summary>
+    public bool Copying => _copying is { IsCompleted: false };
+
+    /// <summary>Per-table progress of the parallel copy (empty with the subscription's own copy).</summary>
+    public IReadOnlyList<Teal.Core.Deployments.TableProgress> CopyProgress => _copy.Progress;
+
+    /// <summary>
+    /// The parallel copy, then the subscription on the slot it made (copy_data = false: the rows
+    /// are on green, and the slot holds every change since the copy's snapshot).
+    /// </summary>
+    private async Task CopyInParallelAsync(CancellationToken cancellationToken)
+    {
+        await _copy.RunAsync(DropSlotAsync, cancellationToken);
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        if (!await SubscriptionExistsAsync(green, cancellationToken))
+        {
+            await CreateSubscriptionAsync(green, copyData: false, cancellationToken);
+        }
+
+        await _copy.ForgetAsync(green, cancellationToken);
+        _copy.MarkReady();
+    }
+
+    /// <summary>Ends a parallel copy still running (before the link is disposed or its objects removed).</summary>
+    public async Task StopCopyAsync()
+    {
+        await _stopping.CancelAsync();
+        if (_copying is { } copying)
+        {
+            try
+            {
+                await copying;
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or TealException or NpgsqlException or TimeoutException)
+            {
+                // Its failure is reported by the status; what it left is what a remove cleans up.
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopCopyAsync();
+        _stopping.Dispose();
+    }
+
+    /// <summary>
+    /// The subscription: with copy_data and a new slot (PostgreSQL's own copy), or on the slot
+    /// a parallel copy made, without copying.
+    /// </summary>
+    private async Task CreateSubscriptionAsync(NpgsqlConnection green, bool copyData, CancellationToken cancellationToken)
+    {
+        // The statement holds blue's password: keep it out of green's server log, whatever
+        // log_statement says and also when it fails (log_min_error_statement).
+        await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+        try
+        {
+            // CREATE SUBSCRIPTION with a slot may not run in a transaction block: one statement.
+            var conninfo = Libpq.Conninfo(BlueConninfo());
+            var options = copyData
+                ? $"create_slot = true, slot_name = {Sql.Literal(Name)}, copy_data = true"
+                : $"create_slot = false, slot_name = {Sql.Literal(Name)}, copy_data = false";
+            await green.ExecuteAsync(
+                $"CREATE SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(conninfo)} PUBLICATION {Sql.Ident(Name)} WITH ({options})",
+                cancellationToken);
+        }
+        catch (PostgresException ex)
+        {
+            // Npgsql keeps the statement on the exception: rethrow without it.
+            throw new TealException(
+                "replication.subscription-failed",
+                $"creating the subscription on green failed: {ex.MessageText} ({ex.SqlState})",
+                "green must reach blue at the address Teal uses for blue, and blue's pg_hba.conf must allow replication connections from green");
+        }
+        finally
+        {
+            await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+        }
     }
 
     /// <summary>
@@ -171,12 +255,14 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     /// </summary>
     public async Task RemoveAsync(CancellationToken cancellationToken)
     {
+        await StopCopyAsync();
         await using var blue = await TryOpenAsync(Side.Blue, cancellationToken);
         Exception? greenFailure = null;
         try
         {
             await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
             await DropSubscriptionAsync(green, blue is not null, cancellationToken);
+            await _copy.ForgetAsync(green, cancellationToken);
             await TealObjects.RemoveAsync(green, Name, cancellationToken);
             await fencing.UnfenceAsync(Side.Green, cancellationToken);
         }

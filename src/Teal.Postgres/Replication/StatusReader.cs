@@ -56,6 +56,17 @@ internal sealed class StatusReader(LinkSessions sessions, ReplicationSetup setup
 
     public async Task<ReplicationSnapshot> ReadAsync(CancellationToken cancellationToken)
     {
+        // Teal's parallel copy runs before the subscription exists: its own progress is the status.
+        if (setup.CopyFailure is { } failure)
+        {
+            return new ReplicationSnapshot(ReplicationState.Stopped) { Reason = $"the parallel copy failed: {failure}", Tables = setup.CopyProgress };
+        }
+
+        if (setup.Copying)
+        {
+            return new ReplicationSnapshot(ReplicationState.Syncing) { Reason = "copying in parallel", WorkerRunning = true, Tables = setup.CopyProgress.Count > 0 ? setup.CopyProgress : [new TableProgress("(snapshot)", TableCopyState.Pending)] };
+        }
+
         await setup.AdoptControlRoleAsync(cancellationToken);
         var blueTask = ReadBlueAsync(cancellationToken);
         var greenTask = ReadGreenAsync(cancellationToken);
