@@ -6,6 +6,7 @@
 #   PostgreSQL 16 and 17 (npm)        server binaries unpacked into Teal's engines directory
 #   MariaDB 10.11, PgBouncer, HAProxy Debian packages (MariaDB engine, endpoint and bench baselines)
 #   promtool, Chromium               Debian packages (alert rules check, dashboard browser test)
+#   jq, socat                         Debian packages (the benches' hand-rolled baselines)
 #   node-postgres (npm)               a real Node.js client for the proxy tests (tests/clients/node)
 #
 # Environment:
@@ -31,7 +32,9 @@ APT_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer haproxy mariadb-serve
   # promtool (checks deploy/prometheus rules in a test) and a browser for the dashboard test.
   prometheus chromium
   # Node.js for node-postgres, a client library the proxy tests drive.
-  nodejs)
+  nodejs
+  # The benches' hand-rolled baselines: JSON out of shell (jq), HAProxy's runtime API (socat).
+  jq socat)
 
 install_debian_packages() {
   local missing=()

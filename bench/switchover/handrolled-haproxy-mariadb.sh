@@ -46,25 +46,14 @@ LOAD_SECONDS_AFTER=3
 
 log() { printf 'handrolled-mariadb: %s\n' "$*" >&2; }
 die() { printf 'handrolled-mariadb: error: %s\n' "$*" >&2; exit 1; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# shellcheck source=bench/switchover/common.sh
+source "$(dirname "$0")/common.sh"
 
 for tool in jq socat haproxy mariadb mariadb-install-db; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh; jq and socat: apt-get install jq socat)"
 done
 MARIADBD=/usr/sbin/mariadbd
 [ -x "$MARIADBD" ] || die "mariadbd is missing (scripts/setup.sh)"
-
-as_server_user() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u "$OS_USER" -- "$@"; else "$@"; fi
-}
-
-free_port() {
-  local port
-  while :; do
-    port=$(( 20000 + RANDOM % 20000 ))
-    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
 
 WORK="$(mktemp -d /tmp/teal-bench-handrolled-mariadb.XXXXXX)"
 chmod 755 "$WORK"

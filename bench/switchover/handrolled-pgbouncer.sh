@@ -34,24 +34,13 @@ LOAD_SECONDS_AFTER=3
 
 log() { printf 'handrolled: %s\n' "$*" >&2; }
 die() { printf 'handrolled: error: %s\n' "$*" >&2; exit 1; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# shellcheck source=bench/switchover/common.sh
+source "$(dirname "$0")/common.sh"
 
 command -v jq >/dev/null || die "jq is needed (apt-get install jq)"
 [ -x "$PG15/postgres" ] || die "PostgreSQL 15 is missing (scripts/setup.sh)"
 [ -n "$PG17" ] && [ -x "$PG17/postgres" ] || die "PostgreSQL 17 is missing under $ENGINES (scripts/setup.sh)"
 [ -x /usr/sbin/pgbouncer ] || die "pgbouncer is missing (scripts/setup.sh)"
-
-as_server_user() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u "$OS_USER" -- "$@"; else "$@"; fi
-}
-
-free_port() {
-  local port
-  while :; do
-    port=$(( 20000 + RANDOM % 20000 ))
-    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
 
 WORK="$(mktemp -d /tmp/teal-bench-handrolled.XXXXXX)"
 chmod 755 "$WORK"
