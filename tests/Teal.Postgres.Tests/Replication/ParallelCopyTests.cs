@@ -146,6 +146,9 @@ public sealed class ParallelCopyTests
         await using var blue = await blueStart;
         await using var green = await greenStart;
         await LinkTestKit.CreateDatabaseAsync(blue, Db, Schema);
+        // Enough rows that the copy lasts seconds even on an idle machine, so that it is caught
+        // in the middle (the shared schema copies in well under a second).
+        await blue.ExecuteAsync("INSERT INTO logs SELECT g, 'line ' || g FROM generate_series(40001, 1500000) g", Db);
         var name = LinkTestKit.NewName("teal");
         var spec = new LinkSpec(name, LinkTestKit.Connection(blue, Db), LinkTestKit.Connection(green, Db)) { CopyParallelism = 3 };
 
@@ -176,7 +179,7 @@ public sealed class ParallelCopyTests
         var report = await CaughtUpVerifyAsync(second);
         report.Matches.ShouldBeTrue(Describe(report));
         (await green.ScalarAsync<long>("SELECT count(*) FROM orders", Db)).ShouldBe(60100);
-        (await green.ScalarAsync<long>("SELECT count(*) FROM logs", Db)).ShouldBe(40000);
+        (await green.ScalarAsync<long>("SELECT count(*) FROM logs", Db)).ShouldBe(1500000);
         (await green.ScalarAsync<long>("SELECT count(*) FROM (SELECT at FROM logs GROUP BY at HAVING count(*) > 1) d", Db)).ShouldBe(0);
         (await green.ScalarAsync<long>("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer'", Db)).ShouldBe(1);
         (await green.ScalarAsync<bool>($"SELECT to_regclass('teal.{name}_copy') IS NULL", Db)).ShouldBeTrue();
