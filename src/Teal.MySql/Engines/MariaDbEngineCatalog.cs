@@ -12,11 +12,11 @@ namespace Teal.MySql.Engines;
 /// engines directory (<c>mariadb-10.11/bin/mariadbd</c>). The tools around the server
 /// (mariadb-install-db, mariadb, mariadb-dump) are looked up beside it, then in <c>/usr/bin</c>.
 /// </summary>
-public sealed partial class MariaDbEngineCatalog(EngineOptions options)
+public sealed partial class MariaDbEngineCatalog(MariaDbEngineOptions options)
 {
     private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
 
-    public EngineOptions Options => options;
+    public MariaDbEngineOptions Options => options;
 
     /// <summary>Every MariaDB installation found, newest first.</summary>
     public async Task<IReadOnlyList<EngineBinaries>> ListAsync(CancellationToken cancellationToken)

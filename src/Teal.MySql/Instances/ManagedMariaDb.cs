@@ -4,7 +4,6 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Processes;
 using Teal.MySql.Engines;
@@ -46,7 +45,7 @@ public sealed record ManagedMariaDbServer(string Directory, string Version, stri
 /// <summary>
 /// Creates, starts, stops and removes local MariaDB servers that Teal runs itself: managed
 /// instances, managed greens, and the servers the tests use. When Teal runs as root the servers
-/// run as <see cref="EngineOptions.MySqlOsUser"/>. A server is started detached (its own session,
+/// run as <see cref="MariaDbEngineOptions.OsUser"/>. A server is started detached (its own session,
 /// stdio closed) and outlives the Teal process on purpose, as pg_ctl's servers do: a control
 /// plane that restarts must not take production databases down with it.
 /// </summary>
@@ -79,7 +78,7 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         ["slave-parallel-mode"] = "optimistic",
     };
 
-    private string? OsUser => ProcessRunner.IsRoot ? catalog.Options.MySqlOsUser : null;
+    private string? OsUser => ProcessRunner.IsRoot ? catalog.Options.OsUser : null;
 
     /// <summary>Runs mariadb-install-db, writes the settings, creates Teal's account and starts the server.</summary>
     public async Task<ManagedMariaDbServer> CreateAsync(ManagedMariaDbSpec spec, CancellationToken cancellationToken)

@@ -12,11 +12,11 @@ namespace Teal.Postgres.Engines;
 /// Teal's engines directory (<c>postgres-17.10/bin</c>). Client tools (pg_dump, psql) come from
 /// the newest Debian installation, because the npm server packages ship without them.
 /// </summary>
-public sealed partial class PostgresEngineCatalog(EngineOptions options)
+public sealed partial class PostgresEngineCatalog(PostgresEngineOptions options)
 {
     private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
 
-    public EngineOptions Options => options;
+    public PostgresEngineOptions Options => options;
 
     /// <summary>Every PostgreSQL installation found, newest first.</summary>
     public async Task<IReadOnlyList<EngineBinaries>> ListAsync(CancellationToken cancellationToken)
@@ -77,9 +77,9 @@ public sealed partial class PostgresEngineCatalog(EngineOptions options)
 
     private IEnumerable<(string Bin, string Source)> CandidateBinDirectories()
     {
-        if (Directory.Exists(options.DebianPostgresRoot))
+        if (Directory.Exists(options.DebianRoot))
         {
-            foreach (var dir in Directory.EnumerateDirectories(options.DebianPostgresRoot))
+            foreach (var dir in Directory.EnumerateDirectories(options.DebianRoot))
             {
                 yield return (Path.Combine(dir, "bin"), "debian");
             }

@@ -4,7 +4,6 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
 using Teal.Processes;
@@ -43,7 +42,7 @@ public sealed record ManagedPostgresServer(string Directory, string Version, str
 /// <summary>
 /// Creates, starts, stops and removes local PostgreSQL servers that Teal runs itself: managed
 /// instances, managed greens, and the servers the tests use. When Teal runs as root the servers
-/// run as <see cref="EngineOptions.OsUser"/>, because PostgreSQL refuses to run as root.
+/// run as <see cref="PostgresEngineOptions.OsUser"/>, because PostgreSQL refuses to run as root.
 /// Servers are started with <c>pg_ctl</c> and outlive the Teal process on purpose: a control
 /// plane that restarts must not take production databases down with it.
 /// </summary>
@@ -75,7 +74,7 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     {
         ArgumentNullException.ThrowIfNull(spec);
         // They become lines of teal.conf: refused before anything is made.
-        ServerParameters.Validate(spec.Parameters, "--parameter");
+        ServerParameters.Validate(spec.Parameters, "--parameter", PostgresEngine.SettingNames);
         foreach (var (name, value) in spec.Parameters)
         {
             if (value.StartsWith('\'') && !QuotedValue().IsMatch(value))
