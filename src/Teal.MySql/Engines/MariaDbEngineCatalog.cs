@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
@@ -14,7 +13,7 @@ namespace Teal.MySql.Engines;
 /// </summary>
 public sealed partial class MariaDbEngineCatalog(MariaDbEngineOptions options)
 {
-    private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
+    private readonly BinaryVersions _versions = new(VersionPattern());
 
     public MariaDbEngineOptions Options => options;
 
@@ -24,7 +23,7 @@ public sealed partial class MariaDbEngineCatalog(MariaDbEngineOptions options)
         var found = new List<EngineBinaries>();
         foreach (var (bin, source) in CandidateBinDirectories())
         {
-            var version = await ReadVersionAsync(Path.Combine(bin, "mariadbd"), cancellationToken);
+            var version = await _versions.ReadAsync(Path.Combine(bin, "mariadbd"), cancellationToken);
             if (version is not null)
             {
                 found.Add(new EngineBinaries(EngineKind.MariaDb, version, bin, source));
@@ -85,25 +84,6 @@ public sealed partial class MariaDbEngineCatalog(MariaDbEngineOptions options)
                 yield return (Path.Combine(dir, "bin"), "teal");
             }
         }
-    }
-
-    private async Task<string?> ReadVersionAsync(string mariadbd, CancellationToken cancellationToken)
-    {
-        if (_versionByBinary.TryGetValue(mariadbd, out var cached))
-        {
-            return cached;
-        }
-
-        string? version = null;
-        if (File.Exists(mariadbd))
-        {
-            var result = await ProcessRunner.RunAsync(new ProcessSpec(mariadbd, ["--version"]) { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
-            var m = VersionPattern().Match(result.StandardOutput);
-            version = result.Succeeded && m.Success ? m.Groups[1].Value : null;
-        }
-
-        _versionByBinary[mariadbd] = version;
-        return version;
     }
 
     [GeneratedRegex(@"Ver\s+(\d+\.\d+\.\d+)-MariaDB")]

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
@@ -14,7 +13,7 @@ namespace Teal.Postgres.Engines;
 /// </summary>
 public sealed partial class PostgresEngineCatalog(PostgresEngineOptions options)
 {
-    private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
+    private readonly BinaryVersions _versions = new(VersionPattern());
 
     public PostgresEngineOptions Options => options;
 
@@ -24,7 +23,7 @@ public sealed partial class PostgresEngineCatalog(PostgresEngineOptions options)
         var found = new List<EngineBinaries>();
         foreach (var (bin, source) in CandidateBinDirectories())
         {
-            var version = await ReadVersionAsync(Path.Combine(bin, "postgres"), cancellationToken);
+            var version = await _versions.ReadAsync(Path.Combine(bin, "postgres"), cancellationToken);
             if (version is not null)
             {
                 found.Add(new EngineBinaries(EngineKind.Postgres, version, bin, source));
@@ -92,25 +91,6 @@ public sealed partial class PostgresEngineCatalog(PostgresEngineOptions options)
                 yield return (Path.Combine(dir, "bin"), "teal");
             }
         }
-    }
-
-    private async Task<string?> ReadVersionAsync(string postgres, CancellationToken cancellationToken)
-    {
-        if (_versionByBinary.TryGetValue(postgres, out var cached))
-        {
-            return cached;
-        }
-
-        string? version = null;
-        if (File.Exists(postgres))
-        {
-            var result = await ProcessRunner.RunAsync(new ProcessSpec(postgres, ["--version"]) { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
-            var m = VersionPattern().Match(result.StandardOutput);
-            version = result.Succeeded && m.Success ? m.Groups[1].Value : null;
-        }
-
-        _versionByBinary[postgres] = version;
-        return version;
     }
 
     private static string Normalize(string version) => version.Contains('.', StringComparison.Ordinal) ? version : version + ".0";
