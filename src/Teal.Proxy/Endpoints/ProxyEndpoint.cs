@@ -492,10 +492,10 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
-    internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target)
+    internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.LeaveMs, timings.WaitMs, timings.LoginMs, timings.ReplayMs);
     }
 
     internal void OnSessionNotMoved(ProxyConnection connection, string reason)
