@@ -754,7 +754,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         var verifier = _scram is null
             ? null
             : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => known is not null ? Task.FromResult<ScramVerifier?>(known) : _endpoint.VerifierAsync(target, role, ct));
-        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, cancellationToken);
+        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, _endpoint.Plaintext, cancellationToken);
         if (moved.Server is not { } server)
         {
             await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
@@ -955,7 +955,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             _server = server;
         }
 
-        if (await server.OpenAsync(target, _options, stopping) is not { } reason)
+        if (await server.OpenAsync(target, _options, stopping, _endpoint.Plaintext) is not { } reason)
         {
             return server;
         }

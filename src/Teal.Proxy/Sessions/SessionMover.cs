@@ -44,13 +44,14 @@ internal static class SessionMover
         Func<string, CancellationToken, Task<ScramVerifier?>>? verifier,
         SessionSnapshot snapshot,
         ProxyOptions options,
+        PlaintextServers plaintext,
         CancellationToken cancellationToken)
     {
         var server = new ServerLink();
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            if (await server.OpenAsync(target, options, cancellationToken) is { } unreachable)
+            if (await server.OpenAsync(target, options, cancellationToken, plaintext) is { } unreachable)
             {
                 server.Dispose();
                 return new MovedSession(null, 0, $"{target.Instance} could not be reached: {unreachable}");
