@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using Npgsql;
 using Teal.Postgres.Instances;
 using Teal.Testing;
@@ -54,14 +53,23 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
             var back = over.Error is null ? await CutOverAsync(cli, probe, "switchback", "AVAILABLE") : new Cutover(null, null, "switchback not tried");
             var lost = await LostAsync(cli, probe);
             error = over.Error ?? back.Error;
-            runs.Add(new LoopIteration(i, over.GapMs, back.GapMs, over.WritePauseMs, back.WritePauseMs, lost, error));
-            log($"loop #{i}: switchover gap {Ms(over.GapMs)}, switchback gap {Ms(back.GapMs)}, lost {lost}{(error is null ? string.Empty : ", " + error)}");
+            runs.Add(new LoopIteration(i, over.GapMs, back.GapMs, over.WritePauseMs, back.WritePauseMs, lost, error)
+            {
+                Switchover = over.Placement,
+                Switchback = back.Placement,
+            });
+            log($"loop #{i}: switchover gap {Ms(over.GapMs)} ({over.Placement}), switchback gap {Ms(back.GapMs)} ({back.Placement}), lost {lost}{(error is null ? string.Empty : ", " + error)}");
         }
 
         await Task.Delay(Load);
         await probe.StopAsync();
         var load = await pgbench.StopAsync();
         var finalLost = await LostAsync(cli, probe);
+
+        // teal serve's own log (the proxy's drain and per-session move timings), for reading where a gap went.
+        var logFile = Path.Combine(Path.GetTempPath(), "teal-bench-loop-serve.log");
+        await File.WriteAllTextAsync(logFile, teal.Log);
+        log($"loop: teal serve's log in {logFile}");
         return new LoopResult(iterations, runs, probe.Acknowledged.Count, finalLost, probe.Errors.Count, load.AbortedClients, Median(runs.Select(r => r.SwitchoverGapMs)), Median(runs.Select(r => r.SwitchbackGapMs)),
             runs.Select(r => r.SwitchoverGapMs).Max(), runs.Select(r => r.SwitchbackGapMs).Max());
     }
@@ -81,8 +89,12 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
                 var paused = switchover.GetProperty("pausedAt").GetDateTimeOffset();
                 var resumed = switchover.GetProperty("resumedAt").GetDateTimeOffset();
                 var gap = probe.LongestGapOverlapping(paused, resumed);
-                var pause = switchover.TryGetProperty("writePauseMilliseconds", out var p) && p.ValueKind == JsonValueKind.Number ? Math.Round(p.GetDouble(), 1) : (double?)null;
-                return new Cutover(gap is { } g ? Math.Round(g.TotalMilliseconds, 1) : null, pause, null);
+                var (phases, pause) = SwitchoverBench.ParseSwitchover(switchover);
+                var (beforePause, afterResume) = SwitchoverBench.PlaceGap(probe.LongestGapOverlappingWindow(paused, resumed), paused, resumed);
+                return new Cutover(gap is { } g ? Math.Round(g.TotalMilliseconds, 1) : null, pause, null)
+                {
+                    Placement = new GapPlacement(beforePause, afterResume, phases.GroupBy(t => t.Step).ToDictionary(g => g.Key, g => g.Last().Milliseconds)),
+                };
             }
 
             if (!result.Stderr.Contains("refused", StringComparison.Ordinal) || DateTime.UtcNow > deadline)
@@ -112,11 +124,31 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
         return sorted.Count == 0 ? null : sorted[sorted.Count / 2];
     }
 
-    private sealed record Cutover(double? GapMs, double? WritePauseMs, string? Error);
+    private sealed record Cutover(double? GapMs, double? WritePauseMs, string? Error)
+    {
+        public GapPlacement? Placement { get; init; }
+    }
+}
+
+/// <summary>
+/// Where one cutover's gap went: from the probe's last commit to the pause
+/// (<see cref="BeforePauseMs"/>), the steps inside the pause, and from the resume to the probe's
+/// first commit on the new writer (<see cref="AfterResumeMs"/>: the moved session logging in there).
+/// </summary>
+public sealed record GapPlacement(double? BeforePauseMs, double? AfterResumeMs, IReadOnlyDictionary<string, double> PhasesMs)
+{
+    public override string ToString() =>
+        string.Create(CultureInfo.InvariantCulture, $"before pause {BeforePauseMs:0}, after resume {AfterResumeMs:0}; ") + string.Join(' ', PhasesMs.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Key}={p.Value:0}")));
 }
 
 /// <summary>One switchover and switchback of the loop.</summary>
-public sealed record LoopIteration(int Iteration, double? SwitchoverGapMs, double? SwitchbackGapMs, double? SwitchoverWritePauseMs, double? SwitchbackWritePauseMs, long LostWrites, string? Error);
+public sealed record LoopIteration(int Iteration, double? SwitchoverGapMs, double? SwitchbackGapMs, double? SwitchoverWritePauseMs, double? SwitchbackWritePauseMs, long LostWrites, string? Error)
+{
+    /// <summary>The switchover's gap placed against its pause, and its steps' times.</summary>
+    public GapPlacement? Switchover { get; init; }
+
+    public GapPlacement? Switchback { get; init; }
+}
 
 /// <summary>The loop's JSON: every iteration, and over all of them the gaps and lost writes.</summary>
 public sealed record LoopResult(int Iterations, IReadOnlyList<LoopIteration> Runs, long ProbeAcked, long LostWritesAtEnd, int ProbeErrors, int PgbenchAbortedClients, double? MedianSwitchoverGapMs, double? MedianSwitchbackGapMs, double? MaxSwitchoverGapMs, double? MaxSwitchbackGapMs)

@@ -166,19 +166,48 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>
     /// Lets go of one holder's fence. When it was the last holder, gives LOGIN back to exactly
-    /// the recorded roles (one transaction) and returns true; otherwise leaves the logins off.
+    /// the recorded roles and returns true; otherwise leaves the logins off. One batch, so one
+    /// transaction and one round trip (it runs inside the write pause, at open-green): the
+    /// holder is never gone while the logins it held stay taken with no holder left.
     /// </summary>
     private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, string holder, CancellationToken cancellationToken)
     {
-        await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(holder)}", cancellationToken);
-        if (await HoldersAsync(conn, cancellationToken) is { Count: > 0 })
+        await using var batch = conn.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP ROLE IF EXISTS {Sql.Ident(holder)}"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(
+            $$"""
+            DO $teal_release$
+            DECLARE r record;
+            BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE {{HolderPattern}}) THEN
+                {{RestoreLoginsLoop}}
+              END IF;
+            END
+            $teal_release$
+            """));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE {HolderPattern})"));
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        do
         {
-            return false;
+            if (await reader.ReadAsync(cancellationToken))
+            {
+                return reader.GetBoolean(0);
+            }
         }
+        while (await reader.NextResultAsync(cancellationToken));
 
-        await RestoreLoginsAsync(conn, cancellationToken);
-        return true;
+        throw new InvalidOperationException("the fence release batch returned no row");
     }
+
+    private const string HolderPattern = @"rolname LIKE 'teal\_%\_fence\_blue' OR rolname LIKE 'teal\_%\_fence\_green'";
+
+    private const string RestoreLoginsLoop = $"""
+        FOR r IN SELECT m.rolname FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+                 WHERE g.rolname = '{LoginsRole}' LOOP
+          EXECUTE format('ALTER ROLE %I LOGIN', r.rolname);
+          EXECUTE format('REVOKE {LoginsRole} FROM %I', r.rolname);
+        END LOOP;
+        """;
 
     /// <summary>Deployments whose fence is on this server, by holder role.</summary>
     public static async Task<List<string>> HoldersAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
@@ -220,11 +249,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             DO $teal_unfence$
             DECLARE r record;
             BEGIN
-              FOR r IN SELECT m.rolname FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
-                       WHERE g.rolname = '{{LoginsRole}}' LOOP
-                EXECUTE format('ALTER ROLE %I LOGIN', r.rolname);
-                EXECUTE format('REVOKE {{LoginsRole}} FROM %I', r.rolname);
-              END LOOP;
+              {{RestoreLoginsLoop}}
             END
             $teal_unfence$
             """,

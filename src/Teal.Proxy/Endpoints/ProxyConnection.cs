@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
@@ -58,6 +59,9 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     private byte[] _startup = [];
     private ScramCapture? _scram;
+
+    // The verifier the client proved its password against when the proxy checked it itself.
+    private ScramVerifier? _loginVerifier;
     private bool _loggedInWithoutPassword;
     private bool _slot;
 
@@ -350,6 +354,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
 
         _scram = proven;
+        _loginVerifier = verifier;
         return true;
     }
 
@@ -713,6 +718,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     private async Task<ServerLink?> MoveCoreAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
     {
+        var started = Stopwatch.GetTimestamp();
         var snapshot = await SessionSnapshot.ReadAsync(new MessageReader(previous.ReceiveAsync, received), SendToClientAsync, cancellationToken);
         if (snapshot is null || snapshot.Blockers.Count > 0)
         {
@@ -730,15 +736,25 @@ internal sealed class ProxyConnection : IEndpointConnection
             _drained?.TrySetResult(ConnectionOutcome.Moving);
         }
 
+        var left = Stopwatch.GetTimestamp();
         var target = await _endpoint.WaitForRouteAsync(cancellationToken);
+        var routed = Stopwatch.GetTimestamp();
         if (target is null)
         {
             await CloseForSwitchoverAsync(null, "the endpoint stayed paused past its hold deadline");
             return null;
         }
 
-        var verifier = _scram is null ? null : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => _endpoint.VerifierAsync(target, role, ct));
-        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, cancellationToken);
+        // A captured login yields a ClientKey only for the very verifier the client proved itself
+        // against, and the switchover copies blue's verifiers to green before it opens: when the
+        // proxy checked the password itself, that verifier is the one to log in with, and reading
+        // green's (an auth query: a connection and a round trip inside the gap) could only give
+        // the same one or one the move cannot use. Green's server checks the proof either way.
+        var known = _loginVerifier;
+        var verifier = _scram is null
+            ? null
+            : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => known is not null ? Task.FromResult<ScramVerifier?>(known) : _endpoint.VerifierAsync(target, role, ct));
+        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, _endpoint.Plaintext, cancellationToken);
         if (moved.Server is not { } server)
         {
             await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
@@ -767,7 +783,19 @@ internal sealed class ProxyConnection : IEndpointConnection
             _endpoint.RegisterBackendKey(this, clientKey, moved.BackendKey);
         }
 
-        _endpoint.OnSessionMoved(this, target);
+        // Before anything from the new session: the client learns the new server's reported
+        // values (server_version above all) as a server reports a change, ahead of the answer
+        // to its next query.
+        foreach (var change in moved.ParameterChanges)
+        {
+            await SendToClientAsync(change);
+        }
+
+        _endpoint.OnSessionMoved(this, target, new MoveTimings(
+            Stopwatch.GetElapsedTime(started, left).TotalMilliseconds,
+            Stopwatch.GetElapsedTime(left, routed).TotalMilliseconds,
+            moved.LoginMilliseconds,
+            moved.ReplayMilliseconds));
         var signal = _moved;
         _moved = NewSignal();
         signal.TrySetResult();
@@ -927,7 +955,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             _server = server;
         }
 
-        if (await server.OpenAsync(target, _options, stopping) is not { } reason)
+        if (await server.OpenAsync(target, _options, stopping, _endpoint.Plaintext) is not { } reason)
         {
             return server;
         }

@@ -73,6 +73,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         _logger = logger;
         _timeProvider = timeProvider;
         _route = new ProxyRoute(target, null, 0);
+        Plaintext = new PlaintextServers(timeProvider);
         LocalEndPoint = (IPEndPoint)listener.LocalEndPoint!; // A bound socket always has one.
         TooManyError = PostgresWire.FatalError(PostgresWire.TooManyConnections, $"Teal endpoint {name} has reached its limit of {options.MaxConnections} connections");
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
@@ -135,6 +136,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     /// <summary>SHA-256 fingerprint of the certificate shown to TLS clients; null when the endpoint has none.</summary>
     public string? TlsFingerprint => _options.Certificate is { } certificate ? Tls.ProxyCertificate.Fingerprint(certificate) : null;
+
+    /// <summary>Servers of this endpoint known to refuse TLS, logged in to without asking under server TLS mode prefer.</summary>
+    internal PlaintextServers Plaintext { get; }
 
     /// <summary>Whether the endpoint can read SCRAM verifiers, so that sessions logged in with SCRAM can move.</summary>
     internal bool HasAuthQuery => _verifiers is not null;
@@ -272,7 +276,27 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
 
         ProxyLog.Flipped(_logger, Name, previous.Target, target);
+        if (Protocol == ProxyProtocol.Postgres && _options.ServerTls == ServerTlsMode.Prefer && !Plaintext.Known(target))
+        {
+            // While green opens (clients are still held), learn whether it speaks TLS, so the
+            // sessions moving there at the resume skip that round trip when it does not.
+            _ = AskForTlsAsync(target);
+        }
+
         return Task.CompletedTask;
+    }
+
+    private async Task AskForTlsAsync(EndpointTarget target)
+    {
+        using var link = new ServerLink();
+        try
+        {
+            await link.OpenAsync(target, _options, _stopping.Token, Plaintext);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException or IOException)
+        {
+            // Nothing learned: the moves ask the server themselves.
+        }
     }
 
     /// <summary>Sends <paramref name="percent"/>% of new connections to <paramref name="canary"/> (null or 0 stops the split).</summary>
@@ -492,10 +516,10 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
-    internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target)
+    internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.LeaveMs, timings.WaitMs, timings.LoginMs, timings.ReplayMs);
     }
 
     internal void OnSessionNotMoved(ProxyConnection connection, string reason)

@@ -43,8 +43,9 @@ internal static partial class ProxyLog
     [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "Endpoint {Endpoint} canary: {Percent}% of new connections to {Canary}")]
     public static partial void CanarySet(ILogger logger, string endpoint, int percent, EndpointTarget? canary);
 
-    [LoggerMessage(EventId = 2012, Level = LogLevel.Debug, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state")]
-    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target);
+    // Information: where a moved session's part of the switchover's write gap went (bench/switchover reads it).
+    [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms, login {LoginMs:0.0} ms, replay {ReplayMs:0.0} ms)")]
+    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target, double leaveMs, double waitMs, double loginMs, double replayMs);
 
     [LoggerMessage(EventId = 2013, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} closed for the switchover instead of moved: {Reason}")]
     public static partial void SessionNotMoved(ILogger logger, string endpoint, long connectionId, string reason);

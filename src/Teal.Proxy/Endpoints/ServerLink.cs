@@ -29,16 +29,17 @@ internal sealed class ServerLink : IDisposable
     /// <summary>
     /// Connects to <paramref name="target"/> and sets up TLS as <paramref name="options"/> say,
     /// all within the connect timeout: null when the link is ready, else why not, in words for
-    /// the client's error. Stopping Teal throws as usual.
+    /// the client's error. Stopping Teal throws as usual. Under prefer, a server
+    /// <paramref name="plaintext"/> knows to have answered 'N' is not asked again.
     /// </summary>
-    public async Task<string?> OpenAsync(EndpointTarget target, ProxyOptions options, CancellationToken stopping)
+    public async Task<string?> OpenAsync(EndpointTarget target, ProxyOptions options, CancellationToken stopping, PlaintextServers? plaintext = null)
     {
         if (await SocketIo.ConnectAsync(_socket, target, options.ConnectTimeout, stopping) is { } failure)
         {
             return failure;
         }
 
-        if (options.ServerTls == ServerTlsMode.Disable)
+        if (options.ServerTls == ServerTlsMode.Disable || (options.ServerTls == ServerTlsMode.Prefer && plaintext?.Known(target) == true))
         {
             return null;
         }
@@ -63,9 +64,13 @@ internal sealed class ServerLink : IDisposable
             if (answer[0] != (byte)'S')
             {
                 // 'N': the server has ssl = off. Only prefer goes on in plain text.
-                return options.ServerTls == ServerTlsMode.Prefer
-                    ? null
-                    : $"the server does not accept TLS, and the endpoint's server TLS mode is {options.ServerTls.ToString().ToLowerInvariant()}";
+                if (options.ServerTls == ServerTlsMode.Prefer)
+                {
+                    plaintext?.Remember(target);
+                    return null;
+                }
+
+                return $"the server does not accept TLS, and the endpoint's server TLS mode is {options.ServerTls.ToString().ToLowerInvariant()}";
             }
 
             var tls = new SslStream(new NetworkStream(_socket, ownsSocket: false));
@@ -151,4 +156,24 @@ internal sealed class ServerLink : IDisposable
         _tls?.Dispose();
         _socket.Dispose();
     }
+}
+
+/// <summary>
+/// Servers that answered an endpoint's TLS request with 'N' (ssl = off), remembered for a
+/// minute: under server TLS mode prefer such a server is logged in to in plain text without
+/// asking again, which saves each login — a moved session's inside the switchover's write gap
+/// above all — one round trip to a backend just started. Only 'N' is remembered: a server that
+/// accepts TLS is asked every time, and one that turns TLS on is asked again within a minute.
+/// </summary>
+internal sealed class PlaintextServers(TimeProvider time)
+{
+    private static readonly TimeSpan Remembered = TimeSpan.FromMinutes(1);
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Host, int Port), long> _until = new();
+
+    public bool Known(EndpointTarget target) =>
+        _until.TryGetValue((target.Host, target.Port), out var until) && time.GetTimestamp() < until;
+
+    public void Remember(EndpointTarget target) =>
+        _until[(target.Host, target.Port)] = time.GetTimestamp() + (long)(Remembered.TotalSeconds * time.TimestampFrequency);
 }

@@ -9,7 +9,21 @@ using Teal.Proxy.Protocol;
 namespace Teal.Proxy.Sessions;
 
 /// <summary>A session opened on the new target for a moved client, or why it could not be.</summary>
-internal sealed record MovedSession(ServerLink? Server, ulong BackendKey, string? Failure);
+internal sealed record MovedSession(ServerLink? Server, ulong BackendKey, string? Failure)
+{
+    /// <summary>
+    /// ParameterStatus messages of the new server whose value the client has not seen (its
+    /// server_version, a setting it reports differently): sent to the client before anything
+    /// else from the new session, as a server sends one whenever a reported value changes.
+    /// </summary>
+    public IReadOnlyList<byte[]> ParameterChanges { get; init; } = [];
+
+    /// <summary>Connecting and logging in, up to the new server's ReadyForQuery.</summary>
+    public double LoginMilliseconds { get; init; }
+
+    /// <summary>Replaying the session's state there.</summary>
+    public double ReplayMilliseconds { get; init; }
+}
 
 /// <summary>
 /// Opens a server session on the endpoint's target for a client whose old session ended between
@@ -30,12 +44,14 @@ internal static class SessionMover
         Func<string, CancellationToken, Task<ScramVerifier?>>? verifier,
         SessionSnapshot snapshot,
         ProxyOptions options,
+        PlaintextServers plaintext,
         CancellationToken cancellationToken)
     {
         var server = new ServerLink();
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            if (await server.OpenAsync(target, options, cancellationToken) is { } unreachable)
+            if (await server.OpenAsync(target, options, cancellationToken, plaintext) is { } unreachable)
             {
                 server.Dispose();
                 return new MovedSession(null, 0, $"{target.Instance} could not be reached: {unreachable}");
@@ -43,21 +59,29 @@ internal static class SessionMover
 
             await server.SendAllAsync(startup, cancellationToken);
             var reader = new MessageReader(server.ReceiveAsync);
-            var login = await LogInAsync(server, reader, startup, scram, verifier, cancellationToken);
+            var reported = new ReportedParameters();
+            var login = await LogInAsync(server, reader, startup, scram, verifier, reported, cancellationToken);
             if (login.Failure is not null)
             {
                 server.Dispose();
                 return login;
             }
 
-            var failure = await ReplayAsync(server, reader, snapshot, cancellationToken);
+            var loggedIn = System.Diagnostics.Stopwatch.GetTimestamp();
+            var failure = await ReplayAsync(server, reader, snapshot, reported, cancellationToken);
             if (failure is not null)
             {
                 server.Dispose();
                 return new MovedSession(null, 0, failure);
             }
 
-            return login with { Server = server };
+            return login with
+            {
+                Server = server,
+                ParameterChanges = reported.ChangedFrom(snapshot.Reported),
+                LoginMilliseconds = System.Diagnostics.Stopwatch.GetElapsedTime(started, loggedIn).TotalMilliseconds,
+                ReplayMilliseconds = System.Diagnostics.Stopwatch.GetElapsedTime(loggedIn).TotalMilliseconds,
+            };
         }
         catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
@@ -77,6 +101,7 @@ internal static class SessionMover
         byte[] startup,
         ScramCapture? scram,
         Func<string, CancellationToken, Task<ScramVerifier?>>? verifierSource,
+        ReportedParameters reported,
         CancellationToken cancellationToken)
     {
         var role = MessageWriter.StartupParameters(startup).FirstOrDefault(p => p.Key == "user").Value ?? string.Empty;
@@ -139,8 +164,11 @@ internal static class SessionMover
                     break;
                 case (byte)'Z':
                     return new MovedSession(null, key, null);
+                case (byte)'S':
+                    reported.Add(message.Body, message.Raw);
+                    break;
                 default:
-                    // ParameterStatus and notices: the client saw its own at its login.
+                    // Notices: the client saw its own at its login.
                     break;
             }
         }
@@ -148,44 +176,114 @@ internal static class SessionMover
         return Failed("the server closed the connection during login");
     }
 
-    /// <summary>Settings and LISTENs first (a statement is parsed under the session's search_path), then the prepared statements.</summary>
-    private static async Task<string?> ReplayAsync(ServerLink server, MessageReader reader, SessionSnapshot snapshot, CancellationToken cancellationToken)
+    /// <summary>
+    /// Settings and LISTENs first (a statement is parsed under the session's search_path), then
+    /// the prepared statements. Pipelined: what does not depend on an answer goes in one write,
+    /// so a session with settings and prepared statements of built-in types costs one round trip
+    /// (two when a parameter type must be looked up by name on the new server first).
+    /// </summary>
+    private static async Task<string?> ReplayAsync(ServerLink server, MessageReader reader, SessionSnapshot snapshot, ReportedParameters reported, CancellationToken cancellationToken)
     {
         var batch = new MessageWriter();
-        if (snapshot.Settings.Count > 0)
+        var settingsSent = false;
+        if (snapshot.Settings.Count > 0 || snapshot.Channels.Count > 0)
         {
-            // set_config with parameters: no quoting of values, whatever standard_conforming_strings says.
-            batch.Parse(string.Empty, "select pg_catalog.set_config($1, $2, false)", []);
-            // role and session_authorization last: settings made before a SET ROLE may need the privileges it gives up.
-            foreach (var (name, value) in snapshot.Settings.OrderBy(s => s.Key is "role" or "session_authorization" ? 1 : 0))
+            if (snapshot.Settings.Count > 0)
             {
-                batch.Bind(name, value).Execute();
+                // set_config with parameters: no quoting of values, whatever standard_conforming_strings says.
+                batch.Parse(string.Empty, "select pg_catalog.set_config($1, $2, false)", []);
+                // role and session_authorization last: settings made before a SET ROLE may need the privileges it gives up.
+                foreach (var (name, value) in snapshot.Settings.OrderBy(s => s.Key is "role" or "session_authorization" ? 1 : 0))
+                {
+                    batch.Bind(name, value).Execute();
+                }
             }
+
+            foreach (var channel in snapshot.Channels)
+            {
+                batch.Parse(string.Empty, "LISTEN " + QuoteIdentifier(channel), []).Bind().Execute();
+            }
+
+            batch.Sync();
+            settingsSent = true;
         }
 
-        foreach (var channel in snapshot.Channels)
-        {
-            batch.Parse(string.Empty, "LISTEN " + QuoteIdentifier(channel), []).Bind().Execute();
-        }
-
-        if (await RunAsync(server, reader, batch.Sync(), cancellationToken) is { } failure)
-        {
-            return $"replaying settings failed ({failure})";
-        }
-
-        if (snapshot.Statements.Count == 0)
-        {
-            return null;
-        }
-
-        var types = await ResolveTypesAsync(server, reader, snapshot.Statements, cancellationToken);
-        if (types is null)
+        var types = BuiltInTypes(snapshot.Statements, out var named);
+        if (named.Any(n => n.Contains("$teal$", StringComparison.Ordinal)))
         {
             return "the types of a prepared statement's parameters could not be found on the new server";
         }
 
-        batch = new MessageWriter();
-        foreach (var statement in snapshot.Statements)
+        // Named types are looked up under the replayed search_path, in the same write as the settings.
+        var typeQuery = named.Count == 0 ? null : "select " + string.Join(", ", named.Select(n => $"$teal${n}$teal$::pg_catalog.regtype::pg_catalog.oid::text"));
+        if (typeQuery is not null)
+        {
+            batch.Query(typeQuery);
+        }
+        else if (snapshot.Statements.Count > 0)
+        {
+            Prepare(batch, snapshot.Statements, types);
+        }
+
+        var statementsSent = typeQuery is null && snapshot.Statements.Count > 0;
+        if (!settingsSent && typeQuery is null && !statementsSent)
+        {
+            return null;
+        }
+
+        await SendAsync(server, batch.ToArray(), cancellationToken);
+        string? settingsFailure = null;
+        if (settingsSent && await ReadResultAsync(reader, reported, null, cancellationToken) is { } failure)
+        {
+            settingsFailure = $"replaying settings failed ({failure})";
+        }
+
+        if (typeQuery is not null)
+        {
+            var resolved = true;
+            var typesFailure = await ReadResultAsync(
+                reader,
+                reported,
+                row =>
+                {
+                    for (var i = 0; i < named.Count; i++)
+                    {
+                        if (row[i] is not { } oid || !uint.TryParse(oid, CultureInfo.InvariantCulture, out var value))
+                        {
+                            resolved = false;
+                            return;
+                        }
+
+                        types[named[i]] = value;
+                    }
+                },
+                cancellationToken);
+            if (settingsFailure is not null)
+            {
+                return settingsFailure;
+            }
+
+            if (typesFailure is not null || !resolved || named.Any(n => !types.ContainsKey(n)))
+            {
+                return "the types of a prepared statement's parameters could not be found on the new server";
+            }
+
+            batch = new MessageWriter();
+            Prepare(batch, snapshot.Statements, types);
+            await SendAsync(server, batch.ToArray(), cancellationToken);
+        }
+
+        if (snapshot.Statements.Count > 0 && await ReadResultAsync(reader, reported, null, cancellationToken) is { } prepareFailure)
+        {
+            return settingsFailure ?? $"preparing statements again failed ({prepareFailure})";
+        }
+
+        return settingsFailure;
+    }
+
+    private static void Prepare(MessageWriter batch, IReadOnlyList<PreparedStatement> statements, Dictionary<string, uint> types)
+    {
+        foreach (var statement in statements)
         {
             if (statement.FromSql)
             {
@@ -197,65 +295,43 @@ internal static class SessionMover
             }
         }
 
-        return await RunAsync(server, reader, batch.Sync(), cancellationToken) is { } prepareFailure ? $"preparing statements again failed ({prepareFailure})" : null;
+        batch.Sync();
     }
 
-    /// <summary>Built-in types by their OID; the others (OIDs differ between servers) by name on the new server.</summary>
-    private static async Task<Dictionary<string, uint>?> ResolveTypesAsync(ServerLink server, MessageReader reader, IReadOnlyList<PreparedStatement> statements, CancellationToken cancellationToken)
+    /// <summary>Built-in types by their OID (the same on every server); <paramref name="named"/> gets the others, whose OIDs differ between servers.</summary>
+    private static Dictionary<string, uint> BuiltInTypes(IReadOnlyList<PreparedStatement> statements, out List<string> named)
     {
         var all = statements.SelectMany(s => s.ParameterTypes).Distinct().ToList();
         var result = all.Where(t => uint.TryParse(t, CultureInfo.InvariantCulture, out _)).ToDictionary(t => t, t => uint.Parse(t, CultureInfo.InvariantCulture));
-        var named = all.Where(t => !result.ContainsKey(t)).ToList();
-        if (named.Count == 0)
-        {
-            return result;
-        }
-
-        if (named.Any(n => n.Contains("$teal$", StringComparison.Ordinal)))
-        {
-            return null;
-        }
-
-        var sql = "select " + string.Join(", ", named.Select(n => $"$teal${n}$teal$::pg_catalog.regtype::pg_catalog.oid::text"));
-        await SendAsync(server, new MessageWriter().Query(sql).ToArray(), cancellationToken);
-        var ok = true;
-        while (await reader.ReadAsync(cancellationToken) is { } message)
-        {
-            if (message.Type == (byte)'D')
-            {
-                var row = SessionSnapshot.DataRow(message.Body);
-                for (var i = 0; i < named.Count; i++)
-                {
-                    result[named[i]] = uint.Parse(row[i]!, CultureInfo.InvariantCulture); // regtype::oid is never null.
-                }
-            }
-            else if (message.Type == (byte)'E')
-            {
-                ok = false;
-            }
-            else if (message.Type == (byte)'Z')
-            {
-                return ok ? result : null;
-            }
-        }
-
-        return null;
+        named = [.. all.Where(t => !result.ContainsKey(t))];
+        return result;
     }
 
-    /// <summary>Sends one batch ending in Sync and reads to its ReadyForQuery; the first error's text, or null.</summary>
-    private static async Task<string?> RunAsync(ServerLink server, MessageReader reader, MessageWriter batch, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads one answer to its ReadyForQuery: the first error's text or null; rows go to
+    /// <paramref name="onRow"/>, and ParameterStatus messages (a replayed SET of a reported
+    /// parameter) to <paramref name="reported"/>.
+    /// </summary>
+    private static async Task<string?> ReadResultAsync(MessageReader reader, ReportedParameters reported, Action<List<string?>>? onRow, CancellationToken cancellationToken)
     {
-        await SendAsync(server, batch.ToArray(), cancellationToken);
         string? failure = null;
         while (await reader.ReadAsync(cancellationToken) is { } message)
         {
-            if (message.Type == (byte)'E')
+            switch (message.Type)
             {
-                failure ??= SessionSnapshot.ErrorText(message.Body);
-            }
-            else if (message.Type == (byte)'Z')
-            {
-                return failure;
+                case (byte)'E':
+                    failure ??= SessionSnapshot.ErrorText(message.Body);
+                    break;
+                case (byte)'D':
+                    onRow?.Invoke(SessionSnapshot.DataRow(message.Body));
+                    break;
+                case (byte)'S':
+                    reported.Add(message.Body, message.Raw);
+                    break;
+                case (byte)'Z':
+                    return failure;
+                default:
+                    break;
             }
         }
 
@@ -268,4 +344,31 @@ internal static class SessionMover
 
     private static ValueTask SendAsync(ServerLink server, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
         server.SendAllAsync(data, cancellationToken);
+}
+
+/// <summary>
+/// How long each part of one move took: reading the state and leaving the old server, waiting
+/// for the endpoint to resume, logging in on the new target, replaying the state.
+/// </summary>
+internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, double LoginMs, double ReplayMs);
+
+/// <summary>
+/// The values of reported parameters (ParameterStatus) a new server sent while a session moved
+/// to it, as the raw messages to forward, by name.
+/// </summary>
+internal sealed class ReportedParameters
+{
+    private readonly Dictionary<string, (string Value, byte[] Raw)> _latest = new(StringComparer.OrdinalIgnoreCase);
+
+    public void Add(byte[] body, byte[] raw)
+    {
+        var at = 0;
+        var name = MessageWriter.ReadCString(body, ref at);
+        var value = MessageWriter.ReadCString(body, ref at);
+        _latest[name] = (value, raw);
+    }
+
+    /// <summary>The messages whose value differs from what the old server reported to the client, or that it never reported.</summary>
+    public IReadOnlyList<byte[]> ChangedFrom(IReadOnlyDictionary<string, string> old) =>
+        [.. _latest.Where(p => !old.TryGetValue(p.Key, out var value) || value != p.Value.Value).Select(p => p.Value.Raw)];
 }

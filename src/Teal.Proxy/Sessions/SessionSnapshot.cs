@@ -26,9 +26,19 @@ internal sealed record SessionSnapshot(
     IReadOnlyList<PreparedStatement> Statements)
 {
     /// <summary>
+    /// The current values of the parameters a server reports to its client (ParameterStatus),
+    /// on the server the session leaves: what the client last saw of each, since the server
+    /// reports every change. Compared with the new server's, so the client learns what differs.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Reported { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>
     /// One simple query, run in the client's session between transactions. Catalog names are
     /// qualified because the session's <c>search_path</c> is the client's. State that cannot
-    /// move — temporary tables, advisory locks, WITH HOLD cursors — comes back as blockers.
+    /// move — temporary tables, advisory locks, WITH HOLD cursors — comes back as blockers. The
+    /// reported parameters are PostgreSQL's GUC_REPORT ones from 14 to 18, read with
+    /// current_setting (pg_settings hides is_superuser and session_authorization); those an
+    /// older server does not have come back null and are left out.
     /// </summary>
     public const string Query = """
         select 'blocker'::text, 'temporary tables'::text, null::text, null::text where exists (select from pg_catalog.pg_class where relnamespace = pg_catalog.pg_my_temp_schema())
@@ -40,6 +50,11 @@ internal sealed record SessionSnapshot(
             pg_catalog.array_to_json(array(select case when t::oid < 16384 then t::oid::text else t::text end
                 from pg_catalog.unnest(parameter_types) with ordinality u(t, n) order by n))::text
             from pg_catalog.pg_prepared_statements
+        union all select 'report', n, pg_catalog.current_setting(n, true), null
+            from pg_catalog.unnest(array['application_name', 'client_encoding', 'DateStyle', 'default_transaction_read_only', 'in_hot_standby',
+                'integer_datetimes', 'IntervalStyle', 'is_superuser', 'scram_iterations', 'search_path', 'server_encoding', 'server_version',
+                'session_authorization', 'standard_conforming_strings', 'TimeZone']) n
+            where pg_catalog.current_setting(n, true) is not null
         """;
 
     /// <summary>
@@ -52,6 +67,7 @@ internal sealed record SessionSnapshot(
         var settings = new List<KeyValuePair<string, string>>();
         var channels = new List<string>();
         var statements = new List<PreparedStatement>();
+        var reported = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         while (await reader.ReadAsync(cancellationToken) is { } message)
         {
             switch (message.Type)
@@ -75,6 +91,9 @@ internal sealed record SessionSnapshot(
                         case "listen":
                             channels.Add(name);
                             break;
+                        case "report":
+                            reported[name] = row[2] ?? string.Empty;
+                            break;
                         default:
                             var types = JsonSerializer.Deserialize<string[]>(row[3] ?? "[]") ?? [];
                             statements.Add(new PreparedStatement(name, row[2] ?? string.Empty, kind == "prepare-sql", types));
@@ -89,7 +108,7 @@ internal sealed record SessionSnapshot(
                     await notify(message.Raw);
                     break;
                 case (byte)'Z':
-                    return new SessionSnapshot(blockers, settings, channels, statements);
+                    return new SessionSnapshot(blockers, settings, channels, statements) { Reported = reported };
                 default:
                     // RowDescription, CommandComplete, notices, ParameterStatus: nothing to keep.
                     break;

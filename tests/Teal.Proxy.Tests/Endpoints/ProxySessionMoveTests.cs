@@ -48,6 +48,24 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
+    public async Task MovedSession_LearnsGreensReportedParameters_BeforeItsNextAnswer()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        connection.PostgresParameters["server_version"].ShouldStartWith("15");
+        connection.PostgresParameters.ContainsKey("scram_iterations").ShouldBeFalse();
+
+        await SwitchAsync(endpoint, servers.GreenTarget);
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+
+        // What a client caching server_version (Npgsql's PostgresParameters) sees is green's;
+        // a parameter only green reports (17's scram_iterations) arrives too.
+        connection.PostgresParameters["server_version"].ShouldBe(await servers.Green.ScalarAsync<string>("show server_version"));
+        connection.PostgresParameters["server_version"].ShouldStartWith("17");
+        connection.PostgresParameters.ContainsKey("scram_iterations").ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task SessionWithTempTable_IsClosedWithAdminShutdown_AndCountedAsClosed()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);

@@ -116,6 +116,19 @@ public abstract class ProbeWriterBase : IAsyncDisposable
     /// <summary>A failure after which the connection is given up and the writer reconnects.</summary>
     protected abstract bool IsConnectionFailure(Exception ex);
 
+    /// <summary>
+    /// Wall-clock moments of the two acknowledgements around <see cref="LongestGapOverlapping"/>,
+    /// to see how much of that gap lay before the pause and after the resume.
+    /// </summary>
+    public (DateTimeOffset From, DateTimeOffset To)? LongestGapOverlappingWindow(DateTimeOffset from, DateTimeOffset to)
+    {
+        lock (_acked)
+        {
+            var at = LongestGapEndLocked(i => Wall(_acked[i].Ticks) > from && Wall(_acked[i - 1].Ticks) < to);
+            return at < 0 ? null : (Wall(_acked[at - 1].Ticks), Wall(_acked[at].Ticks));
+        }
+    }
+
     /// <summary>Index i of the longest interval (acknowledgement i-1 to i) that <paramref name="include"/> accepts; -1 for none.</summary>
     private int LongestGapEndLocked(Func<int, bool> include)
     {
