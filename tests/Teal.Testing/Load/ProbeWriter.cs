@@ -20,10 +20,13 @@ public sealed class ProbeWriter : IAsyncDisposable
     // Wall clock and Stopwatch read together, to place acknowledgements on the wall clock.
     private readonly DateTimeOffset _wallAtStart = DateTimeOffset.UtcNow;
     private readonly long _ticksAtStart = Stopwatch.GetTimestamp();
+    private readonly long _firstNumber;
     private Task? _loop;
 
-    public ProbeWriter(string connectionString)
+    /// <summary>Writes rows numbered from <paramref name="firstNumber"/> (several probes on one table take ranges apart).</summary>
+    public ProbeWriter(string connectionString, long firstNumber = 1)
     {
+        _firstNumber = firstNumber;
         // Pooling off: after a drain closes the connection, the next attempt must open a new one
         // (a pooled connection would be a dead socket first).
         _connectionString = new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false, Timeout = 30, CommandTimeout = 30 }.ConnectionString;
@@ -134,7 +137,7 @@ public sealed class ProbeWriter : IAsyncDisposable
 
     private async Task RunAsync(CancellationToken stop)
     {
-        long n = 0;
+        var n = _firstNumber - 1;
         NpgsqlConnection? connection = null;
         while (!stop.IsCancellationRequested)
         {
