@@ -110,7 +110,7 @@ public sealed partial class ProxyProcessTests
             var refused = await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2));
             var failed = await scenario.WaitForStatusAsync("upgrade", TimeSpan.FromMinutes(2), "SWITCHOVER_FAILED", "SWITCHOVER_COMPLETED");
             BlueGreenScenario.Status(failed).ShouldBe("SWITCHOVER_FAILED", $"{failed}\n{refused}");
-            failed.ToString().ShouldContain("teal proxy 'p2'");
+            (failed.GetProperty("statusReason").GetString() ?? string.Empty).ShouldContain("teal proxy 'p2'", customMessage: failed.ToString());
             failed.GetProperty("green").GetString().ShouldBe(green, "the flip never ran");
             await Task.Delay(TimeSpan.FromSeconds(1));
             await probe.StopAsync();
