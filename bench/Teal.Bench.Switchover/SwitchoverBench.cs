@@ -78,6 +78,10 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             await CleanUpAsync(cli, endpoint, log, name, run);
             foreach (var proxy in _proxies)
             {
+                // SIGTERM: the proxy leaves the control plane once its sessions are gone; a
+                // killed one would stay registered for a minute and refuse the next switchover.
+                proxy.Terminate();
+                await proxy.WaitForExitAsync(TimeSpan.FromSeconds(60));
                 await proxy.DisposeAsync();
             }
 
