@@ -11,7 +11,7 @@ using Teal.Postgres.Replication;
 
 // Usage: Teal.Bench.Replication [--scale N] [--clients N] [--seconds N] [--large-rows N] [--copy-parallelism N]
 var options = BenchOptions.Parse(args);
-var catalog = new PostgresEngineCatalog(EngineOptions.FromEnvironment());
+var catalog = new PostgresEngineCatalog(PostgresEngineOptions.FromEnvironment());
 var managed = new ManagedPostgres(catalog);
 await using var servers = await BenchServers.StartAsync(managed, cancellationToken: default);
 var blue = servers.Blue;

@@ -69,7 +69,7 @@ internal static class TealCli
     /// <summary>Adds a verb group: one line per file under Commands/.</summary>
     private static RootCommand BuildRoot(CliSession session)
     {
-        var root = new RootCommand("Teal: blue/green deployments for PostgreSQL. `teal serve` runs the control plane; every other verb is its client.")
+        var root = new RootCommand("Teal: blue/green deployments for PostgreSQL and MariaDB. `teal serve` runs the control plane; every other verb is its client.")
         {
             session.Server,
             session.Token,
@@ -186,7 +186,7 @@ internal static class Verb
             {
                 if (!Teal.Core.Instances.ServerParameters.IsValidName(pair[0]))
                 {
-                    result.AddError($"{name}: '{pair[0]}' is not a server setting name (letters, digits and underscores, optionally one dot: work_mem, auto_explain.log_min_duration)");
+                    result.AddError($"{name}: '{pair[0]}' is not a server setting name (letters, digits and underscores, optionally one dot, as the server's SHOW spells it: max_connections)");
                 }
                 else if (!Teal.Core.Instances.ServerParameters.IsValidValue(pair[1]))
                 {

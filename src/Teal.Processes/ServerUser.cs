@@ -42,4 +42,18 @@ public sealed class ServerUser(string? osUser, string unreachableHint)
             throw new TealException("instance.chown-failed", $"could not give {path} to '{osUser}': {result.Tail()}", "check that the user exists (scripts/setup.sh)");
         }
     }
+
+    /// <summary>
+    /// Runs one of the server's programs as the user. The server's messages stay in English
+    /// whatever the operator's locale: Teal matches some of them (could not bind, ready for connections).
+    /// </summary>
+    public Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken) =>
+        ProcessRunner.RunAsync(
+            new ProcessSpec(program, arguments)
+            {
+                RunAs = osUser,
+                Timeout = timeout,
+                Environment = new Dictionary<string, string> { ["LC_ALL"] = "C", ["LANG"] = "C" },
+            },
+            cancellationToken);
 }

@@ -53,7 +53,7 @@ public static class TealServer
         var dataDirectory = Path.GetFullPath(options.DataDirectory);
         options = options with { DataDirectory = dataDirectory };
         // Owner only (0700; 0711 when Teal is root, so the managed servers' OS users reach instances/).
-        DataDirectory.Prepare(dataDirectory, EngineOptions.FromEnvironment().OsUser);
+        DataDirectory.Prepare(dataDirectory);
         var listen = TealServerOptions.ParseAddress(options.Listen, "server");
         // Before the state store opens or anything binds: a second control plane on this
         // directory would recover, drive switchovers and bind endpoints beside the first.
@@ -124,11 +124,12 @@ public static class TealServer
         services.AddSingleton<ISecretStore>(_ => new FileSecretStore(options.DataDirectory));
 
         // Engines. ProcessRunner (initdb, pg_ctl, pg_dump) is static and needs no registration.
-        services.AddSingleton(EngineOptions.FromEnvironment());
+        services.AddSingleton(PostgresEngineOptions.FromEnvironment());
         services.AddSingleton<PostgresEngineCatalog>();
         services.AddSingleton<IEngine, PostgresEngine>();
         services.AddSingleton<IInstanceProvisioner, PostgresProvisioner>();
         services.AddSingleton<Teal.Core.Errors.ITransientErrorClassifier, Teal.Postgres.Connections.PostgresTransientErrors>();
+        services.AddSingleton(MariaDbEngineOptions.FromEnvironment());
         services.AddSingleton<MariaDbEngineCatalog>();
         services.AddSingleton<IEngine, MariaDbEngine>();
         services.AddSingleton<IInstanceProvisioner, MariaDbProvisioner>();

@@ -13,30 +13,15 @@ namespace Teal.EndToEnd.Tests;
 /// probe table, a table keyed by a sequence) and a deployment with a managed PostgreSQL 17 green.
 /// Everything goes through the real <c>teal</c> CLI.
 /// </summary>
-public sealed class BlueGreenScenario : IAsyncDisposable
+public sealed class BlueGreenScenario : Scenario
 {
-    public const string Database = "app";
-
-    /// <summary>The application's role: Teal copies it (with its password hash) to green, so clients log in on either side.</summary>
-    public const string AppUser = "app_user";
-
-    public const string AppPassword = "app-secret-for-tests";
-
     private BlueGreenScenario(TealProcess teal, PostgresServer blue, int endpointPort)
+        : base(teal, blue, endpointPort)
     {
-        Teal = teal;
-        Cli = new TealCli(teal);
         Blue = blue;
-        EndpointPort = endpointPort;
     }
 
-    public TealProcess Teal { get; }
-
-    public TealCli Cli { get; }
-
     public PostgresServer Blue { get; }
-
-    public int EndpointPort { get; }
 
     /// <summary>Clients connect here (Teal's proxy), never to blue or green directly.</summary>
     public string EndpointConnectionString => new NpgsqlConnectionStringBuilder
@@ -47,6 +32,8 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         Password = AppPassword,
         Database = Database,
     }.ConnectionString;
+
+    protected override string GreenVersion => "17";
 
     /// <summary>Starts Teal and blue, registers blue with an endpoint and loads the schema.</summary>
     public static async Task<BlueGreenScenario> StartAsync(int pgbenchScale = 1, string? tealEntry = null, IReadOnlyDictionary<string, string>? tealEnvironment = null, IReadOnlyList<string>? serveArguments = null)
@@ -70,23 +57,6 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         return scenario;
     }
 
-    /// <summary><c>teal create upgrade --source app --target-engine-version 17 --wait</c>.</summary>
-    public async Task<JsonElement> CreateDeploymentAsync(string name = "upgrade")
-    {
-        var created = await Cli.RunAsync(["create", name, "--source", "app", "--target-engine-version", "17", "--wait"], TimeSpan.FromMinutes(5));
-        created.ShouldSucceed();
-        var deployment = await ShowAsync(name);
-        Status(deployment).ShouldBe("AVAILABLE", deployment.ToString());
-        return deployment;
-    }
-
-    public async Task<JsonElement> ShowAsync(string name = "upgrade")
-    {
-        var shown = await Cli.RunAsync("show", name, "--output", "json");
-        shown.ShouldSucceed();
-        return JsonDocument.Parse(shown.Stdout).RootElement.Clone();
-    }
-
     /// <summary>
     /// The connection Teal hands out for an instance (with its password; explicit request), to
     /// the app database; with <paramref name="asTeal"/>, as Teal's own login, the one a fenced
@@ -94,64 +64,24 @@ public sealed class BlueGreenScenario : IAsyncDisposable
     /// </summary>
     public async Task<string> InstanceUrlAsync(string instance, bool asTeal = false)
     {
-        var url = asTeal ? await Cli.RunAsync("instance", "url", instance, "--as-teal") : await Cli.RunAsync("instance", "url", instance);
-        url.ShouldSucceed();
         // Teal prints a libpq URI (for psql and pgbench); Npgsql wants key=value.
-        var info = global::Teal.Postgres.Connections.ConnectionStrings.Parse(url.Stdout.Trim());
+        var info = await InstanceAsync(instance, asTeal, global::Teal.Postgres.Connections.ConnectionStrings.Parse);
         return new NpgsqlConnectionStringBuilder { Host = info.Host, Port = info.Port, Username = info.User, Password = info.Password, Database = Database }.ConnectionString;
     }
 
-    /// <summary>Status as the API spells it (<c>SWITCHOVER_COMPLETED</c>).</summary>
-    public static string Status(JsonElement deployment) => Normalize(deployment.GetProperty("status").GetString());
+    public static Task<T> ScalarAsync<T>(string connectionString, string sql) => ScalarAsync<T>(new NpgsqlConnection(connectionString), sql);
 
-    public static string Normalize(string? value) =>
-        System.Text.RegularExpressions.Regex.Replace(value ?? string.Empty, "(?<=[a-z])(?=[A-Z])", "_").Replace('-', '_').ToUpperInvariant();
-
-    public static async Task<T> ScalarAsync<T>(string connectionString, string sql)
-    {
-        await using var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        return (T)(await command.ExecuteScalarAsync())!;
-    }
-
-    public static async Task ExecuteAsync(string connectionString, string sql)
-    {
-        await using var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
+    public static Task ExecuteAsync(string connectionString, string sql) => ExecuteAsync(new NpgsqlConnection(connectionString), sql);
 
     /// <summary>
     /// Whether a plain write (rolled back) is accepted by the server behind
     /// <paramref name="connectionString"/>; a fenced server does not even let the user log in.
     /// </summary>
-    public static async Task<bool> AcceptsWritesAsync(string connectionString)
-    {
-        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
-        try
-        {
-            await connection.OpenAsync();
-        }
-        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InvalidAuthorizationSpecification)
-        {
-            return false;
-        }
-
-        await using var transaction = await connection.BeginTransactionAsync();
-        try
-        {
-            await using var insert = new NpgsqlCommand("INSERT INTO orders (note) VALUES ('write check')", connection, transaction);
-            await insert.ExecuteNonQueryAsync();
-            await transaction.RollbackAsync();
-            return true;
-        }
-        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.ReadOnlySqlTransaction)
-        {
-            return false;
-        }
-    }
+    public static Task<bool> AcceptsWritesAsync(string connectionString) =>
+        AcceptsWritesAsync(
+            new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString),
+            refusesLogin: ex => ex is PostgresException { SqlState: PostgresErrorCodes.InvalidAuthorizationSpecification },
+            refusesWrite: ex => ex is PostgresException { SqlState: PostgresErrorCodes.ReadOnlySqlTransaction });
 
     /// <summary>Stops a server Teal manages the way a crash or an operator would (fast shutdown of its postmaster).</summary>
     public static async Task StopServerAsync(string connectionString)
@@ -163,25 +93,6 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         System.Diagnostics.Process.Start("kill", ["-INT", pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
         await postmaster.WaitForExitAsync();
         NpgsqlConnection.ClearAllPools();
-    }
-
-    /// <summary>Polls <c>teal show</c> until the status is one of <paramref name="statuses"/>.</summary>
-    public async Task<JsonElement> WaitForStatusAsync(string name, TimeSpan timeout, params string[] statuses)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        JsonElement deployment;
-        do
-        {
-            deployment = await ShowAsync(name);
-            if (statuses.Contains(Status(deployment)))
-            {
-                return deployment;
-            }
-
-            await Task.Delay(250);
-        }
-        while (DateTime.UtcNow < deadline);
-        throw new TimeoutException($"deployment {name} did not reach {string.Join("/", statuses)} within {timeout}: {deployment}\n{Teal.Log}");
     }
 
     /// <summary>Polls until the running switchover's phase is <paramref name="phase"/> (alone, or with the steps that run with it: <c>catch-up+sync-sequences</c>).</summary>
@@ -219,12 +130,6 @@ public sealed class BlueGreenScenario : IAsyncDisposable
         }
 
         throw new TimeoutException($"replication of {name} did not resume within {timeout}");
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        await Teal.DisposeAsync();
-        await Blue.DisposeAsync();
     }
 }
 

@@ -25,11 +25,11 @@ public static class TestDirectories
     // Helper daemons (PgBouncer) by pid file, with the program name the pid must still belong to.
     private static readonly ConcurrentDictionary<string, string> RunningDaemons = new();
 
-    public static PostgresEngineCatalog Catalog { get; } = new(EngineOptions.FromEnvironment());
+    public static PostgresEngineCatalog Catalog { get; } = new(PostgresEngineOptions.FromEnvironment());
 
     public static ManagedPostgres Managed { get; } = new(Catalog);
 
-    public static MariaDbEngineCatalog MariaDbCatalog { get; } = new(EngineOptions.FromEnvironment());
+    public static MariaDbEngineCatalog MariaDbCatalog { get; } = new(MariaDbEngineOptions.FromEnvironment());
 
     public static ManagedMariaDb ManagedMariaDb { get; } = new(MariaDbCatalog);
 

@@ -304,8 +304,10 @@ internal static class DeploymentCommands
             if (d.Replication.PendingDdl.Count > 0)
             {
                 var first = d.Replication.PendingDdl[0];
-                // A command that works on fenced green: PGOPTIONS lifts the read-only default for this session only.
-                var psql = $"PGOPTIONS='-c default_transaction_read_only=off' psql \"$(teal instance url {d.Green})\" -v ON_ERROR_STOP=1 -c {ShellQuote(first.Statement)}";
+                // Only a PostgreSQL deployment records DDL that waits for green (MariaDB's binlog
+                // carries it), so the command is psql's. It works on fenced green: Teal's login is
+                // the one green accepts, and PGOPTIONS lifts the read-only default for this session only.
+                var psql = $"PGOPTIONS='-c default_transaction_read_only=off' psql \"$(teal instance url {d.Green} --as-teal)\" -v ON_ERROR_STOP=1 -c {ShellQuote(first.Statement)}";
                 throw new CliException(
                     $"{d.Replication.PendingDdl.Count} DDL statement(s) are still not on green, first #{first.Id} {first.CommandTag}",
                     $"apply it on green yourself ({psql}), then `teal ack-ddl {d.Name}`");

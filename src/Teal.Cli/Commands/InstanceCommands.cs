@@ -91,9 +91,9 @@ internal static class InstanceCommands
         var throughEndpoint = new Option<bool>("--endpoint") { Description = "The address of the instance's endpoint instead of the server's" };
         var asTeal = new Option<bool>("--as-teal")
         {
-            Description = "As Teal's own login (teal_control), the one a fenced instance accepts: to stage DDL on green or look at a fenced old blue (SET default_transaction_read_only = off to write). Never give it to applications",
+            Description = "As Teal's own login, the one a fenced instance accepts: to stage DDL on green or look at a fenced old blue (PostgreSQL: SET default_transaction_read_only = off to write). Never give it to applications",
         };
-        var command = new Command("url", "Print a connection URI with the password (psql \"$(teal instance url NAME)\")") { name, throughEndpoint, asTeal };
+        var command = new Command("url", "Print a connection URI with the password: postgresql://… (psql \"$(teal instance url NAME)\") or mysql://… for MariaDB") { name, throughEndpoint, asTeal };
         command.SetAction(async (parse, ct) =>
         {
             using var api = session.Client(parse);

@@ -53,7 +53,7 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.password-without-connection", "a target password goes with --target-connection; a managed green gets a generated one", "leave out the target password options, or name an external green with --target-connection");
         }
 
-        ServerParameters.Validate(spec.TargetParameters, "--target-parameter");
+        ServerParameters.Validate(spec.TargetParameters, "--target-parameter", engines.Engine(blue.Engine).SettingNamesHint);
         ValidateReaders(spec, blue);
         foreach (var slot in spec.CdcSlots.Where(s => s.Length is 0 or > 63 || !s.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_')))
         {
@@ -395,7 +395,7 @@ public sealed partial class DeploymentService(
         }
     }
 
-    private static void ValidateReaders(CreateDeploymentSpec spec, Instance blue)
+    private void ValidateReaders(CreateDeploymentSpec spec, Instance blue)
     {
         if (spec.TargetReaders is < 0 or > GreenTopology.MaxReaders)
         {
@@ -407,9 +407,9 @@ public sealed partial class DeploymentService(
             throw new TealException("deployment.target-conflict", "--target-readers copies a green Teal creates; an external green's readers are yours to make", "leave out --target-readers, or let Teal create green (no --target-connection)");
         }
 
-        if (spec.TargetReaders > 0 && blue.Engine != EngineKind.Postgres)
+        if (spec.TargetReaders > 0 && !engines.Provisioner(blue.Engine).CreatesReaders)
         {
-            throw new TealException("deployment.readers-unsupported", $"Teal makes readers of PostgreSQL greens only; '{blue.Name}' is {blue.Engine.DisplayName()}", "create the deployment without --target-readers");
+            throw new TealException("deployment.readers-unsupported", $"Teal cannot make readers of a {blue.Engine.DisplayName()} green yet ('{blue.Name}' is {blue.Engine.DisplayName()})", "create the deployment without --target-readers");
         }
     }
 

@@ -113,7 +113,7 @@ public static class GreenTopology
             $"green's readers are not ready: {what}",
             first.State == "streaming"
                 ? "wait for the reader to catch up (`teal show` lists its lag), then switch over"
-                : $"start {first.Name} again (a restart of `teal serve` starts every managed instance; by hand: pg_ctl start on its data directory as the server's OS user) and read its server.log: the reader endpoint moves to green's readers at the switchover");
+                : $"start {first.Name} again (a restart of `teal serve` starts every managed instance) and read its server.log: the reader endpoint moves to green's readers at the switchover");
     }
 
     /// <summary>Removes green's readers (before a switchover: they were made for this deployment), slots included.</summary>

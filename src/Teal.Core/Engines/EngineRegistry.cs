@@ -12,7 +12,7 @@ public sealed class EngineRegistry(IEnumerable<IEngine> engines, IEnumerable<IIn
     public IEngine Engine(EngineKind kind) =>
         _engines.TryGetValue(kind, out var engine)
             ? engine
-            : throw new TealException("engine.unsupported", $"the {kind.ToString().ToLowerInvariant()} engine is not available in this build of Teal", "use a PostgreSQL instance");
+            : throw new TealException("engine.unsupported", $"the {kind.ToString().ToLowerInvariant()} engine is not available in this build of Teal", $"use an instance of an engine this build has: {string.Join(", ", _engines.Values.Select(e => e.Kind.DisplayName()))}");
 
     public IInstanceProvisioner Provisioner(EngineKind kind) =>
         _provisioners.TryGetValue(kind, out var provisioner)

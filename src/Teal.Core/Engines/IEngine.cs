@@ -4,7 +4,7 @@ using Teal.Core.Instances;
 namespace Teal.Core.Engines;
 
 /// <summary>
-/// One database family (PostgreSQL; MariaDB/MySQL later). Everything engine-specific goes
+/// One database family (PostgreSQL; MariaDB, with MySQL 8 to come). Everything engine-specific goes
 /// through this interface and <see cref="IReplicationLink"/>, so the deployment workflow, the
 /// guardrails and the switchover plan are written once.
 /// </summary>
@@ -14,6 +14,12 @@ public interface IEngine
 
     /// <summary>The scheme of the connection URIs <c>teal instance url</c> prints (<c>postgresql</c>, <c>mysql</c>).</summary>
     string UriScheme { get; }
+
+    /// <summary>
+    /// How this engine spells its setting names, for the hint when a <c>--parameter</c> name is
+    /// refused (PostgreSQL: as SHOW and pg_settings do, e.g. work_mem).
+    /// </summary>
+    string SettingNamesHint { get; }
 
     /// <summary>
     /// Connects and reads what Teal needs to know about a server. Unreachable servers and bad

@@ -20,6 +20,9 @@ public interface IInstanceProvisioner
     /// <summary>Versions this machine can run, newest first.</summary>
     Task<IReadOnlyList<EngineBinaries>> ListEnginesAsync(CancellationToken cancellationToken);
 
+    /// <summary>Whether <see cref="CreateReaderAsync"/> can make readers of this engine's managed servers.</summary>
+    bool CreatesReaders => false;
+
     /// <summary>
     /// Creates and starts a reader of a managed writer: a physical copy streaming from it through
     /// its own replication slot. On failure nothing is left behind (slot included).
@@ -55,10 +58,11 @@ public sealed record ManagedInstanceRequest(string Name, string Version, string 
 
     public IReadOnlyDictionary<string, string> Parameters { get; init; } = new Dictionary<string, string>();
 
-    public string Database { get; init; } = "postgres";
+    /// <summary>The database the instance is registered with; null takes the engine's own (PostgreSQL: <c>postgres</c>; MariaDB: <c>mysql</c>).</summary>
+    public string? Database { get; init; }
 
-    /// <summary>The bootstrap superuser's name (PostgreSQL: initdb -U).</summary>
-    public string SuperUser { get; init; } = "postgres";
+    /// <summary>The bootstrap superuser's name (PostgreSQL: initdb -U); null takes the engine's own.</summary>
+    public string? SuperUser { get; init; }
 
     /// <summary>The bootstrap superuser's password; null generates one.</summary>
     public string? Password { get; init; }

@@ -105,6 +105,12 @@ public interface IReplicationLink
     /// </summary>
     Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// A query that lists a side's open transactions, oldest first, for the hint when one holds
+    /// up the switchover (PostgreSQL: <c>pg_stat_activity</c>; MariaDB: <c>information_schema.innodb_trx</c>).
+    /// </summary>
+    string OpenTransactionsQuery { get; }
+
     /// <summary>Writes a marker on (fenced) blue as Teal and returns its position.</summary>
     Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken);
 

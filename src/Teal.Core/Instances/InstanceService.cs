@@ -240,7 +240,7 @@ public sealed partial class InstanceService(
             throw new TealException("instance.password-without-connection", "a password goes with --connection; a managed instance gets a generated one", "leave out the password options, or register an existing server with --connection");
         }
 
-        ServerParameters.Validate(request.Parameters, "--parameter");
+        ServerParameters.Validate(request.Parameters, "--parameter", engines.Engine(request.Engine).SettingNamesHint);
         var provisioned = await engines.Provisioner(request.Engine).CreateAsync(
             new ManagedInstanceRequest(request.Name, version, Path.Combine(options.InstancesDirectory, request.Name))
             {

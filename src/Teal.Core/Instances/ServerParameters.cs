@@ -17,8 +17,11 @@ public static partial class ServerParameters
     /// <summary>Whether <paramref name="value"/> fits on one configuration line.</summary>
     public static bool IsValidValue(string? value) => value is not null && !value.Any(char.IsControl);
 
-    /// <summary>Refuses the first bad name or value, naming the option it came from.</summary>
-    public static void Validate(IReadOnlyDictionary<string, string>? parameters, string option)
+    /// <summary>
+    /// Refuses the first bad name or value, naming the option it came from; a bad name's hint is
+    /// <paramref name="namesHint"/>, the engine's word on how its settings are spelled (<see cref="Engines.IEngine.SettingNamesHint"/>).
+    /// </summary>
+    public static void Validate(IReadOnlyDictionary<string, string>? parameters, string option, string namesHint)
     {
         foreach (var (name, value) in parameters ?? new Dictionary<string, string>())
         {
@@ -27,7 +30,7 @@ public static partial class ServerParameters
                 throw new TealException(
                     "parameter.invalid-name",
                     $"{option}: '{Printable(name)}' is not a server setting name",
-                    "use the setting's name as SHOW and pg_settings spell it: letters, digits and underscores, optionally one dot (e.g. work_mem, auto_explain.log_min_duration)");
+                    namesHint);
             }
 
             if (!IsValidValue(value))
@@ -44,7 +47,8 @@ public static partial class ServerParameters
     private static string Printable(string text) =>
         string.Concat(text.Select(c => char.IsControl(c) ? $"\\x{(int)c:x2}" : c.ToString()));
 
-    // PostgreSQL's GUC names: an identifier, or a two-part custom name (extension.setting).
+    // An identifier, or a two-part custom name (PostgreSQL's extension.setting). MariaDB also
+    // reads dashes in my.cnf, but SHOW VARIABLES spells every name with underscores, as here.
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$")]
     private static partial Regex NamePattern();
 }

@@ -14,6 +14,8 @@ public sealed class MariaDbEngine(MariaDbEngineCatalog catalog, TimeProvider tim
 
     public string UriScheme => "mysql";
 
+    public string SettingNamesHint => "use the variable's name as SHOW VARIABLES spells it: letters, digits and underscores (e.g. max_connections, innodb_buffer_pool_size)";
+
     /// <summary>
     /// Connects once (no pooling) and reads version, whether the account can do what Teal needs
     /// (SUPER, or ALL PRIVILEGES), and whether the server is itself a replica (cannot be blue).

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
@@ -12,11 +11,11 @@ namespace Teal.MySql.Engines;
 /// engines directory (<c>mariadb-10.11/bin/mariadbd</c>). The tools around the server
 /// (mariadb-install-db, mariadb, mariadb-dump) are looked up beside it, then in <c>/usr/bin</c>.
 /// </summary>
-public sealed partial class MariaDbEngineCatalog(EngineOptions options)
+public sealed partial class MariaDbEngineCatalog(MariaDbEngineOptions options)
 {
-    private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
+    private readonly BinaryVersions _versions = new(VersionPattern());
 
-    public EngineOptions Options => options;
+    public MariaDbEngineOptions Options => options;
 
     /// <summary>Every MariaDB installation found, newest first.</summary>
     public async Task<IReadOnlyList<EngineBinaries>> ListAsync(CancellationToken cancellationToken)
@@ -24,7 +23,7 @@ public sealed partial class MariaDbEngineCatalog(EngineOptions options)
         var found = new List<EngineBinaries>();
         foreach (var (bin, source) in CandidateBinDirectories())
         {
-            var version = await ReadVersionAsync(Path.Combine(bin, "mariadbd"), cancellationToken);
+            var version = await _versions.ReadAsync(Path.Combine(bin, "mariadbd"), cancellationToken);
             if (version is not null)
             {
                 found.Add(new EngineBinaries(EngineKind.MariaDb, version, bin, source));
@@ -85,25 +84,6 @@ public sealed partial class MariaDbEngineCatalog(EngineOptions options)
                 yield return (Path.Combine(dir, "bin"), "teal");
             }
         }
-    }
-
-    private async Task<string?> ReadVersionAsync(string mariadbd, CancellationToken cancellationToken)
-    {
-        if (_versionByBinary.TryGetValue(mariadbd, out var cached))
-        {
-            return cached;
-        }
-
-        string? version = null;
-        if (File.Exists(mariadbd))
-        {
-            var result = await ProcessRunner.RunAsync(new ProcessSpec(mariadbd, ["--version"]) { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
-            var m = VersionPattern().Match(result.StandardOutput);
-            version = result.Succeeded && m.Success ? m.Groups[1].Value : null;
-        }
-
-        _versionByBinary[mariadbd] = version;
-        return version;
     }
 
     [GeneratedRegex(@"Ver\s+(\d+\.\d+\.\d+)-MariaDB")]

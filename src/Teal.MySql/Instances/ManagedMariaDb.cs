@@ -1,10 +1,6 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
-using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Processes;
 using Teal.MySql.Engines;
@@ -46,7 +42,7 @@ public sealed record ManagedMariaDbServer(string Directory, string Version, stri
 /// <summary>
 /// Creates, starts, stops and removes local MariaDB servers that Teal runs itself: managed
 /// instances, managed greens, and the servers the tests use. When Teal runs as root the servers
-/// run as <see cref="EngineOptions.MySqlOsUser"/>. A server is started detached (its own session,
+/// run as <see cref="MariaDbEngineOptions.OsUser"/>. A server is started detached (its own session,
 /// stdio closed) and outlives the Teal process on purpose, as pg_ctl's servers do: a control
 /// plane that restarts must not take production databases down with it.
 /// </summary>
@@ -79,7 +75,7 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         ["slave-parallel-mode"] = "optimistic",
     };
 
-    private string? OsUser => ProcessRunner.IsRoot ? catalog.Options.MySqlOsUser : null;
+    private string? OsUser => ProcessRunner.IsRoot ? catalog.Options.OsUser : null;
 
     /// <summary>Runs mariadb-install-db, writes the settings, creates Teal's account and starts the server.</summary>
     public async Task<ManagedMariaDbServer> CreateAsync(ManagedMariaDbSpec spec, CancellationToken cancellationToken)
@@ -143,18 +139,8 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
     }
 
     /// <summary>Reads a managed server's description from its directory.</summary>
-    public static async Task<ManagedMariaDbServer> LoadAsync(string directory, CancellationToken cancellationToken)
-    {
-        var path = Path.Combine(directory, StateFileName);
-        if (!File.Exists(path))
-        {
-            throw new TealException("instance.not-managed", $"{directory} holds no Teal-managed MariaDB server", null) { Kind = TealErrorKind.NotFound };
-        }
-
-        await using var stream = File.OpenRead(path);
-        return await JsonSerializer.DeserializeAsync<ManagedMariaDbServer>(stream, cancellationToken: cancellationToken)
-            ?? throw new InvalidDataException($"{path} is empty");
-    }
+    public static Task<ManagedMariaDbServer> LoadAsync(string directory, CancellationToken cancellationToken) =>
+        LocalServers.LoadStateAsync<ManagedMariaDbServer>(directory, StateFileName, "Teal-managed MariaDB server", cancellationToken);
 
     public Task StartAsync(ManagedMariaDbServer server, CancellationToken cancellationToken) => StartAsync(server, initFile: null, cancellationToken);
 
@@ -182,19 +168,11 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         await RemoveDirectoryAsync(server.Directory);
     }
 
-    /// <summary>A port nobody listens on right now (the kernel's choice for an ephemeral bind).</summary>
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
+    /// <inheritdoc cref="LocalServers.FreePort"/>
+    public static int FreePort() => LocalServers.FreePort();
 
-    /// <summary>A random password for a managed account (URL-safe, 32 characters).</summary>
-    public static string GeneratePassword() =>
-        Convert.ToBase64String(RandomNumberGenerator.GetBytes(24)).Replace('+', 'x').Replace('/', 'y');
+    /// <inheritdoc cref="LocalServers.GeneratePassword"/>
+    public static string GeneratePassword() => LocalServers.GeneratePassword();
 
     /// <summary>
     /// Kills the server whose pid is in <paramref name="pidFile"/> if that pid still runs a
@@ -366,8 +344,8 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
         await ChownAsync(server.ConfigFile, cancellationToken);
     }
 
-    private static async Task SaveStateAsync(ManagedMariaDbServer server, CancellationToken cancellationToken) =>
-        await File.WriteAllTextAsync(Path.Combine(server.Directory, StateFileName), JsonSerializer.Serialize(server), cancellationToken);
+    private static Task SaveStateAsync(ManagedMariaDbServer server, CancellationToken cancellationToken) =>
+        LocalServers.SaveStateAsync(server.Directory, StateFileName, server, cancellationToken);
 
     private ServerUser Owner => new(OsUser, "Teal runs MariaDB as that user, not as root: put the data dir where it can reach (e.g. teal serve --data-dir /var/lib/teal), or set TEAL_MYSQL_OS_USER");
 
@@ -376,16 +354,7 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
     private Task ChownAsync(string path, CancellationToken cancellationToken) => Owner.GiveAsync(path, cancellationToken);
 
     private Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken) =>
-        ProcessRunner.RunAsync(
-            new ProcessSpec(program, arguments)
-            {
-                RunAs = OsUser,
-                Timeout = timeout,
-                // The server's messages stay in English whatever the operator's locale; Teal
-                // matches some of them (ready for connections, Bind on TCP/IP port).
-                Environment = new Dictionary<string, string> { ["LC_ALL"] = "C", ["LANG"] = "C" },
-            },
-            cancellationToken);
+        Owner.RunAsync(program, arguments, timeout, cancellationToken);
 
     private static string ReadLogFrom(string logFile, long offset)
     {
@@ -410,24 +379,5 @@ public sealed class ManagedMariaDb(MariaDbEngineCatalog catalog)
     private static string ErrorLines(string log) =>
         string.Join(" | ", log.Split('\n').Where(l => l.Contains("[ERROR]", StringComparison.Ordinal)).TakeLast(3).Select(l => l.Trim()));
 
-    private static async Task RemoveDirectoryAsync(string directory)
-    {
-        // The server may still be writing its last log lines when it is killed.
-        for (var attempt = 0; attempt < 5; attempt++)
-        {
-            try
-            {
-                if (System.IO.Directory.Exists(directory))
-                {
-                    System.IO.Directory.Delete(directory, recursive: true);
-                }
-
-                return;
-            }
-            catch (IOException) when (attempt < 4)
-            {
-                await Task.Delay(100);
-            }
-        }
-    }
+    private static Task RemoveDirectoryAsync(string directory) => LocalServers.RemoveDirectoryAsync(directory);
 }

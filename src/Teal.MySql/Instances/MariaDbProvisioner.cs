@@ -32,10 +32,9 @@ public sealed class MariaDbProvisioner(MariaDbEngineCatalog catalog, TimeProvide
             Host = server.ListenAddress is "0.0.0.0" or "*" or "::" ? "127.0.0.1" : server.ListenAddress,
             Port = server.Port,
             User = server.User,
-            // ManagedInstanceRequest defaults to PostgreSQL's maintenance database; MariaDB's
-            // always-present one is `mysql`. A deployment's green keeps blue's database name:
-            // the copy creates it.
-            Database = request.Database == "postgres" ? MySqlConnectionStrings.DefaultDatabase : request.Database,
+            // MariaDB's always-present database is `mysql`. A deployment's green keeps blue's
+            // database name: the copy creates it.
+            Database = request.Database ?? MySqlConnectionStrings.DefaultDatabase,
             Managed = new ManagedInstanceSpec(server.Directory, server.Version) { Parameters = request.Parameters, OsUser = server.OsUser },
             CreatedAt = time.GetUtcNow(),
         };

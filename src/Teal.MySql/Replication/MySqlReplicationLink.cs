@@ -98,6 +98,11 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _fencing.DrainAsync(side, budget, cancellationToken);
 
+    /// <summary>See <see cref="IReplicationLink.OpenTransactionsQuery"/>.</summary>
+    public const string OpenTransactions = "SELECT trx_mysql_thread_id, trx_started, trx_state, LEFT(trx_query, 80) FROM information_schema.innodb_trx ORDER BY trx_started";
+
+    public string OpenTransactionsQuery => OpenTransactions;
+
     public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _positions.MarkAsync(cancellationToken);
 
     public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _positions.WaitAsync(position, cancellationToken);

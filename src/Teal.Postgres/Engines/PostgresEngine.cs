@@ -15,6 +15,11 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
 
     public string UriScheme => "postgresql";
 
+    /// <summary>See <see cref="SettingNamesHint"/>.</summary>
+    public const string SettingNames = "use the setting's name as SHOW and pg_settings spell it: letters, digits and underscores, optionally one dot (e.g. work_mem, auto_explain.log_min_duration)";
+
+    public string SettingNamesHint => SettingNames;
+
     /// <summary>Connects once (no pooling) and reads version, superuser and recovery state.</summary>
     public async Task<InstanceProbe> ProbeAsync(ConnectionInfo connection, CancellationToken cancellationToken)
     {

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
@@ -12,11 +11,11 @@ namespace Teal.Postgres.Engines;
 /// Teal's engines directory (<c>postgres-17.10/bin</c>). Client tools (pg_dump, psql) come from
 /// the newest Debian installation, because the npm server packages ship without them.
 /// </summary>
-public sealed partial class PostgresEngineCatalog(EngineOptions options)
+public sealed partial class PostgresEngineCatalog(PostgresEngineOptions options)
 {
-    private readonly ConcurrentDictionary<string, string?> _versionByBinary = new();
+    private readonly BinaryVersions _versions = new(VersionPattern());
 
-    public EngineOptions Options => options;
+    public PostgresEngineOptions Options => options;
 
     /// <summary>Every PostgreSQL installation found, newest first.</summary>
     public async Task<IReadOnlyList<EngineBinaries>> ListAsync(CancellationToken cancellationToken)
@@ -24,7 +23,7 @@ public sealed partial class PostgresEngineCatalog(EngineOptions options)
         var found = new List<EngineBinaries>();
         foreach (var (bin, source) in CandidateBinDirectories())
         {
-            var version = await ReadVersionAsync(Path.Combine(bin, "postgres"), cancellationToken);
+            var version = await _versions.ReadAsync(Path.Combine(bin, "postgres"), cancellationToken);
             if (version is not null)
             {
                 found.Add(new EngineBinaries(EngineKind.Postgres, version, bin, source));
@@ -77,9 +76,9 @@ public sealed partial class PostgresEngineCatalog(EngineOptions options)
 
     private IEnumerable<(string Bin, string Source)> CandidateBinDirectories()
     {
-        if (Directory.Exists(options.DebianPostgresRoot))
+        if (Directory.Exists(options.DebianRoot))
         {
-            foreach (var dir in Directory.EnumerateDirectories(options.DebianPostgresRoot))
+            foreach (var dir in Directory.EnumerateDirectories(options.DebianRoot))
             {
                 yield return (Path.Combine(dir, "bin"), "debian");
             }
@@ -92,25 +91,6 @@ public sealed partial class PostgresEngineCatalog(EngineOptions options)
                 yield return (Path.Combine(dir, "bin"), "teal");
             }
         }
-    }
-
-    private async Task<string?> ReadVersionAsync(string postgres, CancellationToken cancellationToken)
-    {
-        if (_versionByBinary.TryGetValue(postgres, out var cached))
-        {
-            return cached;
-        }
-
-        string? version = null;
-        if (File.Exists(postgres))
-        {
-            var result = await ProcessRunner.RunAsync(new ProcessSpec(postgres, ["--version"]) { Timeout = TimeSpan.FromSeconds(10) }, cancellationToken);
-            var m = VersionPattern().Match(result.StandardOutput);
-            version = result.Succeeded && m.Success ? m.Groups[1].Value : null;
-        }
-
-        _versionByBinary[postgres] = version;
-        return version;
     }
 
     private static string Normalize(string version) => version.Contains('.', StringComparison.Ordinal) ? version : version + ".0";

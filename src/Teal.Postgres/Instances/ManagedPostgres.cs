@@ -1,10 +1,5 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
-using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
 using Teal.Processes;
@@ -43,7 +38,7 @@ public sealed record ManagedPostgresServer(string Directory, string Version, str
 /// <summary>
 /// Creates, starts, stops and removes local PostgreSQL servers that Teal runs itself: managed
 /// instances, managed greens, and the servers the tests use. When Teal runs as root the servers
-/// run as <see cref="EngineOptions.OsUser"/>, because PostgreSQL refuses to run as root.
+/// run as <see cref="PostgresEngineOptions.OsUser"/>, because PostgreSQL refuses to run as root.
 /// Servers are started with <c>pg_ctl</c> and outlive the Teal process on purpose: a control
 /// plane that restarts must not take production databases down with it.
 /// </summary>
@@ -75,7 +70,7 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     {
         ArgumentNullException.ThrowIfNull(spec);
         // They become lines of teal.conf: refused before anything is made.
-        ServerParameters.Validate(spec.Parameters, "--parameter");
+        ServerParameters.Validate(spec.Parameters, "--parameter", PostgresEngine.SettingNames);
         foreach (var (name, value) in spec.Parameters)
         {
             if (value.StartsWith('\'') && !QuotedValue().IsMatch(value))
@@ -134,18 +129,8 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     }
 
     /// <summary>Reads a managed server's description from its directory.</summary>
-    public static async Task<ManagedPostgresServer> LoadAsync(string directory, CancellationToken cancellationToken)
-    {
-        var path = Path.Combine(directory, StateFileName);
-        if (!File.Exists(path))
-        {
-            throw new TealException("instance.not-managed", $"{directory} holds no Teal-managed server", null) { Kind = TealErrorKind.NotFound };
-        }
-
-        await using var stream = File.OpenRead(path);
-        return await JsonSerializer.DeserializeAsync<ManagedPostgresServer>(stream, cancellationToken: cancellationToken)
-            ?? throw new InvalidDataException($"{path} is empty");
-    }
+    public static Task<ManagedPostgresServer> LoadAsync(string directory, CancellationToken cancellationToken) =>
+        LocalServers.LoadStateAsync<ManagedPostgresServer>(directory, StateFileName, "Teal-managed server", cancellationToken);
 
     public async Task StartAsync(ManagedPostgresServer server, CancellationToken cancellationToken)
     {
@@ -201,19 +186,11 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
         await RemoveDirectoryAsync(server.Directory);
     }
 
-    /// <summary>A port nobody listens on right now (the kernel's choice for an ephemeral bind).</summary>
-    public static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
+    /// <inheritdoc cref="LocalServers.FreePort"/>
+    public static int FreePort() => LocalServers.FreePort();
 
-    /// <summary>A random password for a managed superuser (URL-safe, 32 characters).</summary>
-    public static string GeneratePassword() =>
-        Convert.ToBase64String(RandomNumberGenerator.GetBytes(24)).Replace('+', 'x').Replace('/', 'y');
+    /// <inheritdoc cref="LocalServers.GeneratePassword"/>
+    public static string GeneratePassword() => LocalServers.GeneratePassword();
 
     private async Task<ManagedPostgresServer> StartWithPortRetryAsync(ManagedPostgresServer server, bool portIsOurs, IReadOnlyDictionary<string, string> parameters, CancellationToken cancellationToken)
     {
@@ -277,11 +254,8 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     [System.Text.RegularExpressions.GeneratedRegex(@"^'(?:[^'\\]|''|\\.)*'$")]
     private static partial System.Text.RegularExpressions.Regex QuotedValue();
 
-    private static async Task SaveStateAsync(ManagedPostgresServer server, CancellationToken cancellationToken)
-    {
-        var path = Path.Combine(server.Directory, StateFileName);
-        await File.WriteAllTextAsync(path, JsonSerializer.Serialize(server), cancellationToken);
-    }
+    private static Task SaveStateAsync(ManagedPostgresServer server, CancellationToken cancellationToken) =>
+        LocalServers.SaveStateAsync(server.Directory, StateFileName, server, cancellationToken);
 
     private ServerUser Owner => new(OsUser, "PostgreSQL refuses to run as root, so Teal runs it as that user: put the data dir where it can reach (e.g. teal serve --data-dir /var/lib/teal), or set TEAL_OS_USER");
 
@@ -290,16 +264,7 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     private Task ChownAsync(string path, CancellationToken cancellationToken) => Owner.GiveAsync(path, cancellationToken);
 
     private Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout, CancellationToken cancellationToken) =>
-        ProcessRunner.RunAsync(
-            new ProcessSpec(program, arguments)
-            {
-                RunAs = OsUser,
-                Timeout = timeout,
-                // The server's messages stay in English whatever the operator's locale; Teal
-                // matches some of them (could not bind).
-                Environment = new Dictionary<string, string> { ["LC_ALL"] = "C", ["LANG"] = "C" },
-            },
-            cancellationToken);
+        Owner.RunAsync(program, arguments, timeout, cancellationToken);
 
     private static string LastLogLines(ManagedPostgresServer server)
     {
@@ -314,24 +279,5 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
         }
     }
 
-    private static async Task RemoveDirectoryAsync(string directory)
-    {
-        // The server may still be writing its last log lines when asked to stop immediately.
-        for (var attempt = 0; attempt < 5; attempt++)
-        {
-            try
-            {
-                if (System.IO.Directory.Exists(directory))
-                {
-                    System.IO.Directory.Delete(directory, recursive: true);
-                }
-
-                return;
-            }
-            catch (IOException) when (attempt < 4)
-            {
-                await Task.Delay(100);
-            }
-        }
-    }
+    private static Task RemoveDirectoryAsync(string directory) => LocalServers.RemoveDirectoryAsync(directory);
 }

@@ -7,9 +7,17 @@ namespace Teal.Postgres.Instances;
 /// <summary>Managed PostgreSQL instances for Teal's instance registry (on top of <see cref="ManagedPostgres"/>).</summary>
 public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvider time) : IInstanceProvisioner
 {
+    /// <summary>What initdb makes: the bootstrap superuser and the maintenance database, both <c>postgres</c>.</summary>
+    public const string DefaultSuperUser = "postgres";
+
+    /// <inheritdoc cref="DefaultSuperUser"/>
+    public const string DefaultDatabase = "postgres";
+
     private readonly ManagedPostgres _managed = new(catalog);
 
     public EngineKind Kind => EngineKind.Postgres;
+
+    public bool CreatesReaders => true;
 
     public async Task<ProvisionedInstance> CreateAsync(ManagedInstanceRequest request, CancellationToken cancellationToken)
     {
@@ -17,7 +25,7 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
         var server = await _managed.CreateAsync(
             new ManagedPostgresSpec(request.Directory, request.Version, password)
             {
-                SuperUser = request.SuperUser,
+                SuperUser = request.SuperUser ?? DefaultSuperUser,
                 Port = request.Port,
                 ListenAddress = request.ListenAddress,
                 Parameters = request.Parameters,
@@ -30,7 +38,7 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
             Host = server.ListenAddress == "0.0.0.0" || server.ListenAddress == "*" ? "127.0.0.1" : server.ListenAddress,
             Port = server.Port,
             User = server.SuperUser,
-            Database = request.Database,
+            Database = request.Database ?? DefaultDatabase,
             Managed = new ManagedInstanceSpec(server.Directory, server.Version) { Parameters = request.Parameters, OsUser = server.OsUser },
             CreatedAt = time.GetUtcNow(),
         };

@@ -14,9 +14,6 @@ namespace Teal.Postgres.Replication;
 /// </summary>
 internal sealed class CdcSlots(LinkSessions sessions, TimeProvider time)
 {
-    // Sql's helpers take params object?[]: a string[] passed alone would be taken as the whole
-    // parameter list, so each array goes in as one (object) parameter.
-
     private IReadOnlyList<string> Names => sessions.Spec.CdcSlots;
 
     /// <summary>Create refuses a name that is not a logical slot of blue's database, naming the slot and the fix.</summary>
@@ -26,7 +23,7 @@ internal sealed class CdcSlots(LinkSessions sessions, TimeProvider time)
             "SELECT slot_name::text, slot_type, coalesce(database::text, '') FROM pg_replication_slots WHERE slot_name = ANY($1)",
             r => (Name: r.GetString(0), Type: r.GetString(1), Database: r.GetString(2)),
             cancellationToken,
-            (object)names.ToArray())).ToDictionary(s => s.Name);
+            names.ToArray())).ToDictionary(s => s.Name);
         var database = await blue.ScalarAsync<string>("SELECT current_database()::text", cancellationToken);
         var problems = new List<string>();
         foreach (var name in names)
@@ -138,7 +135,7 @@ internal sealed class CdcSlots(LinkSessions sessions, TimeProvider time)
                 "SELECT slot_name::text, plugin::text FROM pg_replication_slots WHERE slot_name = ANY($1) AND slot_type = 'logical'",
                 r => (r.GetString(0), r.GetString(1)),
                 cancellationToken,
-                (object)Names.ToArray());
+                Names.ToArray());
             publications = await PublicationsToCopyAsync(blue, cancellationToken);
         }
 
@@ -213,7 +210,7 @@ internal sealed class CdcSlots(LinkSessions sessions, TimeProvider time)
                 LagBytes = r.IsDBNull(4) ? null : r.GetInt64(4),
             },
             cancellationToken,
-            (object)Names.ToArray())).ToDictionary(s => s.Name);
+            Names.ToArray())).ToDictionary(s => s.Name);
         return Names.Select(n => found.GetValueOrDefault(n) ?? new CdcSlotSnapshot(side, n));
     }
 

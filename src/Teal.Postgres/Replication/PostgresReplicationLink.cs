@@ -110,6 +110,11 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 
+    /// <summary>See <see cref="IReplicationLink.OpenTransactionsQuery"/>.</summary>
+    public const string OpenTransactions = "SELECT pid, usename, xact_start, state, left(query, 80) FROM pg_stat_activity WHERE xact_start IS NOT NULL ORDER BY xact_start";
+
+    public string OpenTransactionsQuery => OpenTransactions;
+
     public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_positions.MarkAsync, cancellationToken);
 
     public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _positions.WaitAsync(position, ct), cancellationToken);

@@ -31,7 +31,7 @@ internal static class ReaderStreams
                 LagSeconds = r.IsDBNull(3) ? null : r.GetDouble(3),
             },
             cancellationToken,
-            (object)slots.ToArray());
+            slots.ToArray());
         // A slot that is gone is reported as not connected: the guardrail names it.
         return [.. slots.Select(slot => found.FirstOrDefault(f => f.Slot == slot) ?? new ReaderReplication(slot, null, null))];
     }

@@ -26,11 +26,20 @@ internal static class Sql
         return dot < 0 ? Qualified("public", text) : Qualified(text[..dot], text[(dot + 1)..]);
     }
 
+    /// <summary>
+    /// A command with <c>$1</c>, <c>$2</c>… bound to <paramref name="parameters"/> in order. An
+    /// array of strings (or of any other type narrower than object) given alone is one array
+    /// parameter, <c>= ANY($1)</c>: C# would otherwise bind it as the whole list by array
+    /// covariance and send its first element as <c>$1</c>.
+    /// </summary>
     public static NpgsqlCommand Command(this NpgsqlConnection connection, string sql, params object?[] parameters)
     {
         var command = connection.CreateCommand();
         command.CommandText = sql;
-        foreach (var p in parameters)
+        // The compiler builds exactly an object[] for the expanded form; any other runtime type is
+        // a caller's own array that C# took as the list.
+        object?[] values = parameters.GetType() == typeof(object[]) ? parameters : [parameters];
+        foreach (var p in values)
         {
             command.Parameters.Add(new NpgsqlParameter { Value = p ?? DBNull.Value });
         }

@@ -23,10 +23,10 @@ internal static class DataDirectory
     // serve.log: where scripts/demo.sh (and operators after it) send teal serve's output.
     private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "instances", "serve.log"];
 
-    /// <summary>Creates or checks <paramref name="path"/>; <paramref name="serverOsUser"/> is who runs managed servers when Teal is root.</summary>
-    public static void Prepare(string path, string? serverOsUser)
+    /// <summary>Creates or checks <paramref name="path"/> (as root, every engine runs its managed servers as an OS user of its own).</summary>
+    public static void Prepare(string path)
     {
-        var wanted = ProcessRunner.IsRoot && serverOsUser is not null ? OwnerAll | UnixFileMode.OtherExecute : OwnerAll;
+        var wanted = ProcessRunner.IsRoot ? OwnerAll | UnixFileMode.OtherExecute : OwnerAll;
         if (!Directory.Exists(path))
         {
             Directory.CreateDirectory(path, wanted);

@@ -1,7 +1,11 @@
+using System.Globalization;
+using MySqlConnector;
 using Teal.Core.Engines;
 using Teal.Core.Errors;
 using Teal.Core.Instances;
+using Teal.MySql.Connections;
 using Teal.MySql.Engines;
+using Teal.MySql.Replication;
 using Teal.Testing;
 
 namespace Teal.MySql.Tests.Engines;
@@ -50,5 +54,23 @@ public sealed class MariaDbEngineTests
         ServerFlavor.FromVersion("10.11.19-MariaDB-0+deb12u1-log").IsMariaDb.ShouldBeTrue();
         ServerFlavor.Number("10.11.19-MariaDB-0+deb12u1-log").ShouldBe("10.11.19");
         ServerFlavor.FromVersion("8.0.36").Unsupported!.ShouldContain("super_read_only");
+    }
+
+    [Fact]
+    public async Task OpenTransactionsQuery_RunsOnAServer_AndListsAnOpenTransaction()
+    {
+        await using var server = await MariaDbServer.StartAsync();
+        await server.ExecuteAsync("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB");
+        await using var open = await server.OpenAsync("app");
+        await using var transaction = await open.BeginTransactionAsync();
+        await using (var insert = new MySqlCommand("INSERT INTO t VALUES (1)", open, transaction))
+        {
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        await using var conn = await server.OpenAsync();
+        var rows = await Sql.RowsAsync(conn, MySqlReplicationLink.OpenTransactions, CancellationToken.None);
+
+        rows.ShouldContain(r => r["trx_mysql_thread_id"] == open.ServerThread.ToString(CultureInfo.InvariantCulture));
     }
 }

@@ -8,7 +8,7 @@ namespace Teal.Postgres.Tests.Engines;
 
 public sealed class PostgresEngineProbeTests(Postgres15Fixture pg) : IClassFixture<Postgres15Fixture>
 {
-    private static readonly PostgresEngine Engine = new(new PostgresEngineCatalog(EngineOptions.FromEnvironment()), TimeProvider.System);
+    private static readonly PostgresEngine Engine = new(new PostgresEngineCatalog(PostgresEngineOptions.FromEnvironment()), TimeProvider.System);
 
     private ConnectionInfo Connection(string? password = null) =>
         new(pg.Server.Host, pg.Server.Port, pg.Server.User, password ?? pg.Server.Password, "postgres");

@@ -31,6 +31,7 @@ public sealed class MariaDbInstanceApiTests : IAsyncLifetime
         created.StatusCode.ShouldBe(HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
         var shop = (await client.GetFromJsonAsync<InstanceView[]>("/api/instances", TealJson.Options))!.ShouldHaveSingleItem();
         (shop.Engine, shop.Managed, shop.User).ShouldBe((EngineKind.MariaDb, true, "teal"));
+        shop.Database.ShouldBe("mysql", "a managed instance is registered with its engine's own database, not PostgreSQL's");
         var url = (await client.GetFromJsonAsync<InstanceUrl>("/api/instances/shop/url", TealJson.Options))!.Url;
         url.ShouldStartWith("mysql://teal:");
         var connection = Teal.MySql.Connections.MySqlConnectionStrings.Parse(url);
@@ -63,5 +64,22 @@ public sealed class MariaDbInstanceApiTests : IAsyncLifetime
         var copy = (await client.GetFromJsonAsync<InstanceView[]>("/api/instances", TealJson.Options))!.ShouldHaveSingleItem();
         (copy.Engine, copy.Role, copy.Managed).ShouldBe((EngineKind.MariaDb, InstanceRole.Reader, false));
         copy.Version.ShouldStartWith("10.11.");
+    }
+
+    [Theory]
+    [InlineData("mariadb", "SHOW VARIABLES", "pg_settings")]
+    [InlineData("postgres", "pg_settings", "SHOW VARIABLES")]
+    public async Task Create_SettingNameRefused_HintSpeaksOfThatEnginesSettings(string engine, string named, string notNamed)
+    {
+        using var client = _teal.Client();
+
+        using var refused = await client.PostAsJsonAsync("/api/instances", new { name = "shop", engine, version = "10.11", parameters = new Dictionary<string, string> { ["max connections"] = "10" } });
+
+        refused.StatusCode.ShouldBe(HttpStatusCode.BadRequest, await refused.Content.ReadAsStringAsync());
+        var problem = (await refused.Content.ReadFromJsonAsync<ApiProblem>(TealJson.Options))!;
+        problem.Code.ShouldBe("parameter.invalid-name");
+        problem.Hint!.ShouldContain(named);
+        problem.Hint!.ShouldNotContain(notNamed);
+        (await client.GetFromJsonAsync<InstanceView[]>("/api/instances", TealJson.Options))!.ShouldBeEmpty();
     }
 }

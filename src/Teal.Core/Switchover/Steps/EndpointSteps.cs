@@ -33,7 +33,7 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
             throw new Errors.TealException(
                 "switchover.pause-timeout",
                 $"the endpoints could not pause within the drain budget of {context.Options.DrainBudget.TotalSeconds:0.#} s: a transaction through them stayed open",
-                "find the long transaction (pg_stat_activity on blue) or give a larger --drain-budget");
+                $"find the long transaction on blue ({context.Link.OpenTransactionsQuery}) or give a larger --drain-budget");
         }
     }
 

@@ -39,6 +39,8 @@ internal sealed class UnusedLink : IReplicationLink
 
     public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => throw Unused();
 
+    public string OpenTransactionsQuery => "SELECT the open transactions";
+
     public Task<ReplicationPosition> MarkFinalPositionAsync(CancellationToken cancellationToken) => throw Unused();
 
     public Task WaitForPositionAsync(ReplicationPosition position, CancellationToken cancellationToken) => throw Unused();
