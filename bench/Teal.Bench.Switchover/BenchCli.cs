@@ -13,6 +13,9 @@ internal sealed class BenchCli(TealProcess server)
 {
     private readonly TealCli _cli = new(server);
 
+    /// <summary>The <c>teal serve</c> this CLI talks to (a <c>teal proxy</c> follows it).</summary>
+    public TealProcess Server => server;
+
     /// <param name="environment">Extra variables for this command only: the PgBouncer admin password goes through <c>TEAL_PGBOUNCER_PASSWORD</c>, never the command line.</param>
     public Task<CliResult> RunAsync(IReadOnlyList<string> args, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment = null) =>
         _cli.RunAsync(args, timeout, environment);

@@ -9,6 +9,8 @@ using Teal.Bench.Switchover;
 //   its connections (-M simple / -M prepared), which the proxy moves to green at the switchover.
 //   --baseline: the JSON of bench/switchover/handrolled-pgbouncer.sh from the same run; its gaps
 //   are the reference Teal must beat (PRODUCT.md §11) and it is embedded in the output.
+//   proxy-two-processes: teal serve --endpoints external with two `teal proxy` processes; the probe
+//   writes through one, pgbench (sessions kept) through the other; both are paused, flipped and resumed.
 //   mariadb-proxy: MariaDB 10.11 blue/green through Teal's proxy (MariaDbSwitchoverBench);
 //   --mariadb-baseline: handrolled-haproxy-mariadb.sh's JSON, its reference (embedded as handrolledMariaDb).
 //        Teal.Bench.Switchover --loop N
@@ -44,7 +46,7 @@ for (var i = 0; i < args.Length; i++)
     }
 }
 
-string[] kinds = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer", MariaDbSwitchoverBench.Kind];
+string[] kinds = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer", MariaDbSwitchoverBench.Kind, SwitchoverBench.TwoProxies];
 if (endpoints.Except(kinds).FirstOrDefault() is { } unknown)
 {
     await Console.Error.WriteLineAsync($"unknown endpoint kind {unknown}: one of {string.Join(", ", kinds)}");

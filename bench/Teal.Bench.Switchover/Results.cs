@@ -127,8 +127,8 @@ public sealed record KindResult(
         var lost = runs.Sum(r => r.LostWrites);
         // Kinds whose clients keep their connections across the switchover: PgBouncer's
         // transaction pooling, and Teal's proxy moving sessions to green.
-        var keepsSessions = endpoint is "pgbouncer" or "proxy-sessions" or "proxy-prepared";
-        var movesSessions = endpoint is "proxy-sessions" or "proxy-prepared";
+        var keepsSessions = endpoint is "pgbouncer" or "proxy-sessions" or "proxy-prepared" or SwitchoverBench.TwoProxies;
+        var movesSessions = endpoint is "proxy-sessions" or "proxy-prepared" or SwitchoverBench.TwoProxies;
         var bars = new Bars(
             MaxGapAtMost500Ms: maxGap is <= 500,
             MedianGapAtMost200Ms: medianGap is <= 200,

@@ -36,10 +36,18 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     private static readonly TimeSpan LoadBefore = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan LoadAfter = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// The kind with the endpoints in two <c>teal proxy</c> processes (<c>teal serve --endpoints
+    /// external</c>): the probe writes through one, pgbench keeps its sessions through the other.
+    /// </summary>
+    public const string TwoProxies = "proxy-two-processes";
+
+    private readonly List<TealProxyProcess> _proxies = [];
+
     public async Task<KindResult> RunAsync()
     {
         var runs = new List<SwitchoverRun>();
-        await using var teal = await TealProcess.StartAsync();
+        await using var teal = await TealProcess.StartAsync(serveArguments: endpoint == TwoProxies ? ["--endpoints", "external"] : null);
         var cli = new BenchCli(teal);
         log($"{endpoint}: teal serve at {teal.Url}");
         for (var i = 1; i <= switchovers; i++)
@@ -68,6 +76,16 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
                 $"write pause {run.WritePauseMilliseconds?.ToString("0", CultureInfo.InvariantCulture) ?? "?"} ms, probe errors {run.ProbeErrors}, " +
                 $"pgbench aborted {run.PgbenchAbortedClients}, lost {run.LostWrites}");
             await CleanUpAsync(cli, endpoint, log, name, run);
+            foreach (var proxy in _proxies)
+            {
+                // SIGTERM: the proxy leaves the control plane once its sessions are gone; a
+                // killed one would stay registered for a minute and refuse the next switchover.
+                proxy.Terminate();
+                await proxy.WaitForExitAsync(TimeSpan.FromSeconds(60));
+                await proxy.DisposeAsync();
+            }
+
+            _proxies.Clear();
             if (bouncer is not null)
             {
                 await bouncer.DisposeAsync();
@@ -145,6 +163,21 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
         {
             var port = ManagedPostgres.FreePort();
             await cli.MustAsync(["instance", "add", name, "--connection", blue.Uri(Database), "--endpoint", $"127.0.0.1:{port}"], TimeSpan.FromMinutes(2));
+            if (endpoint == TwoProxies)
+            {
+                // p1 listens where the endpoint is declared (the probe's way in), p2 elsewhere (pgbench's).
+                var second = ManagedPostgres.FreePort();
+                _proxies.Add(await TealProxyProcess.StartAsync(cli.Server, $"p1-{i}"));
+                _proxies.Add(await TealProxyProcess.StartAsync(cli.Server, $"p2-{i}", [$"{name}=127.0.0.1:{second}"]));
+                foreach (var proxy in _proxies)
+                {
+                    await proxy.WaitForLogAsync(new System.Text.RegularExpressions.Regex($"Endpoint {name} listens on"), TimeSpan.FromSeconds(60));
+                }
+
+                log($"{endpoint} #{i}: teal proxy p1-{i} on {port} (probe), p2-{i} on {second} (pgbench, sessions kept)");
+                return new Client("127.0.0.1", second, AppUser, AppPassword, Database, ConnectPerTransaction: false) { ProbePort = port };
+            }
+
             return endpoint switch
             {
                 // Sessions kept across the switchover: the proxy moves them to green, prepared statements included.
@@ -185,7 +218,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             return Failed(i, deployment, sourceVersion, "CREATE_FAILED", create.ToString(), createSeconds);
         }
 
-        await using var probe = new ProbeWriter(client.ConnectionString);
+        await using var probe = new ProbeWriter(client.ProbeConnectionString);
         probe.Start();
         using var pgbench = PgbenchLoad.Start(client.Host, client.Port, client.User, client.Password, client.Database, PgbenchClients, client.ConnectPerTransaction, client.QueryMode);
         // The probe is the measuring instrument: the switchover starts only once it is writing.
@@ -332,6 +365,11 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     {
         /// <summary>pgbench's -M: simple, or prepared (named prepared statements per connection).</summary>
         public string QueryMode { get; init; } = "simple";
+
+        /// <summary>Where the probe connects when not where pgbench does (the two-proxy kind).</summary>
+        public int? ProbePort { get; init; }
+
+        public string ProbeConnectionString => new NpgsqlConnectionStringBuilder(ConnectionString) { Port = ProbePort ?? Port }.ConnectionString;
 
         public string ConnectionString => new NpgsqlConnectionStringBuilder
         {

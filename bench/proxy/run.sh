@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Proxy throughput bench (PRODUCT.md §11): pgbench -S (select-only) and TPC-B at 8 and 32
-# clients against one PostgreSQL 15, four ways in the same run: direct, through Teal's proxy
-# (bench/Teal.Bench.Proxy hosting ProxyManager with one endpoint), through PgBouncer
-# (transaction pooling, pool >= clients) and through HAProxy (tcp mode). Prints one JSON document.
+# clients against one PostgreSQL 15, five ways in the same run: direct, through Teal's proxy
+# (bench/Teal.Bench.Proxy hosting ProxyManager with one endpoint), through a `teal proxy` process
+# following `teal serve --endpoints external` ("teal-proxy": the same proxy, plus what its own
+# process adds — heartbeats, admin API, SO_REUSEPORT), through PgBouncer (transaction pooling,
+# pool >= clients) and through HAProxy (tcp mode). Prints one JSON document.
 #
 # Method, so that the figures mean the same thing every run:
 #   - pgbench -M simple, -j 2 (the machine has 2 cores), -T DURATION seconds, -n (no vacuum per run).
@@ -78,6 +80,8 @@ PG_PORT="$(free_port)"
 TEAL_PORT="$(free_port)"
 BOUNCER_PORT="$(free_port)"
 HAPROXY_PORT="$(free_port)"
+TEALPROC_PORT="$(free_port)"
+SERVE_PORT="$(free_port)"
 
 # --- PostgreSQL 15 ------------------------------------------------------------------------------
 log "PostgreSQL 15 on $PG_PORT, pgbench scale $SCALE"
@@ -106,6 +110,22 @@ dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT"
 PIDS+=("$!")
 TEAL_PID="$!"
 wait_port "$TEAL_PORT" "Teal's proxy"
+
+# --- `teal proxy` following `teal serve --endpoints external` --------------------------------------
+log "building teal; teal serve --endpoints external and one teal proxy"
+dotnet build -c Release -v q -nologo "$ROOT/src/Teal.Cli/Teal.Cli.csproj" >"$WORK/build-teal.log" 2>&1 || die "build failed: $(tail -5 "$WORK/build-teal.log")"
+TEAL_CLI="$ROOT/src/Teal.Cli/bin/Release/net10.0/teal.dll"
+mkdir -p "$WORK/serve"
+dotnet "$TEAL_CLI" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$SERVE_PORT" --endpoints external >"$WORK/serve.log" 2>&1 &
+PIDS+=("$!")
+wait_port "$SERVE_PORT" "teal serve"
+TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_PORT" dotnet "$TEAL_CLI" instance add bench \
+  --connection "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" --endpoint "127.0.0.1:$TEALPROC_PORT" >"$WORK/instance-add.log" 2>&1 \
+  || die "teal instance add failed: $(tail -3 "$WORK/instance-add.log")"
+dotnet "$TEAL_CLI" proxy --data-dir "$WORK/serve" --server "http://127.0.0.1:$SERVE_PORT" --name bench --state-file "$WORK/proxy.routes.json" >"$WORK/teal-proxy.log" 2>&1 &
+PIDS+=("$!")
+TEALPROC_PID="$!"
+wait_port "$TEALPROC_PORT" "teal proxy"
 
 # --- PgBouncer, transaction pooling ----------------------------------------------------------------
 echo '"postgres" ""' >"$WORK/userlist.txt"
@@ -150,13 +170,13 @@ wait_port "$HAPROXY_PORT" "HAProxy"
 # --- runs ---------------------------------------------------------------------------------------
 port_of() {
   case "$1" in
-    direct) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
+    direct) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; teal-proxy) echo "$TEALPROC_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
   esac
 }
 
 pid_of() {
   case "$1" in
-    teal) echo "$TEAL_PID" ;; pgbouncer) cat "$WORK/pgbouncer.pid" ;; haproxy) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
+    teal) echo "$TEAL_PID" ;; teal-proxy) echo "$TEALPROC_PID" ;; pgbouncer) cat "$WORK/pgbouncer.pid" ;; haproxy) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
   esac
 }
 
@@ -193,16 +213,18 @@ run_one() {
 
 # Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
 # reach its optimized code, as it has in a long-running `teal serve`.
-for via in direct teal pgbouncer haproxy; do
+PATHS=(direct teal teal-proxy pgbouncer haproxy)
+for via in "${PATHS[@]}"; do
   pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
 done
 
-ORDERS=("direct teal pgbouncer haproxy" "teal pgbouncer haproxy direct" "pgbouncer haproxy direct teal" "haproxy direct teal pgbouncer")
+# Each round starts one path later than the previous one.
+order() { local r="$1" i; for i in "${!PATHS[@]}"; do printf '%s ' "${PATHS[$(((i + r) % ${#PATHS[@]}))]}"; done; }
 declare -A TPS P99 CPU
 round=0
 for workload in select-only tpcb; do
   for clients in $CLIENTS; do
-    for via in ${ORDERS[$((round % 4))]}; do
+    for via in $(order "$round"); do
       log "$workload, $clients clients, $via (${DURATION}s)"
       read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
       TPS["$workload/$clients/$via"]="$tps"
@@ -232,7 +254,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
   for workload in select-only tpcb; do
     for clients in $CLIENTS; do
       direct="${TPS[$workload/$clients/direct]}"
-      for via in direct teal pgbouncer haproxy; do
+      for via in "${PATHS[@]}"; do
         [ $first = 1 ] || printf ',\n'
         first=0
         printf '    {"workload": "%s", "clients": %s, "via": "%s", "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
@@ -252,7 +274,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
       [ "$met" = true ] || all_met=false
       [ $first = 1 ] || printf ',\n'
       first=0
-      printf '    {"workload": "%s", "clients": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "met": %s}' "$workload" "$clients" "$vs_bouncer" "$vs_haproxy" "$met"
+      printf '    {"workload": "%s", "clients": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_proxy_process_vs_in_process": %s, "met": %s}' "$workload" "$clients" "$vs_bouncer" "$vs_haproxy" "$(ratio "${TPS[$workload/$clients/teal-proxy]}" "$teal")" "$met"
     done
   done
   printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"

@@ -40,7 +40,9 @@ internal static class TealCli
         try
         {
             // Ctrl-C cancels the verb's token; it then has this long to finish what it does.
-            return await parse.InvokeAsync(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) }, cancellationToken);
+            // `teal proxy` handles its signals itself: after SIGTERM its sessions may run on for minutes.
+            var termination = parse.CommandResult.Command.Name == "proxy" ? (TimeSpan?)null : TimeSpan.FromSeconds(30);
+            return await parse.InvokeAsync(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = termination }, cancellationToken);
         }
         catch (CliException ex)
         {
@@ -83,6 +85,7 @@ internal static class TealCli
         }
 
         root.Subcommands.Add(ServeCommand.Create(session));
+        root.Subcommands.Add(ProxyCommand.Create(session));
         root.Subcommands.Add(EngineCommands.Create(session));
         root.Subcommands.Add(InstanceCommands.Create(session));
         foreach (var verb in DeploymentCommands.Create(session))

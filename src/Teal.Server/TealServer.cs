@@ -154,6 +154,11 @@ public static class TealServer
         services.AddSingleton<Teal.Proxy.Sessions.IScramVerifierSource, ControlVerifierSource>();
         services.AddSingleton<ProxyManager>();
         services.AddSingleton<PgBouncerEndpoints>();
+        services.AddSingleton<EndpointRouteResolver>();
+        // `teal proxy` processes: registered by heartbeat, driven by the switchover beside (or instead of) the listeners here.
+        services.AddSingleton<Teal.Server.RemoteProxies.RemoteProxyRegistry>();
+        services.AddSingleton<Teal.Server.RemoteProxies.ProxyRouteTableSource>();
+        services.AddHostedService<Teal.Server.RemoteProxies.RemoteProxyWatch>();
         services.AddSingleton<IEndpointRegistry, EndpointRegistry>();
         services.AddSwitchover();
         services.AddSingleton<LiveEndpoints>();
@@ -178,6 +183,7 @@ public static class TealServer
         EventRoutes.Map(api);
         EndpointRoutes.Map(api);
         SwitchoverRoutes.Map(api);
+        Teal.Server.RemoteProxies.RemoteProxyRoutes.Map(api);
         app.MapObservability();
         api.MapFallback((HttpContext context) => ApiErrors.WriteAsync(
             context,

@@ -14,6 +14,18 @@ public sealed record TealServerOptions(string DataDirectory)
     /// <summary><c>HOST:PORT</c> for the REST API; port 0 picks a free port (tests).</summary>
     public string Listen { get; init; } = DefaultListen;
 
+    /// <summary>
+    /// <c>--endpoints external</c>: proxy endpoints are served by <c>teal proxy</c> processes only,
+    /// so a restart of this server closes no client connection. Default: served in-process.
+    /// </summary>
+    public bool ExternalEndpoints { get; init; }
+
+    /// <summary>How long a registered <c>teal proxy</c> may go without a heartbeat before it is dropped.</summary>
+    public TimeSpan ProxySilenceLimit { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a command to a <c>teal proxy</c> may take (a drain: its budget plus this) before the switchover counts it failed.</summary>
+    public TimeSpan ProxyCallTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
     public string InstancesDirectory => Path.Combine(DataDirectory, "instances");
 
     public string TokenFile => Path.Combine(DataDirectory, "token");

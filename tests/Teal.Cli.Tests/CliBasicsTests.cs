@@ -28,7 +28,7 @@ public sealed class CliBasicsTests : IAsyncLifetime
         var run = await CliRun.RunAsync("--help");
 
         run.ExitCode.ShouldBe(0);
-        foreach (var verb in new[] { "serve", "engine", "instance", "create", "list", "show", "verify", "ack-ddl", "apply-ddl", "add-tables", "delete", "events", "endpoint", "check", "switchover", "switchback", "finish" })
+        foreach (var verb in new[] { "serve", "proxy", "engine", "instance", "create", "list", "show", "verify", "ack-ddl", "apply-ddl", "add-tables", "delete", "events", "endpoint", "check", "switchover", "switchback", "finish" })
         {
             run.Stdout.ShouldContain($"  {verb}");
         }

@@ -11,11 +11,13 @@ internal static class ServeCommand
     public static Command Create(CliSession session)
     {
         var listen = new Option<string>("--listen") { Description = $"HOST:PORT for the REST API (default {TealServerOptions.DefaultListen})", DefaultValueFactory = _ => TealServerOptions.DefaultListen };
-        var command = new Command("serve", "Run the control plane: state, monitors and the REST API") { listen };
+        var endpoints = new Option<string>("--endpoints") { Description = "in-process (default): serve Teal's proxy endpoints here; external: leave them to `teal proxy` processes, so a restart of this server closes no client connection", DefaultValueFactory = _ => "in-process" };
+        endpoints.AcceptOnlyFromAmong("in-process", "external");
+        var command = new Command("serve", "Run the control plane: state, monitors and the REST API") { listen, endpoints };
         command.SetAction(async (parse, ct) =>
         {
             ProxyRuntime.ConfigureProcess();
-            var options = new TealServerOptions(session.DataDirectoryFor(parse)) { Listen = parse.GetValue(listen)! }; // Has a default value.
+            var options = new TealServerOptions(session.DataDirectoryFor(parse)) { Listen = parse.GetValue(listen)!, ExternalEndpoints = parse.GetValue(endpoints) == "external" }; // Both have a default value.
             EnsureFree(options.Listen);
             await using var app = TealServer.Build(options);
             try

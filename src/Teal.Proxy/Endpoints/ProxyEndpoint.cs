@@ -54,6 +54,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private long _sessions; // connections counted against the cap: from startup packet to end
     private long _sessionsClosed;
     private int _disposed;
+    private int _acceptStopped;
 
     private ProxyEndpoint(string name, Socket listener, EndpointTarget target, ProxyOptions options, ILogger logger, TimeProvider timeProvider, TimeSpan? holdDeadline, IScramVerifierSource? verifiers, ProxyProtocol protocol)
     {
@@ -165,6 +166,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         try
         {
             listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (options.ReusePort && OperatingSystem.IsLinux())
+            {
+                // .NET has no name for it: SOL_SOCKET (1), SO_REUSEPORT (15) on Linux.
+                listener.SetRawSocketOption(1, 15, BitConverter.GetBytes(1));
+            }
+
             listener.Bind(listen);
             listener.Listen(options.Backlog);
         }
@@ -337,6 +344,35 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>Whether the listener is closed (<see cref="StopAcceptingAsync"/>); open sessions may still run.</summary>
+    public bool Accepting => Volatile.Read(ref _acceptStopped) == 0;
+
+    /// <summary>
+    /// Closes the listener and leaves every open connection (and held one) running: a
+    /// <c>teal proxy</c> being replaced lets its sessions end by themselves while a new process
+    /// accepts beside it on the same address.
+    /// </summary>
+    public async Task StopAcceptingAsync()
+    {
+        if (Interlocked.Exchange(ref _acceptStopped, 1) != 0)
+        {
+            return;
+        }
+
+        _listener.Dispose();
+        try
+        {
+            await _acceptLoop;
+        }
+        catch (ObjectDisposedException)
+        {
+            // The loop ends on the closed socket.
+        }
+    }
+
+    /// <summary>Open connections (admitted, held or logging in).</summary>
+    public int OpenConnections => _connections.Count;
+
     /// <summary>Stops listening, refuses held connections and cuts the open ones.</summary>
     public async Task StopAsync()
     {
@@ -346,6 +382,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
 
         await _stopping.CancelAsync();
+        Interlocked.Exchange(ref _acceptStopped, 1);
         _listener.Dispose();
         await _acceptLoop;
         foreach (var connection in _connections.Values)
@@ -577,7 +614,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             {
                 client = await _listener.AcceptAsync(_stopping.Token);
             }
-            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException || ex is SocketException && Volatile.Read(ref _acceptStopped) != 0)
             {
                 return;
             }

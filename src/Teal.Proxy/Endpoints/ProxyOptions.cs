@@ -33,6 +33,13 @@ public sealed record ProxyOptions
     /// <summary>Roots verify-full trusts; empty or null for the system's.</summary>
     public X509Certificate2Collection? ServerTlsRoots { get; init; }
 
+    /// <summary>
+    /// SO_REUSEPORT on the listeners, so that a second process can listen on the same address
+    /// beside this one (<c>teal proxy</c>'s replacement without closing a session); the kernel
+    /// spreads new connections over both until the old one stops accepting.
+    /// </summary>
+    public bool ReusePort { get; init; }
+
     public void Validate()
     {
         if (BufferSize < 1024)

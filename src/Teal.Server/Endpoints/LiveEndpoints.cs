@@ -1,10 +1,8 @@
 using Microsoft.Extensions.Logging;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
-using Teal.Core.Instances;
 using Teal.Core.State;
 using Teal.Core.Switchover;
-using Teal.Proxy.Endpoints;
 using Teal.Proxy.Hosting;
 
 namespace Teal.Server.Endpoints;
@@ -25,8 +23,14 @@ public sealed class StateTargetResolver(IStateStore state) : IEndpointTargetReso
 /// starts, one at a time as they are added or removed. PgBouncer endpoints have nothing to
 /// listen on; they are driven at switchover only.
 /// </summary>
-public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, StateTargetResolver resolver, IStateStore state, SwitchoverService switchovers, ILogger<LiveEndpoints> logger) : IEndpointHost
+public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints pgBouncers, EndpointRouteResolver routes, IStateStore state, SwitchoverService switchovers, TealServerOptions options, ILogger<LiveEndpoints> logger) : IEndpointHost
 {
+    /// <summary>
+    /// False with <c>teal serve --endpoints external</c>: the declared proxy endpoints are served
+    /// by <c>teal proxy</c> processes, and this server binds none of them.
+    /// </summary>
+    public bool ServesProxyEndpoints => !options.ExternalEndpoints;
+
     public Task StartAsync(EndpointSpec spec, CancellationToken cancellationToken) => StartAsync(spec, null, cancellationToken);
 
     private async Task StartAsync(EndpointSpec spec, TimeSpan? holdDeadline, CancellationToken cancellationToken)
@@ -37,30 +41,20 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var target = await RouteAsync(spec, cancellationToken);
+        var target = await routes.RouteAsync(spec, cancellationToken);
+        if (!ServesProxyEndpoints)
+        {
+            // Checked all the same: a declaration whose route does not resolve is refused as in-process.
+            return;
+        }
+
         // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
-        var engine = (await state.GetInstanceAsync(spec.Instance, cancellationToken))?.Engine ?? EngineKind.Postgres;
-        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, ProxyProtocols.ForEngine(engine));
+        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, await routes.ProtocolAsync(spec, cancellationToken));
         LogListening(spec.Name, spec.Listen, target);
         if (holdDeadline is not null)
         {
             LogHolding(spec.Name);
         }
-    }
-
-    /// <summary>
-    /// A writer endpoint routes to its instance; a reader endpoint to the first reader Teal made
-    /// of it (green's, after a switchover), or to the instance itself when it has none.
-    /// </summary>
-    private async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
-    {
-        if (spec.Role == InstanceRole.Reader
-            && (await Teal.Core.Deployments.GreenTopology.ReadersOfAsync(state, spec.Instance, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null) is { } reader)
-        {
-            return await resolver.ResolveAsync(reader.Name, cancellationToken);
-        }
-
-        return await resolver.ResolveAsync(spec.Instance, cancellationToken);
     }
 
     /// <summary>Applies a stored canary to the live endpoint (null canary: no split).</summary>
@@ -72,7 +66,7 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var canary = spec.CanaryInstance is { } name && spec.CanaryPercent > 0 ? await resolver.ResolveAsync(name, cancellationToken) : null;
+        var canary = await routes.CanaryAsync(spec, cancellationToken);
         await endpoint.SetCanaryAsync(canary, canary is null ? 0 : spec.CanaryPercent, cancellationToken);
     }
 

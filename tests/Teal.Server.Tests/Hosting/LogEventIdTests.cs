@@ -23,6 +23,8 @@ public sealed class LogEventIdTests
         ("Teal.Core.Instances", 2100, 2199),
         ("Teal.Server.Endpoints", 2200, 2299),
         ("Teal.Server.Api", 2300, 2399),
+        ("Teal.Server.RemoteProxies", 2400, 2449),
+        ("Teal.Server.ProxyHost", 2450, 2499),
         ("Teal.Server.Events", 2700, 2799),
         ("Teal.Server.Metrics", 2800, 2899),
         ("Teal.Server.Observability", 2800, 2899),

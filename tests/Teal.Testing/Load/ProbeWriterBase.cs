@@ -23,6 +23,9 @@ public abstract class ProbeWriterBase : IAsyncDisposable
     private readonly long _ticksAtStart = Stopwatch.GetTimestamp();
     private Task? _loop;
 
+    /// <summary>The number of the first row (several probes on one table take ranges apart).</summary>
+    protected long FirstNumber { get; init; } = 1;
+
     public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
 
     public async Task StopAsync()
@@ -148,7 +151,7 @@ public abstract class ProbeWriterBase : IAsyncDisposable
 
     private async Task RunAsync(CancellationToken stop)
     {
-        long n = 0;
+        var n = FirstNumber - 1;
         DbConnection? connection = null;
         while (!stop.IsCancellationRequested)
         {

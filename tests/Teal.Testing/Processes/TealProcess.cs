@@ -25,6 +25,9 @@ public sealed class TealProcess : IAsyncDisposable
 
     public string DataDirectory { get; }
 
+    /// <summary>Arguments added to <c>teal serve</c>'s at every start (<c>--endpoints external</c>).</summary>
+    public IReadOnlyList<string> ServeArguments { get; set; } = [];
+
     /// <summary>Extra environment of the next start (fault-injection tests change it between restarts).</summary>
     public IReadOnlyDictionary<string, string> Environment { get; set; }
 
@@ -54,10 +57,10 @@ public sealed class TealProcess : IAsyncDisposable
     /// Starts <c>teal serve</c>. <paramref name="entryAssembly"/> defaults to the built <c>teal.dll</c>;
     /// fault-injection tests pass a test host that adds a step decorator.
     /// </summary>
-    public static async Task<TealProcess> StartAsync(string? entryAssembly = null, IReadOnlyDictionary<string, string>? environment = null, CancellationToken cancellationToken = default)
+    public static async Task<TealProcess> StartAsync(string? entryAssembly = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? serveArguments = null, CancellationToken cancellationToken = default)
     {
         var dir = TestDirectories.NewDirectory("teal");
-        var process = new TealProcess(dir, ManagedPostgres.FreePort(), entryAssembly ?? RepoPaths.TealDll, environment ?? new Dictionary<string, string>());
+        var process = new TealProcess(dir, ManagedPostgres.FreePort(), entryAssembly ?? RepoPaths.TealDll, environment ?? new Dictionary<string, string>()) { ServeArguments = serveArguments ?? [] };
         TestDirectories.TrackTeal(process);
         await process.StartAgainAsync(cancellationToken);
         return process;
@@ -72,7 +75,7 @@ public sealed class TealProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         info.ArgumentList.Add(_entry);
-        foreach (var arg in new[] { "serve", "--data-dir", DataDirectory, "--listen", $"127.0.0.1:{Port}" })
+        foreach (var arg in new[] { "serve", "--data-dir", DataDirectory, "--listen", $"127.0.0.1:{Port}" }.Concat(ServeArguments))
         {
             info.ArgumentList.Add(arg);
         }

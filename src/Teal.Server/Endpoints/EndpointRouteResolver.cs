@@ -1,0 +1,44 @@
+using Teal.Core.Endpoints;
+using Teal.Core.Instances;
+using Teal.Core.State;
+using Teal.Proxy.Endpoints;
+
+namespace Teal.Server.Endpoints;
+
+/// <summary>
+/// Where a declared proxy endpoint routes now, from the state store: the one answer the
+/// in-process listeners, the <c>teal proxy</c> route table and the switchover's view share.
+/// </summary>
+public sealed class EndpointRouteResolver(IStateStore state, StateTargetResolver resolver)
+{
+    /// <summary>
+    /// A writer endpoint routes to its instance; a reader endpoint to the first reader Teal made
+    /// of it (green's, after a switchover), or to the instance itself when it has none.
+    /// </summary>
+    public async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Role == InstanceRole.Reader
+            && (await Teal.Core.Deployments.GreenTopology.ReadersOfAsync(state, spec.Instance, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null) is { } reader)
+        {
+            return await resolver.ResolveAsync(reader.Name, cancellationToken);
+        }
+
+        return await resolver.ResolveAsync(spec.Instance, cancellationToken);
+    }
+
+    /// <summary>The stored canary's address, or null when the endpoint splits nothing.</summary>
+    public async Task<EndpointTarget?> CanaryAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        return spec.CanaryInstance is { } name && spec.CanaryPercent > 0 ? await resolver.ResolveAsync(name, cancellationToken) : null;
+    }
+
+    /// <summary>The wire protocol of the endpoint: its instance's engine's (MariaDB: MySQL's).</summary>
+    public async Task<ProxyProtocol> ProtocolAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var engine = (await state.GetInstanceAsync(spec.Instance, cancellationToken))?.Engine ?? EngineKind.Postgres;
+        return ProxyProtocols.ForEngine(engine);
+    }
+}

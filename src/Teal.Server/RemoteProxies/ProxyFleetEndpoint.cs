@@ -1,0 +1,184 @@
+using System.Net;
+using System.Net.Http.Json;
+using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Core.Instances;
+using Teal.Server.Json;
+
+namespace Teal.Server.RemoteProxies;
+
+/// <summary>
+/// One declared proxy endpoint as the switchover drives it when <c>teal proxy</c> processes serve
+/// it (and, beside them, this server's own listener if it has one): every operation goes to all of
+/// them. Pause and drain must succeed everywhere — a proxy that does not answer fails the step, so
+/// the switchover rolls back before its point of no return, since that proxy could still send
+/// clients to blue. Flip and resume are best effort towards a proxy that does not answer: the
+/// switchover is then past the point of no return (or rolling back), and the proxy converges on
+/// the route table at its next heartbeat (see <c>ProxyProcess</c>).
+/// </summary>
+public sealed partial class ProxyFleetEndpoint : IEndpoint
+{
+    private readonly EndpointSpec _spec;
+    private readonly IEndpoint? _local;
+    private readonly IReadOnlyList<RegisteredProxy> _remotes;
+    private readonly RemoteProxyRegistry _registry;
+    private readonly ILogger _logger;
+    private EndpointTarget _target;
+
+    public ProxyFleetEndpoint(EndpointSpec spec, EndpointTarget target, IEndpoint? local, IReadOnlyList<RegisteredProxy> remotes, RemoteProxyRegistry registry, ILogger logger)
+    {
+        _spec = spec;
+        _target = target;
+        _local = local;
+        _remotes = remotes;
+        _registry = registry;
+        _logger = logger;
+    }
+
+    public string Name => _spec.Name;
+
+    public EndpointTarget Target => Volatile.Read(ref _target);
+
+    public InstanceRole Role => _spec.Role;
+
+    /// <summary>The proxies this endpoint drives (for the API and tests).</summary>
+    public IReadOnlyList<string> Proxies => [.. _remotes.Select(r => r.Name)];
+
+    /// <summary>
+    /// True whenever a remote proxy is involved: their pause state is only known from heartbeats,
+    /// and a resume of an endpoint that is not paused changes nothing.
+    /// </summary>
+    public bool Paused => _remotes.Count > 0 || _local?.Paused == true;
+
+    public EndpointStats Stats
+    {
+        get
+        {
+            var all = _remotes.SelectMany(r => r.Endpoints.Where(e => e.Name == Name).Select(e => e.Stats)).ToList();
+            if (_local is not null)
+            {
+                all.Add(_local.Stats);
+            }
+
+            return new EndpointStats(all.Sum(s => s.Active), all.Sum(s => s.Held), all.Sum(s => s.Total), all.Sum(s => s.BytesFromClients), all.Sum(s => s.BytesToClients), all.Sum(s => s.Errors))
+            {
+                SessionsMoved = all.Sum(s => s.SessionsMoved),
+                SessionsClosed = all.Sum(s => s.SessionsClosed),
+            };
+        }
+    }
+
+    /// <summary>
+    /// While clients still run: checks every proxy serves the endpoint, and sends each command the
+    /// switchover will send to an endpoint name no proxy has (answered 404, changing nothing).
+    /// Measured: without it the first switchover through fresh proxies paused writes for seconds,
+    /// spent building each admin route's request delegate and JSON contracts on both sides and
+    /// opening connections, all inside the write pause.
+    /// </summary>
+    public async Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        await Task.WhenAll([
+            _local?.PrepareAsync(holdDeadline, cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => WarmUpAsync(r, holdDeadline, cancellationToken))]);
+    }
+
+    private async Task WarmUpAsync(RegisteredProxy proxy, TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        await CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken);
+        var nowhere = $"{Name}~warm-up";
+        await CallAsync<object>(proxy, HttpMethod.Post, "/pause", new ProxyHoldRequest(holdDeadline.TotalSeconds), TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1), TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<object>(proxy, HttpMethod.Post, "/flip", new ProxyFlipRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<object>(proxy, HttpMethod.Post, "/resume", null, TimeSpan.Zero, cancellationToken, nowhere);
+    }
+
+    public async Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        await Task.WhenAll([
+            _local?.PauseAsync(holdDeadline, cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => CallAsync<object>(r, HttpMethod.Post, "/pause", new ProxyHoldRequest(holdDeadline.TotalSeconds), TimeSpan.Zero, cancellationToken))]);
+    }
+
+    public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
+    {
+        var results = await Task.WhenAll([
+            _local?.DrainAsync(budget, cancellationToken) ?? Task.FromResult(new EndpointDrainResult(0, 0)),
+            .. _remotes.Select(async r => await CallAsync<EndpointDrainResult>(r, HttpMethod.Post, "/drain", new ProxyDrainRequest(budget.TotalSeconds), budget, cancellationToken) ?? new EndpointDrainResult(0, 0))]);
+        return new EndpointDrainResult(results.Sum(r => r.ClosedIdle), results.Sum(r => r.ClosedAtDeadline)) { Moving = results.Sum(r => r.Moving) };
+    }
+
+    public async Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        Volatile.Write(ref _target, target);
+        await Task.WhenAll([
+            _local?.FlipAsync(target, cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(target), cancellationToken))]);
+    }
+
+    public async Task ResumeAsync(CancellationToken cancellationToken)
+    {
+        await Task.WhenAll([
+            _local?.ResumeAsync(cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => BestEffortAsync(r, "/resume", null, cancellationToken))]);
+    }
+
+    private async Task BestEffortAsync(RegisteredProxy proxy, string action, object? body, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await CallAsync<object>(proxy, HttpMethod.Post, action, body, TimeSpan.Zero, cancellationToken);
+        }
+        catch (TealException ex)
+        {
+            LogBestEffortFailed(Name, proxy.Name, action.TrimStart('/'), ex.Message);
+        }
+    }
+
+    /// <summary>
+    /// One admin call; a proxy that does not serve this endpoint (404) has nothing to do. Any
+    /// other failure is a <see cref="TealException"/> naming the proxy and the fix.
+    /// </summary>
+    private async Task<T?> CallAsync<T>(RegisteredProxy proxy, HttpMethod method, string action, object? body, TimeSpan duration, CancellationToken cancellationToken, string? endpoint = null)
+        where T : class
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(duration + _registry.CallTimeout);
+        var uri = new Uri(proxy.AdminUrl, $"/proxy/endpoints/{Uri.EscapeDataString(endpoint ?? Name)}{action}");
+        try
+        {
+            using var request = new HttpRequestMessage(method, uri);
+            if (method == HttpMethod.Post)
+            {
+                request.Content = JsonContent.Create(body ?? new { }, options: TealJson.Options);
+            }
+
+            using var response = await _registry.Http.SendAsync(request, deadline.Token);
+            if (response.StatusCode == HttpStatusCode.NotFound)
+            {
+                return null;
+            }
+
+            if (!response.IsSuccessStatusCode)
+            {
+                throw Unreachable(proxy, action, $"it answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(deadline.Token)}", null);
+            }
+
+            return typeof(T) == typeof(object) ? null : await response.Content.ReadFromJsonAsync<T>(TealJson.Options, deadline.Token);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or System.Text.Json.JsonException || ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            throw Unreachable(proxy, action, ex is OperationCanceledException ? $"no answer within {(duration + _registry.CallTimeout).TotalSeconds:0.#} s" : ex.Message, ex);
+        }
+    }
+
+    private TealException Unreachable(RegisteredProxy proxy, string action, string reason, Exception? inner) => new(
+        "endpoint.proxy-unreachable",
+        $"teal proxy '{proxy.Name}' ({proxy.AdminUrl}) did not {(action.Length == 0 ? "answer" : action.TrimStart('/'))} endpoint '{Name}': {reason}",
+        $"start that proxy again, or remove it for good with `DELETE /api/proxies/{proxy.Name}` (it is dropped by itself after {_registry.SilenceLimit.TotalSeconds:0} s without a heartbeat); then retry",
+        inner);
+
+    [LoggerMessage(EventId = 2404, Level = LogLevel.Warning, Message = "Endpoint {Name}: teal proxy {Proxy} did not take {Action} ({Reason}); it follows the route table at its next heartbeat")]
+    private partial void LogBestEffortFailed(string name, string proxy, string action, string reason);
+}

@@ -1,0 +1,52 @@
+using Teal.Core.Endpoints;
+using Teal.Proxy.Endpoints;
+
+namespace Teal.Server.RemoteProxies;
+
+/// <summary>
+/// What a <c>teal proxy</c> sends the control plane every heartbeat: who it is, where its admin
+/// API answers, and the figures of the endpoints it serves.
+/// </summary>
+/// <param name="Name">Unique among the proxies of one control plane (<c>--name</c>).</param>
+/// <param name="AdminUrl">Its admin API (<c>http://HOST:PORT</c>), which the switchover calls.</param>
+public sealed record ProxyHeartbeat(string Name, Uri AdminUrl)
+{
+    public IReadOnlyList<ProxyEndpointState> Endpoints { get; init; } = [];
+
+    /// <summary>Set once the proxy was told to stop (SIGTERM): it accepts no new client, its sessions run on.</summary>
+    public bool Draining { get; init; }
+}
+
+/// <summary>One endpoint as a proxy serves it right now.</summary>
+public sealed record ProxyEndpointState(string Name, EndpointTarget Target, bool Paused, bool Accepting, EndpointStats Stats);
+
+/// <summary>
+/// Every proxy endpoint the control plane declares, with the route it has now: the answer to a
+/// heartbeat, and what a proxy keeps in its route file to serve without the control plane.
+/// Holds no secret.
+/// </summary>
+public sealed record ProxyRouteTable(IReadOnlyList<ProxyRouteEntry> Endpoints)
+{
+    public DateTimeOffset At { get; init; }
+}
+
+/// <summary>
+/// A declared endpoint and its route. <paramref name="Held"/>: a switchover of its instance is
+/// under way (or left unfinished), so a proxy that is not paused must not be resumed by this table.
+/// </summary>
+public sealed record ProxyRouteEntry(EndpointSpec Spec, EndpointTarget Target, ProxyProtocol Protocol, EndpointTarget? Canary, int CanaryPercent, bool Held);
+
+/// <summary>Admin API bodies (control plane → proxy).</summary>
+public sealed record ProxyHoldRequest(double HoldSeconds);
+
+public sealed record ProxyDrainRequest(double BudgetSeconds);
+
+public sealed record ProxyFlipRequest(EndpointTarget Target);
+
+/// <summary>A proxy asks for a role's SCRAM verifier on the instance a session logs in to.</summary>
+public sealed record ProxyVerifierRequest(EndpointTarget Target, string Role);
+
+public sealed record ProxyVerifierResponse(string? Verifier);
+
+/// <summary>A registered proxy as <c>GET /api/proxies</c> shows it.</summary>
+public sealed record RemoteProxyView(string Name, Uri AdminUrl, DateTimeOffset LastSeen, bool Draining, IReadOnlyList<ProxyEndpointState> Endpoints);

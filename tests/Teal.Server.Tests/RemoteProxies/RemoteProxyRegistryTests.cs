@@ -1,0 +1,94 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Teal.Core.Endpoints;
+using Teal.Core.Errors;
+using Teal.Postgres.Instances;
+using Teal.Server.Hosting;
+using Teal.Server.RemoteProxies;
+using Teal.Server.State;
+using Teal.Testing;
+
+namespace Teal.Server.Tests.RemoteProxies;
+
+/// <summary>
+/// The control plane's side of <c>teal proxy</c>: proxies are registered by heartbeat, dropped
+/// with an event once silent past the limit, remembered across a restart, and a switchover's
+/// pause or drain fails when one does not answer while flip and resume only log.
+/// </summary>
+public sealed class RemoteProxyRegistryTests : IDisposable
+{
+    private readonly string _dir = TestDirectories.NewDirectory("proxies");
+    private readonly ManualClock _clock = new();
+    private readonly SqliteStateStore _state;
+
+    public RemoteProxyRegistryTests()
+    {
+        _state = new SqliteStateStore(_dir, _clock, new EventSignal());
+    }
+
+    [Fact]
+    public async Task DropSilent_NoHeartbeatPastTheLimit_DropsTheProxyWithAnEvent()
+    {
+        using var registry = Registry();
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", new Uri("http://127.0.0.1:1")), CancellationToken.None);
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", new Uri("http://127.0.0.1:2")), CancellationToken.None);
+
+        _clock.Now += TimeSpan.FromSeconds(40);
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", new Uri("http://127.0.0.1:2")), CancellationToken.None);
+        _clock.Now += TimeSpan.FromSeconds(30);
+        await registry.DropSilentAsync(CancellationToken.None);
+
+        registry.All.Select(p => p.Name).ShouldBe(["p2"], "p1 was silent for 70 s, p2 for 30 s");
+        var events = await _state.ListEventsAsync(null, 0, 100, CancellationToken.None);
+        events.Select(e => e.Kind).ShouldBe([ProxyEventKinds.Registered, ProxyEventKinds.Registered, ProxyEventKinds.Dropped]);
+        events[^1].Data["proxy"].ShouldBe("p1");
+    }
+
+    [Fact]
+    public async Task NewRegistry_SameDataDirectory_KnowsTheProxiesBeforeTheirNextHeartbeat()
+    {
+        using (var first = Registry())
+        {
+            await first.HeartbeatAsync(new ProxyHeartbeat("p1", new Uri("http://127.0.0.1:7401")), CancellationToken.None);
+        }
+
+        using var restarted = Registry();
+        restarted.All.Select(p => (p.Name, p.AdminUrl.ToString())).ShouldBe([("p1", "http://127.0.0.1:7401/")]);
+        File.GetUnixFileMode(Path.Combine(_dir, "proxies.json")).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);
+    }
+
+    [Fact]
+    public async Task Fleet_ProxyDoesNotAnswer_PauseAndDrainFail_FlipAndResumeOnlyLog()
+    {
+        using var registry = Registry();
+        var port = ManagedPostgres.FreePort(); // nothing listens there
+        await registry.HeartbeatAsync(new ProxyHeartbeat("gone", new Uri($"http://127.0.0.1:{port}")), CancellationToken.None);
+        var target = new EndpointTarget("app", "127.0.0.1", 5432, "app");
+        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), target, null, registry.All, registry, NullLogger.Instance);
+
+        var pause = await Should.ThrowAsync<TealException>(() => fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None));
+        pause.Code.ShouldBe("endpoint.proxy-unreachable");
+        pause.Message.ShouldContain("teal proxy 'gone'");
+        (await Should.ThrowAsync<TealException>(() => fleet.DrainAsync(TimeSpan.FromSeconds(1), CancellationToken.None))).Code.ShouldBe("endpoint.proxy-unreachable");
+
+        var green = target with { Port = 5433 };
+        await fleet.FlipAsync(green, CancellationToken.None);
+        await fleet.ResumeAsync(CancellationToken.None);
+        fleet.Target.ShouldBe(green);
+    }
+
+    public void Dispose() => _state.Dispose();
+
+    private RemoteProxyRegistry Registry() => new(
+        new TealServerOptions(_dir) { ProxySilenceLimit = TimeSpan.FromSeconds(60), ProxyCallTimeout = TimeSpan.FromSeconds(2) },
+        new ServerToken("test-token"),
+        _state,
+        _clock,
+        NullLogger<RemoteProxyRegistry>.Instance);
+
+    private sealed class ManualClock : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = new(2026, 12, 5, 0, 0, 0, TimeSpan.Zero);
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+}

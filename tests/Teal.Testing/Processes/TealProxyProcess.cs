@@ -1,0 +1,166 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Teal.Testing.Processes;
+
+/// <summary>
+/// A real <c>teal proxy</c> process following a <see cref="TealProcess"/>, as operators run it
+/// (token from the server's data directory, its route file in its own directory). Killed when
+/// disposed. <see cref="KillAsync"/> is <c>kill -9</c>, <see cref="TerminateAsync"/> SIGTERM.
+/// </summary>
+public sealed partial class TealProxyProcess : IAsyncDisposable
+{
+    private readonly System.Text.StringBuilder _log = new();
+    private readonly IReadOnlyList<string> _arguments;
+    private Process? _process;
+
+    private TealProxyProcess(string name, IReadOnlyList<string> arguments)
+    {
+        Name = name;
+        _arguments = arguments;
+    }
+
+    public string Name { get; }
+
+    /// <summary>Where its admin API answered at the last start.</summary>
+    public Uri? AdminUrl { get; private set; }
+
+    public bool Running => _process is { HasExited: false };
+
+    public int? ExitCode => _process is { HasExited: true } p ? p.ExitCode : null;
+
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _log.ToString();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts <c>teal proxy --name NAME</c> against <paramref name="server"/>;
+    /// <paramref name="listen"/> gives endpoints another address on this proxy (<c>app=127.0.0.1:P</c>).
+    /// </summary>
+    public static async Task<TealProxyProcess> StartAsync(TealProcess server, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null)
+    {
+        ArgumentNullException.ThrowIfNull(server);
+        var directory = stateDirectory ?? TestDirectories.NewDirectory("proxy");
+        var arguments = new List<string>
+        {
+            RepoPaths.TealDll, "proxy", "--server", server.Url, "--token-file", Path.Combine(server.DataDirectory, "token"),
+            "--name", name, "--state-file", Path.Combine(directory, $"{name}.routes.json"), "--drain-timeout", "120",
+        };
+        foreach (var pair in listen ?? [])
+        {
+            arguments.Add("--listen");
+            arguments.Add(pair);
+        }
+
+        var proxy = new TealProxyProcess(name, arguments);
+        await proxy.StartAgainAsync();
+        return proxy;
+    }
+
+    /// <summary>Starts the same proxy again (same name, same route file).</summary>
+    public async Task StartAgainAsync()
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in _arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+
+        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal proxy");
+        process.OutputDataReceived += (_, e) => Append(e.Data);
+        process.ErrorDataReceived += (_, e) => Append(e.Data);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _process = process;
+        await WaitForLogAsync(AdminApi(), TimeSpan.FromSeconds(60));
+        AdminUrl = new Uri(AdminApi().Matches(Log)[^1].Groups[1].Value);
+    }
+
+    /// <summary>Waits until the proxy's output matches <paramref name="pattern"/>.</summary>
+    public async Task WaitForLogAsync(Regex pattern, TimeSpan timeout)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        var deadline = Stopwatch.StartNew();
+        while (!pattern.IsMatch(Log))
+        {
+            if (_process is { HasExited: true } p)
+            {
+                throw new InvalidOperationException($"teal proxy {Name} exited with {p.ExitCode}:\n{Log}");
+            }
+
+            if (deadline.Elapsed > timeout)
+            {
+                throw new TimeoutException($"teal proxy {Name} did not log /{pattern}/ within {timeout}:\n{Log}");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary><c>kill -9</c>: no shutdown hook runs, exactly like a crash.</summary>
+    public async Task KillAsync()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: false);
+            await p.WaitForExitAsync();
+        }
+    }
+
+    /// <summary>SIGTERM: the proxy stops accepting and lets its sessions end.</summary>
+    public void Terminate()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        }
+    }
+
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        if (_process is null)
+        {
+            return true;
+        }
+
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+    }
+
+    [GeneratedRegex(@"admin API (http://\S+?)/?,")]
+    private static partial Regex AdminApi();
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_log)
+        {
+            _log.AppendLine(line);
+        }
+    }
+}
