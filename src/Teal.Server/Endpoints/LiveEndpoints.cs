@@ -37,10 +37,16 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var target = await RouteAsync(spec, cancellationToken);
+        var targets = await RouteAsync(spec, cancellationToken);
+        var target = targets[0];
         // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
         var engine = (await state.GetInstanceAsync(spec.Instance, cancellationToken))?.Engine ?? EngineKind.Postgres;
         await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, ProxyProtocols.ForEngine(engine));
+        if (targets.Count > 1 && proxy.Get(spec.Name) is { } started)
+        {
+            await started.FlipAsync(targets, cancellationToken);
+        }
+
         LogListening(spec.Name, spec.Listen, target);
         if (holdDeadline is not null)
         {
@@ -49,18 +55,18 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
     }
 
     /// <summary>
-    /// A writer endpoint routes to its instance; a reader endpoint to the first reader Teal made
-    /// of it (green's, after a switchover), or to the instance itself when it has none.
+    /// A writer endpoint routes to its instance; a reader endpoint over the streaming readers Teal
+    /// made of it (green's, after a switchover; <see cref="ReaderTargets"/>), or to the instance
+    /// itself when it has none.
     /// </summary>
-    private async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<EndpointTarget>> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
     {
-        if (spec.Role == InstanceRole.Reader
-            && (await Teal.Core.Deployments.GreenTopology.ReadersOfAsync(state, spec.Instance, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null) is { } reader)
+        if (spec.Role == InstanceRole.Reader && await ReaderTargets.ForAsync(state, spec.Instance, null, cancellationToken) is { Count: > 0 } readers)
         {
-            return await resolver.ResolveAsync(reader.Name, cancellationToken);
+            return readers;
         }
 
-        return await resolver.ResolveAsync(spec.Instance, cancellationToken);
+        return [await resolver.ResolveAsync(spec.Instance, cancellationToken)];
     }
 
     /// <summary>Applies a stored canary to the live endpoint (null canary: no split).</summary>
