@@ -64,6 +64,36 @@ public sealed class ReaderSpreadTests : IAsyncLifetime
         after.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", after));
     }
 
+    [Fact]
+    public async Task RemoveReaderByHand_DropsItsSlotOnGreen_AndItsCopyLeftGreensFenceDefaultOut()
+    {
+        var created = await Run("create", "gone", "--source", "app", "--target-readers", "1", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.GetInstanceAsync((await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green, default))!;
+        var reader = (await _teal.State.GetInstanceAsync($"{green.Name}-r1", default))!;
+        // Green is fenced, its read-only default included; the reader is a copy of it, but a
+        // standby is read-only by itself and must not keep that default once promoted.
+        (await File.ReadAllTextAsync(Path.Combine(green.Managed!.Directory, "data", "postgresql.auto.conf"))).ShouldContain("default_transaction_read_only");
+        (await File.ReadAllTextAsync(Path.Combine(reader.Managed!.Directory, "data", "postgresql.auto.conf"))).ShouldNotContain("default_transaction_read_only");
+        (await SlotsOnAsync(green.Name, reader.ReplicationSlot!)).ShouldBe(1);
+
+        var removed = await Run("instance", "remove", reader.Name, "--delete-data");
+
+        removed.ExitCode.ShouldBe(0, removed.ToString());
+        (await SlotsOnAsync(green.Name, reader.ReplicationSlot!)).ShouldBe(0);
+        Directory.Exists(reader.Managed.Directory).ShouldBeFalse();
+    }
+
+    private async Task<long> SlotsOnAsync(string instance, string slot)
+    {
+        var url = (await Run("instance", "url", instance, "--as-teal")).Stdout.Trim();
+        await using var conn = new NpgsqlConnection(PostgresConnections.Builder(ConnectionStrings.Parse(url), pooling: false).ConnectionString);
+        await conn.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", conn);
+        command.Parameters.AddWithValue(slot);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
     /// <summary>The server port behind each of <paramref name="count"/> new connections through the endpoint, one after another.</summary>
     private static async Task<List<int>> PortsThroughAsync(int endpointPort, string user, string password, int count)
     {
