@@ -143,6 +143,7 @@ public static class TealServer
         services.AddSingleton<CreateWorkflow>();
         services.AddSingleton<DeploymentService>();
         services.AddSingleton<ReplicationMonitor>();
+        services.AddSingleton<ControlPasswordRotation>();
 
         // Endpoints: Teal's proxy serves the declared ones and answers the switchover's
         // "which endpoints route to this instance?".

@@ -5,7 +5,7 @@ using Teal.Server.Api;
 
 namespace Teal.Cli.Commands;
 
-/// <summary><c>teal instance add|create|list|url|unfence|remove</c>: the servers Teal knows.</summary>
+/// <summary><c>teal instance add|create|list|url|unfence|rotate-password|remove</c>: the servers Teal knows.</summary>
 internal static class InstanceCommands
 {
     public static Command Create(CliSession session) =>
@@ -16,6 +16,7 @@ internal static class InstanceCommands
             List(session),
             Url(session),
             Unfence(session),
+            RotatePassword(session),
             Remove(session),
         };
 
@@ -140,6 +141,29 @@ internal static class InstanceCommands
             {
                 var unfenced = ApiClient.Parse<InstanceUnfenced>(body);
                 await session.Output.WriteLineAsync($"{unfenced.Name} unfenced; LOGIN given back to: {(unfenced.Roles.Count == 0 ? "(no role)" : string.Join(", ", unfenced.Roles))}");
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command RotatePassword(CliSession session)
+    {
+        var name = new Argument<string>("NAME");
+        var command = new Command("rotate-password", "Give Teal's own login (teal_control) on an instance a new password; the replication that logs in with it follows") { name };
+        command.SetAction(async (parse, ct) =>
+        {
+            using var api = session.Client(parse);
+            var body = await api.SendAsync(HttpMethod.Post, $"/api/instances/{Uri.EscapeDataString(parse.GetValue(name)!)}/rotate-password", null, ct);
+            if (session.Json(parse))
+            {
+                session.WriteJson(body);
+            }
+            else
+            {
+                var rotated = ApiClient.Parse<ControlPasswordRotated>(body);
+                await session.Output.WriteLineAsync($"Teal's login on {rotated.Name} has a new password; replication followed it in: {(rotated.Deployments.Count == 0 ? "(no deployment)" : string.Join(", ", rotated.Deployments))}");
             }
 
             return ExitCodes.Ok;

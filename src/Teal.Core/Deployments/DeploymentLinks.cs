@@ -109,11 +109,15 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
                 return raced;
             }
 
-            var generated = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).Replace('+', 'x').Replace('/', 'y');
+            var generated = NewControlPassword();
             secrets.Write(reference, generated);
             return generated;
         }
     }
+
+    /// <summary>A fresh control password: 32 characters from 24 random bytes, nothing a conninfo or a passfile must escape.</summary>
+    public static string NewControlPassword() =>
+        Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)).Replace('+', 'x').Replace('/', 'y');
 
     /// <summary>Where <see cref="ControlPassword"/> keeps a server's control password.</summary>
     public static string ControlSecretReference(Instance instance) =>

@@ -41,6 +41,12 @@ public interface IEndpoint
     /// <summary>Routes new connections (including held ones, once resumed) to <paramref name="target"/>.</summary>
     Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Routes new connections over <paramref name="targets"/> in turn (a reader endpoint over
+    /// green's readers). Endpoints that route to one server only take the first.
+    /// </summary>
+    Task FlipAsync(IReadOnlyList<EndpointTarget> targets, CancellationToken cancellationToken) => FlipAsync(targets[0], cancellationToken);
+
     /// <summary>Held connections proceed to the current target; new ones are routed again.</summary>
     Task ResumeAsync(CancellationToken cancellationToken);
 

@@ -1,3 +1,4 @@
+using Teal.Core.Errors;
 using Teal.Core.Guardrails;
 using Teal.Core.Instances;
 
@@ -46,6 +47,14 @@ public interface IEngine
     /// engines whose fence leaves only that role able to log in; null when Teal never made one.</param>
     /// <param name="cancellationToken">Cancels the unfence.</param>
     Task<IReadOnlyList<string>> UnfenceAsync(ConnectionInfo registered, string? controlPassword, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Gives Teal's own login on a server <paramref name="newPassword"/>, logged in as that login
+    /// (<paramref name="control"/>, with the current password: it is the one a fenced server
+    /// admits). The password reaches no log.
+    /// </summary>
+    Task ChangeControlPasswordAsync(ConnectionInfo control, string newPassword, CancellationToken cancellationToken) =>
+        throw new TealException("instance.rotate-unsupported", $"Teal cannot rotate its login's password on {control?.Address} for this engine yet", null) { Kind = TealErrorKind.Refused };
 
     /// <summary>
     /// The create prerequisites that need only blue and the plan for a managed green, run before

@@ -14,6 +14,7 @@ public static class EventKinds
     public const string InstanceAdded = "instance-added";
     public const string InstanceRemoved = "instance-removed";
     public const string InstanceUnfenced = "instance-unfenced";
+    public const string ControlPasswordRotated = "control-password-rotated";
     public const string Created = "created";
     public const string PrerequisiteWarning = "prerequisite-warning";
     public const string TaskStarted = "task-started";

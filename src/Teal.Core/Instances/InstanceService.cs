@@ -176,7 +176,17 @@ public sealed partial class InstanceService(
             throw new TealException("instance.not-managed", $"instance '{name}' is a server you run; Teal never deletes its data", $"remove it without --delete-data: teal instance remove {name}");
         }
 
-        if (instance.Managed is not null)
+        if (instance.Managed is not null && instance.ReaderOf is { } writerName && instance.ReplicationSlot is not null)
+        {
+            // A reader Teal made streams from a physical slot on its writer: left there, the slot
+            // would keep the writer's WAL for good.
+            var writer = await state.GetInstanceAsync(writerName, cancellationToken);
+            var controlPassword = writer is null ? null : secrets.Read(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(writer));
+            var control = writer is null || controlPassword is null ? null : ConnectionInfo.For(writer, controlPassword) with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser };
+            await engines.Provisioner(instance.Engine).RemoveReaderAsync(instance, control, cancellationToken);
+            secrets.Remove(Teal.Core.Deployments.DeploymentLinks.ControlSecretReference(instance));
+        }
+        else if (instance.Managed is not null)
         {
             await engines.Provisioner(instance.Engine).RemoveAsync(instance, cancellationToken);
         }

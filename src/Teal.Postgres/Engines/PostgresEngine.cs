@@ -48,6 +48,25 @@ public sealed class PostgresEngine(PostgresEngineCatalog catalog, TimeProvider t
             : Fencing.LiftAllAsync(registered with { User = Teal.Core.Deployments.DeploymentLinks.ControlUser, Password = controlPassword }, cancellationToken);
     }
 
+    /// <summary>ALTER ROLE as the role itself (a superuser may change its own password), with statement logging off.</summary>
+    public async Task ChangeControlPasswordAsync(ConnectionInfo control, string newPassword, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(control);
+        await using var dataSource = PostgresConnections.DataSource(control, pooling: false);
+        await using var conn = await PostgresConnections.OpenAsync(dataSource, control, "the instance", cancellationToken);
+        // The statement holds the password: keep it out of the server log, also when it fails.
+        await conn.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+        try
+        {
+            await conn.ExecuteAsync($"ALTER ROLE {Teal.Core.Deployments.DeploymentLinks.ControlUser} PASSWORD {Sql.Literal(newPassword)}", cancellationToken);
+        }
+        catch (Npgsql.PostgresException ex)
+        {
+            // Npgsql keeps the statement on the exception: rethrow without it.
+            throw new TealException("instance.rotate-failed", $"changing the password of {Teal.Core.Deployments.DeploymentLinks.ControlUser} on {control.Address} failed: {ex.MessageText} ({ex.SqlState})", "the password Teal holds is unchanged");
+        }
+    }
+
     public async Task<CheckReport> CheckBeforeGreenAsync(GreenPlan plan, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(plan);

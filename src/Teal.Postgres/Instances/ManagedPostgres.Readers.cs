@@ -95,6 +95,7 @@ public sealed partial class ManagedPostgres
             }
 
             await File.WriteAllTextAsync(Path.Combine(data, "standby.signal"), string.Empty, cancellationToken);
+            await WithoutFenceDefaultAsync(Path.Combine(data, "postgresql.auto.conf"), cancellationToken);
 
             // The password goes to a 0600 passfile beside the data directory, never into a setting.
             var passfile = Path.Combine(directory, "replication.pgpass");
@@ -118,6 +119,27 @@ public sealed partial class ManagedPostgres
             await RemoveDirectoryAsync(directory);
             await DropSlotAsync(spec.PrimaryControl, spec.Slot, CancellationToken.None);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Leaves out green's fence default (ALTER SYSTEM default_transaction_read_only, written to
+    /// postgresql.auto.conf) from the copy. The unfence at open-green resets it on green only, so
+    /// the reader would keep it for good: harmless while it is a hot standby (read-only by itself),
+    /// but a reader promoted later would start with every transaction read-only by default.
+    /// </summary>
+    private static async Task WithoutFenceDefaultAsync(string autoConf, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(autoConf))
+        {
+            return;
+        }
+
+        var lines = await File.ReadAllLinesAsync(autoConf, cancellationToken);
+        var kept = lines.Where(l => !l.TrimStart().StartsWith("default_transaction_read_only", StringComparison.Ordinal)).ToList();
+        if (kept.Count != lines.Length)
+        {
+            await File.WriteAllLinesAsync(autoConf, kept, cancellationToken);
         }
     }
 

@@ -20,10 +20,14 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     private string Name => sessions.Spec.Name;
 
     /// <summary>
-    /// A deployment created before Teal had its own login has a subscription owned by green's
-    /// registered user and connecting to blue as blue's: the fence takes LOGIN from both, and
-    /// the apply worker and the walsender check it whenever they (re)start. Moves the
-    /// subscription to Teal's login, once per link (the monitor's first status read does it).
+    /// Makes the subscription log in the way this link expects, once per link (the monitor's
+    /// first status read does it). A deployment created before Teal had its own login has a
+    /// subscription owned by green's registered user and connecting to blue as blue's: the fence
+    /// takes LOGIN from both, and the apply worker and the walsender check it whenever they
+    /// (re)start. And after Teal's login on blue got a new password (<c>teal instance
+    /// rotate-password</c>, or a lost secrets file that made Teal re-key it), the conninfo still
+    /// holds the old one: the running walsender keeps its session, but the next reconnect would
+    /// fail. A conninfo that differs from the expected one is replaced (the worker restarts).
     /// </summary>
     public async Task AdoptControlRoleAsync(CancellationToken cancellationToken)
     {
@@ -33,19 +37,36 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         }
 
         await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
-        var owner = await green.ScalarAsync<string?>("SELECT pg_get_userbyid(subowner)::text FROM pg_subscription WHERE subname = $1", cancellationToken, Name);
-        if (owner is not null && owner != LinkSessions.ControlRole)
+        var subscription = await green.QueryAsync(
+            "SELECT pg_get_userbyid(subowner)::text, subconninfo FROM pg_subscription WHERE subname = $1",
+            r => (Owner: r.GetString(0), Conninfo: r.GetString(1)),
+            cancellationToken,
+            Name);
+        if (subscription.Count == 1)
         {
-            // The statement holds the password: keep it out of green's server log.
-            await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
-            try
+            var expected = Libpq.Conninfo(BlueConninfo());
+            var owner = subscription[0].Owner;
+            if (owner != LinkSessions.ControlRole || subscription[0].Conninfo != expected)
             {
-                await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(Libpq.Conninfo(BlueConninfo()))}", cancellationToken);
-                await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} OWNER TO {LinkSessions.ControlRole}", cancellationToken);
-            }
-            finally
-            {
-                await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+                // The statement holds the password: keep it out of green's server log.
+                await green.ExecuteAsync("SET log_statement = 'none'; SET log_min_error_statement = 'panic'", cancellationToken);
+                try
+                {
+                    await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} CONNECTION {Sql.Literal(expected)}", cancellationToken);
+                    if (owner != LinkSessions.ControlRole)
+                    {
+                        await green.ExecuteAsync($"ALTER SUBSCRIPTION {Sql.Ident(Name)} OWNER TO {LinkSessions.ControlRole}", cancellationToken);
+                    }
+                }
+                catch (PostgresException ex)
+                {
+                    // Npgsql keeps the statement (with blue's password) on the exception: rethrow without it.
+                    throw new TealException("replication.subscription-connection-failed", $"updating the subscription's connection on {sessions.Spec.Name} failed: {ex.MessageText} ({ex.SqlState})", "check Teal's login on both sides (`teal check`)");
+                }
+                finally
+                {
+                    await green.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
+                }
             }
         }
 

@@ -34,7 +34,54 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
         }
 
         var dump = await DumpAsync(["--schema-only", "--no-publications", "--no-subscriptions", "--exclude-schema=teal"], cancellationToken);
-        await RestoreAsync(dump, singleTransaction: true, cancellationToken);
+        await RestoreAsync(WithoutTealEventTriggers(dump), singleTransaction: true, cancellationToken);
+    }
+
+    /// <summary>
+    /// The dump without Teal's DDL-capture event triggers. Event triggers belong to no schema,
+    /// so <c>--exclude-schema=teal</c> leaves them in while it drops the function they run: a
+    /// blue that holds another deployment's triggers (a live one on another green, or one whose
+    /// cleanup could not reach blue) made the restore fail with <c>schema "teal" does not exist</c>.
+    /// Green gets its own triggers from its own deployment, never blue's.
+    /// </summary>
+    internal static string WithoutTealEventTriggers(string dump)
+    {
+        var lines = dump.Split('\n');
+        var dropped = new HashSet<string>(StringComparer.Ordinal);
+        var kept = new StringBuilder(dump.Length);
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var create = CreateEventTrigger().Match(lines[i]);
+            if (create.Success)
+            {
+                // The statement runs up to the line ending in ';' (pg_dump puts EXECUTE on the next line).
+                var end = i;
+                while (end < lines.Length - 1 && !lines[end].TrimEnd().EndsWith(';'))
+                {
+                    end++;
+                }
+
+                var statement = string.Join('\n', lines[i..(end + 1)]);
+                if (TealFunctionCall().IsMatch(statement))
+                {
+                    dropped.Add(create.Groups[1].Value);
+                    i = end;
+                    continue;
+                }
+            }
+            else if (OtherEventTriggerStatement().Match(lines[i]) is { Success: true } other && dropped.Contains(other.Groups[1].Value))
+            {
+                continue;
+            }
+
+            kept.Append(lines[i]);
+            if (i < lines.Length - 1)
+            {
+                kept.Append('\n');
+            }
+        }
+
+        return kept.ToString();
     }
 
     /// <summary>Creates tables missing on green from blue's definitions (pg_dump -t).</summary>
@@ -243,6 +290,15 @@ internal sealed partial class SchemaCopy(LinkSessions sessions, PostgresEngineCa
 
     private static string Unquote(string name) =>
         name.StartsWith('"') ? name[1..^1].Replace("\"\"", "\"", StringComparison.Ordinal) : name;
+
+    [GeneratedRegex("""^CREATE EVENT TRIGGER ("(?:[^"]|"")+"|[^\s;]+)""")]
+    private static partial Regex CreateEventTrigger();
+
+    [GeneratedRegex("""^(?:ALTER|COMMENT ON) EVENT TRIGGER ("(?:[^"]|"")+"|[^\s;]+)""")]
+    private static partial Regex OtherEventTriggerStatement();
+
+    [GeneratedRegex("""EXECUTE (?:FUNCTION|PROCEDURE) (?:"teal"|teal)\.""")]
+    private static partial Regex TealFunctionCall();
 
     [GeneratedRegex("""^(?:CREATE|ALTER) ROLE ("(?:[^"]|"")+"|[^\s;]+)""")]
     private static partial Regex RoleStatement();

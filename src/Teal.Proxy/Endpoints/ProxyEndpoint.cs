@@ -93,6 +93,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     public EndpointTarget Target => Volatile.Read(ref _route).Target;
 
+    /// <summary>Every server new connections go to in turn (a reader endpoint's readers), the target alone otherwise.</summary>
+    public IReadOnlyList<EndpointTarget> Targets => Volatile.Read(ref _route) is { Readers: { } readers } ? readers.Targets : [Target];
+
     /// <summary>Writer or reader (a reader endpoint moves to green's readers at the flip).</summary>
     public Teal.Core.Instances.InstanceRole Role { get; internal set; }
 
@@ -266,9 +269,15 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return result;
     }
 
-    public Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken)
+    public Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken) => FlipAsync([target], cancellationToken);
+
+    /// <summary>Routes new connections over <paramref name="targets"/> in turn (one target: to it alone).</summary>
+    public Task FlipAsync(IReadOnlyList<EndpointTarget> targets, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(target);
+        ArgumentNullException.ThrowIfNull(targets);
+        ArgumentOutOfRangeException.ThrowIfZero(targets.Count);
+        var target = targets[0];
+        var readers = targets.Count > 1 ? new ReaderRotation(targets) : null;
         ProxyRoute previous, next;
         do
         {
@@ -276,9 +285,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
             // A canary on the instance that becomes the target has nothing left to split off.
             // Compared by address too: the canary's instance may be renamed as it becomes the target.
-            var keepCanary = previous.Canary is not null && previous.Canary.Instance != target.Instance
-                && !(previous.Canary.Host == target.Host && previous.Canary.Port == target.Port);
-            next = new ProxyRoute(target, keepCanary ? previous.Canary : null, keepCanary ? previous.CanaryPercent : 0);
+            var keepCanary = previous.Canary is not null && targets.All(t => previous.Canary.Instance != t.Instance
+                && !(previous.Canary.Host == t.Host && previous.Canary.Port == t.Port));
+            next = new ProxyRoute(target, keepCanary ? previous.Canary : null, keepCanary ? previous.CanaryPercent : 0) { Readers = readers };
         }
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
 
@@ -452,7 +461,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             {
                 if (_resumed is null)
                 {
-                    return Volatile.Read(ref _route).Target;
+                    // A moved session takes its turn among the readers like a new connection.
+                    return Volatile.Read(ref _route).Next();
                 }
 
                 resumed = _resumed.Task;

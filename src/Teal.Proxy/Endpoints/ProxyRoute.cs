@@ -8,11 +8,17 @@ namespace Teal.Proxy.Endpoints;
 /// </summary>
 internal sealed record ProxyRoute(EndpointTarget Target, EndpointTarget? Canary, int CanaryPercent)
 {
+    /// <summary>A reader endpoint's readers when it has several (<see cref="Target"/> is the first): connections not sent to the canary take them in turn.</summary>
+    public ReaderRotation? Readers { get; init; }
+
     /// <summary>
     /// The target of the <paramref name="sequence"/>-th connection. Deterministic rather than random:
     /// of any 100 consecutive connections exactly <see cref="CanaryPercent"/> go to the canary
     /// (n·p mod 100 falls below p for exactly p values of n in a period of 100).
     /// </summary>
     public EndpointTarget Pick(long sequence) =>
-        Canary is not null && CanaryPercent > 0 && (sequence * CanaryPercent % 100) < CanaryPercent ? Canary : Target;
+        Canary is not null && CanaryPercent > 0 && (sequence * CanaryPercent % 100) < CanaryPercent ? Canary : Next();
+
+    /// <summary>The next of the readers, or the one target.</summary>
+    public EndpointTarget Next() => Readers?.Next() ?? Target;
 }

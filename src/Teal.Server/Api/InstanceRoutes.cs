@@ -25,6 +25,9 @@ public static class InstanceRoutes
             .WithMetadata(new TokenRequired());
         group.MapPost("/{name}/unfence", async (string name, InstanceService instances, CancellationToken ct) =>
             Results.Ok(new InstanceUnfenced(name, await instances.UnfenceAsync(name, ct))));
+        // The new password is never returned: only the deployments whose replication followed it.
+        group.MapPost("/{name}/rotate-password", async (string name, Teal.Core.Deployments.ControlPasswordRotation rotation, CancellationToken ct) =>
+            Results.Ok(new ControlPasswordRotated(name, await rotation.RotateAsync(name, ct))));
         group.MapDelete("/{name}", async (string name, [FromQuery(Name = "delete-data")] bool? deleteData, InstanceService instances, CancellationToken ct) =>
         {
             await instances.RemoveAsync(name, deleteData ?? false, ct);
@@ -32,6 +35,9 @@ public static class InstanceRoutes
         });
     }
 }
+
+/// <summary>Answer of <c>POST /api/instances/{name}/rotate-password</c>: the deployments whose subscriptions now log in with the new password.</summary>
+public sealed record ControlPasswordRotated(string Name, IReadOnlyList<string> Deployments);
 
 /// <summary>Answer of <c>POST /api/instances/{name}/unfence</c>: the roles given LOGIN back.</summary>
 public sealed record InstanceUnfenced(string Name, IReadOnlyList<string> Roles);

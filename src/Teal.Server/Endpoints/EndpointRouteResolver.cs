@@ -12,20 +12,27 @@ namespace Teal.Server.Endpoints;
 public sealed class EndpointRouteResolver(IStateStore state, StateTargetResolver resolver)
 {
     /// <summary>
-    /// A writer endpoint routes to its instance; a reader endpoint to the first reader Teal made
-    /// of it (green's, after a switchover), or to the instance itself when it has none.
+    /// A writer endpoint routes to its instance; a reader endpoint over the streaming readers Teal
+    /// made of it (green's, after a switchover; <see cref="ReaderTargets"/>), or to the instance
+    /// itself when it has none.
     /// </summary>
-    public async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<EndpointTarget>> RoutesAsync(EndpointSpec spec, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        if (spec.Role == InstanceRole.Reader
-            && (await Teal.Core.Deployments.GreenTopology.ReadersOfAsync(state, spec.Instance, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null) is { } reader)
+        if (spec.Role == InstanceRole.Reader && await ReaderTargets.ForAsync(state, spec.Instance, null, cancellationToken) is { Count: > 0 } readers)
         {
-            return await resolver.ResolveAsync(reader.Name, cancellationToken);
+            return readers;
         }
 
-        return await resolver.ResolveAsync(spec.Instance, cancellationToken);
+        return [await resolver.ResolveAsync(spec.Instance, cancellationToken)];
     }
+
+    /// <summary>
+    /// The one route a <c>teal proxy</c> process is given: the first of <see cref="RoutesAsync"/>
+    /// (its route table carries one target per endpoint).
+    /// </summary>
+    public async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken) =>
+        (await RoutesAsync(spec, cancellationToken))[0];
 
     /// <summary>The stored canary's address, or null when the endpoint splits nothing.</summary>
     public async Task<EndpointTarget?> CanaryAsync(EndpointSpec spec, CancellationToken cancellationToken)

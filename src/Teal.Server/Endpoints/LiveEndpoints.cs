@@ -41,7 +41,8 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var target = await routes.RouteAsync(spec, cancellationToken);
+        var targets = await routes.RoutesAsync(spec, cancellationToken);
+        var target = targets[0];
         if (!ServesProxyEndpoints)
         {
             // Checked all the same: a declaration whose route does not resolve is refused as in-process.
@@ -50,6 +51,11 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
 
         // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
         await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, await routes.ProtocolAsync(spec, cancellationToken));
+        if (targets.Count > 1 && proxy.Get(spec.Name) is { } started)
+        {
+            await started.FlipAsync(targets, cancellationToken);
+        }
+
         LogListening(spec.Name, spec.Listen, target);
         if (holdDeadline is not null)
         {

@@ -117,6 +117,19 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
             .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(target), cancellationToken))]);
     }
 
+    /// <summary>
+    /// Reader endpoints: the local listener takes every reader in turn; a <c>teal proxy</c>'s
+    /// route carries one target, so remote proxies get the first.
+    /// </summary>
+    public async Task FlipAsync(IReadOnlyList<EndpointTarget> targets, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        Volatile.Write(ref _target, targets[0]);
+        await Task.WhenAll([
+            _local?.FlipAsync(targets, cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(targets[0]), cancellationToken))]);
+    }
+
     public async Task ResumeAsync(CancellationToken cancellationToken)
     {
         await Task.WhenAll([

@@ -21,7 +21,8 @@ public sealed class DashboardTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         File.Exists("/usr/bin/chromium").ShouldBeTrue("Chromium is missing: run scripts/setup.sh");
-        _live = await LiveDeployment.StartAsync();
+        // With one reader of green, so the page shows green's topology too.
+        _live = await LiveDeployment.StartAsync(targetReaders: 1);
         // Playwright's 5 s default is for a page on an idle machine; here guardrails and the page's
         // polls share two cores with the rest of the suite, so give every expectation room.
         Assertions.SetDefaultExpectTimeout(30_000);
@@ -61,7 +62,10 @@ public sealed class DashboardTests : IAsyncLifetime
         await Assertions.Expect(page.GetByTestId("blue")).ToContainTextAsync("postgres 15.");
         await Assertions.Expect(page.GetByTestId("green")).ToContainTextAsync("postgres 17.");
         await Assertions.Expect(page.GetByTestId("blue")).ToContainTextAsync($"127.0.0.1:{_live.EndpointPort}");
-        await Assertions.Expect(page.GetByTestId("task")).ToHaveCountAsync(5); // provision, schema, data, analyze, catch-up
+        await Assertions.Expect(page.GetByTestId("task")).ToHaveCountAsync(6); // provision, schema, data, analyze, topology, catch-up
+        // Green's reader with its streaming state, as the monitor reads it from green.
+        await Assertions.Expect(page.GetByTestId("green-readers")).ToContainTextAsync("-r1");
+        await Assertions.Expect(page.GetByTestId("green").GetByTestId("reader-state")).ToHaveTextAsync("streaming");
         await Assertions.Expect(page.GetByTestId("events")).ToContainTextAsync("available");
         await Assertions.Expect(page.GetByTestId("switchover-start")).ToBeDisabledAsync();
 

@@ -32,7 +32,7 @@ public sealed class LiveDeployment : IAsyncDisposable
     /// <summary>Connections through Teal's endpoint in front of blue (then green).</summary>
     public string EndpointConnectionString => new NpgsqlConnectionStringBuilder(Blue.ConnectionString()) { Host = "127.0.0.1", Port = EndpointPort }.ConnectionString;
 
-    public static async Task<LiveDeployment> StartAsync(Action<IServiceCollection>? configure = null)
+    public static async Task<LiveDeployment> StartAsync(Action<IServiceCollection>? configure = null, int targetReaders = 0)
     {
         var blue = await PostgresServer.StartAsync("15");
         TealHost? teal = null;
@@ -44,7 +44,7 @@ public sealed class LiveDeployment : IAsyncDisposable
             var live = new LiveDeployment(teal, blue, ManagedPostgres.FreePort());
             using var client = teal.Client();
             (await client.PostAsJsonAsync("/api/instances", new { name = "app", connection = blue.Uri(), endpoint = $"127.0.0.1:{live.EndpointPort}" })).EnsureSuccessStatusCode();
-            (await client.PostAsJsonAsync("/api/deployments", new { name = Name, source = "app", targetEngineVersion = "17" })).EnsureSuccessStatusCode();
+            (await client.PostAsJsonAsync("/api/deployments", new { name = Name, source = "app", targetEngineVersion = "17", targetReaders })).EnsureSuccessStatusCode();
             await live.WaitForStatusAsync("AVAILABLE", TimeSpan.FromMinutes(3));
             return live;
         }

@@ -46,13 +46,11 @@ public sealed class FlipStep : ISwitchoverStep
         var names = context.Names ?? throw new InvalidOperationException("the flip runs only after its PrepareAsync chose the names");
         var renamedGreen = await RenameAsync(context, names.Blue, names.Green, names.BlueNewName, cancellationToken);
 
-        // Reader endpoints go to green's first reader (renamed with green by now), or to green.
-        var reader = (await Deployments.GreenTopology.ReadersOfAsync(context.State, names.Blue, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null);
-        var targets = context.Endpoints.Select(e => e.FlipAsync(
-            e.Role == InstanceRole.Reader && reader is not null
-                ? new EndpointTarget(reader.Name, reader.Host, reader.Port, e.Target.Database)
-                : new EndpointTarget(names.Blue, renamedGreen.Host, renamedGreen.Port, e.Target.Database),
-            cancellationToken));
+        // Reader endpoints spread over green's streaming readers (renamed with green by now), or go to green.
+        var readers = await ReaderTargets.StreamingReadersAsync(context.State, names.Blue, cancellationToken);
+        var targets = context.Endpoints.Select(e => e.Role == InstanceRole.Reader && readers.Count > 0
+            ? e.FlipAsync([.. readers.Select(r => new EndpointTarget(r.Name, r.Host, r.Port, e.Target.Database))], cancellationToken)
+            : e.FlipAsync(new EndpointTarget(names.Blue, renamedGreen.Host, renamedGreen.Port, e.Target.Database), cancellationToken));
         await Task.WhenAll(targets);
     }
 

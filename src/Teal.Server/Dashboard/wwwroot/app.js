@@ -38,7 +38,7 @@ async function api(method, path, body) {
 }
 function statusClass(status) {
   switch (status) {
-    case "AVAILABLE": case "SWITCHOVER_COMPLETED": case "REPLICATING": case "COMPLETED": case "PASS": return "ok";
+    case "AVAILABLE": case "SWITCHOVER_COMPLETED": case "REPLICATING": case "COMPLETED": case "PASS": case "streaming": return "ok";
     case "PROVISIONING": case "SWITCHOVER_IN_PROGRESS": case "SYNCING": case "IN_PROGRESS": case "DELETING": return "busy";
     case "DEGRADED": case "WARN": return "warn";
     case "SWITCHOVER_FAILED": case "SWITCHOVER_STOPPED": case "INVALID_CONFIGURATION": case "STOPPED": case "ROLLED_BACK": case "FAIL": return "bad";
@@ -139,6 +139,11 @@ function renderDeployment(d, instances, endpoints) {
       : "old blue, fenced until `teal instance unfence " + instanceName + "`";
     const routed = endpoints.filter(e => e.instance === instanceName).map(e => e.name + " (" + (e.listen || (e.pgBouncer ? "PgBouncer " + e.pgBouncer.adminHost + ":" + e.pgBouncer.adminPort : "")) + ")");
     const params = Object.entries(parameters || (i && i.parameters) || {});
+    // The deployment's readers are green's (the monitor's figures follow green through its rename);
+    // other readers Teal made of this instance are listed without figures.
+    const figures = id === "green" ? (d.readers || []) : [];
+    const readers = figures.concat(instances.filter(r => r.readerOf === instanceName && !figures.some(f => f.name === r.name))
+      .map(r => ({ name: r.name, address: r.host + ":" + r.port, state: null })));
     return el("div", { id, class: "card side " + id, "data-testid": id },
       el("h3", {}, label, " · ", instanceName),
       i ? el("dl", {},
@@ -146,7 +151,11 @@ function renderDeployment(d, instances, endpoints) {
         el("dt", {}, "Address"), el("dd", {}, i.host + ":" + i.port),
         el("dt", {}, "Role"), el("dd", { "data-testid": id + "-role" }, role, i.managed ? " (managed)" : ""),
         el("dt", {}, "Endpoint"), el("dd", {}, routed.length ? routed.join(", ") : "—"),
-        el("dt", {}, "Parameters"), el("dd", {}, params.length ? params.map(([k, v]) => k + "=" + v).join(", ") : "defaults"))
+        el("dt", {}, "Parameters"), el("dd", {}, params.length ? params.map(([k, v]) => k + "=" + v).join(", ") : "defaults"),
+        el("dt", {}, "Readers"), el("dd", { "data-testid": id + "-readers" }, readers.length === 0 ? "—" : readers.map(r =>
+          el("div", { "data-testid": "reader" }, r.name, " ", el("span", { class: "muted" }, r.address || ""), " ",
+            r.state ? badge(r.state, "reader-state") : el("span", { class: "muted" }, "not watched"),
+            r.state ? el("span", { class: "muted" }, " · ", fmtBytes(r.lagBytes), " · ", fmtSeconds(r.lagSeconds), " behind") : null))))
         : el("p", { class: "muted" }, "instance not registered"));
   };
   replace("blue", side("blue", "Blue", d.blue, null));

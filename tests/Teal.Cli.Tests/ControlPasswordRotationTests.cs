@@ -1,0 +1,151 @@
+using System.Text;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using Teal.Core.Deployments;
+using Teal.Core.Secrets;
+using Teal.Server.Tests.Support;
+using Teal.Testing;
+
+namespace Teal.Cli.Tests;
+
+/// <summary>
+/// `teal instance rotate-password`: Teal's login on a server gets a new password and the
+/// subscriptions that log in with it follow — forward replication before the switchover, reverse
+/// replication after it — while the password appears in no output, event or state file.
+/// </summary>
+public sealed class ControlPasswordRotationTests : IAsyncLifetime
+{
+    private TealHost _teal = null!; // Set in InitializeAsync, before any test runs.
+    private PostgresServer _blue = null!; // Set in InitializeAsync.
+
+    public async Task InitializeAsync()
+    {
+        _blue = await PostgresServer.StartAsync("15");
+        _teal = await TealHost.StartAsync();
+        await _blue.ExecuteAsync("CREATE TABLE items (id int PRIMARY KEY, note text NOT NULL); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 100) g");
+        (await Run("instance", "add", "app", "--connection", _blue.Uri())).ExitCode.ShouldBe(0);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _teal.DisposeAsync();
+        await _blue.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task RotatePassword_ForwardThenReverseReplicationFollow_PasswordShownNowhere()
+    {
+        (await Run("create", "rot", "--source", "app", "--wait")).ExitCode.ShouldBe(0);
+        var green = (await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green;
+        var before = ControlPassword("app");
+        var outputs = new StringBuilder();
+
+        var rotated = await Run("instance", "rotate-password", "app");
+
+        rotated.ExitCode.ShouldBe(0, rotated.ToString());
+        rotated.Stdout.ShouldContain("replication followed it in: rot");
+        outputs.Append(rotated);
+        var first = ControlPassword("app");
+        first.ShouldNotBe(before);
+        // The walsender that was running keeps its session: end it, so the subscription must log in again.
+        await TerminateWalSendersAsync("app");
+        await ExecuteAsTealAsync("app", "INSERT INTO items VALUES (1001, 'after the first rotation')");
+        await WaitUntilAsync(async () => await ScalarAsTealAsync<long>(green, "SELECT count(*) FROM items WHERE id = 1001") == 1, "green applies a row written after the rotation");
+
+        var switched = await Run("switchover", "rot", "--wait");
+        switched.ExitCode.ShouldBe(0, switched.ToString());
+        // "app" is now green's server, the publisher of reverse replication to "app-old1".
+        var again = await Run("instance", "rotate-password", "app", "--output", "json");
+        again.ExitCode.ShouldBe(0, again.ToString());
+        outputs.Append(again);
+        var second = ControlPassword("app");
+        second.ShouldNotBe(first);
+        await TerminateWalSendersAsync("app");
+        await ExecuteAsTealAsync("app", "INSERT INTO items VALUES (1002, 'after the second rotation')");
+        await WaitUntilAsync(async () => await ScalarAsTealAsync<long>("app-old1", "SELECT count(*) FROM items WHERE id = 1002") == 1, "the old blue applies a row written on production after the rotation");
+
+        outputs.Append(await Run("events", "--output", "json")).Append(await Run("show", "rot", "--output", "json")).Append(await Run("instance", "list", "--output", "json"));
+        foreach (var password in new[] { first, second })
+        {
+            outputs.ToString().ShouldNotContain(password);
+            foreach (var file in Directory.EnumerateFiles(_teal.DataDirectory).Where(f => Path.GetFileName(f) is not ("secrets.json" or "teal.lock")))
+            {
+                (await ReadSharedAsync(file)).ShouldNotContain(password, customMessage: file);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task RotatePassword_BeforeTealLoggedIn_RefusedWithHint()
+    {
+        var run = await Run("instance", "rotate-password", "app");
+
+        run.ExitCode.ShouldBe(1, run.ToString());
+        run.ErrorLines[0].ShouldBe("error: Teal has no login of its own on 'app' yet: there is no password to rotate");
+    }
+
+    private string ControlPassword(string instance)
+    {
+        var found = _teal.State.GetInstanceAsync(instance, default).GetAwaiter().GetResult()!;
+        return _teal.Services.GetRequiredService<ISecretStore>().Read(DeploymentLinks.ControlSecretReference(found))!;
+    }
+
+    private async Task TerminateWalSendersAsync(string instance) =>
+        await ScalarAsTealAsync<long>(instance, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication");
+
+    private async Task ExecuteAsTealAsync(string instance, string sql)
+    {
+        await using var conn = await OpenAsTealAsync(instance);
+        await using var command = new NpgsqlCommand("SET default_transaction_read_only = off; " + sql, conn);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private async Task<T> ScalarAsTealAsync<T>(string instance, string sql)
+    {
+        await using var conn = await OpenAsTealAsync(instance);
+        await using var command = new NpgsqlCommand(sql, conn);
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+
+    private async Task<NpgsqlConnection> OpenAsTealAsync(string instance)
+    {
+        var url = (await Run("instance", "url", instance, "--as-teal")).Stdout.Trim();
+        var conn = new NpgsqlConnection(Teal.Postgres.Connections.PostgresConnections.Builder(Teal.Postgres.Connections.ConnectionStrings.Parse(url), pooling: false).ConnectionString);
+        await conn.OpenAsync();
+        return conn;
+    }
+
+    private static async Task<string> ReadSharedAsync(string file)
+    {
+        // The state store is open in the server: read it shared, as bytes (SQLite pages).
+        await using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var reader = new StreamReader(stream, Encoding.Latin1);
+        return await reader.ReadToEndAsync();
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                if (await condition())
+                {
+                    return;
+                }
+            }
+            catch (NpgsqlException)
+            {
+                // Not yet: a server restarting a worker may refuse for a moment.
+            }
+
+            await Task.Delay(500);
+        }
+
+        throw new TimeoutException($"timed out waiting until {what}");
+    }
+
+    private Task<CliRun> Run(params string[] args) =>
+        CliRun.RunAsync([.. args, "--server", _teal.Url.ToString(), "--data-dir", _teal.DataDirectory]);
+}
