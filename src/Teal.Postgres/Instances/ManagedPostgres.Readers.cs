@@ -148,14 +148,26 @@ public sealed partial class ManagedPostgres
     {
         ArgumentNullException.ThrowIfNull(primaryControl);
         NpgsqlConnection conn;
-        try
+        // A busy writer can refuse or time out a login for a moment; only one that stays
+        // unreachable is taken as gone (its slot then stays until dropped by hand).
+        for (var attempt = 0; ; attempt++)
         {
             conn = new NpgsqlConnection(PostgresConnections.Builder(primaryControl, pooling: false).ConnectionString);
-            await conn.OpenAsync(cancellationToken);
-        }
-        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
-        {
-            return;
+            try
+            {
+                await conn.OpenAsync(cancellationToken);
+                break;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            {
+                await conn.DisposeAsync();
+                if (attempt >= 9)
+                {
+                    return;
+                }
+
+                await Task.Delay(500, cancellationToken);
+            }
         }
 
         await using (conn)
