@@ -21,7 +21,7 @@ internal static class DataDirectory
     private const UnixFileMode OwnerAll = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
 
     // serve.log: where scripts/demo.sh (and operators after it) send teal serve's output.
-    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "instances", "serve.log"];
+    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "state.key", "instances", "serve.log"];
 
     /// <summary>Creates or checks <paramref name="path"/>; <paramref name="serverOsUser"/> is who runs managed servers when Teal is root.</summary>
     public static void Prepare(string path, string? serverOsUser)
