@@ -49,9 +49,9 @@ public sealed class BlueGreenScenario : IAsyncDisposable
     }.ConnectionString;
 
     /// <summary>Starts Teal and blue, registers blue with an endpoint and loads the schema.</summary>
-    public static async Task<BlueGreenScenario> StartAsync(int pgbenchScale = 1, string? tealEntry = null, IReadOnlyDictionary<string, string>? tealEnvironment = null)
+    public static async Task<BlueGreenScenario> StartAsync(int pgbenchScale = 1, string? tealEntry = null, IReadOnlyDictionary<string, string>? tealEnvironment = null, TealStateStore? state = null)
     {
-        var teal = await TealProcess.StartAsync(tealEntry, tealEnvironment);
+        var teal = await TealProcess.StartAsync(tealEntry, tealEnvironment, state: state);
         var blue = await PostgresServer.StartAsync("15");
         var scenario = new BlueGreenScenario(teal, blue, ManagedPostgres.FreePort());
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");

@@ -34,8 +34,12 @@ public sealed partial class PostgresLeaderElection(
     /// <summary>How often a standby tries the lock and the leader checks its session.</summary>
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
 
-    /// <summary>How long the leader's session check may take before the session counts as lost.</summary>
-    public static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long the leader's session check may take before the session counts as lost. Generous:
+    /// a loaded machine can stall a query for seconds, and a leader that gives up too early stops
+    /// for nothing; safety does not rest on it (the leader guard refuses a write once the lock session is gone).
+    /// </summary>
+    public static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(30);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
