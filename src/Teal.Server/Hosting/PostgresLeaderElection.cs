@@ -150,7 +150,7 @@ public sealed partial class PostgresLeaderElection(
         }
         catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
         {
-            Lose($"the leader lock session failed: {ex.Message}");
+            Lose($"the leader lock session failed: {ex.GetType().Name}: {ex.Message}");
         }
         finally
         {

@@ -70,8 +70,8 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
         {
             Pooling = false,
             ApplicationName = applicationName,
-            // A dead peer must end the session on this side too: the leader's loss is noticed by its own check.
-            KeepAlive = 5,
+            // A dead peer must end the session on this side too. No driver keepalive query: the
+            // leader's own check is one, and a second one on the same session would race with it.
             TcpKeepAlive = true,
         }.ConnectionString);
 
