@@ -18,14 +18,14 @@ namespace Teal.Server.Secrets;
 /// </remarks>
 public sealed class PostgresSecretStore : ISecretStore
 {
-    private readonly PostgresStateStore _store;
+    private readonly NpgsqlDataSource _data;
     private readonly StateKey _key;
     private readonly ConcurrentDictionary<string, string> _read = new(StringComparer.Ordinal);
 
     public PostgresSecretStore(PostgresStateStore store, string keyFile)
     {
         ArgumentNullException.ThrowIfNull(store);
-        _store = store;
+        _data = store.DataSource;
         _key = OpenKey(keyFile, store.Connection.ToString());
     }
 
@@ -41,12 +41,7 @@ public sealed class PostgresSecretStore : ISecretStore
             return known;
         }
 
-        return OffSocketThread(() => ReadStored(reference));
-    }
-
-    private string? ReadStored(string reference)
-    {
-        using var connection = Open();
+        using var connection = _data.OpenConnection();
         using var command = new NpgsqlCommand("SELECT sealed FROM secrets WHERE reference = $1", connection) { Parameters = { new() { Value = reference } } };
         if (command.ExecuteScalar() is not byte[] sealedValue)
         {
@@ -58,26 +53,21 @@ public sealed class PostgresSecretStore : ISecretStore
         return value;
     }
 
-    public void Write(string reference, string value) => OffSocketThread(() => WriteStored(reference, value));
-
-    private bool WriteStored(string reference, string value)
+    public void Write(string reference, string value)
     {
-        using var connection = Open();
+        using var connection = _data.OpenConnection();
         using var command = new NpgsqlCommand("INSERT INTO secrets (reference, sealed) VALUES ($1, $2) ON CONFLICT (reference) DO UPDATE SET sealed = excluded.sealed", connection)
         {
             Parameters = { new() { Value = reference }, new() { Value = _key.Seal(reference, value) } },
         };
         command.ExecuteNonQuery();
         _read[reference] = value;
-        return true;
     }
 
     /// <summary>Stores <paramref name="value"/> unless a value is stored already; returns the stored one (the first machine's wins).</summary>
-    public string WriteIfAbsent(string reference, string value) => OffSocketThread(() => WriteIfAbsentStored(reference, value));
-
-    private string WriteIfAbsentStored(string reference, string value)
+    public string WriteIfAbsent(string reference, string value)
     {
-        using (var connection = Open())
+        using (var connection = _data.OpenConnection())
         using (var command = new NpgsqlCommand("INSERT INTO secrets (reference, sealed) VALUES ($1, $2) ON CONFLICT (reference) DO NOTHING", connection)
         {
             Parameters = { new() { Value = reference }, new() { Value = _key.Seal(reference, value) } },
@@ -87,37 +77,15 @@ public sealed class PostgresSecretStore : ISecretStore
         }
 
         _read.TryRemove(reference, out _);
-        return ReadStored(reference)!; // Just stored, or stored before.
+        return Read(reference)!; // Just stored, or stored before.
     }
 
-    public void Remove(string reference) => OffSocketThread(() => RemoveStored(reference));
-
-    private bool RemoveStored(string reference)
+    public void Remove(string reference)
     {
-        using var connection = Open();
+        using var connection = _data.OpenConnection();
         using var command = new NpgsqlCommand("DELETE FROM secrets WHERE reference = $1", connection) { Parameters = { new() { Value = reference } } };
         command.ExecuteNonQuery();
         _read.TryRemove(reference, out _);
-        return true;
-    }
-
-    /// <summary>
-    /// Runs a database call on a pool thread and waits for it. The proxy runs socket
-    /// continuations inline on the epoll threads (ProxyRuntime), and an API request can be on one
-    /// when it asks for a secret: a synchronous socket call made there waits for the very thread it
-    /// blocks, and every socket it serves (the state store's included) stalls with it.
-    /// </summary>
-    private static T OffSocketThread<T>(Func<T> work) => Task.Run(work).GetAwaiter().GetResult();
-
-    /// <summary>
-    /// A connection of its own for each call, outside the state store's pool (whose sockets are
-    /// driven asynchronously); values read are cached, so this is rare.
-    /// </summary>
-    private NpgsqlConnection Open()
-    {
-        var connection = _store.NewSessionConnection("teal-secrets");
-        connection.Open();
-        return connection;
     }
 
     /// <summary>
@@ -127,7 +95,7 @@ public sealed class PostgresSecretStore : ISecretStore
     private StateKey OpenKey(string keyFile, string where)
     {
         var local = StateKey.Load(keyFile);
-        using var connection = Open();
+        using var connection = _data.OpenConnection();
         var recorded = RecordedKeyId(connection);
         if (recorded is null)
         {
