@@ -95,11 +95,15 @@ public static class TealServer
         app.Services.GetRequiredService<DataDirectoryLock>();
         // Resolved now so a state file Teal cannot use stops the start with its message.
         app.Services.GetRequiredService<IStateStore>();
+        // And secrets (a shared store refuses a machine without its key) and the token.
+        app.Services.GetRequiredService<ISecretStore>();
+        app.Services.GetRequiredService<ServerToken>();
         app.Lifetime.ApplicationStarted.Register(() => held.Record(BoundAddress(app).Authority));
         app.UseMiddleware<ApiErrors>();
         app.UseMiddleware<JsonBodyCheck>();
         app.UseRouting();
         app.UseMiddleware<TokenCheck>();
+        app.UseMiddleware<StandbyCheck>();
         MapRoutes(app);
         return app;
     }
@@ -116,12 +120,19 @@ public static class TealServer
     {
         services.AddSingleton(options);
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(ServerToken.LoadOrCreate(options.TokenFile));
-
         services.AddSingleton<EventSignal>();
-        services.AddSingleton(sp => new SqliteStateStore(sp.GetRequiredService<DataDirectoryLock>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>()));
-        services.AddSingleton<IStateStore>(sp => sp.GetRequiredService<SqliteStateStore>());
-        services.AddSingleton<ISecretStore>(_ => new FileSecretStore(options.DataDirectory));
+        if (options.State is null)
+        {
+            services.AddSingleton(ServerToken.LoadOrCreate(options.TokenFile));
+            services.AddSingleton(sp => new SqliteStateStore(sp.GetRequiredService<DataDirectoryLock>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>()));
+            services.AddSingleton<IStateStore>(sp => sp.GetRequiredService<SqliteStateStore>());
+            services.AddSingleton<ISecretStore>(_ => new FileSecretStore(options.DataDirectory));
+            services.AddSingleton(Leadership.Alone());
+        }
+        else
+        {
+            AddSharedState(services, options);
+        }
 
         // Engines. ProcessRunner (initdb, pg_ctl, pg_dump) is static and needs no registration.
         services.AddSingleton(PostgresEngineOptions.FromEnvironment());
@@ -173,11 +184,34 @@ public static class TealServer
         services.AddObservability();
     }
 
+    /// <summary>
+    /// A PostgreSQL state store shared by several control-plane machines: passwords sealed in it,
+    /// the API token shared through it, and a standby until this server is elected leader.
+    /// </summary>
+    private static void AddSharedState(IServiceCollection services, TealServerOptions options)
+    {
+        services.AddSingleton(sp => new PostgresStateStore(options.State!, options.StatePassword, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<EventSignal>())
+        {
+            // Nothing is written before the election says this server leads.
+            Fence = WriteFence.Standby(null),
+        });
+        services.AddSingleton<IStateStore>(sp => sp.GetRequiredService<PostgresStateStore>());
+        services.AddSingleton(sp => new PostgresSecretStore(sp.GetRequiredService<PostgresStateStore>(), options.StateKeyPath));
+        services.AddSingleton<ISecretStore>(sp => sp.GetRequiredService<PostgresSecretStore>());
+        services.AddSingleton(sp => ServerToken.Shared(options.TokenFile, sp.GetRequiredService<PostgresSecretStore>()));
+        services.AddSingleton(Leadership.Elected());
+        services.AddHostedService<PostgresLeaderElection>();
+    }
+
+    private static HealthView Health(TealServerOptions options, Leadership leadership) =>
+        new("ok", Version) { State = options.State is null ? "sqlite" : "postgresql", Role = leadership.Role, Leader = leadership.LeaderUrl };
+
     private static void MapRoutes(WebApplication app)
     {
-        app.MapGet("/healthz", () => new HealthView("ok", Version));
+        app.MapGet("/healthz", (TealServerOptions options, Leadership leadership) => Health(options, leadership));
         app.MapOpenApi();
         var api = app.MapGroup("/api");
+        api.MapGet("/health", (TealServerOptions options, Leadership leadership) => Health(options, leadership));
         EngineRoutes.Map(api);
         InstanceRoutes.Map(api);
         DeploymentRoutes.Map(api);

@@ -26,6 +26,23 @@ public sealed record TealServerOptions(string DataDirectory)
     /// <summary>How long a command to a <c>teal proxy</c> may take (a drain: its budget plus this) before the switchover counts it failed.</summary>
     public TimeSpan ProxyCallTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Null: the embedded SQLite file in the data directory. Otherwise a PostgreSQL connection
+    /// (<c>postgresql://user@host/db</c>) that several control-plane machines share; they elect one leader.
+    /// </summary>
+    public string? State { get; init; }
+
+    /// <summary>The state database's password when <see cref="State"/> holds none (<c>TEAL_STATE_PASSWORD</c>: not in a command line).</summary>
+    public string? StatePassword { get; init; }
+
+    /// <summary>The key sealing passwords in a shared state store; default <c>DATA_DIR/state.key</c>. Every control-plane machine needs the same.</summary>
+    public string? StateKeyFile { get; init; }
+
+    /// <summary>The URL other control-plane machines and clients reach this one at (default: the address it listens on).</summary>
+    public string? AdvertiseUrl { get; init; }
+
+    public string StateKeyPath => StateKeyFile ?? Path.Combine(DataDirectory, Secrets.StateKey.FileName);
+
     public string InstancesDirectory => Path.Combine(DataDirectory, "instances");
 
     public string TokenFile => Path.Combine(DataDirectory, "token");

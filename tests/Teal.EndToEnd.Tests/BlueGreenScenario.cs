@@ -36,9 +36,9 @@ public sealed class BlueGreenScenario : Scenario
     protected override string GreenVersion => "17";
 
     /// <summary>Starts Teal and blue, registers blue with an endpoint and loads the schema.</summary>
-    public static async Task<BlueGreenScenario> StartAsync(int pgbenchScale = 1, string? tealEntry = null, IReadOnlyDictionary<string, string>? tealEnvironment = null, IReadOnlyList<string>? serveArguments = null)
+    public static async Task<BlueGreenScenario> StartAsync(int pgbenchScale = 1, string? tealEntry = null, IReadOnlyDictionary<string, string>? tealEnvironment = null, IReadOnlyList<string>? serveArguments = null, TealStateStore? state = null)
     {
-        var teal = await TealProcess.StartAsync(tealEntry, tealEnvironment, serveArguments: serveArguments);
+        var teal = await TealProcess.StartAsync(tealEntry, tealEnvironment, serveArguments: serveArguments, state: state);
         var blue = await PostgresServer.StartAsync("15");
         var scenario = new BlueGreenScenario(teal, blue, ManagedPostgres.FreePort());
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");

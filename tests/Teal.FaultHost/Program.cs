@@ -14,7 +14,14 @@ if (args.Length < 5 || args[0] != "serve" || args[1] != "--data-dir" || args[3] 
 Teal.Proxy.Hosting.ProxyRuntime.ConfigureProcess();
 var fault = Environment.GetEnvironmentVariable("TEAL_FAULT");
 var app = TealServer.Build(
-    new TealServerOptions(args[2]) { Listen = args[4] },
+    new TealServerOptions(args[2])
+    {
+        Listen = args[4],
+        // A shared state store, as `teal serve` reads it from its environment.
+        State = Environment.GetEnvironmentVariable("TEAL_STATE") is { Length: > 0 } state ? state : null,
+        StatePassword = Environment.GetEnvironmentVariable("TEAL_STATE_PASSWORD"),
+        StateKeyFile = Environment.GetEnvironmentVariable("TEAL_STATE_KEY_FILE") is { Length: > 0 } key ? key : null,
+    },
     services =>
     {
         if (!string.IsNullOrEmpty(fault))

@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Net.Sockets;
 using Teal.Proxy.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Teal.Server;
+using Teal.Server.Hosting;
 
 namespace Teal.Cli.Commands;
 
@@ -13,11 +15,30 @@ internal static class ServeCommand
         var listen = new Option<string>("--listen") { Description = $"HOST:PORT for the REST API (default {TealServerOptions.DefaultListen})", DefaultValueFactory = _ => TealServerOptions.DefaultListen };
         var endpoints = new Option<string>("--endpoints") { Description = "in-process (default): serve Teal's proxy endpoints here; external: leave them to `teal proxy` processes, so a restart of this server closes no client connection", DefaultValueFactory = _ => "in-process" };
         endpoints.AcceptOnlyFromAmong("in-process", "external");
-        var command = new Command("serve", "Run the control plane: state, monitors and the REST API") { listen, endpoints };
+        var state = new Option<string?>("--state")
+        {
+            Description = "Where the state is: a PostgreSQL database shared by several control-plane machines (postgresql://user@host/db; password in TEAL_STATE_PASSWORD or ~/.pgpass). Default: SQLite in the data directory (or TEAL_STATE)",
+        };
+        var keyFile = new Option<string?>("--state-key-file") { Description = "With --state: the key that seals passwords in the state database, the same file on every control-plane machine (default DATA_DIR/state.key, or TEAL_STATE_KEY_FILE)" };
+        var advertise = new Option<string?>("--advertise-url") { Description = "With --state: the URL this server is reached at, shown by standbys to name the leader (default: the --listen address)" };
+        var command = new Command("serve", "Run the control plane: state, monitors and the REST API") { listen, endpoints, state, keyFile, advertise };
         command.SetAction(async (parse, ct) =>
         {
-            ProxyRuntime.ConfigureProcess();
-            var options = new TealServerOptions(session.DataDirectoryFor(parse)) { Listen = parse.GetValue(listen)!, ExternalEndpoints = parse.GetValue(endpoints) == "external" }; // Both have a default value.
+            var stateUrl = NullIfEmpty(parse.GetValue(state) ?? session.Environment("TEAL_STATE"));
+            var external = parse.GetValue(endpoints) == "external";
+            // Inline socket completions make the in-process proxy fast but forbid any blocking
+            // socket call in this process; the PostgreSQL state store's secret reads are
+            // synchronous (ISecretStore), so with it the completions go back to the thread pool.
+            ProxyRuntime.ConfigureProcess(inlineSocketCompletions: stateUrl is null);
+            var options = new TealServerOptions(session.DataDirectoryFor(parse))
+            {
+                Listen = parse.GetValue(listen)!, // Has a default value.
+                ExternalEndpoints = external,
+                State = stateUrl,
+                StatePassword = NullIfEmpty(session.Environment("TEAL_STATE_PASSWORD")),
+                StateKeyFile = NullIfEmpty(parse.GetValue(keyFile) ?? session.Environment("TEAL_STATE_KEY_FILE")),
+                AdvertiseUrl = NullIfEmpty(parse.GetValue(advertise)),
+            };
             EnsureFree(options.Listen);
             await using var app = TealServer.Build(options);
             try
@@ -42,10 +63,17 @@ internal static class ServeCommand
             }
 
             await app.StopAsync(CancellationToken.None);
+            if (app.Services.GetRequiredService<Leadership>().LostReason is { } lost)
+            {
+                throw new CliException($"this teal serve lost the leadership of the control plane and stopped: {lost}", "start it again (a service manager does): it runs as a standby and takes over when no other server leads");
+            }
+
             return ExitCodes.Ok;
         });
         return command;
     }
+
+    private static string? NullIfEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;
 
     /// <summary>
     /// Tries the address before the host starts: Kestrel logs a failed bind with its whole stack

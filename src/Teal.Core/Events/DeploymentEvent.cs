@@ -43,4 +43,7 @@ public static class EventKinds
     public const string Finished = "finished";
     public const string Deleting = "deleting";
     public const string Deleted = "deleted";
+
+    /// <summary>A control plane took the leader lock of a shared state store (not about one deployment).</summary>
+    public const string LeaderElected = "leader-elected";
 }

@@ -65,6 +65,18 @@ public sealed partial class BackgroundWork(ILogger<BackgroundWork> logger) : IAs
         }
     }
 
+    /// <summary>
+    /// Cancels every running work and refuses new work, without waiting: a control plane that
+    /// lost leadership must not act on what it was doing while it shuts down.
+    /// </summary>
+    public void CancelAll()
+    {
+        lock (_running)
+        {
+            _stopping.Cancel();
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         Task[] running;

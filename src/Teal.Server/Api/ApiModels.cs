@@ -13,7 +13,17 @@ public sealed record ApiProblem(string Type, string Title, int Status, string De
     public IReadOnlyList<CheckResult>? Checks { get; init; }
 }
 
-public sealed record HealthView(string Status, string Version);
+public sealed record HealthView(string Status, string Version)
+{
+    /// <summary>Where the state is: <c>sqlite</c> or <c>postgresql</c>.</summary>
+    public string? State { get; init; }
+
+    /// <summary><c>leader</c>, or <c>standby</c> (a shared state store another server leads: reads only).</summary>
+    public string? Role { get; init; }
+
+    /// <summary>The leader's URL as it recorded it, when known.</summary>
+    public string? Leader { get; init; }
+}
 
 /// <summary>An instance as the API shows it: how to reach it, never its password.</summary>
 public sealed record InstanceView(string Name, EngineKind Engine, string Version, string Host, int Port, string User, string Database, InstanceRole Role, bool Managed)

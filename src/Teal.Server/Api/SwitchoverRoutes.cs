@@ -23,7 +23,7 @@ public static class SwitchoverRoutes
     {
         var group = api.MapGroup("/deployments");
         group.MapPost("/{idOrName}/check", (string idOrName, SwitchoverRequest? request, SwitchoverService switchovers, CancellationToken ct) =>
-            switchovers.CheckAsync(idOrName, Options(request), ct));
+            switchovers.CheckAsync(idOrName, Options(request), ct)).WithMetadata(new ReadsOnly());
         group.MapPost("/{idOrName}/switchover", async (string idOrName, SwitchoverRequest? request, SwitchoverService switchovers, CancellationToken ct) =>
         {
             var options = Options(request);

@@ -21,7 +21,7 @@ internal static class DataDirectory
     private const UnixFileMode OwnerAll = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
 
     // serve.log: where scripts/demo.sh (and operators after it) send teal serve's output.
-    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "instances", "serve.log"];
+    private static readonly string[] TealFiles = ["teal.db", "token", "secrets.json", "state.key", "instances", "serve.log"];
 
     /// <summary>Creates or checks <paramref name="path"/> (as root, every engine runs its managed servers as an OS user of its own).</summary>
     public static void Prepare(string path)

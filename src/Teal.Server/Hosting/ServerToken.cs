@@ -27,6 +27,27 @@ public sealed record ServerToken(string Value)
         return new ServerToken(token);
     }
 
+    /// <summary>Where a shared state store keeps the token (sealed, as every secret there).</summary>
+    public const string SharedReference = "server/token";
+
+    /// <summary>
+    /// With a shared state store every control-plane machine accepts the same token, so clients
+    /// keep theirs when another machine takes over: the first machine stores its token there; the
+    /// others take that one and write it to their own token file.
+    /// </summary>
+    public static ServerToken Shared(string path, Secrets.PostgresSecretStore secrets)
+    {
+        ArgumentNullException.ThrowIfNull(secrets);
+        var local = File.Exists(path) ? LoadOrCreate(path).Value : null;
+        var shared = secrets.WriteIfAbsent(SharedReference, local ?? Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)));
+        if (shared != local)
+        {
+            PrivateFile.Replace(path, shared + "\n");
+        }
+
+        return new ServerToken(shared);
+    }
+
     /// <summary>Constant-time comparison, so response timing does not leak the token.</summary>
     public bool Matches(string? presented) =>
         presented is not null

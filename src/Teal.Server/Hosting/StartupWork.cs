@@ -13,26 +13,42 @@ namespace Teal.Server.Hosting;
 /// interrupted switchover, resume creates in progress, compile the switchover's code ahead of use, then watch
 /// replication until Teal stops.
 /// </summary>
-public sealed class StartupWork(LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor, ILogger<StartupWork> logger) : BackgroundService
+/// <remarks>
+/// On a shared state store all of it waits until this server leads (a standby binds no
+/// endpoint and drives nothing), and stops when leadership is lost: a new leader thus runs the
+/// same recovery a restarted one would, from the journal the old leader left.
+/// </remarks>
+public sealed class StartupWork(Leadership leadership, LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor, ILogger<StartupWork> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        // Endpoints first: applications reconnect as soon as Teal is back.
-        await endpoints.StartAllAsync(stoppingToken);
-        await instances.StartManagedAsync(stoppingToken);
-        // A switchover Teal was running when it stopped is finished or unwound before anything
-        // else touches the deployment (the journal says which).
-        await switchovers.RecoverAsync(stoppingToken);
-        await deployments.ResumeAsync(stoppingToken);
-        // So that the first switchover compiles nothing while clients are held.
-        CodeWarmUp.Start(logger);
         try
         {
-            await monitor.RunAsync(stoppingToken);
+            await leadership.Gained.WaitAsync(stoppingToken);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
-            // Teal is stopping.
+            return;
+        }
+
+        using var leading = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, leadership.Lost);
+        var ct = leading.Token;
+        try
+        {
+            // Endpoints first: applications reconnect as soon as Teal is back.
+            await endpoints.StartAllAsync(ct);
+            await instances.StartManagedAsync(ct);
+            // A switchover Teal was running when it stopped is finished or unwound before anything
+            // else touches the deployment (the journal says which).
+            await switchovers.RecoverAsync(ct);
+            await deployments.ResumeAsync(ct);
+            // So that the first switchover compiles nothing while clients are held.
+            CodeWarmUp.Start(logger);
+            await monitor.RunAsync(ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Teal is stopping, or lost leadership.
         }
     }
 }

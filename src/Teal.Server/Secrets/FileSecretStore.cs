@@ -41,16 +41,9 @@ public sealed class FileSecretStore : ISecretStore
 
     public string? Read(string reference)
     {
-        ArgumentNullException.ThrowIfNull(reference);
-        if (reference.StartsWith("env:", StringComparison.Ordinal))
+        if (OperatorSecrets.TryRead(reference, out var operators))
         {
-            return Environment.GetEnvironmentVariable(reference[4..]);
-        }
-
-        if (reference.StartsWith("file:", StringComparison.Ordinal))
-        {
-            var file = reference[5..];
-            return File.Exists(file) ? File.ReadAllText(file).TrimEnd('\r', '\n') : null;
+            return operators;
         }
 
         lock (_lock)

@@ -3,7 +3,6 @@ using System.Text.Json;
 using Microsoft.Data.Sqlite;
 using Teal.Core.Deployments;
 using Teal.Core.Endpoints;
-using Teal.Core.Errors;
 using Teal.Core.Events;
 using Teal.Core.Instances;
 using Teal.Core.State;
@@ -368,7 +367,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         }
         catch (SqliteException ex) when (ex.SqliteErrorCode == SqliteConstraint)
         {
-            throw new TealException($"{what}.duplicate-name", $"{Article(what)} {what} named '{name}' already exists", $"choose another name (see `{ListCommand(what)}`)", ex) { Kind = TealErrorKind.Conflict };
+            throw StateErrors.DuplicateName(what, name, ex);
         }
     }
 
@@ -391,17 +390,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         return (long)command.ExecuteScalar()!; // last_insert_rowid() is never NULL.
     }
 
-    private static void RequireChanged(int rows, string what, string key)
-    {
-        if (rows == 0)
-        {
-            throw new TealException($"{what}.not-found", $"no {what} '{key}'", $"see `{ListCommand(what)}`") { Kind = TealErrorKind.NotFound };
-        }
-    }
-
-    private static string Article(string what) => what[0] is 'a' or 'e' or 'i' or 'o' or 'u' ? "an" : "a";
-
-    private static string ListCommand(string what) => what == "deployment" ? "teal list" : $"teal {what} list";
+    private static void RequireChanged(int rows, string what, string key) => StateErrors.RequireChanged(rows, what, key);
 
     private static string Json<T>(T value) => JsonSerializer.Serialize(value, TealJson.Options);
 

@@ -1,5 +1,4 @@
 using Microsoft.Data.Sqlite;
-using Teal.Core.Errors;
 
 namespace Teal.Server.State;
 
@@ -52,11 +51,7 @@ internal static class StateSchema
         var version = ReadVersion(connection);
         if (version > CurrentVersion)
         {
-            throw new TealException(
-                "state.newer-schema",
-                $"the state file {path} has schema version {version}; this Teal knows versions up to {CurrentVersion}",
-                "run the Teal release that wrote it (or a newer one), or restore a backup made by this release")
-            { Kind = TealErrorKind.Unavailable };
+            throw StateErrors.NewerSchema($"file {path}", version, CurrentVersion);
         }
 
         for (var next = version + 1; next <= CurrentVersion; next++)

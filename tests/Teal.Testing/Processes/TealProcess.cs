@@ -15,13 +15,17 @@ public sealed class TealProcess : IAsyncDisposable
     private readonly string _entry;
     private readonly System.Text.StringBuilder _log = new();
 
-    private TealProcess(string dataDirectory, int port, string entry, IReadOnlyDictionary<string, string> environment)
+    private TealProcess(string dataDirectory, int port, string entry, IReadOnlyDictionary<string, string> environment, TealStateStore? state)
     {
         DataDirectory = dataDirectory;
         Port = port;
         _entry = entry;
         Environment = environment;
+        State = state;
     }
+
+    /// <summary>The shared PostgreSQL state store this serve uses (null: SQLite in its data directory).</summary>
+    public TealStateStore? State { get; }
 
     public string DataDirectory { get; }
 
@@ -57,10 +61,15 @@ public sealed class TealProcess : IAsyncDisposable
     /// Starts <c>teal serve</c>. <paramref name="entryAssembly"/> defaults to the built <c>teal.dll</c>;
     /// fault-injection tests pass a test host that adds a step decorator.
     /// </summary>
-    public static async Task<TealProcess> StartAsync(string? entryAssembly = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? serveArguments = null, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// <paramref name="state"/>: a PostgreSQL state store shared with other serves; with
+    /// <c>TEAL_TEST_STATE=postgresql</c> every serve gets a new one unless given one.
+    /// </remarks>
+    public static async Task<TealProcess> StartAsync(string? entryAssembly = null, IReadOnlyDictionary<string, string>? environment = null, IReadOnlyList<string>? serveArguments = null, TealStateStore? state = null, CancellationToken cancellationToken = default)
     {
         var dir = TestDirectories.NewDirectory("teal");
-        var process = new TealProcess(dir, ManagedPostgres.FreePort(), entryAssembly ?? RepoPaths.TealDll, environment ?? new Dictionary<string, string>()) { ServeArguments = serveArguments ?? [] };
+        state ??= TealStateStore.Requested ? await TealStateStore.NewPostgresAsync(cancellationToken) : null;
+        var process = new TealProcess(dir, ManagedPostgres.FreePort(), entryAssembly ?? RepoPaths.TealDll, environment ?? new Dictionary<string, string>(), state) { ServeArguments = serveArguments ?? [] };
         TestDirectories.TrackTeal(process);
         await process.StartAgainAsync(cancellationToken);
         return process;
@@ -80,7 +89,7 @@ public sealed class TealProcess : IAsyncDisposable
             info.ArgumentList.Add(arg);
         }
 
-        foreach (var (key, value) in Environment)
+        foreach (var (key, value) in (State?.Environment ?? new Dictionary<string, string>()).Concat(Environment))
         {
             info.Environment[key] = value;
         }
@@ -104,8 +113,9 @@ public sealed class TealProcess : IAsyncDisposable
 
             try
             {
-                var health = await http.GetFromJsonAsync<Dictionary<string, object>>($"{Url}/healthz", cancellationToken);
-                if (health is not null)
+                var health = await http.GetFromJsonAsync<Dictionary<string, System.Text.Json.JsonElement>>($"{Url}/healthz", cancellationToken);
+                // On a shared state store: up once it leads, or follows a leader it can name.
+                if (health is not null && (State is null || Leads(health) || health.TryGetValue("leader", out var leader) && leader.ValueKind == System.Text.Json.JsonValueKind.String))
                 {
                     return;
                 }
@@ -122,6 +132,24 @@ public sealed class TealProcess : IAsyncDisposable
 
         throw new TimeoutException($"teal serve did not answer /healthz within 60 s:\n{Log}");
     }
+
+    /// <summary>Whether this serve says it leads the control plane (<c>GET /healthz</c>).</summary>
+    public async Task<bool> IsLeaderAsync()
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        try
+        {
+            var health = await http.GetFromJsonAsync<Dictionary<string, System.Text.Json.JsonElement>>($"{Url}/healthz");
+            return health is not null && Leads(health);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException)
+        {
+            return false;
+        }
+    }
+
+    private static bool Leads(Dictionary<string, System.Text.Json.JsonElement> health) =>
+        health.TryGetValue("role", out var role) && role.ValueKind == System.Text.Json.JsonValueKind.String && role.GetString() == "leader";
 
     /// <summary>
     /// Runs one more <c>teal serve</c> on <paramref name="dataDirectory"/> (listening on

@@ -1,4 +1,5 @@
 using Microsoft.Data.Sqlite;
+using Npgsql;
 using Teal.Core.Deployments;
 using Teal.Core.Endpoints;
 using Teal.Core.Errors;
@@ -9,37 +10,29 @@ using Teal.Testing;
 
 namespace Teal.Server.Tests.State;
 
-public sealed class SqliteStateStoreTests
+/// <summary>
+/// What every state store guarantees, run against each: the embedded SQLite file and a
+/// PostgreSQL database on a real server. A derived class says how to open its store again and
+/// how to look at what it wrote.
+/// </summary>
+public abstract class StateStoreTests
 {
-    private readonly string _dir = TestDirectories.NewDirectory("state");
+    /// <summary>Opens the store (again, on the same location: a restart).</summary>
+    protected abstract IStateStore NewStore();
 
-    [Fact]
-    public async Task Open_EmptyDirectory_MigratesToCurrentVersionInWalMode()
-    {
-        var store = NewStore();
+    /// <summary>Sets the stored schema version as a newer Teal would have.</summary>
+    protected abstract Task SetSchemaVersionAsync(int version);
 
-        await using var connection = new SqliteConnection($"Data Source={store.Path}");
-        await connection.OpenAsync();
-        StateSchema.ReadVersion(connection).ShouldBe(StateSchema.CurrentVersion);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "PRAGMA journal_mode";
-        (await command.ExecuteScalarAsync()).ShouldBe("wal");
-        (await store.ListInstancesAsync(default)).ShouldBeEmpty();
-    }
+    /// <summary>The deployment record exactly as stored.</summary>
+    protected abstract Task<string> StoredDeploymentJsonAsync();
 
     [Fact]
     public async Task Open_NewerSchemaVersion_RefusesWithClearError()
     {
-        NewStore();
-        await using (var connection = new SqliteConnection($"Data Source={Path.Combine(_dir, SqliteStateStore.FileName)};Pooling=False"))
-        {
-            await connection.OpenAsync();
-            await using var command = connection.CreateCommand();
-            command.CommandText = "UPDATE schema_version SET version = 999";
-            await command.ExecuteNonQueryAsync();
-        }
+        Dispose(NewStore());
+        await SetSchemaVersionAsync(999);
 
-        var ex = Should.Throw<TealException>(NewStore);
+        var ex = Should.Throw<TealException>(() => Dispose(NewStore()));
 
         ex.Code.ShouldBe("state.newer-schema");
         ex.Message.ShouldContain("999");
@@ -76,11 +69,7 @@ public sealed class SqliteStateStoreTests
         var store = NewStore();
         await store.AddDeploymentAsync(NewDeployment("orders"), default);
 
-        await using var connection = new SqliteConnection($"Data Source={store.Path}");
-        await connection.OpenAsync();
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT data FROM deployments";
-        var json = (string)(await command.ExecuteScalarAsync())!;
+        var json = await StoredDeploymentJsonAsync();
 
         json.ShouldContain("\"status\":\"PROVISIONING\"");
         json.ShouldContain("\"kind\":\"COPY_DATA\"");
@@ -204,9 +193,9 @@ public sealed class SqliteStateStoreTests
             },
             default);
         await store.ApplyAsync(new StateChange { Journal = [new JournalEntry(deployment.Id, "sw-1", "flip", JournalAction.Started, DateTimeOffset.UtcNow)] }, default);
-        store.Dispose();
+        Dispose(store);
 
-        using var reopened = NewStore();
+        var reopened = NewStore();
         (await reopened.GetDeploymentAsync(deployment.Id, default))!.Status.ShouldBe(DeploymentStatus.SwitchoverInProgress);
         (await reopened.ReadJournalAsync(deployment.Id, default)).Select(e => e.Step).ShouldBe(["catch-up", "flip"]);
     }
@@ -234,12 +223,37 @@ public sealed class SqliteStateStoreTests
         (await store.ReadJournalAsync(deployment.Id, default)).ShouldBeEmpty();
     }
 
-    private SqliteStateStore NewStore() => new(_dir, TimeProvider.System, new EventSignal());
+    [Fact]
+    public async Task List_NamesInByteOrder_AsStoredRegardlessOfInsertOrder()
+    {
+        var store = NewStore();
+        foreach (var name in new[] { "b-2", "B-1", "a_1", "a-1" })
+        {
+            await store.AddInstanceAsync(NewInstance(name), default);
+        }
 
-    private static Instance NewInstance(string name) =>
+        // Byte order (as SQLite compares): uppercase before lowercase, '-' before '_'.
+        (await store.ListInstancesAsync(default)).Select(i => i.Name).ShouldBe(["B-1", "a-1", "a_1", "b-2"]);
+    }
+
+    [Fact]
+    public async Task AppendEvent_Concurrent_SeqsAreDistinctAndListedInOrder()
+    {
+        var store = NewStore();
+
+        var appended = await Task.WhenAll(Enumerable.Range(0, 30).Select(i => Task.Run(() => store.AppendEventAsync(null, "k", $"m{i}", null, default))));
+
+        var listed = await store.ListEventsAsync(null, 0, 100, default);
+        listed.Select(e => e.Seq).ShouldBe(appended.Select(e => e.Seq).Order());
+        listed.Select(e => e.Seq).Distinct().Count().ShouldBe(30);
+    }
+
+    protected static void Dispose(IStateStore store) => (store as IDisposable)?.Dispose();
+
+    protected static Instance NewInstance(string name) =>
         new(name, EngineKind.Postgres) { Version = "15.18", Host = "127.0.0.1", Port = 5432, User = "postgres", Database = "app", SecretRef = "instance/abc" };
 
-    private static Deployment NewDeployment(string name) =>
+    protected static Deployment NewDeployment(string name) =>
         new(DeploymentId.New(), name, DeploymentStatus.Provisioning)
         {
             Blue = "prod",
@@ -248,4 +262,143 @@ public sealed class SqliteStateStoreTests
             Replication = new ReplicationStatus(ReplicationState.Syncing) { LagBytes = 42 },
             Tasks = [new DeploymentTask(DeploymentTaskKind.CopyData, DeploymentTaskStatus.InProgress)],
         };
+}
+
+public sealed class SqliteStateStoreTests : StateStoreTests
+{
+    private readonly string _dir = TestDirectories.NewDirectory("state");
+
+    private string FilePath => Path.Combine(_dir, SqliteStateStore.FileName);
+
+    [Fact]
+    public async Task Open_EmptyDirectory_MigratesToCurrentVersionInWalMode()
+    {
+        var store = NewStore();
+
+        await using var connection = new SqliteConnection($"Data Source={FilePath}");
+        await connection.OpenAsync();
+        StateSchema.ReadVersion(connection).ShouldBe(StateSchema.CurrentVersion);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "PRAGMA journal_mode";
+        (await command.ExecuteScalarAsync()).ShouldBe("wal");
+        (await store.ListInstancesAsync(default)).ShouldBeEmpty();
+    }
+
+    protected override IStateStore NewStore() => new SqliteStateStore(_dir, TimeProvider.System, new EventSignal());
+
+    protected override async Task SetSchemaVersionAsync(int version)
+    {
+        await using var connection = new SqliteConnection($"Data Source={FilePath};Pooling=False");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = $"UPDATE schema_version SET version = {version}";
+        await command.ExecuteNonQueryAsync();
+    }
+
+    protected override async Task<string> StoredDeploymentJsonAsync()
+    {
+        await using var connection = new SqliteConnection($"Data Source={FilePath}");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT data FROM deployments";
+        return (string)(await command.ExecuteScalarAsync())!;
+    }
+}
+
+/// <summary>The same guarantees on a PostgreSQL state store: a fresh database per test on a real server.</summary>
+public sealed class PostgresStateStoreTests(Postgres15Fixture fixture) : StateStoreTests, IClassFixture<Postgres15Fixture>, IAsyncLifetime
+{
+    private readonly string _database = "state_" + Guid.NewGuid().ToString("N")[..12];
+
+    private PostgresServer Server => fixture.Server;
+
+    public Task InitializeAsync() => Server.ExecuteAsync($"CREATE DATABASE {_database}");
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task Open_EmptyDatabase_MigratesToCurrentVersionInItsOwnSchema()
+    {
+        var store = NewStore();
+
+        await using var connection = await Server.OpenAsync(_database);
+        PostgresStateSchema.ReadVersion(connection).ShouldBe(PostgresStateSchema.CurrentVersion);
+        (await ScalarAsync<long>("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'teal' AND table_name IN ('instances', 'deployments', 'endpoints', 'events', 'journal', 'secrets')")).ShouldBe(6);
+        (await store.ListInstancesAsync(default)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Open_TwoStoresAtOnce_MigrateOnce()
+    {
+        var stores = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => Task.Run(NewStore)));
+
+        (await ScalarAsync<long>("SELECT count(*) FROM teal.schema_version")).ShouldBe(1);
+        foreach (var store in stores)
+        {
+            Dispose(store);
+        }
+    }
+
+    [Fact]
+    public async Task Write_OnStandby_RefusedNamingTheLeader()
+    {
+        var store = (PostgresStateStore)NewStore();
+        store.Fence = WriteFence.Standby("http://10.0.0.1:7400");
+
+        var ex = await Should.ThrowAsync<TealException>(() => store.AddInstanceAsync(NewInstance("blue"), default));
+
+        ex.Code.ShouldBe("server.not-leader");
+        ex.Kind.ShouldBe(TealErrorKind.Unavailable);
+        ex.Message.ShouldContain("http://10.0.0.1:7400");
+        ex.Hint!.ShouldContain("--server http://10.0.0.1:7400");
+        (await store.ListInstancesAsync(default)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Write_AsLeader_PassesOnlyWhileTheLockSessionHoldsTheLock()
+    {
+        var store = (PostgresStateStore)NewStore();
+        await using var session = store.NewSessionConnection("test-leader-lock");
+        await session.OpenAsync();
+        await using (var take = new NpgsqlCommand($"SELECT pg_advisory_lock({PostgresStateSchema.LockClass}, {PostgresStateSchema.LeaderLock})", session))
+        {
+            await take.ExecuteNonQueryAsync();
+        }
+
+        store.Fence = WriteFence.Leader(session.ProcessID);
+        await store.AddInstanceAsync(NewInstance("blue"), default);
+
+        // The lock session ends (as when the leader's connection breaks): its writes are refused by the database itself.
+        var backend = session.ProcessID;
+        await session.CloseAsync();
+        // The server ends the backend (and frees its locks) a moment after the client leaves.
+        for (var i = 0; i < 100 && await ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE pid = {backend}") > 0; i++)
+        {
+            await Task.Delay(50);
+        }
+
+        var ex = await Should.ThrowAsync<TealException>(() => store.AddInstanceAsync(NewInstance("green"), default));
+
+        ex.Code.ShouldBe("server.no-leader");
+        (await store.ListInstancesAsync(default)).Select(i => i.Name).ShouldBe(["blue"]);
+    }
+
+    [Fact]
+    public async Task Connection_WrongPassword_ErrorNeverShowsThePassword()
+    {
+        var location = Server.Uri(_database).Replace(Uri.EscapeDataString(Server.Password), "not-the-password", StringComparison.Ordinal);
+
+        var ex = Should.Throw<TealException>(() => new PostgresStateStore(location, null, TimeProvider.System, new EventSignal()));
+
+        ex.Code.ShouldBe("connection.authentication-failed");
+        ex.ToString().ShouldNotContain("not-the-password");
+    }
+
+    protected override IStateStore NewStore() => new PostgresStateStore(Server.Uri(_database), null, TimeProvider.System, new EventSignal());
+
+    protected override async Task SetSchemaVersionAsync(int version) => await Server.ExecuteAsync($"UPDATE teal.schema_version SET version = {version}", _database);
+
+    protected override Task<string> StoredDeploymentJsonAsync() => ScalarAsync<string>("SELECT data::text FROM teal.deployments");
+
+    private Task<T> ScalarAsync<T>(string sql) => Server.ScalarAsync<T>(sql, _database);
 }
