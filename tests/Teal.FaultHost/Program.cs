@@ -10,15 +10,16 @@ if (args.Length < 5 || args[0] != "serve" || args[1] != "--data-dir" || args[3] 
     return 2;
 }
 
-// As `teal serve` does, before any socket exists.
-Teal.Proxy.Hosting.ProxyRuntime.ConfigureProcess();
+// A shared state store, as `teal serve` reads it from its environment.
+var sharedState = Environment.GetEnvironmentVariable("TEAL_STATE") is { Length: > 0 } state ? state : null;
+// As `teal serve` does, before any socket exists (inline completions only without a PostgreSQL state store).
+Teal.Proxy.Hosting.ProxyRuntime.ConfigureProcess(inlineSocketCompletions: sharedState is null);
 var fault = Environment.GetEnvironmentVariable("TEAL_FAULT");
 var app = TealServer.Build(
     new TealServerOptions(args[2])
     {
         Listen = args[4],
-        // A shared state store, as `teal serve` reads it from its environment.
-        State = Environment.GetEnvironmentVariable("TEAL_STATE") is { Length: > 0 } state ? state : null,
+        State = sharedState,
         StatePassword = Environment.GetEnvironmentVariable("TEAL_STATE_PASSWORD"),
         StateKeyFile = Environment.GetEnvironmentVariable("TEAL_STATE_KEY_FILE") is { Length: > 0 } key ? key : null,
     },
