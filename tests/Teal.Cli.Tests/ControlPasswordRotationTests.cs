@@ -50,7 +50,7 @@ public sealed class ControlPasswordRotationTests : IAsyncLifetime
         // The walsender that was running keeps its session: end it, so the subscription must log in again.
         await TerminateWalSendersAsync("app");
         await ExecuteAsTealAsync("app", "INSERT INTO items VALUES (1001, 'after the first rotation')");
-        await WaitUntilAsync(async () => await ScalarAsTealAsync<long>(green, "SELECT count(*) FROM items WHERE id = 1001") == 1, "green applies a row written after the rotation");
+        await ServerWait.UntilAsync(async () => await ScalarAsTealAsync<long>(green, "SELECT count(*) FROM items WHERE id = 1001") == 1, "green applies a row written after the rotation");
 
         var switched = await Run("switchover", "rot", "--wait");
         switched.ExitCode.ShouldBe(0, switched.ToString());
@@ -62,7 +62,7 @@ public sealed class ControlPasswordRotationTests : IAsyncLifetime
         second.ShouldNotBe(first);
         await TerminateWalSendersAsync("app");
         await ExecuteAsTealAsync("app", "INSERT INTO items VALUES (1002, 'after the second rotation')");
-        await WaitUntilAsync(async () => await ScalarAsTealAsync<long>("app-old1", "SELECT count(*) FROM items WHERE id = 1002") == 1, "the old blue applies a row written on production after the rotation");
+        await ServerWait.UntilAsync(async () => await ScalarAsTealAsync<long>("app-old1", "SELECT count(*) FROM items WHERE id = 1002") == 1, "the old blue applies a row written on production after the rotation");
 
         outputs.Append(await Run("events", "--output", "json")).Append(await Run("show", "rot", "--output", "json")).Append(await Run("instance", "list", "--output", "json"));
         foreach (var password in new[] { first, second })
@@ -121,29 +121,6 @@ public sealed class ControlPasswordRotationTests : IAsyncLifetime
         await using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         using var reader = new StreamReader(stream, Encoding.Latin1);
         return await reader.ReadToEndAsync();
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (DateTime.UtcNow < deadline)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (NpgsqlException)
-            {
-                // Not yet: a server restarting a worker may refuse for a moment.
-            }
-
-            await Task.Delay(500);
-        }
-
-        throw new TimeoutException($"timed out waiting until {what}");
     }
 
     private Task<CliRun> Run(params string[] args) =>

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Teal.Core.Engines;
+using Teal.Postgres.Connections;
 using Teal.Postgres.Instances;
 using Teal.Server.Tests.Support;
 using Teal.Testing;
@@ -13,7 +14,8 @@ namespace Teal.Cli.Tests;
 /// Green's topology with real servers: <c>--target-readers</c> makes streaming readers of a
 /// PostgreSQL 17 green (no client tool of 17 exists here), a reader endpoint serves blue, splits
 /// new connections by the canary weight, is held back by the readers guardrail and moves to
-/// green's readers at the switchover; a delete removes green's readers.
+/// green's readers at the switchover; a delete removes green's readers. A reader endpoint spreads
+/// new connections over every streaming reader, round robin, before and after the switchover.
 /// </summary>
 public sealed class ReaderTopologyTests : IAsyncLifetime
 {
@@ -59,7 +61,7 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
 
         // A row written on blue is applied on green by replication, and streamed on to the reader.
         await _blue.ExecuteAsync("INSERT INTO items VALUES (1001, 'written after create')");
-        await WaitUntilAsync(async () => await ReaderScalarAsync<long>(reader1.Name, "SELECT count(*) FROM items WHERE id = 1001") == 1, "the row reaches green's reader");
+        await ServerWait.UntilAsync(async () => await ReaderScalarAsync<long>(reader1.Name, "SELECT count(*) FROM items WHERE id = 1001") == 1, "the row reaches green's reader");
         (await ReaderScalarAsync<bool>(reader1.Name, "SELECT pg_is_in_recovery()")).ShouldBeTrue();
         (await ShowTextAsync()).ShouldContain($"reader       {reader1.Name} 127.0.0.1:{reader1.Port} streaming");
 
@@ -101,7 +103,7 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         refusedSwitchover.Stderr.ShouldContain($"start {reader2.Name} again");
         (await ShowAsync()).GetProperty("status").GetString().ShouldBe("AVAILABLE");
         await provisioner.StartAsync(reader2, default);
-        await WaitUntilAsync(async () => (await Run("check", "topo")).ExitCode == 0, "reader 2 streams again");
+        await ServerWait.UntilAsync(async () => (await Run("check", "topo")).ExitCode == 0, "reader 2 streams again");
 
         var switched = await Run("switchover", "topo", "--wait");
 
@@ -113,7 +115,7 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         (await _teal.State.GetInstanceAsync(reader1.Name, default)).ShouldBeNull();
         // The reader endpoint now routes to green's reader, where the application's login reads
         // once the reader has replayed green's unfence; the canary is over.
-        await WaitUntilAsync(async () => await PortThroughEndpointAsync(endpointPort) == reader1.Port, "the application's login reads on green's reader through the endpoint");
+        await ServerWait.UntilAsync(async () => await PortThroughEndpointAsync(endpointPort) == reader1.Port, "the application's login reads on green's reader through the endpoint");
         (await _teal.State.GetEndpointAsync("reads", default))!.CanaryInstance.ShouldBeNull();
         using var json = JsonDocument.Parse((await Run("instance", "list", "--output", "json")).Stdout);
         json.RootElement.EnumerateArray().Where(i => i.GetProperty("readerOf").GetString() == "app").Select(i => i.GetProperty("name").GetString()).Order().ShouldBe(["app-r1", "app-r2"]);
@@ -186,27 +188,80 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
 
     private async Task<string> ShowTextAsync() => (await Run("show", "topo")).Stdout;
 
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    [Fact]
+    public async Task ReaderEndpoint_SpreadsOverBothReaders_BeforeAndAfterSwitchover()
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (DateTime.UtcNow < deadline)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    return;
-                }
-            }
-            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
-            {
-                // Not yet: a reader starting up refuses connections for a moment.
-            }
+        var productionReads = ManagedPostgres.FreePort();
+        (await Run("endpoint", "add", "reads", "--instance", "app", "--listen", $"127.0.0.1:{productionReads}", "--reader")).ExitCode.ShouldBe(0);
+        var created = await Run("create", "spread", "--source", "app", "--target-readers", "2", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green;
+        var r1 = (await _teal.State.GetInstanceAsync($"{green}-r1", default))!;
+        var r2 = (await _teal.State.GetInstanceAsync($"{green}-r2", default))!;
 
-            await Task.Delay(500);
+        // Before the switchover: a reader endpoint on green (fenced: only Teal's login reads there).
+        var greenReads = ManagedPostgres.FreePort();
+        (await Run("endpoint", "add", "green-reads", "--instance", green, "--listen", $"127.0.0.1:{greenReads}", "--reader")).ExitCode.ShouldBe(0);
+        var teal = ConnectionStrings.Parse((await Run("instance", "url", r1.Name, "--as-teal")).Stdout.Trim());
+        var before = await PortsThroughAsync(greenReads, teal.User, teal.Password!, 10);
+        before.Count(p => p == r1.Port).ShouldBe(5, string.Join(",", before));
+        before.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", before));
+        (await Run("endpoint", "remove", "green-reads")).ExitCode.ShouldBe(0);
+
+        var switched = await Run("switchover", "spread", "--wait");
+
+        switched.ExitCode.ShouldBe(0, switched.ToString());
+        // The application's login reads on green's readers once they replayed green's unfence.
+        await ServerWait.UntilAsync(async () => (await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 2)).All(p => p == r1.Port || p == r2.Port), "the application's login reads through the reader endpoint");
+        var after = await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 10);
+        after.Count(p => p == r1.Port).ShouldBe(5, string.Join(",", after));
+        after.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", after));
+    }
+
+    [Fact]
+    public async Task RemoveReaderByHand_DropsItsSlotOnGreen_AndItsCopyLeftGreensFenceDefaultOut()
+    {
+        var created = await Run("create", "gone", "--source", "app", "--target-readers", "1", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.GetInstanceAsync((await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green, default))!;
+        var reader = (await _teal.State.GetInstanceAsync($"{green.Name}-r1", default))!;
+        // Green is fenced, its read-only default included; the reader is a copy of it, but a
+        // standby is read-only by itself and must not keep that default once promoted.
+        (await File.ReadAllTextAsync(Path.Combine(green.Managed!.Directory, "data", "postgresql.auto.conf"))).ShouldContain("default_transaction_read_only");
+        (await File.ReadAllTextAsync(Path.Combine(reader.Managed!.Directory, "data", "postgresql.auto.conf"))).ShouldNotContain("default_transaction_read_only");
+        (await SlotsOnAsync(green.Name, reader.ReplicationSlot!)).ShouldBe(1);
+
+        var removed = await Run("instance", "remove", reader.Name, "--delete-data");
+
+        removed.ExitCode.ShouldBe(0, removed.ToString());
+        (await SlotsOnAsync(green.Name, reader.ReplicationSlot!)).ShouldBe(0);
+        Directory.Exists(reader.Managed.Directory).ShouldBeFalse();
+    }
+
+    private async Task<long> SlotsOnAsync(string instance, string slot)
+    {
+        var url = (await Run("instance", "url", instance, "--as-teal")).Stdout.Trim();
+        await using var conn = new NpgsqlConnection(PostgresConnections.Builder(ConnectionStrings.Parse(url), pooling: false).ConnectionString);
+        await conn.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", conn);
+        command.Parameters.AddWithValue(slot);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>The server port behind each of <paramref name="count"/> new connections through the endpoint, one after another.</summary>
+    private static async Task<List<int>> PortsThroughAsync(int endpointPort, string user, string password, int count)
+    {
+        var ports = new List<int>();
+        for (var i = 0; i < count; i++)
+        {
+            var builder = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = endpointPort, Username = user, Password = password, Database = "postgres", Pooling = false };
+            await using var conn = new NpgsqlConnection(builder.ConnectionString);
+            await conn.OpenAsync();
+            await using var command = new NpgsqlCommand("SELECT current_setting('port')::int", conn);
+            ports.Add((int)(await command.ExecuteScalarAsync())!);
         }
 
-        throw new TimeoutException($"timed out waiting until {what}");
+        return ports;
     }
 
     private Task<CliRun> Run(params string[] args) =>
