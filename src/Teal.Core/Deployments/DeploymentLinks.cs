@@ -46,12 +46,20 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     /// <summary>Forgets a link and closes what it holds open (its connection pools keep sessions on both sides).</summary>
     public async Task ForgetAsync(DeploymentId id)
     {
-        foreach (var reversed in new[] { false, true })
+        await ForgetAsync(id, reversed: false);
+        await ForgetAsync(id, reversed: true);
+    }
+
+    /// <summary>
+    /// Forgets and closes the link of one direction only. A cutover that turned the deployment
+    /// round closes the direction it left: the monitor (or a password rotation) may already be
+    /// using a link of the new direction, which must stay open.
+    /// </summary>
+    public async Task ForgetAsync(DeploymentId id, bool reversed)
+    {
+        if (_links.TryRemove((id, reversed), out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
         {
-            if (_links.TryRemove((id, reversed), out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
-            {
-                await disposable.DisposeAsync();
-            }
+            await disposable.DisposeAsync();
         }
     }
 

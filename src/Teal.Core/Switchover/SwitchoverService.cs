@@ -188,7 +188,7 @@ public sealed class SwitchoverService(
         var deployment = await run(cancellationToken);
         if (deployment.Reversed != context.Deployment.Reversed)
         {
-            await links.ForgetAsync(deployment.Id);
+            await links.ForgetAsync(deployment.Id, context.Deployment.Reversed);
         }
 
         return deployment;
