@@ -224,6 +224,11 @@ internal static class DeploymentCommands
                 foreach (var t in report.Tables)
                 {
                     var why = t.Problem ?? (t.DifferingPartitions.Count > 0 ? $"partitions that differ: {string.Join(", ", t.DifferingPartitions)}" : null);
+                    if (t.DifferingKeys.Count > 0)
+                    {
+                        why = (why is null ? string.Empty : why + "; ") + $"keys that differ: {string.Join(", ", t.DifferingKeys)}";
+                    }
+
                     table.Add(t.Table, t.BlueRows.ToString(CultureInfo.InvariantCulture), t.GreenRows.ToString(CultureInfo.InvariantCulture), t.Matches ? "yes" : why is null ? "NO" : $"NO: {why}");
                 }
 

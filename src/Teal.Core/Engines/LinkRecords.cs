@@ -129,6 +129,12 @@ public sealed record TableVerification(string Table, long BlueRows, long GreenRo
     public IReadOnlyList<string> DifferingPartitions { get; init; } = [];
 
     /// <summary>
+    /// For a table with an integer key that differs: keys of rows that differ (changed, or on
+    /// one side only), read from the differing chunks; at most a few dozen.
+    /// </summary>
+    public IReadOnlyList<string> DifferingKeys { get; init; } = [];
+
+    /// <summary>
     /// No difference found. Chunks still changing under load are reported in
     /// <see cref="ChangingChunks"/> and do not count as differences; the totals then differ.
     /// </summary>

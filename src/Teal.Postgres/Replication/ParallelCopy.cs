@@ -41,6 +41,9 @@ internal sealed class ParallelCopy(LinkSessions sessions)
 
     private string Name => sessions.Spec.Name;
 
+    /// <summary>Binary COPY is read by a green of blue's major version or newer only.</summary>
+    private bool _binary = true;
+
     /// <summary>Where green keeps the definitions of the indexes and foreign keys dropped for the copy.</summary>
     public string StateTable => Sql.Qualified(TealObjects.Schema, Name + "_copy");
 
@@ -76,6 +79,8 @@ internal sealed class ParallelCopy(LinkSessions sessions)
         {
             await EndPredecessorAsync(blue, cancellationToken);
             await EndPredecessorAsync(green, cancellationToken);
+            const string major = "SELECT current_setting('server_version_num')::int / 10000";
+            _binary = await green.ScalarAsync<int>(major, cancellationToken) >= await blue.ScalarAsync<int>(major, cancellationToken);
             // The slot of an interrupted copy points at a snapshot that is gone.
             await dropSlot(blue, cancellationToken);
             var tables = await PublishedTablesAsync(blue, cancellationToken);
@@ -173,22 +178,30 @@ internal sealed class ParallelCopy(LinkSessions sessions)
 
     private sealed record Chunk(CopyTable Table, string? Where, long Bytes);
 
+    /// <summary>
+    /// Tables to copy, each with whether it can travel in binary: every column's type (or a
+    /// domain's base type) has binary send and receive functions, and its binary form carries
+    /// no type OID of blue's own (arrays of user types and composites do, and green's OIDs
+    /// differ: those go as text, as do all tables when green is older than blue).
+    /// </summary>
     private async Task<List<CopyTable>> PublishedTablesAsync(NpgsqlConnection blue, CancellationToken cancellationToken)
     {
         var rows = await blue.QueryAsync(
             """
             SELECT pt.schemaname::text, pt.tablename::text, c.relkind::text,
                    array_agg(a.attname::text ORDER BY a.attnum),
-                   bool_and(t.typsend <> 0 AND t.typreceive <> 0)
+                   bool_and(t.typsend <> 0 AND t.typreceive <> 0 AND t.typtype NOT IN ('c', 'd') AND NOT (t.typelem >= 16384)
+                            OR t.typtype = 'd' AND b.typsend <> 0 AND b.typreceive <> 0 AND b.typtype NOT IN ('c', 'd') AND NOT (b.typelem >= 16384))
             FROM pg_publication_tables pt
             JOIN pg_namespace n ON n.nspname = pt.schemaname
             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
             JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_type b ON b.oid = t.typbasetype
             WHERE pt.pubname = $1
             GROUP BY 1, 2, 3 ORDER BY 1, 2
             """,
-            r => new CopyTable(r.GetString(0), r.GetString(1), r.GetString(2)[0], r.GetFieldValue<string[]>(3), r.GetBoolean(4)),
+            r => new CopyTable(r.GetString(0), r.GetString(1), r.GetString(2)[0], r.GetFieldValue<string[]>(3), r.GetBoolean(4) && _binary),
             cancellationToken,
             Name);
         return rows;
@@ -288,8 +301,11 @@ internal sealed class ParallelCopy(LinkSessions sessions)
                 "SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint FROM pg_partition_tree($1::regclass) WHERE isleaf",
                 cancellationToken,
                 table.Qualified);
-            var count = parallelism > 1 && size >= SplitBytes ? (int)Math.Clamp((size + ChunkBytes - 1) / ChunkBytes, parallelism, 4096) : 1;
-            var key = count > 1
+            // At least four chunks per session: the sessions take the next chunk as they finish,
+            // so the last ones end close together instead of one copying a large chunk alone.
+            var count = parallelism > 1 && size >= SplitBytes ? (int)Math.Clamp((size + ChunkBytes - 1) / ChunkBytes, parallelism * 4, 4096) : 1;
+            var useBlocks = count > 1 && table.Kind == 'r' && blockRanges;
+            var key = count > 1 && !useBlocks
                 ? await blue.QueryAsync(
                     """
                     SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
@@ -300,7 +316,16 @@ internal sealed class ParallelCopy(LinkSessions sessions)
                     table.Qualified)
                 : [];
             List<string?> ranges = [null];
-            if (key.Count == 1)
+            if (useBlocks)
+            {
+                // Ranges of blocks (TID range scans, PostgreSQL 14+): sequential reads of equal
+                // size, cheaper on blue than key ranges read through the index. A snapshot's rows
+                // stay where they are, and the last range is open-ended, so rows in blocks added
+                // since the size was read are copied too.
+                var blocks = await blue.ScalarAsync<long>("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint", cancellationToken, table.Qualified);
+                ranges = Ranges(0, Math.Max(0, blocks - 1), count, "ctid", v => $"'({v.ToString(CultureInfo.InvariantCulture)},0)'::tid");
+            }
+            else if (key.Count == 1)
             {
                 var column = Sql.Ident(key[0]);
                 var bounds = await blue.QueryAsync($"SELECT min({column})::bigint, max({column})::bigint FROM {table.Qualified}", r => (Min: r.NullableInt64(0), Max: r.NullableInt64(1)), cancellationToken);
@@ -308,13 +333,6 @@ internal sealed class ParallelCopy(LinkSessions sessions)
                 {
                     ranges = Ranges(min, max, count, column, v => v.ToString(CultureInfo.InvariantCulture));
                 }
-            }
-            else if (count > 1 && table.Kind == 'r' && blockRanges)
-            {
-                // No integer key: ranges of blocks (TID range scans, PostgreSQL 14+). The last is
-                // open-ended, so rows in blocks added since the size was read are copied too.
-                var blocks = await blue.ScalarAsync<long>("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint", cancellationToken, table.Qualified);
-                ranges = Ranges(0, Math.Max(0, blocks - 1), count, "ctid", v => $"'({v.ToString(CultureInfo.InvariantCulture)},0)'::tid");
             }
 
             chunks.AddRange(ranges.Select(where => new Chunk(table, where, size / ranges.Count)));
@@ -355,7 +373,8 @@ internal sealed class ParallelCopy(LinkSessions sessions)
         await using var green = await OpenWorkerAsync(Side.Green, cancellationToken);
         // Green's triggers must not fire on copied rows (the apply worker skips them too); setting
         // this needs a superuser, which Teal's role on a green it fences is.
-        if (await LinkSessions.IsSuperuserAsync(green, cancellationToken))
+        var superuser = await LinkSessions.IsSuperuserAsync(green, cancellationToken);
+        if (superuser)
         {
             await green.ExecuteAsync("SET session_replication_role = replica", cancellationToken);
         }
@@ -373,10 +392,24 @@ internal sealed class ParallelCopy(LinkSessions sessions)
             var where = chunk.Where is null ? string.Empty : " WHERE " + chunk.Where;
             var format = chunk.Table.Binary ? "binary" : "text";
             var copyOut = $"COPY (SELECT {columns} FROM {from}{where}) TO STDOUT (FORMAT {format})";
-            var copyIn = $"COPY {chunk.Table.Qualified} ({columns}) FROM STDIN (FORMAT {format})";
+            // A table copied whole in one chunk is emptied and loaded in one transaction on green,
+            // with its rows frozen as they are written: the VACUUM before AVAILABLE then has no
+            // page to rewrite (hint bits, freezing). Teal's own tables keep rows green wrote.
+            var freeze = superuser && chunk.Where is null && chunk.Table.Kind == 'r' && chunk.Table.Schema != TealObjects.Schema;
+            var copyIn = $"COPY {chunk.Table.Qualified} ({columns}) FROM STDIN (FORMAT {format}{(freeze ? ", FREEZE" : string.Empty)})";
             try
             {
+                await using var load = freeze ? await green.BeginTransactionAsync(cancellationToken) : null;
+                if (load is not null)
+                {
+                    await green.ExecuteAsync($"TRUNCATE ONLY {chunk.Table.Qualified}", cancellationToken);
+                }
+
                 await CopyChunkAsync(blue, green, copyOut, copyIn, chunk.Table.Binary, buffer, counter, cancellationToken);
+                if (load is not null)
+                {
+                    await load.CommitAsync(cancellationToken);
+                }
             }
             catch (PostgresException ex)
             {

@@ -8,13 +8,17 @@ using Teal.Core.Errors;
 namespace Teal.Postgres.Replication;
 
 /// <summary>
-/// Compares blue and green table by table (PRODUCT.md §5). Each table is cut into primary-key
-/// ranges; a range's digest is its row count and the sum of a 64-bit hash of each row's text
-/// (order-independent, computed by the server in one scan, summed in 128-bit integers). Both
-/// sides are read concurrently by a few connections each. The first round starts once green
-/// has applied a marker written on blue; ranges that differ are read again after a new marker:
-/// a range whose digests stay the same on both sides is a real difference, one that keeps
-/// changing on blue is reported as changing (load), not as a difference.
+/// Compares blue and green table by table (PRODUCT.md §5). A digest is a row count and the sum
+/// of a 64-bit hash of each row (order-independent, computed by the server, summed in 128-bit
+/// integers), so digests of parts of a table add up. A large plain table is first read whole in
+/// block ranges (TID range scans, PostgreSQL 14+: sequential reads, no index, each side split
+/// its own way) whose digests are summed; only a table whose sums differ is read again in
+/// primary-key ranges, which line up on both sides, and only a key range that differs is read
+/// row by row to name the keys that differ. Both sides are read concurrently by a few
+/// connections each. The first round starts once green has applied a marker written on blue;
+/// ranges that differ are read again after a new marker: a range whose digests stay the same on
+/// both sides is a real difference, one that keeps changing on blue is reported as changing
+/// (load), not as a difference.
 /// </summary>
 internal sealed class Verifier(LinkSessions sessions, Positions positions)
 {
@@ -26,10 +30,13 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
 
     private const int Rechecks = 3;
 
+    /// <summary>Differing keys named per table: enough to start looking, not a dump of the table.</summary>
+    private const int MaxDifferingKeys = 20;
+
     private static readonly TimeSpan MarkerTimeout = TimeSpan.FromSeconds(120);
 
     /// <summary>Values hashed as text, and timestamptz read as timestamp, depend on these: both sides must agree.</summary>
-    private const string SessionSettings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
+    private const string SessionSettings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; SET bytea_output = 'hex'; SET jit = off";
 
     public async Task<VerifyReport> VerifyAsync(IProgress<TableVerification>? progress, CancellationToken cancellationToken)
     {
@@ -87,8 +94,19 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         }
 
         await RunRoundAsync(chunks, lastRound: false, cancellationToken);
+        // A table read whole that differs (or was written meanwhile) is read again in key ranges.
+        var refine = chunks.Where(c => c.Refinable && c.Outcome != ChunkOutcome.Matches).ToList();
+        chunks.RemoveAll(c => c.Refinable && c.Outcome != ChunkOutcome.Matches);
         var reported = new HashSet<int>();
         ReportSettled(chunks, tables, results, reported, progress);
+        if (refine.Count > 0)
+        {
+            var ranged = (await Task.WhenAll(refine.Select(c => KeyRangesAsync(c.Table, tables[c.Table], cancellationToken)))).SelectMany(r => r).ToList();
+            await SyncPointAsync(cancellationToken);
+            await RunRoundAsync(ranged, lastRound: false, cancellationToken);
+            chunks.AddRange(ranged);
+            ReportSettled(chunks, tables, results, reported, progress);
+        }
         for (var round = 1; round <= Rechecks && chunks.Any(c => c.Outcome == ChunkOutcome.Pending); round++)
         {
             await SyncPointAsync(cancellationToken);
@@ -97,6 +115,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         }
 
         ReportSettled(chunks, tables, results, reported, progress, final: true);
+        await NameKeysAsync(chunks, tables, results, cancellationToken);
         await NamePartitionsAsync(tables, results, cancellationToken);
         var verified = results.Select(r => r!).ToList();
         var sequencesTask = CompareSequencesAsync(cancellationToken);
@@ -127,7 +146,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
             var greenSum = list.Aggregate(decimal.Zero, (a, c) => a + c.Green!.Sum);
             results[group.Key] = new TableVerification(tables[group.Key].Display, list.Sum(c => c.Blue!.Rows), list.Sum(c => c.Green!.Rows), Checksum(blueSum), Checksum(greenSum), list.Sum(c => c.Seconds))
             {
-                Chunks = list.Count,
+                Chunks = list.Sum(c => Math.Max(c.BlueSql.Count, c.GreenSql.Count)),
                 DifferentChunks = list.Count(c => c.Outcome == ChunkOutcome.Different),
                 ChangingChunks = list.Count(c => c.Outcome is ChunkOutcome.Pending or ChunkOutcome.Changing),
             };
@@ -274,17 +293,54 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         }
     }
 
-    /// <summary>Cuts a table into key ranges covering both sides' key span; open-ended at both ends.</summary>
+    /// <summary>
+    /// The first reading of a table: whole when small; a large plain table in block ranges on
+    /// each side (summed into one digest, refined into key ranges if it differs); otherwise in
+    /// key ranges straight away (partitioned roots, servers before 14).
+    /// </summary>
     private async Task<List<Chunk>> PlanAsync(int index, Table table, CancellationToken cancellationToken)
     {
-        var select = $"SELECT count(*), coalesce(sum({RowHash(table)}), 0) FROM {table.Qualified} t";
+        var select = Select(table);
         var count = (long)Math.Ceiling(Math.Max(table.Rows, 1) / RowsPerChunk);
-        if (table.KeyColumn is null || count <= 1)
+        if (count <= 1)
         {
-            return [new Chunk(index, select)];
+            return [Chunk.Same(index, select, null)];
+        }
+
+        if (!table.Partitioned && !table.View)
+        {
+            var blue = BlocksAsync(Side.Blue, table, cancellationToken);
+            var green = BlocksAsync(Side.Green, table, cancellationToken);
+            await Task.WhenAll(blue, green);
+            if ((await blue).Version >= 140000 && (await green).Version >= 140000)
+            {
+                var blueParts = BlockRanges((await blue).Blocks, count).Select(w => select + w).ToList();
+                var greenParts = BlockRanges((await green).Blocks, count).Select(w => select + w).ToList();
+                return [new Chunk(index, blueParts, greenParts, null) { Refinable = table.KeyColumn is not null }];
+            }
+        }
+
+        return table.KeyColumn is null ? [Chunk.Same(index, select, null)] : await KeyRangesAsync(index, table, cancellationToken);
+    }
+
+    private static string Select(Table table) => $"SELECT count(*), coalesce(sum({RowHash(table)}), 0) FROM {table.Qualified} t";
+
+    /// <summary>Cuts a table into key ranges covering both sides' key span; open-ended at both ends.</summary>
+    private async Task<List<Chunk>> KeyRangesAsync(int index, Table table, CancellationToken cancellationToken)
+    {
+        var select = Select(table);
+        var count = (long)Math.Ceiling(Math.Max(table.Rows, 1) / RowsPerChunk);
+        if (table.KeyColumn is null)
+        {
+            return [Chunk.Same(index, select, null)];
         }
 
         var key = "t." + Sql.Ident(table.KeyColumn);
+        if (count <= 1)
+        {
+            return [Chunk.Same(index, select, string.Empty)];
+        }
+
         var spanSql = $"SELECT min({key})::bigint, max({key})::bigint FROM {table.Qualified} t";
         var blue = SpanAsync(Side.Blue, spanSql, cancellationToken);
         var green = SpanAsync(Side.Green, spanSql, cancellationToken);
@@ -293,7 +349,7 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         var highs = new[] { (await blue).Max, (await green).Max }.OfType<long>().ToList();
         if (lows.Count == 0)
         {
-            return [new Chunk(index, select)];
+            return [Chunk.Same(index, select, string.Empty)];
         }
 
         var lo = lows.Min();
@@ -305,10 +361,107 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
             var from = (lo + (i * width)).ToString(CultureInfo.InvariantCulture);
             var to = (lo + ((i + 1) * width)).ToString(CultureInfo.InvariantCulture);
             var where = i == 0 ? $" WHERE {key} < {to}" : i == count - 1 ? $" WHERE {key} >= {from}" : $" WHERE {key} >= {from} AND {key} < {to}";
-            chunks.Add(new Chunk(index, select + where));
+            chunks.Add(Chunk.Same(index, select + where, where));
         }
 
         return chunks;
+    }
+
+    /// <summary>
+    /// Block ranges of about equal size over a side's blocks, as WHERE clauses on ctid; the
+    /// first has no lower and the last no upper bound, so rows moved or added since are read.
+    /// </summary>
+    private static List<string> BlockRanges(long blocks, long count)
+    {
+        count = Math.Min(count, blocks);
+        if (count <= 1)
+        {
+            return [string.Empty];
+        }
+
+        var step = (blocks + count - 1) / count;
+        var ranges = new List<string>();
+        for (long i = 0; i < count; i++)
+        {
+            var lo = i * step;
+            var hi = (i + 1) * step;
+            var last = hi >= blocks || i == count - 1;
+            var lower = i == 0 ? null : $"t.ctid >= '({lo.ToString(CultureInfo.InvariantCulture)},0)'::tid";
+            var upper = last ? null : $"t.ctid < '({hi.ToString(CultureInfo.InvariantCulture)},0)'::tid";
+            ranges.Add(" WHERE " + string.Join(" AND ", new[] { lower, upper }.OfType<string>()));
+            if (last)
+            {
+                break;
+            }
+        }
+
+        return ranges;
+    }
+
+    private async Task<(long Blocks, int Version)> BlocksAsync(Side side, Table table, CancellationToken cancellationToken)
+    {
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var row = await conn.QueryAsync(
+            "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint, current_setting('server_version_num')::int",
+            r => (r.GetInt64(0), r.GetInt32(1)),
+            cancellationToken,
+            table.Qualified);
+        return row[0];
+    }
+
+    /// <summary>
+    /// Reads every key range that differs row by row on both sides (key and row hash) and names
+    /// the keys whose rows differ or exist on one side only.
+    /// </summary>
+    private async Task NameKeysAsync(List<Chunk> chunks, List<Table> tables, TableVerification?[] results, CancellationToken cancellationToken)
+    {
+        var differing = chunks.Where(c => c.Outcome == ChunkOutcome.Different && c.Where is not null && tables[c.Table].KeyColumn is not null).GroupBy(c => c.Table).ToList();
+        if (differing.Count == 0)
+        {
+            return;
+        }
+
+        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        await blue.ExecuteAsync(SessionSettings, cancellationToken);
+        await green.ExecuteAsync(SessionSettings, cancellationToken);
+        foreach (var group in differing)
+        {
+            var table = tables[group.Key];
+            var keys = new SortedSet<long>();
+            foreach (var chunk in group)
+            {
+                var sql = $"SELECT t.{Sql.Ident(table.KeyColumn!)}::bigint, {RowHash(table)} FROM {table.Qualified} t{chunk.Where}";
+                var blueRows = ReadRowHashesAsync(blue, sql, cancellationToken);
+                var greenRows = ReadRowHashesAsync(green, sql, cancellationToken);
+                await Task.WhenAll(blueRows, greenRows);
+                var b = await blueRows;
+                var g = await greenRows;
+                keys.UnionWith(b.Hashes.Where(r => !g.Hashes.TryGetValue(r.Key, out var h) || h != r.Value).Select(r => r.Key));
+                keys.UnionWith(g.Hashes.Keys.Where(k => !b.Hashes.ContainsKey(k)));
+                keys.UnionWith(b.Twice);
+                keys.UnionWith(g.Twice);
+            }
+
+            results[group.Key] = results[group.Key]! with { DifferingKeys = keys.Take(MaxDifferingKeys).Select(k => k.ToString(CultureInfo.InvariantCulture)).ToList() };
+        }
+    }
+
+    /// <summary>Each row's hash by key; a key found twice (green without its primary key) differs anyway.</summary>
+    private static async Task<(Dictionary<long, long> Hashes, HashSet<long> Twice)> ReadRowHashesAsync(NpgsqlConnection conn, string sql, CancellationToken cancellationToken)
+    {
+        var rows = await conn.QueryAsync(sql, r => (r.GetInt64(0), r.GetInt64(1)), cancellationToken);
+        var hashes = new Dictionary<long, long>(rows.Count);
+        var twice = new HashSet<long>();
+        foreach (var (key, hash) in rows)
+        {
+            if (!hashes.TryAdd(key, hash))
+            {
+                twice.Add(key);
+            }
+        }
+
+        return (hashes, twice);
     }
 
     /// <summary>
@@ -357,11 +510,23 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         Changing,
     }
 
-    private sealed class Chunk(int table, string sql)
+    /// <summary>
+    /// A part of a table compared as one digest: the same key range on both sides, or the whole
+    /// table read in each side's own block ranges (parts whose digests add up).
+    /// </summary>
+    private sealed class Chunk(int table, IReadOnlyList<string> blueSql, IReadOnlyList<string> greenSql, string? where)
     {
         public int Table { get; } = table;
 
-        public string Sql { get; } = sql;
+        public IReadOnlyList<string> BlueSql { get; } = blueSql;
+
+        public IReadOnlyList<string> GreenSql { get; } = greenSql;
+
+        /// <summary>The key range's WHERE clause (empty for the whole table), to read its rows one by one; null without a key range.</summary>
+        public string? Where { get; } = where;
+
+        /// <summary>The whole table in block ranges, to read again in key ranges if it differs.</summary>
+        public bool Refinable { get; init; }
 
         public Digest? Blue { get; set; }
 
@@ -374,6 +539,10 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
         public double Seconds { get; set; }
 
         public ChunkOutcome Outcome { get; set; }
+
+        public static Chunk Same(int table, string sql, string? where) => new(table, [sql], [sql], where);
+
+        public IReadOnlyList<string> Parts(Side side) => side == Side.Blue ? BlueSql : GreenSql;
 
         /// <summary>Judges the latest reading against the previous one.</summary>
         public void Judge(bool lastRound)
@@ -413,32 +582,46 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
 
     private async Task ReadSideAsync(Side side, List<Chunk> chunks, CancellationToken cancellationToken)
     {
-        var queue = new ConcurrentQueue<Chunk>(chunks.OrderByDescending(c => c.Sql.Contains("WHERE", StringComparison.Ordinal) ? 0 : 1));
-        var workers = Enumerable.Range(0, Math.Min(WorkersPerSide, Math.Max(1, chunks.Count))).Select(async _ =>
+        // Whole tables (the largest single reads) first, so none is left alone at the end.
+        var parts = chunks.SelectMany(c => c.Parts(side).Select(sql => (Chunk: c, Sql: sql)))
+            .OrderByDescending(p => p.Sql.Contains("WHERE", StringComparison.Ordinal) ? 0 : 1)
+            .ToList();
+        var sums = chunks.ToDictionary(c => c, _ => (Rows: 0L, Sum: decimal.Zero, Seconds: 0.0));
+        var queue = new ConcurrentQueue<(Chunk Chunk, string Sql)>(parts);
+        var workers = Enumerable.Range(0, Math.Min(WorkersPerSide, Math.Max(1, parts.Count))).Select(async _ =>
         {
             await using var conn = await sessions.OpenAsync(side, cancellationToken);
             await conn.ExecuteAsync(SessionSettings, cancellationToken);
-            while (queue.TryDequeue(out var chunk))
+            while (queue.TryDequeue(out var part))
             {
                 var started = Stopwatch.GetTimestamp();
-                var digest = await ReadDigestAsync(conn, chunk.Sql, cancellationToken);
+                var digest = await ReadDigestAsync(conn, part.Sql, cancellationToken);
                 var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-                lock (chunk)
+                lock (sums)
                 {
-                    if (side == Side.Blue)
-                    {
-                        chunk.Blue = digest;
-                    }
-                    else
-                    {
-                        chunk.Green = digest;
-                    }
-
-                    chunk.Seconds = Math.Max(chunk.Seconds, seconds);
+                    var s = sums[part.Chunk];
+                    sums[part.Chunk] = (s.Rows + digest.Rows, s.Sum + digest.Sum, s.Seconds + seconds);
                 }
             }
         });
         await Task.WhenAll(workers);
+        foreach (var (chunk, sum) in sums)
+        {
+            var digest = new Digest(sum.Rows, sum.Sum);
+            if (side == Side.Blue)
+            {
+                chunk.Blue = digest;
+            }
+            else
+            {
+                chunk.Green = digest;
+            }
+
+            lock (chunk)
+            {
+                chunk.Seconds = Math.Max(chunk.Seconds, sum.Seconds);
+            }
+        }
     }
 
     private static async Task<Digest> ReadDigestAsync(NpgsqlConnection conn, string sql, CancellationToken cancellationToken)

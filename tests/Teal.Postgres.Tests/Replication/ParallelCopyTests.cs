@@ -47,6 +47,12 @@ public sealed class ParallelCopyTests
         CREATE TABLE totals (id int PRIMARY KEY, a int, doubled int GENERATED ALWAYS AS (a * 2) STORED);
         INSERT INTO totals (id, a) SELECT g, g FROM generate_series(1, 500) g;
         CREATE TABLE empty_one (id int PRIMARY KEY);
+        -- Arrays of user types and composites name blue's type OIDs in binary: copied as text.
+        CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+        CREATE TYPE pair AS (a int, b text);
+        CREATE DOMAIN moods_d AS mood[];
+        CREATE TABLE feelings (id int PRIMARY KEY, now mood, history mood[], p pair, ps pair[], d moods_d);
+        INSERT INTO feelings SELECT g, (ARRAY['sad', 'ok', 'happy']::mood[])[1 + g % 3], ARRAY['ok', 'sad']::mood[], ROW(g, 'p' || g)::pair, ARRAY[ROW(g, 'x')::pair], ARRAY['happy']::mood[] FROM generate_series(1, 20000) g;
         """;
 
     [Fact]
@@ -123,6 +129,10 @@ public sealed class ParallelCopyTests
         parallelSums["public.orders"].GreenRows.ShouldBe(await blue.ScalarAsync<long>("SELECT count(*) FROM orders", Db));
         (await blue.ScalarAsync<long>("SELECT count(*) FROM orders WHERE note = 'during copy'", Db)).ShouldBeGreaterThan(0);
         (await parallelGreen.ScalarAsync<long>("SELECT count(*) FROM totals WHERE doubled = a * 2", Db)).ShouldBe(500);
+        (await parallelGreen.ScalarAsync<string>("SELECT history::text || p::text || ps::text || d::text FROM feelings WHERE id = 7", Db)).ShouldBe("{ok,sad}(7,p7){\"(7,x)\"}{happy}");
+        // A table copied whole was loaded frozen (no write reaches customers during the copy).
+        await parallelGreen.ExecuteAsync("CREATE EXTENSION IF NOT EXISTS pg_visibility", Db);
+        (await parallelGreen.ScalarAsync<bool>("SELECT bool_and(all_frozen) FROM pg_visibility_map('customers')", Db)).ShouldBeTrue();
 
         // Green's secondary indexes and foreign keys are back, valid; the copy's state is gone.
         var indexes = await parallelGreen.ScalarAsync<long>("SELECT count(*) FROM pg_indexes WHERE indexname IN ('orders_customer', 'orders_note', 'events_kind')", Db);

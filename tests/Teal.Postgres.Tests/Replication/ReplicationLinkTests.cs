@@ -127,6 +127,7 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
             big.ChangingChunks.ShouldBe(0);
             big.BlueRows.ShouldBe(big.GreenRows);
             big.BlueChecksum.ShouldNotBe(big.GreenChecksum);
+            big.DifferingKeys.ShouldBe(["777777"]);
             report.Tables.Where(t => t.Table != "public.big").ShouldAllBe(t => t.Matches);
             report.Matches.ShouldBeFalse();
         }
@@ -134,6 +135,31 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         {
             var note = await deployment.Blue.ScalarAsync<string>("SELECT note FROM big WHERE id = 777777", Db);
             await Teal(deployment.Green, $"UPDATE big SET note = '{note}' WHERE id = 777777");
+        }
+    }
+
+    [Fact]
+    public async Task Verify_OneRowMissingAndOneExtraOnGreen_NamesBothKeys()
+    {
+        // The large table matches nowhere else: the first reading in block ranges differs, the
+        // key ranges narrow it down, and the rows of the differing ranges name the keys.
+        var row = await deployment.Blue.ScalarAsync<string>("SELECT v || ',' || coalesce(quote_literal(note), 'NULL') FROM big WHERE id = 4242", Db);
+        await Teal(deployment.Green, "DELETE FROM big WHERE id = 4242");
+        await Teal(deployment.Green, $"INSERT INTO big (id, v, note) VALUES ({RealisticSchema.BigRows + 4242}, 1, 'only on green')");
+        try
+        {
+            var report = await deployment.Link.VerifyAsync(null, default);
+            var big = report.Tables.Single(t => t.Table == "public.big");
+            output.WriteLine($"big: {big.BlueRows}/{big.GreenRows}, chunks {big.Chunks}, different {big.DifferentChunks}, keys {string.Join(", ", big.DifferingKeys)}");
+            big.Matches.ShouldBeFalse();
+            big.DifferingKeys.ShouldBe(["4242", (RealisticSchema.BigRows + 4242).ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+            big.DifferentChunks.ShouldBe(2);
+            report.Tables.Where(t => t.Table != "public.big").ShouldAllBe(t => t.Matches);
+        }
+        finally
+        {
+            await Teal(deployment.Green, $"DELETE FROM big WHERE id = {RealisticSchema.BigRows + 4242}");
+            await Teal(deployment.Green, $"INSERT INTO big (id, v, note) VALUES (4242, {row})");
         }
     }
 
