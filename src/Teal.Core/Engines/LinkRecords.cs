@@ -129,7 +129,7 @@ public sealed record TableVerification(string Table, long BlueRows, long GreenRo
     public IReadOnlyList<string> DifferingPartitions { get; init; } = [];
 
     /// <summary>
-    /// For a table with an integer key that differs: keys of rows that differ (changed, or on
+    /// For a table with an integer key (or a key whose first column is one) that differs: key values (that first column) of rows that differ (changed, or on
     /// one side only), read from the differing chunks; at most a few dozen.
     /// </summary>
     public IReadOnlyList<string> DifferingKeys { get; init; } = [];

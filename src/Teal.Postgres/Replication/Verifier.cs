@@ -437,31 +437,38 @@ internal sealed class Verifier(LinkSessions sessions, Positions positions)
                 await Task.WhenAll(blueRows, greenRows);
                 var b = await blueRows;
                 var g = await greenRows;
-                keys.UnionWith(b.Hashes.Where(r => !g.Hashes.TryGetValue(r.Key, out var h) || h != r.Value).Select(r => r.Key));
-                keys.UnionWith(g.Hashes.Keys.Where(k => !b.Hashes.ContainsKey(k)));
-                keys.UnionWith(b.Twice);
-                keys.UnionWith(g.Twice);
+                keys.UnionWith(b.Where(r => !g.TryGetValue(r.Key, out var h) || !h.SequenceEqual(r.Value)).Select(r => r.Key));
+                keys.UnionWith(g.Keys.Where(k => !b.ContainsKey(k)));
             }
 
             results[group.Key] = results[group.Key]! with { DifferingKeys = keys.Take(MaxDifferingKeys).Select(k => k.ToString(CultureInfo.InvariantCulture)).ToList() };
         }
     }
 
-    /// <summary>Each row's hash by key; a key found twice (green without its primary key) differs anyway.</summary>
-    private static async Task<(Dictionary<long, long> Hashes, HashSet<long> Twice)> ReadRowHashesAsync(NpgsqlConnection conn, string sql, CancellationToken cancellationToken)
+    /// <summary>
+    /// The row hashes under each key value, sorted: the key column is the primary key's first,
+    /// which a composite key repeats (and a green without its key could hold twice).
+    /// </summary>
+    private static async Task<Dictionary<long, List<long>>> ReadRowHashesAsync(NpgsqlConnection conn, string sql, CancellationToken cancellationToken)
     {
         var rows = await conn.QueryAsync(sql, r => (r.GetInt64(0), r.GetInt64(1)), cancellationToken);
-        var hashes = new Dictionary<long, long>(rows.Count);
-        var twice = new HashSet<long>();
+        var hashes = new Dictionary<long, List<long>>(rows.Count);
         foreach (var (key, hash) in rows)
         {
-            if (!hashes.TryAdd(key, hash))
+            if (!hashes.TryGetValue(key, out var list))
             {
-                twice.Add(key);
+                hashes[key] = list = [];
             }
+
+            list.Add(hash);
         }
 
-        return (hashes, twice);
+        foreach (var list in hashes.Values)
+        {
+            list.Sort();
+        }
+
+        return hashes;
     }
 
     /// <summary>
