@@ -228,10 +228,10 @@ internal sealed class ParallelCopy(LinkSessions sessions)
     }
 
     /// <summary>
-    /// Records and drops green's foreign keys and secondary indexes (not those of primary keys,
-    /// unique or exclusion constraints, nor replica identity indexes: the subscription and
-    /// conflicts need those). Also run again by a restarted copy: what was built since is found
-    /// again, and what was recorded stays recorded.
+    /// Records and drops green's foreign keys, plain tables' primary keys and secondary indexes
+    /// (not those of unique or exclusion constraints, nor replica identity indexes). All are
+    /// built again before the subscription, which needs the keys, is made. Also run again by a
+    /// restarted copy: what was built since is found again, and what was recorded stays recorded.
     /// </summary>
     private async Task DeferAsync(NpgsqlConnection green, CancellationToken cancellationToken)
     {
@@ -261,6 +261,30 @@ internal sealed class ParallelCopy(LinkSessions sessions)
             }
 
             await green.ExecuteAsync($"INSERT INTO {StateTable} (kind, target, create_sql, validate_sql) VALUES ('fk', $1, $2, $3) ON CONFLICT DO NOTHING", cancellationToken, key.Table + "." + key.Name, add, validate);
+            await green.ExecuteAsync($"ALTER TABLE {key.Table} DROP CONSTRAINT {Sql.Ident(key.Name)}", cancellationToken);
+        }
+
+        // Primary keys of plain tables too: a key built once over the loaded rows costs about a
+        // third less on green than one kept up row by row (measured: 2 M rows, 2.4 s against
+        // 3.4 s). Not when green's replica identity names the index, nor when something besides
+        // the foreign keys dropped above depends on the key (a view grouping by it).
+        var primaryKeys = await green.QueryAsync(
+            $"""
+            SELECT format('%I.%I', n.nspname, t.relname), format('%I.%I', n.nspname, ic.relname), c.conname::text, pg_get_constraintdef(c.oid)
+            FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_class ic ON ic.oid = c.conindid
+            WHERE c.contype = 'p' AND t.relkind = 'r' AND NOT t.relispartition AND c.conparentid = 0 AND {userSchemas}
+              AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = c.conindid AND i.indisreplident)
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_constraint'::regclass AND d.refobjid = c.oid AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.conindid))
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.conindid AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.conindid))
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+            ORDER BY 1
+            """,
+            r => (Table: r.GetString(0), Index: r.GetString(1), Name: r.GetString(2), Definition: r.GetString(3)),
+            cancellationToken);
+        foreach (var key in primaryKeys)
+        {
+            var add = $"ALTER TABLE {key.Table} ADD CONSTRAINT {Sql.Ident(key.Name)} {key.Definition}";
+            await green.ExecuteAsync($"INSERT INTO {StateTable} (kind, target, create_sql) VALUES ('index', $1, $2) ON CONFLICT DO NOTHING", cancellationToken, key.Index, add);
             await green.ExecuteAsync($"ALTER TABLE {key.Table} DROP CONSTRAINT {Sql.Ident(key.Name)}", cancellationToken);
         }
 
