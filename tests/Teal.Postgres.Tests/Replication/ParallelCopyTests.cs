@@ -138,6 +138,9 @@ public sealed class ParallelCopyTests
         var indexes = await parallelGreen.ScalarAsync<long>("SELECT count(*) FROM pg_indexes WHERE indexname IN ('orders_customer', 'orders_note', 'events_kind')", Db);
         indexes.ShouldBe(3);
         (await parallelGreen.ScalarAsync<long>("SELECT count(*) FROM pg_index WHERE NOT indisvalid", Db)).ShouldBe(0);
+        // Primary keys were dropped for the copy too and are back, under their own names.
+        (await parallelGreen.ScalarAsync<string>("SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'p' AND conrelid IN ('orders'::regclass, 'customers'::regclass, 'codes'::regclass, 'feelings'::regclass)", Db))
+            .ShouldBe("codes_pkey,customers_pkey,feelings_pkey,orders_pkey");
         (await parallelGreen.ScalarAsync<bool>("SELECT convalidated FROM pg_constraint WHERE contype = 'f' AND conrelid = 'orders'::regclass", Db)).ShouldBeTrue();
         (await parallelGreen.ScalarAsync<bool>($"SELECT to_regclass('teal.{name}_copy') IS NULL", Db)).ShouldBeTrue();
         // Partition indexes were built through the root, on every partition.
