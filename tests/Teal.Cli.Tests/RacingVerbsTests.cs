@@ -1,17 +1,22 @@
 using Microsoft.Extensions.DependencyInjection;
 using Teal.Core.Deployments;
+using Teal.Core.Hosting;
+using Teal.Core.Switchover;
 using Teal.Server.Tests.Support;
 using Teal.Testing;
 
 namespace Teal.Cli.Tests;
 
 /// <summary>
-/// `teal delete` while monitor rounds keep running (here back to back, far more often than the
-/// poll interval): no heartbeat written while Teal's objects are dropped keeps blue's `teal`
-/// schema alive, no round runs on the link the delete closes, and the delete itself succeeds —
-/// before and after a switchover.
+/// Verbs that race Teal's own background work on a deployment. `teal delete` while monitor
+/// rounds keep running (here back to back, far more often than the poll interval): no heartbeat
+/// written while Teal's objects are dropped keeps blue's `teal` schema alive, no round runs on the
+/// link the delete closes, and the delete succeeds, before and after a switchover. `teal finish`
+/// right after `teal switchover --wait`: the run stores its outcome (what `--wait` returns on) and
+/// only then closes the link it left and lets the deployment go; the finish waits for that
+/// instead of answering "already running".
 /// </summary>
-public sealed class DeleteWhileMonitoredTests : IAsyncLifetime
+public sealed class RacingVerbsTests : IAsyncLifetime
 {
     private TealHost _teal = null!; // Set in InitializeAsync, before any test runs.
     private PostgresServer _blue = null!; // Set in InitializeAsync.
@@ -56,6 +61,38 @@ public sealed class DeleteWhileMonitoredTests : IAsyncLifetime
         deleted.ExitCode.ShouldBe(0, deleted.ToString());
         failures.ShouldBeEmpty();
         (await _teal.State.FindDeploymentAsync("first", default)).ShouldBeNull();
+    }
+
+    [Fact]
+    public async Task Finish_WhileTheCompletedSwitchoverStillHoldsTheDeployment_WaitsAndFinishes()
+    {
+        (await Run("create", "first", "--source", "app", "--wait")).ExitCode.ShouldBe(0);
+        var id = (await _teal.State.FindDeploymentAsync("first", default))!.Id;
+        var background = _teal.Services.GetRequiredService<BackgroundWork>();
+        // Holding the deployment's links keeps the run in its last act (closing the forward
+        // link) for as long as the test wants, instead of the few milliseconds it takes.
+        var hold = await _teal.Services.GetRequiredService<DeploymentLinks>().HoldAsync(id, default);
+        CliRun finished;
+        try
+        {
+            var switched = await Run("switchover", "first", "--wait");
+            switched.ExitCode.ShouldBe(0, switched.ToString());
+            background.IsRunning(SwitchoverService.WorkKey(id)).ShouldBeTrue("the run still holds the deployment after --wait returned");
+
+            var finishing = Run("finish", "first");
+            await Task.WhenAny(finishing, Task.Delay(TimeSpan.FromSeconds(5)));
+            finishing.IsCompleted.ShouldBeFalse(finishing.IsCompleted ? (await finishing).ToString() : null);
+            background.IsRunning(SwitchoverService.WorkKey(id)).ShouldBeTrue();
+            await hold.DisposeAsync();
+            finished = await finishing;
+        }
+        finally
+        {
+            await hold.DisposeAsync();
+        }
+
+        finished.ExitCode.ShouldBe(0, finished.ToString());
+        finished.Stdout.ShouldContain("first finished");
     }
 
     /// <summary>Runs <paramref name="act"/> while monitor rounds run back to back; returns what it gave and every round that failed.</summary>
