@@ -56,26 +56,45 @@ public sealed partial class ControlPasswordRotation(IStateStore state, ISecretSt
             throw new TealException("instance.rotate-during-switchover", $"deployment '{switching.Name}' is switching over on '{name}'", "rotate once the switchover has ended") { Kind = TealErrorKind.Conflict };
         }
 
-        var control = ConnectionInfo.For(instance, current) with { User = DeploymentLinks.ControlUser };
-        var next = DeploymentLinks.NewControlPassword();
-        await engines.Engine(instance.Engine).ChangeControlPasswordAsync(control, next, cancellationToken);
-        secrets.Write(reference, next);
+        // Every deployment on the server has its links held from before the password changes
+        // until they are forgotten: a monitor round running with a link built on the old
+        // password would fail to log in, re-key the role back to the old password, or move its
+        // subscription back to the old conninfo; and a link closed under a round fails the
+        // round. Held in id order, so that two rotations never wait on each other.
+        var affected = deployments.Where(d => onServer.Any(i => i.Name == d.Blue || i.Name == d.Green)).OrderBy(d => d.Id.ToString(), StringComparer.Ordinal).ToList();
+        var holds = new List<LinkHold>();
+        try
+        {
+            foreach (var deployment in affected)
+            {
+                holds.Add(await links.HoldAsync(deployment.Id, cancellationToken));
+            }
+
+            var control = ConnectionInfo.For(instance, current) with { User = DeploymentLinks.ControlUser };
+            var next = DeploymentLinks.NewControlPassword();
+            await engines.Engine(instance.Engine).ChangeControlPasswordAsync(control, next, cancellationToken);
+            secrets.Write(reference, next);
+
+            // The cached links hold pooled sessions and the spec with the old password.
+            foreach (var hold in holds)
+            {
+                await hold.ForgetAsync();
+            }
+        }
+        finally
+        {
+            foreach (var hold in holds)
+            {
+                await hold.DisposeAsync();
+            }
+        }
 
         var followed = new List<string>();
-        foreach (var deployment in deployments)
+        foreach (var deployment in affected.Where(ReplicationMonitor.IsWatched))
         {
-            if (!onServer.Any(i => i.Name == deployment.Blue || i.Name == deployment.Green))
-            {
-                continue;
-            }
-
-            // The cached link holds pooled sessions and the spec with the old password.
-            await links.ForgetAsync(deployment.Id);
-            if (ReplicationMonitor.IsWatched(deployment))
-            {
-                await monitor.PollAsync(deployment, cancellationToken);
-                followed.Add(deployment.Name);
-            }
+            // The first status read of the new link moves the subscription to the new conninfo.
+            await monitor.PollAsync(deployment, cancellationToken);
+            followed.Add(deployment.Name);
         }
 
         await state.AppendEventAsync(null, EventKinds.ControlPasswordRotated, $"Teal's login on instance '{name}' has a new password; replication followed it in {followed.Count} deployment(s)", new Dictionary<string, string> { ["instance"] = name, ["deployments"] = string.Join(",", followed) }, cancellationToken);

@@ -19,6 +19,10 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     private readonly ConcurrentDictionary<(DeploymentId Id, bool Reversed), Lazy<Task<IReplicationLink>>> _links = new();
     private readonly Lock _controlLock = new();
 
+    // One per deployment ever held, kept for Teal's lifetime: removing one while another caller
+    // waits on it would let two holders in. A deployment costs one idle semaphore.
+    private readonly ConcurrentDictionary<DeploymentId, SemaphoreSlim> _holds = new();
+
     /// <summary>
     /// Teal's own login on every server it fences: the one login a fence leaves (PostgreSQL:
     /// a role of that name; ARCHITECTURE.md, "The fence").
@@ -43,11 +47,14 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
         _links.TryRemove((id, true), out _);
     }
 
-    /// <summary>Forgets a link and closes what it holds open (its connection pools keep sessions on both sides).</summary>
+    /// <summary>
+    /// Forgets a link and closes what it holds open (its connection pools keep sessions on both
+    /// sides), once the holder of the deployment's links (a monitor round) is done with it.
+    /// </summary>
     public async Task ForgetAsync(DeploymentId id)
     {
-        await ForgetAsync(id, reversed: false);
-        await ForgetAsync(id, reversed: true);
+        await using var hold = await HoldAsync(id, CancellationToken.None);
+        await hold.ForgetAsync();
     }
 
     /// <summary>
@@ -56,6 +63,33 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
     /// using a link of the new direction, which must stay open.
     /// </summary>
     public async Task ForgetAsync(DeploymentId id, bool reversed)
+    {
+        await using var hold = await HoldAsync(id, CancellationToken.None);
+        await hold.ForgetAsync(reversed);
+    }
+
+    /// <summary>
+    /// Takes the deployment's links for the caller alone: a monitor round, or work that replaces
+    /// or removes what the links reach (a password rotation, a delete). While held, no other
+    /// holder runs and <see cref="ForgetAsync(DeploymentId)"/> waits, so a link is never closed
+    /// under a round that uses it, and a round never starts with a link the holder is replacing.
+    /// </summary>
+    public async Task<LinkHold> HoldAsync(DeploymentId id, CancellationToken cancellationToken)
+    {
+        var gate = _holds.GetOrAdd(id, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(cancellationToken);
+        return new LinkHold(this, id, gate);
+    }
+
+    /// <summary>Takes the deployment's links only if no one holds them (a monitor round skips a deployment that is busy).</summary>
+    public LinkHold? TryHold(DeploymentId id)
+    {
+        var gate = _holds.GetOrAdd(id, _ => new SemaphoreSlim(1, 1));
+        return gate.Wait(0) ? new LinkHold(this, id, gate) : null;
+    }
+
+    /// <summary>Forgets and closes a link; the caller holds the deployment's links (<see cref="LinkHold"/>).</summary>
+    internal async Task ForgetHeldAsync(DeploymentId id, bool reversed)
     {
         if (_links.TryRemove((id, reversed), out var entry) && entry.IsValueCreated && entry.Value.IsCompletedSuccessfully && entry.Value.Result is IAsyncDisposable disposable)
         {

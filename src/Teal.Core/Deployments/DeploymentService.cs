@@ -322,6 +322,10 @@ public sealed partial class DeploymentService(
         }
 
         await background.CancelAsync(WorkKey(deployment.Id));
+        // Held to the end: a monitor round in progress finishes first, and none starts before
+        // the deployment is gone (a heartbeat written while Teal's objects are dropped keeps
+        // blue's schema in use, and a status read races the removal on the same link).
+        await using var hold = await links.HoldAsync(deployment.Id, cancellationToken);
         await recorder.UpdateAsync(deployment.Id, d => d with { Status = DeploymentStatus.Deleting }, cancellationToken);
         await recorder.EventAsync(deployment.Id, EventKinds.Deleting, $"deleting deployment '{deployment.Name}'", cancellationToken);
 
@@ -343,7 +347,7 @@ public sealed partial class DeploymentService(
             var link = await links.GetAsync(deployment, cancellationToken);
             // Reversed (green → old blue): the old blue keeps its fence, as after `teal finish`.
             await (deployment.Reversed ? link.FinishAsync(cancellationToken) : link.RemoveAsync(cancellationToken));
-            await links.ForgetAsync(deployment.Id);
+            await hold.ForgetAsync();
         }
 
         if (deleteTarget && await state.GetInstanceAsync(deployment.Green, cancellationToken) is { } green)

@@ -38,7 +38,21 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
     public async Task PollOnceAsync(CancellationToken cancellationToken)
     {
         var deployments = await state.ListDeploymentsAsync(cancellationToken);
-        await Task.WhenAll(deployments.Where(IsWatched).Select(d => PollAsync(d, cancellationToken)));
+        await Task.WhenAll(deployments.Where(IsWatched).Select(d => PollIfFreeAsync(d, cancellationToken)));
+    }
+
+    /// <summary>
+    /// A scheduled round skips a deployment whose links someone holds (a password rotation, a
+    /// delete, a link being closed): the holder changes what the round would read, and the next
+    /// round reads the outcome. Waiting instead would hold up the whole round behind a delete.
+    /// </summary>
+    private async Task PollIfFreeAsync(Deployment deployment, CancellationToken cancellationToken)
+    {
+        await using var hold = links.TryHold(deployment.Id);
+        if (hold is not null)
+        {
+            await PollHeldAsync(deployment, cancellationToken);
+        }
     }
 
     /// <summary>
@@ -50,8 +64,26 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
             ? deployment.Status is DeploymentStatus.SwitchoverCompleted or DeploymentStatus.SwitchoverFailed
             : Watched.Contains(deployment.Status);
 
+    /// <summary>
+    /// Reads one deployment's replication now, after whoever holds its links is done (a password
+    /// rotation reads the state its new link sees).
+    /// </summary>
     public async Task PollAsync(Deployment deployment, CancellationToken cancellationToken)
     {
+        await using var hold = await links.HoldAsync(deployment.Id, cancellationToken);
+        await PollHeldAsync(deployment, cancellationToken);
+    }
+
+    private async Task PollHeldAsync(Deployment listed, CancellationToken cancellationToken)
+    {
+        // Read again under the hold: the deployment may have changed while the previous holder
+        // ran (a delete marks it DELETING first, and a heartbeat written then would recreate
+        // what the delete removes).
+        if (await state.GetDeploymentAsync(listed.Id, cancellationToken) is not { } deployment || !IsWatched(deployment) || deployment.Reversed != listed.Reversed)
+        {
+            return;
+        }
+
         ReplicationStatus status;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(options.StatusTimeout);

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using Teal.Core.Deployments;
 using Teal.Core.Endpoints;
@@ -29,6 +30,16 @@ public sealed class SwitchoverService(
     BackgroundWork background,
     IStateStore state)
 {
+    /// <summary>
+    /// How long a request waits for a run that has stored its outcome to let the deployment go:
+    /// it only closes the link of the direction it left (after the monitor round using it).
+    /// </summary>
+    private static readonly TimeSpan EndingRunWait = TimeSpan.FromSeconds(30);
+
+    // Deployments whose background slot runs a switchover (not a request's reservation), with
+    // the task that ends when the slot is released.
+    private readonly ConcurrentDictionary<DeploymentId, Task> _runs = new();
+
     /// <summary>The switchover's guardrails (<c>teal check</c>); a switchback's are shown by <c>teal switchback --dry-run</c>.</summary>
     public async Task<CheckReport> CheckAsync(string idOrName, SwitchoverOptions options, CancellationToken cancellationToken)
     {
@@ -69,7 +80,7 @@ public sealed class SwitchoverService(
     {
         ArgumentNullException.ThrowIfNull(options);
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        await using var slot = Reserve(deployment);
+        await using var slot = await ReserveAsync(deployment, cancellationToken);
         var link = await links.GetAsync(deployment, cancellationToken);
         var routed = await endpoints.ForInstanceAsync(deployment.Production, cancellationToken);
         var report = await SwitchoverGuardrails.CheckAsync(deployment, link, routed.Count, options, cancellationToken, switchback);
@@ -99,6 +110,7 @@ public sealed class SwitchoverService(
             new Dictionary<string, string> { ["switchoverId"] = switchoverId });
 
         var context = Context(started, link, routed, options, switchoverId, now);
+        TrackRun(deployment.Id);
         slot.Run(ct => RunAndTurnAsync(context, c => executor.RunAsync(context, SwitchoverPlan.Forward(), c), ct));
         return started;
     }
@@ -110,7 +122,7 @@ public sealed class SwitchoverService(
     public async Task<Deployment> ResumeAsync(string idOrName, CancellationToken cancellationToken)
     {
         var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        await using var slot = Reserve(deployment);
+        await using var slot = await ReserveAsync(deployment, cancellationToken);
         if (deployment.Status != DeploymentStatus.SwitchoverStopped || deployment.Switchover is not { } switchover)
         {
             throw new TealException(
@@ -128,6 +140,7 @@ public sealed class SwitchoverService(
             cancellationToken);
         await recorder.EventAsync(deployment.Id, EventKinds.SwitchoverPhase, $"switchover {switchover.Id} resumed at {switchover.Phase}", cancellationToken, new Dictionary<string, string> { ["switchoverId"] = switchover.Id });
         var (context, journal) = await RecoveryContextAsync(resumed, switchover, cancellationToken);
+        TrackRun(deployment.Id);
         slot.Run(ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, c), ct));
         return resumed;
     }
@@ -139,8 +152,10 @@ public sealed class SwitchoverService(
     /// </summary>
     public async Task<Deployment> FinishAsync(string idOrName, CancellationToken cancellationToken)
     {
-        var deployment = await deployments.GetAsync(idOrName, cancellationToken);
-        await using var slot = Reserve(deployment);
+        var listed = await deployments.GetAsync(idOrName, cancellationToken);
+        await using var slot = await ReserveAsync(listed, cancellationToken);
+        // Read again: a run may have ended while the slot was awaited.
+        var deployment = await state.GetDeploymentAsync(listed.Id, cancellationToken) ?? listed;
         if (deployment.Status != DeploymentStatus.SwitchoverCompleted && !(deployment.Reversed && deployment.Status == DeploymentStatus.SwitchoverFailed))
         {
             throw new TealException(
@@ -213,6 +228,8 @@ public sealed class SwitchoverService(
             {
                 await background.WaitAsync(WorkKey(deployment.Id)).WaitAsync(cancellationToken);
             }
+
+            TrackRun(deployment.Id);
         }
     }
 
@@ -272,19 +289,51 @@ public sealed class SwitchoverService(
     /// requests cannot both pass the status check; released (running nothing) unless
     /// <see cref="Slot.Run"/> hands it the switchover.
     /// </summary>
-    private Slot Reserve(Deployment deployment)
+    /// <remarks>
+    /// A run that has stored its outcome still holds the slot while it closes the link of the
+    /// direction it left; <c>teal switchover --wait</c> returns on the stored outcome, so the
+    /// next verb (<c>teal finish</c>) waits for that moment instead of being refused.
+    /// </remarks>
+    private async Task<Slot> ReserveAsync(Deployment deployment, CancellationToken cancellationToken)
     {
         var slot = new Slot();
-        if (!background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
+        if (background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
         {
-            throw new TealException(
-                "switchover.already-running",
-                $"a switchover of '{deployment.Name}' is already running",
-                "wait for it to finish; follow it with `teal show " + deployment.Name + " --watch`")
-            { Kind = TealErrorKind.Conflict };
+            return slot;
         }
 
-        return slot;
+        if (_runs.TryGetValue(deployment.Id, out var released)
+            && await state.GetDeploymentAsync(deployment.Id, cancellationToken) is { Status: not DeploymentStatus.SwitchoverInProgress })
+        {
+            try
+            {
+                await released.WaitAsync(EndingRunWait, recorder.Time, cancellationToken);
+            }
+            catch (TimeoutException)
+            {
+                // Refused below, as any request that finds the slot taken.
+            }
+
+            if (background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
+            {
+                return slot;
+            }
+        }
+
+        throw new TealException(
+            "switchover.already-running",
+            $"a switchover of '{deployment.Name}' is already running",
+            "wait for it to finish; follow it with `teal show " + deployment.Name + " --watch`")
+        { Kind = TealErrorKind.Conflict };
+    }
+
+    /// <summary>Marks the deployment's slot as running a switchover until the slot is released.</summary>
+    private void TrackRun(DeploymentId id)
+    {
+        var released = background.WaitAsync(WorkKey(id));
+        _runs[id] = released;
+        // Removes this run's entry only: a later run of the same deployment has its own task.
+        _ = released.ContinueWith(_ => _runs.TryRemove(KeyValuePair.Create(id, released)), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>A reserved background slot: runs the work it is given, or nothing once disposed without it.</summary>

@@ -175,18 +175,7 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
         await using var command = deploymentId is null
             ? Command(connection, "SELECT seq, time, deployment_id, kind, message, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", afterSeq, (long)limit)
             : Command(connection, "SELECT seq, time, deployment_id, kind, message, data FROM events WHERE seq > $1 AND deployment_id = $3 ORDER BY seq LIMIT $2", afterSeq, (long)limit, deploymentId.Value.Value);
-        var events = new List<DeploymentEvent>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            DeploymentId? id = reader.IsDBNull(2) ? null : DeploymentId.Parse(reader.GetString(2));
-            events.Add(new DeploymentEvent(reader.GetInt64(0), DateTimeOffset.Parse(reader.GetString(1), CultureInfo.InvariantCulture), id, reader.GetString(3), reader.GetString(4))
-            {
-                Data = FromJson<Dictionary<string, string>>(reader.GetString(5)),
-            });
-        }
-
-        return events;
+        return await StateRows.ReadEventsAsync(command, Where, cancellationToken);
     }
 
     /// <summary>The newest event's sequence number (0 when none): a standby wakes its event followers when it grows.</summary>
@@ -236,14 +225,7 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = Command(connection, "SELECT seq, data FROM journal WHERE deployment_id = $1 ORDER BY seq", deploymentId.Value);
-        var entries = new List<JournalEntry>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            entries.Add(FromJson<JournalEntry>(reader.GetString(1)) with { Seq = reader.GetInt64(0) });
-        }
-
-        return entries;
+        return await StateRows.ReadJournalAsync(command, Where, cancellationToken);
     }
 
     // ---- several changes at once -----------------------------------------------------------
@@ -342,14 +324,7 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
     {
         await using var connection = await OpenAsync(cancellationToken);
         await using var command = Command(connection, sql);
-        var items = new List<T>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            items.Add(FromJson<T>(reader.GetString(0)));
-        }
-
-        return items;
+        return await StateRows.ReadJsonAsync<T>(command, Where, cancellationToken);
     }
 
     private static Task InsertInstanceAsync(NpgsqlConnection connection, Instance instance, CancellationToken cancellationToken) =>
@@ -433,6 +408,8 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
     private static NpgsqlParameter JsonValue<T>(T value) =>
         new() { Value = JsonSerializer.Serialize(value, TealJson.Options), NpgsqlDbType = NpgsqlDbType.Json };
 
-    private static T FromJson<T>(string json) =>
-        JsonSerializer.Deserialize<T>(json, TealJson.Options) ?? throw new InvalidDataException($"a {typeof(T).Name} row in the state database holds null");
+    /// <summary>How errors name this store.</summary>
+    private const string Where = "the state database";
+
+    private static T FromJson<T>(string json) => StateRows.FromJson<T>(json, Where);
 }

@@ -184,18 +184,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         command.Parameters.AddWithValue("$after", afterSeq);
         command.Parameters.AddWithValue("$limit", limit);
         command.Parameters.AddWithValue("$deployment", (object?)deploymentId?.Value ?? DBNull.Value);
-        var events = new List<DeploymentEvent>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            DeploymentId? id = reader.IsDBNull(2) ? null : DeploymentId.Parse(reader.GetString(2));
-            events.Add(new DeploymentEvent(reader.GetInt64(0), DateTimeOffset.Parse(reader.GetString(1), CultureInfo.InvariantCulture), id, reader.GetString(3), reader.GetString(4))
-            {
-                Data = FromJson<Dictionary<string, string>>(reader.GetString(5)),
-            });
-        }
-
-        return events;
+        return await StateRows.ReadEventsAsync(command, Where, cancellationToken);
     }
 
     // ---- journal ---------------------------------------------------------------------------
@@ -209,14 +198,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT seq, data FROM journal WHERE deployment_id = $deployment ORDER BY seq";
         command.Parameters.AddWithValue("$deployment", deploymentId.Value);
-        var entries = new List<JournalEntry>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            entries.Add(FromJson<JournalEntry>(reader.GetString(1)) with { Seq = reader.GetInt64(0) });
-        }
-
-        return entries;
+        return await StateRows.ReadJournalAsync(command, Where, cancellationToken);
     }
 
     // ---- several changes at once -----------------------------------------------------------
@@ -310,14 +292,7 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         await using var connection = Open();
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
-        var items = new List<T>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            items.Add(FromJson<T>(reader.GetString(0)));
-        }
-
-        return items;
+        return await StateRows.ReadJsonAsync<T>(command, Where, cancellationToken);
     }
 
     private static void InsertInstance(SqliteConnection connection, Instance instance) =>
@@ -394,6 +369,8 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
 
     private static string Json<T>(T value) => JsonSerializer.Serialize(value, TealJson.Options);
 
-    private static T FromJson<T>(string json) =>
-        JsonSerializer.Deserialize<T>(json, TealJson.Options) ?? throw new InvalidDataException($"a {typeof(T).Name} row in the state file holds null");
+    /// <summary>How errors name this store.</summary>
+    private const string Where = "the state file";
+
+    private static T FromJson<T>(string json) => StateRows.FromJson<T>(json, Where);
 }

@@ -11,9 +11,8 @@ namespace Teal.Testing.Processes;
 /// </summary>
 public sealed class TealProcess : IAsyncDisposable
 {
-    private Process? _process;
+    private readonly LoggedProcess _process = new();
     private readonly string _entry;
-    private readonly System.Text.StringBuilder _log = new();
 
     private TealProcess(string dataDirectory, int port, string entry, IReadOnlyDictionary<string, string> environment, TealStateStore? state)
     {
@@ -38,7 +37,7 @@ public sealed class TealProcess : IAsyncDisposable
     public int Port { get; }
 
     /// <summary>The running <c>teal serve</c>'s process id (null before the first start).</summary>
-    public int? Pid => _process?.Id;
+    public int? Pid => _process.Pid;
 
     public string Url => $"http://127.0.0.1:{Port}";
 
@@ -46,16 +45,7 @@ public sealed class TealProcess : IAsyncDisposable
     public string Token => File.ReadAllText(Path.Combine(DataDirectory, "token")).Trim();
 
     /// <summary>What the server wrote to stdout and stderr so far (for assertion messages).</summary>
-    public string Log
-    {
-        get
-        {
-            lock (_log)
-            {
-                return _log.ToString();
-            }
-        }
-    }
+    public string Log => _process.Log;
 
     /// <summary>
     /// Starts <c>teal serve</c>. <paramref name="entryAssembly"/> defaults to the built <c>teal.dll</c>;
@@ -77,38 +67,19 @@ public sealed class TealProcess : IAsyncDisposable
 
     public async Task StartAgainAsync(CancellationToken cancellationToken = default)
     {
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        info.ArgumentList.Add(_entry);
-        foreach (var arg in new[] { "serve", "--data-dir", DataDirectory, "--listen", $"127.0.0.1:{Port}" }.Concat(ServeArguments))
-        {
-            info.ArgumentList.Add(arg);
-        }
-
-        foreach (var (key, value) in (State?.Environment ?? new Dictionary<string, string>()).Concat(Environment))
-        {
-            info.Environment[key] = value;
-        }
-
-        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal serve");
-        process.OutputDataReceived += (_, e) => Append(e.Data);
-        process.ErrorDataReceived += (_, e) => Append(e.Data);
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        _process = process;
+        _process.Start(
+            new[] { _entry, "serve", "--data-dir", DataDirectory, "--listen", $"127.0.0.1:{Port}" }.Concat(ServeArguments),
+            (State?.Environment ?? new Dictionary<string, string>()).Concat(Environment),
+            "teal serve");
 
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < TimeSpan.FromSeconds(60))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (process.HasExited)
+            if (_process.ExitCode is { } exitCode)
             {
-                throw new InvalidOperationException($"teal serve exited with {process.ExitCode}:\n{Log}");
+                throw new InvalidOperationException($"teal serve exited with {exitCode}:\n{Log}");
             }
 
             try
@@ -181,41 +152,17 @@ public sealed class TealProcess : IAsyncDisposable
     }
 
     /// <summary><c>kill -9</c>: no shutdown hook runs, exactly like a crash.</summary>
-    public async Task KillAsync()
-    {
-        if (_process is { HasExited: false } p)
-        {
-            p.Kill(entireProcessTree: false);
-            await p.WaitForExitAsync();
-        }
-    }
+    public Task KillAsync() => _process.KillAsync();
 
     /// <summary>Waits for the process to exit on its own (a fault-injection host kills itself).</summary>
-    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
-    {
-        if (_process is null)
-        {
-            return true;
-        }
+    public Task<bool> WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(timeout);
 
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await _process.WaitForExitAsync(cts.Token);
-            return true;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
-    }
-
-    public bool Running => _process is { HasExited: false };
+    public bool Running => _process.Running;
 
     public async ValueTask DisposeAsync()
     {
         await KillAsync();
-        _process?.Dispose();
+        _process.Dispose();
         StopServersUnder(DataDirectory);
         TestDirectories.UntrackTeal(this);
     }
@@ -256,19 +203,6 @@ public sealed class TealProcess : IAsyncDisposable
             {
                 // Already gone.
             }
-        }
-    }
-
-    private void Append(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_log)
-        {
-            _log.AppendLine(line);
         }
     }
 }

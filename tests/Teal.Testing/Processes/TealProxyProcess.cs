@@ -10,9 +10,8 @@ namespace Teal.Testing.Processes;
 /// </summary>
 public sealed partial class TealProxyProcess : IAsyncDisposable
 {
-    private readonly System.Text.StringBuilder _log = new();
+    private readonly LoggedProcess _process = new();
     private readonly IReadOnlyList<string> _arguments;
-    private Process? _process;
 
     private TealProxyProcess(string name, IReadOnlyList<string> arguments)
     {
@@ -25,20 +24,11 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     /// <summary>Where its admin API answered at the last start.</summary>
     public Uri? AdminUrl { get; private set; }
 
-    public bool Running => _process is { HasExited: false };
+    public bool Running => _process.Running;
 
-    public int? ExitCode => _process is { HasExited: true } p ? p.ExitCode : null;
+    public int? ExitCode => _process.ExitCode;
 
-    public string Log
-    {
-        get
-        {
-            lock (_log)
-            {
-                return _log.ToString();
-            }
-        }
-    }
+    public string Log => _process.Log;
 
     /// <summary>
     /// Starts <c>teal proxy --name NAME</c> against <paramref name="server"/>;
@@ -67,18 +57,7 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     /// <summary>Starts the same proxy again (same name, same route file).</summary>
     public async Task StartAgainAsync()
     {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in _arguments)
-        {
-            info.ArgumentList.Add(argument);
-        }
-
-        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start teal proxy");
-        process.OutputDataReceived += (_, e) => Append(e.Data);
-        process.ErrorDataReceived += (_, e) => Append(e.Data);
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        _process = process;
+        _process.Start(_arguments, [], "teal proxy");
         await WaitForLogAsync(AdminApi(), TimeSpan.FromSeconds(60));
         AdminUrl = new Uri(AdminApi().Matches(Log)[^1].Groups[1].Value);
     }
@@ -90,9 +69,9 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
         var deadline = Stopwatch.StartNew();
         while (!pattern.IsMatch(Log))
         {
-            if (_process is { HasExited: true } p)
+            if (_process.ExitCode is { } exitCode)
             {
-                throw new InvalidOperationException($"teal proxy {Name} exited with {p.ExitCode}:\n{Log}");
+                throw new InvalidOperationException($"teal proxy {Name} exited with {exitCode}:\n{Log}");
             }
 
             if (deadline.Elapsed > timeout)
@@ -105,62 +84,19 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     }
 
     /// <summary><c>kill -9</c>: no shutdown hook runs, exactly like a crash.</summary>
-    public async Task KillAsync()
-    {
-        if (_process is { HasExited: false } p)
-        {
-            p.Kill(entireProcessTree: false);
-            await p.WaitForExitAsync();
-        }
-    }
+    public Task KillAsync() => _process.KillAsync();
 
     /// <summary>SIGTERM: the proxy stops accepting and lets its sessions end.</summary>
-    public void Terminate()
-    {
-        if (_process is { HasExited: false } p)
-        {
-            Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
-        }
-    }
+    public void Terminate() => _process.Terminate();
 
-    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
-    {
-        if (_process is null)
-        {
-            return true;
-        }
-
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await _process.WaitForExitAsync(cts.Token);
-            return true;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
-    }
+    public Task<bool> WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(timeout);
 
     public async ValueTask DisposeAsync()
     {
         await KillAsync();
-        _process?.Dispose();
+        _process.Dispose();
     }
 
     [GeneratedRegex(@"admin API (http://\S+?)/?,")]
     private static partial Regex AdminApi();
-
-    private void Append(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_log)
-        {
-            _log.AppendLine(line);
-        }
-    }
 }
