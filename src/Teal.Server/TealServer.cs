@@ -154,6 +154,7 @@ public static class TealServer
         services.AddSingleton<CreateWorkflow>();
         services.AddSingleton<DeploymentService>();
         services.AddSingleton<ReplicationMonitor>();
+        services.AddSingleton<ReaderRoutes>();
         services.AddSingleton<ControlPasswordRotation>();
 
         // Endpoints: Teal's proxy serves the declared ones and answers the switchover's

@@ -5,6 +5,7 @@ using Npgsql;
 using Teal.Core.Engines;
 using Teal.Postgres.Connections;
 using Teal.Postgres.Instances;
+using Teal.Server.RemoteProxies;
 using Teal.Server.Tests.Support;
 using Teal.Testing;
 
@@ -86,16 +87,16 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
             ports.Add(await PortThroughEndpointAsync(endpointPort));
         }
 
-        // Green is fenced until the switchover, and its readers with it (a physical copy of its
-        // catalogs): a client role that reaches green's reader is refused there by the fence.
-        var toGreen = ports.Count(p => p is null);
+        // Green's primary is fenced by its own pg_hba.conf, which its readers do not share: the
+        // application's login reads on green's first reader, where the canary sends it.
+        var reader2 = (await _teal.State.GetInstanceAsync($"{green}-r2", default))!;
+        var toGreen = ports.Count(p => p == reader1.Port);
         ports.Count(p => p == _blue.Port).ShouldBe(200 - toGreen);
         toGreen.ShouldBeInRange(60, 140, $"{toGreen} of 200 new connections went to green's reader at 50%");
         (await Run("endpoint", "list")).Stdout.ShouldContain($"app (reader, 50% to {reader1.Name})");
 
         // Guardrail: a stopped reader refuses the switchover, naming it and the fix.
         var provisioner = _teal.Services.GetRequiredService<EngineRegistry>().Provisioner(reader1.Engine);
-        var reader2 = (await _teal.State.GetInstanceAsync($"{green}-r2", default))!;
         await provisioner.StopAsync(reader2, default);
         var refusedSwitchover = await Run("switchover", "topo");
         refusedSwitchover.ExitCode.ShouldBe(1, refusedSwitchover.ToString());
@@ -119,6 +120,91 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         (await _teal.State.GetEndpointAsync("reads", default))!.CanaryInstance.ShouldBeNull();
         using var json = JsonDocument.Parse((await Run("instance", "list", "--output", "json")).Stdout);
         json.RootElement.EnumerateArray().Where(i => i.GetProperty("readerOf").GetString() == "app").Select(i => i.GetProperty("name").GetString()).Order().ShouldBe(["app-r1", "app-r2"]);
+    }
+
+    [Fact]
+    public async Task Canary_ClientsReadOnGreensReaderBeforeSwitchover_WhileGreensPrimaryRefusesEveryWrite()
+    {
+        var reads = ManagedPostgres.FreePort();
+        (await Run("endpoint", "add", "reads", "--instance", "app", "--listen", $"127.0.0.1:{reads}", "--reader")).ExitCode.ShouldBe(0);
+        var created = await Run("create", "canary", "--source", "app", "--target-readers", "1", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.GetInstanceAsync((await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green, default))!;
+        var reader = (await _teal.State.GetInstanceAsync($"{green.Name}-r1", default))!;
+
+        (await Run("endpoint", "canary", "reads", "--green-percent", "100")).ExitCode.ShouldBe(0);
+
+        // Real clients, the application's login, read green's rows on green's reader: a row
+        // written on blue after create comes back through the endpoint from the reader.
+        await _blue.ExecuteAsync("INSERT INTO items VALUES (2001, 'canary row')");
+        await ServerWait.UntilAsync(async () => await CountThroughAsync(reads, "SELECT count(*) FROM items WHERE id = 2001") == 1, "the canary row is read through the endpoint");
+        for (var i = 0; i < 5; i++)
+        {
+            (await PortThroughEndpointAsync(reads)).ShouldBe(reader.Port);
+            (await CountThroughAsync(reads, "SELECT count(*) FROM items")).ShouldBe(501);
+        }
+
+        // A write through the canary route, as the application and as green's own superuser: the
+        // reader is a hot standby.
+        var superuser = ConnectionStrings.Parse((await Run("instance", "url", green.Name)).Stdout.Trim());
+        foreach (var (user, password) in new[] { (ReaderRole, ReaderPassword), (superuser.User, superuser.Password!) })
+        {
+            var throughEndpoint = await WriteAsync("127.0.0.1", reads, user, password);
+            throughEndpoint.ShouldNotBeNull($"{user} wrote through the canary").SqlState.ShouldBe(PostgresErrorCodes.ReadOnlySqlTransaction);
+        }
+
+        // Green's primary, directly: the application's login and green's own superuser are
+        // refused at connection start by the fence (green's pg_hba.conf), not by a role check.
+        foreach (var (user, password) in new[] { (ReaderRole, ReaderPassword), (superuser.User, superuser.Password!) })
+        {
+            var direct = await WriteAsync(green.Host, green.Port, user, password);
+            direct.ShouldNotBeNull($"{user} wrote on green's primary").SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
+            direct.MessageText.ShouldContain("pg_hba.conf rejects connection");
+        }
+
+        // Green's primary through a proxy endpoint declared on it: the same refusal.
+        var onGreen = ManagedPostgres.FreePort();
+        (await Run("endpoint", "add", "green-writes", "--instance", green.Name, "--listen", $"127.0.0.1:{onGreen}")).ExitCode.ShouldBe(0);
+        var proxied = await WriteAsync("127.0.0.1", onGreen, superuser.User, superuser.Password!);
+        proxied.ShouldNotBeNull().SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
+        (await Run("endpoint", "remove", "green-writes")).ExitCode.ShouldBe(0);
+        (await ReaderScalarAsync<long>(green.Name, "SELECT count(*) FROM items WHERE id = 3001")).ShouldBe(0);
+
+        // The guardrail sees green fenced by its file; the switchover opens it.
+        var check = await Run("check", "canary");
+        check.ExitCode.ShouldBe(0, check.ToString());
+        check.Stdout.ShouldContain("its pg_hba.conf admits only teal_control");
+        var switched = await Run("switchover", "canary", "--wait");
+        switched.ExitCode.ShouldBe(0, switched.ToString());
+        var opened = await WriteAsync(green.Host, green.Port, superuser.User, superuser.Password!);
+        opened.ShouldBeNull();
+    }
+
+    /// <summary>Tries to insert a row as a client; the refusal, or null when the row was written.</summary>
+    private static async Task<PostgresException?> WriteAsync(string host, int port, string user, string password)
+    {
+        var builder = new NpgsqlConnectionStringBuilder { Host = host, Port = port, Username = user, Password = password, Database = "postgres", Pooling = false };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        try
+        {
+            await conn.OpenAsync();
+            await using var command = new NpgsqlCommand("INSERT INTO items VALUES (3001, 'written by a client')", conn);
+            await command.ExecuteNonQueryAsync();
+            return null;
+        }
+        catch (PostgresException ex)
+        {
+            return ex;
+        }
+    }
+
+    private static async Task<long> CountThroughAsync(int endpointPort, string sql)
+    {
+        var builder = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = endpointPort, Username = ReaderRole, Password = ReaderPassword, Database = "postgres", Pooling = false };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        await conn.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, conn);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     [Fact]
@@ -150,8 +236,8 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
 
     /// <summary>
     /// The server port behind a new connection through the endpoint as the application's reader
-    /// login; null when the server refused that login because its role cannot log in (a fenced
-    /// side: green's readers before the switchover).
+    /// login; null when the server refused that login (a role without LOGIN: a reader that has
+    /// not replayed green's unfence yet, on a green fenced the old way).
     /// </summary>
     private static async Task<int?> PortThroughEndpointAsync(int endpointPort)
     {
@@ -216,6 +302,27 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         var after = await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 10);
         after.Count(p => p == r1.Port).ShouldBe(5, string.Join(",", after));
         after.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", after));
+
+        // The route table a `teal proxy` follows carries every reader, not only the first.
+        var table = _teal.Services.GetRequiredService<ProxyRouteTableSource>();
+        async Task<List<int>> TablePortsAsync() => [.. (await table.ReadAsync(default)).Endpoints.Single(e => e.Spec.Name == "reads").Targets.Select(t => t.Port)];
+        (await TablePortsAsync()).ShouldBe([r1.Port, r2.Port]);
+
+        // A reader that stops streaming leaves the live route and the table once the monitor sees
+        // it, with no flip or restart; it comes back when it streams again.
+        var provisioner = _teal.Services.GetRequiredService<EngineRegistry>().Provisioner(r2.Engine);
+        var second = (await _teal.State.GetInstanceAsync("app-r2", default))!;
+        second.Port.ShouldBe(r2.Port);
+        await provisioner.StopAsync(second, default);
+        await ServerWait.UntilAsync(async () => (await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 4)).All(p => p == r1.Port), "new reads leave the stopped reader");
+        (await TablePortsAsync()).ShouldBe([r1.Port]);
+        (await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 6)).ShouldAllBe(p => p == r1.Port);
+
+        await provisioner.StartAsync(second, default);
+        await ServerWait.UntilAsync(async () => (await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 4)).Contains(r2.Port), "the reader streams again and takes reads");
+        (await TablePortsAsync()).ShouldBe([r1.Port, r2.Port]);
+        var again = await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 10);
+        again.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", again));
     }
 
     [Fact]

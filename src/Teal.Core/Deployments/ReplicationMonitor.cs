@@ -12,7 +12,7 @@ namespace Teal.Core.Deployments;
 /// and records an event when the replication state changes (DEGRADED with its reason).
 /// Deployments are read concurrently so one unreachable server does not stall the others.
 /// </summary>
-public sealed partial class ReplicationMonitor(IStateStore state, DeploymentRecorder recorder, DeploymentLinks links, CreateOptions options, ILogger<ReplicationMonitor> logger)
+public sealed partial class ReplicationMonitor(IStateStore state, DeploymentRecorder recorder, DeploymentLinks links, CreateOptions options, Endpoints.ReaderRoutes readerRoutes, ILogger<ReplicationMonitor> logger)
 {
     /// <summary>Statuses in which forward replication runs and the monitor looks after it.</summary>
     private static readonly HashSet<DeploymentStatus> Watched = [DeploymentStatus.Available, DeploymentStatus.SwitchoverFailed];
@@ -122,6 +122,18 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
         }
 
         await RecordReplicatedDdlAsync(deployment.Id, previous, status, cancellationToken);
+        if (readers is not null && Endpoints.ReaderRoutes.StreamingChanged(deployment.Readers, readers))
+        {
+            try
+            {
+                // Read for deployment.Green (production's name once switched over).
+                await readerRoutes.RefreshAsync(deployment.Green, cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                LogReaderRoutesFailed(ex, deployment.Id);
+            }
+        }
     }
 
     /// <summary>
@@ -260,6 +272,9 @@ public sealed partial class ReplicationMonitor(IStateStore state, DeploymentReco
     /// <summary>Driver errors (connection lost, server error) without referencing a driver from Core.</summary>
     private static bool IsDatabaseError(Exception ex) =>
         ex is System.Data.Common.DbException or IOException or System.Net.Sockets.SocketException or TimeoutException;
+
+    [LoggerMessage(EventId = 1211, Level = LogLevel.Warning, Message = "Deployment {DeploymentId}: reader endpoints not routed again after a reader's streaming changed")]
+    private partial void LogReaderRoutesFailed(Exception ex, DeploymentId deploymentId);
 
     [LoggerMessage(EventId = 1200, Level = LogLevel.Warning, Message = "Replication monitor round failed")]
     private partial void LogPollFailed(Exception exception);

@@ -10,6 +10,9 @@ public interface IEndpoint
 
     EndpointTarget Target { get; }
 
+    /// <summary>Every server new connections go to in turn (a reader endpoint's readers); <see cref="Target"/> alone otherwise.</summary>
+    IReadOnlyList<EndpointTarget> Targets => [Target];
+
     /// <summary>
     /// Writer endpoints move to green at the flip; reader endpoints to green's readers (to green
     /// itself when it has none).

@@ -96,6 +96,7 @@ public sealed partial class ManagedPostgres
 
             await File.WriteAllTextAsync(Path.Combine(data, "standby.signal"), string.Empty, cancellationToken);
             await WithoutFenceDefaultAsync(Path.Combine(data, "postgresql.auto.conf"), cancellationToken);
+            await WithoutHbaFenceAsync(data, cancellationToken);
 
             // The password goes to a 0600 passfile beside the data directory, never into a setting.
             var passfile = Path.Combine(directory, "replication.pgpass");
@@ -140,6 +141,21 @@ public sealed partial class ManagedPostgres
         if (kept.Count != lines.Length)
         {
             await File.WriteAllLinesAsync(autoConf, kept, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Gives the reader green's own pg_hba.conf, not the fenced one the copy took: the fence is a
+    /// file of green's primary alone (Teal.Postgres/Replication/HbaFence), so that clients read on
+    /// green's readers during a canary; a hot standby takes no write whoever logs in.
+    /// </summary>
+    private static async Task WithoutHbaFenceAsync(string data, CancellationToken cancellationToken)
+    {
+        var hba = Path.Combine(data, "pg_hba.conf");
+        var saved = hba + Replication.HbaFence.SavedSuffix;
+        if (File.Exists(hba) && File.Exists(saved) && Replication.HbaFence.IsFenced(await File.ReadAllTextAsync(hba, cancellationToken)))
+        {
+            await File.WriteAllTextAsync(hba, await File.ReadAllTextAsync(saved, cancellationToken), cancellationToken);
         }
     }
 

@@ -58,16 +58,76 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     private string Holder(Side side) => $"{sessions.Spec.Name}_fence_{LinkSessions.Role(side)}";
 
+    /// <summary>
+    /// Whether a side's hard layer is its pg_hba.conf (<see cref="HbaFence"/>) rather than NOLOGIN:
+    /// a green Teal provisioned, before its first switchover. Its readers then admit clients
+    /// (read-only) while green refuses them. Blue, an external green and the old blue a reversed
+    /// link fences keep NOLOGIN: Teal does not own their configuration files.
+    /// </summary>
+    private bool FencesByHba(Side side) => side == Side.Green && GreenFencedByHba(sessions.Spec);
+
+    public static bool GreenFencedByHba(LinkSpec spec) => spec.GreenManaged && !spec.Reversed;
+
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        await TakeLoginsAsync(conn, Holder(side), cancellationToken);
+        var byHba = FencesByHba(side);
+        await CloseAsync(conn, side, cancellationToken);
         await ResetOverridesAsync(conn, cancellationToken);
         // ALTER SYSTEM refuses to run in a transaction block: its own round trip.
         await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
         var at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
         await WaitUntilObservedAsync(side, expectReadOnly: true, cancellationToken);
+        if (byHba)
+        {
+            // The observer saw the reload, so the postmaster now checks logins against the fenced
+            // file: a new session of Teal's proves it still gets in.
+            await ConfirmLoginAsync(conn, side, cancellationToken);
+        }
+    }
+
+    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and green's pg_hba.conf. Safe to repeat.</summary>
+    private async Task CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)
+    {
+        if (!FencesByHba(side))
+        {
+            await TakeLoginsAsync(conn, Holder(side), cancellationToken);
+            return;
+        }
+
+        await conn.ExecuteAsync(
+            $$"""
+            DO $teal_holder$
+            BEGIN
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {{Sql.Literal(Holder(side))}}) THEN
+                CREATE ROLE {{Sql.Ident(Holder(side))}} NOLOGIN;
+              END IF;
+            END
+            $teal_holder$
+            """,
+            cancellationToken);
+        await HbaFence.CloseAsync(conn, cancellationToken);
+    }
+
+    private async Task ConfirmLoginAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)
+    {
+        var login = sessions.Connection(side);
+        try
+        {
+            await using var fresh = new NpgsqlConnection(Connections.PostgresConnections.Builder(login, pooling: false).ConnectionString);
+            await fresh.OpenAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        {
+            await HbaFence.OpenAsync(conn, cancellationToken);
+            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+            throw new TealException(
+                "fence.hba-locks-out",
+                $"{LinkSessions.Role(side)}: with only {LinkSessions.ControlRole}'s rules of its pg_hba.conf kept, Teal could not log in ({(ex as PostgresException)?.MessageText ?? ex.GetType().Name}); its own file was put back",
+                $"give {LinkSessions.ControlRole} (or all) a rule of its own in {LinkSessions.Role(side)}'s pg_hba.conf for the address Teal connects from",
+                ex);
+        }
     }
 
     /// <summary>
@@ -112,6 +172,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         {
             // Another deployment still fences this server: it stays fenced until that one lets go.
             return;
+        }
+
+        if (FencesByHba(side))
+        {
+            await HbaFence.OpenAsync(conn, cancellationToken);
         }
 
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
@@ -235,6 +300,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
 
         await RestoreLoginsAsync(conn, cancellationToken);
+        // A managed green fenced by its pg_hba.conf (the file is its own record); reading it needs a superuser.
+        if (await LinkSessions.IsSuperuserAsync(conn, cancellationToken))
+        {
+            await HbaFence.OpenAsync(conn, cancellationToken);
+        }
+
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
         await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
         await RestoreOverridesAsync(conn, cancellationToken);
@@ -381,7 +452,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var stillWriting = remaining.Intersect(initial).ToHashSet();
 
         // A superuser session may have given some role LOGIN back during the budget.
-        await TakeLoginsAsync(conn, Holder(side), cancellationToken);
+        await CloseAsync(conn, side, cancellationToken);
         var closed = await TerminateClientsAsync(side, conn, cancellationToken);
         await RefusePreparedAsync(side, conn, cancellationToken);
         var terminated = closed.Count(stillWriting.Contains);

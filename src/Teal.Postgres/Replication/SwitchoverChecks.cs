@@ -39,17 +39,26 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
                 : CheckResult.Fail("green.no-clients", $"{clients.Count} client session(s) on green: {string.Join(", ", clients.Take(5))}", "disconnect them: until switchover green must only be written by replication"));
 
             // Green is fenced from the start of replication; a role given LOGIN back by hand
-            // would let clients in (and open-green would not know to keep or restore it).
-            var logins = await green.QueryAsync(
-                $"SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}' ORDER BY 1",
-                r => r.GetString(0),
-                cancellationToken);
-            results.Add(logins.Count == 0
-                ? CheckResult.Pass("green.fence", "green is fenced: no role but Teal's can log in")
-                : CheckResult.Fail(
-                    "green.fence",
-                    $"green is not fenced for {logins.Count} role(s) that can log in: {string.Join(", ", logins.Take(10))}",
-                    $"on green, for each: GRANT {Fencing.LoginsRole} TO role; ALTER ROLE role NOLOGIN (the switchover gives LOGIN back to the members of {Fencing.LoginsRole})"));
+            // would let clients in (and open-green would not know to keep or restore it). A
+            // managed green is fenced by its pg_hba.conf instead; if that file is no longer
+            // Teal's, only NOLOGIN on every role would still keep clients out.
+            if (Fencing.GreenFencedByHba(sessions.Spec) && await HbaFence.IsClosedAsync(green, cancellationToken))
+            {
+                results.Add(CheckResult.Pass("green.fence", $"green is fenced: its pg_hba.conf admits only {LinkSessions.ControlRole} (its readers admit clients, read-only)"));
+            }
+            else
+            {
+                var logins = await green.QueryAsync(
+                    $"SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}' ORDER BY 1",
+                    r => r.GetString(0),
+                    cancellationToken);
+                results.Add(logins.Count == 0
+                    ? CheckResult.Pass("green.fence", "green is fenced: no role but Teal's can log in")
+                    : CheckResult.Fail(
+                        "green.fence",
+                        $"green is not fenced for {logins.Count} role(s) that can log in: {string.Join(", ", logins.Take(10))}",
+                        $"on green, for each: GRANT {Fencing.LoginsRole} TO role; ALTER ROLE role NOLOGIN (the switchover gives LOGIN back to the members of {Fencing.LoginsRole})"));
+            }
         }
 
         bool blueSuperuser;

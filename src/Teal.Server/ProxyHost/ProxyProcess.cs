@@ -191,7 +191,7 @@ public sealed partial class ProxyProcess : IAsyncDisposable
         group.MapPost("/{name}/flip", (string name, ProxyFlipRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
-                await e.FlipAsync(request.Target, ct);
+                await (request.Targets is { Count: > 1 } targets ? e.FlipAsync(targets, ct) : e.FlipAsync(request.Target, ct));
                 return null;
             }));
         group.MapPost("/{name}/resume", (string name, CancellationToken ct) =>
@@ -325,6 +325,11 @@ public sealed partial class ProxyProcess : IAsyncDisposable
             var hold = entry.Held ? _options.HoldAtStart : (TimeSpan?)null;
             var listen = _options.ListenOverrides.GetValueOrDefault(entry.Spec.Name) ?? entry.Spec.Listen;
             var endpoint = await _proxies.StartAsync(entry.Spec with { CanaryInstance = null, CanaryPercent = 0, Listen = listen }, entry.Target, cancellationToken, hold, entry.Protocol);
+            if (entry.Targets.Count > 1)
+            {
+                await endpoint.FlipAsync(entry.Targets, cancellationToken);
+            }
+
             if (entry.Canary is not null)
             {
                 await endpoint.SetCanaryAsync(entry.Canary, entry.CanaryPercent, cancellationToken);
@@ -345,9 +350,10 @@ public sealed partial class ProxyProcess : IAsyncDisposable
             return;
         }
 
-        if (endpoint.Target != entry.Target)
+        // A reader endpoint's list changes when a reader stops or starts streaming.
+        if (!endpoint.Targets.SequenceEqual(entry.Targets))
         {
-            await endpoint.FlipAsync(entry.Target, cancellationToken);
+            await endpoint.FlipAsync(entry.Targets, cancellationToken);
         }
 
         var (canary, percent) = endpoint.Canary;

@@ -25,11 +25,13 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     private readonly RemoteProxyRegistry _registry;
     private readonly ILogger _logger;
     private EndpointTarget _target;
+    private IReadOnlyList<EndpointTarget> _targets;
 
     public ProxyFleetEndpoint(EndpointSpec spec, EndpointTarget target, IEndpoint? local, IReadOnlyList<RegisteredProxy> remotes, RemoteProxyRegistry registry, ILogger logger)
     {
         _spec = spec;
         _target = target;
+        _targets = local?.Targets ?? [target];
         _local = local;
         _remotes = remotes;
         _registry = registry;
@@ -39,6 +41,8 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     public string Name => _spec.Name;
 
     public EndpointTarget Target => Volatile.Read(ref _target);
+
+    public IReadOnlyList<EndpointTarget> Targets => Volatile.Read(ref _targets);
 
     public InstanceRole Role => _spec.Role;
 
@@ -112,22 +116,24 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     {
         ArgumentNullException.ThrowIfNull(target);
         Volatile.Write(ref _target, target);
+        Volatile.Write(ref _targets, [target]);
         await Task.WhenAll([
             _local?.FlipAsync(target, cancellationToken) ?? Task.CompletedTask,
             .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(target), cancellationToken))]);
     }
 
     /// <summary>
-    /// Reader endpoints: the local listener takes every reader in turn; a <c>teal proxy</c>'s
-    /// route carries one target, so remote proxies get the first.
+    /// Reader endpoints: the local listener and every <c>teal proxy</c> take every reader in turn
+    /// (the request's first target is for a proxy that knows only one).
     /// </summary>
     public async Task FlipAsync(IReadOnlyList<EndpointTarget> targets, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(targets);
         Volatile.Write(ref _target, targets[0]);
+        Volatile.Write(ref _targets, [.. targets]);
         await Task.WhenAll([
             _local?.FlipAsync(targets, cancellationToken) ?? Task.CompletedTask,
-            .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(targets[0]), cancellationToken))]);
+            .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(targets[0]) { Targets = targets.Count > 1 ? [.. targets] : null }, cancellationToken))]);
     }
 
     public async Task ResumeAsync(CancellationToken cancellationToken)

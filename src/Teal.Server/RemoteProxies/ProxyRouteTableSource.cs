@@ -8,7 +8,8 @@ namespace Teal.Server.RemoteProxies;
 
 /// <summary>
 /// The route table a <c>teal proxy</c> follows: every declared proxy endpoint with the route the
-/// in-process listener would have, and whether a switchover holds it.
+/// in-process listener would have (a reader endpoint's every streaming reader), and whether a
+/// switchover holds it.
 /// </summary>
 public sealed class ProxyRouteTableSource(IStateStore state, EndpointRouteResolver routes, SwitchoverService switchovers, TimeProvider time)
 {
@@ -25,9 +26,12 @@ public sealed class ProxyRouteTableSource(IStateStore state, EndpointRouteResolv
 
             try
             {
-                var target = await routes.RouteAsync(spec, cancellationToken);
+                var targets = await routes.RoutesAsync(spec, cancellationToken);
                 var canary = await routes.CanaryAsync(spec, cancellationToken);
-                entries.Add(new ProxyRouteEntry(spec, target, await routes.ProtocolAsync(spec, cancellationToken), canary, canary is null ? 0 : spec.CanaryPercent, held.Contains(spec.Instance)));
+                entries.Add(new ProxyRouteEntry(spec, targets[0], await routes.ProtocolAsync(spec, cancellationToken), canary, canary is null ? 0 : spec.CanaryPercent, held.Contains(spec.Instance))
+                {
+                    Readers = targets.Count > 1 ? targets : null,
+                });
             }
             catch (TealException)
             {

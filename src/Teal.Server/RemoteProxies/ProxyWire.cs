@@ -34,14 +34,25 @@ public sealed record ProxyRouteTable(IReadOnlyList<ProxyRouteEntry> Endpoints)
 /// A declared endpoint and its route. <paramref name="Held"/>: a switchover of its instance is
 /// under way (or left unfinished), so a proxy that is not paused must not be resumed by this table.
 /// </summary>
-public sealed record ProxyRouteEntry(EndpointSpec Spec, EndpointTarget Target, ProxyProtocol Protocol, EndpointTarget? Canary, int CanaryPercent, bool Held);
+public sealed record ProxyRouteEntry(EndpointSpec Spec, EndpointTarget Target, ProxyProtocol Protocol, EndpointTarget? Canary, int CanaryPercent, bool Held)
+{
+    /// <summary>A reader endpoint's streaming readers, when it has several (<see cref="Target"/> is the first): new connections take them in turn.</summary>
+    public IReadOnlyList<EndpointTarget>? Readers { get; init; }
+
+    /// <summary>Where new connections go, in turn.</summary>
+    public IReadOnlyList<EndpointTarget> Targets => Readers is { Count: > 1 } readers ? readers : [Target];
+}
 
 /// <summary>Admin API bodies (control plane → proxy).</summary>
 public sealed record ProxyHoldRequest(double HoldSeconds);
 
 public sealed record ProxyDrainRequest(double BudgetSeconds);
 
-public sealed record ProxyFlipRequest(EndpointTarget Target);
+public sealed record ProxyFlipRequest(EndpointTarget Target)
+{
+    /// <summary>A reader endpoint's readers, taken in turn (<see cref="Target"/> is the first); null for one target.</summary>
+    public IReadOnlyList<EndpointTarget>? Targets { get; init; }
+}
 
 /// <summary>A proxy asks for a role's SCRAM verifier on the instance a session logs in to.</summary>
 public sealed record ProxyVerifierRequest(EndpointTarget Target, string Role);

@@ -144,18 +144,34 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
             Password = BlueGreenScenario.AppPassword,
         };
         (await BlueGreenScenario.AcceptsWritesAsync(greenAsApp.ConnectionString)).ShouldBeFalse();
-        await ExecuteOnGreenAsync($"ALTER ROLE {BlueGreenScenario.AppUser} LOGIN");
+        // The managed green is fenced by its pg_hba.conf: a hole is green's own rules put back by hand.
+        await ExecuteOnGreenAsync(CopyFileSql("current_setting('hba_file')", "current_setting('hba_file') || '.fenced'"));
+        await ExecuteOnGreenAsync(CopyFileSql("current_setting('hba_file') || '.teal-original'", "current_setting('hba_file')") + "; SELECT pg_reload_conf()");
         try
         {
             await using var client = new NpgsqlConnection(greenAsApp.ConnectionString);
-            await client.OpenAsync();
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (true)
+            {
+                try
+                {
+                    // The reload reaches the postmaster a moment after pg_reload_conf() returns.
+                    await client.OpenAsync();
+                    break;
+                }
+                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InvalidAuthorizationSpecification && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(100);
+                }
+            }
+
             var check = await ShouldRefuseAsync("green.no-clients", "client session(s) on green", "disconnect them");
             Check(check, "green.no-clients").GetProperty("message").GetString()!.ShouldContain("stray-client");
             Check(check, "green.fence").GetProperty("message").GetString()!.ShouldContain(BlueGreenScenario.AppUser);
         }
         finally
         {
-            await ExecuteOnGreenAsync($"ALTER ROLE {BlueGreenScenario.AppUser} NOLOGIN");
+            await ExecuteOnGreenAsync(CopyFileSql("current_setting('hba_file') || '.fenced'", "current_setting('hba_file')") + "; SELECT pg_reload_conf()");
         }
 
         await WaitUntilCleanAsync();
@@ -349,6 +365,10 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         var builder = new NpgsqlConnectionStringBuilder(await GreenUrlAsync(asTeal: true)) { Pooling = false, Options = "-c default_transaction_read_only=off" };
         await BlueGreenScenario.ExecuteAsync(builder.ConnectionString, sql);
     }
+
+    /// <summary>Copies one of green's files over another as its server's OS user (a large object made and exported in separate statements).</summary>
+    private static string CopyFileSql(string from, string to) =>
+        $"DO $copy$ DECLARE o oid; BEGIN o := lo_from_bytea(0, pg_read_binary_file({from})); PERFORM lo_export(o, {to}); PERFORM lo_unlink(o); END $copy$";
 
     private async Task<string> SubscriptionAsync()
     {

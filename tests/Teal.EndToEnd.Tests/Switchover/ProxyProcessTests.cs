@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Npgsql;
 using Teal.Postgres.Instances;
+using Teal.Testing;
 using Teal.Testing.Load;
 using Teal.Testing.Processes;
 
@@ -62,6 +63,72 @@ public sealed partial class ProxyProcessTests
             await connection.OpenAsync();
             await using var command = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked.ToArray() } } };
             ((long)(await command.ExecuteScalarAsync())!).ShouldBe(acked.Count);
+        }
+    }
+
+    [Fact]
+    public async Task TealProxy_ReaderEndpoint_SpreadsOverEveryReader_AndDropsOneThatStopsStreaming()
+    {
+        await using var scenario = await BlueGreenScenario.StartAsync(serveArguments: External);
+        var readsPort = ManagedPostgres.FreePort();
+        (await scenario.Cli.RunAsync("endpoint", "add", "reads", "--instance", "app", "--listen", $"127.0.0.1:{readsPort}", "--reader")).ShouldSucceed();
+        await using var proxy = await TealProxyProcess.StartAsync(scenario.Teal, "p1");
+        var reads = new NpgsqlConnectionStringBuilder(scenario.EndpointConnectionString) { Port = readsPort, Pooling = false }.ConnectionString;
+        await WaitForEndpointAsync(reads);
+        var created = await scenario.Cli.RunAsync(["create", "upgrade", "--source", "app", "--target-readers", "2", "--wait"], TimeSpan.FromMinutes(5));
+        created.ShouldSucceed();
+        (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3))).ShouldSucceed();
+
+        using var instances = JsonDocument.Parse((await scenario.Cli.RunAsync("instance", "list", "--output", "json")).Stdout);
+        var readers = instances.RootElement.EnumerateArray().Where(i => i.GetProperty("name").GetString() is "app-r1" or "app-r2")
+            .OrderBy(i => i.GetProperty("name").GetString(), StringComparer.Ordinal)
+            .Select(i => (Port: i.GetProperty("port").GetInt32(), Directory: i.GetProperty("directory").GetString()!)).ToList();
+        readers.Count.ShouldBe(2);
+        async Task<List<int>> PortsAsync(int count)
+        {
+            var ports = new List<int>();
+            for (var i = 0; i < count; i++)
+            {
+                ports.Add(await BlueGreenScenario.ScalarAsync<int>(reads, "SELECT current_setting('port')::int"));
+            }
+
+            return ports;
+        }
+
+        // The proxy spreads over both readers (the flip and its route table carry the list).
+        await WaitUntilAsync(async () => (await PortsAsync(4)).Distinct().Count() == 2, "the teal proxy spreads reads over both readers");
+        var both = await PortsAsync(10);
+        both.Count(p => p == readers[0].Port).ShouldBe(5, string.Join(",", both));
+        both.Count(p => p == readers[1].Port).ShouldBe(5, string.Join(",", both));
+
+        // A reader that stops streaming leaves the proxy's route at its next heartbeat.
+        var second = await ManagedPostgres.LoadAsync(readers[1].Directory, default);
+        await TestDirectories.Managed.StopAsync(second, immediate: false, default);
+        await WaitUntilAsync(async () => (await PortsAsync(4)).All(p => p == readers[0].Port), "the teal proxy leaves the stopped reader");
+        (await PortsAsync(6)).ShouldAllBe(p => p == readers[0].Port);
+        await TestDirectories.Managed.StartAsync(second, default);
+        await WaitUntilAsync(async () => (await PortsAsync(4)).Contains(readers[1].Port), "the teal proxy takes the reader back once it streams");
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(90);
+        while (true)
+        {
+            try
+            {
+                if (await condition())
+                {
+                    return;
+                }
+            }
+            catch (NpgsqlException) when (DateTime.UtcNow < deadline)
+            {
+                // A connection sent to the stopped reader before the route changed.
+            }
+
+            DateTime.UtcNow.ShouldBeLessThan(deadline, $"{what} within 90 s");
+            await Task.Delay(250);
         }
     }
 

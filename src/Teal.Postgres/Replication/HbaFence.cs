@@ -1,0 +1,211 @@
+using System.Text;
+using Npgsql;
+using Teal.Core.Errors;
+
+namespace Teal.Postgres.Replication;
+
+/// <summary>
+/// The hard layer of a managed green's fence (ARCHITECTURE.md, "The fence"): green's own
+/// pg_hba.conf admits only Teal's login, instead of taking LOGIN from every role. pg_hba.conf is a
+/// file of that one server, so green's physical readers (which replay every catalog change,
+/// NOLOGIN included) keep admitting the application's roles: a canary sends reads to them before
+/// the switchover, while green's primary refuses every client at connection start, superusers
+/// included, as NOLOGIN does.
+/// <para>
+/// The file is read and written through Teal's superuser session (<c>pg_read_binary_file</c>,
+/// <c>lo_export</c>), so it works wherever Teal runs. The server's own rules are saved beside it
+/// (<see cref="SavedSuffix"/>) before the fenced file replaces them, and the fenced file begins with
+/// <see cref="Marker"/>: the file itself is the record, so a crash at any point leaves either the
+/// original, or the fenced file with the original saved.
+/// </para>
+/// </summary>
+internal static class HbaFence
+{
+    /// <summary>The first line of a fenced pg_hba.conf.</summary>
+    public const string Marker = "# teal fence:";
+
+    /// <summary>The server's own pg_hba.conf while fenced: <c>pg_hba.conf</c> + this.</summary>
+    public const string SavedSuffix = ".teal-original";
+
+    private static readonly HashSet<string> RuleTypes = new(StringComparer.Ordinal)
+    {
+        "local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc",
+    };
+
+    /// <summary>Whether the pg_hba.conf on disk is Teal's fenced one.</summary>
+    public static async Task<bool> IsClosedAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        IsFenced(await ReadAsync(conn, "current_setting('hba_file')", cancellationToken));
+
+    public static bool IsFenced(string content) => content.StartsWith(Marker, StringComparison.Ordinal);
+
+    /// <summary>
+    /// Fences the server's pg_hba.conf: saves it (unless it is fenced already, whose original is
+    /// saved), writes the fenced file and checks the server parses it. The caller reloads, then
+    /// confirms Teal still logs in with a new session, and opens the file again if not.
+    /// </summary>
+    public static async Task CloseAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        var current = await ReadAsync(conn, "current_setting('hba_file')", cancellationToken);
+        if (IsFenced(current))
+        {
+            return;
+        }
+
+        // Saved first: a crash after it leaves the original both in place and saved.
+        await WriteAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", current, cancellationToken);
+        await WriteAsync(conn, "current_setting('hba_file')", Fenced(current), cancellationToken);
+        var errors = await conn.QueryAsync(
+            "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number",
+            r => r.GetString(0),
+            cancellationToken);
+        if (errors.Count > 0)
+        {
+            await WriteAsync(conn, "current_setting('hba_file')", current, cancellationToken);
+            throw new TealException("fence.hba-invalid", $"green: the fenced pg_hba.conf does not parse ({string.Join("; ", errors)}); green's own file was put back", "check green's pg_hba.conf for rules this PostgreSQL version does not accept");
+        }
+    }
+
+    /// <summary>Puts the server's own pg_hba.conf back if it is fenced; returns whether it was. The caller reloads.</summary>
+    public static async Task<bool> OpenAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        if (!await IsClosedAsync(conn, cancellationToken))
+        {
+            return false;
+        }
+
+        var saved = await ReadAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", cancellationToken);
+        await WriteAsync(conn, "current_setting('hba_file')", saved, cancellationToken);
+        return true;
+    }
+
+    /// <summary>
+    /// The fenced file: the server's rules that match Teal's login (user <c>all</c> or
+    /// <c>teal_control</c>), each narrowed to it, so Teal keeps exactly the access it had; then a
+    /// reject for everyone else. Rules naming groups or patterns and include directives are left
+    /// out (Teal's login is not in a group); <see cref="CloseAsync"/> confirms the login still works.
+    /// </summary>
+    public static string Fenced(string original)
+    {
+        var text = new StringBuilder();
+        text.Append(Marker).Append(" only ").Append(LinkSessions.ControlRole).Append(" may connect until the switchover opens this server.\n");
+        text.Append("# This server's own rules are in pg_hba.conf").Append(SavedSuffix).Append("; Teal puts them back when it lifts the fence.\n");
+        foreach (var line in Rules(original))
+        {
+            var tokens = Tokens(line);
+            if (tokens.Count < 4 || !RuleTypes.Contains(tokens[0]))
+            {
+                continue;
+            }
+
+            var users = tokens[2].Split(',').Select(u => u.Trim('"')).ToList();
+            if (!users.Contains("all") && !users.Contains(LinkSessions.ControlRole))
+            {
+                continue;
+            }
+
+            tokens[2] = LinkSessions.ControlRole;
+            text.Append(string.Join(' ', tokens)).Append('\n');
+        }
+
+        text.Append("local all all reject\n");
+        text.Append("host all all all reject\n");
+        return text.ToString();
+    }
+
+    /// <summary>The file's lines without comments, continuations joined (PostgreSQL 16+).</summary>
+    private static IEnumerable<string> Rules(string content)
+    {
+        var pending = new StringBuilder();
+        foreach (var raw in content.Split('\n'))
+        {
+            var line = StripComment(raw.TrimEnd('\r'));
+            if (line.EndsWith('\\'))
+            {
+                pending.Append(line[..^1]).Append(' ');
+                continue;
+            }
+
+            pending.Append(line);
+            var joined = pending.ToString().Trim();
+            pending.Clear();
+            if (joined.Length > 0)
+            {
+                yield return joined;
+            }
+        }
+    }
+
+    private static string StripComment(string line)
+    {
+        var quoted = false;
+        for (var i = 0; i < line.Length; i++)
+        {
+            if (line[i] == '"')
+            {
+                quoted = !quoted;
+            }
+            else if (line[i] == '#' && !quoted)
+            {
+                return line[..i];
+            }
+        }
+
+        return line;
+    }
+
+    /// <summary>Whitespace-separated tokens; a double-quoted part keeps its spaces and its quotes.</summary>
+    private static List<string> Tokens(string line)
+    {
+        var tokens = new List<string>();
+        var current = new StringBuilder();
+        var quoted = false;
+        foreach (var c in line)
+        {
+            if (c == '"')
+            {
+                quoted = !quoted;
+            }
+
+            if (!quoted && char.IsWhiteSpace(c))
+            {
+                if (current.Length > 0)
+                {
+                    tokens.Add(current.ToString());
+                    current.Clear();
+                }
+
+                continue;
+            }
+
+            current.Append(c);
+        }
+
+        if (current.Length > 0)
+        {
+            tokens.Add(current.ToString());
+        }
+
+        return tokens;
+    }
+
+    private static async Task<string> ReadAsync(NpgsqlConnection conn, string pathExpression, CancellationToken cancellationToken)
+    {
+        var bytes = await conn.ScalarAsync<byte[]>($"SELECT pg_read_binary_file({pathExpression})", cancellationToken)
+            ?? throw new InvalidOperationException("pg_read_binary_file returned null");
+        return Encoding.UTF8.GetString(bytes);
+    }
+
+    /// <summary>
+    /// Writes a file as the server's OS user: a large object exported and unlinked in one
+    /// transaction, so nothing of it stays in the database.
+    /// </summary>
+    private static async Task WriteAsync(NpgsqlConnection conn, string pathExpression, string content, CancellationToken cancellationToken)
+    {
+        await using var transaction = await conn.BeginTransactionAsync(cancellationToken);
+        // Three statements: a large object made by a statement is visible only to the next ones.
+        var oid = await conn.ScalarAsync<long>("SELECT lo_from_bytea(0, $1)::bigint", cancellationToken, Encoding.UTF8.GetBytes(content));
+        await conn.ExecuteAsync($"SELECT lo_export($1::oid, {pathExpression})", cancellationToken, oid);
+        await conn.ExecuteAsync("SELECT lo_unlink($1::oid)", cancellationToken, oid);
+        await transaction.CommitAsync(cancellationToken);
+    }
+}

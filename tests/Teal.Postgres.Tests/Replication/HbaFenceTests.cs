@@ -1,0 +1,87 @@
+using Npgsql;
+using Teal.Core.Engines;
+using Teal.Postgres.Replication;
+using Teal.Testing;
+
+namespace Teal.Postgres.Tests.Replication;
+
+/// <summary>Blue and a green that the link treats as Teal-provisioned (<see cref="LinkSpec.GreenManaged"/>).</summary>
+public sealed class ManagedGreenServers() : BlueGreenServers(null);
+
+/// <summary>
+/// A managed green is fenced by its own pg_hba.conf, not by NOLOGIN (ARCHITECTURE.md, "The
+/// fence"): every client is refused at connection start, superusers included, while the roles
+/// keep LOGIN in the catalog that green's physical readers replay; the server's own file comes
+/// back byte for byte when the fence is lifted.
+/// </summary>
+public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<ManagedGreenServers>
+{
+    private const string Db = "hba_fenced";
+
+    [Fact]
+    public void Fenced_KeepsOnlyTheRulesTealsLoginMatches_NarrowedToIt_ThenRejectsEveryoneElse()
+    {
+        const string original = """
+            # TYPE  DATABASE        USER            ADDRESS                 METHOD
+            local   all             all                                     scram-sha-256
+            host    all             app,teal_control 10.0.0.0/8             scram-sha-256 # a comment
+            host    all             app             0.0.0.0/0               trust
+            host    all             +admins         127.0.0.1/32            trust
+            include_if_exists more.conf
+            host    replication     all             ::1/128                 scram-sha-256
+            """;
+
+        var fenced = HbaFence.Fenced(original);
+
+        HbaFence.IsFenced(fenced).ShouldBeTrue();
+        fenced.Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).ShouldBe(
+        [
+            "local all teal_control scram-sha-256",
+            "host all teal_control 10.0.0.0/8 scram-sha-256",
+            "host replication teal_control ::1/128 scram-sha-256",
+            "local all all reject",
+            "host all all all reject",
+        ]);
+        HbaFence.IsFenced(original).ShouldBeFalse();
+    }
+
+    [Fact]
+    public async Task ManagedGreen_RefusesEveryClientAtLogin_RolesKeepLogin_UnfenceRestoresTheFile()
+    {
+        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, Db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10); GRANT ALL ON items TO hba_app");
+        var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllBytesAsync(hbaFile);
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, Db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, Db), LinkTestKit.Connection(servers.Green, Db)) { CopyRoles = true, GreenManaged = true });
+
+        await LinkTestKit.StartAsync(link);
+
+        HbaFence.IsFenced(await File.ReadAllTextAsync(hbaFile)).ShouldBeTrue();
+        (await File.ReadAllBytesAsync(hbaFile + HbaFence.SavedSuffix)).ShouldBe(original);
+        // The application's role and green's own superuser: refused by the file, before any role check.
+        foreach (var (user, password) in new[] { ("hba_app", "app-secret"), (servers.Green.User, servers.Green.Password) })
+        {
+            var refused = await LinkTestKit.TryWriteAsClientAsync(servers.Green, Db, "INSERT INTO items VALUES (1000)", user, password);
+            refused.ShouldNotBeNull($"{user} wrote on fenced green").SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
+            refused.MessageText.ShouldContain("pg_hba.conf rejects connection");
+        }
+
+        // Green's catalog keeps LOGIN (a physical reader replays it and admits the role), and
+        // Teal's login still writes.
+        (await servers.Green.ScalarAsync<bool>("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'hba_app'")).ShouldBeTrue();
+        await LinkTestKit.WriteAsTealAsync(servers.Green, Db, "SELECT 1");
+        var check = await link.CheckSwitchoverAsync(new SwitchoverGuardrailOptions(TimeSpan.FromSeconds(30)), default);
+        check.Results.ShouldContain(r => r.Name == "green.fence" && r.Outcome == Teal.Core.Guardrails.CheckOutcome.Pass, string.Join("; ", check.Results.Select(r => $"{r.Name} {r.Outcome} {r.Message}")));
+
+        // Fencing again (a retried step, a recovery) keeps the saved original, not the fenced file.
+        await link.FenceAsync(Side.Green, default);
+        (await File.ReadAllBytesAsync(hbaFile + HbaFence.SavedSuffix)).ShouldBe(original);
+
+        await link.UnfenceAsync(Side.Green, default);
+
+        (await File.ReadAllBytesAsync(hbaFile)).ShouldBe(original);
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, Db, "SELECT count(*) FROM items", "hba_app", "app-secret")).ShouldBeNull();
+        await link.RemoveAsync(default);
+    }
+}
