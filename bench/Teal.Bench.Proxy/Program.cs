@@ -5,14 +5,17 @@ using Teal.Proxy.Endpoints;
 using Teal.Proxy.Hosting;
 
 // Usage: Teal.Bench.Proxy --listen 127.0.0.1:6432 --target 127.0.0.1:5432 [--database postgres]
+//   [--tls-cert FILE --tls-key FILE] [--server-tls disable|prefer|require]
 // Serves until SIGTERM (run.sh's exit trap sends it), then prints the endpoint's figures as JSON on stdout.
 ProxyRuntime.ConfigureProcess();
 
-string Option(string name, string? fallback = null)
+string? OptionalValue(string name)
 {
     var at = Array.IndexOf(args, name);
-    return at >= 0 && at + 1 < args.Length ? args[at + 1] : fallback ?? throw new ArgumentException($"missing {name}");
+    return at >= 0 && at + 1 < args.Length ? args[at + 1] : null;
 }
+
+string Option(string name, string? fallback = null) => OptionalValue(name) ?? fallback ?? throw new ArgumentException($"missing {name}");
 
 var listen = Option("--listen");
 var target = Option("--target");
@@ -21,7 +24,13 @@ var endpointTarget = new EndpointTarget("bench", target[..colon], int.Parse(targ
 
 using var loggerFactory = LoggerFactory.Create(logging => logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 await using var manager = new ProxyManager(new ProxyOptions(), loggerFactory, TimeProvider.System);
-var endpoint = await manager.StartAsync(new EndpointSpec("bench", EndpointKind.Proxy, "bench") { Listen = listen }, endpointTarget, CancellationToken.None);
+var endpoint = await manager.StartAsync(new EndpointSpec("bench", EndpointKind.Proxy, "bench")
+{
+    Listen = listen,
+    TlsCertificateFile = OptionalValue("--tls-cert"),
+    TlsKeyFile = OptionalValue("--tls-key"),
+    ServerTls = Enum.Parse<ServerTlsMode>(Option("--server-tls", "prefer").Replace("-", string.Empty, StringComparison.Ordinal), ignoreCase: true),
+}, endpointTarget, CancellationToken.None);
 Console.Error.WriteLine($"teal proxy listening on {endpoint.LocalEndPoint} -> {endpointTarget}");
 
 var stop = new TaskCompletionSource();

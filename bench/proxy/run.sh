@@ -6,6 +6,15 @@
 # process adds — heartbeats, admin API, SO_REUSEPORT), through PgBouncer (transaction pooling,
 # pool >= clients) and through HAProxy (tcp mode). Prints one JSON document.
 #
+# TLS runs (TLS=1, the default): the same workloads again with every client on sslmode=require,
+# each scenario marked "tls": true in the same JSON and its ratio taken to direct TLS. PostgreSQL
+# has a server certificate (ssl = on); Teal's proxy (a second bench host, and the `teal proxy`
+# process with the certificate it generates) and a second PgBouncer (client_tls_*) terminate the
+# client's TLS and reach the server as SERVER_TLS says (default disable, the same for both);
+# HAProxy in tcp mode passes the client's TLS through to PostgreSQL untouched (the TLS is
+# PostgreSQL's, as direct). The plain runs set sslmode=disable everywhere (clients, Teal's
+# endpoints, PgBouncer's server_tls_sslmode), so a server with ssl = on does not change them.
+#
 # Method, so that the figures mean the same thing every run:
 #   - pgbench -M simple, -j 2 (the machine has 2 cores), -T DURATION seconds, -n (no vacuum per run).
 #   - PostgreSQL keeps fsync on but runs synchronous_commit=off, so TPC-B measures the path
@@ -20,20 +29,25 @@
 #   - Authentication is trust on loopback for all four paths (PgBouncer needs no userlist secret).
 #
 # Environment: DURATION (default 20), SCALE (default 10), CLIENTS (default "8 32"),
-#   SAMPLING (default 0.1), KEEP=1 to keep the work directory, OUT=file to also write the JSON.
+#   SAMPLING (default 0.1), TLS (default 1; 0 for the plain runs only), SERVER_TLS (default
+#   disable; require for TLS on both legs of Teal's proxy and PgBouncer), KEEP=1 to keep the work
+#   directory, OUT=file to also write the JSON.
 set -euo pipefail
 
 DURATION="${DURATION:-20}"
 SCALE="${SCALE:-10}"
 CLIENTS="${CLIENTS:-8 32}"
 SAMPLING="${SAMPLING:-0.1}"
+TLS="${TLS:-1}"
+SERVER_TLS="${SERVER_TLS:-disable}"
+case "$SERVER_TLS" in disable | require) ;; *) echo "bench-proxy: error: SERVER_TLS is disable or require" >&2; exit 1 ;; esac
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 log() { printf 'bench-proxy: %s\n' "$*" >&2; }
 die() { printf 'bench-proxy: error: %s\n' "$*" >&2; exit 1; }
 
-for tool in pgbench pgbouncer haproxy dotnet runuser; do
+for tool in pgbench pgbouncer haproxy dotnet runuser openssl; do
   command -v "$tool" >/dev/null || die "$tool is missing (run scripts/setup.sh)"
 done
 [ -x "$PGBIN/postgres" ] || die "PostgreSQL 15 is missing in $PGBIN (run scripts/setup.sh)"
@@ -70,6 +84,7 @@ cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+  [ -f "$WORK/pgbouncer-tls.pid" ] && kill "$(cat "$WORK/pgbouncer-tls.pid")" 2>/dev/null || true
   [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
   [ -d "$WORK/pg" ] && "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
@@ -82,6 +97,15 @@ BOUNCER_PORT="$(free_port)"
 HAPROXY_PORT="$(free_port)"
 TEALPROC_PORT="$(free_port)"
 SERVE_PORT="$(free_port)"
+TEALTLS_PORT="$(free_port)"
+BOUNCERTLS_PORT="$(free_port)"
+
+# A self-signed server certificate for PostgreSQL, Teal's bench host and PgBouncer (clients on
+# sslmode=require check none).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -keyout "$WORK/server.key" -out "$WORK/server.crt" >/dev/null 2>&1 \
+  || die "openssl could not make a certificate"
+chmod 600 "$WORK/server.key"
+[ ${#RUN_AS[@]} -eq 0 ] || chown postgres "$WORK/server.key" "$WORK/server.crt"
 
 # --- PostgreSQL 15 ------------------------------------------------------------------------------
 log "PostgreSQL 15 on $PG_PORT, pgbench scale $SCALE"
@@ -97,8 +121,12 @@ wal_buffers = 16MB
 checkpoint_timeout = 15min
 max_wal_size = 4GB
 autovacuum = off
+ssl = on
+ssl_cert_file = '$WORK/server.crt'
+ssl_key_file = '$WORK/server.key'
 CONF
 "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+export PGSSLMODE=disable
 pgbench -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s "$SCALE" -q postgres >/dev/null 2>"$WORK/init.log" || die "pgbench -i failed: $(tail -3 "$WORK/init.log")"
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'vacuum analyze' >/dev/null
 
@@ -106,10 +134,16 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'vacuum analyze
 log "building Teal's proxy host"
 dotnet build -c Release -v q -nologo "$ROOT/bench/Teal.Bench.Proxy/Teal.Bench.Proxy.csproj" >"$WORK/build.log" 2>&1 || die "build failed: $(tail -5 "$WORK/build.log")"
 TEAL_DLL="$ROOT/bench/Teal.Bench.Proxy/bin/Release/net10.0/Teal.Bench.Proxy.dll"
-dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT" >"$WORK/teal.out" 2>"$WORK/teal.log" &
+dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT" --server-tls disable >"$WORK/teal.out" 2>"$WORK/teal.log" &
 PIDS+=("$!")
 TEAL_PID="$!"
 wait_port "$TEAL_PORT" "Teal's proxy"
+# The same host with TLS to clients, in its own process so that each path's CPU is its own.
+dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEALTLS_PORT" --target "127.0.0.1:$PG_PORT" --server-tls "$SERVER_TLS" \
+  --tls-cert "$WORK/server.crt" --tls-key "$WORK/server.key" >"$WORK/teal-tls.out" 2>"$WORK/teal-tls.log" &
+PIDS+=("$!")
+TEALTLS_PID="$!"
+wait_port "$TEALTLS_PORT" "Teal's proxy (TLS)"
 
 # --- `teal proxy` following `teal serve --endpoints external` --------------------------------------
 log "building teal; teal serve --endpoints external and one teal proxy"
@@ -120,8 +154,13 @@ dotnet "$TEAL_CLI" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$SERVE_POR
 PIDS+=("$!")
 wait_port "$SERVE_PORT" "teal serve"
 TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_PORT" dotnet "$TEAL_CLI" instance add bench \
-  --connection "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" --endpoint "127.0.0.1:$TEALPROC_PORT" >"$WORK/instance-add.log" 2>&1 \
+  --connection "postgresql://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable" >"$WORK/instance-add.log" 2>&1 \
   || die "teal instance add failed: $(tail -3 "$WORK/instance-add.log")"
+# Plain text to the server, as the other paths' plain runs; TLS clients get the certificate the
+# proxy generates at its first start.
+TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_PORT" dotnet "$TEAL_CLI" endpoint add bench --instance bench \
+  --listen "127.0.0.1:$TEALPROC_PORT" --server-tls disable >"$WORK/endpoint-add.log" 2>&1 \
+  || die "teal endpoint add failed: $(tail -3 "$WORK/endpoint-add.log")"
 dotnet "$TEAL_CLI" proxy --data-dir "$WORK/serve" --server "http://127.0.0.1:$SERVE_PORT" --name bench --state-file "$WORK/proxy.routes.json" >"$WORK/teal-proxy.log" 2>&1 &
 PIDS+=("$!")
 TEALPROC_PID="$!"
@@ -143,10 +182,23 @@ default_pool_size = 40
 max_client_conn = 200
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
+server_tls_sslmode = disable
 CONF
-chmod 644 "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+# The same with TLS to clients, in its own process.
+sed -e "s/^listen_port = .*/listen_port = $BOUNCERTLS_PORT/" -e "s/pgbouncer\.\(log\|pid\)$/pgbouncer-tls.\1/" \
+  -e "s/^server_tls_sslmode = .*/server_tls_sslmode = $SERVER_TLS/" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer-tls.ini"
+cat >>"$WORK/pgbouncer-tls.ini" <<CONF
+client_tls_sslmode = require
+client_tls_cert_file = $WORK/server.crt
+client_tls_key_file = $WORK/server.key
+CONF
+chmod 644 "$WORK"/pgbouncer.ini "$WORK"/pgbouncer-tls.ini "$WORK"/userlist.txt
 "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer.ini" >/dev/null
 wait_port "$BOUNCER_PORT" "PgBouncer"
+if [ "$TLS" = 1 ]; then
+  "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer-tls.ini" >/dev/null
+  wait_port "$BOUNCERTLS_PORT" "PgBouncer (TLS)"
+fi
 
 # --- HAProxy, tcp mode --------------------------------------------------------------------------
 cat >"$WORK/haproxy.cfg" <<CONF
@@ -168,17 +220,23 @@ haproxy -f "$WORK/haproxy.cfg" -D >/dev/null 2>"$WORK/haproxy.log"
 wait_port "$HAPROXY_PORT" "HAProxy"
 
 # --- runs ---------------------------------------------------------------------------------------
+# A path name ending in -tls is the same path with the client on sslmode=require.
 port_of() {
   case "$1" in
-    direct) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; teal-proxy) echo "$TEALPROC_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; haproxy) echo "$HAPROXY_PORT" ;;
+    direct | direct-tls) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; teal-tls) echo "$TEALTLS_PORT" ;;
+    teal-proxy | teal-proxy-tls) echo "$TEALPROC_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; pgbouncer-tls) echo "$BOUNCERTLS_PORT" ;;
+    haproxy | haproxy-tls) echo "$HAPROXY_PORT" ;;
   esac
 }
 
 pid_of() {
   case "$1" in
-    teal) echo "$TEAL_PID" ;; teal-proxy) echo "$TEALPROC_PID" ;; pgbouncer) cat "$WORK/pgbouncer.pid" ;; haproxy) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
+    teal) echo "$TEAL_PID" ;; teal-tls) echo "$TEALTLS_PID" ;; teal-proxy | teal-proxy-tls) echo "$TEALPROC_PID" ;;
+    pgbouncer) cat "$WORK/pgbouncer.pid" ;; pgbouncer-tls) cat "$WORK/pgbouncer-tls.pid" ;; haproxy | haproxy-tls) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
   esac
 }
+
+sslmode_of() { case "$1" in *-tls) echo require ;; *) echo disable ;; esac; }
 
 # CPU time (user + system, clock ticks) a process has used; 0 for "direct".
 cpu_ticks() {
@@ -196,7 +254,7 @@ run_one() {
   mkdir -p "$WORK/logs/$name"
   local cpu_before
   cpu_before="$(cpu_ticks "$via")"
-  (cd "$WORK/logs/$name" && pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 -T "$DURATION" \
+  (cd "$WORK/logs/$name" && PGSSLMODE="$(sslmode_of "$via")" pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 -T "$DURATION" \
     --log --log-prefix=tx --sampling-rate="$SAMPLING" "${flags[@]}" postgres) >"$WORK/logs/$name.out" 2>&1 \
     || die "pgbench $name failed: $(tail -3 "$WORK/logs/$name.out")"
   local tps p99
@@ -214,29 +272,38 @@ run_one() {
 # Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
 # reach its optimized code, as it has in a long-running `teal serve`.
 PATHS=(direct teal teal-proxy pgbouncer haproxy)
-for via in "${PATHS[@]}"; do
-  pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
+TLS_PATHS=()
+[ "$TLS" = 1 ] && TLS_PATHS=(direct-tls teal-tls teal-proxy-tls pgbouncer-tls haproxy-tls)
+for via in "${PATHS[@]}" "${TLS_PATHS[@]}"; do
+  PGSSLMODE="$(sslmode_of "$via")" pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
 done
 
 # Each round starts one path later than the previous one.
+# A suffix "-tls" (or none) on every path name of a round.
+SUFFIXES=("")
+[ "$TLS" = 1 ] && SUFFIXES+=(-tls)
 order() { local r="$1" i; for i in "${!PATHS[@]}"; do printf '%s ' "${PATHS[$(((i + r) % ${#PATHS[@]}))]}"; done; }
 declare -A TPS P99 CPU
 round=0
-for workload in select-only tpcb; do
-  for clients in $CLIENTS; do
-    for via in $(order "$round"); do
-      log "$workload, $clients clients, $via (${DURATION}s)"
-      read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
-      TPS["$workload/$clients/$via"]="$tps"
-      P99["$workload/$clients/$via"]="$p99"
-      CPU["$workload/$clients/$via"]="$cpu"
+for suffix in "${SUFFIXES[@]}"; do
+  for workload in select-only tpcb; do
+    for clients in $CLIENTS; do
+      for base in $(order "$round"); do
+        via="$base$suffix"
+        log "$workload, $clients clients, $via (${DURATION}s)"
+        read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
+        TPS["$workload/$clients/$via"]="$tps"
+        P99["$workload/$clients/$via"]="$p99"
+        CPU["$workload/$clients/$via"]="$cpu"
+      done
+      round=$((round + 1))
     done
-    round=$((round + 1))
   done
 done
 
 kill -TERM "$TEAL_PID" 2>/dev/null || true
 wait "$TEAL_PID" 2>/dev/null || true
+kill -TERM "$TEALTLS_PID" 2>/dev/null || true
 TEAL_STATS="$(tail -1 "$WORK/teal.out" 2>/dev/null || true)"
 [ -n "$TEAL_STATS" ] || TEAL_STATS=null
 # Transactions Teal's proxy carried (warm-up included, as its allocation count includes it).
@@ -248,33 +315,45 @@ ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) p
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
 {
   printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
-  printf '  "method": {"duration_s": %s, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp"},\n' "$DURATION" "$SCALE" "$SAMPLING"
+  printf '  "method": {"duration_s": %s, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SCALE" "$SAMPLING" "$SERVER_TLS"
   printf '  "scenarios": [\n'
   first=1
-  for workload in select-only tpcb; do
-    for clients in $CLIENTS; do
-      direct="${TPS[$workload/$clients/direct]}"
-      for via in "${PATHS[@]}"; do
-        [ $first = 1 ] || printf ',\n'
-        first=0
-        printf '    {"workload": "%s", "clients": %s, "via": "%s", "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
-          "$workload" "$clients" "$via" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}" "${CPU[$workload/$clients/$via]}"
+  for suffix in "${SUFFIXES[@]}"; do
+    tls=false
+    [ -z "$suffix" ] || tls=true
+    for workload in select-only tpcb; do
+      for clients in $CLIENTS; do
+        direct="${TPS[$workload/$clients/direct$suffix]}"
+        for base in "${PATHS[@]}"; do
+          via="$base$suffix"
+          [ $first = 1 ] || printf ',\n'
+          first=0
+          printf '    {"workload": "%s", "clients": %s, "via": "%s", "tls": %s, "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
+            "$workload" "$clients" "$base" "$tls" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}" "${CPU[$workload/$clients/$via]}"
+        done
       done
     done
   done
   printf '\n  ],\n  "bar": [\n'
   first=1
   all_met=true
-  for workload in select-only tpcb; do
-    for clients in $CLIENTS; do
-      teal="${TPS[$workload/$clients/teal]}"
-      vs_bouncer="$(ratio "$teal" "${TPS[$workload/$clients/pgbouncer]}")"
-      vs_haproxy="$(ratio "$teal" "${TPS[$workload/$clients/haproxy]}")"
-      met=$(awk -v a="$vs_bouncer" -v b="$vs_haproxy" 'BEGIN { print (a >= 1 && b >= 1) ? "true" : "false" }')
-      [ "$met" = true ] || all_met=false
-      [ $first = 1 ] || printf ',\n'
-      first=0
-      printf '    {"workload": "%s", "clients": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_proxy_process_vs_in_process": %s, "met": %s}' "$workload" "$clients" "$vs_bouncer" "$vs_haproxy" "$(ratio "${TPS[$workload/$clients/teal-proxy]}" "$teal")" "$met"
+  for suffix in "${SUFFIXES[@]}"; do
+    tls=false
+    [ -z "$suffix" ] || tls=true
+    for workload in select-only tpcb; do
+      for clients in $CLIENTS; do
+        key="$workload/$clients"
+        teal="${TPS[$key/teal$suffix]}"
+        vs_bouncer="$(ratio "$teal" "${TPS[$key/pgbouncer$suffix]}")"
+        vs_haproxy="$(ratio "$teal" "${TPS[$key/haproxy$suffix]}")"
+        cpu_vs_bouncer="$(ratio "${CPU[$key/teal$suffix]}" "${CPU[$key/pgbouncer$suffix]}")"
+        met=$(awk -v a="$vs_bouncer" -v b="$vs_haproxy" -v c="$cpu_vs_bouncer" 'BEGIN { print (a >= 1 && b >= 1 && c <= 1) ? "true" : "false" }')
+        [ "$met" = true ] || all_met=false
+        [ $first = 1 ] || printf ',\n'
+        first=0
+        printf '    {"workload": "%s", "clients": %s, "tls": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_cpu_vs_pgbouncer": %s, "teal_proxy_process_vs_in_process": %s, "met": %s}' \
+          "$workload" "$clients" "$tls" "$vs_bouncer" "$vs_haproxy" "$cpu_vs_bouncer" "$(ratio "${TPS[$key/teal-proxy$suffix]}" "$teal")" "$met"
+      done
     done
   done
   printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"

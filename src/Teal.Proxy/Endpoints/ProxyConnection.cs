@@ -68,6 +68,9 @@ internal sealed class ProxyConnection : IEndpointConnection
     // Set once while reading the startup packet, before anything else touches the client.
     private SslStream? _tls;
 
+    // The client socket on the proxy's event loop (EpollSockets), when it runs; set first thing in RunAsync.
+    private EpollSocket? _clientIo;
+
     public ProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
         _endpoint = endpoint;
@@ -105,6 +108,12 @@ internal sealed class ProxyConnection : IEndpointConnection
         var reason = "client closed";
         try
         {
+            lock (_lock)
+            {
+                // Under the lock, as Abort reads it: a connection cut before it starts stays off the loop.
+                _clientIo = _closing ? null : EpollSockets.Attach(_client);
+            }
+
             var startup = await ReadStartupAsync(stopping);
             if (startup is null)
             {
@@ -233,9 +242,11 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         ServerLink? server;
         Action? cancelMove;
+        EpollSocket? clientIo;
         lock (_lock)
         {
             _closing = true;
+            clientIo = _clientIo;
             if (_outcome is ConnectionOutcome.Open or ConnectionOutcome.Moving)
             {
                 _outcome = outcome;
@@ -256,6 +267,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
 
         _tls?.Dispose();
+        clientIo?.Close();
         _client.Dispose();
         server?.Dispose();
         _moved.TrySetResult();
@@ -296,7 +308,8 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         try
         {
-            var peeked = await _client.ReceiveAsync(new byte[1], SocketFlags.Peek, watching);
+            var peek = new byte[1];
+            var peeked = _clientIo is { } io ? await io.PeekAsync(peek, watching) : await _client.ReceiveAsync(peek, SocketFlags.Peek, watching);
             if (peeked == 0)
             {
                 await held.CancelAsync();
@@ -503,6 +516,9 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         var toServer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         var toClient = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
+        // Forwarding never blocks: on the event loop, each chunk goes on from the thread that saw it.
+        _clientIo?.InlineCompletions = true;
+        server.InlineCompletions = true;
         try
         {
             var fromServer = ServerToClientAsync(server, toClient, stopping);
@@ -611,6 +627,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     }
 
                     server = next;
+                    server.InlineCompletions = true;
                     _serverFramer = default;
                     continue;
                 }
@@ -692,6 +709,10 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// </summary>
     private async Task<ServerLink?> MoveAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken stopping)
     {
+        // Off the event loop: a move waits for the route and may run an auth query, which must
+        // not stall the other connections the loop forwards for.
+        previous.InlineCompletions = false;
+        await Task.Yield();
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         lock (_lock)
         {
@@ -916,7 +937,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             {
                 // 'S', then the TLS handshake; the startup packet follows inside TLS.
                 await SendToClientAllAsync("S"u8.ToArray());
-                _tls = new SslStream(new NetworkStream(_client, ownsSocket: false));
+                _tls = new SslStream(_clientIo?.AsStream() ?? new NetworkStream(_client, ownsSocket: false));
                 await _tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
                 continue;
             }
@@ -967,7 +988,9 @@ internal sealed class ProxyConnection : IEndpointConnection
     }
 
     private ValueTask<int> ReceiveFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
-        _tls is null ? _client.ReceiveAsync(buffer, SocketFlags.None, cancellationToken) : _tls.ReadAsync(buffer, cancellationToken);
+        _tls is not null ? _tls.ReadAsync(buffer, cancellationToken)
+        : _clientIo is not null ? _clientIo.ReceiveAsync(buffer, cancellationToken)
+        : _client.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
 
     private async Task<bool> ReceiveExactlyFromClientAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
@@ -987,7 +1010,11 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     private async ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data)
     {
-        if (_tls is null)
+        if (_tls is null && _clientIo is not null)
+        {
+            await _clientIo.SendAllAsync(data);
+        }
+        else if (_tls is null)
         {
             await SocketIo.SendAllAsync(_client, data);
         }

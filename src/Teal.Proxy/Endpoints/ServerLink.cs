@@ -16,12 +16,22 @@ internal sealed class ServerLink : IDisposable
 {
     private static readonly TimeSpan NegotiationTimeout = TimeSpan.FromSeconds(60);
 
-    private readonly Socket _socket = new(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+    private Socket _socket = new(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+
+    // The socket on the proxy's event loop (EpollSockets), when it runs; else .NET's socket.
+    private EpollSocket? _io;
 
     // SslStream allows one write at a time; a drain's state query and the client pump can write at
     // once. Plain sockets need no gate.
     private readonly SemaphoreSlim _writes = new(1, 1);
     private SslStream? _tls;
+
+    /// <summary>Whether receives continue on the event loop's thread (forwarding) or the thread pool (see <see cref="EpollSocket.InlineCompletions"/>).</summary>
+    public bool InlineCompletions
+    {
+        get => _io?.InlineCompletions ?? false;
+        set => _io?.InlineCompletions = value;
+    }
 
     /// <summary>True once TLS is up on the link.</summary>
     public bool Encrypted => _tls is not null;
@@ -34,7 +44,19 @@ internal sealed class ServerLink : IDisposable
     /// </summary>
     public async Task<string?> OpenAsync(EndpointTarget target, ProxyOptions options, CancellationToken stopping, PlaintextServers? plaintext = null)
     {
-        if (await SocketIo.ConnectAsync(_socket, target, options.ConnectTimeout, stopping) is { } failure)
+        if (EpollSockets.Enabled)
+        {
+            var (socket, io, failed) = await EpollSockets.ConnectAsync(target, options.ConnectTimeout, stopping);
+            if (socket is null)
+            {
+                return failed;
+            }
+
+            _socket.Dispose();
+            _socket = socket;
+            _io = io;
+        }
+        else if (await SocketIo.ConnectAsync(_socket, target, options.ConnectTimeout, stopping) is { } failure)
         {
             return failure;
         }
@@ -54,9 +76,9 @@ internal sealed class ServerLink : IDisposable
             var request = new byte[8];
             BinaryPrimitives.WriteInt32BigEndian(request, 8);
             BinaryPrimitives.WriteInt32BigEndian(request.AsSpan(4), PostgresWire.SslRequestCode);
-            await SocketIo.SendAllAsync(_socket, request);
+            await SendAllAsync(request, deadline.Token);
             var answer = new byte[1];
-            if (!await SocketIo.ReceiveExactlyAsync(_socket, answer, deadline.Token))
+            if (await ReceiveAsync(answer, deadline.Token) == 0)
             {
                 return "the server closed the connection when asked for TLS";
             }
@@ -73,7 +95,7 @@ internal sealed class ServerLink : IDisposable
                 return $"the server does not accept TLS, and the endpoint's server TLS mode is {options.ServerTls.ToString().ToLowerInvariant()}";
             }
 
-            var tls = new SslStream(new NetworkStream(_socket, ownsSocket: false));
+            var tls = new SslStream(_io?.AsStream() ?? new NetworkStream(_socket, ownsSocket: false));
             _tls = tls;
             await tls.AuthenticateAsClientAsync(ClientOptions(target, options), deadline.Token);
             return null;
@@ -109,10 +131,18 @@ internal sealed class ServerLink : IDisposable
     }
 
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
-        _tls is null ? _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken) : _tls.ReadAsync(buffer, cancellationToken);
+        _tls is not null ? _tls.ReadAsync(buffer, cancellationToken)
+        : _io is not null ? _io.ReceiveAsync(buffer, cancellationToken)
+        : _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
 
     public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
     {
+        if (_tls is null && _io is not null)
+        {
+            await _io.SendAllAsync(data, cancellationToken);
+            return;
+        }
+
         if (_tls is null)
         {
             while (data.Length > 0)
@@ -154,6 +184,7 @@ internal sealed class ServerLink : IDisposable
         // _writes is not disposed: a write may still be waiting on it, and without a wait handle
         // it holds nothing to release.
         _tls?.Dispose();
+        _io?.Close();
         _socket.Dispose();
     }
 }

@@ -1,0 +1,710 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks.Sources;
+using Teal.Core.Endpoints;
+
+namespace Teal.Proxy.Endpoints;
+
+/// <summary>
+/// The proxy's own event loop for PostgreSQL connections: epoll threads that receive only when
+/// the kernel has said a socket is readable. .NET's sockets try every receive before waiting
+/// (a <c>recvfrom</c> that fails with EAGAIN on each forwarded chunk, then <c>epoll_wait</c>, then
+/// the real <c>recvfrom</c>); measured here, that speculative receive and the extra wake-ups of two
+/// socket threads were most of what the proxy spent per transaction beyond PgBouncer. Here a
+/// receive that returned less than its buffer has drained the socket, so the next one waits for
+/// the next edge without asking the kernel first: two syscalls per forwarded chunk, as PgBouncer.
+/// A socket whose owner turns <see cref="EpollSocket.InlineCompletions"/> on (the forwarding
+/// pumps, which never block) has its continuations run on the epoll thread that saw the event;
+/// everything else (logins, an auth query, a session's move) continues on the thread pool, so a
+/// blocking call there cannot stall the loop.
+/// Linux on x86-64 only (the layout of <c>epoll_event</c> is packed there); elsewhere, or with
+/// <c>TEAL_PROXY_EPOLL=0</c>, connections use .NET's sockets.
+/// </summary>
+internal static partial class EpollSockets
+{
+    /// <summary>The environment variable that turns the event loop off (0) for a process.</summary>
+    public const string Variable = "TEAL_PROXY_EPOLL";
+
+    /// <summary>
+    /// Event-loop threads. Default: one per two cores (at least one, at most eight). The proxy
+    /// shares its machine with clients or servers; on two cores one loop spent less CPU per
+    /// transaction than two (it batches more events per wake-up) at the same throughput.
+    /// </summary>
+    public const string ThreadsVariable = "TEAL_PROXY_EPOLL_THREADS";
+
+    private const int EAGAIN = 11;
+    private const int EBADF = 9;
+    private const int EINTR = 4;
+    private const int EINPROGRESS = 115;
+    private const int MSG_NOSIGNAL = 0x4000;
+    private const int MSG_PEEK = 0x2;
+    private const int EPOLL_CTL_ADD = 1;
+    private const int EPOLL_CTL_DEL = 2;
+    private const uint EPOLLIN = 0x1;
+    private const uint EPOLLOUT = 0x4;
+    private const uint EPOLLERR = 0x8;
+    private const uint EPOLLHUP = 0x10;
+    private const uint EPOLLRDHUP = 0x2000;
+    private const uint EPOLLET = 1u << 31;
+
+    private static readonly Lazy<Loop[]?> Loops = new(Start);
+    private static readonly ConcurrentDictionary<long, EpollSocket> Registered = new();
+    private static long _nextId;
+
+    /// <summary>Whether the event loop serves this process.</summary>
+    public static bool Enabled => Loops.Value is not null;
+
+    /// <summary>Takes <paramref name="socket"/> over for the event loop; null when the loop is off (then use .NET's sockets).</summary>
+    public static EpollSocket? Attach(Socket socket)
+    {
+        if (Loops.Value is not { } loops)
+        {
+            return null;
+        }
+
+        socket.Blocking = false;
+        var id = Interlocked.Increment(ref _nextId);
+        var fd = (int)socket.SafeHandle.DangerousGetHandle();
+        var registration = new EpollSocket(socket, id, loops[id % loops.Length].Fd, fd);
+        Registered[id] = registration;
+        var ev = new EpollEvent { Events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, Data = (ulong)id };
+        if (EpollCtl(registration.LoopFd, EPOLL_CTL_ADD, fd, ref ev) != 0)
+        {
+            Registered.TryRemove(id, out _);
+            throw new SocketException(Marshal.GetLastPInvokeError());
+        }
+
+        return registration;
+    }
+
+    /// <summary>
+    /// Connects a new socket, owned by the event loop, to <paramref name="target"/> within
+    /// <paramref name="timeout"/>: the socket, or why not in words for the client's error.
+    /// Connecting through .NET would register the socket with .NET's own epoll as well.
+    /// </summary>
+    public static async Task<(Socket? Socket, EpollSocket? Io, string? Failure)> ConnectAsync(EndpointTarget target, TimeSpan timeout, CancellationToken stopping)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        deadline.CancelAfter(timeout);
+        string failure = "no address";
+        try
+        {
+            var addresses = IPAddress.TryParse(target.Host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(target.Host, deadline.Token);
+            foreach (var address in addresses)
+            {
+                var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, Blocking = false };
+                EpollSocket? io = null;
+                try
+                {
+                    try
+                    {
+                        socket.Connect(new IPEndPoint(address, target.Port));
+                        io = Attach(socket)!; // Only called when the loop runs.
+                    }
+                    catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress || ex.ErrorCode == EINPROGRESS)
+                    {
+                        // Registered only now that the connect is under way: registered before,
+                        // the unconnected socket's own state (writable, hung up) would be an edge
+                        // that the wait below could take for the connect's end.
+                        io = Attach(socket)!;
+                        await io.WaitWritableAsync(deadline.Token);
+                        var error = (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+                        if (error != 0)
+                        {
+                            throw new SocketException(error);
+                        }
+                    }
+
+                    return (socket, io, null);
+                }
+                catch (SocketException ex)
+                {
+                    failure = ex.Message;
+                    io?.Close();
+                    socket.Dispose();
+                }
+                catch
+                {
+                    io?.Close();
+                    socket.Dispose();
+                    throw;
+                }
+            }
+
+            return (null, null, failure);
+        }
+        catch (Exception ex) when ((ex is SocketException or OperationCanceledException) && !stopping.IsCancellationRequested)
+        {
+            return (null, null, ex is OperationCanceledException ? $"no answer within {timeout.TotalSeconds:0} s" : ex.Message);
+        }
+    }
+
+    /// <summary>Leaves the loop; the descriptor must still be open (a closed one's number may be another socket's by now).</summary>
+    internal static void Unregister(EpollSocket socket, int fd)
+    {
+        Registered.TryRemove(socket.Id, out _);
+        var ev = default(EpollEvent);
+        _ = EpollCtl(socket.LoopFd, EPOLL_CTL_DEL, fd, ref ev);
+    }
+
+    internal static int Receive(SafeHandle handle, Span<byte> buffer, bool peek, out int errno)
+    {
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                var read = Recv((int)handle.DangerousGetHandle(), ref MemoryMarshal.GetReference(buffer), (nuint)buffer.Length, peek ? MSG_PEEK : 0);
+                errno = read < 0 ? Marshal.GetLastPInvokeError() : 0;
+                if (errno != EINTR)
+                {
+                    return (int)read;
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed under a receive the loop was about to make.
+            errno = EBADF;
+            return -1;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    internal static int Send(SafeHandle handle, ReadOnlySpan<byte> data, out int errno)
+    {
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            while (true)
+            {
+                var sent = SendNative((int)handle.DangerousGetHandle(), in MemoryMarshal.GetReference(data), (nuint)data.Length, MSG_NOSIGNAL);
+                errno = sent < 0 ? Marshal.GetLastPInvokeError() : 0;
+                if (errno != EINTR)
+                {
+                    return (int)sent;
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            errno = EBADF;
+            return -1;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    internal static bool WouldBlock(int errno) => errno == EAGAIN;
+
+    private static Loop[]? Start()
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64 || Environment.GetEnvironmentVariable(Variable) == "0")
+        {
+            return null;
+        }
+
+        var count = int.TryParse(Environment.GetEnvironmentVariable(ThreadsVariable), out var configured) && configured > 0
+            ? configured
+            : Math.Clamp(Environment.ProcessorCount / 2, 1, 8);
+        var loops = new Loop[count];
+        for (var i = 0; i < count; i++)
+        {
+            var fd = EpollCreate1(0x80000); // EPOLL_CLOEXEC
+            if (fd < 0)
+            {
+                return null;
+            }
+
+            loops[i] = new Loop(fd);
+            var thread = new Thread(loops[i].Run) { IsBackground = true, Name = $"Teal epoll {i}" };
+            thread.UnsafeStart();
+        }
+
+        return loops;
+    }
+
+    private sealed class Loop(int fd)
+    {
+        public int Fd { get; } = fd;
+
+        public void Run()
+        {
+            var events = new EpollEvent[256];
+            while (true)
+            {
+                var count = EpollWait(Fd, ref events[0], events.Length, -1);
+                if (count < 0)
+                {
+                    continue; // EINTR
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    if (!Registered.TryGetValue((long)events[i].Data, out var socket))
+                    {
+                        continue; // Closed since.
+                    }
+
+                    var mask = events[i].Events;
+                    try
+                    {
+                        socket.OnEvent(
+                            readable: (mask & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0,
+                            writable: (mask & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0);
+                    }
+#pragma warning disable CA1031 // The loop serves every connection of its share: one failing must not stop the others.
+                    catch (Exception)
+#pragma warning restore CA1031
+                    {
+                        socket.Close();
+                    }
+                }
+            }
+        }
+    }
+
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
+    private struct EpollEvent
+    {
+        public uint Events;
+        public ulong Data;
+    }
+
+    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
+    private static partial int EpollCreate1(int flags);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    private static partial int EpollCtl(int epfd, int op, int fd, ref EpollEvent ev);
+
+    [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
+    private static partial int EpollWait(int epfd, ref EpollEvent events, int maxEvents, int timeout);
+
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    private static partial nint Recv(int fd, ref byte buffer, nuint length, int flags);
+
+    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    private static partial nint SendNative(int fd, in byte buffer, nuint length, int flags);
+}
+
+/// <summary>
+/// One socket on the event loop: one receive and one send at a time (sends queue on a gate),
+/// each completing at once when the socket is ready or when its edge arrives.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "The send gate is never asked for a wait handle, so it holds nothing to release; the socket's owner ends it with Close")]
+internal sealed class EpollSocket
+{
+    private readonly Socket _socket;
+    private readonly Lock _lock = new();
+    private readonly SemaphoreSlim _sendGate = new(1, 1);
+    private readonly Waiter _receiver = new();
+    private readonly Waiter _writer = new();
+
+    // Under _lock. Readable starts true: data may have arrived before the registration.
+    private bool _readable = true;
+
+    // A writable edge no one waited for: the next wait returns at once (at worst a send retried once).
+    private bool _writable;
+    private bool _closed;
+
+    // The receive parked until the next edge.
+    private Memory<byte> _pendingBuffer;
+    private bool _pendingPeek;
+    private bool _receiving;
+    private bool _waitingToWrite;
+
+    private readonly int _fd;
+    private bool _inline;
+
+    internal EpollSocket(Socket socket, long id, int loopFd, int fd)
+    {
+        _socket = socket;
+        Id = id;
+        LoopFd = loopFd;
+        _fd = fd;
+    }
+
+    internal long Id { get; }
+
+    /// <summary>Run continuations on the epoll thread (code that never blocks); else on the thread pool.</summary>
+    public bool InlineCompletions
+    {
+        get => Volatile.Read(ref _inline);
+        set => Volatile.Write(ref _inline, value);
+    }
+
+    internal int LoopFd { get; }
+
+    /// <summary>A stream over this socket, for TLS on top of it.</summary>
+    public Stream AsStream() => new EpollStream(this);
+
+    /// <summary>Receives into <paramref name="buffer"/>: 0 at the peer's end of stream.</summary>
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ReceiveAsync(buffer, peek: false, cancellationToken);
+
+    /// <summary>Waits for data (or the end of the stream) and looks at it without taking it.</summary>
+    public ValueTask<int> PeekAsync(Memory<byte> buffer, CancellationToken cancellationToken) => ReceiveAsync(buffer, peek: true, cancellationToken);
+
+    private ValueTask<int> ReceiveAsync(Memory<byte> buffer, bool peek, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            lock (_lock)
+            {
+                ObjectDisposedException.ThrowIf(_closed, _socket);
+                if (!_readable)
+                {
+                    _pendingBuffer = buffer;
+                    _pendingPeek = peek;
+                    _receiving = true;
+                    return _receiver.Park(this, cancellationToken);
+                }
+
+                _readable = false;
+            }
+
+            var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
+            if (read >= 0)
+            {
+                if (read == 0 || read == buffer.Length || peek)
+                {
+                    // Maybe more behind it, a peek that left it there, or the end of the stream
+                    // (no edge will come again): the next receive asks at once.
+                    MarkReadable();
+                }
+
+                return new ValueTask<int>(read);
+            }
+
+            if (!EpollSockets.WouldBlock(errno))
+            {
+                return ValueTask.FromException<int>(new SocketException(errno));
+            }
+
+            // EAGAIN: an edge for data already taken. Loop: either a new edge came meanwhile
+            // (readable again) or the receive parks.
+        }
+    }
+
+    public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
+    {
+        await _sendGate.WaitAsync(cancellationToken);
+        try
+        {
+            while (data.Length > 0)
+            {
+                var sent = EpollSockets.Send(_socket.SafeHandle, data.Span, out var errno);
+                if (sent >= 0)
+                {
+                    data = data[sent..];
+                    continue;
+                }
+
+                if (!EpollSockets.WouldBlock(errno))
+                {
+                    throw new SocketException(errno);
+                }
+
+                await WaitWritableAsync(cancellationToken);
+            }
+        }
+        finally
+        {
+            _sendGate.Release();
+        }
+    }
+
+    /// <summary>Waits for the socket's next writable edge (a full send buffer drained, or a connect done).</summary>
+    public ValueTask<int> WaitWritableAsync(CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_closed, _socket);
+            if (_writable)
+            {
+                _writable = false;
+                return new ValueTask<int>(0);
+            }
+
+            _waitingToWrite = true;
+            return _writer.Park(this, cancellationToken);
+        }
+    }
+
+    /// <summary>Leaves the event loop and fails what waits; the owner disposes the socket after.</summary>
+    public void Close()
+    {
+        bool receiving, writing;
+        lock (_lock)
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            _closed = true;
+            receiving = _receiving;
+            writing = _waitingToWrite;
+            _receiving = false;
+            _waitingToWrite = false;
+            _pendingBuffer = default;
+        }
+
+        var added = false;
+        try
+        {
+            _socket.SafeHandle.DangerousAddRef(ref added);
+            EpollSockets.Unregister(this, _fd);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed already: closing the descriptor left the epoll set by itself.
+            EpollSockets.Unregister(this, fd: -1);
+        }
+        finally
+        {
+            if (added)
+            {
+                _socket.SafeHandle.DangerousRelease();
+            }
+        }
+
+        var aborted = new SocketException((int)SocketError.OperationAborted);
+        if (receiving)
+        {
+            _receiver.FailLater(aborted);
+        }
+
+        if (writing)
+        {
+            _writer.FailLater(aborted);
+        }
+    }
+
+    internal void OnEvent(bool readable, bool writable)
+    {
+        if (readable)
+        {
+            OnReadable();
+        }
+
+        if (writable)
+        {
+            var wake = false;
+            lock (_lock)
+            {
+                if (_waitingToWrite)
+                {
+                    _waitingToWrite = false;
+                    wake = true;
+                }
+                else
+                {
+                    _writable = true;
+                }
+            }
+
+            if (wake)
+            {
+                _writer.Complete(0);
+            }
+        }
+    }
+
+    private void OnReadable()
+    {
+        Memory<byte> buffer;
+        bool peek;
+        lock (_lock)
+        {
+            if (!_receiving)
+            {
+                _readable = true;
+                return;
+            }
+
+            _receiving = false;
+            buffer = _pendingBuffer;
+            peek = _pendingPeek;
+            _pendingBuffer = default;
+        }
+
+        while (true)
+        {
+            var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
+            if (read >= 0)
+            {
+                if (read == 0 || read == buffer.Length || peek)
+                {
+                    MarkReadable();
+                }
+
+                _receiver.Complete(read);
+                return;
+            }
+
+            if (!EpollSockets.WouldBlock(errno))
+            {
+                _receiver.Fail(new SocketException(errno));
+                return;
+            }
+
+            lock (_lock)
+            {
+                if (_closed)
+                {
+                    // Closed while this receive was in flight here, so Close did not see it parked.
+                    _receiver.FailLater(new SocketException((int)SocketError.OperationAborted));
+                    return;
+                }
+
+                if (!_readable)
+                {
+                    // Spurious edge: park again for the next one.
+                    _pendingBuffer = buffer;
+                    _pendingPeek = peek;
+                    _receiving = true;
+                    return;
+                }
+
+                _readable = false;
+            }
+        }
+    }
+
+    private void MarkReadable()
+    {
+        lock (_lock)
+        {
+            _readable = true;
+        }
+    }
+
+    private void Cancel(Waiter waiter, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (waiter == _receiver)
+            {
+                if (!_receiving)
+                {
+                    return;
+                }
+
+                _receiving = false;
+                _pendingBuffer = default;
+            }
+            else
+            {
+                if (!_waitingToWrite)
+                {
+                    return;
+                }
+
+                _waitingToWrite = false;
+            }
+        }
+
+        waiter.FailLater(new OperationCanceledException(cancellationToken));
+    }
+
+    /// <summary>
+    /// One parked operation at a time, completed inline on the epoll thread (its continuation
+    /// runs there), or from the thread pool when a close or a cancellation fails it.
+    /// </summary>
+    private sealed class Waiter : IValueTaskSource<int>
+    {
+        private ManualResetValueTaskSourceCore<int> _core;
+        private CancellationTokenRegistration _cancellation;
+
+        /// <summary>Called under the socket's lock.</summary>
+        public ValueTask<int> Park(EpollSocket owner, CancellationToken cancellationToken)
+        {
+            _core.Reset();
+            _core.RunContinuationsAsynchronously = !owner.InlineCompletions;
+            var version = _core.Version;
+            _cancellation = cancellationToken.CanBeCanceled
+                ? cancellationToken.UnsafeRegister(static (state, token) =>
+                {
+                    var (socket, waiter) = ((EpollSocket, Waiter))state!;
+                    socket.Cancel(waiter, token);
+                }, (owner, this))
+                : default;
+            return new ValueTask<int>(this, version);
+        }
+
+        public void Complete(int result)
+        {
+            _cancellation.Dispose();
+            _core.SetResult(result);
+        }
+
+        public void Fail(Exception error)
+        {
+            _cancellation.Dispose();
+            _core.SetException(error);
+        }
+
+        public void FailLater(Exception error) =>
+            ThreadPool.UnsafeQueueUserWorkItem(static state => state.Waiter.Fail(state.Error), (Waiter: this, Error: error), preferLocal: false);
+
+        public int GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
+    }
+
+    /// <summary>The socket as a stream, for SslStream.</summary>
+    private sealed class EpollStream(EpollSocket socket) : Stream
+    {
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => true;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => socket.ReceiveAsync(buffer, cancellationToken);
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            socket.ReceiveAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => socket.SendAllAsync(buffer, cancellationToken);
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            socket.SendAllAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public override void Flush()
+        {
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("the proxy reads asynchronously");
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("the proxy writes asynchronously");
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+    }
+}
