@@ -203,9 +203,9 @@ public sealed partial class ProxyProcessTests
     [GeneratedRegex("Serving 1 endpoint\\(s\\) from the last route table")]
     private static partial Regex ServingFromFile();
 
-    private static string Fresh(string connectionString) => new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString;
+    internal static string Fresh(string connectionString) => new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString;
 
-    private static async Task WaitForEndpointAsync(string connectionString)
+    internal static async Task WaitForEndpointAsync(string connectionString)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)
@@ -222,7 +222,7 @@ public sealed partial class ProxyProcessTests
         }
     }
 
-    private static async Task WaitForAcksAsync(ProbeWriter probe, int count)
+    internal static async Task WaitForAcksAsync(ProbeWriter probe, int count)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (probe.Acknowledged.Count < count)
