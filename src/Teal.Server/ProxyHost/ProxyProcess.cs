@@ -189,16 +189,29 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                 return null;
             }));
         group.MapPost("/{name}/drain", (string name, ProxyDrainRequest request, CancellationToken ct) =>
-            CommandAsync(name, async e => await e.DrainAsync(TimeSpan.FromSeconds(request.BudgetSeconds), ct)));
+            CommandAsync(name, async e =>
+            {
+                if (request.HoldSeconds is { } hold)
+                {
+                    await e.PauseAsync(TimeSpan.FromSeconds(hold), ct);
+                }
+
+                return await e.DrainAsync(TimeSpan.FromSeconds(request.BudgetSeconds), ct);
+            }));
         group.MapPost("/{name}/flip", (string name, ProxyFlipRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
                 await e.FlipAsync(request.Target, ct);
                 return null;
             }));
-        group.MapPost("/{name}/resume", (string name, CancellationToken ct) =>
+        group.MapPost("/{name}/resume", (string name, ProxyResumeRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
+                if (request.Target is { } target)
+                {
+                    await e.FlipAsync(target, ct);
+                }
+
                 await e.ResumeAsync(ct);
                 return null;
             }));
