@@ -153,6 +153,9 @@ public sealed partial class ProxyProcessTests
         await connection.OpenAsync();
         await using var count = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked } } };
         ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Length);
+
+        // /metrics counts the endpoint's clients over both proxies, as their heartbeats report them.
+        await MetricsSumOverProxiesAsync(scenario.Teal, "app");
     }
 
     [Fact]
@@ -233,6 +236,29 @@ public sealed partial class ProxyProcessTests
             }
 
             await Task.Delay(50);
+        }
+    }
+
+    private static async Task MetricsSumOverProxiesAsync(TealProcess server, string endpoint)
+    {
+        using var http = new HttpClient();
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", server.Token);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            // Both read the proxies' last heartbeats: equal once no heartbeat lands in between.
+            var perProxy = (await http.GetFromJsonAsync<JsonElement>($"{server.Url}/api/proxies")).EnumerateArray()
+                .Select(p => p.GetProperty("endpoints").EnumerateArray().Where(e => e.GetProperty("name").GetString() == endpoint).Sum(e => e.GetProperty("stats").GetProperty("total").GetInt64()))
+                .ToList();
+            var metrics = await http.GetStringAsync($"{server.Url}/metrics");
+            var scraped = Regex.Match(metrics, $"^teal_endpoint_connections_total\\{{endpoint=\"{endpoint}\"[^}}]*\\}} (\\S+)$", RegexOptions.Multiline);
+            if (perProxy.Count == 2 && perProxy.All(t => t > 0) && scraped.Success && double.Parse(scraped.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) == perProxy.Sum())
+            {
+                return;
+            }
+
+            DateTime.UtcNow.ShouldBeLessThan(deadline, $"/metrics does not sum the proxies' connections ({string.Join(" + ", perProxy)}):\n{scraped.Value}");
+            await Task.Delay(300);
         }
     }
 
