@@ -22,7 +22,17 @@ internal sealed class CliSession(TextReader input, TextWriter output, TextWriter
     /// <summary>Whether redrawing with terminal escapes makes sense (a real, unredirected console).</summary>
     public bool IsTerminal => ReferenceEquals(Output, Console.Out) && !Console.IsOutputRedirected;
 
-    public Option<string?> Server { get; } = new("--server") { Description = $"Teal's API (default: $TEAL_SERVER or {TealServerOptions.DefaultServerUrl})", Recursive = true };
+    /// <summary>
+    /// Teal's API. May be repeated (its values come back comma-joined): <c>teal proxy</c> takes the
+    /// leader and its standbys; every other verb wants one URL and refuses a list.
+    /// </summary>
+    public Option<string?> Server { get; } = new("--server")
+    {
+        Description = $"Teal's API (default: $TEAL_SERVER or {TealServerOptions.DefaultServerUrl}); `teal proxy` takes several",
+        Recursive = true,
+        Arity = ArgumentArity.OneOrMore,
+        CustomParser = result => string.Join(',', result.Tokens.Select(t => t.Value)),
+    };
 
     public Option<string?> Token { get; } = new("--token") { Description = "API token (default: $TEAL_TOKEN, or the local server's DATA_DIR/token)", Recursive = true };
 

@@ -3,7 +3,7 @@ using Teal.Core.Switchover;
 using Teal.FaultHost;
 using Teal.Server;
 
-// `teal serve --data-dir DIR --listen ADDR`, plus the fault named by TEAL_FAULT (see FaultDecorator).
+// `teal serve --data-dir DIR --listen ADDR [--endpoints external]`, plus the fault named by TEAL_FAULT (see FaultDecorator).
 if (args.Length < 5 || args[0] != "serve" || args[1] != "--data-dir" || args[3] != "--listen")
 {
     Console.Error.WriteLine("usage: Teal.FaultHost serve --data-dir DIR --listen HOST:PORT   (fault in TEAL_FAULT)");
@@ -19,6 +19,7 @@ var app = TealServer.Build(
     new TealServerOptions(args[2])
     {
         Listen = args[4],
+        ExternalEndpoints = args.Skip(5).SequenceEqual(["--endpoints", "external"]),
         State = sharedState,
         StatePassword = Environment.GetEnvironmentVariable("TEAL_STATE_PASSWORD"),
         StateKeyFile = Environment.GetEnvironmentVariable("TEAL_STATE_KEY_FILE") is { Length: > 0 } key ? key : null,

@@ -21,7 +21,7 @@ internal static class ProxyCommand
         var stateFile = new Option<string?>("--state-file") { Description = "where the last routes are kept, to serve without the control plane (default: DATA_DIR-proxy/NAME.routes.json)" };
         var drainTimeout = new Option<int>("--drain-timeout") { Description = "seconds established sessions may run on after SIGTERM (default 600)", DefaultValueFactory = _ => 600 };
         var listen = new Option<string[]>("--listen") { Description = "NAME=HOST:PORT: listen for endpoint NAME here instead of its declared address (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var command = new Command("proxy", "Serve Teal's proxy endpoints in their own process, following the control plane (--server)")
+        var command = new Command("proxy", "Serve Teal's proxy endpoints in their own process, following the control plane (--server URL; repeat it, or give a comma list, for a leader and its standbys on a shared state store: the proxy follows whichever leads, and keeps its last routes while none answers)")
         {
             tokenFile, adminListen, name, stateFile, drainTimeout, listen,
         };
@@ -43,7 +43,7 @@ internal static class ProxyCommand
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
             using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             await using var process = await ProxyProcess.StartAsync(options, ct);
-            await session.Output.WriteLineAsync($"teal proxy {options.Name} {TealServer.Version}: admin API {process.AdminUrl}, control plane {options.Server}, routes in {options.StateFile}");
+            await session.Output.WriteLineAsync($"teal proxy {options.Name} {TealServer.Version}: admin API {process.AdminUrl}, control plane {string.Join(", ", options.Servers)}, routes in {options.StateFile}");
             await session.Output.FlushAsync(ct);
             using (ct.Register(() => drain.TrySetResult()))
             {
@@ -58,12 +58,7 @@ internal static class ProxyCommand
 
     private static ProxyProcessOptions Options(CliSession session, ParseResult parse, Option<string?> tokenFile, Option<string> adminListen, Option<string> name, Option<string?> stateFile, Option<int> drainTimeout, Option<string[]> listen)
     {
-        var serverText = parse.GetValue(session.Server) ?? session.Environment("TEAL_SERVER") ?? TealServerOptions.DefaultServerUrl;
-        if (!Uri.TryCreate(serverText, UriKind.Absolute, out var server) || (server.Scheme != Uri.UriSchemeHttp && server.Scheme != Uri.UriSchemeHttps))
-        {
-            throw new CliException($"'{serverText}' is not a server URL", "use --server http://HOST:PORT", ExitCodes.Usage);
-        }
-
+        var servers = Servers(session, parse);
         var dataDirectory = parse.GetValue(session.DataDirectory);
         var proxyName = parse.GetValue(name)!; // Has a default value.
         var token = ReadToken(parse.GetValue(tokenFile))
@@ -91,13 +86,38 @@ internal static class ProxyCommand
             throw new CliException("--drain-timeout cannot be negative", "give the seconds sessions may run on after SIGTERM", ExitCodes.Usage);
         }
 
-        return new ProxyProcessOptions(server, token, proxyName, parse.GetValue(adminListen)!, Path.GetFullPath(state))
+        return new ProxyProcessOptions(servers, token, proxyName, parse.GetValue(adminListen)!, Path.GetFullPath(state))
         {
             // With --data-dir the proxy shows clients the control plane's certificate (same fingerprint); otherwise its own.
             CertificateDirectory = dataDirectory ?? Path.GetDirectoryName(Path.GetFullPath(state))!,
             DrainTimeout = TimeSpan.FromSeconds(seconds),
             ListenOverrides = overrides,
         };
+    }
+
+    /// <summary>
+    /// The control planes: <c>--server</c> repeated or as a comma list (the leader and its standbys
+    /// on a shared state store), else <c>$TEAL_SERVER</c> (a comma list too), else the default.
+    /// </summary>
+    private static List<Uri> Servers(CliSession session, ParseResult parse)
+    {
+        // Repeated --server options come comma-joined (see CliSession.Server).
+        var given = parse.GetValue(session.Server) ?? session.Environment("TEAL_SERVER") ?? TealServerOptions.DefaultServerUrl;
+        var servers = new List<Uri>();
+        foreach (var text in given.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var server) || (server.Scheme != Uri.UriSchemeHttp && server.Scheme != Uri.UriSchemeHttps))
+            {
+                throw new CliException($"'{text}' is not a server URL", "use --server http://HOST:PORT (repeat it, or separate with commas, for the leader and its standbys)", ExitCodes.Usage);
+            }
+
+            if (!servers.Contains(server))
+            {
+                servers.Add(server);
+            }
+        }
+
+        return servers.Count > 0 ? servers : throw new CliException("--server names no server", "use --server http://HOST:PORT", ExitCodes.Usage);
     }
 
     private static string? ReadToken(string? file, bool mustExist = true)

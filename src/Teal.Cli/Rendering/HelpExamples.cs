@@ -11,7 +11,7 @@ internal static class HelpExamples
     private static readonly Dictionary<string, string[]> Examples = new(StringComparer.Ordinal)
     {
         ["serve"] = ["teal serve --data-dir /var/lib/teal --listen 127.0.0.1:7400", "teal serve   # then open http://127.0.0.1:7400/ (dashboard) and /metrics"],
-        ["proxy"] = ["teal proxy --data-dir /var/lib/teal --name p1   # beside `teal serve --endpoints external`", "teal proxy --server http://10.0.0.5:7400 --token-file /etc/teal/token --name p2 --admin-listen 10.0.0.6:7401", "kill -TERM PID   # stop accepting, let sessions end (start the replacement first)"],
+        ["proxy"] = ["teal proxy --data-dir /var/lib/teal --name p1   # beside `teal serve --endpoints external`", "teal proxy --server http://10.0.0.5:7400 --token-file /etc/teal/token --name p2 --admin-listen 10.0.0.6:7401", "teal proxy --server http://10.0.0.5:7400 --server http://10.0.0.7:7400 --token-file /etc/teal/token   # leader and standby (--state postgresql://…): follows whichever leads", "kill -TERM PID   # stop accepting, let sessions end (start the replacement first)"],
         ["instance add"] = ["teal instance add app --connection postgresql://postgres:PW@db1:5432/app --endpoint 0.0.0.0:6432", "teal instance add shop --connection mysql://root:PW@db2:3306/shop --endpoint 0.0.0.0:3307"],
         ["instance create"] = ["teal instance create app --engine postgres --version 15 --endpoint 127.0.0.1:6432", "teal instance create shop --engine mariadb --version 10.11 --endpoint 127.0.0.1:3307"],
         ["create"] = ["teal create upgrade --source app --target-engine-version 17 --wait", "teal create upgrade --source app --target-engine-version 17 --target-parameter work_mem=64MB --tag team=payments"],

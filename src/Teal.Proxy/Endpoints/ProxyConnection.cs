@@ -47,6 +47,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
+    private bool _leftServer; // moving, and already gone from its old server: it waits for the route
     private TaskCompletionSource _moved = NewSignal();
     private TaskCompletionSource<ConnectionOutcome>? _drained;
     private ConnectionOutcome _outcome;
@@ -213,6 +214,15 @@ internal sealed class ProxyConnection : IEndpointConnection
             if (_closing)
             {
                 _drained.TrySetResult(_outcome == ConnectionOutcome.Open ? ConnectionOutcome.ClosedIdle : _outcome);
+                return drained;
+            }
+
+            if (_leftServer)
+            {
+                // A second drain of the same pause (a new control-plane leader pauses and drains
+                // again to recover the switchover): this session already left its server and
+                // waits for the route, so it is moving, not a session to cut at the budget.
+                _drained.TrySetResult(ConnectionOutcome.Moving);
                 return drained;
             }
 
@@ -754,6 +764,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         previous.ShutdownQuietly();
         lock (_lock)
         {
+            _leftServer = true;
             _drained?.TrySetResult(ConnectionOutcome.Moving);
         }
 
@@ -793,6 +804,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             previous.Dispose();
             _server = server;
             _moving = false;
+            _leftServer = false;
             _drainRequested = false;
             _outcome = ConnectionOutcome.Open;
             Target = target;

@@ -72,7 +72,9 @@ public sealed partial class ProxyProcess : IAsyncDisposable
         var app = builder.Build();
 
         var loggerFactory = app.Services.GetRequiredService<ILoggerFactory>();
-        var control = new ControlPlaneClient(options.Server, options.Token);
+        var control = new ControlPlaneClient(options.Servers, options.Token);
+        // The certificate is generated beside the route file at first start: the directory may not exist yet.
+        Directory.CreateDirectory(options.CertificateDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         var proxyOptions = new ProxyOptions
         {
             Certificate = Teal.Proxy.Tls.ProxyCertificate.LoadOrCreate(options.CertificateDirectory),
@@ -187,16 +189,33 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                 return null;
             }));
         group.MapPost("/{name}/drain", (string name, ProxyDrainRequest request, CancellationToken ct) =>
-            CommandAsync(name, async e => await e.DrainAsync(TimeSpan.FromSeconds(request.BudgetSeconds), ct)));
+            CommandAsync(name, async e =>
+            {
+                if (request.HoldSeconds is { } hold)
+                {
+                    await e.PauseAsync(TimeSpan.FromSeconds(hold), ct);
+                }
+
+                return await e.DrainAsync(TimeSpan.FromSeconds(request.BudgetSeconds), ct);
+            }));
         group.MapPost("/{name}/flip", (string name, ProxyFlipRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
                 await (request.Targets is { Count: > 1 } targets ? e.FlipAsync(targets, ct) : e.FlipAsync(request.Target, ct));
                 return null;
             }));
-        group.MapPost("/{name}/resume", (string name, CancellationToken ct) =>
+        group.MapPost("/{name}/resume", (string name, ProxyResumeRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
+                if (request.Targets is { Count: > 1 } targets)
+                {
+                    await e.FlipAsync(targets, ct);
+                }
+                else if (request.Target is { } target)
+                {
+                    await e.FlipAsync(target, ct);
+                }
+
                 await e.ResumeAsync(ct);
                 return null;
             }));
@@ -228,6 +247,8 @@ public sealed partial class ProxyProcess : IAsyncDisposable
 
     private async Task HeartbeatLoopAsync(CancellationToken stop)
     {
+        // The control plane that answered last (null: none did yet, or the last heartbeat found none).
+        var answering = (Uri?)null;
         var reachable = (bool?)null;
         while (!stop.IsCancellationRequested)
         {
@@ -235,10 +256,11 @@ public sealed partial class ProxyProcess : IAsyncDisposable
             try
             {
                 var table = await _control.HeartbeatAsync(new ProxyHeartbeat(_options.Name, AdminUrl) { Endpoints = Endpoints, Draining = _draining }, stop);
-                if (reachable != true)
+                if (reachable != true || answering != _control.Current)
                 {
-                    LogControlPlaneReachable(_logger, _options.Server, table.Endpoints.Count);
+                    LogControlPlaneReachable(_logger, _control.Current, table.Endpoints.Count);
                     reachable = true;
+                    answering = _control.Current;
                 }
 
                 await ApplyAsync(table, sentAt, stop);
@@ -252,8 +274,9 @@ public sealed partial class ProxyProcess : IAsyncDisposable
             {
                 if (reachable != false)
                 {
-                    LogControlPlaneUnreachable(_logger, _options.Server, ex.Message);
+                    LogControlPlaneUnreachable(_logger, string.Join(", ", _options.Servers), ex.Message);
                     reachable = false;
+                    answering = null;
                 }
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -418,8 +441,8 @@ public sealed partial class ProxyProcess : IAsyncDisposable
     [LoggerMessage(EventId = 2451, Level = LogLevel.Information, Message = "Control plane {Server} answers; its route table has {Count} endpoint(s)")]
     private static partial void LogControlPlaneReachable(ILogger logger, Uri server, int count);
 
-    [LoggerMessage(EventId = 2452, Level = LogLevel.Warning, Message = "Control plane {Server} does not answer ({Reason}); serving with the last routes")]
-    private static partial void LogControlPlaneUnreachable(ILogger logger, Uri server, string reason);
+    [LoggerMessage(EventId = 2452, Level = LogLevel.Warning, Message = "No control plane answers as leader ({Servers}: {Reason}); serving with the last routes")]
+    private static partial void LogControlPlaneUnreachable(ILogger logger, string servers, string reason);
 
     [LoggerMessage(EventId = 2453, Level = LogLevel.Information, Message = "Endpoint {Name} listens on {Listen} -> {Target} (held: {Held})")]
     private static partial void LogServing(ILogger logger, string name, System.Net.IPEndPoint listen, Teal.Core.Endpoints.EndpointTarget target, bool held);

@@ -1,12 +1,12 @@
 namespace Teal.Server.ProxyHost;
 
 /// <summary>What <c>teal proxy</c> was started with.</summary>
-/// <param name="Server">The control plane's API (<c>teal serve</c>).</param>
+/// <param name="Servers">The control plane's API (<c>teal serve</c>): one, or the leader and standbys on a shared state store, tried in order.</param>
 /// <param name="Token">The control plane's token: presented on every call to it, and required of every command it sends.</param>
 /// <param name="Name">This proxy's name among the control plane's proxies.</param>
 /// <param name="AdminListen">HOST:PORT of the admin API the control plane drives (port 0: a free one).</param>
 /// <param name="StateFile">Where the last route table is kept (no secret in it), to serve across a restart without the control plane.</param>
-public sealed record ProxyProcessOptions(Uri Server, string Token, string Name, string AdminListen, string StateFile)
+public sealed record ProxyProcessOptions(IReadOnlyList<Uri> Servers, string Token, string Name, string AdminListen, string StateFile)
 {
     /// <summary>Directory of the certificate shown to TLS clients (generated there at first start unless it exists).</summary>
     public required string CertificateDirectory { get; init; }

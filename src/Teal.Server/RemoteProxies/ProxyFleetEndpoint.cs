@@ -17,6 +17,15 @@ namespace Teal.Server.RemoteProxies;
 /// switchover is then past the point of no return (or rolling back), and the proxy converges on
 /// the route table at its next heartbeat (see <c>ProxyProcess</c>).
 /// </summary>
+/// <remarks>
+/// Each call to a proxy is a round trip inside the write pause, so the switchover's four commands
+/// reach a proxy in two: the pause travels with the drain that always follows it (nothing acts on
+/// blue in between, and a proxy that cannot be paused fails the drain step, which rolls back the
+/// same way), and the flip of a paused proxy travels with the resume (it routes no client until
+/// then; if this control plane stops in between, the proxy stays held until the next leader
+/// resumes it or its route table does). Every proxy is driven at once, over the registry's pooled
+/// keep-alive connections that <see cref="PrepareAsync"/> opened.
+/// </remarks>
 public sealed partial class ProxyFleetEndpoint : IEndpoint
 {
     private readonly EndpointSpec _spec;
@@ -26,6 +35,9 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     private readonly ILogger _logger;
     private EndpointTarget _target;
     private IReadOnlyList<EndpointTarget> _targets;
+    private TimeSpan? _pendingHold; // the pause not yet sent to the proxies: it goes with the drain
+    private bool _pausedHere; // this switchover paused the proxies: a flip can wait for the resume
+    private IReadOnlyList<EndpointTarget>? _pendingFlip;
 
     public ProxyFleetEndpoint(EndpointSpec spec, EndpointTarget target, IEndpoint? local, IReadOnlyList<RegisteredProxy> remotes, RemoteProxyRegistry registry, ILogger logger)
     {
@@ -91,24 +103,28 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     {
         await CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken);
         var nowhere = $"{Name}~warm-up";
-        await CallAsync<object>(proxy, HttpMethod.Post, "/pause", new ProxyHoldRequest(holdDeadline.TotalSeconds), TimeSpan.Zero, cancellationToken, nowhere);
-        await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1), TimeSpan.Zero, cancellationToken, nowhere);
-        await CallAsync<object>(proxy, HttpMethod.Post, "/flip", new ProxyFlipRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
-        await CallAsync<object>(proxy, HttpMethod.Post, "/resume", null, TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1) { HoldSeconds = holdDeadline.TotalSeconds }, TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<object>(proxy, HttpMethod.Post, "/resume", new ProxyResumeRequest { Target = Target }, TimeSpan.Zero, cancellationToken, nowhere);
     }
 
+    /// <summary>Pauses the local listener now; the proxies get the pause with the drain that follows.</summary>
     public async Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
-        await Task.WhenAll([
-            _local?.PauseAsync(holdDeadline, cancellationToken) ?? Task.CompletedTask,
-            .. _remotes.Select(r => CallAsync<object>(r, HttpMethod.Post, "/pause", new ProxyHoldRequest(holdDeadline.TotalSeconds), TimeSpan.Zero, cancellationToken))]);
+        _pendingHold = holdDeadline;
+        if (_local is not null)
+        {
+            await _local.PauseAsync(holdDeadline, cancellationToken);
+        }
     }
 
     public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
     {
+        var request = new ProxyDrainRequest(budget.TotalSeconds) { HoldSeconds = _pendingHold?.TotalSeconds };
         var results = await Task.WhenAll([
             _local?.DrainAsync(budget, cancellationToken) ?? Task.FromResult(new EndpointDrainResult(0, 0)),
-            .. _remotes.Select(async r => await CallAsync<EndpointDrainResult>(r, HttpMethod.Post, "/drain", new ProxyDrainRequest(budget.TotalSeconds), budget, cancellationToken) ?? new EndpointDrainResult(0, 0))]);
+            .. _remotes.Select(async r => await CallAsync<EndpointDrainResult>(r, HttpMethod.Post, "/drain", request, budget, cancellationToken) ?? new EndpointDrainResult(0, 0))]);
+        _pausedHere |= _pendingHold is not null;
+        _pendingHold = null;
         return new EndpointDrainResult(results.Sum(r => r.ClosedIdle), results.Sum(r => r.ClosedAtDeadline)) { Moving = results.Sum(r => r.Moving) };
     }
 
@@ -117,6 +133,18 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         ArgumentNullException.ThrowIfNull(target);
         Volatile.Write(ref _target, target);
         Volatile.Write(ref _targets, [target]);
+        if (_pausedHere)
+        {
+            // The proxies hold every client until the resume, which carries this target.
+            _pendingFlip = [target];
+            if (_local is not null)
+            {
+                await _local.FlipAsync(target, cancellationToken);
+            }
+
+            return;
+        }
+
         await Task.WhenAll([
             _local?.FlipAsync(target, cancellationToken) ?? Task.CompletedTask,
             .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(target), cancellationToken))]);
@@ -131,16 +159,33 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         ArgumentNullException.ThrowIfNull(targets);
         Volatile.Write(ref _target, targets[0]);
         Volatile.Write(ref _targets, [.. targets]);
+        if (_pausedHere)
+        {
+            _pendingFlip = [.. targets];
+            if (_local is not null)
+            {
+                await _local.FlipAsync(targets, cancellationToken);
+            }
+
+            return;
+        }
+
         await Task.WhenAll([
             _local?.FlipAsync(targets, cancellationToken) ?? Task.CompletedTask,
             .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(targets[0]) { Targets = targets.Count > 1 ? [.. targets] : null }, cancellationToken))]);
     }
 
+    /// <summary>Resumes everywhere; a flip held back for the resume goes with it.</summary>
     public async Task ResumeAsync(CancellationToken cancellationToken)
     {
+        var pending = _pendingFlip;
+        var request = new ProxyResumeRequest { Target = pending?[0], Targets = pending is { Count: > 1 } ? pending : null };
+        _pendingFlip = null;
+        _pausedHere = false;
+        _pendingHold = null;
         await Task.WhenAll([
             _local?.ResumeAsync(cancellationToken) ?? Task.CompletedTask,
-            .. _remotes.Select(r => BestEffortAsync(r, "/resume", null, cancellationToken))]);
+            .. _remotes.Select(r => BestEffortAsync(r, "/resume", request, cancellationToken))]);
     }
 
     private async Task BestEffortAsync(RegisteredProxy proxy, string action, object? body, CancellationToken cancellationToken)

@@ -46,7 +46,26 @@ public sealed record ProxyRouteEntry(EndpointSpec Spec, EndpointTarget Target, P
 /// <summary>Admin API bodies (control plane → proxy).</summary>
 public sealed record ProxyHoldRequest(double HoldSeconds);
 
-public sealed record ProxyDrainRequest(double BudgetSeconds);
+/// <summary>
+/// A drain; with <see cref="HoldSeconds"/>, the proxy pauses the endpoint first (one round trip
+/// for both: the switchover's pause reaches a <c>teal proxy</c> with its drain).
+/// </summary>
+public sealed record ProxyDrainRequest(double BudgetSeconds)
+{
+    public double? HoldSeconds { get; init; }
+}
+
+/// <summary>
+/// A resume; with <see cref="Target"/>, the proxy flips to it first (one round trip for both: the
+/// switchover's flip reaches a paused <c>teal proxy</c> with the resume).
+/// </summary>
+public sealed record ProxyResumeRequest
+{
+    public EndpointTarget? Target { get; init; }
+
+    /// <summary>A reader endpoint's readers, taken in turn (<see cref="Target"/> is the first); null for one target.</summary>
+    public IReadOnlyList<EndpointTarget>? Targets { get; init; }
+}
 
 public sealed record ProxyFlipRequest(EndpointTarget Target)
 {

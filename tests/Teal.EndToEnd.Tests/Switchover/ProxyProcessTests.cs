@@ -220,6 +220,9 @@ public sealed partial class ProxyProcessTests
         await connection.OpenAsync();
         await using var count = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked } } };
         ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Length);
+
+        // /metrics counts the endpoint's clients over both proxies, as their heartbeats report them.
+        await MetricsSumOverProxiesAsync(scenario.Teal, "app");
     }
 
     [Fact]
@@ -270,9 +273,9 @@ public sealed partial class ProxyProcessTests
     [GeneratedRegex("Serving 1 endpoint\\(s\\) from the last route table")]
     private static partial Regex ServingFromFile();
 
-    private static string Fresh(string connectionString) => new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString;
+    internal static string Fresh(string connectionString) => new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString;
 
-    private static async Task WaitForEndpointAsync(string connectionString)
+    internal static async Task WaitForEndpointAsync(string connectionString)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)
@@ -289,7 +292,7 @@ public sealed partial class ProxyProcessTests
         }
     }
 
-    private static async Task WaitForAcksAsync(ProbeWriter probe, int count)
+    internal static async Task WaitForAcksAsync(ProbeWriter probe, int count)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (probe.Acknowledged.Count < count)
@@ -300,6 +303,29 @@ public sealed partial class ProxyProcessTests
             }
 
             await Task.Delay(50);
+        }
+    }
+
+    private static async Task MetricsSumOverProxiesAsync(TealProcess server, string endpoint)
+    {
+        using var http = new HttpClient();
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", server.Token);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            // Both read the proxies' last heartbeats: equal once no heartbeat lands in between.
+            var perProxy = (await http.GetFromJsonAsync<JsonElement>($"{server.Url}/api/proxies")).EnumerateArray()
+                .Select(p => p.GetProperty("endpoints").EnumerateArray().Where(e => e.GetProperty("name").GetString() == endpoint).Sum(e => e.GetProperty("stats").GetProperty("total").GetInt64()))
+                .ToList();
+            var metrics = await http.GetStringAsync($"{server.Url}/metrics");
+            var scraped = Regex.Match(metrics, $"^teal_endpoint_connections_total\\{{endpoint=\"{endpoint}\"[^}}]*\\}} (\\S+)$", RegexOptions.Multiline);
+            if (perProxy.Count == 2 && perProxy.All(t => t > 0) && scraped.Success && double.Parse(scraped.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) == perProxy.Sum())
+            {
+                return;
+            }
+
+            DateTime.UtcNow.ShouldBeLessThan(deadline, $"/metrics does not sum the proxies' connections ({string.Join(" + ", perProxy)}):\n{scraped.Value}");
+            await Task.Delay(300);
         }
     }
 

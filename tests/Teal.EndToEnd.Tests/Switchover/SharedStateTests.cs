@@ -141,6 +141,68 @@ public sealed class SharedStateTests(Postgres15Fixture fixture) : IClassFixture<
         ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Count, $"acknowledged probe rows missing after {fault}");
     }
 
+    /// <summary>
+    /// The data path through a leader change: both serves leave the endpoints to one
+    /// <c>teal proxy</c> that is given both. The proxy follows whichever leads (the standby
+    /// first refuses its heartbeats), holds its clients while the leader is gone in the middle
+    /// of the switchover, and is resumed where the journal says once the standby has finished or
+    /// unwound it: no client sees an error, no acknowledged write is lost.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(CrashPoints))]
+    public async Task KillLeaderMidSwitchover_TealProxyFollowingBothServes_KeepsServingAndEndsRoutedWhereTheJournalSays(string fault, bool finishes)
+    {
+        string[] external = ["--endpoints", "external"];
+        var state = await TealStateStore.NewPostgresAsync();
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = fault }, serveArguments: external, state: state);
+        await using var standby = await TealProcess.StartAsync(serveArguments: external, state: state);
+        var standbyCli = new TealCli(standby);
+        (await scenario.Teal.IsLeaderAsync()).ShouldBeTrue(scenario.Teal.Log);
+        // The standby comes first: the proxy must pass over its 503 to reach the leader.
+        await using var proxy = await TealProxyProcess.StartAsync([standby, scenario.Teal], "p1");
+        await proxy.WaitForLogAsync(new System.Text.RegularExpressions.Regex($"Control plane {System.Text.RegularExpressions.Regex.Escape(scenario.Teal.Url)}/? answers"), TimeSpan.FromSeconds(60));
+        await ProxyProcessTests.WaitForEndpointAsync(scenario.EndpointConnectionString);
+        var created = await scenario.CreateDeploymentAsync();
+        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        var blueUrl = scenario.Blue.ConnectionString(BlueGreenScenario.Database);
+
+        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
+        probe.Start();
+        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
+        await scenario.Cli.RunAsync(["switchover", "upgrade"], TimeSpan.FromMinutes(1));
+        (await scenario.Teal.WaitForExitAsync(TimeSpan.FromSeconds(60))).ShouldBeTrue($"the leader was not killed at {fault}:\n{scenario.Teal.Log}");
+
+        var deployment = await WaitForStatusAsync(standbyCli, TimeSpan.FromSeconds(120), "SWITCHOVER_COMPLETED", "SWITCHOVER_FAILED");
+        BlueGreenScenario.Status(deployment).ShouldBe(finishes ? "SWITCHOVER_COMPLETED" : "SWITCHOVER_FAILED", $"{deployment}\n{standby.Log}");
+        (await standby.IsLeaderAsync()).ShouldBeTrue();
+        await proxy.WaitForLogAsync(new System.Text.RegularExpressions.Regex($"Control plane {System.Text.RegularExpressions.Regex.Escape(standby.Url)}/? answers"), TimeSpan.FromSeconds(60));
+
+        // The proxy, now following the new leader, routes where the journal says.
+        var version = finishes ? "17." : "15.";
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!(await BlueGreenScenario.ScalarAsync<string>(ProxyProcessTests.Fresh(scenario.EndpointConnectionString), "SHOW server_version")).StartsWith(version, StringComparison.Ordinal))
+        {
+            DateTime.UtcNow.ShouldBeLessThan(deadline, $"the proxy never routed to {version}x:\n{proxy.Log}\n---\n{standby.Log}");
+            await Task.Delay(200);
+        }
+
+        var ackedAtRoute = probe.Acknowledged.Count;
+        await Task.Delay(1500);
+        await probe.StopAsync();
+        probe.Errors.ShouldBeEmpty($"clients through teal proxy are held, then resumed, across the leader change:\n{proxy.Log}");
+        probe.Acknowledged.Count.ShouldBeGreaterThan(ackedAtRoute, "the probe writes again after the switchover");
+        var writable = finishes ? greenUrl : blueUrl;
+        var fenced = finishes ? blueUrl : greenUrl;
+        (await BlueGreenScenario.AcceptsWritesAsync(writable)).ShouldBeTrue();
+        (await BlueGreenScenario.AcceptsWritesAsync(fenced)).ShouldBeFalse();
+
+        var acked = probe.Acknowledged;
+        await using var connection = new NpgsqlConnection(writable);
+        await connection.OpenAsync();
+        await using var count = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked.ToArray() } } };
+        ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Count, $"acknowledged probe rows missing after {fault}");
+    }
+
     private async Task AddInstanceAsync(TealProcess leader, TealProcess other, TealStateStore state)
     {
         var added = await new TealCli(leader).RunAsync(["instance", "add", "app", "--connection", fixture.Server.Uri()], TimeSpan.FromSeconds(90));

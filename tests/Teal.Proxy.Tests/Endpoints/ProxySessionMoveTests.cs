@@ -48,6 +48,29 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
+    public async Task IdleSession_DrainedTwiceInOnePause_IsMovingBothTimes_AndGoesOnOnGreen()
+    {
+        // A new control-plane leader recovering a switchover pauses and drains again the endpoint
+        // the old leader had already drained: the session waiting for its route must not be cut.
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(connection, "set application_name = 'twice'");
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var first = await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None);
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var second = await endpoint.DrainAsync(TimeSpan.FromSeconds(2), CancellationToken.None);
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        first.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 1 });
+        second.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 1 });
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        (await ScalarAsync<string>(connection, "show application_name")).ShouldBe("twice");
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
+    [Fact]
     public async Task MovedSession_LearnsGreensReportedParameters_BeforeItsNextAnswer()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);

@@ -57,7 +57,7 @@ public sealed class RemoteProxyRegistryTests : IDisposable
     }
 
     [Fact]
-    public async Task Fleet_ProxyDoesNotAnswer_PauseAndDrainFail_FlipAndResumeOnlyLog()
+    public async Task Fleet_ProxyDoesNotAnswer_DrainFailsNamingIt_FlipAndResumeOnlyLog()
     {
         using var registry = Registry();
         var port = ManagedPostgres.FreePort(); // nothing listens there
@@ -65,10 +65,11 @@ public sealed class RemoteProxyRegistryTests : IDisposable
         var target = new EndpointTarget("app", "127.0.0.1", 5432, "app");
         var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), target, null, registry.All, registry, NullLogger.Instance);
 
-        var pause = await Should.ThrowAsync<TealException>(() => fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None));
-        pause.Code.ShouldBe("endpoint.proxy-unreachable");
-        pause.Message.ShouldContain("teal proxy 'gone'");
-        (await Should.ThrowAsync<TealException>(() => fleet.DrainAsync(TimeSpan.FromSeconds(1), CancellationToken.None))).Code.ShouldBe("endpoint.proxy-unreachable");
+        // The pause reaches the proxies with the drain: the drain step fails, before blue is fenced.
+        await fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drain = await Should.ThrowAsync<TealException>(() => fleet.DrainAsync(TimeSpan.FromSeconds(1), CancellationToken.None));
+        drain.Code.ShouldBe("endpoint.proxy-unreachable");
+        drain.Message.ShouldContain("teal proxy 'gone'");
 
         var green = target with { Port = 5433 };
         await fleet.FlipAsync(green, CancellationToken.None);
@@ -76,7 +77,98 @@ public sealed class RemoteProxyRegistryTests : IDisposable
         fleet.Target.ShouldBe(green);
     }
 
+    [Fact]
+    public async Task Fleet_Switchover_ReachesEveryProxyInTwoCalls_PauseWithTheDrain_FlipWithTheResume()
+    {
+        using var registry = Registry();
+        using var first = new RecordingProxy();
+        using var second = new RecordingProxy();
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", first.Url), CancellationToken.None);
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", second.Url), CancellationToken.None);
+        var blue = new EndpointTarget("app", "127.0.0.1", 5432, "app");
+        var green = blue with { Port = 5433 };
+        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), blue, null, registry.All, registry, NullLogger.Instance);
+
+        await fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        await fleet.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+        await fleet.FlipAsync(green, CancellationToken.None);
+        await fleet.ResumeAsync(CancellationToken.None);
+
+        foreach (var proxy in new[] { first, second })
+        {
+            proxy.Requests.Select(r => r.Path).ShouldBe(["/proxy/endpoints/app/drain", "/proxy/endpoints/app/resume"]);
+            proxy.Requests[0].Body.ShouldContain("\"holdSeconds\":30");
+            proxy.Requests[1].Body.ShouldContain("\"port\":5433");
+        }
+
+        fleet.Target.ShouldBe(green);
+    }
+
     public void Dispose() => _state.Dispose();
+
+    /// <summary>A proxy admin API that answers every command and records it.</summary>
+    private sealed class RecordingProxy : IDisposable
+    {
+        private readonly System.Net.HttpListener _listener = new();
+        private readonly List<(string Path, string Body)> _requests = [];
+
+        public RecordingProxy()
+        {
+            var port = ManagedPostgres.FreePort();
+            Url = new Uri($"http://127.0.0.1:{port}/");
+            _listener.Prefixes.Add(Url.ToString());
+            _listener.Start();
+            _ = Task.Run(ServeAsync);
+        }
+
+        public Uri Url { get; }
+
+        public IReadOnlyList<(string Path, string Body)> Requests
+        {
+            get
+            {
+                lock (_requests)
+                {
+                    return [.. _requests];
+                }
+            }
+        }
+
+        public void Dispose() => _listener.Close();
+
+        private async Task ServeAsync()
+        {
+            while (_listener.IsListening)
+            {
+                System.Net.HttpListenerContext context;
+                try
+                {
+                    context = await _listener.GetContextAsync();
+                }
+                catch (Exception ex) when (ex is System.Net.HttpListenerException or ObjectDisposedException)
+                {
+                    return;
+                }
+
+                using var reader = new StreamReader(context.Request.InputStream);
+                var body = await reader.ReadToEndAsync();
+                lock (_requests)
+                {
+                    _requests.Add((context.Request.Url!.AbsolutePath, body)); // A request always has its URL.
+                }
+
+                var drain = context.Request.Url.AbsolutePath.EndsWith("/drain", StringComparison.Ordinal);
+                context.Response.StatusCode = drain ? 200 : 204;
+                if (drain)
+                {
+                    context.Response.ContentType = "application/json";
+                    await context.Response.OutputStream.WriteAsync("{\"closedIdle\":0,\"closedAtDeadline\":0}"u8.ToArray());
+                }
+
+                context.Response.Close();
+            }
+        }
+    }
 
     private RemoteProxyRegistry Registry() => new(
         new TealServerOptions(_dir) { ProxySilenceLimit = TimeSpan.FromSeconds(60), ProxyCallTimeout = TimeSpan.FromSeconds(2) },

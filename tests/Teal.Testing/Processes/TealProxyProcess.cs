@@ -34,15 +34,25 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     /// Starts <c>teal proxy --name NAME</c> against <paramref name="server"/>;
     /// <paramref name="listen"/> gives endpoints another address on this proxy (<c>app=127.0.0.1:P</c>).
     /// </summary>
-    public static async Task<TealProxyProcess> StartAsync(TealProcess server, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null)
+    public static Task<TealProxyProcess> StartAsync(TealProcess server, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null) =>
+        StartAsync([server], name, listen, stateDirectory);
+
+    /// <summary>
+    /// Starts <c>teal proxy</c> with one <c>--server</c> per control plane (a leader and its
+    /// standbys on one shared state store, which share the token).
+    /// </summary>
+    public static async Task<TealProxyProcess> StartAsync(IReadOnlyList<TealProcess> servers, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null)
     {
-        ArgumentNullException.ThrowIfNull(server);
+        ArgumentNullException.ThrowIfNull(servers);
         var directory = stateDirectory ?? TestDirectories.NewDirectory("proxy");
-        var arguments = new List<string>
+        var arguments = new List<string> { RepoPaths.TealDll, "proxy" };
+        foreach (var server in servers)
         {
-            RepoPaths.TealDll, "proxy", "--server", server.Url, "--token-file", Path.Combine(server.DataDirectory, "token"),
-            "--name", name, "--state-file", Path.Combine(directory, $"{name}.routes.json"), "--drain-timeout", "120",
-        };
+            arguments.Add("--server");
+            arguments.Add(server.Url);
+        }
+
+        arguments.AddRange(["--token-file", Path.Combine(servers[0].DataDirectory, "token"), "--name", name, "--state-file", Path.Combine(directory, $"{name}.routes.json"), "--drain-timeout", "120"]);
         foreach (var pair in listen ?? [])
         {
             arguments.Add("--listen");
