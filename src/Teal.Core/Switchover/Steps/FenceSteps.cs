@@ -12,6 +12,15 @@ public sealed class FenceBlueStep : ISwitchoverStep
 
     public bool UndoReopensBlue => true;
 
+    /// <summary>
+    /// The undo puts back what the fence recorded on the server (PostgreSQL: this deployment's
+    /// holder, the roles it took LOGIN from, saved overrides; MariaDB: locked accounts and
+    /// settings), so on a blue this step never fenced it has nothing to put back; that undo
+    /// already runs after a crash between the fence's journal entry and the fence. So its start
+    /// goes in the pause's flushed commit: one disk flush fewer inside the write pause.
+    /// </summary>
+    public bool JournaledAhead => true;
+
     public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.FenceAsync(Side.Blue, cancellationToken);
 
