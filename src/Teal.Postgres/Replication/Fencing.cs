@@ -103,7 +103,13 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             """,
             cancellationToken);
 
-    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
+    /// <summary>
+    /// Lets go of this deployment's fence on <paramref name="side"/>. <paramref name="loginsBack"/>
+    /// runs once the roles have LOGIN again, before the read-only default is reset: a session
+    /// that logs in meanwhile starts read-only by default, and the reload below reaches it before
+    /// its first statement (a backend applies a pending reload before each command it reads).
+    /// </summary>
+    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var released = await ReleaseAsync(conn, Holder(side), cancellationToken);
@@ -112,6 +118,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         {
             // Another deployment still fences this server: it stays fenced until that one lets go.
             return;
+        }
+
+        if (loginsBack is not null)
+        {
+            await loginsBack(cancellationToken);
         }
 
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);

@@ -158,8 +158,12 @@ public sealed class OpenGreenStep : ISwitchoverStep
 
         // Both at once, on two sessions: clients are still held, so nothing but Teal writes on
         // green until the endpoints resume, and the position read is the one it opens at.
+        // Once green's logins are back (the slots above exist by then), the endpoints log in
+        // there the sessions they move while the rest of the unfence runs: at the resume only
+        // their state is left to replay. The flip runs alongside; an endpoint waits for it to
+        // route to green before it logs anything in.
         var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
-        var opening = context.Link.UnfenceAsync(Side.Green, cancellationToken);
+        var opening = context.Link.OpenGreenAsync(ct => Task.WhenAll(context.Endpoints.Select(e => e.LoginsOpenAsync(ct))), cancellationToken);
         await Task.WhenAll(reading, opening);
         var position = await reading;
         context.GreenPosition = position.Value;
