@@ -50,6 +50,15 @@ public interface IEndpoint
     /// </summary>
     Task FlipAsync(IReadOnlyList<EndpointTarget> targets, CancellationToken cancellationToken) => FlipAsync(targets[0], cancellationToken);
 
+    /// <summary>
+    /// The side the endpoint was flipped to accepts logins again (the switchover released its
+    /// fence and is finishing the rest of opening it); clients are still held. An endpoint may
+    /// now log in there what it moves (Teal's proxy: the sessions it moves, so that at the resume
+    /// only their state is left to replay), as long as nothing of a client's reaches that side
+    /// before <see cref="ResumeAsync"/>. Returns at once; endpoints with nothing to prepare keep this default.
+    /// </summary>
+    Task LoginsOpenAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>Held connections proceed to the current target; new ones are routed again.</summary>
     Task ResumeAsync(CancellationToken cancellationToken);
 

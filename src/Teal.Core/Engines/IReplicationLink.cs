@@ -100,6 +100,22 @@ public interface IReplicationLink
     Task UnfenceAsync(Side side, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Undoes green's fence at a cutover, calling <paramref name="loginsBack"/> as soon as
+    /// clients could log in to green again and before the rest of the unfence, so that the
+    /// endpoints log in there what they move while Teal finishes opening it (PostgreSQL: LOGIN
+    /// comes back first, the read-only default is reset and reloaded after the callback; a
+    /// session that logged in before the reload applies it before its first statement). Not
+    /// called when green stays fenced by another deployment. Links whose green opens in one move
+    /// keep this default: the callback comes once green is open.
+    /// </summary>
+    async Task OpenGreenAsync(Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(loginsBack);
+        await UnfenceAsync(Side.Green, cancellationToken);
+        await loginsBack(cancellationToken);
+    }
+
+    /// <summary>
     /// Waits up to <paramref name="budget"/> for transactions that were open when the side was
     /// fenced to finish, then terminates the sessions still holding one.
     /// </summary>

@@ -33,6 +33,15 @@ public interface ISwitchoverStep
     bool NothingToUndo => false;
 
     /// <summary>
+    /// Undoing the step where it never ran is harmless (the fence: its undo is idempotent), so
+    /// the executor journals its start ahead, in the flushed commit of the nearest step before it
+    /// with something to undo, when only steps with nothing to undo lie between: its own journal
+    /// commit then needs no disk flush inside the write pause. After a crash recovery finds it
+    /// started and undoes it, whether it had run or not.
+    /// </summary>
+    bool JournaledAhead => false;
+
+    /// <summary>
     /// The step needs nothing the step before it does, so the executor runs the two at once: one
     /// journal commit records both as started (flushed if either needs it), and the step after
     /// waits for both. Only for steps inside the write pause, where every millisecond is clients

@@ -59,7 +59,11 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             {
                 if (beforePointOfNoReturn)
                 {
-                    await StartAsync(context, run, group, pending, durable: group.Any(g => !steps[g].NothingToUndo), deadline.Token);
+                    // A step whose start an earlier flushed commit journaled needs no flush of its own.
+                    var durable = group.Any(g => !steps[g].NothingToUndo && !run.JournaledAhead.Contains(g));
+                    var ahead = durable ? AheadOf(steps, group[^1] + 1) : [];
+                    await StartAsync(context, run, group, pending, durable, deadline.Token, ahead);
+                    run.JournaledAhead.UnionWith(ahead);
                     run.Started.AddRange(group);
                     var executing = group.Select(g => ExecuteAsync(context, run, steps[g], deadline.Token)).ToList();
                     try
@@ -133,8 +137,12 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             }
         }
 
-        // Before the first journal entry the switchover was in its guardrails (the phase it was accepted with).
-        var interrupted = run.Started.Count > 0 ? steps[run.Started.Max()].Name : context.Current.Switchover?.Phase ?? steps[0].Name;
+        // The first step started and not completed is the one that was running (a step journaled
+        // ahead, ISwitchoverStep.JournaledAhead, is started before the steps that precede it end);
+        // with none, the last one started. Before the first journal entry the switchover was in
+        // its guardrails (the phase it was accepted with).
+        var running = run.Started.Where(i => !Has(steps[i].Name, JournalAction.Completed)).DefaultIfEmpty(run.Started.Count > 0 ? run.Started.Max() : -1).Min();
+        var interrupted = running >= 0 ? steps[running].Name : context.Current.Switchover?.Phase ?? steps[0].Name;
         if (ponr >= 0 && Has(steps[ponr].Name, JournalAction.Started))
         {
             LogRecovering(context.Deployment.Id, interrupted, "rolling forward");
@@ -173,7 +181,7 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
 
         LogRecovering(context.Deployment.Id, interrupted, "rolling back");
         run.Started.RemoveAll(i => Has(steps[i].Name, JournalAction.Undone));
-        return await RollBackAsync(context, run, $"Teal stopped during {interrupted}; the switchover was rolled back when it restarted", [], run.Started.Count > 0 ? run.Started.Max() : -1, stopping);
+        return await RollBackAsync(context, run, $"Teal stopped during {interrupted}; the switchover was rolled back when it restarted", [], running, stopping);
     }
 
     /// <summary>Runs one step, then records its outcome (its event, persisted after the pause).</summary>
@@ -262,15 +270,40 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
     /// <paramref name="pending"/> in one commit; <paramref name="pending"/> is emptied only once
     /// that commit landed, so a retry or a rollback writes nothing twice.
     /// </summary>
-    private async Task StartAsync(SwitchoverContext context, Run run, List<int> group, List<JournalEntry> pending, bool durable, CancellationToken cancellationToken)
+    private async Task StartAsync(SwitchoverContext context, Run run, List<int> group, List<JournalEntry> pending, bool durable, CancellationToken cancellationToken, IReadOnlyList<int>? ahead = null)
     {
         foreach (var g in group)
         {
             await run.Steps[g].PrepareAsync(context, cancellationToken);
         }
 
-        await CommitAsync(context, run, [.. pending, .. group.Select(g => run.Entry(run.Steps[g], JournalAction.Started))], PhaseOf(run.Steps, group), durable, cancellationToken);
+        List<JournalEntry> entries = [.. pending, .. group.Where(g => !run.JournaledAhead.Contains(g)).Select(g => run.Entry(run.Steps[g], JournalAction.Started))];
+        entries.AddRange((ahead ?? []).Select(a => run.Entry(run.Steps[a], JournalAction.Started)));
+        await CommitAsync(context, run, entries, PhaseOf(run.Steps, group), durable, cancellationToken);
         pending.Clear();
+    }
+
+    /// <summary>
+    /// Steps from <paramref name="first"/> on whose start goes ahead into a flushed commit
+    /// (<see cref="ISwitchoverStep.JournaledAhead"/>): up to the first later step that needs a
+    /// flushed commit of its own, never past the point of no return.
+    /// </summary>
+    private static List<int> AheadOf(List<ISwitchoverStep> steps, int first)
+    {
+        List<int> ahead = [];
+        for (var j = first; j < steps.Count && !steps[j].IsPointOfNoReturn; j++)
+        {
+            if (steps[j].JournaledAhead)
+            {
+                ahead.Add(j);
+            }
+            else if (!steps[j].NothingToUndo)
+            {
+                break;
+            }
+        }
+
+        return ahead;
     }
 
     /// <summary>Pauses every endpoint (idempotent) and drains what is still connected through it.</summary>
@@ -327,6 +360,12 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         if (failedIndex >= 0 && failedIndex < run.Steps.Count)
         {
             pending.Add(run.Entry(run.Steps[failedIndex], JournalAction.Failed));
+        }
+
+        // Steps journaled ahead that this run never started have nothing to undo: recorded undone as they are.
+        foreach (var i in run.JournaledAhead.Except(run.Started).OrderDescending())
+        {
+            pending.Add(run.Entry(run.Steps[i], JournalAction.Undone));
         }
 
         double? blueWritableMs = null;
@@ -632,6 +671,9 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         public IReadOnlyList<ISwitchoverStep> Steps => steps;
 
         public List<int> Started { get; } = [];
+
+        /// <summary>Steps whose start an earlier commit journaled (<see cref="ISwitchoverStep.JournaledAhead"/>).</summary>
+        public HashSet<int> JournaledAhead { get; } = [];
 
         public List<PhaseTiming> Timings { get; } = [];
 

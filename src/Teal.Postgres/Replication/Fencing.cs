@@ -163,7 +163,13 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             """,
             cancellationToken);
 
-    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
+    /// <summary>
+    /// Lets go of this deployment's fence on <paramref name="side"/>. <paramref name="loginsBack"/>
+    /// runs once the roles have LOGIN again, before the read-only default is reset: a session
+    /// that logs in meanwhile starts read-only by default, and the reload below reaches it before
+    /// its first statement (a backend applies a pending reload before each command it reads).
+    /// </summary>
+    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var released = await ReleaseAsync(conn, Holder(side), cancellationToken);
@@ -174,9 +180,16 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             return;
         }
 
-        if (FencesByHba(side))
+        if (FencesByHba(side) && await HbaFence.OpenAsync(conn, cancellationToken))
         {
-            await HbaFence.OpenAsync(conn, cancellationToken);
+            // The postmaster reads pg_hba.conf again on this signal; logins come back with it
+            // (an early login that still meets the fenced file is made again at the resume).
+            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        }
+
+        if (loginsBack is not null)
+        {
+            await loginsBack(cancellationToken);
         }
 
         await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);

@@ -769,13 +769,6 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
 
         var left = Stopwatch.GetTimestamp();
-        var target = await _endpoint.WaitForRouteAsync(cancellationToken);
-        var routed = Stopwatch.GetTimestamp();
-        if (target is null)
-        {
-            await CloseForSwitchoverAsync(null, "the endpoint stayed paused past its hold deadline");
-            return null;
-        }
 
         // A captured login yields a ClientKey only for the very verifier the client proved itself
         // against, and the switchover copies blue's verifiers to green before it opens: when the
@@ -783,16 +776,81 @@ internal sealed class ProxyConnection : IEndpointConnection
         // green's (an auth query: a connection and a round trip inside the gap) could only give
         // the same one or one the move cannot use. Green's server checks the proof either way.
         var known = _loginVerifier;
-        var verifier = _scram is null
+        Func<EndpointTarget, Func<string, CancellationToken, Task<ScramVerifier?>>?> verifierOn = on => _scram is null
             ? null
-            : (Func<string, CancellationToken, Task<ScramVerifier?>>)((role, ct) => known is not null ? Task.FromResult<ScramVerifier?>(known) : _endpoint.VerifierAsync(target, role, ct));
-        var moved = await SessionMover.OpenAsync(target, _startup, _scram, verifier, snapshot, _options, _endpoint.Plaintext, cancellationToken);
-        if (moved.Server is not { } server)
-        {
-            await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
-            return null;
-        }
+            : (role, ct) => known is not null ? Task.FromResult<ScramVerifier?>(known) : _endpoint.VerifierAsync(on, role, ct);
 
+        // The client's go-ahead is the resume. Meanwhile, once green's logins are back (the
+        // switchover's open-green says so, after the flip), the session logs in there, so that at
+        // the resume only its state is left to replay; nothing of the client's is sent before.
+        var routing = _endpoint.WaitForRouteAsync(cancellationToken);
+        LoggedInSession? ahead = null;
+        try
+        {
+            var loginAhead = _endpoint.LoginAheadAsync();
+            if (await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
+            {
+                var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken);
+                ahead = session;
+                if (failure is not null)
+                {
+                    // Logged in again at the resume: a failure here may be a moment too early.
+                    _endpoint.OnLoginAheadFailed(this, early, failure);
+                }
+            }
+
+            var target = await routing;
+            var routed = Stopwatch.GetTimestamp();
+            if (target is null)
+            {
+                await CloseForSwitchoverAsync(null, "the endpoint stayed paused past its hold deadline");
+                return null;
+            }
+
+            if (ahead is not null && ahead.Target != target)
+            {
+                // The route moved on after the login: the session goes where the route says.
+                ahead.Dispose();
+                ahead = null;
+            }
+
+            var loggedInBeforeResume = ahead is not null;
+            if (ahead is null)
+            {
+                var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken);
+                if (session is null)
+                {
+                    await CloseForSwitchoverAsync(null, failure ?? "unknown");
+                    return null;
+                }
+
+                ahead = session;
+            }
+
+            var loggedIn = ahead;
+            ahead = null; // The replay owns it now: it disposes it on failure.
+            var moved = await SessionMover.ReplayAsync(loggedIn, snapshot, cancellationToken);
+            if (moved.Server is not { } server)
+            {
+                await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
+                return null;
+            }
+
+            return await ContinueAsync(previous, server, target, moved, new MoveTimings(
+                Stopwatch.GetElapsedTime(started, left).TotalMilliseconds,
+                Stopwatch.GetElapsedTime(left, routed).TotalMilliseconds,
+                moved.LoginMilliseconds,
+                moved.ReplayMilliseconds) { LoggedInBeforeResume = loggedInBeforeResume });
+        }
+        finally
+        {
+            ahead?.Dispose();
+        }
+    }
+
+    /// <summary>The session goes on on <paramref name="server"/>: the pumps take it from here.</summary>
+    private async Task<ServerLink?> ContinueAsync(ServerLink previous, ServerLink server, EndpointTarget target, MovedSession moved, MoveTimings timings)
+    {
         lock (_lock)
         {
             if (_closing)
@@ -824,11 +882,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             await SendToClientAsync(change);
         }
 
-        _endpoint.OnSessionMoved(this, target, new MoveTimings(
-            Stopwatch.GetElapsedTime(started, left).TotalMilliseconds,
-            Stopwatch.GetElapsedTime(left, routed).TotalMilliseconds,
-            moved.LoginMilliseconds,
-            moved.ReplayMilliseconds));
+        _endpoint.OnSessionMoved(this, target, timings);
         var signal = _moved;
         _moved = NewSignal();
         signal.TrySetResult();

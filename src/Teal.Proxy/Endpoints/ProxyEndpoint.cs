@@ -41,6 +41,13 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private TaskCompletionSource? _resumed;
     private TimeSpan _holdDeadline;
 
+    // Per pause, under _gate: moving sessions may log in on the new route before the resume once
+    // the endpoint was flipped during this pause and the switchover said logins there are back
+    // (LoginsOpenAsync). Completed with that target, or with null at the resume.
+    private TaskCompletionSource<EndpointTarget?>? _loginAhead;
+    private bool _flippedWhilePaused;
+    private bool _loginsOpen;
+
     private ProxyRoute _route;
     private long _nextConnectionId;
     private long _routed;
@@ -66,6 +73,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(hold, TimeSpan.Zero);
             _holdDeadline = hold;
             _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _loginAhead = new TaskCompletionSource<EndpointTarget?>(TaskCreationOptions.RunContinuationsAsynchronously);
         }
 
         Name = name;
@@ -222,7 +230,13 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         lock (_gate)
         {
             _holdDeadline = holdDeadline;
-            _resumed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (_resumed is null)
+            {
+                _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _loginAhead = new TaskCompletionSource<EndpointTarget?>(TaskCreationOptions.RunContinuationsAsynchronously);
+                _flippedWhilePaused = false;
+                _loginsOpen = false;
+            }
         }
 
         ProxyLog.Paused(_logger, Name, holdDeadline);
@@ -292,6 +306,15 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
 
         ProxyLog.Flipped(_logger, Name, previous.Target, target);
+        lock (_gate)
+        {
+            if (_resumed is not null)
+            {
+                _flippedWhilePaused = true;
+                LetLoginsAheadLocked();
+            }
+        }
+
         if (Protocol == ProxyProtocol.Postgres && _options.ServerTls == ServerTlsMode.Prefer && !Plaintext.Known(target))
         {
             // While green opens (clients are still held), learn whether it speaks TLS, so the
@@ -332,14 +355,49 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// The switchover released green's fence: once this pause has also flipped the route there,
+    /// the sessions moving to it log in now, and wait logged in for the resume to replay their
+    /// state and go on. Nothing of a client's is sent before the resume. A reader endpoint
+    /// spread over green's readers logs in at the resume, as before (a reader may not have
+    /// replayed green's logins yet).
+    /// </summary>
+    public Task LoginsOpenAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_resumed is not null)
+            {
+                _loginsOpen = true;
+                LetLoginsAheadLocked();
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void LetLoginsAheadLocked()
+    {
+        if (_flippedWhilePaused && _loginsOpen && Volatile.Read(ref _route) is { Readers: null } route && _loginAhead?.TrySetResult(route.Target) == true)
+        {
+            ProxyLog.LoginsAhead(_logger, Name, route.Target);
+        }
+    }
+
     public Task ResumeAsync(CancellationToken cancellationToken)
     {
         TaskCompletionSource? resumed;
+        TaskCompletionSource<EndpointTarget?>? loginAhead;
         lock (_gate)
         {
             resumed = _resumed;
             _resumed = null;
+            loginAhead = _loginAhead;
+            _loginAhead = null;
         }
+
+        // Sessions still waiting to log in do it on the resumed route.
+        loginAhead?.TrySetResult(null);
 
         if (resumed is not null)
         {
@@ -480,6 +538,20 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// For a session moving at a switchover: completes with the target to log in on before the
+    /// resume once that is allowed (<see cref="LoginsOpenAsync"/>), or with null at the resume
+    /// (and at once when the endpoint is not paused). Never the client's go-ahead: that is
+    /// <see cref="WaitForRouteAsync"/>.
+    /// </summary>
+    internal Task<EndpointTarget?> LoginAheadAsync()
+    {
+        lock (_gate)
+        {
+            return _resumed is null || _loginAhead is null ? Task.FromResult<EndpointTarget?>(null) : _loginAhead.Task;
+        }
+    }
+
     /// <summary>The SCRAM verifier of <paramref name="role"/> on <paramref name="target"/>, read once per drain.</summary>
     internal Task<ScramVerifier?> VerifierAsync(EndpointTarget target, string role, CancellationToken cancellationToken) =>
         _verifiers is null
@@ -566,8 +638,11 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.LeaveMs, timings.WaitMs, timings.LoginMs, timings.ReplayMs);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.LeaveMs, timings.WaitMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "after the resume", timings.ReplayMs);
     }
+
+    internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>
+        ProxyLog.LoginAheadFailed(_logger, Name, connection.Id, target, reason);
 
     internal void OnSessionNotMoved(ProxyConnection connection, string reason)
     {

@@ -44,11 +44,17 @@ internal static partial class ProxyLog
     public static partial void CanarySet(ILogger logger, string endpoint, int percent, EndpointTarget? canary);
 
     // Information: where a moved session's part of the switchover's write gap went (bench/switchover reads it).
-    [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms, login {LoginMs:0.0} ms, replay {ReplayMs:0.0} ms)")]
-    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target, double leaveMs, double waitMs, double loginMs, double replayMs);
+    [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms, login {LoginMs:0.0} ms {LoginWhen}, replay {ReplayMs:0.0} ms)")]
+    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target, double leaveMs, double waitMs, double loginMs, string loginWhen, double replayMs);
 
     [LoggerMessage(EventId = 2013, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} closed for the switchover instead of moved: {Reason}")]
     public static partial void SessionNotMoved(ILogger logger, string endpoint, long connectionId, string reason);
+
+    [LoggerMessage(EventId = 2015, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: logins are back on {Target}; moving sessions log in there before the resume")]
+    public static partial void LoginsAhead(ILogger logger, string endpoint, EndpointTarget target);
+
+    [LoggerMessage(EventId = 2016, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} could not log in on {Target} before the resume ({Reason}); it logs in at the resume")]
+    public static partial void LoginAheadFailed(ILogger logger, string endpoint, long connectionId, EndpointTarget target, string reason);
 
     [LoggerMessage(EventId = 2014, Level = LogLevel.Warning, Message = "Endpoint {Endpoint}: reading the SCRAM verifier of role {Role} on {Target} failed: {Reason}")]
     public static partial void VerifierReadFailed(ILogger logger, string endpoint, EndpointTarget target, string role, string reason);

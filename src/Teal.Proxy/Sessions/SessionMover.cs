@@ -26,25 +26,57 @@ internal sealed record MovedSession(ServerLink? Server, ulong BackendKey, string
 }
 
 /// <summary>
+/// A server session logged in on the new target for a moving client, its state not replayed
+/// yet. Logged in ahead of the resume, it waits there, sending nothing, until the endpoint resumes.
+/// </summary>
+internal sealed class LoggedInSession(ServerLink server, MessageReader reader, ReportedParameters reported, ulong backendKey, EndpointTarget target, double loginMilliseconds) : IDisposable
+{
+    public ServerLink Server => server;
+
+    public MessageReader Reader => reader;
+
+    public ReportedParameters Reported => reported;
+
+    public ulong BackendKey => backendKey;
+
+    public EndpointTarget Target => target;
+
+    public double LoginMilliseconds => loginMilliseconds;
+
+    public void Dispose() => server.Dispose();
+}
+
+/// <summary>
 /// Opens a server session on the endpoint's target for a client whose old session ended between
 /// transactions, logs in as the same role without the client's password, and replays the
-/// session's state, so that the client goes on as if nothing happened.
+/// session's state, so that the client goes on as if nothing happened. The login and the replay
+/// are separate: a switchover lets the login happen while green finishes opening, before the
+/// resume, and the replay (the client's own state) only once the endpoint has resumed.
 /// </summary>
 internal static class SessionMover
 {
     /// <summary>
+    /// The parameter the fence sets on the server: a session that logged in before the unfence's
+    /// reload reports the fence's value at login, and the new value itself before its next
+    /// ReadyForQuery (the reload reaches it before its first statement). The login's report is
+    /// not the session's and is not passed on.
+    /// </summary>
+    private const string FenceParameter = "default_transaction_read_only";
+
+    /// <summary>
     /// Logs in with the client's own startup packet (same role, database and parameters), using
     /// the client's captured SCRAM login and the role's verifier on the target (Teal's auth
-    /// query) when the server asks for SCRAM, then replays <paramref name="snapshot"/>.
+    /// query) when the server asks for SCRAM. <paramref name="beforeResume"/>: the endpoint is
+    /// still paused (green's logins are back, the rest of its unfence may still run).
     /// </summary>
-    public static async Task<MovedSession> OpenAsync(
+    public static async Task<(LoggedInSession? Session, string? Failure)> LogInAsync(
         EndpointTarget target,
         byte[] startup,
         ScramCapture? scram,
         Func<string, CancellationToken, Task<ScramVerifier?>>? verifier,
-        SessionSnapshot snapshot,
         ProxyOptions options,
         PlaintextServers plaintext,
+        bool beforeResume,
         CancellationToken cancellationToken)
     {
         var server = new ServerLink();
@@ -54,7 +86,7 @@ internal static class SessionMover
             if (await server.OpenAsync(target, options, cancellationToken, plaintext) is { } unreachable)
             {
                 server.Dispose();
-                return new MovedSession(null, 0, $"{target.Instance} could not be reached: {unreachable}");
+                return (null, $"{target.Instance} could not be reached: {unreachable}");
             }
 
             await server.SendAllAsync(startup, cancellationToken);
@@ -64,33 +96,59 @@ internal static class SessionMover
             if (login.Failure is not null)
             {
                 server.Dispose();
-                return login;
+                return (null, login.Failure);
             }
 
-            var loggedIn = System.Diagnostics.Stopwatch.GetTimestamp();
-            var failure = await ReplayAsync(server, reader, snapshot, reported, cancellationToken);
-            if (failure is not null)
+            if (beforeResume)
             {
-                server.Dispose();
-                return new MovedSession(null, 0, failure);
+                reported.Remove(FenceParameter);
             }
 
-            return login with
-            {
-                Server = server,
-                ParameterChanges = reported.ChangedFrom(snapshot.Reported),
-                LoginMilliseconds = System.Diagnostics.Stopwatch.GetElapsedTime(started, loggedIn).TotalMilliseconds,
-                ReplayMilliseconds = System.Diagnostics.Stopwatch.GetElapsedTime(loggedIn).TotalMilliseconds,
-            };
+            return (new LoggedInSession(server, reader, reported, login.BackendKey, target, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds), null);
         }
         catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             server.Dispose();
-            return new MovedSession(null, 0, $"{target.Instance} could not be reached: {ex.Message}");
+            return (null, $"{target.Instance} could not be reached: {ex.Message}");
         }
         catch
         {
             server.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Replays <paramref name="snapshot"/> on a logged-in session. On failure the session is
+    /// disposed and the result says why.
+    /// </summary>
+    public static async Task<MovedSession> ReplayAsync(LoggedInSession session, SessionSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            var failure = await ReplayAsync(session.Server, session.Reader, snapshot, session.Reported, cancellationToken);
+            if (failure is not null)
+            {
+                session.Dispose();
+                return new MovedSession(null, 0, failure);
+            }
+
+            return new MovedSession(session.Server, session.BackendKey, null)
+            {
+                ParameterChanges = session.Reported.ChangedFrom(snapshot.Reported),
+                LoginMilliseconds = session.LoginMilliseconds,
+                ReplayMilliseconds = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds,
+            };
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or InvalidDataException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            session.Dispose();
+            return new MovedSession(null, 0, $"{session.Target.Instance} could not be reached: {ex.Message}");
+        }
+        catch
+        {
+            session.Dispose();
             throw;
         }
     }
@@ -348,9 +406,14 @@ internal static class SessionMover
 
 /// <summary>
 /// How long each part of one move took: reading the state and leaving the old server, waiting
-/// for the endpoint to resume, logging in on the new target, replaying the state.
+/// for the endpoint to resume, logging in on the new target (during that wait, when green's
+/// logins came back before the resume), replaying the state.
 /// </summary>
-internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, double LoginMs, double ReplayMs);
+internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, double LoginMs, double ReplayMs)
+{
+    /// <summary>The login happened while the endpoint was still paused (it overlapped the wait).</summary>
+    public bool LoggedInBeforeResume { get; init; }
+}
 
 /// <summary>
 /// The values of reported parameters (ParameterStatus) a new server sent while a session moved
@@ -359,6 +422,8 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
 internal sealed class ReportedParameters
 {
     private readonly Dictionary<string, (string Value, byte[] Raw)> _latest = new(StringComparer.OrdinalIgnoreCase);
+
+    public void Remove(string name) => _latest.Remove(name);
 
     public void Add(byte[] body, byte[] raw)
     {

@@ -175,6 +175,12 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
             .. _remotes.Select(r => BestEffortAsync(r, "/flip", new ProxyFlipRequest(targets[0]) { Targets = targets.Count > 1 ? [.. targets] : null }, cancellationToken))]);
     }
 
+    /// <summary>
+    /// The local listener logs in on green the sessions it moves; <c>teal proxy</c> processes
+    /// have no admin call for it and log theirs in at the resume, as before.
+    /// </summary>
+    public Task LoginsOpenAsync(CancellationToken cancellationToken) => _local?.LoginsOpenAsync(cancellationToken) ?? Task.CompletedTask;
+
     /// <summary>Resumes everywhere; a flip held back for the resume goes with it.</summary>
     public async Task ResumeAsync(CancellationToken cancellationToken)
     {

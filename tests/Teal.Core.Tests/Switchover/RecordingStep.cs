@@ -21,6 +21,10 @@ internal sealed class RecordingStep(string name, List<string> calls) : ISwitchov
 
     public bool Resumes { get; init; }
 
+    public bool Undoless { get; init; }
+
+    public bool Ahead { get; init; }
+
     /// <summary>How many times execute fails, and with what.</summary>
     public int Failures { get; init; }
 
@@ -54,6 +58,10 @@ internal sealed class RecordingStep(string name, List<string> calls) : ISwitchov
     bool ISwitchoverStep.StartsWritePause => Pauses;
 
     bool ISwitchoverStep.EndsWritePause => Resumes;
+
+    bool ISwitchoverStep.NothingToUndo => Undoless;
+
+    bool ISwitchoverStep.JournaledAhead => Ahead;
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {

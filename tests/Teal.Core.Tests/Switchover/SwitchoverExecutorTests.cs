@@ -105,6 +105,59 @@ public sealed class SwitchoverExecutorTests
     }
 
     [Fact]
+    public async Task RunAsync_StepJournaledAhead_StartsInTheFlushedCommitBeforeIt_AndItsOwnCommitIsNotFlushed()
+    {
+        var context = await ContextAsync();
+
+        var result = await Executor().RunAsync(context, AheadPlan(), CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverCompleted, result.StatusReason);
+        _calls.ShouldBe(["do pause", "do drain", "do fence", "do catch-up", "do flip"]);
+        _state.JournalCommits.ShouldBe(
+        [
+            "flushed: pause:Started, fence:Started",
+            "unflushed: pause:Completed, drain:Started",
+            // The fence's own commit: drain done, nothing started twice, no flush.
+            "unflushed: drain:Completed",
+            "unflushed: fence:Completed, catch-up:Started",
+            "flushed: catch-up:Completed, flip:Started",
+            "flushed: flip:Completed, switchover:Closed",
+        ]);
+    }
+
+    [Fact]
+    public async Task RunAsync_FailsBeforeAStepJournaledAheadRan_RecordsItUndoneWithoutUndoingIt()
+    {
+        var context = await ContextAsync();
+
+        var result = await Executor().RunAsync(context, AheadPlan(failing: "drain"), CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
+        result.StatusReason!.ShouldContain("drain failed: broke");
+        _calls.ShouldBe(["do pause", "do drain", "undo drain", "undo pause"]);
+        var journal = await JournalAsync(context);
+        journal.ShouldContain("fence:Undone");
+        journal.ShouldNotContain("fence:UndoStarted");
+        journal[^1].ShouldBe("switchover:Closed");
+    }
+
+    [Fact]
+    public async Task RecoverAsync_CrashBeforeAStepJournaledAheadRan_UndoesIt_AndNamesTheStepThatWasRunning()
+    {
+        var context = await ContextAsync();
+        // As the flushed pause commit and the drain's unflushed one leave it: the fence journaled, not run.
+        await JournalAsync(context, ("pause", JournalAction.Started), ("fence", JournalAction.Started), ("pause", JournalAction.Completed), ("drain", JournalAction.Started));
+
+        var result = await DriveAsync(Executor().RecoverAsync(context, AheadPlan(), await _state.ReadJournalAsync(context.Deployment.Id, CancellationToken.None), CancellationToken.None));
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
+        result.StatusReason!.ShouldContain("Teal stopped during drain");
+        // Recovery cannot know whether the fence ran: it undoes it, which is harmless where it did not.
+        _calls.ShouldBe(["undo fence", "undo drain", "undo pause"]);
+        (await JournalAsync(context)).ShouldContain("drain:Failed");
+    }
+
+    [Fact]
     public async Task RunAsync_StepRunningWithPreviousFails_BothAreUndoneAndTheReasonNamesIt()
     {
         var context = await ContextAsync();
@@ -346,6 +399,16 @@ public sealed class SwitchoverExecutorTests
         new RecordingStep("b", _calls) { Failures = failing == "b" ? 1 : 0 },
         new RecordingStep("flip", _calls) { PointOfNoReturn = true, Failures = failing == "flip" ? 1 : 0 },
         new RecordingStep("c", _calls) { Failures = failing == "c" ? 1 : 0 },
+    ];
+
+    /// <summary>The write pause's shape: pause (undo), drain (nothing to undo), fence (journaled ahead), catch-up, flip.</summary>
+    private List<ISwitchoverStep> AheadPlan(string? failing = null) =>
+    [
+        new RecordingStep("pause", _calls) { Failures = failing == "pause" ? 1 : 0 },
+        new RecordingStep("drain", _calls) { Undoless = true, Failures = failing == "drain" ? 1 : 0 },
+        new RecordingStep("fence", _calls) { Ahead = true, Failures = failing == "fence" ? 1 : 0 },
+        new RecordingStep("catch-up", _calls) { Undoless = true },
+        new RecordingStep("flip", _calls) { PointOfNoReturn = true },
     ];
 
     /// <summary>Advances the fake clock in small ticks until <paramref name="task"/> ends: waits cost no real time.</summary>

@@ -71,6 +71,79 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
+    public async Task MovingSession_LogsInOnGreenOnceFlippedAndItsLoginsAreBack_AndGoesOnThereOnlyAtTheResume()
+    {
+        var name = $"teal-ahead-{Guid.NewGuid():N}"[..30];
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { ApplicationName = name }.ConnectionString);
+        await connection.OpenAsync();
+        await Execute(connection, "set work_mem = '9MB'");
+        var sessionsOnGreen = $"select count(*) from pg_stat_activity where application_name = '{name}'";
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).Moving.ShouldBe(1);
+        var answer = ScalarAsync<string>(connection, "select inet_server_port() || ' ' || pg_backend_pid() || ' ' || current_setting('work_mem')");
+
+        // Logins back before the route is green's (the flip runs alongside): nothing logs in anywhere yet.
+        await endpoint.LoginsOpenAsync(CancellationToken.None);
+        await Task.Delay(300);
+        (await servers.Green.ScalarAsync<long>(sessionsOnGreen)).ShouldBe(0);
+        (await servers.Blue.ScalarAsync<long>(sessionsOnGreen)).ShouldBe(0);
+
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+
+        // Logged in on green with the client's startup packet, and nothing of the client's sent there.
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>(sessionsOnGreen) == 1)).ShouldBeTrue();
+        var pid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{name}' and state = 'idle' and query = ''");
+        await Task.Delay(200);
+        answer.IsCompleted.ShouldBeFalse("the client went on before the resume");
+
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        (await answer.WaitAsync(TimeSpan.FromSeconds(30))).ShouldBe($"{servers.Green.Port} {pid} 9MB");
+        endpoint.Stats.SessionsMoved.ShouldBe(1);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task SessionLoggedInBeforeGreensReadOnlyDefaultIsReset_WritesAfterTheResume()
+    {
+        var name = $"teal-readonly-{Guid.NewGuid():N}"[..30];
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { ApplicationName = name }.ConnectionString);
+        await connection.OpenAsync();
+        try
+        {
+            // Green as open-green finds it: the fence's read-only default still on when its logins come back.
+            await servers.Green.ExecuteAsync("alter system set default_transaction_read_only = on");
+            await servers.Green.ExecuteAsync("select pg_reload_conf()");
+            (await EventuallyAsync(async () => await servers.Green.ScalarAsync<string>("show default_transaction_read_only") == "on")).ShouldBeTrue();
+
+            await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).Moving.ShouldBe(1);
+            await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+            await endpoint.LoginsOpenAsync(CancellationToken.None);
+            (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{name}'") == 1)).ShouldBeTrue();
+
+            // The rest of the unfence, then the resume.
+            await servers.Green.ExecuteAsync("alter system reset default_transaction_read_only");
+            await servers.Green.ExecuteAsync("select pg_reload_conf()");
+            (await EventuallyAsync(async () => await servers.Green.ScalarAsync<string>("show default_transaction_read_only") == "off")).ShouldBeTrue();
+            await endpoint.ResumeAsync(CancellationToken.None);
+
+            (await ScalarAsync<string>(connection, "show default_transaction_read_only")).ShouldBe("off");
+            await Execute(connection, "create temp table written_on_green(x int); insert into written_on_green values (1)");
+            (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+            connection.PostgresParameters["default_transaction_read_only"].ShouldBe("off");
+        }
+        finally
+        {
+            await servers.Green.ExecuteAsync("alter system reset default_transaction_read_only");
+            await servers.Green.ExecuteAsync("select pg_reload_conf()");
+        }
+    }
+
+    [Fact]
     public async Task MovedSession_LearnsGreensReportedParameters_BeforeItsNextAnswer()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
@@ -224,6 +297,8 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
             return count;
         })).ToList();
 
+        // Every client connected (on a loaded machine that takes more than a fixed second), then some load.
+        (await EventuallyAsync(() => endpoint.Stats.Active == 8, TimeSpan.FromSeconds(60))).ShouldBeTrue();
         await Task.Delay(1000);
         var first = await SwitchAsync(endpoint, servers.GreenTarget);
         await Task.Delay(1000);

@@ -19,6 +19,7 @@ internal sealed class InMemoryStateStore(TimeProvider time) : IStateStore
     private readonly Dictionary<string, EndpointSpec> _endpoints = new(StringComparer.Ordinal);
     private readonly List<DeploymentEvent> _events = [];
     private readonly List<JournalEntry> _journal = [];
+    private readonly List<string> _commits = [];
 
     /// <summary>How many of the next ApplyAsync calls fail (a state store that cannot write).</summary>
     public int FailNextApplies { get; set; }
@@ -111,9 +112,26 @@ internal sealed class InMemoryStateStore(TimeProvider time) : IStateStore
             {
                 _journal.Add(entry with { Seq = _journal.Count + 1 });
             }
+
+            if (change.Journal.Count > 0)
+            {
+                _commits.Add(($"{(change.Durable ? "flushed" : "unflushed")}: {string.Join(", ", change.Journal.Select(e => $"{e.Step}:{e.Action}"))}"));
+            }
         }
 
         return Task.CompletedTask;
+    }
+
+    /// <summary>Each commit with journal entries, in order: whether it waited for the disk, and its entries.</summary>
+    public IReadOnlyList<string> JournalCommits
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _commits];
+            }
+        }
     }
 
     public IReadOnlyList<DeploymentEvent> Events
