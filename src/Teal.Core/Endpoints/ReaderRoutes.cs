@@ -54,6 +54,6 @@ public sealed partial class ReaderRoutes(IStateStore state, IEndpointRegistry en
         }
     }
 
-    [LoggerMessage(EventId = 1210, Level = LogLevel.Information, Message = "Reader endpoint {Name} now spreads over {Readers} streaming reader(s)")]
+    [LoggerMessage(EventId = 2250, Level = LogLevel.Information, Message = "Reader endpoint {Name} now spreads over {Readers} streaming reader(s)")]
     private partial void LogRerouted(string name, int readers);
 }

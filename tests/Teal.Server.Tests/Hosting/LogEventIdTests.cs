@@ -22,6 +22,7 @@ public sealed class LogEventIdTests
         ("Teal.Proxy", 2000, 2099),
         ("Teal.Core.Instances", 2100, 2199),
         ("Teal.Server.Endpoints", 2200, 2299),
+        ("Teal.Core.Endpoints", 2200, 2299),
         ("Teal.Server.Api", 2300, 2399),
         ("Teal.Server.RemoteProxies", 2400, 2449),
         ("Teal.Server.ProxyHost", 2450, 2499),
