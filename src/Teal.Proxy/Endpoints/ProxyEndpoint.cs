@@ -376,6 +376,27 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// The same for a <c>teal proxy</c>, whose flip travels with the resume: green's logins are
+    /// back and the resume is to route to <paramref name="target"/>, so the sessions moving in
+    /// this pause log in there now. The route is left as it is, so a resume that does not route
+    /// there (a rollback, a resume without a target) drops those logins and the sessions log in
+    /// on the route it resumes, as they would have without this call. Does nothing unless paused.
+    /// </summary>
+    public Task LoginsOpenAsync(EndpointTarget target, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        lock (_gate)
+        {
+            if (_resumed is not null && _loginAhead?.TrySetResult(target) == true)
+            {
+                ProxyLog.LoginsAhead(_logger, Name, target);
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
     private void LetLoginsAheadLocked()
     {
         if (_flippedWhilePaused && _loginsOpen && Volatile.Read(ref _route) is { Readers: null } route && _loginAhead?.TrySetResult(route.Target) == true)
@@ -540,7 +561,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     /// <summary>
     /// For a session moving at a switchover: completes with the target to log in on before the
-    /// resume once that is allowed (<see cref="LoginsOpenAsync"/>), or with null at the resume
+    /// resume once that is allowed (<see cref="LoginsOpenAsync(CancellationToken)"/> or <see cref="LoginsOpenAsync(EndpointTarget, CancellationToken)"/>), or with null at the resume
     /// (and at once when the endpoint is not paused). Never the client's go-ahead: that is
     /// <see cref="WaitForRouteAsync"/>.
     /// </summary>

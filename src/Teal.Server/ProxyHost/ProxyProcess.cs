@@ -8,6 +8,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Teal.Core.Errors;
 using Teal.Proxy.Endpoints;
+using Teal.Server.Api;
 using Teal.Proxy.Hosting;
 using Teal.Server.Hosting;
 using Teal.Server.Json;
@@ -204,6 +205,14 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                 await (request.Targets is { Count: > 1 } targets ? e.FlipAsync(targets, ct) : e.FlipAsync(request.Target, ct));
                 return null;
             }));
+        group.MapPost("/{name}/logins-open", (string name, ProxyLoginsOpenRequest? request, CancellationToken ct) =>
+            LoginsOpenRefusal(request) is { } refusal
+                ? Task.FromResult(Results.Json(ApiErrors.Problem(refusal), TealJson.Options, "application/problem+json", StatusCodes.Status400BadRequest))
+                : CommandAsync(name, async e =>
+                {
+                    await e.LoginsOpenAsync(request!.Target, ct); // LoginsOpenRefusal refused a request without a target.
+                    return null;
+                }));
         group.MapPost("/{name}/resume", (string name, ProxyResumeRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
@@ -219,6 +228,23 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                 await e.ResumeAsync(ct);
                 return null;
             }));
+    }
+
+    /// <summary>
+    /// Why a logins-open request cannot be taken, or null. The target becomes a server the proxy
+    /// logs clients in to, so one that names no server is refused rather than tried.
+    /// </summary>
+    internal static TealException? LoginsOpenRefusal(ProxyLoginsOpenRequest? request)
+    {
+        const string Hint = "send {\"target\": {\"instance\", \"host\", \"port\", \"database\"}}: the target the resume will route to";
+        return request?.Target switch
+        {
+            null => new TealException("proxy.request-invalid", "logins-open needs the target the endpoint is to resume to", Hint),
+            { Host: null or "" } or { Instance: null or "" } or { Database: null or "" } =>
+                new TealException("proxy.request-invalid", "logins-open needs the target's instance, host and database", Hint),
+            { Port: < 1 or > 65535 } target => new TealException("proxy.request-invalid", $"logins-open target port {target.Port} is not a TCP port", Hint),
+            _ => null,
+        };
     }
 
     /// <summary>

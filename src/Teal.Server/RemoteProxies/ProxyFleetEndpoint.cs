@@ -39,6 +39,12 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     private bool _pausedHere; // this switchover paused the proxies: a flip can wait for the resume
     private IReadOnlyList<EndpointTarget>? _pendingFlip;
 
+    // Flip and logins-open of one switchover arrive in either order (open-green runs alongside
+    // the flip); the proxies are told once both have, under _gate.
+    private readonly Lock _gate = new();
+    private bool _loginsOpen;
+    private bool _loginsOpenSent;
+
     public ProxyFleetEndpoint(EndpointSpec spec, EndpointTarget target, IEndpoint? local, IReadOnlyList<RegisteredProxy> remotes, RemoteProxyRegistry registry, ILogger logger)
     {
         _spec = spec;
@@ -104,6 +110,7 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         await CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken);
         var nowhere = $"{Name}~warm-up";
         await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1) { HoldSeconds = holdDeadline.TotalSeconds }, TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<object>(proxy, HttpMethod.Post, "/logins-open", new ProxyLoginsOpenRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/resume", new ProxyResumeRequest { Target = Target }, TimeSpan.Zero, cancellationToken, nowhere);
     }
 
@@ -123,7 +130,16 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         var results = await Task.WhenAll([
             _local?.DrainAsync(budget, cancellationToken) ?? Task.FromResult(new EndpointDrainResult(0, 0)),
             .. _remotes.Select(async r => await CallAsync<EndpointDrainResult>(r, HttpMethod.Post, "/drain", request, budget, cancellationToken) ?? new EndpointDrainResult(0, 0))]);
-        _pausedHere |= _pendingHold is not null;
+        if (_pendingHold is not null)
+        {
+            lock (_gate)
+            {
+                _pausedHere = true;
+                _loginsOpen = false;
+                _loginsOpenSent = false;
+            }
+        }
+
         _pendingHold = null;
         return new EndpointDrainResult(results.Sum(r => r.ClosedIdle), results.Sum(r => r.ClosedAtDeadline)) { Moving = results.Sum(r => r.Moving) };
     }
@@ -136,7 +152,12 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         if (_pausedHere)
         {
             // The proxies hold every client until the resume, which carries this target.
-            _pendingFlip = [target];
+            lock (_gate)
+            {
+                _pendingFlip = [target];
+            }
+
+            TellLoginsOpen();
             if (_local is not null)
             {
                 await _local.FlipAsync(target, cancellationToken);
@@ -161,7 +182,12 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         Volatile.Write(ref _targets, [.. targets]);
         if (_pausedHere)
         {
-            _pendingFlip = [.. targets];
+            lock (_gate)
+            {
+                _pendingFlip = [.. targets];
+            }
+
+            TellLoginsOpen();
             if (_local is not null)
             {
                 await _local.FlipAsync(targets, cancellationToken);
@@ -176,18 +202,77 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     }
 
     /// <summary>
-    /// The local listener logs in on green the sessions it moves; <c>teal proxy</c> processes
-    /// have no admin call for it and log theirs in at the resume, as before.
+    /// The local listener logs in on green the sessions it moves; every <c>teal proxy</c> this
+    /// switchover paused is told with one more call, once the flip has also come (it carries the
+    /// target the resume will flip to, which a paused proxy does not have yet). Returns at once.
     /// </summary>
-    public Task LoginsOpenAsync(CancellationToken cancellationToken) => _local?.LoginsOpenAsync(cancellationToken) ?? Task.CompletedTask;
+    public Task LoginsOpenAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            _loginsOpen = true;
+        }
+
+        TellLoginsOpen();
+        return _local?.LoginsOpenAsync(cancellationToken) ?? Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Sends logins-open to every proxy once this pause was flipped (to one target: a reader
+    /// endpoint spread over several logs in at the resume, as the local listener does) and
+    /// green's logins are back. Not awaited: it runs beside the rest of green's unfence and the
+    /// resume does not wait for it. It only lets sessions log in early — the resume still carries
+    /// the flip and decides where they go — so a proxy that misses it, fails it or restarts logs
+    /// them in at the resume as before, and the switchover only logs the failure.
+    /// </summary>
+    private void TellLoginsOpen()
+    {
+        EndpointTarget target;
+        lock (_gate)
+        {
+            if (!_pausedHere || !_loginsOpen || _loginsOpenSent || _pendingFlip is not [var only] || _remotes.Count == 0)
+            {
+                return;
+            }
+
+            _loginsOpenSent = true;
+            target = only;
+        }
+
+        var request = new ProxyLoginsOpenRequest(target);
+        foreach (var proxy in _remotes)
+        {
+            _ = Task.Run(() => LoginsOpenAsync(proxy, request));
+        }
+    }
+
+    private async Task LoginsOpenAsync(RegisteredProxy proxy, ProxyLoginsOpenRequest request)
+    {
+        try
+        {
+            // Its own deadline (the registry's call timeout), not the step's token: open-green
+            // does not wait for it, and a call past the resume changes nothing on the proxy.
+            await CallAsync<object>(proxy, HttpMethod.Post, "/logins-open", request, TimeSpan.Zero, CancellationToken.None);
+        }
+        catch (TealException ex)
+        {
+            LogLoginsOpenFailed(Name, proxy.Name, ex.Message);
+        }
+    }
 
     /// <summary>Resumes everywhere; a flip held back for the resume goes with it.</summary>
     public async Task ResumeAsync(CancellationToken cancellationToken)
     {
-        var pending = _pendingFlip;
+        IReadOnlyList<EndpointTarget>? pending;
+        lock (_gate)
+        {
+            pending = _pendingFlip;
+            _pendingFlip = null;
+            _pausedHere = false;
+            _loginsOpen = false;
+        }
+
         var request = new ProxyResumeRequest { Target = pending?[0], Targets = pending is { Count: > 1 } ? pending : null };
-        _pendingFlip = null;
-        _pausedHere = false;
         _pendingHold = null;
         await Task.WhenAll([
             _local?.ResumeAsync(cancellationToken) ?? Task.CompletedTask,
@@ -248,6 +333,9 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         $"teal proxy '{proxy.Name}' ({proxy.AdminUrl}) did not {(action.Length == 0 ? "answer" : action.TrimStart('/'))} endpoint '{Name}': {reason}",
         $"start that proxy again, or remove it for good with `DELETE /api/proxies/{proxy.Name}` (it is dropped by itself after {_registry.SilenceLimit.TotalSeconds:0} s without a heartbeat); then retry",
         inner);
+
+    [LoggerMessage(EventId = 2405, Level = LogLevel.Warning, Message = "Endpoint {Name}: teal proxy {Proxy} did not take logins-open ({Reason}); its moving sessions log in on green at the resume")]
+    private partial void LogLoginsOpenFailed(string name, string proxy, string reason);
 
     [LoggerMessage(EventId = 2404, Level = LogLevel.Warning, Message = "Endpoint {Name}: teal proxy {Proxy} did not take {Action} ({Reason}); it follows the route table at its next heartbeat")]
     private partial void LogBestEffortFailed(string name, string proxy, string action, string reason);

@@ -67,6 +67,13 @@ public sealed record ProxyResumeRequest
     public IReadOnlyList<EndpointTarget>? Targets { get; init; }
 }
 
+/// <summary>
+/// Green's logins are back, and the resume of this switchover is to route to <see cref="Target"/>:
+/// the sessions the proxy moves log in there now and are held until the resume, which still
+/// decides where they go (one that routes elsewhere drops those logins).
+/// </summary>
+public sealed record ProxyLoginsOpenRequest(EndpointTarget Target);
+
 public sealed record ProxyFlipRequest(EndpointTarget Target)
 {
     /// <summary>A reader endpoint's readers, taken in turn (<see cref="Target"/> is the first); null for one target.</summary>
