@@ -73,8 +73,47 @@ public sealed class RemoteProxyRegistryTests : IDisposable
 
         var green = target with { Port = 5433 };
         await fleet.FlipAsync(green, CancellationToken.None);
+        // Not awaited by the switchover: a proxy that does not take it costs nothing but a log line.
+        await fleet.LoginsOpenAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(1));
         await fleet.ResumeAsync(CancellationToken.None);
         fleet.Target.ShouldBe(green);
+    }
+
+    [Fact]
+    public async Task Fleet_LoginsOpenBeforeOrAfterTheFlip_TellsEveryProxyTheResumesTargetOnce()
+    {
+        using var registry = Registry();
+        using var first = new RecordingProxy();
+        using var second = new RecordingProxy();
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", first.Url), CancellationToken.None);
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", second.Url), CancellationToken.None);
+        var blue = new EndpointTarget("app", "127.0.0.1", 5432, "app");
+        var green = blue with { Port = 5433 };
+        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), blue, null, registry.All, registry, NullLogger.Instance);
+
+        await fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        await fleet.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+        // open-green runs alongside the flip: logins may be back before the target is known.
+        await fleet.LoginsOpenAsync(CancellationToken.None);
+        await Task.Delay(300);
+        first.Requests.Count.ShouldBe(1, "no target to log in on before the flip");
+        await fleet.FlipAsync(green, CancellationToken.None);
+        await fleet.LoginsOpenAsync(CancellationToken.None);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (first.Requests.Count < 2 || second.Requests.Count < 2)
+        {
+            DateTime.UtcNow.ShouldBeLessThan(deadline, "every proxy is told that green's logins are back");
+            await Task.Delay(50);
+        }
+
+        await fleet.ResumeAsync(CancellationToken.None);
+
+        foreach (var proxy in new[] { first, second })
+        {
+            proxy.Requests.Select(r => r.Path).ShouldBe(["/proxy/endpoints/app/drain", "/proxy/endpoints/app/logins-open", "/proxy/endpoints/app/resume"]);
+            proxy.Requests[1].Body.ShouldContain("\"port\":5433");
+            proxy.Requests[2].Body.ShouldContain("\"port\":5433", customMessage: "the resume still carries the flip");
+        }
     }
 
     [Fact]
