@@ -23,8 +23,11 @@ namespace Teal.Server.RemoteProxies;
 /// blue in between, and a proxy that cannot be paused fails the drain step, which rolls back the
 /// same way), and the flip of a paused proxy travels with the resume (it routes no client until
 /// then; if this control plane stops in between, the proxy stays held until the next leader
-/// resumes it or its route table does). Every proxy is driven at once, over the registry's pooled
-/// keep-alive connections that <see cref="PrepareAsync"/> opened.
+/// resumes it or its route table does). One more call, logins-open, tells the proxies green's
+/// logins are back and where the resume will route, so their moving sessions log in there while
+/// green finishes opening; nothing waits for it (<see cref="LoginsOpenAsync(CancellationToken)"/>).
+/// Every proxy is driven at once, over the registry's pooled keep-alive connections that
+/// <see cref="PrepareAsync"/> opened.
 /// </remarks>
 public sealed partial class ProxyFleetEndpoint : IEndpoint
 {
@@ -242,11 +245,11 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         var request = new ProxyLoginsOpenRequest(target);
         foreach (var proxy in _remotes)
         {
-            _ = Task.Run(() => LoginsOpenAsync(proxy, request));
+            _ = Task.Run(() => SendLoginsOpenAsync(proxy, request));
         }
     }
 
-    private async Task LoginsOpenAsync(RegisteredProxy proxy, ProxyLoginsOpenRequest request)
+    private async Task SendLoginsOpenAsync(RegisteredProxy proxy, ProxyLoginsOpenRequest request)
     {
         try
         {
