@@ -261,6 +261,10 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         {
             LogLoginsOpenFailed(Name, proxy.Name, ex.Message);
         }
+        catch (ObjectDisposedException)
+        {
+            // Teal is stopping (the registry's client is gone): the next leader resumes the proxies.
+        }
     }
 
     /// <summary>Resumes everywhere; a flip held back for the resume goes with it.</summary>
