@@ -80,7 +80,7 @@ public static class TealServer
         builder.Logging.AddSimpleConsole(console =>
         {
             console.SingleLine = true;
-            console.TimestampFormat = "HH:mm:ss ";
+            console.TimestampFormat = "HH:mm:ss.fff ";
         });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Services.ConfigureHttpJsonOptions(json => TealJson.Configure(json.SerializerOptions));

@@ -44,6 +44,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private byte _status;
     private bool _writingToClient;
     private bool _drainRequested;
+    private long _drainRequestedAt;
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
@@ -227,6 +228,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             }
 
             _drainRequested = true;
+            _drainRequestedAt = Stopwatch.GetTimestamp();
             departure = TryDepartLocked();
             server = _server;
         }
@@ -784,12 +786,18 @@ internal sealed class ProxyConnection : IEndpointConnection
         // switchover's open-green says so, after the flip), the session logs in there, so that at
         // the resume only its state is left to replay; nothing of the client's is sent before.
         var routing = _endpoint.WaitForRouteAsync(cancellationToken);
+
+        // When the route came, even while a login started before it was still running: the time
+        // from there to the session's first byte on green is this session's share of the gap.
+        var resumed = routing.ContinueWith(static _ => Stopwatch.GetTimestamp(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         LoggedInSession? ahead = null;
+        var loginsOpened = 0L;
         try
         {
             var loginAhead = _endpoint.LoginAheadAsync();
             if (await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
             {
+                loginsOpened = Stopwatch.GetTimestamp();
                 var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken);
                 ahead = session;
                 if (failure is not null)
@@ -840,7 +848,13 @@ internal sealed class ProxyConnection : IEndpointConnection
                 Stopwatch.GetElapsedTime(started, left).TotalMilliseconds,
                 Stopwatch.GetElapsedTime(left, routed).TotalMilliseconds,
                 moved.LoginMilliseconds,
-                moved.ReplayMilliseconds) { LoggedInBeforeResume = loggedInBeforeResume });
+                moved.ReplayMilliseconds)
+            {
+                LoggedInBeforeResume = loggedInBeforeResume,
+                BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, started).TotalMilliseconds,
+                LoginsOpenedMs = loginsOpened == 0 ? 0 : Stopwatch.GetElapsedTime(left, loginsOpened).TotalMilliseconds,
+                ReadyAfterResumeMs = Stopwatch.GetElapsedTime(resumed.IsCompletedSuccessfully ? resumed.Result : routed).TotalMilliseconds,
+            });
         }
         finally
         {

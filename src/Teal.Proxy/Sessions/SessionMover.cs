@@ -413,6 +413,15 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
 {
     /// <summary>The login happened while the endpoint was still paused (it overlapped the wait).</summary>
     public bool LoggedInBeforeResume { get; init; }
+
+    /// <summary>From the drain's request to the session's transaction boundary (and the move's start).</summary>
+    public double BoundaryMs { get; init; }
+
+    /// <summary>From leaving the old server to green's logins coming back (0: they came back with the resume).</summary>
+    public double LoginsOpenedMs { get; init; }
+
+    /// <summary>From the resume to the session going on on its new server: its login's tail past the resume and the replay.</summary>
+    public double ReadyAfterResumeMs { get; init; }
 }
 
 /// <summary>
