@@ -798,7 +798,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             if (await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
             {
                 loginsOpened = Stopwatch.GetTimestamp();
-                var (session, failure) = await LogInMovingAsync(early, verifierOn(early), beforeResume: true, cancellationToken);
+                var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken);
                 ahead = session;
                 if (failure is not null)
                 {
@@ -825,7 +825,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             var loggedInBeforeResume = ahead is not null;
             if (ahead is null)
             {
-                var (session, failure) = await LogInMovingAsync(target, verifierOn(target), beforeResume: false, cancellationToken);
+                var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken);
                 if (session is null)
                 {
                     await CloseForSwitchoverAsync(null, failure ?? "unknown");
@@ -860,13 +860,6 @@ internal sealed class ProxyConnection : IEndpointConnection
         {
             ahead?.Dispose();
         }
-    }
-
-    private async Task<(LoggedInSession? Session, string? Failure)> LogInMovingAsync(
-        EndpointTarget target, Func<string, CancellationToken, Task<ScramVerifier?>>? verifier, bool beforeResume, CancellationToken cancellationToken)
-    {
-        using var turn = await _endpoint.MoveLoginTurnAsync(cancellationToken);
-        return await SessionMover.LogInAsync(target, _startup, _scram, verifier, _options, _endpoint.Plaintext, beforeResume, cancellationToken);
     }
 
     /// <summary>The session goes on on <paramref name="server"/>: the pumps take it from here.</summary>

@@ -38,12 +38,6 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     // Admission and pause change together under _gate, so that once PauseAsync returns no
     // connection can still slip through to the route it is about to leave.
     private readonly Lock _gate = new();
-
-    // Moving sessions log in on their new server a few at a time, in the order they left the old
-    // one (SemaphoreSlim queues its waiters in order). Each login starts a server process; all
-    // at once they share the server's cores and nearly all end late, where a few at a time end
-    // one after another, so most sessions go on sooner and the last no later.
-    private readonly SemaphoreSlim _moveLogins = new(MoveLoginConcurrency());
     private TaskCompletionSource? _resumed;
     private TimeSpan _holdDeadline;
 
@@ -666,42 +660,6 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     {
         Interlocked.Increment(ref _sessionsMoved);
         ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
-    }
-
-    /// <summary>
-    /// How many moving sessions log in on their new server at once: <c>TEAL_PROXY_MOVE_LOGINS</c>
-    /// (0: no limit), else twice the cores, at least four. On two cores nine logins at once took
-    /// 120-190 ms each, three at once 50-60 ms each, for the same logins per second.
-    /// </summary>
-    internal static int MoveLoginConcurrency()
-    {
-        var configured = Environment.GetEnvironmentVariable(MoveLoginsVariable);
-        return int.TryParse(configured, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var limit)
-            ? limit == 0 ? int.MaxValue : limit
-            : Math.Max(4, 2 * Environment.ProcessorCount);
-    }
-
-    /// <summary>The environment variable that sets <see cref="MoveLoginConcurrency"/>.</summary>
-    public const string MoveLoginsVariable = "TEAL_PROXY_MOVE_LOGINS";
-
-    /// <summary>Waits for a turn to log a moving session in; dispose the result to give the turn back.</summary>
-    internal async Task<IDisposable> MoveLoginTurnAsync(CancellationToken cancellationToken)
-    {
-        await _moveLogins.WaitAsync(cancellationToken);
-        return new Turn(_moveLogins);
-    }
-
-    private sealed class Turn(SemaphoreSlim gate) : IDisposable
-    {
-        private int _released;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _released, 1) == 0)
-            {
-                gate.Release();
-            }
-        }
     }
 
     internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>
