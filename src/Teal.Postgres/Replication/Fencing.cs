@@ -89,7 +89,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
     }
 
-    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and green's pg_hba.conf. Safe to repeat.</summary>
+    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and the server's own pg_hba.conf. Safe to repeat.</summary>
     private Task CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken) => CloseAsync(conn, side, Holder(side), cancellationToken);
 
     private async Task CloseAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
