@@ -78,6 +78,55 @@ public sealed class ControlPasswordRotationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RotatePassword_GreenWithManagedReader_ReaderStreamsAgainAfterReconnecting_PasswordShownNowhere()
+    {
+        (await Run("create", "rot", "--source", "app", "--target-readers", "1", "--wait")).ExitCode.ShouldBe(0);
+        var green = (await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green;
+        var reader = (await _teal.State.GetInstanceAsync($"{green}-r1", default))!;
+        var before = ControlPassword(green);
+
+        var rotated = await Run("instance", "rotate-password", green);
+
+        rotated.ExitCode.ShouldBe(0, rotated.ToString());
+        var after = ControlPassword(green);
+        after.ShouldNotBe(before);
+        // Teal's login on the reader is green's role, replayed: Teal's secret for it follows.
+        await ServerWait.UntilAsync(async () => await TryScalarAsTealAsync(reader.Name) == 1, "Teal logs in to the reader with the new password");
+        ControlPassword(reader.Name).ShouldBe(after);
+        // The walreceiver kept its session; end it on green, so the reader must log in again.
+        (await ScalarAsTealAsync<long>(green, $"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication WHERE application_name = '{reader.ReplicationSlot}'")).ShouldBe(1);
+        await ExecuteAsTealAsync("app", "INSERT INTO items VALUES (2001, 'after the rotation')");
+        await ServerWait.UntilAsync(async () => await ScalarAsTealAsync<long>(reader.Name, "SELECT count(*) FROM items WHERE id = 2001") == 1, "the reader streams a row written after the rotation");
+        (await ScalarAsTealAsync<string>(green, $"SELECT state FROM pg_stat_replication WHERE application_name = '{reader.ReplicationSlot}'")).ShouldBe("streaming");
+
+        var outputs = new StringBuilder().Append(rotated).Append(await Run("events", "--output", "json")).Append(await Run("show", "rot", "--output", "json")).Append(await Run("instance", "list", "--output", "json"));
+        outputs.ToString().ShouldNotContain(after);
+        foreach (var file in Directory.EnumerateFiles(_teal.DataDirectory).Where(f => Path.GetFileName(f) is not ("secrets.json" or "teal.lock")))
+        {
+            (await ReadSharedAsync(file)).ShouldNotContain(after, customMessage: file);
+        }
+
+        // The reader's settings name its passfile, never the password; its server log has none either.
+        foreach (var file in Directory.EnumerateFiles(reader.Managed!.Directory, "*", SearchOption.AllDirectories).Where(f => !f.EndsWith(".pgpass", StringComparison.Ordinal) && (f.EndsWith(".conf", StringComparison.Ordinal) || f.EndsWith(".log", StringComparison.Ordinal))))
+        {
+            (await ReadSharedAsync(file)).ShouldNotContain(after, customMessage: file);
+        }
+    }
+
+    /// <summary>1 when Teal's login on the instance works, null when it is refused.</summary>
+    private async Task<int?> TryScalarAsTealAsync(string instance)
+    {
+        try
+        {
+            return await ScalarAsTealAsync<int>(instance, "SELECT 1");
+        }
+        catch (PostgresException)
+        {
+            return null;
+        }
+    }
+
+    [Fact]
     public async Task RotatePassword_BeforeTealLoggedIn_RefusedWithHint()
     {
         var run = await Run("instance", "rotate-password", "app");

@@ -88,12 +88,14 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         }
 
         // Green's primary is fenced by its own pg_hba.conf, which its readers do not share: the
-        // application's login reads on green's first reader, where the canary sends it.
+        // application's login reads on green's readers, where the canary sends it, in turn.
         var reader2 = (await _teal.State.GetInstanceAsync($"{green}-r2", default))!;
-        var toGreen = ports.Count(p => p == reader1.Port);
+        var toGreen = ports.Count(p => p == reader1.Port || p == reader2.Port);
         ports.Count(p => p == _blue.Port).ShouldBe(200 - toGreen);
-        toGreen.ShouldBeInRange(60, 140, $"{toGreen} of 200 new connections went to green's reader at 50%");
-        (await Run("endpoint", "list")).Stdout.ShouldContain($"app (reader, 50% to {reader1.Name})");
+        toGreen.ShouldBeInRange(60, 140, $"{toGreen} of 200 new connections went to green's readers at 50%");
+        ports.Count(p => p == reader1.Port).ShouldBeGreaterThanOrEqualTo(toGreen / 2 - 5, string.Join(",", ports));
+        ports.Count(p => p == reader2.Port).ShouldBeGreaterThanOrEqualTo(toGreen / 2 - 5, string.Join(",", ports));
+        (await Run("endpoint", "list")).Stdout.ShouldContain($"app (reader, 50% to {green})");
 
         // Guardrail: a stopped reader refuses the switchover, naming it and the fix.
         var provisioner = _teal.Services.GetRequiredService<EngineRegistry>().Provisioner(reader1.Engine);
@@ -325,6 +327,99 @@ public sealed class ReaderTopologyTests : IAsyncLifetime
         (await TablePortsAsync()).ShouldBe([r1.Port, r2.Port]);
         var again = await PortsThroughAsync(productionReads, ReaderRole, ReaderPassword, 10);
         again.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", again));
+    }
+
+    [Fact]
+    public async Task Canary_SpreadsOverEveryStreamingReaderOfGreen_AndFollowsThem()
+    {
+        var reads = ManagedPostgres.FreePort();
+        (await Run("endpoint", "add", "reads", "--instance", "app", "--listen", $"127.0.0.1:{reads}", "--reader")).ExitCode.ShouldBe(0);
+        var created = await Run("create", "spread", "--source", "app", "--target-readers", "2", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green;
+        var r1 = (await _teal.State.GetInstanceAsync($"{green}-r1", default))!;
+        var r2 = (await _teal.State.GetInstanceAsync($"{green}-r2", default))!;
+
+        (await Run("endpoint", "canary", "reads", "--green-percent", "100")).ExitCode.ShouldBe(0);
+
+        // Every new read connection goes to green's readers, each in turn, as the application's login.
+        var both = await PortsThroughAsync(reads, ReaderRole, ReaderPassword, 10);
+        both.Count(p => p == r1.Port).ShouldBe(5, string.Join(",", both));
+        both.Count(p => p == r2.Port).ShouldBe(5, string.Join(",", both));
+        // A `teal proxy` gets the same readers from its route table.
+        var table = _teal.Services.GetRequiredService<ProxyRouteTableSource>();
+        async Task<List<int>> CanaryPortsInTableAsync() => [.. (await table.ReadAsync(default)).Endpoints.Single(e => e.Spec.Name == "reads").CanaryTargets.Select(t => t.Port)];
+        (await CanaryPortsInTableAsync()).ShouldBe([r1.Port, r2.Port]);
+
+        // A reader of green that stops streaming leaves the canary once the monitor sees it, and
+        // takes its share again when it streams.
+        var provisioner = _teal.Services.GetRequiredService<EngineRegistry>().Provisioner(r2.Engine);
+        await provisioner.StopAsync(r2, default);
+        await ServerWait.UntilAsync(async () => await TryPortsThroughAsync(reads, 4) is { } ports && ports.All(p => p == r1.Port), "the canary leaves the stopped reader");
+        await ServerWait.UntilAsync(async () => (await CanaryPortsInTableAsync()).SequenceEqual([r1.Port]), "the route table's canary drops the stopped reader");
+        (await PortsThroughAsync(reads, ReaderRole, ReaderPassword, 6)).ShouldAllBe(p => p == r1.Port);
+
+        await provisioner.StartAsync(r2, default);
+        await ServerWait.UntilAsync(async () => (await PortsThroughAsync(reads, ReaderRole, ReaderPassword, 4)).Contains(r2.Port), "the reader streams again and takes canary reads");
+        (await CanaryPortsInTableAsync()).ShouldBe([r1.Port, r2.Port]);
+    }
+
+    /// <summary>The ports of <paramref name="count"/> reads through the endpoint; null when one failed (sent to a stopped reader).</summary>
+    private static async Task<List<int>?> TryPortsThroughAsync(int endpointPort, int count)
+    {
+        try
+        {
+            return await PortsThroughAsync(endpointPort, ReaderRole, ReaderPassword, count);
+        }
+        catch (NpgsqlException)
+        {
+            return null;
+        }
+    }
+
+    [Fact]
+    public async Task Switchback_GreensReadersKeepTakingReads_WhileGreensPrimaryIsFencedAndBlueWrites()
+    {
+        var created = await Run("create", "back", "--source", "app", "--target-readers", "1", "--wait");
+        created.ExitCode.ShouldBe(0, created.ToString());
+        var green = (await _teal.State.GetInstanceAsync((await _teal.State.ListDeploymentsAsync(default)).ShouldHaveSingleItem().Green, default))!;
+        var reader = (await _teal.State.GetInstanceAsync($"{green.Name}-r1", default))!;
+        // Asked now: the switchover renames green.
+        var superuser = ConnectionStrings.Parse((await Run("instance", "url", green.Name)).Stdout.Trim());
+        var switched = await Run("switchover", "back", "--wait");
+        switched.ExitCode.ShouldBe(0, switched.ToString());
+
+        var back = await Run("switchback", "back", "--wait");
+
+        back.ExitCode.ShouldBe(0, back.ToString());
+        back.Stdout.ShouldContain("switchback completed");
+        // Blue is the writer again, for its own superuser too.
+        await _blue.ExecuteAsync("INSERT INTO items VALUES (4001, 'written after the switchback')");
+        // Green's reader still admits the application's login (green is fenced by its own
+        // pg_hba.conf, not by NOLOGIN, which the reader would replay) and streams blue's new row,
+        // applied on green by replication again.
+        await ServerWait.UntilAsync(async () => await ReadOnAsync(reader.Port, "SELECT count(*) FROM items WHERE id = 4001") == 1, "blue's row is read by the application's login on green's reader");
+        (await ReadOnAsync(reader.Port, "SELECT count(*) FROM items")).ShouldBe(501);
+        // Green's primary refuses the application's login and its own superuser at connection start.
+        foreach (var (user, password) in new[] { (ReaderRole, ReaderPassword), (superuser.User, superuser.Password!) })
+        {
+            var direct = await WriteAsync(green.Host, green.Port, user, password);
+            direct.ShouldNotBeNull($"{user} wrote on green's primary after the switchback").SqlState.ShouldBe(PostgresErrorCodes.InvalidAuthorizationSpecification);
+            direct.MessageText.ShouldContain("pg_hba.conf rejects connection");
+        }
+
+        var check = await Run("check", "back");
+        check.Stdout.ShouldContain("its pg_hba.conf admits only teal_control");
+    }
+
+    /// <summary>A count read on a server as the application's login.</summary>
+    private static async Task<long> ReadOnAsync(int port, string sql)
+    {
+        var builder = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = port, Username = ReaderRole, Password = ReaderPassword, Database = "postgres", Pooling = false };
+        await using var conn = new NpgsqlConnection(builder.ConnectionString);
+        await conn.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, conn);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     [Fact]

@@ -14,7 +14,10 @@ namespace Teal.Core.Deployments;
 /// blue, reverse replication on the old blue when it is production) keep the old one in their
 /// conninfo; each such deployment's link is rebuilt and read at once, and a link's first status
 /// read moves its subscription to the conninfo it expects (ALTER SUBSCRIPTION … CONNECTION).
-/// The password is never returned, logged or put in an event.
+/// The server's readers that Teal made stream as that login too: each gets the new password
+/// (<see cref="IInstanceProvisioner.SetReaderControlPasswordAsync"/>), and Teal's secret for it
+/// follows (a physical copy replays the new password). The password is never returned, logged or
+/// put in an event.
 /// </summary>
 public sealed partial class ControlPasswordRotation(IStateStore state, ISecretStore secrets, EngineRegistry engines, DeploymentLinks links, ReplicationMonitor monitor, ILogger<ControlPasswordRotation> logger)
 {
@@ -42,13 +45,15 @@ public sealed partial class ControlPasswordRotation(IStateStore state, ISecretSt
         var deployments = await state.ListDeploymentsAsync(cancellationToken);
         var instances = await state.ListInstancesAsync(cancellationToken);
         var onServer = instances.Where(i => SameServer(i, instance)).ToList();
-        if (instances.FirstOrDefault(i => i.ReaderOf is { } writer && onServer.Any(s => s.Name == writer) && i.ReplicationSlot is not null) is { } reader)
+        var readers = instances.Where(i => i.ReaderOf is { } writer && onServer.Any(s => s.Name == writer) && i.ReplicationSlot is not null).ToList();
+        if (readers.FirstOrDefault(r => r.Managed is null || !engines.Provisioner(r.Engine).CreatesReaders) is { } foreign)
         {
-            // A reader's walreceiver logs in with the password in its passfile at its next reconnect.
+            // A reader's walreceiver logs in with the password it was given at its next reconnect;
+            // Teal can give a new one only to a reader whose files are its own.
             throw new TealException(
                 "instance.rotate-has-readers",
-                $"'{name}' has reader '{reader.Name}', which streams as {DeploymentLinks.ControlUser} with the current password",
-                $"remove its readers first (teal instance remove {reader.Name} --delete-data), or keep the password");
+                $"'{name}' has reader '{foreign.Name}', which streams as {DeploymentLinks.ControlUser} with the current password and is not one Teal manages",
+                $"remove it first (teal instance remove {foreign.Name}), or keep the password");
         }
 
         if (deployments.FirstOrDefault(d => d.Status == DeploymentStatus.SwitchoverInProgress && onServer.Any(i => i.Name == d.Blue || i.Name == d.Green)) is { } switching)
@@ -75,6 +80,15 @@ public sealed partial class ControlPasswordRotation(IStateStore state, ISecretSt
             await engines.Engine(instance.Engine).ChangeControlPasswordAsync(control, next, cancellationToken);
             secrets.Write(reference, next);
 
+            // Each reader streams with the old password until its walreceiver next connects;
+            // given the new one right after the change, it logs in with that. Its own copy of the
+            // role replays the change, so Teal's secret for it follows too.
+            foreach (var reader in readers)
+            {
+                await engines.Provisioner(reader.Engine).SetReaderControlPasswordAsync(reader, control with { Password = next }, cancellationToken);
+                secrets.Write(DeploymentLinks.ControlSecretReference(reader), next);
+            }
+
             // The cached links hold pooled sessions and the spec with the old password.
             foreach (var hold in holds)
             {
@@ -97,7 +111,7 @@ public sealed partial class ControlPasswordRotation(IStateStore state, ISecretSt
             followed.Add(deployment.Name);
         }
 
-        await state.AppendEventAsync(null, EventKinds.ControlPasswordRotated, $"Teal's login on instance '{name}' has a new password; replication followed it in {followed.Count} deployment(s)", new Dictionary<string, string> { ["instance"] = name, ["deployments"] = string.Join(",", followed) }, cancellationToken);
+        await state.AppendEventAsync(null, EventKinds.ControlPasswordRotated, $"Teal's login on instance '{name}' has a new password; replication followed it in {followed.Count} deployment(s) and {readers.Count} reader(s)", new Dictionary<string, string> { ["instance"] = name, ["deployments"] = string.Join(",", followed), ["readers"] = string.Join(",", readers.Select(r => r.Name)) }, cancellationToken);
         LogRotated(name, followed.Count);
         return followed;
     }

@@ -103,6 +103,7 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
         {
             Tables = deployment.Tables,
             GreenManaged = deployment.GreenManaged,
+            BlueManaged = blue.Managed is not null,
             CopyRoles = deployment.CopyRoles,
             CopyParallelism = deployment.CopyParallelism,
             ExpectedGreenVersion = green.Managed?.EngineVersion,
@@ -125,6 +126,10 @@ public sealed class DeploymentLinks(IStateStore state, ISecretStore secrets, Eng
             CopyRoles = deployment.CopyRoles,
             BlueControlPassword = ControlPassword(green),
             GreenControlPassword = ControlPassword(blue),
+            // The fence follows the server: a side Teal provisioned is fenced by its pg_hba.conf
+            // (its readers stay readable), whichever way the link runs.
+            BlueManaged = green.Managed is not null,
+            GreenManaged = blue.Managed is not null,
             // The switchback always re-establishes replication blue → green.
             ReverseReplication = true,
             Reversed = true,

@@ -42,7 +42,7 @@ public sealed record EndpointSpec(string Name, EndpointKind Kind, string Instanc
     /// <summary>PgBouncer: how to reach and repoint it.</summary>
     public PgBouncerSpec? PgBouncer { get; init; }
 
-    /// <summary>Reader canary: instance receiving <see cref="CanaryPercent"/>% of new connections.</summary>
+    /// <summary>Reader canary: green, whose streaming readers receive <see cref="CanaryPercent"/>% of new connections in turn (a reader named here stands for its writer's readers).</summary>
     public string? CanaryInstance { get; init; }
 
     public int CanaryPercent { get; init; }

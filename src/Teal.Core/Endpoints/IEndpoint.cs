@@ -13,6 +13,16 @@ public interface IEndpoint
     /// <summary>Every server new connections go to in turn (a reader endpoint's readers); <see cref="Target"/> alone otherwise.</summary>
     IReadOnlyList<EndpointTarget> Targets => [Target];
 
+    /// <summary>A reader endpoint's canary: the servers (green's readers) that take its share of new connections in turn; empty without one.</summary>
+    IReadOnlyList<EndpointTarget> CanaryTargets => [];
+
+    /// <summary>
+    /// Sends <paramref name="percent"/>% of new connections to <paramref name="targets"/> in turn
+    /// (none or 0 ends the split). Endpoints without a canary of their own ignore it (a
+    /// <c>teal proxy</c> gets its canary from the route table).
+    /// </summary>
+    Task SetCanaryAsync(IReadOnlyList<EndpointTarget> targets, int percent, CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>
     /// Writer endpoints move to green at the flip; reader endpoints to green's readers (to green
     /// itself when it has none).

@@ -9,7 +9,9 @@ namespace Teal.Core.Endpoints;
 /// Keeps live reader endpoints on the readers that stream: when the monitor sees a reader of a
 /// writer stop or start streaming, every reader endpoint of that writer is routed again over
 /// <see cref="ReaderTargets"/> (a <c>teal proxy</c> gets the same list from its route table at its
-/// next heartbeat). Outside switchovers only: a switchover moves the endpoints itself.
+/// next heartbeat), and so is the canary of every reader endpoint whose canary is that writer's
+/// readers (green's, before the switchover). Outside switchovers only: a switchover moves the
+/// endpoints itself.
 /// </summary>
 public sealed partial class ReaderRoutes(IStateStore state, IEndpointRegistry endpoints, ILogger<ReaderRoutes> logger)
 {
@@ -37,8 +39,18 @@ public sealed partial class ReaderRoutes(IStateStore state, IEndpointRegistry en
 
         foreach (var spec in await state.ListEndpointsAsync(cancellationToken))
         {
-            if (spec.Kind != EndpointKind.Proxy || spec.Role != InstanceRole.Reader || spec.Instance != writer
-                || await endpoints.FindAsync(spec, cancellationToken) is not { } live)
+            if (spec.Kind != EndpointKind.Proxy || spec.Role != InstanceRole.Reader)
+            {
+                continue;
+            }
+
+            if (spec.Instance != writer)
+            {
+                await RefreshCanaryAsync(spec, writer, readers, cancellationToken);
+                continue;
+            }
+
+            if (await endpoints.FindAsync(spec, cancellationToken) is not { } live)
             {
                 continue;
             }
@@ -53,6 +65,28 @@ public sealed partial class ReaderRoutes(IStateStore state, IEndpointRegistry en
             LogRerouted(spec.Name, targets.Count);
         }
     }
+
+    private async Task RefreshCanaryAsync(EndpointSpec spec, string writer, IReadOnlyList<Instance> readers, CancellationToken cancellationToken)
+    {
+        if (await ReaderTargets.CanaryWriterAsync(state, spec, cancellationToken) != writer
+            || await endpoints.FindAsync(spec, cancellationToken) is not { } live)
+        {
+            return;
+        }
+
+        // Each reader on its own database, as the canary was first resolved.
+        List<EndpointTarget> targets = [.. readers.Select(r => new EndpointTarget(r.Name, r.Host, r.Port, r.Database))];
+        if (live.CanaryTargets.SequenceEqual(targets))
+        {
+            return;
+        }
+
+        await live.SetCanaryAsync(targets, spec.CanaryPercent, cancellationToken);
+        LogCanaryRerouted(spec.Name, targets.Count);
+    }
+
+    [LoggerMessage(EventId = 2251, Level = LogLevel.Information, Message = "Reader endpoint {Name} now sends its canary share over {Readers} streaming reader(s) of green")]
+    private partial void LogCanaryRerouted(string name, int readers);
 
     [LoggerMessage(EventId = 2250, Level = LogLevel.Information, Message = "Reader endpoint {Name} now spreads over {Readers} streaming reader(s)")]
     private partial void LogRerouted(string name, int readers);

@@ -31,6 +31,22 @@ public static class ReaderTargets
         return streaming.Count > 0 ? streaming : readers;
     }
 
+    /// <summary>
+    /// The writer whose readers take an endpoint's canary (green), or null without a canary. The
+    /// canary names green; one stored as a reader stands for that reader's writer.
+    /// </summary>
+    public static async Task<string?> CanaryWriterAsync(IStateStore state, EndpointSpec spec, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(spec);
+        if (spec.CanaryInstance is not { } name || spec.CanaryPercent <= 0)
+        {
+            return null;
+        }
+
+        return (await state.GetInstanceAsync(name, cancellationToken))?.ReaderOf ?? name;
+    }
+
     /// <summary>The endpoint targets of <see cref="StreamingReadersAsync"/>, on <paramref name="database"/> (null: each reader's own).</summary>
     public static async Task<IReadOnlyList<EndpointTarget>> ForAsync(IStateStore state, string writer, string? database, CancellationToken cancellationToken) =>
         [.. (await StreamingReadersAsync(state, writer, cancellationToken)).Select(r => new EndpointTarget(r.Name, r.Host, r.Port, database ?? r.Database))];

@@ -105,8 +105,15 @@ public sealed record LinkSpec(string Name, ConnectionInfo Blue, ConnectionInfo G
     /// </summary>
     public bool Reversed { get; init; }
 
-    /// <summary>Whether Teal provisioned green (then it is known to be empty and Teal's to configure).</summary>
+    /// <summary>
+    /// Whether Teal provisioned green's server (its data directory and configuration files are
+    /// Teal's). On a forward link that green is new and empty; on a <see cref="Reversed"/> link it
+    /// is the old blue.
+    /// </summary>
     public bool GreenManaged { get; init; }
+
+    /// <summary>Whether Teal provisioned blue's server (see <see cref="GreenManaged"/>); on a <see cref="Reversed"/> link, production's.</summary>
+    public bool BlueManaged { get; init; }
 
     /// <summary>Copy blue's roles (without the connecting users) to green before the schema.</summary>
     public bool CopyRoles { get; init; }

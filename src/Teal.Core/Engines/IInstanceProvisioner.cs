@@ -33,6 +33,17 @@ public interface IInstanceProvisioner
             $"Teal cannot create readers of a {Kind.DisplayName()} instance yet ('{request.Primary.Name}')",
             "create the deployment without --target-readers; add readers yourself after the switchover");
 
+    /// <summary>
+    /// Gives a reader made by <see cref="CreateReaderAsync"/> the new password of Teal's login on
+    /// its writer (<paramref name="primaryControl"/>), which it streams with: its next connection
+    /// to the writer logs in with it. The connection it has keeps streaming.
+    /// </summary>
+    Task SetReaderControlPasswordAsync(Instance reader, ConnectionInfo primaryControl, CancellationToken cancellationToken) =>
+        throw new Errors.TealException(
+            "instance.rotate-has-readers",
+            $"Teal cannot give reader '{reader.Name}' ({Kind.DisplayName()}) a new password to stream with",
+            $"remove the reader first (teal instance remove {reader.Name} --delete-data), or keep the password");
+
     /// <summary>Stops and deletes a reader made by <see cref="CreateReaderAsync"/>, then drops its slot on the writer when the writer is reachable.</summary>
     Task RemoveReaderAsync(Instance reader, ConnectionInfo? primary, CancellationToken cancellationToken) => RemoveAsync(reader, cancellationToken);
 }

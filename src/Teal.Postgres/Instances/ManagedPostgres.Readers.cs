@@ -99,9 +99,9 @@ public sealed partial class ManagedPostgres
             await WithoutHbaFenceAsync(data, cancellationToken);
 
             // The password goes to a 0600 passfile beside the data directory, never into a setting.
-            var passfile = Path.Combine(directory, "replication.pgpass");
+            var passfile = Path.Combine(directory, PassfileName);
             var c = spec.PrimaryControl;
-            PrivateFile.WriteNew(passfile, $"{PassEscape(c.Host)}:{c.Port.ToString(CultureInfo.InvariantCulture)}:*:{PassEscape(c.User)}:{PassEscape(c.Password ?? string.Empty)}\n");
+            PrivateFile.WriteNew(passfile, PassfileLine(c));
             var settings = new Dictionary<string, string>(spec.Parameters)
             {
                 ["primary_conninfo"] = $"host={c.Host} port={c.Port.ToString(CultureInfo.InvariantCulture)} user={c.User} passfile='{passfile}' application_name={spec.Slot}",
@@ -120,6 +120,47 @@ public sealed partial class ManagedPostgres
             await RemoveDirectoryAsync(directory);
             await DropSlotAsync(spec.PrimaryControl, spec.Slot, CancellationToken.None);
             throw;
+        }
+    }
+
+    /// <summary>The reader's passfile, beside its data directory: <c>primary_conninfo</c> names it.</summary>
+    private const string PassfileName = "replication.pgpass";
+
+    private static string PassfileLine(ConnectionInfo c) =>
+        $"{PassEscape(c.Host)}:{c.Port.ToString(CultureInfo.InvariantCulture)}:*:{PassEscape(c.User)}:{PassEscape(c.Password ?? string.Empty)}\n";
+
+    /// <summary>
+    /// Gives a reader the new password of Teal's login on its writer (<c>teal instance
+    /// rotate-password</c>). Its <c>primary_conninfo</c> names a passfile rather than a password,
+    /// and libpq reads the passfile at each connection, so replacing the file is all it takes: no
+    /// setting changes and no reload is needed (on every version Teal makes readers of, 15+); the
+    /// walreceiver's current connection keeps streaming and its next one logs in with the new
+    /// password. The file is replaced atomically (a 0600 file of the server's OS user beside it,
+    /// then a rename), so a reconnect never reads half of it.
+    /// </summary>
+    public async Task SetReplicaPasswordAsync(ManagedPostgresServer reader, ConnectionInfo primaryControl, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        ArgumentNullException.ThrowIfNull(primaryControl);
+        var passfile = Path.Combine(reader.Directory, PassfileName);
+        if (!File.Exists(passfile))
+        {
+            throw new TealException(
+                "instance.rotate-has-readers",
+                $"the reader in {reader.Directory} has no passfile of Teal's ({PassfileName}): Teal cannot tell how it logs in to its writer",
+                "remove the reader first (teal instance remove NAME --delete-data), or keep the password");
+        }
+
+        var temporary = $"{passfile}.{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4))}.tmp";
+        try
+        {
+            PrivateFile.WriteNew(temporary, PassfileLine(primaryControl));
+            await GiveTreeAsync(temporary, cancellationToken);
+            File.Move(temporary, passfile, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
         }
     }
 

@@ -82,6 +82,12 @@ public sealed class PostgresProvisioner(PostgresEngineCatalog catalog, TimeProvi
         return new ProvisionedInstance(reader, request.PrimaryPassword);
     }
 
+    public async Task SetReaderControlPasswordAsync(Instance reader, ConnectionInfo primaryControl, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        await _managed.SetReplicaPasswordAsync(await LoadAsync(reader, cancellationToken), primaryControl, cancellationToken);
+    }
+
     public async Task RemoveReaderAsync(Instance reader, ConnectionInfo? primary, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(reader);

@@ -60,13 +60,15 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>
     /// Whether a side's hard layer is its pg_hba.conf (<see cref="HbaFence"/>) rather than NOLOGIN:
-    /// a green Teal provisioned, before its first switchover. Its readers then admit clients
-    /// (read-only) while green refuses them. Blue, an external green and the old blue a reversed
-    /// link fences keep NOLOGIN: Teal does not own their configuration files.
+    /// any server Teal provisioned (its data directory and pg_hba.conf are Teal's), blue or green,
+    /// before or after a switchover. NOLOGIN is a catalog change its physical readers replay, so
+    /// they would refuse every login; the file is the server's own, so its readers keep admitting
+    /// clients (read-only) while it refuses them. A server Teal did not provision keeps NOLOGIN:
+    /// Teal does not own its configuration files.
     /// </summary>
-    private bool FencesByHba(Side side) => side == Side.Green && GreenFencedByHba(sessions.Spec);
+    private bool FencesByHba(Side side) => FencedByHba(sessions.Spec, side);
 
-    public static bool GreenFencedByHba(LinkSpec spec) => spec.GreenManaged && !spec.Reversed;
+    public static bool FencedByHba(LinkSpec spec, Side side) => side == Side.Green ? spec.GreenManaged : spec.BlueManaged;
 
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
@@ -87,12 +89,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
     }
 
-    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and green's pg_hba.conf. Safe to repeat.</summary>
-    private async Task CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)
+    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and the server's own pg_hba.conf. Safe to repeat.</summary>
+    private Task CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken) => CloseAsync(conn, side, Holder(side), cancellationToken);
+
+    private async Task CloseAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
     {
         if (!FencesByHba(side))
         {
-            await TakeLoginsAsync(conn, Holder(side), cancellationToken);
+            await TakeLoginsAsync(conn, holder, cancellationToken);
             return;
         }
 
@@ -100,14 +104,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             $$"""
             DO $teal_holder$
             BEGIN
-              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {{Sql.Literal(Holder(side))}}) THEN
-                CREATE ROLE {{Sql.Ident(Holder(side))}} NOLOGIN;
+              IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {{Sql.Literal(holder)}}) THEN
+                CREATE ROLE {{Sql.Ident(holder)}} NOLOGIN;
               END IF;
             END
             $teal_holder$
             """,
             cancellationToken);
-        await HbaFence.CloseAsync(conn, cancellationToken);
+        await HbaFence.CloseAsync(conn, LinkSessions.Role(side), cancellationToken);
     }
 
     private async Task ConfirmLoginAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)
@@ -134,13 +138,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// Keeps a side fenced, held now under the other side's holder name: the side just left by
     /// a cutover becomes the standby of the reversed link, whose open-green lets go of exactly
     /// that holder at the next cutover. One transaction for the new holder (the fence is
-    /// re-asserted with it), then the old holder is dropped: never a moment without a holder.
+    /// re-asserted with it, in the side's own layer), then the old holder is dropped: never a
+    /// moment without a holder.
     /// </summary>
     public async Task HandOverAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var other = side == Side.Blue ? Side.Green : Side.Blue;
-        await TakeLoginsAsync(conn, Holder(other), cancellationToken);
+        await CloseAsync(conn, side, Holder(other), cancellationToken);
+        if (FencesByHba(side))
+        {
+            // Already closed since the cutover's fence; a repeat after a crash that found it
+            // open has just closed it again, and the postmaster must read it.
+            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        }
+
         await conn.ExecuteAsync($"DROP ROLE IF EXISTS {Sql.Ident(Holder(side))}", cancellationToken);
     }
 
@@ -180,7 +192,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             return;
         }
 
-        if (FencesByHba(side) && await HbaFence.OpenAsync(conn, cancellationToken))
+        // The file is its own record: opened whatever this link would fence the side with, so a
+        // fence made in the other layer (a server fenced before it was known to be Teal's, or
+        // under an older Teal) is lifted all the same. Reading it needs a superuser, which Teal's
+        // login is on every server Teal provisioned (is_superuser is reported at login: no round trip).
+        if ((FencesByHba(side) || IsSuperuser(conn)) && await HbaFence.OpenAsync(conn, cancellationToken))
         {
             // The postmaster reads pg_hba.conf again on this signal; logins come back with it
             // (an early login that still meets the fenced file is made again at the resume).
@@ -197,6 +213,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await RestoreOverridesAsync(conn, cancellationToken);
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
     }
+
+    private static bool IsSuperuser(NpgsqlConnection conn) =>
+        conn.PostgresParameters.TryGetValue("is_superuser", out var value) && value == "on";
 
     /// <summary>
     /// Takes LOGIN from every role that has it (Teal's own excepted) and records each in
@@ -313,7 +332,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
 
         await RestoreLoginsAsync(conn, cancellationToken);
-        // A managed green fenced by its pg_hba.conf (the file is its own record); reading it needs a superuser.
+        // A managed server fenced by its pg_hba.conf (the file is its own record); reading it needs a superuser.
         if (await LinkSessions.IsSuperuserAsync(conn, cancellationToken))
         {
             await HbaFence.OpenAsync(conn, cancellationToken);

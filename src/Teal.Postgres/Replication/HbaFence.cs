@@ -5,12 +5,13 @@ using Teal.Core.Errors;
 namespace Teal.Postgres.Replication;
 
 /// <summary>
-/// The hard layer of a managed green's fence (ARCHITECTURE.md, "The fence"): green's own
-/// pg_hba.conf admits only Teal's login, instead of taking LOGIN from every role. pg_hba.conf is a
-/// file of that one server, so green's physical readers (which replay every catalog change,
-/// NOLOGIN included) keep admitting the application's roles: a canary sends reads to them before
-/// the switchover, while green's primary refuses every client at connection start, superusers
-/// included, as NOLOGIN does.
+/// The hard layer of the fence on a server Teal provisioned, blue or green (ARCHITECTURE.md, "The
+/// fence"): its own pg_hba.conf admits only Teal's login, instead of taking LOGIN from every role.
+/// pg_hba.conf is a file of that one server, so its physical readers (which replay every catalog
+/// change, NOLOGIN included) keep admitting the application's roles: a canary sends reads to
+/// green's readers before the switchover, and a switchback leaves the readers of the side it
+/// fences readable, while that side's primary refuses every client at connection start,
+/// superusers included, as NOLOGIN does.
 /// <para>
 /// The file is read and written through Teal's superuser session (<c>pg_read_binary_file</c>,
 /// <c>lo_export</c>), so it works wherever Teal runs. The server's own rules are saved beside it
@@ -43,7 +44,7 @@ internal static class HbaFence
     /// saved), writes the fenced file and checks the server parses it. The caller reloads, then
     /// confirms Teal still logs in with a new session, and opens the file again if not.
     /// </summary>
-    public static async Task CloseAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    public static async Task CloseAsync(NpgsqlConnection conn, string side, CancellationToken cancellationToken)
     {
         var current = await ReadAsync(conn, "current_setting('hba_file')", cancellationToken);
         if (IsFenced(current))
@@ -61,7 +62,7 @@ internal static class HbaFence
         if (errors.Count > 0)
         {
             await WriteAsync(conn, "current_setting('hba_file')", current, cancellationToken);
-            throw new TealException("fence.hba-invalid", $"green: the fenced pg_hba.conf does not parse ({string.Join("; ", errors)}); green's own file was put back", "check green's pg_hba.conf for rules this PostgreSQL version does not accept");
+            throw new TealException("fence.hba-invalid", $"{side}: the fenced pg_hba.conf does not parse ({string.Join("; ", errors)}); its own file was put back", $"check {side}'s pg_hba.conf for rules this PostgreSQL version does not accept");
         }
     }
 

@@ -42,7 +42,7 @@ internal sealed class SwitchoverChecks(LinkSessions sessions, StatusReader statu
             // would let clients in (and open-green would not know to keep or restore it). A
             // managed green is fenced by its pg_hba.conf instead; if that file is no longer
             // Teal's, only NOLOGIN on every role would still keep clients out.
-            if (Fencing.GreenFencedByHba(sessions.Spec) && await HbaFence.IsClosedAsync(green, cancellationToken))
+            if (Fencing.FencedByHba(sessions.Spec, Side.Green) && await HbaFence.IsClosedAsync(green, cancellationToken))
             {
                 results.Add(CheckResult.Pass("green.fence", $"green is fenced: its pg_hba.conf admits only {LinkSessions.ControlRole} (its readers admit clients, read-only)"));
             }

@@ -113,15 +113,18 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// </summary>
     public string? DeclaredInstance { get; internal set; }
 
-    /// <summary>The reader canary, if any, and the share of new connections it receives.</summary>
-    public (EndpointTarget? Canary, int Percent) Canary
+    /// <summary>The reader canary's servers (none: no split) and the share of new connections they receive, in turn.</summary>
+    public (IReadOnlyList<EndpointTarget> Targets, int Percent) Canary
     {
         get
         {
             var route = Volatile.Read(ref _route);
-            return (route.Canary, route.CanaryPercent);
+            return (route.Canary?.Targets ?? [], route.CanaryPercent);
         }
     }
+
+    /// <inheritdoc cref="IEndpoint.CanaryTargets"/>
+    public IReadOnlyList<EndpointTarget> CanaryTargets => Canary.Targets;
 
     public bool Paused
     {
@@ -299,8 +302,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
             // A canary on the instance that becomes the target has nothing left to split off.
             // Compared by address too: the canary's instance may be renamed as it becomes the target.
-            var keepCanary = previous.Canary is not null && targets.All(t => previous.Canary.Instance != t.Instance
-                && !(previous.Canary.Host == t.Host && previous.Canary.Port == t.Port));
+            var keepCanary = previous.Canary is not null && targets.All(t => previous.Canary.Targets.All(c => c.Instance != t.Instance
+                && !(c.Host == t.Host && c.Port == t.Port)));
             next = new ProxyRoute(target, keepCanary ? previous.Canary : null, keepCanary ? previous.CanaryPercent : 0) { Readers = readers };
         }
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
@@ -339,19 +342,28 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     }
 
     /// <summary>Sends <paramref name="percent"/>% of new connections to <paramref name="canary"/> (null or 0 stops the split).</summary>
-    public Task SetCanaryAsync(EndpointTarget? canary, int percent, CancellationToken cancellationToken)
+    public Task SetCanaryAsync(EndpointTarget? canary, int percent, CancellationToken cancellationToken) =>
+        SetCanaryAsync(canary is null ? [] : [canary], percent, cancellationToken);
+
+    /// <summary>
+    /// Sends <paramref name="percent"/>% of new connections to <paramref name="targets"/> in turn
+    /// (green's streaming readers; none or 0 stops the split).
+    /// </summary>
+    public Task SetCanaryAsync(IReadOnlyList<EndpointTarget> targets, int percent, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(targets);
         ArgumentOutOfRangeException.ThrowIfNegative(percent);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
+        var rotation = targets.Count == 0 || percent == 0 ? null : new ReaderRotation(targets);
         ProxyRoute previous, next;
         do
         {
             previous = Volatile.Read(ref _route);
-            next = canary is null || percent == 0 ? previous with { Canary = null, CanaryPercent = 0 } : previous with { Canary = canary, CanaryPercent = percent };
+            next = rotation is null ? previous with { Canary = null, CanaryPercent = 0 } : previous with { Canary = rotation, CanaryPercent = percent };
         }
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);
 
-        ProxyLog.CanarySet(_logger, Name, next.CanaryPercent, next.Canary);
+        ProxyLog.CanarySet(_logger, Name, next.CanaryPercent, next.Canary is { } c ? string.Join(", ", c.Targets) : "none");
         return Task.CompletedTask;
     }
 

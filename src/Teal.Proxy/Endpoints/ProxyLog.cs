@@ -41,7 +41,7 @@ internal static partial class ProxyLog
     public static partial void AcceptFailed(ILogger logger, string endpoint, Exception exception);
 
     [LoggerMessage(EventId = 2011, Level = LogLevel.Information, Message = "Endpoint {Endpoint} canary: {Percent}% of new connections to {Canary}")]
-    public static partial void CanarySet(ILogger logger, string endpoint, int percent, EndpointTarget? canary);
+    public static partial void CanarySet(ILogger logger, string endpoint, int percent, string canary);
 
     // Information: where a moved session's part of the switchover's write gap went (bench/switchover reads it).
     [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (reaching a transaction boundary {BoundaryMs:0.0} ms, leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms of which {LoginsOpenedMs:0.0} ms until green's logins were back, login {LoginMs:0.0} ms started {LoginWhen}, replay {ReplayMs:0.0} ms; going on {ReadyAfterResumeMs:0.0} ms after the resume)")]

@@ -9,9 +9,11 @@ namespace Teal.Server.Endpoints;
 
 /// <summary>
 /// Canary weights of a reader endpoint (<c>teal endpoint canary NAME --green-percent P</c>): before
-/// the switchover, P% of new read connections go to green's first reader, the rest keep their
-/// route. Connections already open stay where they are. The flip ends the split (the readers of
-/// green become the route).
+/// the switchover, P% of new read connections go to green's streaming readers in turn (the canary
+/// names green; <see cref="EndpointRouteResolver.CanariesAsync"/> spreads it, and
+/// <see cref="ReaderRoutes"/> follows green's readers as they stop and start streaming), the rest
+/// keep their route. Connections already open stay where they are. The flip ends the split (the
+/// readers of green become the route).
 /// </summary>
 public sealed class EndpointCanary(IStateStore state, LiveEndpoints live)
 {
@@ -37,7 +39,7 @@ public sealed class EndpointCanary(IStateStore state, LiveEndpoints live)
                 ?? throw new TealException("endpoint.canary-no-green", $"no deployment stages a green for '{spec.Instance}', the instance endpoint '{name}' serves", "create one with `teal create NAME --source INSTANCE --target-readers N`; after a switchover the endpoint already routes to green's readers") { Kind = TealErrorKind.Refused };
             var reader = (await GreenTopology.ReadersOfAsync(state, deployment.Green, cancellationToken)).FirstOrDefault(r => r.Managed is not null && r.ReplicationSlot is not null)
                 ?? throw new TealException("endpoint.canary-no-readers", $"green '{deployment.Green}' of deployment '{deployment.Name}' has no readers for a canary", "create the deployment with --target-readers N (green's readers are what the canary sends reads to)") { Kind = TealErrorKind.Refused };
-            updated = spec with { CanaryInstance = reader.Name, CanaryPercent = request.GreenPercent };
+            updated = spec with { CanaryInstance = reader.ReaderOf ?? deployment.Green, CanaryPercent = request.GreenPercent };
         }
 
         await state.UpdateEndpointAsync(updated, cancellationToken);

@@ -34,12 +34,26 @@ public sealed class EndpointRouteResolver(IStateStore state, StateTargetResolver
     public async Task<EndpointTarget> RouteAsync(EndpointSpec spec, CancellationToken cancellationToken) =>
         (await RoutesAsync(spec, cancellationToken))[0];
 
-    /// <summary>The stored canary's address, or null when the endpoint splits nothing.</summary>
-    public async Task<EndpointTarget?> CanaryAsync(EndpointSpec spec, CancellationToken cancellationToken)
+    /// <summary>
+    /// Where the stored canary sends its share, in turn: every streaming reader of green
+    /// (<see cref="ReaderTargets"/>, as the route's own readers), so it follows green's readers as
+    /// they stop and start streaming; empty when the endpoint splits nothing. A canary stored as
+    /// one reader stands for its writer's readers.
+    /// </summary>
+    public async Task<IReadOnlyList<EndpointTarget>> CanariesAsync(EndpointSpec spec, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        return spec.CanaryInstance is { } name && spec.CanaryPercent > 0 ? await resolver.ResolveAsync(name, cancellationToken) : null;
+        if (spec.CanaryInstance is not { } name || spec.CanaryPercent <= 0)
+        {
+            return [];
+        }
+
+        var writer = await ReaderTargets.CanaryWriterAsync(state, spec, cancellationToken) ?? name;
+        return await ReaderTargets.ForAsync(state, writer, null, cancellationToken) is { Count: > 0 } readers
+            ? readers
+            : [await resolver.ResolveAsync(name, cancellationToken)];
     }
+
 
     /// <summary>The wire protocol of the endpoint: its instance's engine's (MariaDB: MySQL's).</summary>
     public async Task<ProxyProtocol> ProtocolAsync(EndpointSpec spec, CancellationToken cancellationToken)

@@ -50,10 +50,16 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
         }
 
         // The endpoint speaks its instance's protocol (MariaDB: MySQL's); resolved just above, so the instance exists.
-        await proxy.StartAsync(spec, target, cancellationToken, holdDeadline, await routes.ProtocolAsync(spec, cancellationToken));
+        // The canary is applied below over every streaming reader of green, not resolved by the proxy as one instance.
+        await proxy.StartAsync(spec with { CanaryInstance = null, CanaryPercent = 0 }, target, cancellationToken, holdDeadline, await routes.ProtocolAsync(spec, cancellationToken));
         if (targets.Count > 1 && proxy.Get(spec.Name) is { } started)
         {
             await started.FlipAsync(targets, cancellationToken);
+        }
+
+        if (spec.CanaryInstance is not null)
+        {
+            await ApplyCanaryAsync(spec, cancellationToken);
         }
 
         LogListening(spec.Name, spec.Listen, target);
@@ -72,8 +78,8 @@ public sealed partial class LiveEndpoints(ProxyManager proxy, PgBouncerEndpoints
             return;
         }
 
-        var canary = await routes.CanaryAsync(spec, cancellationToken);
-        await endpoint.SetCanaryAsync(canary, canary is null ? 0 : spec.CanaryPercent, cancellationToken);
+        var canaries = await routes.CanariesAsync(spec, cancellationToken);
+        await endpoint.SetCanaryAsync(canaries, canaries.Count == 0 ? 0 : spec.CanaryPercent, cancellationToken);
     }
 
     /// <summary>Stops a removed endpoint's listener, or forgets its PgBouncer driver (a new one reads the new declaration).</summary>

@@ -379,9 +379,9 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                 await endpoint.FlipAsync(entry.Targets, cancellationToken);
             }
 
-            if (entry.Canary is not null)
+            if (entry.CanaryTargets.Count > 0)
             {
-                await endpoint.SetCanaryAsync(entry.Canary, entry.CanaryPercent, cancellationToken);
+                await endpoint.SetCanaryAsync(entry.CanaryTargets, entry.CanaryPercent, cancellationToken);
             }
 
             LogServing(_logger, entry.Spec.Name, endpoint.LocalEndPoint, entry.Target, entry.Held);
@@ -405,10 +405,11 @@ public sealed partial class ProxyProcess : IAsyncDisposable
             await endpoint.FlipAsync(entry.Targets, cancellationToken);
         }
 
-        var (canary, percent) = endpoint.Canary;
-        if (canary != entry.Canary || percent != entry.CanaryPercent)
+        // The canary's readers change as green's readers stop or start streaming.
+        var (canaries, percent) = endpoint.Canary;
+        if (!canaries.SequenceEqual(entry.CanaryTargets) || percent != entry.CanaryPercent)
         {
-            await endpoint.SetCanaryAsync(entry.Canary, entry.CanaryPercent, cancellationToken);
+            await endpoint.SetCanaryAsync(entry.CanaryTargets, entry.CanaryPercent, cancellationToken);
         }
 
         if (endpoint.Paused)

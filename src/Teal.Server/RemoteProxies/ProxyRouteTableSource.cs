@@ -27,10 +27,11 @@ public sealed class ProxyRouteTableSource(IStateStore state, EndpointRouteResolv
             try
             {
                 var targets = await routes.RoutesAsync(spec, cancellationToken);
-                var canary = await routes.CanaryAsync(spec, cancellationToken);
-                entries.Add(new ProxyRouteEntry(spec, targets[0], await routes.ProtocolAsync(spec, cancellationToken), canary, canary is null ? 0 : spec.CanaryPercent, held.Contains(spec.Instance))
+                var canaries = await routes.CanariesAsync(spec, cancellationToken);
+                entries.Add(new ProxyRouteEntry(spec, targets[0], await routes.ProtocolAsync(spec, cancellationToken), canaries.Count > 0 ? canaries[0] : null, canaries.Count == 0 ? 0 : spec.CanaryPercent, held.Contains(spec.Instance))
                 {
                     Readers = targets.Count > 1 ? targets : null,
+                    Canaries = canaries.Count > 1 ? canaries : null,
                 });
             }
             catch (TealException)

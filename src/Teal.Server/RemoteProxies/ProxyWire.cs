@@ -41,6 +41,12 @@ public sealed record ProxyRouteEntry(EndpointSpec Spec, EndpointTarget Target, P
 
     /// <summary>Where new connections go, in turn.</summary>
     public IReadOnlyList<EndpointTarget> Targets => Readers is { Count: > 1 } readers ? readers : [Target];
+
+    /// <summary>The canary's servers when there are several (green's streaming readers; <see cref="Canary"/> is the first): its share takes them in turn.</summary>
+    public IReadOnlyList<EndpointTarget>? Canaries { get; init; }
+
+    /// <summary>Where the canary's share goes, in turn (empty: no canary).</summary>
+    public IReadOnlyList<EndpointTarget> CanaryTargets => Canaries is { Count: > 1 } canaries ? canaries : Canary is null ? [] : [Canary];
 }
 
 /// <summary>Admin API bodies (control plane → proxy).</summary>

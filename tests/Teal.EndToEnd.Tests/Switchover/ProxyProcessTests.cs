@@ -77,6 +77,18 @@ public sealed partial class ProxyProcessTests
         await WaitForEndpointAsync(reads);
         var created = await scenario.Cli.RunAsync(["create", "upgrade", "--source", "app", "--target-readers", "2", "--wait"], TimeSpan.FromMinutes(5));
         created.ShouldSucceed();
+
+        // Before the switchover, the canary's share (all of it here) takes green's readers in turn
+        // through the proxy too: its route table carries every streaming reader of green.
+        using (var staged = JsonDocument.Parse((await scenario.Cli.RunAsync("instance", "list", "--output", "json")).Stdout))
+        {
+            var greenReaders = staged.RootElement.EnumerateArray().Where(i => i.TryGetProperty("readerOf", out var of) && of.GetString() is { } writer && writer != "app")
+                .Select(i => i.GetProperty("port").GetInt32()).Order().ToList();
+            greenReaders.Count.ShouldBe(2);
+            (await scenario.Cli.RunAsync("endpoint", "canary", "reads", "--green-percent", "100")).ShouldSucceed();
+            await WaitUntilAsync(async () => (await PortsAsync(4)).Order().SequenceEqual([greenReaders[0], greenReaders[0], greenReaders[1], greenReaders[1]]), "the teal proxy sends canary reads to both of green's readers");
+        }
+
         (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3))).ShouldSucceed();
 
         using var instances = JsonDocument.Parse((await scenario.Cli.RunAsync("instance", "list", "--output", "json")).Stdout);

@@ -84,4 +84,29 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         (await LinkTestKit.TryWriteAsClientAsync(servers.Green, Db, "SELECT count(*) FROM items", "hba_app", "app-secret")).ShouldBeNull();
         await link.RemoveAsync(default);
     }
+
+    [Fact]
+    public async Task FencedByItsFile_UnfencedByALinkThatWouldUseNologin_TheFileComesBackAllTheSame()
+    {
+        const string db = "hba_either";
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
+        var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllBytesAsync(hbaFile);
+        var name = LinkTestKit.NewName("teal");
+        var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
+        await using (var fencedByFile = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec))
+        {
+            await LinkTestKit.StartAsync(fencedByFile);
+            HbaFence.IsFenced(await File.ReadAllTextAsync(hbaFile)).ShouldBeTrue();
+        }
+
+        // The same deployment's link after a crash, built as if green were not Teal's (the layer
+        // it would fence with is NOLOGIN): the file is its own record, so the unfence lifts it.
+        await using var other = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec with { GreenManaged = false });
+        await other.UnfenceAsync(Side.Green, default);
+
+        (await File.ReadAllBytesAsync(hbaFile)).ShouldBe(original);
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT count(*) FROM pg_class", servers.Green.User, servers.Green.Password)).ShouldBeNull();
+        await other.RemoveAsync(default);
+    }
 }
