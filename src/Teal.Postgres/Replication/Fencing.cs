@@ -73,31 +73,40 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var byHba = FencesByHba(side);
-        await CloseAsync(conn, side, cancellationToken);
+        var fencedFile = await CloseAsync(conn, side, cancellationToken);
         await ResetOverridesAsync(conn, cancellationToken);
         // ALTER SYSTEM refuses to run in a transaction block: its own round trip.
         await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
         var at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
         await WaitUntilObservedAsync(side, expectReadOnly: true, cancellationToken);
-        if (byHba)
+        if (fencedFile is not null && !ConfirmedFencedFiles.ContainsKey(ConfirmedKey(side, fencedFile)))
         {
             // The observer saw the reload, so the postmaster now checks logins against the fenced
-            // file: a new session of Teal's proves it still gets in.
+            // file: a new session of Teal's proves it still gets in. Once per file and server in
+            // this process: the same rules admit the same login, and a login costs a server
+            // process start inside the write pause (15-40 ms on a small machine), as a switchback
+            // fencing a server that was green showed.
             await ConfirmLoginAsync(conn, side, cancellationToken);
+            ConfirmedFencedFiles.TryAdd(ConfirmedKey(side, fencedFile), 0);
         }
     }
 
-    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and the server's own pg_hba.conf. Safe to repeat.</summary>
-    private Task CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken) => CloseAsync(conn, side, Holder(side), cancellationToken);
+    // Fenced pg_hba.conf files Teal has logged in through, with the server they are on.
+    private static readonly ConcurrentDictionary<string, byte> ConfirmedFencedFiles = new(StringComparer.Ordinal);
 
-    private async Task CloseAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
+    private string ConfirmedKey(Side side, string fencedFile) => $"{sessions.Connection(side).Address}\n{fencedFile}";
+
+    /// <summary>The hard layer, as it is for the side: holder and NOLOGIN, or holder and the server's own pg_hba.conf. Safe to repeat.</summary>
+    /// <returns>The fenced pg_hba.conf, or null for NOLOGIN.</returns>
+    private Task<string?> CloseAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken) => CloseAsync(conn, side, Holder(side), cancellationToken);
+
+    private async Task<string?> CloseAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
     {
         if (!FencesByHba(side))
         {
             await TakeLoginsAsync(conn, holder, cancellationToken);
-            return;
+            return null;
         }
 
         await conn.ExecuteAsync(
@@ -111,7 +120,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             $teal_holder$
             """,
             cancellationToken);
-        await HbaFence.CloseAsync(conn, LinkSessions.Role(side), cancellationToken);
+        return await HbaFence.CloseAsync(conn, LinkSessions.Role(side), cancellationToken);
     }
 
     private async Task ConfirmLoginAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)

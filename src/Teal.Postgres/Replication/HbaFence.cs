@@ -41,20 +41,22 @@ internal static class HbaFence
 
     /// <summary>
     /// Fences the server's pg_hba.conf: saves it (unless it is fenced already, whose original is
-    /// saved), writes the fenced file and checks the server parses it. The caller reloads, then
-    /// confirms Teal still logs in with a new session, and opens the file again if not.
+    /// saved), writes the fenced file and checks the server parses it; returns the fenced file.
+    /// The caller reloads, then confirms Teal still logs in with a new session, and opens the file
+    /// again if not.
     /// </summary>
-    public static async Task CloseAsync(NpgsqlConnection conn, string side, CancellationToken cancellationToken)
+    public static async Task<string> CloseAsync(NpgsqlConnection conn, string side, CancellationToken cancellationToken)
     {
         var current = await ReadAsync(conn, "current_setting('hba_file')", cancellationToken);
         if (IsFenced(current))
         {
-            return;
+            return current;
         }
 
         // Saved first: a crash after it leaves the original both in place and saved.
         await WriteAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", current, cancellationToken);
-        await WriteAsync(conn, "current_setting('hba_file')", Fenced(current), cancellationToken);
+        var fenced = Fenced(current);
+        await WriteAsync(conn, "current_setting('hba_file')", fenced, cancellationToken);
         var errors = await conn.QueryAsync(
             "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number",
             r => r.GetString(0),
@@ -64,6 +66,8 @@ internal static class HbaFence
             await WriteAsync(conn, "current_setting('hba_file')", current, cancellationToken);
             throw new TealException("fence.hba-invalid", $"{side}: the fenced pg_hba.conf does not parse ({string.Join("; ", errors)}); its own file was put back", $"check {side}'s pg_hba.conf for rules this PostgreSQL version does not accept");
         }
+
+        return fenced;
     }
 
     /// <summary>Puts the server's own pg_hba.conf back if it is fenced; returns whether it was. The caller reloads.</summary>
