@@ -79,7 +79,16 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
         var at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
-        await WaitUntilObservedAsync(side, expectReadOnly: true, cancellationToken);
+        try
+        {
+            await WaitUntilObservedAsync(side, expectReadOnly: true, cancellationToken);
+        }
+        catch (TealException ex) when (fencedFile is not null && ex.Code is "fence.control-role-unavailable" or "connection.authentication-failed")
+        {
+            // The observer's new session met the fenced file first.
+            throw await PutBackLockedOutAsync(conn, side, ex.Message, ex);
+        }
+
         if (fencedFile is not null && !ConfirmedFencedFiles.ContainsKey(ConfirmedKey(side, fencedFile)))
         {
             // The observer saw the reload, so the postmaster now checks logins against the fenced
@@ -133,14 +142,20 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
         {
-            await HbaFence.OpenAsync(conn, cancellationToken);
-            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
-            throw new TealException(
-                "fence.hba-locks-out",
-                $"{LinkSessions.Role(side)}: with only {LinkSessions.ControlRole}'s rules of its pg_hba.conf kept, Teal could not log in ({(ex as PostgresException)?.MessageText ?? ex.GetType().Name}); its own file was put back",
-                $"give {LinkSessions.ControlRole} (or all) a rule of its own in {LinkSessions.Role(side)}'s pg_hba.conf for the address Teal connects from",
-                ex);
+            throw await PutBackLockedOutAsync(conn, side, (ex as PostgresException)?.MessageText ?? ex.GetType().Name, ex);
         }
+    }
+
+    /// <summary>Puts the server's own pg_hba.conf back through the session still open, and says why.</summary>
+    private static async Task<TealException> PutBackLockedOutAsync(NpgsqlConnection conn, Side side, string why, Exception cause)
+    {
+        await HbaFence.OpenAsync(conn, CancellationToken.None);
+        await conn.ExecuteAsync("SELECT pg_reload_conf()", CancellationToken.None);
+        return new TealException(
+            "fence.hba-locks-out",
+            $"{LinkSessions.Role(side)}: with only {LinkSessions.ControlRole}'s rules of its pg_hba.conf kept, Teal could not log in ({why}); its own file was put back",
+            $"give {LinkSessions.ControlRole} (or all) a rule of its own in {LinkSessions.Role(side)}'s pg_hba.conf for the address Teal connects from",
+            cause);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using Teal.Core.Errors;
 using Npgsql;
 using Teal.Core.Engines;
 using Teal.Postgres.Replication;
@@ -108,5 +109,49 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         (await File.ReadAllBytesAsync(hbaFile)).ShouldBe(original);
         (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT count(*) FROM pg_class", servers.Green.User, servers.Green.Password)).ShouldBeNull();
         await other.RemoveAsync(default);
+    }
+
+    [Fact]
+    public async Task FencedFile_ThatWouldLockTealOut_IsRefused_AndTheServersOwnFileComesBack()
+    {
+        const string db = "hba_lockout";
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
+        var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllBytesAsync(hbaFile);
+        // Every login, Teal's included, is admitted only by a rule naming its users through a
+        // file: the fenced file keeps rules for "all" and Teal's login alone, so it would keep none.
+        var users = Path.Combine(servers.Green.Server.DataDirectory, "teal_users.txt");
+        await File.WriteAllTextAsync(users, $"{LinkSessions.ControlRole}\n{servers.Green.User}\n");
+        var own = "host all @teal_users.txt 127.0.0.1/32 scram-sha-256\nhost all @teal_users.txt ::1/128 scram-sha-256\n";
+        await File.WriteAllTextAsync(hbaFile, own);
+        await servers.Green.ExecuteAsync("SELECT pg_reload_conf()");
+        try
+        {
+            var name = LinkTestKit.NewName("teal");
+            var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
+            await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec);
+
+            var refused = await Should.ThrowAsync<TealException>(() => LinkTestKit.StartAsync(link));
+
+            refused.Code.ShouldBe("fence.hba-locks-out");
+            refused.Message.ShouldContain("its own file was put back");
+            (await File.ReadAllTextAsync(hbaFile)).ShouldBe(own);
+            // The reload is done: the server's own rules admit its superuser again.
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT 1", servers.Green.User, servers.Green.Password)).ShouldBeNull();
+            await link.RemoveAsync(default);
+        }
+        finally
+        {
+            // Put back without a login: whatever file the server last read may refuse them all.
+            await File.WriteAllBytesAsync(hbaFile, original);
+            File.Delete(users);
+            var postmaster = (await File.ReadAllLinesAsync(Path.Combine(servers.Green.Server.DataDirectory, "postmaster.pid")))[0];
+            using (var hup = System.Diagnostics.Process.Start("kill", ["-HUP", postmaster]))
+            {
+                await hup.WaitForExitAsync();
+            }
+
+            await LinkTestKit.WaitUntilAsync(async () => await LinkTestKit.TryWriteAsClientAsync(servers.Green, "postgres", "SELECT 1", servers.Green.User, servers.Green.Password) is null, "green admitting its superuser again");
+        }
     }
 }
