@@ -110,12 +110,7 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
 
     private async Task WarmUpAsync(RegisteredProxy proxy, TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
-        // Two at once, so the pool keeps two connections to the proxy: logins-open is not awaited,
-        // and a resume sent while it is still in flight would otherwise open a connection inside
-        // the pause (resume-endpoints 125 ms median with two proxies, against 48 without the call).
-        await Task.WhenAll(
-            CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken),
-            CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken));
+        await CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken);
         var nowhere = $"{Name}~warm-up";
         await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1) { HoldSeconds = holdDeadline.TotalSeconds }, TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/logins-open", new ProxyLoginsOpenRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
