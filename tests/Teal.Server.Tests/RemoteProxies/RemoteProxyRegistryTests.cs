@@ -82,14 +82,8 @@ public sealed class RemoteProxyRegistryTests : IDisposable
     [Fact]
     public async Task Fleet_LoginsOpenBeforeOrAfterTheFlip_TellsEveryProxyTheResumesTargetOnce()
     {
-        using var registry = Registry();
-        using var first = new RecordingProxy();
-        using var second = new RecordingProxy();
-        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", first.Url), CancellationToken.None);
-        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", second.Url), CancellationToken.None);
-        var blue = new EndpointTarget("app", "127.0.0.1", 5432, "app");
-        var green = blue with { Port = 5433 };
-        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), blue, null, registry.All, registry, NullLogger.Instance);
+        using var two = await TwoProxiesAsync();
+        var (first, second, fleet, green) = (two.First, two.Second, two.Fleet, two.Green);
 
         await fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
         await fleet.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
@@ -119,14 +113,8 @@ public sealed class RemoteProxyRegistryTests : IDisposable
     [Fact]
     public async Task Fleet_Switchover_ReachesEveryProxyInTwoCalls_PauseWithTheDrain_FlipWithTheResume()
     {
-        using var registry = Registry();
-        using var first = new RecordingProxy();
-        using var second = new RecordingProxy();
-        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", first.Url), CancellationToken.None);
-        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", second.Url), CancellationToken.None);
-        var blue = new EndpointTarget("app", "127.0.0.1", 5432, "app");
-        var green = blue with { Port = 5433 };
-        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), blue, null, registry.All, registry, NullLogger.Instance);
+        using var two = await TwoProxiesAsync();
+        var (first, second, fleet, green) = (two.First, two.Second, two.Fleet, two.Green);
 
         await fleet.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
         await fleet.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
@@ -144,6 +132,29 @@ public sealed class RemoteProxyRegistryTests : IDisposable
     }
 
     public void Dispose() => _state.Dispose();
+
+    /// <summary>Two recording proxies registered, and the fleet endpoint "app" over them, routing to blue (port 5432).</summary>
+    private async Task<TwoProxies> TwoProxiesAsync()
+    {
+        var registry = Registry();
+        var first = new RecordingProxy();
+        var second = new RecordingProxy();
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p1", first.Url), CancellationToken.None);
+        await registry.HeartbeatAsync(new ProxyHeartbeat("p2", second.Url), CancellationToken.None);
+        var blue = new EndpointTarget("app", "127.0.0.1", 5432, "app");
+        var fleet = new ProxyFleetEndpoint(new EndpointSpec("app", EndpointKind.Proxy, "app"), blue, null, registry.All, registry, NullLogger.Instance);
+        return new TwoProxies(registry, first, second, fleet, blue with { Port = 5433 });
+    }
+
+    private sealed record TwoProxies(RemoteProxyRegistry Registry, RecordingProxy First, RecordingProxy Second, ProxyFleetEndpoint Fleet, EndpointTarget Green) : IDisposable
+    {
+        public void Dispose()
+        {
+            Registry.Dispose();
+            First.Dispose();
+            Second.Dispose();
+        }
+    }
 
     /// <summary>A proxy admin API that answers every command and records it.</summary>
     private sealed class RecordingProxy : IDisposable
