@@ -54,7 +54,6 @@ public sealed class EndpointRouteResolver(IStateStore state, StateTargetResolver
             : [await resolver.ResolveAsync(name, cancellationToken)];
     }
 
-
     /// <summary>The wire protocol of the endpoint: its instance's engine's (MariaDB: MySQL's).</summary>
     public async Task<ProxyProtocol> ProtocolAsync(EndpointSpec spec, CancellationToken cancellationToken)
     {
