@@ -16,7 +16,9 @@
 # endpoints, PgBouncer's server_tls_sslmode), so a server with ssl = on does not change them.
 #
 # Method, so that the figures mean the same thing every run:
-#   - pgbench -M simple, -j 2 (the machine has 2 cores), -T DURATION seconds, -n (no vacuum per run).
+#   - pgbench -M simple, -j 2 (the machine has 2 cores), -n (no vacuum per run), -T SETTLE + DURATION
+#     seconds, of which the last DURATION are measured (TPS from pgbench -P 1, CPU, p99).
+#   - Every proxy in a session of its own (setsid, or its own daemon mode): see below.
 #   - PostgreSQL keeps fsync on but runs synchronous_commit=off, so TPC-B measures the path
 #     through the proxy rather than the disk's flush latency.
 #   - p99 latency: pgbench --log with --sampling-rate (per-transaction latency in µs, column 3),
@@ -28,13 +30,17 @@
 #     so it is the one to compare proxies' efficiency by (0 for direct: there is no proxy).
 #   - Authentication is trust on loopback for all four paths (PgBouncer needs no userlist secret).
 #
-# Environment: DURATION (default 20), SCALE (default 10), CLIENTS (default "8 32"),
+# Environment: DURATION (default 20: the measured seconds of each run), SETTLE (default 15: the
+#   seconds each run goes first, not measured), REPEAT (default 3: runs of every path per
+#   scenario; medians compared, every run in the JSON), SCALE (default 10), CLIENTS (default "8 32"),
 #   SAMPLING (default 0.1), TLS (default 1; 0 for the plain runs only), SERVER_TLS (default
 #   disable; require for TLS on both legs of Teal's proxy and PgBouncer), KEEP=1 to keep the work
 #   directory, OUT=file to also write the JSON.
 set -euo pipefail
 
 DURATION="${DURATION:-20}"
+SETTLE="${SETTLE:-15}"
+REPEAT="${REPEAT:-3}"
 SCALE="${SCALE:-10}"
 CLIENTS="${CLIENTS:-8 32}"
 SAMPLING="${SAMPLING:-0.1}"
@@ -134,12 +140,18 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'vacuum analyze
 log "building Teal's proxy host"
 dotnet build -c Release -v q -nologo "$ROOT/bench/Teal.Bench.Proxy/Teal.Bench.Proxy.csproj" >"$WORK/build.log" 2>&1 || die "build failed: $(tail -5 "$WORK/build.log")"
 TEAL_DLL="$ROOT/bench/Teal.Bench.Proxy/bin/Release/net10.0/Teal.Bench.Proxy.dll"
-dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT" --server-tls disable >"$WORK/teal.out" 2>"$WORK/teal.log" &
+# Each of Teal's processes runs in a session of its own (setsid), as PgBouncer (-d) and HAProxy
+# (-D) put themselves in theirs and as a service runs. With autogroup scheduling
+# (kernel.sched_autogroup_enabled, on in Debian's kernels) Linux shares the CPU between sessions
+# first: a proxy left in this script's session shares one share with pgbench's threads and is
+# preempted by them. Measured here before this was done: pgbench TPC-B at 32 clients, Teal
+# 209-221 µs of CPU per transaction against PgBouncer's 176, 184-194 in its own session.
+setsid dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEAL_PORT" --target "127.0.0.1:$PG_PORT" --server-tls disable >"$WORK/teal.out" 2>"$WORK/teal.log" &
 PIDS+=("$!")
 TEAL_PID="$!"
 wait_port "$TEAL_PORT" "Teal's proxy"
 # The same host with TLS to clients, in its own process so that each path's CPU is its own.
-dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEALTLS_PORT" --target "127.0.0.1:$PG_PORT" --server-tls "$SERVER_TLS" \
+setsid dotnet "$TEAL_DLL" --listen "127.0.0.1:$TEALTLS_PORT" --target "127.0.0.1:$PG_PORT" --server-tls "$SERVER_TLS" \
   --tls-cert "$WORK/server.crt" --tls-key "$WORK/server.key" >"$WORK/teal-tls.out" 2>"$WORK/teal-tls.log" &
 PIDS+=("$!")
 TEALTLS_PID="$!"
@@ -150,7 +162,7 @@ log "building teal; teal serve --endpoints external and one teal proxy"
 dotnet build -c Release -v q -nologo "$ROOT/src/Teal.Cli/Teal.Cli.csproj" >"$WORK/build-teal.log" 2>&1 || die "build failed: $(tail -5 "$WORK/build-teal.log")"
 TEAL_CLI="$ROOT/src/Teal.Cli/bin/Release/net10.0/teal.dll"
 mkdir -p "$WORK/serve"
-dotnet "$TEAL_CLI" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$SERVE_PORT" --endpoints external >"$WORK/serve.log" 2>&1 &
+setsid dotnet "$TEAL_CLI" serve --data-dir "$WORK/serve" --listen "127.0.0.1:$SERVE_PORT" --endpoints external >"$WORK/serve.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$SERVE_PORT" "teal serve"
 TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_PORT" dotnet "$TEAL_CLI" instance add bench \
@@ -161,7 +173,7 @@ TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_POR
 TEAL_TOKEN="$(cat "$WORK/serve/token")" TEAL_SERVER="http://127.0.0.1:$SERVE_PORT" dotnet "$TEAL_CLI" endpoint add bench --instance bench \
   --listen "127.0.0.1:$TEALPROC_PORT" --server-tls disable >"$WORK/endpoint-add.log" 2>&1 \
   || die "teal endpoint add failed: $(tail -3 "$WORK/endpoint-add.log")"
-dotnet "$TEAL_CLI" proxy --data-dir "$WORK/serve" --server "http://127.0.0.1:$SERVE_PORT" --name bench --state-file "$WORK/proxy.routes.json" >"$WORK/teal-proxy.log" 2>&1 &
+setsid dotnet "$TEAL_CLI" proxy --data-dir "$WORK/serve" --server "http://127.0.0.1:$SERVE_PORT" --name bench --state-file "$WORK/proxy.routes.json" >"$WORK/teal-proxy.log" 2>&1 &
 PIDS+=("$!")
 TEALPROC_PID="$!"
 wait_port "$TEALPROC_PORT" "teal proxy"
@@ -246,25 +258,36 @@ cpu_ticks() {
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
 }
 
-# Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run.
+# Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run, measured over its last DURATION
+# seconds only: pgbench runs SETTLE + DURATION seconds and the first SETTLE are not counted.
+# Direct, Teal and HAProxy give every run new backends, which start cold (catalog caches, and
+# each backend's page tables for shared_buffers: direct pgbench -S at 32 clients rose from 7 200
+# to 25 000 TPS over its first 15 s here), while PgBouncer's pooled backends are warm from the
+# runs before; counted from the start, that was most of what separated the paths.
 run_one() {
   local workload="$1" clients="$2" via="$3" name="$1-$2-$3"
   local flags=()
   [ "$workload" = select-only ] && flags+=(-S)
   mkdir -p "$WORK/logs/$name"
-  local cpu_before
-  cpu_before="$(cpu_ticks "$via")"
-  (cd "$WORK/logs/$name" && PGSSLMODE="$(sslmode_of "$via")" pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 -T "$DURATION" \
-    --log --log-prefix=tx --sampling-rate="$SAMPLING" "${flags[@]}" postgres) >"$WORK/logs/$name.out" 2>&1 \
-    || die "pgbench $name failed: $(tail -3 "$WORK/logs/$name.out")"
-  local tps p99
-  tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\).*/\1/p' "$WORK/logs/$name.out")
-  [ -n "$tps" ] || die "no tps in pgbench output for $name"
-  p99=$(cat "$WORK/logs/$name"/tx.* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", v[i]/1000}')
+  local start
+  start=$(date +%s)
+  (cd "$WORK/logs/$name" && PGSSLMODE="$(sslmode_of "$via")" exec pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 \
+    -T "$((SETTLE + DURATION))" -P 1 --log --log-prefix=tx --sampling-rate="$SAMPLING" "${flags[@]}" postgres) >"$WORK/logs/$name.out" 2>&1 &
+  local bench=$!
   # The proxy's own CPU per transaction: unlike TPS it barely moves when other work loads the machine.
-  local cpu_after tx cpu_us
+  local cpu_before cpu_after
+  sleep "$SETTLE"
+  cpu_before="$(cpu_ticks "$via")"
+  sleep "$DURATION"
   cpu_after="$(cpu_ticks "$via")"
-  tx=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' "$WORK/logs/$name.out")
+  wait "$bench" || die "pgbench $name failed: $(tail -3 "$WORK/logs/$name.out")"
+  # Transactions in the window: pgbench -P 1 prints each second's TPS.
+  local tx tps p99 cpu_us
+  tx=$(awk -v s="$SETTLE" -v d="$DURATION" '/^progress: / { t = $2 + 0; if (t > s + 0.5 && t <= s + d + 0.5) n += $4 } END { printf "%.0f", n }' "$WORK/logs/$name.out")
+  [ "${tx:-0}" -gt 0 ] || die "no progress lines in pgbench output for $name"
+  tps=$(awk -v n="$tx" -v d="$DURATION" 'BEGIN { printf "%.1f", n / d }')
+  # Sampled transactions of the window (column 5 is the epoch second a transaction ended).
+  p99=$(cat "$WORK/logs/$name"/tx.* | awk -v lo="$((start + SETTLE))" '$5 >= lo { print $3 }' | sort -n | awk '{v[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", v[i]/1000}')
   cpu_us=$(awk -v a="$cpu_before" -v b="$cpu_after" -v t="$tx" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (t > 0) printf "%.2f", (b - a) * 1e6 / hz / t; else print "null" }')
   echo "$tps $p99 $cpu_us"
 }
@@ -283,20 +306,31 @@ done
 SUFFIXES=("")
 [ "$TLS" = 1 ] && SUFFIXES+=(-tls)
 order() { local r="$1" i; for i in "${!PATHS[@]}"; do printf '%s ' "${PATHS[$(((i + r) % ${#PATHS[@]}))]}"; done; }
-declare -A TPS P99 CPU
+# REPEAT runs of every path per scenario, back to back; the JSON gives each run and the median.
+declare -A TPS P99 CPU TPS_RUNS P99_RUNS CPU_RUNS
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2] + v[NR/2+1]) / 2}'; }
 round=0
 for suffix in "${SUFFIXES[@]}"; do
   for workload in select-only tpcb; do
     for clients in $CLIENTS; do
-      for base in $(order "$round"); do
-        via="$base$suffix"
-        log "$workload, $clients clients, $via (${DURATION}s)"
-        read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
-        TPS["$workload/$clients/$via"]="$tps"
-        P99["$workload/$clients/$via"]="$p99"
-        CPU["$workload/$clients/$via"]="$cpu"
+      for rep in $(seq 1 "$REPEAT"); do
+        for base in $(order "$round"); do
+          via="$base$suffix"
+          key="$workload/$clients/$via"
+          log "$workload, $clients clients, $via, run $rep of $REPEAT (${SETTLE}s + ${DURATION}s measured)"
+          read -r tps p99 cpu < <(run_one "$workload" "$clients" "$via")
+          TPS_RUNS["$key"]+="$tps "
+          P99_RUNS["$key"]+="$p99 "
+          CPU_RUNS["$key"]+="$cpu "
+        done
+        round=$((round + 1))
       done
-      round=$((round + 1))
+      for base in "${PATHS[@]}"; do
+        key="$workload/$clients/$base$suffix"
+        TPS["$key"]="$(median <<<"${TPS_RUNS[$key]}")"
+        P99["$key"]="$(median <<<"${P99_RUNS[$key]}")"
+        CPU["$key"]="$(median <<<"${CPU_RUNS[$key]}")"
+      done
     done
   done
 done
@@ -315,7 +349,7 @@ ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) p
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
 {
   printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
-  printf '  "method": {"duration_s": %s, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SCALE" "$SAMPLING" "$SERVER_TLS"
+  printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$SERVER_TLS"
   printf '  "scenarios": [\n'
   first=1
   for suffix in "${SUFFIXES[@]}"; do
@@ -328,8 +362,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
           via="$base$suffix"
           [ $first = 1 ] || printf ',\n'
           first=0
-          printf '    {"workload": "%s", "clients": %s, "via": "%s", "tls": %s, "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s}' \
-            "$workload" "$clients" "$base" "$tls" "${TPS[$workload/$clients/$via]}" "$(ratio "${TPS[$workload/$clients/$via]}" "$direct")" "${P99[$workload/$clients/$via]}" "${CPU[$workload/$clients/$via]}"
+          key="$workload/$clients/$via"
+          printf '    {"workload": "%s", "clients": %s, "via": "%s", "tls": %s, "tps": %s, "ratio_to_direct": %s, "p99_ms": %s, "proxy_cpu_us_per_tx": %s, "runs": {"tps": [%s], "proxy_cpu_us_per_tx": [%s]}}' \
+            "$workload" "$clients" "$base" "$tls" "${TPS[$key]}" "$(ratio "${TPS[$key]}" "$direct")" "${P99[$key]}" "${CPU[$key]}" \
+            "$(echo ${TPS_RUNS[$key]} | tr ' ' ',')" "$(echo ${CPU_RUNS[$key]} | tr ' ' ',')"
         done
       done
     done
