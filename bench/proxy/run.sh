@@ -195,6 +195,7 @@ max_client_conn = 200
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 server_tls_sslmode = disable
+admin_users = postgres
 CONF
 # The same with TLS to clients, in its own process.
 sed -e "s/^listen_port = .*/listen_port = $BOUNCERTLS_PORT/" -e "s/pgbouncer\.\(log\|pid\)$/pgbouncer-tls.\1/" \
@@ -258,6 +259,28 @@ cpu_ticks() {
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
 }
 
+# PgBouncer keeps its server connections from one run to the next; every other path gets new
+# backends with each pgbench run. RECONNECT (admin console) closes PgBouncer's idle ones, so that
+# each of its runs starts from new backends too. Measured here before this was done (select-only
+# and TPC-B at 32 clients, steady state, system-wide CPU per transaction by process): PostgreSQL's
+# own CPU per transaction moved between 568 and 964 µs from run to run with the age and number of
+# the backends, far more than any proxy spends, and PgBouncer's warm pool had the low end.
+fresh_backends() {
+  case "$1" in
+    pgbouncer | pgbouncer-tls)
+      local admin=(psql -X -q -At -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d pgbouncer)
+      PGSSLMODE="$(sslmode_of "$1")" "${admin[@]}" -c RECONNECT >/dev/null || die "PgBouncer's RECONNECT failed on $1"
+      # Closed as they are released, idle ones at once: wait until SHOW SERVERS lists none.
+      local i
+      for i in $(seq 1 50); do
+        [ -z "$(PGSSLMODE="$(sslmode_of "$1")" "${admin[@]}" -c 'SHOW SERVERS')" ] && return
+        sleep 0.1
+      done
+      die "PgBouncer's server connections did not close after RECONNECT"
+      ;;
+  esac
+}
+
 # Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run, measured over its last DURATION
 # seconds only: pgbench runs SETTLE + DURATION seconds and the first SETTLE are not counted.
 # Direct, Teal and HAProxy give every run new backends, which start cold (catalog caches, and
@@ -269,6 +292,7 @@ run_one() {
   local flags=()
   [ "$workload" = select-only ] && flags+=(-S)
   mkdir -p "$WORK/logs/$name"
+  fresh_backends "$via"
   local start
   start=$(date +%s)
   (cd "$WORK/logs/$name" && PGSSLMODE="$(sslmode_of "$via")" exec pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -M simple -c "$clients" -j 2 \
