@@ -263,8 +263,9 @@ cpu_ticks() {
 # backends with each pgbench run. RECONNECT (admin console) closes PgBouncer's idle ones, so that
 # each of its runs starts from new backends too. Measured here before this was done (select-only
 # and TPC-B at 32 clients, steady state, system-wide CPU per transaction by process): PostgreSQL's
-# own CPU per transaction moved between 568 and 964 µs from run to run with the age and number of
-# the backends, far more than any proxy spends, and PgBouncer's warm pool had the low end.
+# own CPU per transaction moved between 568 and 964 µs from run to run, far more than any proxy
+# spends; back to back, TPC-B at 32 clients, Teal vs PgBouncer TPS was 0.75 with PgBouncer's pool
+# kept warm and 1.05 with new backends (bench/proxy/README.md).
 fresh_backends() {
   case "$1" in
     pgbouncer | pgbouncer-tls)
@@ -283,10 +284,9 @@ fresh_backends() {
 
 # Prints "tps p99_ms proxy_cpu_us_per_tx" for one pgbench run, measured over its last DURATION
 # seconds only: pgbench runs SETTLE + DURATION seconds and the first SETTLE are not counted.
-# Direct, Teal and HAProxy give every run new backends, which start cold (catalog caches, and
-# each backend's page tables for shared_buffers: direct pgbench -S at 32 clients rose from 7 200
-# to 25 000 TPS over its first 15 s here), while PgBouncer's pooled backends are warm from the
-# runs before; counted from the start, that was most of what separated the paths.
+# Every run's backends are new (fresh_backends above for PgBouncer) and start cold (catalog
+# caches, and each backend's page tables for shared_buffers: direct pgbench -S at 32 clients rose
+# from 7 200 to 25 000 TPS over its first 15 s here), hence the settling time.
 run_one() {
   local workload="$1" clients="$2" via="$3" name="$1-$2-$3"
   local flags=()
@@ -373,7 +373,7 @@ ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) p
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
 {
   printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
-  printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$SERVER_TLS"
+  printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40, RECONNECT before each run (new backends, as every path)", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$SERVER_TLS"
   printf '  "scenarios": [\n'
   first=1
   for suffix in "${SUFFIXES[@]}"; do
