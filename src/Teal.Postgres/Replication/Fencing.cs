@@ -220,20 +220,31 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // fence made in the other layer (a server fenced before it was known to be Teal's, or
         // under an older Teal) is lifted all the same. Reading it needs a superuser, which Teal's
         // login is on every server Teal provisioned (is_superuser is reported at login: no round trip).
-        if ((FencesByHba(side) || IsSuperuser(conn)) && await HbaFence.OpenAsync(conn, cancellationToken))
+        if (FencesByHba(side) || IsSuperuser(conn))
         {
-            // The postmaster reads pg_hba.conf again on this signal; logins come back with it
-            // (an early login that still meets the fenced file is made again at the resume).
-            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+            await HbaFence.OpenAsync(conn, cancellationToken);
         }
 
+        // One reload for both files, and only after both are written. Each backend reads the
+        // files itself when it handles a reload signal: with one reload for pg_hba.conf and a
+        // second for the read-only default, the observer below could handle the first signal
+        // after the second file was written, see "off" and let clients through while the
+        // postmaster had not yet handled the second reload. A session that had logged in on
+        // green in between (a moved one, logged in once logins came back) then had no signal
+        // coming and met its client's first write with "read-only transaction" (bench/switchover's
+        // loop caught it). With one reload, "off" on the observer means the postmaster has
+        // handled it: later logins inherit "off", earlier ones have the signal pending, which a
+        // backend handles before it runs its next command.
+        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+
+        // Logins come back with the reload (an early login that still meets the fenced file, or
+        // NOLOGIN, is made again at the resume).
         if (loginsBack is not null)
         {
             await loginsBack(cancellationToken);
         }
 
-        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
-        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
         await RestoreOverridesAsync(conn, cancellationToken);
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
     }

@@ -86,6 +86,61 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         await link.RemoveAsync(default);
     }
 
+    /// <summary>
+    /// Opening green must leave no session read-only. A session that logs in once logins are back
+    /// (Teal's proxy logs its moving sessions in there before the resume) inherits the read-only
+    /// default still in force and counts on the reload's signal to lift it. Two reloads (one for
+    /// pg_hba.conf, one for the default) let the observer see "off" by handling the first signal
+    /// after the second file was written, before the postmaster had handled the second reload:
+    /// bench/switchover's loop then saw pgbench's first UPDATE on green refused ("cannot execute
+    /// UPDATE in a read-only transaction"). So the unfence reloads once, after both files.
+    /// </summary>
+    [Fact]
+    public async Task OpeningGreen_ReloadsOnceAfterBothFiles_AndASessionLoggedInAsLoginsCameBackWritesAtOnce()
+    {
+        const string db = "hba_open_once";
+        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); GRANT ALL ON items TO hba_app");
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, GreenManaged = true });
+        await LinkTestKit.StartAsync(link);
+        var reloadsBefore = Reloads();
+
+        NpgsqlConnection? early = null;
+        await link.OpenGreenAsync(
+            async ct =>
+            {
+                // As a moving session would: logs in as soon as the file lets it.
+                for (var attempt = 0; early is null; attempt++)
+                {
+                    var conn = new NpgsqlConnection(servers.Green.ConnectionString(db, "hba_app", "app-secret"));
+                    try
+                    {
+                        await conn.OpenAsync(ct);
+                        early = conn;
+                    }
+                    catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InvalidAuthorizationSpecification && attempt < 200)
+                    {
+                        await conn.DisposeAsync();
+                        await Task.Delay(5, ct);
+                    }
+                }
+            },
+            default);
+
+        await using (early)
+        {
+            (Reloads() - reloadsBefore).ShouldBe(1, "one reload for pg_hba.conf and the read-only default together");
+            await using var insert = new NpgsqlCommand("INSERT INTO items VALUES (1)", early);
+            (await insert.ExecuteNonQueryAsync()).ShouldBe(1);
+        }
+
+        await link.RemoveAsync(default);
+    }
+
+    private int Reloads() =>
+        File.ReadLines(servers.Green.Server.LogFile).Count(l => l.Contains("received SIGHUP, reloading configuration files", StringComparison.Ordinal));
+
     [Fact]
     public async Task FencedByItsFile_UnfencedByALinkThatWouldUseNologin_TheFileComesBackAllTheSame()
     {
