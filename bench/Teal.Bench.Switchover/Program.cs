@@ -54,11 +54,19 @@ if (endpoints.Except(kinds).FirstOrDefault() is { } unknown)
 }
 
 var options = new JsonSerializerOptions(JsonSerializerDefaults.Web) { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+
+// Nine logins per cutover (pgbench's 8 sessions and the probe) on the new writer: what they cost here.
+LoginCost? loginCost = null;
+if (loop is not null || endpoints.Any(e => e != MariaDbSwitchoverBench.Kind))
+{
+    loginCost = await LoginCost.MeasureAsync(atOnce: 9);
+    Log($"a PostgreSQL login on this machine: {loginCost.SequentialMedianMs} ms alone, {loginCost.AtOnceMedianMs} ms until {loginCost.AtOnce} started together are in");
+}
 if (loop is { } iterations)
 {
     var loopStarted = DateTimeOffset.UtcNow;
     var result = await new SwitchbackLoopBench(iterations, Log).RunAsync();
-    Console.WriteLine(JsonSerializer.Serialize(new { bench = "switchback-loop", startedAt = loopStarted, finishedAt = DateTimeOffset.UtcNow, machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage() }, loop = result }, options));
+    Console.WriteLine(JsonSerializer.Serialize(new { bench = "switchback-loop", startedAt = loopStarted, finishedAt = DateTimeOffset.UtcNow, machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage(), postgresLogin = loginCost }, loop = result }, options));
     return result.AllCompleted && result.NoLostWrites ? 0 : 1;
 }
 
@@ -80,7 +88,7 @@ var document = new
     bench = "switchover",
     startedAt = started,
     finishedAt = DateTimeOffset.UtcNow,
-    machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage() },
+    machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage(), postgresLogin = loginCost },
     switchoversPerEndpoint = switchovers,
     bars = new { maxGapMs = 500, medianGapMs = 200, belowHandrolled = true, lostWrites = 0, clientErrorsThroughPgBouncer = 0 },
     // Every kind met its bars against a baseline of its own engine, measured in this run.

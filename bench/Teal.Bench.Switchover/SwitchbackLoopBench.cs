@@ -71,7 +71,11 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
         await File.WriteAllTextAsync(logFile, teal.Log);
         log($"loop: teal serve's log in {logFile}");
         return new LoopResult(iterations, runs, probe.Acknowledged.Count, finalLost, probe.Errors.Count, load.AbortedClients, Median(runs.Select(r => r.SwitchoverGapMs)), Median(runs.Select(r => r.SwitchbackGapMs)),
-            runs.Select(r => r.SwitchoverGapMs).Max(), runs.Select(r => r.SwitchbackGapMs).Max());
+            runs.Select(r => r.SwitchoverGapMs).Max(), runs.Select(r => r.SwitchbackGapMs).Max())
+        {
+            PgbenchErrors = load.ErrorLines,
+            MovedSessions = MovedSessions.FromLog(teal.Log),
+        };
     }
 
     /// <summary>One cutover; a refusal while replication settles after the previous one is retried for up to a minute.</summary>
@@ -153,7 +157,44 @@ public sealed record LoopIteration(int Iteration, double? SwitchoverGapMs, doubl
 /// <summary>The loop's JSON: every iteration, and over all of them the gaps and lost writes.</summary>
 public sealed record LoopResult(int Iterations, IReadOnlyList<LoopIteration> Runs, long ProbeAcked, long LostWritesAtEnd, int ProbeErrors, int PgbenchAbortedClients, double? MedianSwitchoverGapMs, double? MedianSwitchbackGapMs, double? MaxSwitchoverGapMs, double? MaxSwitchbackGapMs)
 {
+    /// <summary>pgbench's own lines naming an error (what made a client abort).</summary>
+    public IReadOnlyList<string> PgbenchErrors { get; init; } = [];
+
+    /// <summary>Where the moved sessions' time went, over every move of the run (teal serve's log).</summary>
+    public MovedSessions? MovedSessions { get; init; }
+
     public bool AllCompleted => Runs.Count == Iterations && Runs.All(r => r.Error is null);
 
     public bool NoLostWrites => LostWritesAtEnd == 0 && Runs.All(r => r.LostWrites == 0);
+}
+
+/// <summary>
+/// Medians over every session a cutover moved, from the proxy's one log line per move: reaching
+/// a transaction boundary after the drain asked, reading its state on the side it leaves, its
+/// login on the new writer (started once that side's logins were back), and how long after the
+/// resume it went on.
+/// </summary>
+public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, double BoundaryMs, double StateReadMs, double LoginMs, double AfterResumeMs)
+{
+    private static readonly System.Text.RegularExpressions.Regex Line = new(
+        @"reaching a transaction boundary (?<boundary>[0-9.]+) ms, reading its state (?<state>[0-9.]+) ms, .* login (?<login>[0-9.]+) ms started (?<when>before|at) the resume, .*going on (?<after>[0-9.]+) ms after the resume",
+        System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    public static MovedSessions? FromLog(string log)
+    {
+        var moves = Line.Matches(log);
+        if (moves.Count == 0)
+        {
+            return null;
+        }
+
+        double MedianOf(string group) => Median(moves.Select(m => double.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture)));
+        return new MovedSessions(moves.Count, moves.Count(m => m.Groups["when"].Value == "before"), MedianOf("boundary"), MedianOf("state"), MedianOf("login"), MedianOf("after"));
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted[sorted.Count / 2];
+    }
 }

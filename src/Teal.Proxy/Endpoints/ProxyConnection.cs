@@ -45,6 +45,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _writingToClient;
     private bool _drainRequested;
     private long _drainRequestedAt;
+    private long _departedAt; // the boundary: the state query goes out
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
@@ -851,7 +852,8 @@ internal sealed class ProxyConnection : IEndpointConnection
                 moved.ReplayMilliseconds)
             {
                 LoggedInBeforeResume = loggedInBeforeResume,
-                BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, started).TotalMilliseconds,
+                BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, _departedAt).TotalMilliseconds,
+                StateReadMs = Stopwatch.GetElapsedTime(_departedAt, started).TotalMilliseconds,
                 LoginsOpenedMs = loginsOpened == 0 ? 0 : Stopwatch.GetElapsedTime(left, loginsOpened).TotalMilliseconds,
                 ReadyAfterResumeMs = Stopwatch.GetElapsedTime(resumed.IsCompletedSuccessfully ? resumed.Result : routed).TotalMilliseconds,
             });
@@ -961,6 +963,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         {
             _moving = true;
             _outcome = ConnectionOutcome.Moving;
+            _departedAt = Stopwatch.GetTimestamp();
             return Departure.Move;
         }
 

@@ -671,7 +671,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
     }
 
     internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>

@@ -44,8 +44,8 @@ internal static partial class ProxyLog
     public static partial void CanarySet(ILogger logger, string endpoint, int percent, string canary);
 
     // Information: where a moved session's part of the switchover's write gap went (bench/switchover reads it).
-    [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (reaching a transaction boundary {BoundaryMs:0.0} ms, leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms of which {LoginsOpenedMs:0.0} ms until green's logins were back, login {LoginMs:0.0} ms started {LoginWhen}, replay {ReplayMs:0.0} ms; going on {ReadyAfterResumeMs:0.0} ms after the resume)")]
-    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target, double boundaryMs, double leaveMs, double waitMs, double loginsOpenedMs, double loginMs, string loginWhen, double replayMs, double readyAfterResumeMs);
+    [LoggerMessage(EventId = 2012, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} moved to {Target} with its session state (reaching a transaction boundary {BoundaryMs:0.0} ms, reading its state {StateReadMs:0.0} ms, leaving {LeaveMs:0.0} ms, waiting for the route {WaitMs:0.0} ms of which {LoginsOpenedMs:0.0} ms until green's logins were back, login {LoginMs:0.0} ms started {LoginWhen}, replay {ReplayMs:0.0} ms; going on {ReadyAfterResumeMs:0.0} ms after the resume)")]
+    public static partial void SessionMoved(ILogger logger, string endpoint, long connectionId, EndpointTarget target, double boundaryMs, double stateReadMs, double leaveMs, double waitMs, double loginsOpenedMs, double loginMs, string loginWhen, double replayMs, double readyAfterResumeMs);
 
     [LoggerMessage(EventId = 2013, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} closed for the switchover instead of moved: {Reason}")]
     public static partial void SessionNotMoved(ILogger logger, string endpoint, long connectionId, string reason);

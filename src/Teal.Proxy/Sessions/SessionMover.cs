@@ -414,8 +414,11 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
     /// <summary>The login happened while the endpoint was still paused (it overlapped the wait).</summary>
     public bool LoggedInBeforeResume { get; init; }
 
-    /// <summary>From the drain's request to the session's transaction boundary (and the move's start).</summary>
+    /// <summary>From the drain's request to the session's transaction boundary, where the state query is sent.</summary>
     public double BoundaryMs { get; init; }
+
+    /// <summary>From the state query's sending to its answer arriving (the move's start).</summary>
+    public double StateReadMs { get; init; }
 
     /// <summary>From leaving the old server to green's logins coming back (0: they came back with the resume).</summary>
     public double LoginsOpenedMs { get; init; }
