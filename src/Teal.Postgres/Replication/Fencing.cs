@@ -398,7 +398,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// signals every backend in one pass; a backend applies the reload before its next command.
     /// So once an observer session (no override of the parameter) shows the new value, every
     /// backend has been signalled and applies it before its next statement, and every backend
-    /// started from then on starts with it. The observer comes from a pool the switchover warmed
+    /// started from then on starts with it — provided the observer read the files for this
+    /// reload, not for an older one it handled late: a backend reads the files itself, so fence and
+    /// unfence each write every file first and reload once. The observer comes from a pool the switchover warmed
     /// before the pause, so this costs round trips, not connection setups.
     /// </summary>
     private async Task WaitUntilObservedAsync(Side side, bool expectReadOnly, CancellationToken cancellationToken)
