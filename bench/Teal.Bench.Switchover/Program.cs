@@ -13,11 +13,13 @@ using Teal.Bench.Switchover;
 //   writes through one, pgbench (sessions kept) through the other; both are paused, flipped and resumed.
 //   mariadb-proxy: MariaDB 10.11 blue/green through Teal's proxy (MariaDbSwitchoverBench);
 //   --mariadb-baseline: handrolled-haproxy-mariadb.sh's JSON, its reference (embedded as handrolledMariaDb).
-//        Teal.Bench.Switchover --loop N
-//   N switchovers and switchbacks on one pair under load (SwitchbackLoopBench): each one's gap and lost writes.
+//        Teal.Bench.Switchover --loop N [--idle M]
+//   N switchovers and switchbacks on one pair under load (SwitchbackLoopBench): each one's gap and lost writes;
+//   --idle: M more connections held open and idle through the endpoint all along.
 // One JSON document on stdout; progress on stderr.
 var switchovers = 10;
 int? loop = null;
+var idle = 0;
 string[] endpoints = ["proxy", "proxy-sessions", "proxy-prepared", "pgbouncer"];
 string? baselineFile = null;
 string? mariaDbBaselineFile = null;
@@ -36,6 +38,9 @@ for (var i = 0; i < args.Length; i++)
             break;
         case "--loop":
             loop = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            break;
+        case "--idle":
+            idle = int.Parse(args[++i], CultureInfo.InvariantCulture);
             break;
         case "--mariadb-baseline":
             mariaDbBaselineFile = args[++i];
@@ -65,7 +70,7 @@ if (loop is not null || endpoints.Any(e => e != MariaDbSwitchoverBench.Kind))
 if (loop is { } iterations)
 {
     var loopStarted = DateTimeOffset.UtcNow;
-    var result = await new SwitchbackLoopBench(iterations, Log).RunAsync();
+    var result = await new SwitchbackLoopBench(iterations, idle, Log).RunAsync();
     Console.WriteLine(JsonSerializer.Serialize(new { bench = "switchback-loop", startedAt = loopStarted, finishedAt = DateTimeOffset.UtcNow, machine = new { cores = Environment.ProcessorCount, loadAverage = LoadAverage(), postgresLogin = loginCost }, loop = result }, options));
     return result.AllCompleted && result.NoLostWrites ? 0 : 1;
 }

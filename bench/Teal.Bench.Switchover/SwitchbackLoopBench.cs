@@ -14,7 +14,7 @@ namespace Teal.Bench.Switchover;
 /// across the cutovers) and the probe write. Each iteration reports the gap at the switchover
 /// and at the switchback, and the acknowledged probe writes missing on the writer after each.
 /// </summary>
-internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
+internal sealed class SwitchbackLoopBench(int iterations, int idleConnections, Action<string> log)
 {
     private const string Database = "app";
     private const string AppUser = "app_user";
@@ -42,6 +42,17 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
         var endpoint = new NpgsqlConnectionStringBuilder { Host = "127.0.0.1", Port = port, Username = AppUser, Password = AppPassword, Database = Database }.ConnectionString;
         await using var probe = new ProbeWriter(endpoint);
         probe.Start();
+
+        // A pool's spare connections: open through the endpoint, never used until the end, when
+        // each must answer from the writer the last cutover left (moved each time, not closed).
+        var idle = new List<NpgsqlConnection>();
+        for (var i = 0; i < idleConnections; i++)
+        {
+            var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(endpoint) { Pooling = false, ApplicationName = "bench-idle" }.ConnectionString);
+            await connection.OpenAsync();
+            idle.Add(connection);
+        }
+
         using var pgbench = PgbenchLoad.Start("127.0.0.1", port, AppUser, AppPassword, Database, 8, connectPerTransaction: false);
         var runs = new List<LoopIteration>();
         string? error = null;
@@ -65,6 +76,21 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
         await probe.StopAsync();
         var load = await pgbench.StopAsync();
         var finalLost = await LostAsync(cli, probe);
+        var idleErrors = 0;
+        foreach (var connection in idle)
+        {
+            try
+            {
+                await using var command = new NpgsqlCommand("SELECT 1", connection);
+                await command.ExecuteScalarAsync();
+            }
+            catch (NpgsqlException)
+            {
+                idleErrors++;
+            }
+
+            await connection.DisposeAsync();
+        }
 
         // teal serve's own log (the proxy's drain and per-session move timings), for reading where a gap went.
         var logFile = Path.Combine(Path.GetTempPath(), "teal-bench-loop-serve.log");
@@ -74,6 +100,8 @@ internal sealed class SwitchbackLoopBench(int iterations, Action<string> log)
             runs.Select(r => r.SwitchoverGapMs).Max(), runs.Select(r => r.SwitchbackGapMs).Max())
         {
             PgbenchErrors = load.ErrorLines,
+            IdleConnections = idleConnections,
+            IdleConnectionErrors = idleErrors,
             MovedSessions = MovedSessions.FromLog(teal.Log),
         };
     }
@@ -159,6 +187,11 @@ public sealed record LoopResult(int Iterations, IReadOnlyList<LoopIteration> Run
 {
     /// <summary>pgbench's own lines naming an error (what made a client abort).</summary>
     public IReadOnlyList<string> PgbenchErrors { get; init; } = [];
+
+    /// <summary>Connections held open and idle through the endpoint all along (<c>--idle</c>), and how many of them failed their query at the end.</summary>
+    public int IdleConnections { get; init; }
+
+    public int IdleConnectionErrors { get; init; }
 
     /// <summary>Where the moved sessions' time went, over every move of the run (teal serve's log).</summary>
     public MovedSessions? MovedSessions { get; init; }

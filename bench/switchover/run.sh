@@ -15,6 +15,8 @@
 #   ENDPOINTS=proxy-sessions bench/switchover/run.sh   only some endpoint kinds
 #   LOOP=10 bench/switchover/run.sh        instead: 10 switchovers + switchbacks on one pair under
 #                                          load (each one's gap, lost writes); no baseline
+#   LOOP=5 IDLE=40 bench/switchover/run.sh the same with 40 more connections held open and idle
+#                                          through the endpoint (a pool's spare connections)
 #   ENDPOINTS=mariadb-proxy bench/switchover/run.sh    MariaDB only (no PgBouncer baseline then)
 #   HANDROLLED_MARIADB_RUNS=5 bench/switchover/run.sh  MariaDB baseline runs (default N)
 set -euo pipefail
@@ -32,7 +34,7 @@ dotnet build "$root/bench/Teal.Bench.Probe" -c Release -v quiet -nologo -clp:Err
 
 if [ -n "${LOOP:-}" ]; then
   echo "switchover: $LOOP switchovers and switchbacks on one pair" >&2
-  exec dotnet "$root/bench/Teal.Bench.Switchover/bin/Release/net10.0/Teal.Bench.Switchover.dll" --loop "$LOOP"
+  exec dotnet "$root/bench/Teal.Bench.Switchover/bin/Release/net10.0/Teal.Bench.Switchover.dll" --loop "$LOOP" --idle "${IDLE:-0}"
 fi
 
 endpoints="${ENDPOINTS:-proxy,proxy-sessions,proxy-prepared,pgbouncer,mariadb-proxy}"

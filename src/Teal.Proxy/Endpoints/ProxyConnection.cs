@@ -46,6 +46,8 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _drainRequested;
     private long _drainRequestedAt;
     private long _departedAt; // the boundary: the state query goes out
+    private MoveWait _moveWait;
+    private TaskCompletionSource _clientSent = new();
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
@@ -266,6 +268,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             }
 
             _drained?.TrySetResult(_outcome);
+            EndMoveWaitLocked();
             server = _server;
             cancelMove = _cancelMove;
         }
@@ -582,8 +585,14 @@ internal sealed class ProxyConnection : IEndpointConnection
                     if (_moving)
                     {
                         // The session is on its way to the new target: what the client sends now
-                        // is for the session there.
+                        // is for the session there, and its login goes before idle sessions'.
                         moved = _moved.Task;
+                        if (_moveWait == MoveWait.Idle)
+                        {
+                            _moveWait = MoveWait.Waiting;
+                            _endpoint.MoveWaiting();
+                            _clientSent.TrySetResult();
+                        }
                     }
                 }
 
@@ -746,6 +755,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             lock (_lock)
             {
                 _cancelMove = null;
+                EndMoveWaitLocked();
             }
         }
     }
@@ -799,7 +809,9 @@ internal sealed class ProxyConnection : IEndpointConnection
             if (await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
             {
                 loginsOpened = Stopwatch.GetTimestamp();
+                await IdleLoginTurnAsync(cancellationToken);
                 var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken);
+                EndMoveWait();
                 ahead = session;
                 if (failure is not null)
                 {
@@ -826,7 +838,9 @@ internal sealed class ProxyConnection : IEndpointConnection
             var loggedInBeforeResume = ahead is not null;
             if (ahead is null)
             {
+                await IdleLoginTurnAsync(cancellationToken);
                 var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken);
+                EndMoveWait();
                 if (session is null)
                 {
                     await CloseForSwitchoverAsync(null, failure ?? "unknown");
@@ -931,6 +945,57 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// A session whose client has sent nothing since it was held logs in on the new server once
+    /// the moving sessions whose clients wait have logged in (or as soon as its own client sends
+    /// something). A server starts its session processes one at a time: a pool's idle connections
+    /// logging in at once would hold back the sessions that have work waiting, and stretch the
+    /// pause every one of those clients sees.
+    /// </summary>
+    private Task IdleLoginTurnAsync(CancellationToken cancellationToken)
+    {
+        Task clientSent;
+        lock (_lock)
+        {
+            if (_moveWait != MoveWait.Idle)
+            {
+                return Task.CompletedTask;
+            }
+
+            clientSent = _clientSent.Task;
+        }
+
+        return Task.WhenAny(clientSent, _endpoint.NoWaitingMovesAsync()).WaitAsync(cancellationToken);
+    }
+
+    private void EndMoveWait()
+    {
+        lock (_lock)
+        {
+            EndMoveWaitLocked();
+        }
+    }
+
+    /// <summary>The move's login is over, or the move is: its client no longer goes before idle sessions.</summary>
+    private void EndMoveWaitLocked()
+    {
+        if (_moveWait == MoveWait.Waiting)
+        {
+            _endpoint.MoveWaitingDone();
+        }
+
+        _moveWait = MoveWait.Done;
+    }
+
+    /// <summary>Where a moving session's client stands: silent since it was held, waiting with something sent, or logged in (or gone).</summary>
+    private enum MoveWait
+    {
+        None,
+        Idle,
+        Waiting,
+        Done,
+    }
+
     private enum Departure
     {
         None,
@@ -964,6 +1029,8 @@ internal sealed class ProxyConnection : IEndpointConnection
             _moving = true;
             _outcome = ConnectionOutcome.Moving;
             _departedAt = Stopwatch.GetTimestamp();
+            _moveWait = MoveWait.Idle;
+            _clientSent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             return Departure.Move;
         }
 

@@ -38,6 +38,13 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     // Admission and pause change together under _gate, so that once PauseAsync returns no
     // connection can still slip through to the route it is about to leave.
     private readonly Lock _gate = new();
+
+    // Moving sessions whose client sent something while held and that have not logged in on the
+    // new server yet. Idle ones log in after them (see ProxyConnection.MoveCoreAsync). Its own lock:
+    // taken under a connection's, never the other way round.
+    private readonly Lock _waitingGate = new();
+    private int _waitingMoves;
+    private TaskCompletionSource _noWaitingMoves = Completed();
     private TaskCompletionSource? _resumed;
     private TimeSpan _holdDeadline;
 
@@ -577,6 +584,46 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// (and at once when the endpoint is not paused). Never the client's go-ahead: that is
     /// <see cref="WaitForRouteAsync"/>.
     /// </summary>
+    /// <summary>A moving session's client sent something while held: its login goes before idle sessions' logins.</summary>
+    internal void MoveWaiting()
+    {
+        lock (_waitingGate)
+        {
+            if (_waitingMoves++ == 0)
+            {
+                _noWaitingMoves = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+    }
+
+    /// <summary>A session counted by <see cref="MoveWaiting"/> logged in on the new server, or its move ended.</summary>
+    internal void MoveWaitingDone()
+    {
+        lock (_waitingGate)
+        {
+            if (--_waitingMoves == 0)
+            {
+                _noWaitingMoves.TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>Completes once no moving session with a waiting client is still to log in.</summary>
+    internal Task NoWaitingMovesAsync()
+    {
+        lock (_waitingGate)
+        {
+            return _noWaitingMoves.Task;
+        }
+    }
+
+    private static TaskCompletionSource Completed()
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        done.SetResult();
+        return done;
+    }
+
     internal Task<EndpointTarget?> LoginAheadAsync()
     {
         lock (_gate)

@@ -105,6 +105,61 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         endpoint.Stats.SessionsClosed.ShouldBe(0);
     }
 
+    /// <summary>
+    /// A pool's idle connections move too, but their clients wait for nothing: they log in on
+    /// green after the session whose client has a query waiting, so that the session with work
+    /// does not queue behind them for its server process (green starts them one at a time).
+    /// </summary>
+    [Fact]
+    public async Task IdleSessions_LogInOnGreenAfterTheSessionWhoseClientWaits()
+    {
+        var tag = $"teal-turn-{Guid.NewGuid():N}"[..24];
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var active = await OpenNamedAsync(endpoint, $"{tag}-active");
+        var idle = new List<NpgsqlConnection>();
+        try
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                idle.Add(await OpenNamedAsync(endpoint, $"{tag}-idle"));
+            }
+
+            await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).Moving.ShouldBe(9);
+            var answer = ScalarAsync<int>(active, "select inet_server_port()");
+            await Task.Delay(200); // the query reaches the proxy, which holds it
+            await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+            await endpoint.LoginsOpenAsync(CancellationToken.None);
+            (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name like '{tag}-%'") == 9)).ShouldBeTrue();
+            await endpoint.ResumeAsync(CancellationToken.None);
+
+            (await answer.WaitAsync(TimeSpan.FromSeconds(30))).ShouldBe(servers.Green.Port);
+            var order = await servers.Green.ScalarAsync<bool>(
+                $"select (select backend_start from pg_stat_activity where application_name = '{tag}-active') < (select min(backend_start) from pg_stat_activity where application_name = '{tag}-idle')");
+            order.ShouldBeTrue("an idle session's server process started before the waiting session's");
+            foreach (var connection in idle)
+            {
+                (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+            }
+
+            endpoint.Stats.SessionsMoved.ShouldBe(9);
+        }
+        finally
+        {
+            foreach (var connection in idle)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+    }
+
+    private async Task<NpgsqlConnection> OpenNamedAsync(Teal.Proxy.Endpoints.ProxyEndpoint endpoint, string applicationName)
+    {
+        var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { ApplicationName = applicationName }.ConnectionString);
+        await connection.OpenAsync();
+        return connection;
+    }
+
     [Fact]
     public async Task SessionLoggedInBeforeGreensReadOnlyDefaultIsReset_WritesAfterTheResume()
     {
