@@ -207,10 +207,10 @@ public sealed record LoopResult(int Iterations, IReadOnlyList<LoopIteration> Run
 /// login on the new writer (started once that side's logins were back), and how long after the
 /// resume it went on.
 /// </summary>
-public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, double BoundaryMs, double StateReadMs, double LoginMs, double AfterResumeMs)
+public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, int StateReadAhead, double BoundaryMs, double StateReadMs, double LoginMs, double AfterResumeMs)
 {
     private static readonly System.Text.RegularExpressions.Regex Line = new(
-        @"reaching a transaction boundary (?<boundary>[0-9.]+) ms, reading its state (?<state>[0-9.]+) ms, .* login (?<login>[0-9.]+) ms started (?<when>before|at) the resume, .*going on (?<after>[0-9.]+) ms after the resume",
+        @"reaching a transaction boundary (?<boundary>[0-9.]+) ms, reading its state (?<state>[0-9.]+) ms \((?<ahead>read ahead)?[^)]*\), .* login (?<login>[0-9.]+) ms started (?<when>before|at) the resume, .*going on (?<after>[0-9.]+) ms after the resume",
         System.Text.RegularExpressions.RegexOptions.CultureInvariant);
 
     public static MovedSessions? FromLog(string log)
@@ -222,7 +222,7 @@ public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, double B
         }
 
         double MedianOf(string group) => Median(moves.Select(m => double.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture)));
-        return new MovedSessions(moves.Count, moves.Count(m => m.Groups["when"].Value == "before"), MedianOf("boundary"), MedianOf("state"), MedianOf("login"), MedianOf("after"));
+        return new MovedSessions(moves.Count, moves.Count(m => m.Groups["when"].Value == "before"), moves.Count(m => m.Groups["ahead"].Success), MedianOf("boundary"), MedianOf("state"), MedianOf("login"), MedianOf("after"));
     }
 
     private static double Median(IEnumerable<double> values)

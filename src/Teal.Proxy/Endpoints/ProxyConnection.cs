@@ -48,6 +48,16 @@ internal sealed class ProxyConnection : IEndpointConnection
     private long _departedAt; // the boundary: the state query goes out
     private MoveWait _moveWait;
     private TaskCompletionSource _clientSent = new();
+
+    // The state read ahead of a pause (RequestStateReadAhead): asked for, under way, and its
+    // result, which a move uses instead of reading again while the client has sent nothing since.
+    private bool _readAheadRequested;
+    private bool _readingAhead;
+    private TaskCompletionSource _readAheadDone = new();
+    private SessionSnapshot? _readAhead;
+    private long _clientReads; // chunks received from the client: unchanged since the read-ahead began means quiet
+    private long _clientReadsAtReadAhead;
+    private bool _moveWithReadAhead;
     private bool _closing;
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
@@ -231,6 +241,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             }
 
             _drainRequested = true;
+            _readAheadRequested = false;
             _drainRequestedAt = Stopwatch.GetTimestamp();
             departure = TryDepartLocked();
             server = _server;
@@ -243,7 +254,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 break;
             case Departure.Move:
                 // The server pump reads the answer and does the rest.
-                _ = server!.SendQuietlyAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray()); // TryDepartLocked requires a server.
+                _ = server!.SendQuietlyAsync(StateQuery()); // TryDepartLocked requires a server.
                 break;
             default:
                 break;
@@ -269,6 +280,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             _drained?.TrySetResult(_outcome);
             EndMoveWaitLocked();
+            _readAheadDone.TrySetResult(); // a client pump held for it goes on, to find the connection closed
             server = _server;
             cancelMove = _cancelMove;
         }
@@ -582,7 +594,13 @@ internal sealed class ProxyConnection : IEndpointConnection
                     _unsynced = messages.Unsynced;
                     _clientPartial = _clientFramer.InMessage;
                     server = _server;
-                    if (_moving)
+                    _clientReads++;
+                    if (_readingAhead)
+                    {
+                        // The state query is on the server: what the client sends goes after its answer.
+                        moved = _readAheadDone.Task;
+                    }
+                    else if (_moving)
                     {
                         // The session is on its way to the new target: what the client sends now
                         // is for the session there, and its login goes before idle sessions'.
@@ -630,15 +648,28 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         try
         {
+            var carried = 0;
             while (true)
             {
-                var read = await server.ReceiveAsync(buffer.AsMemory(), CancellationToken.None);
+                var read = carried > 0 ? carried : await server.ReceiveAsync(buffer.AsMemory(), CancellationToken.None);
+                carried = 0;
                 if (read == 0)
                 {
                     return "server closed";
                 }
 
                 // Set under the lock before the state query is sent, so before its answer can arrive.
+                if (Volatile.Read(ref _readingAhead))
+                {
+                    carried = await FinishReadAheadAsync(server, buffer, read, stopping);
+                    if (carried < 0)
+                    {
+                        return "drained between transactions";
+                    }
+
+                    continue;
+                }
+
                 if (Volatile.Read(ref _moving))
                 {
                     // The answer to the state query sent when the session was found idle.
@@ -687,12 +718,13 @@ internal sealed class ProxyConnection : IEndpointConnection
                 var queried = departure == Departure.Move;
                 if (queried)
                 {
-                    await server.SendAllAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray(), stopping);
+                    await server.SendAllAsync(StateQuery(), stopping);
                 }
 
                 await SendToClientAllAsync(buffer.AsMemory(0, read));
                 _endpoint.CountToClient(read);
 
+                var readAhead = false;
                 lock (_lock)
                 {
                     _writingToClient = false;
@@ -700,6 +732,13 @@ internal sealed class ProxyConnection : IEndpointConnection
                     {
                         departure = TryDepartLocked();
                     }
+
+                    readAhead = departure == Departure.None && _readAheadRequested && TryReadAheadLocked();
+                }
+
+                if (readAhead)
+                {
+                    await server.SendAllAsync(SessionSnapshot.QueryMessage, stopping);
                 }
 
                 if (departure == Departure.Close)
@@ -710,7 +749,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
                 if (departure == Departure.Move && !queried)
                 {
-                    await server.SendAllAsync(new MessageWriter().Query(SessionSnapshot.Query).ToArray(), stopping);
+                    await server.SendAllAsync(StateQuery(), stopping);
                 }
             }
         }
@@ -764,6 +803,12 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         var started = Stopwatch.GetTimestamp();
         var snapshot = await SessionSnapshot.ReadAsync(new MessageReader(previous.ReceiveAsync, received), SendToClientAsync, cancellationToken);
+        if (_moveWithReadAhead && snapshot is { Blockers.Count: 0 })
+        {
+            // The answer to an empty query: the client has sent nothing since the state was read
+            // ahead of the pause, so that state is the session's.
+            snapshot = _readAhead;
+        }
         if (snapshot is null || snapshot.Blockers.Count > 0)
         {
             var why = snapshot is null ? "its server closed the connection" : string.Join(", ", snapshot.Blockers);
@@ -868,6 +913,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 LoggedInBeforeResume = loggedInBeforeResume,
                 BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, _departedAt).TotalMilliseconds,
                 StateReadMs = Stopwatch.GetElapsedTime(_departedAt, started).TotalMilliseconds,
+                StateReadAhead = _moveWithReadAhead,
                 LoginsOpenedMs = loginsOpened == 0 ? 0 : Stopwatch.GetElapsedTime(left, loginsOpened).TotalMilliseconds,
                 ReadyAfterResumeMs = Stopwatch.GetElapsedTime(resumed.IsCompletedSuccessfully ? resumed.Result : routed).TotalMilliseconds,
             });
@@ -891,6 +937,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             previous.Dispose();
             _server = server;
+            _readAhead = null;
             _moving = false;
             _leftServer = false;
             _drainRequested = false;
@@ -944,6 +991,93 @@ internal sealed class ProxyConnection : IEndpointConnection
             previous.ShutdownQuietly();
         }
     }
+
+    /// <summary>
+    /// Reads the session's state at its next transaction boundary, ahead of a switchover's pause
+    /// (the endpoint's prepare): its client is held for that one query, as at a drain, then goes
+    /// on on this server. A drain that finds the client has sent nothing since moves the session
+    /// with that state after an empty query instead of reading it again: for a pool's idle
+    /// connections the state reads (a few ms of server CPU each, all at once at the drain) leave
+    /// the pause, and every other session's backend has its catalogs warm for the read in it.
+    /// Completes when the state is read or the session cannot be read now.
+    /// </summary>
+    public Task RequestStateReadAhead()
+    {
+        ServerLink? server;
+        Task done;
+        lock (_lock)
+        {
+            if (_closing || _moving || _drainRequested || _readingAhead || !Movable)
+            {
+                return Task.CompletedTask;
+            }
+
+            _readAheadDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            done = _readAheadDone.Task;
+            _readAheadRequested = true;
+            if (!TryReadAheadLocked())
+            {
+                return done;
+            }
+
+            server = _server;
+        }
+
+        _ = server!.SendQuietlyAsync(SessionSnapshot.QueryMessage); // TryReadAheadLocked requires a server.
+        return done;
+    }
+
+    /// <summary>At a transaction boundary with a read ahead asked for: the state query goes out now.</summary>
+    private bool TryReadAheadLocked()
+    {
+        if (_closing || _moving || _readingAhead || _server is null || _writingToClient || _status != (byte)'I'
+            || _pendingSyncs != 0 || _unsynced || _clientPartial || _serverPartial)
+        {
+            return false;
+        }
+
+        _readAheadRequested = false;
+        _readingAhead = true;
+        _clientReadsAtReadAhead = _clientReads;
+        return true;
+    }
+
+    /// <summary>The read-ahead's answer; returns how many bytes after it are in <paramref name="buffer"/> for the pump (-1: the drain closed the connection).</summary>
+    private async Task<int> FinishReadAheadAsync(ServerLink server, byte[] buffer, int read, CancellationToken stopping)
+    {
+        var reader = new MessageReader(server.ReceiveAsync, buffer.AsMemory(0, read).ToArray());
+        var snapshot = await SessionSnapshot.ReadAsync(reader, SendToClientAsync, stopping);
+        var rest = reader.Unread;
+        rest.CopyTo(buffer);
+        Departure departure;
+        lock (_lock)
+        {
+            _readingAhead = false;
+            _readAhead = snapshot is { Blockers.Count: 0 } ? snapshot : null;
+            _readAheadDone.TrySetResult();
+            departure = _drainRequested && rest.Length == 0 ? TryDepartLocked() : Departure.None;
+        }
+
+        if (departure == Departure.Close)
+        {
+            await CloseBetweenTransactionsAsync();
+            return -1;
+        }
+
+        if (departure == Departure.Move)
+        {
+            await server.SendAllAsync(StateQuery(), stopping);
+        }
+
+        return rest.Length;
+    }
+
+    /// <summary>What a departing session asks its server: its state, or nothing when it was read ahead.</summary>
+    private byte[] StateQuery() => Volatile.Read(ref _moveWithReadAhead) ? EmptyQuery : SessionSnapshot.QueryMessage;
+
+    private static readonly byte[] EmptyQuery = new MessageWriter().Query(string.Empty).ToArray();
+
+    private bool Movable => (_scram is not null && _endpoint.HasAuthQuery) || _loggedInWithoutPassword;
 
     /// <summary>
     /// A session whose client has sent nothing since it was held logs in on the new server once
@@ -1013,7 +1147,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// </summary>
     private Departure TryDepartLocked(bool moveOnly = false)
     {
-        if (_closing || _moving || _server is null || _writingToClient)
+        if (_closing || _moving || _readingAhead || _server is null || _writingToClient)
         {
             return Departure.None;
         }
@@ -1031,6 +1165,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             _departedAt = Stopwatch.GetTimestamp();
             _moveWait = MoveWait.Idle;
             _clientSent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _moveWithReadAhead = _readAhead is not null && _clientReads == _clientReadsAtReadAhead;
             return Departure.Move;
         }
 

@@ -253,6 +253,32 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Before the pause, while clients still run: every PostgreSQL session's state is read at its
+    /// next transaction boundary (<see cref="ProxyConnection.RequestStateReadAhead"/>), so that the
+    /// drain moves the sessions that stayed quiet without reading it inside the pause. Waits at
+    /// most <see cref="ReadAheadWait"/>; a session still in a transaction reads its state in the drain.
+    /// </summary>
+    public async Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
+    {
+        List<ProxyConnection> sessions;
+        lock (_gate)
+        {
+            sessions = [.. _connections.Values.OfType<ProxyConnection>().Where(c => c.Admitted)];
+        }
+
+        try
+        {
+            await Task.WhenAll(sessions.Select(c => c.RequestStateReadAhead())).WaitAsync(ReadAheadWait, _timeProvider, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            // Sessions in a long transaction: they read their state at the drain, as without this.
+        }
+    }
+
+    private static readonly TimeSpan ReadAheadWait = TimeSpan.FromSeconds(1);
+
     public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
@@ -718,7 +744,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.StateReadAhead ? "(read ahead of the pause: an empty query)" : "(in the drain)", timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
     }
 
     internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>

@@ -21,6 +21,9 @@ internal sealed class MessageReader(Func<Memory<byte>, CancellationToken, ValueT
 
     private ReadOnlyMemory<byte> _prefix = prefix;
 
+    /// <summary>Bytes received with the prefix that no message returned so far took: what follows on the stream.</summary>
+    public ReadOnlyMemory<byte> Unread => _prefix;
+
     /// <summary>The next message: type, body, and the whole message as received (to forward it).</summary>
     public async Task<(byte Type, byte[] Body, byte[] Raw)?> ReadAsync(CancellationToken cancellationToken)
     {

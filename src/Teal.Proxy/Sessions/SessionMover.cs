@@ -420,6 +420,9 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
     /// <summary>From the state query's sending to its answer arriving (the move's start).</summary>
     public double StateReadMs { get; init; }
 
+    /// <summary>The state was read ahead of the pause and the client sent nothing since: the drain sent an empty query instead.</summary>
+    public bool StateReadAhead { get; init; }
+
     /// <summary>From leaving the old server to green's logins coming back (0: they came back with the resume).</summary>
     public double LoginsOpenedMs { get; init; }
 

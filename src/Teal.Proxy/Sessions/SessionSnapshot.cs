@@ -57,6 +57,9 @@ internal sealed record SessionSnapshot(
             where pg_catalog.current_setting(n, true) is not null
         """;
 
+    /// <summary><see cref="Query"/> as a simple-protocol Query message.</summary>
+    public static readonly byte[] QueryMessage = new MessageWriter().Query(Query).ToArray();
+
     /// <summary>
     /// Reads the answer to <see cref="Query"/>. Notifications that arrive meanwhile go to
     /// <paramref name="notify"/> (the client must still get them); an error answer is a blocker.

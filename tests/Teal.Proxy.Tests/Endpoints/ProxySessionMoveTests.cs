@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
 using Teal.Core.Endpoints;
+using Teal.Testing;
 using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
 
 namespace Teal.Proxy.Tests.Endpoints;
@@ -103,6 +104,57 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         (await answer.WaitAsync(TimeSpan.FromSeconds(30))).ShouldBe($"{servers.Green.Port} {pid} 9MB");
         endpoint.Stats.SessionsMoved.ShouldBe(1);
         endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
+    /// <summary>
+    /// The endpoint's prepare (before the pause) reads every session's state at its boundary; a
+    /// session that stays quiet moves with that state and is not read again inside the pause, one
+    /// that changed its state since is read again, and one that made a temporary table since is
+    /// still closed.
+    /// </summary>
+    [Fact]
+    public async Task StateReadAheadOfThePause_QuietSessionMovesWithIt_ChangedOnesAreReadAgain()
+    {
+        var log = new ListLogger();
+        await using var endpoint = Teal.Proxy.Endpoints.ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new Teal.Proxy.Endpoints.ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
+        await using var quiet = await OpenThroughAsync(endpoint, servers.Blue);
+        await using var changed = await OpenThroughAsync(endpoint, servers.Blue);
+        await using var temp = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(quiet, "set work_mem = '7MB'; listen teal_ahead");
+        await using var prepared = new NpgsqlCommand("select $1::int * 2", quiet) { Parameters = { new() { Value = 4 } } };
+        await prepared.PrepareAsync();
+        (await prepared.ExecuteScalarAsync()).ShouldBe(8);
+        await Execute(changed, "set work_mem = '9MB'");
+        var quietPid = await ScalarAsync<int>(quiet, "select pg_backend_pid()");
+
+        await endpoint.PrepareAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+
+        // The read ahead ran on blue, between the session's transactions, and the session goes on there.
+        (await servers.Blue.ScalarAsync<string>($"select query from pg_stat_activity where pid = {quietPid}")).ShouldContain("pg_prepared_statements");
+        (await ScalarAsync<string>(quiet, "show work_mem")).ShouldBe("7MB");
+        await Execute(changed, "set work_mem = '11MB'");
+        await Execute(temp, "create temp table made_after(x int)");
+        // quiet's last statement above was its own: it reads again too. A quiet one is read ahead once more.
+        await endpoint.PrepareAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        await Execute(changed, "set work_mem = '12MB'");
+        await Execute(temp, "insert into made_after values (1)");
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.ShouldBe(new EndpointDrainResult(1, 0) { Moving = 2 });
+        (await ScalarAsync<int>(quiet, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        (await ScalarAsync<string>(quiet, "show work_mem")).ShouldBe("7MB");
+        prepared.Parameters[0].Value = 21;
+        (await prepared.ExecuteScalarAsync()).ShouldBe(42);
+        (await ScalarAsync<string>(quiet, "select string_agg(c, ',') from pg_listening_channels() c")).ShouldBe("teal_ahead");
+        (await ScalarAsync<string>(changed, "show work_mem")).ShouldBe("12MB");
+        var error = await Should.ThrowAsync<NpgsqlException>(ScalarAsync<int>(temp, "select 1"));
+        (error as PostgresException ?? error.InnerException as PostgresException)?.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        endpoint.Stats.SessionsMoved.ShouldBe(2);
+        endpoint.Stats.SessionsClosed.ShouldBe(1);
+        var moves = log.Lines.Where(l => l.Contains("moved to", StringComparison.Ordinal)).ToList();
+        moves.Count(l => l.Contains("(read ahead of the pause", StringComparison.Ordinal)).ShouldBe(1, string.Join('\n', moves));
+        moves.Count(l => l.Contains("(in the drain)", StringComparison.Ordinal)).ShouldBe(1, string.Join('\n', moves));
     }
 
     /// <summary>

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 
-namespace Teal.Postgres.Tests.PgBouncer;
+namespace Teal.Testing;
 
 /// <summary>Keeps every formatted log line (with its exception), so tests can assert what was and was not logged.</summary>
-internal sealed class ListLogger : ILogger
+public sealed class ListLogger : ILogger
 {
     private readonly ConcurrentQueue<string> _lines = new();
 
