@@ -107,12 +107,29 @@ public sealed class CrashRecoveryTests
 
     private const string LongLivedName = "teal-test-long-lived";
 
-    /// <summary>A client that connects once and keeps its connection (no reconnect on error); held connects may wait.</summary>
+    /// <summary>
+    /// A client that connects once and keeps its connection (no reconnect on error); held connects
+    /// may wait. teal serve answers its API before it binds the endpoints' listeners again
+    /// (<c>StartupWork</c>): until then the port refuses, as any restarted server's does, and the
+    /// client tries again, as a driver's pool would.
+    /// </summary>
     private static async Task<NpgsqlConnection> OpenLongLivedAsync(string endpoint)
     {
-        var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(endpoint) { Pooling = false, ApplicationName = LongLivedName, Timeout = 120 }.ConnectionString);
-        await connection.OpenAsync();
-        return connection;
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(endpoint) { Pooling = false, ApplicationName = LongLivedName, Timeout = 120 }.ConnectionString);
+            try
+            {
+                await connection.OpenAsync();
+                return connection;
+            }
+            catch (NpgsqlException ex) when (ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused } && DateTime.UtcNow < until)
+            {
+                await connection.DisposeAsync();
+                await Task.Delay(50);
+            }
+        }
     }
 
     private static async Task<T> ScalarAsync<T>(NpgsqlConnection connection, string sql)
