@@ -47,13 +47,13 @@ internal sealed class ProxyConnection : IEndpointConnection
     private long _drainRequestedAt;
     private long _departedAt; // the boundary: the state query goes out
     private MoveWait _moveWait;
-    private TaskCompletionSource _clientSent = new();
+    private TaskCompletionSource? _clientSent; // made at each departure: most connections never move
 
     // The state read ahead of a pause (RequestStateReadAhead): asked for, under way, and its
     // result, which a move uses instead of reading again while the client has sent nothing since.
     private bool _readAheadRequested;
     private bool _readingAhead;
-    private TaskCompletionSource _readAheadDone = new();
+    private TaskCompletionSource? _readAheadDone; // made at each read-ahead
     private SessionSnapshot? _readAhead;
     private long _clientReads; // chunks received from the client: unchanged since the read-ahead began means quiet
     private long _clientReadsAtReadAhead;
@@ -280,7 +280,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             _drained?.TrySetResult(_outcome);
             EndMoveWaitLocked();
-            _readAheadDone.TrySetResult(); // a client pump held for it goes on, to find the connection closed
+            _readAheadDone?.TrySetResult(); // a client pump held for it goes on, to find the connection closed
             server = _server;
             cancelMove = _cancelMove;
         }
@@ -598,7 +598,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     if (_readingAhead)
                     {
                         // The state query is on the server: what the client sends goes after its answer.
-                        moved = _readAheadDone.Task;
+                        moved = _readAheadDone!.Task; // set with _readingAhead
                     }
                     else if (_moving)
                     {
@@ -609,7 +609,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                         {
                             _moveWait = MoveWait.Waiting;
                             _endpoint.MoveWaiting();
-                            _clientSent.TrySetResult();
+                            _clientSent!.TrySetResult(); // set with _moveWait = Idle
                         }
                     }
                 }
@@ -1054,7 +1054,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         {
             _readingAhead = false;
             _readAhead = snapshot is { Blockers.Count: 0 } ? snapshot : null;
-            _readAheadDone.TrySetResult();
+            _readAheadDone!.TrySetResult(); // set with _readingAhead
             departure = _drainRequested && rest.Length == 0 ? TryDepartLocked() : Departure.None;
         }
 
@@ -1096,7 +1096,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return Task.CompletedTask;
             }
 
-            clientSent = _clientSent.Task;
+            clientSent = _clientSent!.Task; // set with _moveWait = Idle
         }
 
         return Task.WhenAny(clientSent, _endpoint.NoWaitingMovesAsync()).WaitAsync(cancellationToken);
