@@ -43,6 +43,72 @@ public sealed class PostgresServer : IAsyncDisposable
 
     public string User => Server.SuperUser;
 
+    /// <summary>The server's abstract Unix socket (<see cref="LocalLogin"/>; PostgreSQL 16+), as .NET connects to it.</summary>
+    public string LocalSocket => LocalLogin.SocketPath(LocalLogin.SocketDirectory, Port)!;
+
+    /// <summary>
+    /// Sends a startup packet as <paramref name="user"/> over <see cref="LocalSocket"/> and returns
+    /// the code of the server's first Authentication message (0: admitted, 10: SCRAM asked).
+    /// </summary>
+    public async Task<int> LocalStartupAsync(string user, string database)
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(LocalSocket));
+        var body = System.Text.Encoding.UTF8.GetBytes($"user\0{user}\0database\0{database}\0\0");
+        var packet = new byte[8 + body.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(packet, packet.Length);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(packet.AsSpan(4), 196608);
+        body.CopyTo(packet, 8);
+        await socket.SendAsync(packet);
+        var header = new byte[9];
+        for (var read = 0; read < header.Length;)
+        {
+            var n = await socket.ReceiveAsync(header.AsMemory(read));
+            if (n == 0)
+            {
+                throw new InvalidOperationException("the server closed its local socket before answering the startup packet");
+            }
+
+            read += n;
+        }
+
+        return header[0] == (byte)'R'
+            ? System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(5))
+            : throw new InvalidOperationException($"the server answered the startup packet with '{(char)header[0]}', not an Authentication message");
+    }
+
+    /// <summary>
+    /// Puts <see cref="LocalLogin.HbaRule"/> first in the server's pg_hba.conf, as Teal's fence of
+    /// a server it provisioned does, until disposed (then the file is put back and reloaded).
+    /// </summary>
+    public async Task<IAsyncDisposable> AdmitTealsOsUserLocallyAsync()
+    {
+        var file = Path.Combine(Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllTextAsync(file);
+        await File.WriteAllTextAsync(file, LocalLogin.HbaRule + "\n" + original);
+        await ExecuteAsync("SELECT pg_reload_conf()");
+        for (var attempt = 0; await LocalStartupAsync(User, "postgres") != 0; attempt++)
+        {
+            if (attempt == 100)
+            {
+                throw new InvalidOperationException("the server's reload never admitted Teal's OS user over its local socket");
+            }
+
+            await Task.Delay(20);
+        }
+
+        return new Restore(async () =>
+        {
+            await File.WriteAllTextAsync(file, original);
+            await ExecuteAsync("SELECT pg_reload_conf()");
+        });
+    }
+
+    private sealed class Restore(Func<Task> restore) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await restore();
+    }
+
     public static async Task<PostgresServer> StartAsync(string version, IReadOnlyDictionary<string, string>? parameters = null, CancellationToken cancellationToken = default)
     {
         var settings = new Dictionary<string, string>(TestParameters);

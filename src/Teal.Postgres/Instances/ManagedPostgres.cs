@@ -49,8 +49,9 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     /// <summary>Settings every managed server gets; the spec's parameters override them.</summary>
     public static IReadOnlyDictionary<string, string> BaseParameters { get; } = new Dictionary<string, string>
     {
-        // Teal reaches its servers over TCP only: socket paths under a long data dir would
-        // exceed the 107-byte limit, and a socket dir owned by another user is a permission trap.
+        // Clients and Teal's sessions reach the server over TCP. Socket paths under a long data dir
+        // would exceed the 107-byte limit, and a socket dir owned by another user is a permission
+        // trap, so a server gets no socket file; from 16 on it gets an abstract one (LocalLogin).
         ["unix_socket_directories"] = "''",
         // Blue/green needs logical decoding on both sides (green becomes the publisher after a
         // switchover, for switchback).
@@ -219,6 +220,12 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
             ["listen_addresses"] = $"'{server.ListenAddress}'",
             ["port"] = server.Port.ToString(CultureInfo.InvariantCulture),
         };
+        if (server.MajorVersion >= LocalLogin.MinimumMajorVersion)
+        {
+            settings["unix_socket_directories"] = $"'{LocalLogin.SocketDirectory}'";
+            await LocalLogin.MapTealAsync(Path.Combine(server.DataDirectory, "pg_ident.conf"), cancellationToken);
+        }
+
         foreach (var (k, v) in parameters)
         {
             settings[k] = QuoteSetting(v);

@@ -220,9 +220,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // fence made in the other layer (a server fenced before it was known to be Teal's, or
         // under an older Teal) is lifted all the same. Reading it needs a superuser, which Teal's
         // login is on every server Teal provisioned (is_superuser is reported at login: no round trip).
-        if (FencesByHba(side) || IsSuperuser(conn))
+        var fileOpened = (FencesByHba(side) || IsSuperuser(conn)) && await HbaFence.OpenAsync(conn, cancellationToken);
+        if (!fileOpened && loginsBack is null && !await ReadOnlyDefaultSetAsync(conn, cancellationToken))
         {
-            await HbaFence.OpenAsync(conn, cancellationToken);
+            // Open already (stop-replication makes sure, right after the switchover's open-green
+            // opened it): a reload now would make every client backend on the side read the
+            // configuration files again at its next statement, just as the resumed clients start.
+            await RestoreOverridesAsync(conn, cancellationToken);
+            return;
         }
 
         // One reload for both files, and only after both are written. Each backend reads the
@@ -248,6 +253,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await RestoreOverridesAsync(conn, cancellationToken);
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
     }
+
+    /// <summary>Whether the fence's read-only default (ALTER SYSTEM) is in the server's postgresql.auto.conf.</summary>
+    private static Task<bool> ReadOnlyDefaultSetAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        conn.ScalarAsync<bool>(
+            $"SELECT EXISTS (SELECT 1 FROM pg_file_settings WHERE name = '{Parameter}' AND sourcefile LIKE '%/postgresql.auto.conf')",
+            cancellationToken);
 
     private static bool IsSuperuser(NpgsqlConnection conn) =>
         conn.PostgresParameters.TryGetValue("is_superuser", out var value) && value == "on";

@@ -1,6 +1,8 @@
 using System.Text;
 using Npgsql;
+using Teal.Core.Engines;
 using Teal.Core.Errors;
+using Teal.Postgres.Instances;
 
 namespace Teal.Postgres.Replication;
 
@@ -55,7 +57,7 @@ internal static class HbaFence
 
         // Saved first: a crash after it leaves the original both in place and saved.
         await WriteAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", current, cancellationToken);
-        var fenced = Fenced(current);
+        var fenced = Fenced(current, await MapsTealAsync(conn, cancellationToken));
         await WriteAsync(conn, "current_setting('hba_file')", fenced, cancellationToken);
         var errors = await conn.QueryAsync(
             "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number",
@@ -84,12 +86,51 @@ internal static class HbaFence
     }
 
     /// <summary>
-    /// The fenced file: the server's rules that match Teal's login (user <c>all</c> or
-    /// <c>teal_control</c>), each narrowed to it, so Teal keeps exactly the access it had; then a
-    /// reject for everyone else. Rules naming groups or patterns and include directives are left
-    /// out (Teal's login is not in a group); <see cref="CloseAsync"/> confirms the login still works.
+    /// The Unix socket where Teal's OS user logs in to <paramref name="side"/> as any role while
+    /// it is fenced: null unless the fenced pg_hba.conf on disk has <see cref="LocalLogin.HbaRule"/>.
     /// </summary>
-    public static string Fenced(string original)
+    public static async Task<string?> LocalLoginSocketAsync(LinkSessions sessions, Side side, CancellationToken cancellationToken)
+    {
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var found = await conn.QueryAsync(
+            $"""
+            SELECT current_setting('unix_socket_directories'), current_setting('port')::int
+            WHERE EXISTS (SELECT 1 FROM pg_hba_file_rules
+                          WHERE type = 'local' AND auth_method = 'peer' AND options @> ARRAY['map={LocalLogin.MapName}'] AND error IS NULL)
+            """,
+            r => LocalLogin.SocketPath(r.GetString(0), r.GetInt32(1)),
+            cancellationToken);
+        return found.Count == 1 ? found[0] : null;
+    }
+
+    /// <summary>
+    /// Whether the server lets Teal's OS user log in as any role over its Unix socket
+    /// (<see cref="LocalLogin"/>: Teal provisioned it with the map, on PostgreSQL 16+).
+    /// </summary>
+    private static async Task<bool> MapsTealAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(
+            $"""
+            SELECT current_setting('server_version_num')::int >= {LocalLogin.MinimumMajorVersion * 10000}
+               AND current_setting('unix_socket_directories') <> ''
+               AND EXISTS (SELECT 1 FROM pg_ident_file_mappings
+                           WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND pg_username = 'all' AND error IS NULL)
+            """,
+            conn);
+        command.Parameters.AddWithValue(LocalLogin.OsUser);
+        return await command.ExecuteScalarAsync(cancellationToken) is true;
+    }
+
+    /// <summary>
+    /// The fenced file: the server's rules that match Teal's login (user <c>all</c> or
+    /// <c>teal_control</c>), each narrowed to it, so Teal keeps exactly the access it had; with
+    /// <paramref name="localLogin"/>, peer logins of Teal's own OS user over the Unix socket as
+    /// any role (<see cref="LocalLogin"/>: Teal's proxy logs its moving sessions in there before
+    /// the pause); then a reject for everyone else. Rules naming groups or patterns and include
+    /// directives are left out (Teal's login is not in a group); <see cref="CloseAsync"/> confirms
+    /// the login still works.
+    /// </summary>
+    public static string Fenced(string original, bool localLogin = false)
     {
         var text = new StringBuilder();
         text.Append(Marker).Append(" only ").Append(LinkSessions.ControlRole).Append(" may connect until the switchover opens this server.\n");
@@ -110,6 +151,11 @@ internal static class HbaFence
 
             tokens[2] = LinkSessions.ControlRole;
             text.Append(string.Join(' ', tokens)).Append('\n');
+        }
+
+        if (localLogin)
+        {
+            text.Append(LocalLogin.HbaRule).Append('\n');
         }
 
         text.Append("local all all reject\n");

@@ -104,6 +104,9 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_sessions.WarmUpAsync, cancellationToken);
 
+    public Task<string?> FencedLoginSocketAsync(CancellationToken cancellationToken) =>
+        Fencing.FencedByHba(_sessions.Spec, Side.Green) ? _reach.GuardAsync(ct => HbaFence.LocalLoginSocketAsync(_sessions, Side.Green, ct), cancellationToken) : Task.FromResult<string?>(null);
+
     public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
     public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);

@@ -44,6 +44,18 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
             "host all all all reject",
         ]);
         HbaFence.IsFenced(original).ShouldBeFalse();
+
+        // Where Teal's OS user is mapped to every role (a server Teal provisioned, 16+): its peer
+        // login over the local socket comes after Teal's own rules and before the rejects.
+        HbaFence.Fenced(original, localLogin: true).Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).ShouldBe(
+        [
+            "local all teal_control scram-sha-256",
+            "host all teal_control 10.0.0.0/8 scram-sha-256",
+            "host replication teal_control ::1/128 scram-sha-256",
+            "local all all peer map=teal_proxy",
+            "local all all reject",
+            "host all all all reject",
+        ]);
     }
 
     [Fact]
@@ -87,6 +99,35 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     }
 
     /// <summary>
+    /// The one login a fenced managed green admits besides Teal's own: the OS user Teal runs as,
+    /// over the server's abstract Unix socket, as any role and without a password (peer, map
+    /// teal_proxy; Teal's proxy logs its moving sessions in there before the pause). It is in the
+    /// fenced file only: the server's own file asks that socket for a password again.
+    /// </summary>
+    [Fact]
+    public async Task FencedGreen_AdmitsTealsOsUserOverItsLocalSocketAsAnyRole_OnlyWhileFenced()
+    {
+        const string db = "hba_local_login";
+        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); GRANT ALL ON items TO hba_app");
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, GreenManaged = true });
+        await LinkTestKit.StartAsync(link);
+
+        var socket = await link.FencedLoginSocketAsync(default);
+
+        socket.ShouldBe($"\0teal/.s.PGSQL.{servers.Green.Port}");
+        (await servers.Green.LocalStartupAsync("hba_app", db)).ShouldBe(0, "AuthenticationOk: admitted as the application's role without a password");
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT 1", "hba_app", "app-secret")).ShouldNotBeNull("over TCP the fence refuses the same role");
+
+        await link.UnfenceAsync(Side.Green, default);
+
+        (await link.FencedLoginSocketAsync(default)).ShouldBeNull();
+        (await servers.Green.LocalStartupAsync("hba_app", db)).ShouldBe(10, "the server's own rules ask the socket for SCRAM again");
+        await link.RemoveAsync(default);
+    }
+
+    /// <summary>
     /// Opening green must leave no session read-only. A session that logs in once logins are back
     /// (Teal's proxy logs its moving sessions in there before the resume) inherits the read-only
     /// default still in force and counts on the reload's signal to lift it. Two reloads (one for
@@ -96,7 +137,7 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     /// UPDATE in a read-only transaction"). So the unfence reloads once, after both files.
     /// </summary>
     [Fact]
-    public async Task OpeningGreen_ReloadsOnceAfterBothFiles_AndASessionLoggedInAsLoginsCameBackWritesAtOnce()
+    public async Task OpeningGreen_ReloadsOnceAfterBothFiles_AndASessionLoggedInAsLoginsCameBackWritesAtOnce_UnfencingAgainReloadsNothing()
     {
         const string db = "hba_open_once";
         await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
@@ -134,6 +175,13 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
             await using var insert = new NpgsqlCommand("INSERT INTO items VALUES (1)", early);
             (await insert.ExecuteNonQueryAsync()).ShouldBe(1);
         }
+
+        // stop-replication lifts green's fence again in case a recovery skipped open-green; on an
+        // open green that reloads nothing (a reload right after the resume makes every client
+        // backend read the configuration files again at its next statement).
+        await link.UnfenceAsync(Side.Green, default);
+        await Task.Delay(300); // a reload would be logged by now
+        (Reloads() - reloadsBefore).ShouldBe(1, "unfencing an open green reloaded it again");
 
         await link.RemoveAsync(default);
     }
