@@ -204,13 +204,17 @@ public sealed record LoopResult(int Iterations, IReadOnlyList<LoopIteration> Run
 /// <summary>
 /// Medians over every session a cutover moved, from the proxy's one log line per move: reaching
 /// a transaction boundary after the drain asked, reading its state on the side it leaves, its
-/// login on the new writer (started once that side's logins were back), and how long after the
-/// resume it went on.
+/// login on the new writer (started before the pause over a fenced green's local socket, or once
+/// that side's logins were back, or at the resume), and how long after the resume it went on.
+/// <see cref="LoggedInBeforeResume"/> counts the logins before the pause too.
 /// </summary>
 public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, int StateReadAhead, double BoundaryMs, double StateReadMs, double LoginMs, double AfterResumeMs)
 {
+    /// <summary>Logins made before the pause, on a still-fenced green over its local socket.</summary>
+    public int LoggedInBeforePause { get; init; }
+
     private static readonly System.Text.RegularExpressions.Regex Line = new(
-        @"reaching a transaction boundary (?<boundary>[0-9.]+) ms, reading its state (?<state>[0-9.]+) ms \((?<ahead>read ahead)?[^)]*\), .* login (?<login>[0-9.]+) ms started (?<when>before|at) the resume, .*going on (?<after>[0-9.]+) ms after the resume",
+        @"reaching a transaction boundary (?<boundary>[0-9.]+) ms, reading its state (?<state>[0-9.]+) ms \((?<ahead>read ahead)?[^)]*\), .* login (?<login>[0-9.]+) ms started (?<when>before|at) the (?<point>resume|pause)[^,]*, .*going on (?<after>[0-9.]+) ms after the resume",
         System.Text.RegularExpressions.RegexOptions.CultureInvariant);
 
     public static MovedSessions? FromLog(string log)
@@ -222,7 +226,10 @@ public sealed record MovedSessions(int Moves, int LoggedInBeforeResume, int Stat
         }
 
         double MedianOf(string group) => Median(moves.Select(m => double.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture)));
-        return new MovedSessions(moves.Count, moves.Count(m => m.Groups["when"].Value == "before"), moves.Count(m => m.Groups["ahead"].Success), MedianOf("boundary"), MedianOf("state"), MedianOf("login"), MedianOf("after"));
+        return new MovedSessions(moves.Count, moves.Count(m => m.Groups["when"].Value == "before"), moves.Count(m => m.Groups["ahead"].Success), MedianOf("boundary"), MedianOf("state"), MedianOf("login"), MedianOf("after"))
+        {
+            LoggedInBeforePause = moves.Count(m => m.Groups["point"].Value == "pause"),
+        };
     }
 
     private static double Median(IEnumerable<double> values)

@@ -40,6 +40,16 @@ public interface IEndpoint
     Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>
+    /// Before the pause, while clients still run, green still fenced: an endpoint on this machine
+    /// may log in on <paramref name="target"/> through <paramref name="socket"/> (where green
+    /// admits Teal's own OS user, <see cref="Engines.IReplicationLink.FencedLoginSocketAsync"/>)
+    /// for the sessions it will move, so that the pause has no login left to wait for. Nothing of
+    /// a client's reaches green before the resume; logins that a resume to that server does not
+    /// use are closed. Returns once they are in, or after a short wait.
+    /// </summary>
+    Task LogInBeforePauseAsync(EndpointTarget target, string socket, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
     /// From now on new connections are held, not refused. A connection held longer than
     /// <paramref name="holdDeadline"/> gets a clear error naming the endpoint.
     /// </summary>

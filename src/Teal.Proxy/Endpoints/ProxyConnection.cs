@@ -68,6 +68,10 @@ internal sealed class ProxyConnection : IEndpointConnection
     private ServerLink? _server;
     private Action? _cancelMove; // cancels a move under way when the connection is cut
 
+    // A session logged in on green before the pause (LogInAheadOfPause): the move takes it, or
+    // the resume, the endpoint's expiry or the connection's end closes it.
+    private Task<LoggedInSession?>? _loggedInAheadOfPause;
+
     // Each framer is touched only by the pump of its direction.
     private MessageFramer _clientFramer;
     private MessageFramer _serverFramer;
@@ -285,6 +289,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             cancelMove = _cancelMove;
         }
 
+        DropLoginAheadOfPause();
         try
         {
             cancelMove?.Invoke();
@@ -799,6 +804,63 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// Before the pause: logs a server session in on <paramref name="target"/>, green still
+    /// fenced, through <paramref name="socket"/> (peer authentication of Teal's own OS user, so
+    /// no password is involved), with the client's startup packet, for the move to take at the
+    /// drain. Null when the session could not move anyway or has such a login already.
+    /// </summary>
+    internal Task<LoggedInSession?>? LogInAheadOfPause(EndpointTarget target, string socket, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (_closing || _moving || !Movable || _startup.Length == 0 || _loggedInAheadOfPause is not null)
+            {
+                return null;
+            }
+
+            _loggedInAheadOfPause = LogInOnSocketAsync(target, socket, cancellationToken);
+            return _loggedInAheadOfPause;
+        }
+    }
+
+    private async Task<LoggedInSession?> LogInOnSocketAsync(EndpointTarget target, string socket, CancellationToken cancellationToken)
+    {
+        await Task.Yield(); // Off the caller's lock and thread: a login is a round trip to a process starting.
+        var (session, failure) = await SessionMover.LogInAsync(target, _startup, null, null, _options, _endpoint.Plaintext, beforeResume: true, cancellationToken, socket);
+        if (failure is not null)
+        {
+            _endpoint.OnLoginBeforePauseFailed(this, target, failure);
+        }
+
+        return session;
+    }
+
+    /// <summary>Closes the session logged in ahead of the pause, if any and not taken by a move.</summary>
+    internal void DropLoginAheadOfPause()
+    {
+        Task<LoggedInSession?>? login;
+        lock (_lock)
+        {
+            login = _loggedInAheadOfPause;
+            _loggedInAheadOfPause = null;
+        }
+
+        login?.ContinueWith(static t => t.Result?.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+    }
+
+    private async Task<LoggedInSession?> TakeLoginAheadOfPauseAsync()
+    {
+        Task<LoggedInSession?>? login;
+        lock (_lock)
+        {
+            login = _loggedInAheadOfPause;
+            _loggedInAheadOfPause = null;
+        }
+
+        return login is null ? null : await login;
+    }
+
     private async Task<ServerLink?> MoveCoreAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
@@ -850,8 +912,16 @@ internal sealed class ProxyConnection : IEndpointConnection
         var loginsOpened = 0L;
         try
         {
+            // Logged in on green before the pause: nothing left to wait for but the route.
+            ahead = await TakeLoginAheadOfPauseAsync();
+            var loggedInBeforePause = ahead is not null;
+            if (loggedInBeforePause)
+            {
+                EndMoveWait();
+            }
+
             var loginAhead = _endpoint.LoginAheadAsync();
-            if (await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
+            if (ahead is null && await Task.WhenAny(routing, loginAhead) == loginAhead && await loginAhead is { } early && !routing.IsCompleted)
             {
                 loginsOpened = Stopwatch.GetTimestamp();
                 await IdleLoginTurnAsync(cancellationToken);
@@ -873,7 +943,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return null;
             }
 
-            if (ahead is not null && ahead.Target != target)
+            if (ahead is not null && !SessionMover.SameServer(ahead.Target, target))
             {
                 // The route moved on after the login: the session goes where the route says.
                 ahead.Dispose();
@@ -881,6 +951,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             }
 
             var loggedInBeforeResume = ahead is not null;
+            loggedInBeforePause &= loggedInBeforeResume;
             if (ahead is null)
             {
                 await IdleLoginTurnAsync(cancellationToken);
@@ -911,6 +982,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 moved.ReplayMilliseconds)
             {
                 LoggedInBeforeResume = loggedInBeforeResume,
+                LoggedInBeforePause = loggedInBeforePause,
                 BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, _departedAt).TotalMilliseconds,
                 StateReadMs = Stopwatch.GetElapsedTime(_departedAt, started).TotalMilliseconds,
                 StateReadAhead = _moveWithReadAhead,

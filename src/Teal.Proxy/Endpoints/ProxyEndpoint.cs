@@ -279,6 +279,80 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     private static readonly TimeSpan ReadAheadWait = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Before the pause, green still fenced: every PostgreSQL session that can move logs in on
+    /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInAheadOfPause"/>),
+    /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginAheadWait"/>;
+    /// a login still under way is taken by the move when it ends. The resume closes the logins no
+    /// move took; so does a minute without a pause (a switchover that stopped before it paused).
+    /// </summary>
+    public async Task LogInBeforePauseAsync(EndpointTarget target, string socket, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        if (Protocol != ProxyProtocol.Postgres)
+        {
+            return;
+        }
+
+        List<ProxyConnection> sessions;
+        lock (_gate)
+        {
+            sessions = [.. _connections.Values.OfType<ProxyConnection>().Where(c => c.Admitted)];
+        }
+
+        var generation = Interlocked.Increment(ref _loginAheadGeneration);
+        var logins = sessions.Select(c => c.LogInAheadOfPause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await Task.WhenAll(logins).WaitAsync(LoginAheadWait, _timeProvider, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            // The rest log in while the pause begins; a move waits for its own.
+        }
+
+        var elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var loggedIn = logins.Count(l => l.IsCompletedSuccessfully && l.Result is not null);
+        ProxyLog.LoggedInAheadOfPause(_logger, Name, loggedIn, logins.Count, target, elapsedMs);
+        _ = DropUnusedLoginsLaterAsync(generation);
+    }
+
+    private static readonly TimeSpan LoginAheadWait = TimeSpan.FromSeconds(2);
+
+    private int _loginAheadGeneration;
+
+    private async Task DropUnusedLoginsLaterAsync(int generation)
+    {
+        try
+        {
+            await Task.Delay(TimeSpan.FromMinutes(1), _timeProvider, _stopping.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return; // Stopping: every connection closes, and its login with it.
+        }
+
+        bool paused;
+        lock (_gate)
+        {
+            paused = _resumed is not null;
+        }
+
+        if (!paused && Volatile.Read(ref _loginAheadGeneration) == generation)
+        {
+            DropLoginsAheadOfPause();
+        }
+    }
+
+    private void DropLoginsAheadOfPause()
+    {
+        foreach (var connection in _connections.Values.OfType<ProxyConnection>())
+        {
+            connection.DropLoginAheadOfPause();
+        }
+    }
+
     public async Task<EndpointDrainResult> DrainAsync(TimeSpan budget, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
@@ -464,6 +538,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
         // Sessions still waiting to log in do it on the resumed route.
         loginAhead?.TrySetResult(null);
+
+        // Moves took theirs at the drain; what is left was logged in for sessions that did not move.
+        DropLoginsAheadOfPause();
 
         if (resumed is not null)
         {
@@ -744,11 +821,14 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.StateReadAhead ? "(read ahead of the pause: an empty query)" : "(in the drain)", timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.StateReadAhead ? "(read ahead of the pause: an empty query)" : "(in the drain)", timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforePause ? "before the pause (over green's local socket while fenced)" : timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
     }
 
     internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>
         ProxyLog.LoginAheadFailed(_logger, Name, connection.Id, target, reason);
+
+    internal void OnLoginBeforePauseFailed(ProxyConnection connection, EndpointTarget target, string reason) =>
+        ProxyLog.LoginBeforePauseFailed(_logger, Name, connection.Id, target, reason);
 
     internal void OnSessionNotMoved(ProxyConnection connection, string reason)
     {

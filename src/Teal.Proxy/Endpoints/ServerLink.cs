@@ -109,6 +109,30 @@ internal sealed class ServerLink : IDisposable
     }
 
     /// <summary>
+    /// Connects to a server's Unix socket (<paramref name="path"/>; an abstract one starts with a
+    /// NUL): null when connected, else why not. No TLS: a Unix socket does not leave the machine.
+    /// </summary>
+    public async Task<string?> OpenLocalAsync(string path, TimeSpan timeout, CancellationToken stopping)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            // A local connect completes at once (or fails); on the event loop, the socket must not
+            // have met .NET's own epoll, so it connects while still blocking.
+            await Task.Run(() => socket.Connect(new UnixDomainSocketEndPoint(path)), stopping).WaitAsync(timeout, stopping);
+            _io = EpollSockets.Attach(socket);
+            _socket.Dispose();
+            _socket = socket;
+            return null;
+        }
+        catch (Exception ex) when ((ex is SocketException or TimeoutException) && !stopping.IsCancellationRequested)
+        {
+            socket.Dispose();
+            return ex is TimeoutException ? $"no answer on its local socket within {timeout.TotalSeconds:0} s" : $"its local socket: {ex.Message}";
+        }
+    }
+
+    /// <summary>
     /// require and prefer encrypt without checking who answers (as libpq does without a root
     /// certificate); verify-full checks the chain, against the endpoint's roots when it names
     /// some, and that the certificate is for the host Teal connects to.

@@ -77,13 +77,15 @@ internal static class SessionMover
         ProxyOptions options,
         PlaintextServers plaintext,
         bool beforeResume,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        string? socket = null)
     {
         var server = new ServerLink();
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            if (await server.OpenAsync(target, options, cancellationToken, plaintext) is { } unreachable)
+            var opened = socket is null ? server.OpenAsync(target, options, cancellationToken, plaintext) : server.OpenLocalAsync(socket, options.ConnectTimeout, cancellationToken);
+            if (await opened is { } unreachable)
             {
                 server.Dispose();
                 return (null, $"{target.Instance} could not be reached: {unreachable}");
@@ -117,6 +119,10 @@ internal static class SessionMover
             throw;
         }
     }
+
+    /// <summary>Whether two targets are the same server and database (a flip renames green's instance, not its address).</summary>
+    public static bool SameServer(EndpointTarget a, EndpointTarget b) =>
+        a.Host == b.Host && a.Port == b.Port && a.Database == b.Database;
 
     /// <summary>
     /// Replays <paramref name="snapshot"/> on a logged-in session. On failure the session is
@@ -413,6 +419,9 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
 {
     /// <summary>The login happened while the endpoint was still paused (it overlapped the wait).</summary>
     public bool LoggedInBeforeResume { get; init; }
+
+    /// <summary>The login happened before the pause, on a still-fenced green over its local socket.</summary>
+    public bool LoggedInBeforePause { get; init; }
 
     /// <summary>From the drain's request to the session's transaction boundary, where the state query is sent.</summary>
     public double BoundaryMs { get; init; }

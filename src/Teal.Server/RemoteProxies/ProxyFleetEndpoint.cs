@@ -108,6 +108,13 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
             .. _remotes.Select(r => WarmUpAsync(r, holdDeadline, cancellationToken))]);
     }
 
+    /// <summary>
+    /// The local listener logs its sessions in on green ahead of the pause; <c>teal proxy</c>
+    /// processes log in after green opens (they may run on other machines than green's socket).
+    /// </summary>
+    public Task LogInBeforePauseAsync(EndpointTarget target, string socket, CancellationToken cancellationToken) =>
+        _local?.LogInBeforePauseAsync(target, socket, cancellationToken) ?? Task.CompletedTask;
+
     private async Task WarmUpAsync(RegisteredProxy proxy, TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
         await CallAsync<object>(proxy, HttpMethod.Get, string.Empty, null, TimeSpan.Zero, cancellationToken);

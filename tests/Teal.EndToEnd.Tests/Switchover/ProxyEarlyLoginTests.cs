@@ -8,7 +8,8 @@ using Teal.Testing.Processes;
 namespace Teal.EndToEnd.Tests.Switchover;
 
 /// <summary>
-/// A <c>teal proxy</c> logs the sessions it moves in on green as soon as green's logins are back
+/// Teal serve's endpoint logs the sessions it moves in on a green Teal provisioned before the
+/// pause, over green's local socket. A <c>teal proxy</c> logs the sessions it moves in on green as soon as green's logins are back
 /// (the switchover's <c>logins-open</c> call), holds them until the resume, and lets a resume that
 /// does not route there — a rollback — drop those logins: its clients go on on blue, with no error.
 /// Pauses come from the test-only host (<c>tests/Teal.FaultHost</c>): a step that waits first.
@@ -47,6 +48,39 @@ public sealed class ProxyEarlyLoginTests
         await probe.StopAsync();
         probe.Errors.ShouldBeEmpty();
         proxy.Log.ShouldContain("logins are back on");
+    }
+
+    /// <summary>
+    /// Teal serve's own endpoint, on green's machine, and a green Teal provisioned: the moving
+    /// session logs in on green before the pause, while green is still fenced, over green's local
+    /// socket (peer login of Teal's OS user). It is there while catch-up runs, before green opens,
+    /// and the session goes on on that backend.
+    /// </summary>
+    [Fact]
+    public async Task Switchover_InProcessEndpoint_MovedSessionIsLoggedInOnFencedGreenBeforeThePause_AndGoesOnOnThatBackend()
+    {
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:6" });
+        var created = await scenario.CreateDeploymentAsync();
+        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        var name = $"teal-fenced-{Guid.NewGuid():N}"[..24];
+        await using var session = await OpenSessionAsync(scenario, name);
+        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
+        probe.Start();
+        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
+
+        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
+        await scenario.WaitForPhaseAsync("catch-up");
+        var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
+        pid.ShouldNotBe(0, $"the session was not logged in on green before green opened:\n{scenario.Teal.Log}");
+        (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
+
+        (await switchover).ShouldSucceed();
+        (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
+            .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend it logged in to before the pause, with its settings replayed");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        await probe.StopAsync();
+        probe.Errors.ShouldBeEmpty();
+        scenario.Teal.Log.ShouldContain("started before the pause");
     }
 
     [Fact]

@@ -158,6 +158,64 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     /// <summary>
+    /// Where a fenced green admits Teal's OS user over its local socket, sessions log in there
+    /// before the pause: at the drain nothing is left to log in, and at the resume the session
+    /// goes on on that very backend, its state replayed. The socket rule may be gone by then (the
+    /// fence is lifted at open-green): the login is made already.
+    /// </summary>
+    [Fact]
+    public async Task LoggedInBeforeThePause_OverGreensLocalSocket_GoesOnOnThatBackend()
+    {
+        var log = new ListLogger();
+        var tag = $"teal-early-{Guid.NewGuid():N}"[..24];
+        await using var endpoint = Teal.Proxy.Endpoints.ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new Teal.Proxy.Endpoints.ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
+        await using var client = await OpenNamedAsync(endpoint, tag);
+        await Execute(client, "set work_mem = '13MB'");
+        int greenPid;
+        await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
+        {
+            await endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None);
+
+            log.Lines.ShouldContain(l => l.Contains("1 of 1 session(s) logged in", StringComparison.Ordinal), string.Join('\n', log.Lines));
+            greenPid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{tag}' and usename = '{AppUser}'");
+        }
+
+        // The flip renames green's instance: the login is for its address, not its name.
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget with { Instance = "app-db" });
+
+        drained.Moving.ShouldBe(1);
+        (await ScalarAsync<int>(client, "select pg_backend_pid()")).ShouldBe(greenPid);
+        (await ScalarAsync<string>(client, "show work_mem")).ShouldBe("13MB");
+        var move = log.Lines.Single(l => l.Contains("moved to", StringComparison.Ordinal));
+        move.ShouldContain("started before the pause");
+    }
+
+    /// <summary>
+    /// A pause that resumes on blue (a rollback) leaves the sessions there and closes what they
+    /// logged in on green.
+    /// </summary>
+    [Fact]
+    public async Task LoggedInBeforeThePause_RollbackToBlue_ClosesTheLoginsOnGreen()
+    {
+        var tag = $"teal-back-{Guid.NewGuid():N}"[..24];
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var moving = await OpenNamedAsync(endpoint, tag);
+        await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
+        {
+            await endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None);
+        }
+
+        (await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}'")).ShouldBe(1);
+
+        var drained = await SwitchAsync(endpoint, servers.BlueTarget);
+
+        drained.Moving.ShouldBe(1);
+        (await ScalarAsync<int>(moving, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}'") == 0))
+            .ShouldBeTrue("the login on green outlived the rollback");
+    }
+
+    /// <summary>
     /// A pool's idle connections move too, but their clients wait for nothing: they log in on
     /// green after the session whose client has a query waiting, so that the session with work
     /// does not queue behind them for its server process (green starts them one at a time).

@@ -1,3 +1,5 @@
+using Teal.Core.Endpoints;
+
 namespace Teal.Core.Switchover.Steps;
 
 /// <summary>Step 2: new client connections are held, not refused, until the endpoints resume.</summary>
@@ -11,11 +13,29 @@ public sealed class PauseEndpointsStep : ISwitchoverStep
 
     /// <summary>
     /// Opens the sessions the rest of the plan needs and lets every endpoint prepare its pause
-    /// (a PgBouncer reads its settings and opens its console connection) now, while clients still
-    /// write: the pause then starts with the pause itself.
+    /// (a PgBouncer reads its settings and opens its console connection; Teal's proxy reads its
+    /// sessions' state and, where green admits it while fenced, logs them in there) now, while
+    /// clients still write: the pause then starts with the pause itself.
     /// </summary>
     public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
-        Task.WhenAll([context.Link.WarmUpAsync(cancellationToken), .. context.Endpoints.Select(e => e.PrepareAsync(HoldDeadline(context), cancellationToken))]);
+        Task.WhenAll([
+            context.Link.WarmUpAsync(cancellationToken),
+            LogInBeforePauseAsync(context, cancellationToken),
+            .. context.Endpoints.Select(e => e.PrepareAsync(HoldDeadline(context), cancellationToken))]);
+
+    /// <summary>Writer endpoints log their sessions in on green now, when green admits Teal's OS user while fenced.</summary>
+    private static async Task LogInBeforePauseAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        if (await context.Link.FencedLoginSocketAsync(cancellationToken) is not { } socket
+            || await context.State.GetInstanceAsync(context.GreenName, cancellationToken) is not { } green)
+        {
+            return;
+        }
+
+        await Task.WhenAll(context.Endpoints
+            .Where(e => e.Role == Instances.InstanceRole.Writer)
+            .Select(e => e.LogInBeforePauseAsync(new EndpointTarget(green.Name, green.Host, green.Port, e.Target.Database), socket, cancellationToken)));
+    }
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
