@@ -9,12 +9,15 @@ namespace Teal.Postgres.Instances;
 /// role. Teal's proxy uses it to log the sessions it will move in on a still-fenced green before
 /// the write pause, so that no login is left inside it (ARCHITECTURE.md, "The fence"). The map
 /// gives that OS user nothing it lacks already: it reads Teal's secrets, the password of Teal's
-/// superuser login among them. PostgreSQL 16 and later (the <c>all</c> keyword in pg_ident.conf's
-/// database-username column).
+/// superuser login among them. PostgreSQL 16 and later take one line for every role (the
+/// <c>all</c> keyword in pg_ident.conf's database-username column), written at create; on 15 a
+/// line per role that can log in is written before each switchover's pause
+/// (<c>Replication/HbaFence.MapRolesAsync</c>).
 /// </summary>
 public static class LocalLogin
 {
-    public const int MinimumMajorVersion = 16;
+    /// <summary>The first version whose pg_ident.conf maps a user to <c>all</c> roles in one line.</summary>
+    public const int AllRolesMajorVersion = 16;
 
     public const string MapName = "teal_proxy";
 
@@ -33,6 +36,22 @@ public static class LocalLogin
 
     private static string MapLine => $"{MapName} \"{OsUser}\" all";
 
+    /// <summary>The comment Teal writes above its map lines.</summary>
+    private const string MapComment = "# Written by Teal: its proxy logs moving sessions in here while Teal's fence refuses every other login.";
+
+    /// <summary>
+    /// <paramref name="ident"/> (a pg_ident.conf) with Teal's map lines replaced by one per role in
+    /// <paramref name="roles"/> (PostgreSQL 15, which has no <c>all</c> there). Role names that need
+    /// a quote or a line break are left out: their sessions log in once green opens.
+    /// </summary>
+    public static string WithRoleLines(string ident, IEnumerable<string> roles)
+    {
+        var kept = ident.Split('\n').Where(l => l.Trim() != MapComment && !l.TrimStart().StartsWith(MapName + " ", StringComparison.Ordinal));
+        var text = string.Join('\n', kept).TrimEnd('\n');
+        var lines = roles.Where(r => r.Length > 0 && !r.Any(c => c is '"' || char.IsControl(c))).Order(StringComparer.Ordinal).Select(r => $"{MapName} \"{OsUser}\" \"{r}\"").ToList();
+        return lines.Count == 0 ? text + "\n" : $"{text}\n{MapComment}\n{string.Join('\n', lines)}\n";
+    }
+
     /// <summary>Adds the map line for <see cref="OsUser"/> to a server's pg_ident.conf unless it is there.</summary>
     public static async Task MapTealAsync(string identFile, CancellationToken cancellationToken)
     {
@@ -45,7 +64,7 @@ public static class LocalLogin
         var separator = existing.Length == 0 || existing.EndsWith('\n') ? string.Empty : "\n";
         await File.AppendAllTextAsync(
             identFile,
-            $"{separator}# Written by Teal: its proxy logs moving sessions in here while Teal's fence refuses every other login.\n{MapLine}\n",
+            $"{separator}{MapComment}\n{MapLine}\n",
             cancellationToken);
     }
 

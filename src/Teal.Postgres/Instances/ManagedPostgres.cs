@@ -51,7 +51,7 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
     {
         // Clients and Teal's sessions reach the server over TCP. Socket paths under a long data dir
         // would exceed the 107-byte limit, and a socket dir owned by another user is a permission
-        // trap, so a server gets no socket file; from 16 on it gets an abstract one (LocalLogin).
+        // trap, so a server gets no socket file but an abstract one (LocalLogin).
         ["unix_socket_directories"] = "''",
         // Blue/green needs logical decoding on both sides (green becomes the publisher after a
         // switchover, for switchback).
@@ -220,9 +220,9 @@ public sealed partial class ManagedPostgres(PostgresEngineCatalog catalog)
             ["listen_addresses"] = $"'{server.ListenAddress}'",
             ["port"] = server.Port.ToString(CultureInfo.InvariantCulture),
         };
-        if (server.MajorVersion >= LocalLogin.MinimumMajorVersion)
+        settings["unix_socket_directories"] = $"'{LocalLogin.SocketDirectory}'";
+        if (server.MajorVersion >= LocalLogin.AllRolesMajorVersion)
         {
-            settings["unix_socket_directories"] = $"'{LocalLogin.SocketDirectory}'";
             await LocalLogin.MapTealAsync(Path.Combine(server.DataDirectory, "pg_ident.conf"), cancellationToken);
         }
 

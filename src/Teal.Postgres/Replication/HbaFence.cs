@@ -104,17 +104,50 @@ internal static class HbaFence
     }
 
     /// <summary>
-    /// Whether the server lets Teal's OS user log in as any role over its Unix socket
-    /// (<see cref="LocalLogin"/>: Teal provisioned it with the map, on PostgreSQL 16+).
+    /// On PostgreSQL 15, whose pg_ident.conf cannot map a user to every role in one line: maps
+    /// Teal's OS user to each role that can log in now, one line each (<see cref="LocalLogin.WithRoleLines"/>),
+    /// and reloads when that changed the file. Called before a switchover's pause, never inside it;
+    /// the lines only count where the fenced pg_hba.conf has <see cref="LocalLogin.HbaRule"/>. A
+    /// server with no Unix socket, or whose file would not parse, is left as it is: its moved
+    /// sessions log in once it opens.
+    /// </summary>
+    public static async Task MapRolesAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        if (conn.PostgreSqlVersion.Major >= LocalLogin.AllRolesMajorVersion
+            || await conn.ScalarAsync<string>("SELECT current_setting('unix_socket_directories')", cancellationToken) is not { Length: > 0 })
+        {
+            return;
+        }
+
+        var current = await ReadAsync(conn, "current_setting('ident_file')", cancellationToken);
+        var roles = await conn.QueryAsync("SELECT rolname FROM pg_roles WHERE rolcanlogin", r => r.GetString(0), cancellationToken);
+        var mapped = LocalLogin.WithRoleLines(current, roles);
+        if (mapped == current)
+        {
+            return;
+        }
+
+        await WriteAsync(conn, "current_setting('ident_file')", mapped, cancellationToken);
+        if (await conn.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_ident_file_mappings WHERE error IS NOT NULL)", cancellationToken))
+        {
+            await WriteAsync(conn, "current_setting('ident_file')", current, cancellationToken);
+            return;
+        }
+
+        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+    }
+
+    /// <summary>
+    /// Whether the server lets Teal's OS user log in over its Unix socket (<see cref="LocalLogin"/>:
+    /// Teal provisioned it with the map, or wrote a line per role, <see cref="MapRolesAsync"/>).
     /// </summary>
     private static async Task<bool> MapsTealAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
     {
         await using var command = new NpgsqlCommand(
             $"""
-            SELECT current_setting('server_version_num')::int >= {LocalLogin.MinimumMajorVersion * 10000}
-               AND current_setting('unix_socket_directories') <> ''
+            SELECT current_setting('unix_socket_directories') <> ''
                AND EXISTS (SELECT 1 FROM pg_ident_file_mappings
-                           WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND pg_username = 'all' AND error IS NULL)
+                           WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND error IS NULL)
             """,
             conn);
         command.Parameters.AddWithValue(LocalLogin.OsUser);

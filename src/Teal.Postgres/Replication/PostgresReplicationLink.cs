@@ -102,7 +102,18 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _switchover.RunAsync(options, ct), cancellationToken);
 
-    public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_sessions.WarmUpAsync, cancellationToken);
+    public Task WarmUpAsync(CancellationToken cancellationToken) => _reach.GuardAsync(
+        async ct =>
+        {
+            await _sessions.WarmUpAsync(ct);
+            foreach (var side in new[] { Side.Blue, Side.Green }.Where(s => Fencing.FencedByHba(_sessions.Spec, s)))
+            {
+                // Before the pause: on PostgreSQL 15 the local login's map needs a line per role.
+                await using var conn = await _sessions.OpenAsync(side, ct);
+                await HbaFence.MapRolesAsync(conn, ct);
+            }
+        },
+        cancellationToken);
 
     public Task<string?> FencedLoginSocketAsync(CancellationToken cancellationToken) =>
         Fencing.FencedByHba(_sessions.Spec, Side.Green) ? _reach.GuardAsync(ct => HbaFence.LocalLoginSocketAsync(_sessions, Side.Green, ct), cancellationToken) : Task.FromResult<string?>(null);

@@ -1,6 +1,7 @@
 using Teal.Core.Errors;
 using Npgsql;
 using Teal.Core.Engines;
+using Teal.Postgres.Instances;
 using Teal.Postgres.Replication;
 using Teal.Testing;
 
@@ -124,6 +125,60 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
 
         (await link.FencedLoginSocketAsync(default)).ShouldBeNull();
         (await servers.Green.LocalStartupAsync("hba_app", db)).ShouldBe(10, "the server's own rules ask the socket for SCRAM again");
+        await link.RemoveAsync(default);
+    }
+
+    [Fact]
+    public void RoleLines_ReplaceTealsOwnMapLines_KeepTheServersOwn_AndLeaveOutNamesThatNeedQuotes()
+    {
+        var ident = """
+            # MAPNAME       SYSTEM-USERNAME         PG-USERNAME
+            ops             alice                   dba
+
+            """;
+
+        var once = LocalLogin.WithRoleLines(ident, ["app", "b\"ad", "postgres"]);
+        var twice = LocalLogin.WithRoleLines(once, ["reporting"]);
+
+        once.ShouldContain("ops             alice                   dba");
+        once.ShouldContain($"teal_proxy \"{LocalLogin.OsUser}\" \"app\"\nteal_proxy \"{LocalLogin.OsUser}\" \"postgres\"\n");
+        once.ShouldNotContain("b\"ad");
+        twice.ShouldContain("ops             alice                   dba");
+        twice.Split('\n').Count(l => l.StartsWith("teal_proxy ", StringComparison.Ordinal)).ShouldBe(1);
+        twice.ShouldContain($"teal_proxy \"{LocalLogin.OsUser}\" \"reporting\"");
+        twice.Split('\n').Count(l => l.StartsWith("# Written by Teal", StringComparison.Ordinal)).ShouldBe(1);
+    }
+
+    /// <summary>
+    /// PostgreSQL 15's pg_ident.conf has no <c>all</c>: before a switchover's pause Teal maps its OS
+    /// user to each role that can log in, one line each, so a fenced 15 (the old blue a switchback
+    /// returns to) admits the proxy's logins over its local socket too.
+    /// </summary>
+    [Fact]
+    public async Task FencedPostgres15_AdmitsTealsOsUserOverItsLocalSocket_ForTheRolesMappedBeforeThePause()
+    {
+        const string db = "hba_local_15";
+        servers.Blue.MajorVersion.ShouldBe(15);
+        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY)");
+        var name = LinkTestKit.NewName("teal");
+        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, BlueManaged = true, GreenManaged = true });
+        await LinkTestKit.StartAsync(link);
+        (await servers.Blue.LocalStartupAsync("hba_app", db)).ShouldBe(10, "unfenced, blue's own rules ask the socket for a password");
+
+        await link.WarmUpAsync(default);
+        await link.FenceAsync(Side.Blue, default);
+        try
+        {
+            (await servers.Blue.LocalStartupAsync("hba_app", db)).ShouldBe(0, "fenced, Teal's OS user gets in as a role mapped before the pause");
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "SELECT 1", "hba_app", "app-secret")).ShouldNotBeNull("over TCP the fence refuses the same role");
+        }
+        finally
+        {
+            await link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await servers.Blue.LocalStartupAsync("hba_app", db)).ShouldBe(10);
         await link.RemoveAsync(default);
     }
 
