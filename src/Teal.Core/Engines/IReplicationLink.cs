@@ -92,8 +92,8 @@ public interface IReplicationLink
 
     /// <summary>
     /// Where Teal's own OS user may log in to green as any role while green is still fenced: a
-    /// Unix socket on this machine (PostgreSQL: a server Teal provisioned, 16+, whose fenced
-    /// pg_hba.conf keeps a peer rule for that OS user alone). Endpoints on this machine log the
+    /// Unix socket on this machine (PostgreSQL: a server Teal provisioned, whose fenced pg_hba.conf
+    /// keeps a peer rule for that OS user alone). Endpoints on this machine log the
     /// sessions they will move in there before the pause. Null when green admits no such login.
     /// </summary>
     Task<string?> FencedLoginSocketAsync(CancellationToken cancellationToken) => Task.FromResult<string?>(null);

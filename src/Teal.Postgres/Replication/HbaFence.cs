@@ -141,18 +141,15 @@ internal static class HbaFence
     /// Whether the server lets Teal's OS user log in over its Unix socket (<see cref="LocalLogin"/>:
     /// Teal provisioned it with the map, or wrote a line per role, <see cref="MapRolesAsync"/>).
     /// </summary>
-    private static async Task<bool> MapsTealAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
-    {
-        await using var command = new NpgsqlCommand(
+    private static Task<bool> MapsTealAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
+        conn.ScalarAsync<bool>(
             $"""
             SELECT current_setting('unix_socket_directories') <> ''
                AND EXISTS (SELECT 1 FROM pg_ident_file_mappings
                            WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND error IS NULL)
             """,
-            conn);
-        command.Parameters.AddWithValue(LocalLogin.OsUser);
-        return await command.ExecuteScalarAsync(cancellationToken) is true;
-    }
+            cancellationToken,
+            LocalLogin.OsUser);
 
     /// <summary>
     /// The fenced file: the server's rules that match Teal's login (user <c>all</c> or

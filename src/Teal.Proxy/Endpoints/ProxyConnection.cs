@@ -68,9 +68,9 @@ internal sealed class ProxyConnection : IEndpointConnection
     private ServerLink? _server;
     private Action? _cancelMove; // cancels a move under way when the connection is cut
 
-    // A session logged in on green before the pause (LogInAheadOfPause): the move takes it, or
+    // A session logged in on green before the pause (LogInBeforePause): the move takes it, or
     // the resume, the endpoint's expiry or the connection's end closes it.
-    private Task<LoggedInSession?>? _loggedInAheadOfPause;
+    private Task<LoggedInSession?>? _loggedInBeforePause;
 
     // Each framer is touched only by the pump of its direction.
     private MessageFramer _clientFramer;
@@ -289,7 +289,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             cancelMove = _cancelMove;
         }
 
-        DropLoginAheadOfPause();
+        DropLoginBeforePause();
         try
         {
             cancelMove?.Invoke();
@@ -810,17 +810,17 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// no password is involved), with the client's startup packet, for the move to take at the
     /// drain. Null when the session could not move anyway or has such a login already.
     /// </summary>
-    internal Task<LoggedInSession?>? LogInAheadOfPause(EndpointTarget target, string socket, CancellationToken cancellationToken)
+    internal Task<LoggedInSession?>? LogInBeforePause(EndpointTarget target, string socket, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            if (_closing || _moving || !Movable || _startup.Length == 0 || _loggedInAheadOfPause is not null)
+            if (_closing || _moving || !Movable || _startup.Length == 0 || _loggedInBeforePause is not null)
             {
                 return null;
             }
 
-            _loggedInAheadOfPause = LogInOnSocketAsync(target, socket, cancellationToken);
-            return _loggedInAheadOfPause;
+            _loggedInBeforePause = LogInOnSocketAsync(target, socket, cancellationToken);
+            return _loggedInBeforePause;
         }
     }
 
@@ -837,28 +837,33 @@ internal sealed class ProxyConnection : IEndpointConnection
     }
 
     /// <summary>Closes the session logged in ahead of the pause, if any and not taken by a move.</summary>
-    internal void DropLoginAheadOfPause()
+    internal void DropLoginBeforePause()
     {
         Task<LoggedInSession?>? login;
         lock (_lock)
         {
-            login = _loggedInAheadOfPause;
-            _loggedInAheadOfPause = null;
+            login = _loggedInBeforePause;
+            _loggedInBeforePause = null;
         }
 
-        login?.ContinueWith(static t => t.Result?.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+        if (login is not null)
+        {
+            CloseWhenLoggedIn(login);
+        }
     }
 
-    private async Task<LoggedInSession?> TakeLoginAheadOfPauseAsync()
+    private static void CloseWhenLoggedIn(Task<LoggedInSession?> login) =>
+        login.ContinueWith(static t => t.Result?.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+
+    /// <summary>Takes the login made before the pause, if any, for the move to wait on.</summary>
+    private Task<LoggedInSession?>? TakeLoginBeforePause()
     {
-        Task<LoggedInSession?>? login;
         lock (_lock)
         {
-            login = _loggedInAheadOfPause;
-            _loggedInAheadOfPause = null;
+            var login = _loggedInBeforePause;
+            _loggedInBeforePause = null;
+            return login;
         }
-
-        return login is null ? null : await login;
     }
 
     private async Task<ServerLink?> MoveCoreAsync(ServerLink previous, ReadOnlyMemory<byte> received, CancellationToken cancellationToken)
@@ -912,8 +917,21 @@ internal sealed class ProxyConnection : IEndpointConnection
         var loginsOpened = 0L;
         try
         {
-            // Logged in on green before the pause: nothing left to wait for but the route.
-            ahead = await TakeLoginAheadOfPauseAsync();
+            // Logged in on green before the pause: nothing left to wait for but the route. A login
+            // still under way when the route comes is left to close itself; the session logs in anew.
+            if (TakeLoginBeforePause() is { } beforePause)
+            {
+                await Task.WhenAny(beforePause, routing);
+                if (beforePause.IsCompletedSuccessfully)
+                {
+                    ahead = beforePause.Result;
+                }
+                else
+                {
+                    CloseWhenLoggedIn(beforePause);
+                }
+            }
+
             var loggedInBeforePause = ahead is not null;
             if (loggedInBeforePause)
             {

@@ -281,8 +281,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     /// <summary>
     /// Before the pause, green still fenced: every PostgreSQL session that can move logs in on
-    /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInAheadOfPause"/>),
-    /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginAheadWait"/>;
+    /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInBeforePause"/>),
+    /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginBeforePauseWait"/>;
     /// a login still under way is taken by the move when it ends. The resume closes the logins no
     /// move took; so does a minute without a pause (a switchover that stopped before it paused).
     /// </summary>
@@ -300,12 +300,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             sessions = [.. _connections.Values.OfType<ProxyConnection>().Where(c => c.Admitted)];
         }
 
-        var generation = Interlocked.Increment(ref _loginAheadGeneration);
-        var logins = sessions.Select(c => c.LogInAheadOfPause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
+        var generation = Interlocked.Increment(ref _loginBeforePauseGeneration);
+        var logins = sessions.Select(c => c.LogInBeforePause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
         var started = Stopwatch.GetTimestamp();
         try
         {
-            await Task.WhenAll(logins).WaitAsync(LoginAheadWait, _timeProvider, cancellationToken);
+            await Task.WhenAll(logins).WaitAsync(LoginBeforePauseWait, _timeProvider, cancellationToken);
         }
         catch (TimeoutException)
         {
@@ -314,13 +314,13 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
         var elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var loggedIn = logins.Count(l => l.IsCompletedSuccessfully && l.Result is not null);
-        ProxyLog.LoggedInAheadOfPause(_logger, Name, loggedIn, logins.Count, target, elapsedMs);
+        ProxyLog.LoggedInBeforePause(_logger, Name, loggedIn, logins.Count, target, elapsedMs);
         _ = DropUnusedLoginsLaterAsync(generation);
     }
 
-    private static readonly TimeSpan LoginAheadWait = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan LoginBeforePauseWait = TimeSpan.FromSeconds(2);
 
-    private int _loginAheadGeneration;
+    private int _loginBeforePauseGeneration;
 
     private async Task DropUnusedLoginsLaterAsync(int generation)
     {
@@ -339,17 +339,17 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             paused = _resumed is not null;
         }
 
-        if (!paused && Volatile.Read(ref _loginAheadGeneration) == generation)
+        if (!paused && Volatile.Read(ref _loginBeforePauseGeneration) == generation)
         {
-            DropLoginsAheadOfPause();
+            DropLoginsBeforePause();
         }
     }
 
-    private void DropLoginsAheadOfPause()
+    private void DropLoginsBeforePause()
     {
         foreach (var connection in _connections.Values.OfType<ProxyConnection>())
         {
-            connection.DropLoginAheadOfPause();
+            connection.DropLoginBeforePause();
         }
     }
 
@@ -540,7 +540,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         loginAhead?.TrySetResult(null);
 
         // Moves took theirs at the drain; what is left was logged in for sessions that did not move.
-        DropLoginsAheadOfPause();
+        DropLoginsBeforePause();
 
         if (resumed is not null)
         {
