@@ -106,7 +106,7 @@ internal static class HbaFence
     /// <summary>
     /// On PostgreSQL 15, whose pg_ident.conf cannot map a user to every role in one line: maps
     /// Teal's OS user to each role that can log in now, one line each (<see cref="LocalLogin.WithRoleLines"/>),
-    /// and reloads when that changed the file. Called before a switchover's pause, never inside it;
+    /// and reloads a fenced side when that changed the file. Called before a switchover's pause, never inside it;
     /// the lines only count where the fenced pg_hba.conf has <see cref="LocalLogin.HbaRule"/>. A
     /// server with no Unix socket, or whose file would not parse, is left as it is: its moved
     /// sessions log in once it opens.
@@ -134,7 +134,12 @@ internal static class HbaFence
             return;
         }
 
-        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        if (await IsClosedAsync(conn, cancellationToken))
+        {
+            // Only a side fenced already needs the reload now (no client is on it); an open one
+            // (production blue, just before the pause) reads the file with the fence's own reload.
+            await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        }
     }
 
     /// <summary>
