@@ -100,6 +100,18 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     public long Id { get; }
 
+    /// <summary>Chunks received from the client so far: unchanged over a while means a quiet session.</summary>
+    internal long ClientReads
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _clientReads;
+            }
+        }
+    }
+
     /// <summary>Set by the endpoint, under its gate, when the connection may go upstream.</summary>
     public bool Admitted { get; set; }
 

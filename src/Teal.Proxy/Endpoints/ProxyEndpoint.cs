@@ -280,7 +280,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     private static readonly TimeSpan ReadAheadWait = TimeSpan.FromSeconds(1);
 
     /// <summary>
-    /// Before the pause, green still fenced: every PostgreSQL session that can move logs in on
+    /// Before the pause, green still fenced: every PostgreSQL session that can move and whose
+    /// client sent something within <see cref="ActivityWindow"/> logs in on
     /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInBeforePause"/>),
     /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginBeforePauseWait"/>;
     /// a login still under way is taken by the move when it ends. The resume closes the logins no
@@ -300,8 +301,14 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             sessions = [.. _connections.Values.OfType<ProxyConnection>().Where(c => c.Admitted)];
         }
 
+        // Sessions whose client is at work log in now. A pool's quiet connections wait for no one:
+        // a burst of logins for all of them (49 took 1.6-2 s on two cores) would load the machine
+        // into the pause. They log in once green opens, in turn, or first once their client sends.
+        var reads = sessions.Select(c => c.ClientReads).ToList();
+        await Task.Delay(ActivityWindow, _timeProvider, cancellationToken);
+        var active = sessions.Where((c, i) => c.ClientReads != reads[i]).ToList();
         var generation = Interlocked.Increment(ref _loginBeforePauseGeneration);
-        var logins = sessions.Select(c => c.LogInBeforePause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
+        var logins = active.Select(c => c.LogInBeforePause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
         var started = Stopwatch.GetTimestamp();
         try
         {
@@ -314,11 +321,14 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
         var elapsedMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var loggedIn = logins.Count(l => l.IsCompletedSuccessfully && l.Result is not null);
-        ProxyLog.LoggedInBeforePause(_logger, Name, loggedIn, logins.Count, target, elapsedMs);
+        ProxyLog.LoggedInBeforePause(_logger, Name, loggedIn, logins.Count, sessions.Count - active.Count, target, elapsedMs);
         _ = DropUnusedLoginsLaterAsync(generation);
     }
 
     private static readonly TimeSpan LoginBeforePauseWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>A session whose client sent nothing for this long before the pause counts as quiet.</summary>
+    private static readonly TimeSpan ActivityWindow = TimeSpan.FromMilliseconds(200);
 
     private int _loginBeforePauseGeneration;
 

@@ -53,8 +53,8 @@ internal static partial class ProxyLog
     [LoggerMessage(EventId = 2015, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: logins are back on {Target}; moving sessions log in there before the resume")]
     public static partial void LoginsAhead(ILogger logger, string endpoint, EndpointTarget target);
 
-    [LoggerMessage(EventId = 2017, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: {LoggedIn} of {Sessions} session(s) logged in on {Target} ahead of the pause, over its local socket while it is still fenced, in {ElapsedMs:0.0} ms")]
-    public static partial void LoggedInBeforePause(ILogger logger, string endpoint, int loggedIn, int sessions, EndpointTarget target, double elapsedMs);
+    [LoggerMessage(EventId = 2017, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: {LoggedIn} of {Sessions} active session(s) logged in on {Target} ahead of the pause, over its local socket while it is still fenced, in {ElapsedMs:0.0} ms ({Quiet} quiet one(s) log in once it opens)")]
+    public static partial void LoggedInBeforePause(ILogger logger, string endpoint, int loggedIn, int sessions, int quiet, EndpointTarget target, double elapsedMs);
 
     [LoggerMessage(EventId = 2018, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} could not log in on {Target} ahead of the pause over its local socket ({Reason}); it logs in once green opens")]
     public static partial void LoginBeforePauseFailed(ILogger logger, string endpoint, long connectionId, EndpointTarget target, string reason);

@@ -52,7 +52,7 @@ public sealed class ProxyEarlyLoginTests
 
     /// <summary>
     /// Teal serve's own endpoint, on green's machine, and a green Teal provisioned: the moving
-    /// session logs in on green before the pause, while green is still fenced, over green's local
+    /// session, its client at work, logs in on green before the pause, while green is still fenced, over green's local
     /// socket (peer login of Teal's OS user). It is there while catch-up runs, before green opens,
     /// and the session goes on on that backend.
     /// </summary>
@@ -68,13 +68,25 @@ public sealed class ProxyEarlyLoginTests
         probe.Start();
         await ProxyProcessTests.WaitForAcksAsync(probe, 20);
 
+        // The session is at work (a quiet one logs in once green opens).
+        using var stop = new CancellationTokenSource();
+        var busy = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await OnSessionAsync(session, "SELECT 'busy'");
+                await Task.Delay(10);
+            }
+        });
         var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
         await scenario.WaitForPhaseAsync("catch-up");
         var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
+        await stop.CancelAsync();
         pid.ShouldNotBe(0, $"the session was not logged in on green before green opened:\n{scenario.Teal.Log}");
         (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
 
         (await switchover).ShouldSucceed();
+        await busy;
         (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
             .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend it logged in to before the pause, with its settings replayed");
         await Task.Delay(TimeSpan.FromSeconds(1));

@@ -158,36 +158,62 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     /// <summary>
-    /// Where a fenced green admits Teal's OS user over its local socket, sessions log in there
-    /// before the pause: at the drain nothing is left to log in, and at the resume the session
-    /// goes on on that very backend, its state replayed. The socket rule may be gone by then (the
-    /// fence is lifted at open-green): the login is made already.
+    /// Where a fenced green admits Teal's OS user over its local socket, sessions whose client is
+    /// at work log in there before the pause: at the drain nothing is left to log in, and at the
+    /// resume the session goes on on that very backend, its state replayed. The socket rule may be
+    /// gone by then (the fence is lifted at open-green): the login is made already. A quiet
+    /// session (a pool's spare connection) logs in once green opens, as before.
     /// </summary>
     [Fact]
-    public async Task LoggedInBeforeThePause_OverGreensLocalSocket_GoesOnOnThatBackend()
+    public async Task LoggedInBeforeThePause_OverGreensLocalSocket_GoesOnOnThatBackend_QuietOnesLogInLater()
     {
         var log = new ListLogger();
         var tag = $"teal-early-{Guid.NewGuid():N}"[..24];
         await using var endpoint = Teal.Proxy.Endpoints.ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new Teal.Proxy.Endpoints.ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
         await using var client = await OpenNamedAsync(endpoint, tag);
+        await using var quiet = await OpenNamedAsync(endpoint, $"{tag}-q");
         await Execute(client, "set work_mem = '13MB'");
         int greenPid;
         await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
         {
-            await endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None);
+            await WhileBusyAsync(client, () => endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None));
 
-            log.Lines.ShouldContain(l => l.Contains("1 of 1 session(s) logged in", StringComparison.Ordinal), string.Join('\n', log.Lines));
+            log.Lines.ShouldContain(l => l.Contains("1 of 1 active session(s) logged in", StringComparison.Ordinal) && l.Contains("(1 quiet one(s)", StringComparison.Ordinal), string.Join('\n', log.Lines));
             greenPid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{tag}' and usename = '{AppUser}'");
+            (await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}-q'")).ShouldBe(0);
         }
 
         // The flip renames green's instance: the login is for its address, not its name.
         var drained = await SwitchAsync(endpoint, servers.GreenTarget with { Instance = "app-db" });
 
-        drained.Moving.ShouldBe(1);
+        drained.Moving.ShouldBe(2);
         (await ScalarAsync<int>(client, "select pg_backend_pid()")).ShouldBe(greenPid);
         (await ScalarAsync<string>(client, "show work_mem")).ShouldBe("13MB");
-        var move = log.Lines.Single(l => l.Contains("moved to", StringComparison.Ordinal));
-        move.ShouldContain("started before the pause");
+        (await ScalarAsync<int>(quiet, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        var moves = log.Lines.Where(l => l.Contains("moved to", StringComparison.Ordinal)).ToList();
+        moves.Count(l => l.Contains("started before the pause", StringComparison.Ordinal)).ShouldBe(1, string.Join('\n', moves));
+    }
+
+    /// <summary>Keeps <paramref name="client"/> at work, one query after another, while <paramref name="action"/> runs.</summary>
+    private static async Task WhileBusyAsync(NpgsqlConnection client, Func<Task> action)
+    {
+        using var stop = new CancellationTokenSource();
+        var busy = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await Execute(client, "select 1");
+            }
+        });
+        try
+        {
+            await action();
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await busy;
+        }
     }
 
     /// <summary>
@@ -202,7 +228,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         await using var moving = await OpenNamedAsync(endpoint, tag);
         await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
         {
-            await endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None);
+            await WhileBusyAsync(moving, () => endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None));
         }
 
         (await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}'")).ShouldBe(1);
