@@ -109,11 +109,7 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     public async Task FencedGreen_AdmitsTealsOsUserOverItsLocalSocketAsAnyRole_OnlyWhileFenced()
     {
         const string db = "hba_local_login";
-        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
-        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); GRANT ALL ON items TO hba_app");
-        var name = LinkTestKit.NewName("teal");
-        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, GreenManaged = true });
-        await LinkTestKit.StartAsync(link);
+        await using var link = await StartLinkAsync(db);
 
         var socket = await link.FencedLoginSocketAsync(default);
 
@@ -159,11 +155,7 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     {
         const string db = "hba_local_15";
         servers.Blue.MajorVersion.ShouldBe(15);
-        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
-        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY)");
-        var name = LinkTestKit.NewName("teal");
-        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, BlueManaged = true, GreenManaged = true });
-        await LinkTestKit.StartAsync(link);
+        await using var link = await StartLinkAsync(db, blueManaged: true);
         (await servers.Blue.LocalStartupAsync("hba_app", db)).ShouldBe(10, "unfenced, blue's own rules ask the socket for a password");
 
         await link.WarmUpAsync(default);
@@ -195,11 +187,7 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     public async Task OpeningGreen_ReloadsOnceAfterBothFiles_AndASessionLoggedInAsLoginsCameBackWritesAtOnce_UnfencingAgainReloadsNothing()
     {
         const string db = "hba_open_once";
-        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
-        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); GRANT ALL ON items TO hba_app");
-        var name = LinkTestKit.NewName("teal");
-        await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, GreenManaged = true });
-        await LinkTestKit.StartAsync(link);
+        await using var link = await StartLinkAsync(db);
         var reloadsBefore = Reloads();
 
         NpgsqlConnection? early = null;
@@ -239,6 +227,17 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         (Reloads() - reloadsBefore).ShouldBe(1, "unfencing an open green reloaded it again");
 
         await link.RemoveAsync(default);
+    }
+
+    /// <summary>The application's role and a database with a table on blue, and a started link to the managed green.</summary>
+    private async Task<PostgresReplicationLink> StartLinkAsync(string db, bool blueManaged = false)
+    {
+        await servers.Blue.ExecuteAsync("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hba_app') THEN CREATE ROLE hba_app LOGIN PASSWORD 'app-secret'; END IF; END $$");
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); GRANT ALL ON items TO hba_app");
+        var name = LinkTestKit.NewName("teal");
+        var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { CopyRoles = true, BlueManaged = blueManaged, GreenManaged = true });
+        await LinkTestKit.StartAsync(link);
+        return link;
     }
 
     private int Reloads() =>
