@@ -284,8 +284,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// client sent something within <see cref="ActivityWindow"/> logs in on
     /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInBeforePause"/>),
     /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginBeforePauseWait"/>;
-    /// a login still under way is taken by the move when it ends. The resume closes the logins no
-    /// move took; so does a minute without a pause (a switchover that stopped before it paused).
+    /// a move waits for a login still under way until the route comes. The resume closes the logins
+    /// no move took; so does a minute without a pause (a switchover that stopped before it paused).
     /// </summary>
     public async Task LogInBeforePauseAsync(EndpointTarget target, string socket, CancellationToken cancellationToken)
     {
@@ -299,6 +299,11 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         lock (_gate)
         {
             sessions = [.. _connections.Values.OfType<ProxyConnection>().Where(c => c.Admitted)];
+        }
+
+        if (sessions.Count == 0)
+        {
+            return;
         }
 
         // Sessions whose client is at work log in now. A pool's quiet connections wait for no one:
