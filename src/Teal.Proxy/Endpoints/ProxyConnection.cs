@@ -285,6 +285,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         ServerLink? server;
         Action? cancelMove;
         EpollSocket? clientIo;
+        Task<LoggedInSession?>? loginBeforePause;
         lock (_lock)
         {
             _closing = true;
@@ -299,9 +300,15 @@ internal sealed class ProxyConnection : IEndpointConnection
             _readAheadDone?.TrySetResult(); // a client pump held for it goes on, to find the connection closed
             server = _server;
             cancelMove = _cancelMove;
+            loginBeforePause = _loggedInBeforePause;
+            _loggedInBeforePause = null;
         }
 
-        DropLoginBeforePause();
+        if (loginBeforePause is not null)
+        {
+            CloseWhenLoggedIn(loginBeforePause);
+        }
+
         try
         {
             cancelMove?.Invoke();
