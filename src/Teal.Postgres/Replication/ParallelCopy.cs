@@ -109,6 +109,7 @@ internal sealed class ParallelCopy(LinkSessions sessions)
             var queue = new ConcurrentQueue<Chunk>(chunks);
             // One session failing ends the others: the copy starts over anyway.
             using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            Exception? cause = null;
             var workers = Enumerable.Range(0, Math.Min(parallelism, Math.Max(1, chunks.Count)))
                 .Select(_ => Task.Run(
                     async () =>
@@ -117,8 +118,9 @@ internal sealed class ParallelCopy(LinkSessions sessions)
                         {
                             await WorkAsync(snapshotName, queue, failed.Token);
                         }
-                        catch
+                        catch (Exception ex)
                         {
+                            Interlocked.CompareExchange(ref cause, ex, null);
                             await failed.CancelAsync();
                             throw;
                         }
@@ -129,10 +131,12 @@ internal sealed class ParallelCopy(LinkSessions sessions)
             {
                 await Task.WhenAll(workers);
             }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            catch (Exception) when (!cancellationToken.IsCancellationRequested && cause is not null)
             {
-                // WhenAll reports the first task's exception; the one that failed first is the cause.
-                throw workers.Select(w => w.Exception?.InnerException).FirstOrDefault(e => e is not null and not OperationCanceledException) ?? throw new TealException("copy.failed", "the parallel copy stopped", "check green's and blue's server logs");
+                // WhenAll reports the first task's exception, which may be only how the cancel
+                // reached another session (Npgsql ends a cancelled COPY and its stream says
+                // "disposed"); the session that failed first is the cause.
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
             }
         }
 

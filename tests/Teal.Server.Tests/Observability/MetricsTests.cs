@@ -66,7 +66,11 @@ public sealed partial class MetricsTests : IAsyncLifetime
         Value(text, "teal_switchover_outcome", "deployment=\"orders\",outcome=\"ROLLED_BACK\"").ShouldBe(0);
         Value(text, "teal_switchover_write_pause_seconds", "deployment=\"orders\"").ShouldNotBeNull().ShouldBeGreaterThan(0);
         Value(text, "teal_switchover_phase_duration_seconds", "deployment=\"orders\",step=\"flip\",result=\"done\"").ShouldNotBeNull();
-        Value(text, "teal_events_total", "kind=\"switchover-completed\"").ShouldBe(1);
+
+        // The event is written just after the status it reports (its own write), so a scrape in
+        // between may not have it yet.
+        await WaitForAsync("teal_events_total", "kind=\"switchover-completed\"", "the switchover-completed event was never counted");
+        Value(await _live.ScrapeAsync(), "teal_events_total", "kind=\"switchover-completed\"").ShouldBe(1);
     }
 
     [Fact]
@@ -80,12 +84,15 @@ public sealed partial class MetricsTests : IAsyncLifetime
         (await _live.ScrapeAsync()).ShouldNotContain("deployment=\"orders\"");
     }
 
-    private async Task WaitForReplicationFiguresAsync()
+    private Task WaitForReplicationFiguresAsync() =>
+        WaitForAsync("teal_replication_lag_seconds", "deployment=\"orders\"", "the monitor never reported lag");
+
+    private async Task WaitForAsync(string metric, string labels, string failure)
     {
         var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (Value(await _live.ScrapeAsync(), "teal_replication_lag_seconds", "deployment=\"orders\"") is null)
+        while (Value(await _live.ScrapeAsync(), metric, labels) is null)
         {
-            DateTime.UtcNow.ShouldBeLessThan(deadline, "the monitor never reported lag");
+            DateTime.UtcNow.ShouldBeLessThan(deadline, failure);
             await Task.Delay(250);
         }
     }
