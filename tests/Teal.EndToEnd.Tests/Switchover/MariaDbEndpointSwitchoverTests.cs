@@ -132,11 +132,28 @@ public sealed class MariaDbEndpointSwitchoverTests(ITestOutputHelper output)
         (await MariaDbScenario.CountProbeRowsAsync(onWritable, acked)).ShouldBe(acked.Count, $"acknowledged probe rows missing after {fault}");
     }
 
-    /// <summary>A client that connects once and keeps its connection; a held connect may wait.</summary>
+    /// <summary>
+    /// A client that connects once and keeps its connection; a held connect may wait. teal serve
+    /// answers its API before it binds the endpoints' listeners again (<c>StartupWork</c>): until
+    /// then the port refuses, as any restarted server's does, and the client tries again, as a
+    /// driver's pool would (CrashRecoveryTests' clients do the same).
+    /// </summary>
     private static async Task<MySqlConnection> OpenLongLivedAsync(string endpoint)
     {
-        var connection = new MySqlConnection(new MySqlConnectionStringBuilder(endpoint) { ConnectionTimeout = 120 }.ConnectionString);
-        await connection.OpenAsync();
-        return connection;
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            var connection = new MySqlConnection(new MySqlConnectionStringBuilder(endpoint) { ConnectionTimeout = 120 }.ConnectionString);
+            try
+            {
+                await connection.OpenAsync();
+                return connection;
+            }
+            catch (MySqlException ex) when (ex.ErrorCode == MySqlErrorCode.UnableToConnectToHost && DateTime.UtcNow < until)
+            {
+                await connection.DisposeAsync();
+                await Task.Delay(50);
+            }
+        }
     }
 }
