@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Teal.Core.Endpoints;
 using Teal.Core.Errors;
 using Teal.Proxy.Endpoints;
 using Teal.Server.Api;
@@ -213,6 +214,23 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                     await e.LoginsOpenAsync(request!.Target, ct); // LoginsOpenRefusal refused a request without a target.
                     return null;
                 }));
+        group.MapPost("/{name}/log-in-before-pause", async (string name, ProxyLogInBeforePauseRequest? request, CancellationToken ct) =>
+        {
+            if (LogInBeforePauseRefusal(request) is { } refusal)
+            {
+                return Results.Json(ApiErrors.Problem(refusal), TealJson.Options, "application/problem+json", StatusCodes.Status400BadRequest);
+            }
+
+            // Not a command on the route (CommandAsync): a login ahead changes neither route nor
+            // pause, so a route table the heartbeat fetched meanwhile still applies.
+            if (_proxies.Get(name) is not { } endpoint)
+            {
+                return Results.NotFound();
+            }
+
+            await endpoint.LogInBeforePauseAsync(request!.Target, request.Socket, ct); // refused above without them
+            return Results.NoContent();
+        });
         group.MapPost("/{name}/resume", (string name, ProxyResumeRequest request, CancellationToken ct) =>
             CommandAsync(name, async e =>
             {
@@ -234,18 +252,39 @@ public sealed partial class ProxyProcess : IAsyncDisposable
     /// Why a logins-open request cannot be taken, or null. The target becomes a server the proxy
     /// logs clients in to, so one that names no server is refused rather than tried.
     /// </summary>
-    internal static TealException? LoginsOpenRefusal(ProxyLoginsOpenRequest? request)
+    internal static TealException? LoginsOpenRefusal(ProxyLoginsOpenRequest? request) =>
+        TargetRefusal("logins-open", request?.Target, "send {\"target\": {\"instance\", \"host\", \"port\", \"database\"}}: the target the resume will route to");
+
+    /// <summary>
+    /// Why a log-in-before-pause request cannot be taken, or null: besides the target (as for
+    /// logins-open), the socket must be a Unix socket's path — absolute, or abstract (a NUL first,
+    /// as .NET names one).
+    /// </summary>
+    internal static TealException? LogInBeforePauseRefusal(ProxyLogInBeforePauseRequest? request)
     {
-        const string Hint = "send {\"target\": {\"instance\", \"host\", \"port\", \"database\"}}: the target the resume will route to";
-        return request?.Target switch
+        const string Hint = "send {\"target\": {\"instance\", \"host\", \"port\", \"database\"}, \"socket\": \"/dir/.s.PGSQL.PORT\"}: green and its local socket (an abstract one starts with \\u0000)";
+        if (TargetRefusal("log-in-before-pause", request?.Target, Hint) is { } refusal)
         {
-            null => new TealException("proxy.request-invalid", "logins-open needs the target the endpoint is to resume to", Hint),
-            { Host: null or "" } or { Instance: null or "" } or { Database: null or "" } =>
-                new TealException("proxy.request-invalid", "logins-open needs the target's instance, host and database", Hint),
-            { Port: < 1 or > 65535 } target => new TealException("proxy.request-invalid", $"logins-open target port {target.Port} is not a TCP port", Hint),
+            return refusal;
+        }
+
+        return request!.Socket switch // TargetRefusal refused a request without a target
+        {
+            null or "" => new TealException("proxy.request-invalid", "log-in-before-pause needs green's local socket", Hint),
+            var socket when socket[0] is not ('/' or '\0') || socket.Length > 107 || socket.IndexOf('\0', 1) >= 0 =>
+                new TealException("proxy.request-invalid", "log-in-before-pause socket must be a Unix socket's path: absolute, or abstract (its first character NUL), at most 107 bytes", Hint),
             _ => null,
         };
     }
+
+    private static TealException? TargetRefusal(string action, EndpointTarget? target, string hint) => target switch
+    {
+        null => new TealException("proxy.request-invalid", $"{action} needs the target the endpoint is to resume to", hint),
+        { Host: null or "" } or { Instance: null or "" } or { Database: null or "" } =>
+            new TealException("proxy.request-invalid", $"{action} needs the target's instance, host and database", hint),
+        { Port: < 1 or > 65535 } => new TealException("proxy.request-invalid", $"{action} target port {target.Port} is not a TCP port", hint),
+        _ => null,
+    };
 
     /// <summary>
     /// Runs a command of the control plane on one endpoint. Its time is recorded, so that a route

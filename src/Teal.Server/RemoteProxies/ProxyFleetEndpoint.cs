@@ -109,11 +109,31 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     }
 
     /// <summary>
-    /// The local listener logs its sessions in on green ahead of the pause; <c>teal proxy</c>
-    /// processes log in after green opens (they may run on other machines than green's socket).
+    /// The local listener and every <c>teal proxy</c> log their active sessions in on green ahead
+    /// of the pause, over green's local socket. A proxy on another machine, or running as another
+    /// OS user, is refused there (no socket; peer authentication): its sessions log in once green
+    /// opens, as they would without this call, so a failure here is logged and fails nothing.
     /// </summary>
     public Task LogInBeforePauseAsync(EndpointTarget target, string socket, CancellationToken cancellationToken) =>
-        _local?.LogInBeforePauseAsync(target, socket, cancellationToken) ?? Task.CompletedTask;
+        Task.WhenAll([
+            _local?.LogInBeforePauseAsync(target, socket, cancellationToken) ?? Task.CompletedTask,
+            .. _remotes.Select(r => LogInBeforePauseAsync(r, new ProxyLogInBeforePauseRequest(target, socket), cancellationToken))]);
+
+    private async Task LogInBeforePauseAsync(RegisteredProxy proxy, ProxyLogInBeforePauseRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            // The proxy watches its sessions' activity for a moment, then waits for their logins.
+            await CallAsync<object>(proxy, HttpMethod.Post, "/log-in-before-pause", request, LogInBeforePauseTime, cancellationToken);
+        }
+        catch (TealException ex)
+        {
+            LogLogInBeforePauseFailed(Name, proxy.Name, ex.Message);
+        }
+    }
+
+    /// <summary>What a proxy may spend on log-in-before-pause beyond the call itself: its activity window and its wait for the logins.</summary>
+    private static readonly TimeSpan LogInBeforePauseTime = TimeSpan.FromSeconds(2.5);
 
     private async Task WarmUpAsync(RegisteredProxy proxy, TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
@@ -121,6 +141,7 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         var nowhere = $"{Name}~warm-up";
         await CallAsync<EndpointDrainResult>(proxy, HttpMethod.Post, "/drain", new ProxyDrainRequest(1) { HoldSeconds = holdDeadline.TotalSeconds }, TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/logins-open", new ProxyLoginsOpenRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
+        await CallAsync<object>(proxy, HttpMethod.Post, "/log-in-before-pause", new ProxyLogInBeforePauseRequest(Target, "\0teal-warm-up"), TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/resume", new ProxyResumeRequest { Target = Target }, TimeSpan.Zero, cancellationToken, nowhere);
     }
 
@@ -350,6 +371,9 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
 
     [LoggerMessage(EventId = 2405, Level = LogLevel.Warning, Message = "Endpoint {Name}: teal proxy {Proxy} did not take logins-open ({Reason}); its moving sessions log in on green at the resume")]
     private partial void LogLoginsOpenFailed(string name, string proxy, string reason);
+
+    [LoggerMessage(EventId = 2406, Level = LogLevel.Information, Message = "Endpoint {Name}: teal proxy {Proxy} did not log its sessions in on green before the pause ({Reason}); they log in once green opens")]
+    private partial void LogLogInBeforePauseFailed(string name, string proxy, string reason);
 
     [LoggerMessage(EventId = 2404, Level = LogLevel.Warning, Message = "Endpoint {Name}: teal proxy {Proxy} did not take {Action} ({Reason}); it follows the route table at its next heartbeat")]
     private partial void LogBestEffortFailed(string name, string proxy, string action, string reason);

@@ -80,6 +80,14 @@ public sealed record ProxyResumeRequest
 /// </summary>
 public sealed record ProxyLoginsOpenRequest(EndpointTarget Target);
 
+/// <summary>
+/// Before the pause: the sessions whose client is at work log in on <see cref="Target"/> through
+/// its local <see cref="Socket"/> (peer authentication of Teal's OS user, admitted while green is
+/// still fenced), for the move at the drain to take. Only a proxy on green's machine, running as
+/// Teal's OS user, gets in; any other logs its sessions in once green opens, as before.
+/// </summary>
+public sealed record ProxyLogInBeforePauseRequest(EndpointTarget Target, string Socket);
+
 public sealed record ProxyFlipRequest(EndpointTarget Target)
 {
     /// <summary>A reader endpoint's readers, taken in turn (<see cref="Target"/> is the first); null for one target.</summary>

@@ -9,7 +9,8 @@ namespace Teal.EndToEnd.Tests.Switchover;
 
 /// <summary>
 /// Teal serve's endpoint logs the sessions it moves in on a green Teal provisioned before the
-/// pause, over green's local socket. A <c>teal proxy</c> logs the sessions it moves in on green as soon as green's logins are back
+/// pause, over green's local socket, and so does a <c>teal proxy</c> on green's machine running as
+/// Teal's OS user. A <c>teal proxy</c> logs the other sessions it moves in on green as soon as green's logins are back
 /// (the switchover's <c>logins-open</c> call), holds them until the resume, and lets a resume that
 /// does not route there — a rollback — drop those logins: its clients go on on blue, with no error.
 /// Pauses come from the test-only host (<c>tests/Teal.FaultHost</c>): a step that waits first.
@@ -70,14 +71,7 @@ public sealed class ProxyEarlyLoginTests
 
         // The session is at work (a quiet one logs in once green opens).
         using var stop = new CancellationTokenSource();
-        var busy = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await OnSessionAsync(session, "SELECT 'busy'");
-                await Task.Delay(10);
-            }
-        });
+        var busy = KeepBusyAsync(session, stop.Token);
         var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
         await scenario.WaitForPhaseAsync("catch-up");
         var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
@@ -93,6 +87,44 @@ public sealed class ProxyEarlyLoginTests
         await probe.StopAsync();
         probe.Errors.ShouldBeEmpty();
         scenario.Teal.Log.ShouldContain("started before the pause");
+    }
+
+    /// <summary>
+    /// The same through a <c>teal proxy</c> on green's machine, running as Teal's OS user: the
+    /// switchover asks it too (<c>log-in-before-pause</c>), and its active session is on fenced
+    /// green during catch-up, then goes on on that backend.
+    /// </summary>
+    [Fact]
+    public async Task Switchover_ThroughTealProxy_ActiveSessionIsLoggedInOnFencedGreenBeforeThePause_AndGoesOnOnThatBackend()
+    {
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:6" }, serveArguments: External);
+        await using var proxy = await TealProxyProcess.StartAsync(scenario.Teal, "p1");
+        await ProxyProcessTests.WaitForEndpointAsync(scenario.EndpointConnectionString);
+        var created = await scenario.CreateDeploymentAsync();
+        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        var name = $"teal-pfenced-{Guid.NewGuid():N}"[..24];
+        await using var session = await OpenSessionAsync(scenario, name);
+        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
+        probe.Start();
+        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
+
+        using var stop = new CancellationTokenSource();
+        var busy = KeepBusyAsync(session, stop.Token);
+        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
+        await scenario.WaitForPhaseAsync("catch-up");
+        var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
+        await stop.CancelAsync();
+        pid.ShouldNotBe(0, $"the proxy's session was not logged in on green before green opened:\n{proxy.Log}\n{scenario.Teal.Log}");
+        (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
+
+        (await switchover).ShouldSucceed();
+        await busy;
+        (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
+            .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend its proxy logged in to before the pause, with its settings replayed");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        await probe.StopAsync();
+        probe.Errors.ShouldBeEmpty();
+        proxy.Log.ShouldContain("started before the pause");
     }
 
     [Fact]
@@ -163,6 +195,16 @@ public sealed class ProxyEarlyLoginTests
         await set.ExecuteNonQueryAsync();
         return session;
     }
+
+    /// <summary>The session's client at work until <paramref name="stop"/>.</summary>
+    private static Task KeepBusyAsync(NpgsqlConnection session, CancellationToken stop) => Task.Run(async () =>
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            await OnSessionAsync(session, "SELECT 'busy'");
+            await Task.Delay(10, CancellationToken.None);
+        }
+    }, CancellationToken.None);
 
     private static async Task<string> OnSessionAsync(NpgsqlConnection session, string sql)
     {

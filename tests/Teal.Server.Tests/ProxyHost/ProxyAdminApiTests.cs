@@ -14,13 +14,17 @@ namespace Teal.Server.Tests.ProxyHost;
 
 /// <summary>
 /// The admin API of a <c>teal proxy</c> (in this process, serving its route file, with no
-/// control plane answering): <c>logins-open</c> refuses a target that names no server, and one it
-/// takes leaves the endpoint's route and pause as they were — only the resume moves them.
+/// control plane answering): <c>logins-open</c> and <c>log-in-before-pause</c> refuse a target
+/// that names no server (the latter also a socket that is not a Unix socket's path), and what
+/// they take leaves the endpoint's route and pause as they were — only the resume moves them.
 /// </summary>
 public sealed class ProxyAdminApiTests
 {
     private const string Token = "admin-api-test-token";
     private static readonly EndpointTarget Blue = new("app", "127.0.0.1", 5432, "app");
+
+    /// <summary>An abstract socket's name as .NET (and Teal's fence) spells it.</summary>
+    private const string Abstract = "\0teal/.s.PGSQL.5433";
 
     [Fact]
     public async Task LoginsOpen_BadInput_IsRefusedWith400_WithoutTokenWith401_UnknownEndpointWith404()
@@ -69,6 +73,33 @@ public sealed class ProxyAdminApiTests
         resumed.Target.ShouldBe(Blue);
     }
 
+    [Fact]
+    public async Task LogInBeforePause_BadTargetOrSocket_IsRefusedWith400_NoSessionIsANoOp()
+    {
+        await using var proxy = await StartAsync();
+        using var http = Client(proxy, Token);
+        var green = Blue with { Instance = "app-green", Port = 5433 };
+
+        (await PostAsync(http, "app", "{}", "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "app", LoginBody(green with { Port = 0 }, Abstract), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "app", LoginBody(green, string.Empty), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "app", LoginBody(green, "relative/.s.PGSQL.5433"), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "app", LoginBody(green, "/" + new string('d', 120)), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "app", LoginBody(green, "@teal/.s.PGSQL.5433"), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"), "psql's spelling of an abstract name; .NET's starts with a NUL");
+        (await PostAsync(http, "app", LoginBody(green, "/tmp\0/.s.PGSQL.5433"), "log-in-before-pause")).ShouldBe((HttpStatusCode.BadRequest, "proxy.request-invalid"));
+        (await PostAsync(http, "nosuch", LoginBody(green, Abstract), "log-in-before-pause")).Status.ShouldBe(HttpStatusCode.NotFound);
+        using (var stranger = Client(proxy, "not-the-token"))
+        {
+            (await PostAsync(stranger, "app", LoginBody(green, Abstract), "log-in-before-pause")).Status.ShouldBe(HttpStatusCode.Unauthorized);
+        }
+
+        // No session: nothing to log in, and route and pause are as they were.
+        (await PostAsync(http, "app", LoginBody(green, Abstract), "log-in-before-pause")).Status.ShouldBe(HttpStatusCode.NoContent);
+        var state = await http.GetFromJsonAsync<ProxyEndpointState>("/proxy/endpoints/app", Teal.Server.Json.TealJson.Options);
+        state!.Target.ShouldBe(Blue);
+        state.Paused.ShouldBeFalse();
+    }
+
     private static async Task<ProxyProcess> StartAsync()
     {
         var directory = TestDirectories.NewDirectory("proxy-admin");
@@ -89,11 +120,13 @@ public sealed class ProxyAdminApiTests
 
     private static string Body(EndpointTarget target) => JsonSerializer.Serialize(new ProxyLoginsOpenRequest(target), Teal.Server.Json.TealJson.Options);
 
+    private static string LoginBody(EndpointTarget target, string socket) => JsonSerializer.Serialize(new ProxyLogInBeforePauseRequest(target, socket), Teal.Server.Json.TealJson.Options);
+
     private static StringContent Json<T>(T body) => new(JsonSerializer.Serialize(body, Teal.Server.Json.TealJson.Options), Encoding.UTF8, "application/json");
 
-    private static async Task<(HttpStatusCode Status, string? Code)> PostAsync(HttpClient http, string endpoint, string body)
+    private static async Task<(HttpStatusCode Status, string? Code)> PostAsync(HttpClient http, string endpoint, string body, string action = "logins-open")
     {
-        using var response = await http.PostAsync($"/proxy/endpoints/{endpoint}/logins-open", new StringContent(body, Encoding.UTF8, "application/json"));
+        using var response = await http.PostAsync($"/proxy/endpoints/{endpoint}/{action}", new StringContent(body, Encoding.UTF8, "application/json"));
         var text = await response.Content.ReadAsStringAsync();
         string? code = null;
         if (response.Content.Headers.ContentType?.MediaType == "application/problem+json")
