@@ -57,7 +57,12 @@ public sealed class DashboardTests : IAsyncLifetime
         await page.ScreenshotAsync(new() { Path = Path.Combine(Artifacts, "1-deployments.png"), FullPage = true });
 
         // The deployment page: blue and green side by side, tasks done, lag drawn, events listed.
-        await row.ClickAsync();
+        // The click is held across the list's 2-s refresh: a row replaced under the pointer
+        // between press and release would get no click, and the operator's click would be lost.
+        await row.HoverAsync();
+        await page.Mouse.DownAsync();
+        await Task.Delay(2500);
+        await page.Mouse.UpAsync();
         await Assertions.Expect(page.GetByTestId("status")).ToHaveTextAsync("AVAILABLE");
         await Assertions.Expect(page.GetByTestId("blue")).ToContainTextAsync("postgres 15.");
         await Assertions.Expect(page.GetByTestId("green")).ToContainTextAsync("postgres 17.");

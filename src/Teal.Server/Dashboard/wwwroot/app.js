@@ -61,6 +61,11 @@ function leave() {
   state.lag = []; state.events = [];
 }
 function replace(id, node) { const old = document.getElementById(id); if (old) old.replaceWith(node); }
+// A row replaced between a pointer's press and its release gets no click (the two land on
+// different elements), so the periodic list refresh skips its turn while a pointer is down.
+let pointerDown = false;
+addEventListener("pointerdown", () => { pointerDown = true; }, true);
+for (const end of ["pointerup", "pointercancel", "blur"]) addEventListener(end, () => { pointerDown = false; }, true);
 
 // ---- token -----------------------------------------------------------------------------------
 function showTokenState() {
@@ -80,6 +85,7 @@ function listPage() {
   main.replaceChildren(el("div", { class: "card" }, el("h2", {}, "Deployments"), el("div", { id: "deployments" }, "loading…")));
   every(2000, async () => {
     const deployments = await api("GET", "/api/deployments");
+    if (pointerDown) return;
     const rows = deployments.map(d => el("tr", { class: "link", "data-testid": "deployment-row", onclick: () => { location.hash = "#/d/" + encodeURIComponent(d.name); } },
       el("td", {}, el("a", { href: "#/d/" + encodeURIComponent(d.name) }, d.name)),
       el("td", {}, badge(d.status)),
