@@ -214,6 +214,18 @@ public sealed partial class ProxyProcess : IAsyncDisposable
                     await e.LoginsOpenAsync(request!.Target, ct); // LoginsOpenRefusal refused a request without a target.
                     return null;
                 }));
+        group.MapPost("/{name}/prepare", async (string name, ProxyHoldRequest request, CancellationToken ct) =>
+        {
+            // Before the pause: the sessions read their state now, so the drain need not. Like a
+            // login ahead, it changes neither route nor pause (not a CommandAsync).
+            if (_proxies.Get(name) is not { } endpoint)
+            {
+                return Results.NotFound();
+            }
+
+            await endpoint.PrepareAsync(TimeSpan.FromSeconds(request.HoldSeconds), ct);
+            return Results.NoContent();
+        });
         group.MapPost("/{name}/log-in-before-pause", async (string name, ProxyLogInBeforePauseRequest? request, CancellationToken ct) =>
         {
             if (LogInBeforePauseRefusal(request) is { } refusal)

@@ -99,7 +99,8 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
     /// switchover will send to an endpoint name no proxy has (answered 404, changing nothing).
     /// Measured: without it the first switchover through fresh proxies paused writes for seconds,
     /// spent building each admin route's request delegate and JSON contracts on both sides and
-    /// opening connections, all inside the write pause.
+    /// opening connections, all inside the write pause. Then each proxy prepares its endpoint as
+    /// the local listener does: its sessions read their state ahead of the pause.
     /// </summary>
     public async Task PrepareAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)
     {
@@ -143,7 +144,16 @@ public sealed partial class ProxyFleetEndpoint : IEndpoint
         await CallAsync<object>(proxy, HttpMethod.Post, "/logins-open", new ProxyLoginsOpenRequest(Target), TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/log-in-before-pause", new ProxyLogInBeforePauseRequest(Target, "\0teal-warm-up"), TimeSpan.Zero, cancellationToken, nowhere);
         await CallAsync<object>(proxy, HttpMethod.Post, "/resume", new ProxyResumeRequest { Target = Target }, TimeSpan.Zero, cancellationToken, nowhere);
+
+        // Then the proxy's own prepare, as the local listener's: its sessions read their state
+        // ahead of the pause (one catalog query each, 7-8 ms of server CPU cold), so the drain
+        // inside the pause does not (measured: drain-endpoints 200-310 ms through two proxies
+        // without it, against 80-130 ms for the local listener, which always did).
+        await CallAsync<object>(proxy, HttpMethod.Post, "/prepare", new ProxyHoldRequest(holdDeadline.TotalSeconds), ReadAheadTime, cancellationToken);
     }
+
+    /// <summary>What a proxy may spend on prepare beyond the call itself: its wait for the sessions' state reads.</summary>
+    private static readonly TimeSpan ReadAheadTime = TimeSpan.FromSeconds(1.5);
 
     /// <summary>Pauses the local listener now; the proxies get the pause with the drain that follows.</summary>
     public async Task PauseAsync(TimeSpan holdDeadline, CancellationToken cancellationToken)

@@ -49,6 +49,8 @@ public sealed class ProxyEarlyLoginTests
         await probe.StopAsync();
         probe.Errors.ShouldBeEmpty();
         proxy.Log.ShouldContain("logins are back on");
+        // The quiet session's state was read before the pause (the switchover's prepare reaches the proxy too).
+        proxy.Log.ShouldContain("read ahead of the pause");
     }
 
     /// <summary>

@@ -74,7 +74,7 @@ public sealed class ProxyAdminApiTests
     }
 
     [Fact]
-    public async Task LogInBeforePause_BadTargetOrSocket_IsRefusedWith400_NoSessionIsANoOp()
+    public async Task LogInBeforePauseAndPrepare_BadTargetOrSocket_IsRefusedWith400_NoSessionIsANoOp()
     {
         await using var proxy = await StartAsync();
         using var http = Client(proxy, Token);
@@ -93,8 +93,10 @@ public sealed class ProxyAdminApiTests
             (await PostAsync(stranger, "app", LoginBody(green, Abstract), "log-in-before-pause")).Status.ShouldBe(HttpStatusCode.Unauthorized);
         }
 
-        // No session: nothing to log in, and route and pause are as they were.
+        // No session: nothing to log in (nor to read ahead), and route and pause are as they were.
         (await PostAsync(http, "app", LoginBody(green, Abstract), "log-in-before-pause")).Status.ShouldBe(HttpStatusCode.NoContent);
+        (await http.PostAsync("/proxy/endpoints/app/prepare", Json(new ProxyHoldRequest(30)))).StatusCode.ShouldBe(HttpStatusCode.NoContent);
+        (await http.PostAsync("/proxy/endpoints/nosuch/prepare", Json(new ProxyHoldRequest(30)))).StatusCode.ShouldBe(HttpStatusCode.NotFound);
         var state = await http.GetFromJsonAsync<ProxyEndpointState>("/proxy/endpoints/app", Teal.Server.Json.TealJson.Options);
         state!.Target.ShouldBe(Blue);
         state.Paused.ShouldBeFalse();
