@@ -14,10 +14,35 @@ namespace Teal.Server.Hosting;
 /// </summary>
 public static partial class CodeWarmUp
 {
-    /// <summary>Starts the warm-up on its own thread and returns at once.</summary>
-    public static void Start(ILogger logger)
+    /// <summary>Starts the warm-up of teal serve's code on its own thread and returns at once.</summary>
+    public static void Start(ILogger logger) => Start(logger, ServerAssemblies);
+
+    /// <summary>
+    /// The same for a <c>teal proxy</c> process: only what it runs (the proxy, its admin API and
+    /// host). Its first switchover is often its only one, an upgrade a year: without this the
+    /// drain, the moves and the admin routes compiled while its clients were held.
+    /// </summary>
+    public static void StartForProxy(ILogger logger) => Start(logger, ProxyAssemblies);
+
+    // The assemblies whose code runs inside a switchover: engine-neutral core, the PostgreSQL
+    // engine and PgBouncer driver, the proxy, the server.
+    private static Assembly[] ServerAssemblies =>
+    [
+        typeof(Core.Switchover.SwitchoverExecutor).Assembly,
+        typeof(Postgres.PgBouncer.PgBouncerEndpoint).Assembly,
+        typeof(Proxy.Endpoints.ProxyEndpoint).Assembly,
+        typeof(CodeWarmUp).Assembly,
+    ];
+
+    private static Assembly[] ProxyAssemblies =>
+    [
+        typeof(Proxy.Endpoints.ProxyEndpoint).Assembly,
+        typeof(CodeWarmUp).Assembly,
+    ];
+
+    private static void Start(ILogger logger, Assembly[] assemblies)
     {
-        var thread = new Thread(() => Run(logger))
+        var thread = new Thread(() => Run(logger, assemblies))
         {
             IsBackground = true,
             Priority = ThreadPriority.BelowNormal,
@@ -26,27 +51,23 @@ public static partial class CodeWarmUp
         thread.Start();
     }
 
-    private static void Run(ILogger logger)
+    private static void Run(ILogger logger, Assembly[] assemblies)
     {
         var started = Stopwatch.GetTimestamp();
-        var compiled = CompileAll();
+        var compiled = CompileAll(assemblies);
         var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         LogWarmedUp(logger, compiled, elapsedMs);
     }
 
     /// <summary>Compiles every non-generic method of Teal's server-side assemblies; returns how many.</summary>
-    public static int CompileAll()
+    public static int CompileAll() => CompileAll(ServerAssemblies);
+
+    /// <summary>Compiles every non-generic method of the proxy's assemblies; returns how many.</summary>
+    public static int CompileAllForProxy() => CompileAll(ProxyAssemblies);
+
+    private static int CompileAll(Assembly[] assemblies)
     {
         var compiled = 0;
-        // The assemblies whose code runs inside a switchover: engine-neutral core, the
-        // PostgreSQL engine and PgBouncer driver, the proxy, the server.
-        Assembly[] assemblies =
-        [
-            typeof(Core.Switchover.SwitchoverExecutor).Assembly,
-            typeof(Postgres.PgBouncer.PgBouncerEndpoint).Assembly,
-            typeof(Proxy.Endpoints.ProxyEndpoint).Assembly,
-            typeof(CodeWarmUp).Assembly,
-        ];
         foreach (var type in assemblies.SelectMany(Types))
         {
             // Open generic types have no code until instantiated; nested types (async state

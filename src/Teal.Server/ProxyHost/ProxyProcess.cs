@@ -110,6 +110,7 @@ public sealed partial class ProxyProcess : IAsyncDisposable
         }
 
         process._heartbeats = Task.Run(() => process.HeartbeatLoopAsync(process._stop.Token), CancellationToken.None);
+        CodeWarmUp.StartForProxy(process._logger);
         return process;
     }
 

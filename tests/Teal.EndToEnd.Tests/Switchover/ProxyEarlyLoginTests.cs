@@ -127,6 +127,7 @@ public sealed class ProxyEarlyLoginTests
         await probe.StopAsync();
         probe.Errors.ShouldBeEmpty();
         proxy.Log.ShouldContain("started before the pause");
+        proxy.Log.ShouldContain("methods ahead of use", customMessage: "the proxy compiles its code at start, not in its first pause");
     }
 
     [Fact]

@@ -14,4 +14,13 @@ public sealed class CodeWarmUpTests
 
         compiled.ShouldBeGreaterThan(1000);
     }
+
+    [Fact]
+    public void CompileAllForProxy_CompilesTheProxyAndItsHost_NotTheEngines()
+    {
+        var forProxy = CodeWarmUp.CompileAllForProxy();
+
+        forProxy.ShouldBeGreaterThan(500, "the proxy's forwarding, moves and admin routes");
+        forProxy.ShouldBeLessThan(CodeWarmUp.CompileAll(), "a teal proxy runs no engine or executor code");
+    }
 }
