@@ -63,31 +63,9 @@ public sealed class ProxyEarlyLoginTests
     public async Task Switchover_InProcessEndpoint_MovedSessionIsLoggedInOnFencedGreenBeforeThePause_AndGoesOnOnThatBackend()
     {
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:6" });
-        var created = await scenario.CreateDeploymentAsync();
-        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
-        var name = $"teal-fenced-{Guid.NewGuid():N}"[..24];
-        await using var session = await OpenSessionAsync(scenario, name);
-        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
-        probe.Start();
-        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
 
-        // The session is at work (a quiet one logs in once green opens).
-        using var stop = new CancellationTokenSource();
-        var busy = KeepBusyAsync(session, stop.Token);
-        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
-        await scenario.WaitForPhaseAsync("catch-up");
-        var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
-        await stop.CancelAsync();
-        pid.ShouldNotBe(0, $"the session was not logged in on green before green opened:\n{scenario.Teal.Log}");
-        (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
+        await MovesOnFencedGreenBeforeThePauseAsync(scenario, "teal-fenced", () => scenario.Teal.Log);
 
-        (await switchover).ShouldSucceed();
-        await busy;
-        (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
-            .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend it logged in to before the pause, with its settings replayed");
-        await Task.Delay(TimeSpan.FromSeconds(1));
-        await probe.StopAsync();
-        probe.Errors.ShouldBeEmpty();
         scenario.Teal.Log.ShouldContain("started before the pause");
     }
 
@@ -102,30 +80,9 @@ public sealed class ProxyEarlyLoginTests
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:6" }, serveArguments: External);
         await using var proxy = await TealProxyProcess.StartAsync(scenario.Teal, "p1");
         await ProxyProcessTests.WaitForEndpointAsync(scenario.EndpointConnectionString);
-        var created = await scenario.CreateDeploymentAsync();
-        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
-        var name = $"teal-pfenced-{Guid.NewGuid():N}"[..24];
-        await using var session = await OpenSessionAsync(scenario, name);
-        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
-        probe.Start();
-        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
 
-        using var stop = new CancellationTokenSource();
-        var busy = KeepBusyAsync(session, stop.Token);
-        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
-        await scenario.WaitForPhaseAsync("catch-up");
-        var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
-        await stop.CancelAsync();
-        pid.ShouldNotBe(0, $"the proxy's session was not logged in on green before green opened:\n{proxy.Log}\n{scenario.Teal.Log}");
-        (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
+        await MovesOnFencedGreenBeforeThePauseAsync(scenario, "teal-pfenced", () => $"{proxy.Log}\n{scenario.Teal.Log}");
 
-        (await switchover).ShouldSucceed();
-        await busy;
-        (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
-            .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend its proxy logged in to before the pause, with its settings replayed");
-        await Task.Delay(TimeSpan.FromSeconds(1));
-        await probe.StopAsync();
-        probe.Errors.ShouldBeEmpty();
         proxy.Log.ShouldContain("started before the pause");
         proxy.Log.ShouldContain("methods ahead of use", customMessage: "the proxy compiles its code at start, not in its first pause");
     }
@@ -188,6 +145,41 @@ public sealed class ProxyEarlyLoginTests
         await connection.OpenAsync();
         await using var count = new NpgsqlCommand($"SELECT count(*) FROM {ProbeWriter.Table} WHERE n = ANY($1)", connection) { Parameters = { new() { Value = acked.ToArray() } } };
         ((long)(await count.ExecuteScalarAsync())!).ShouldBe(acked.Count);
+    }
+
+    /// <summary>
+    /// Creates the deployment, then switches over (catch-up held 6 s by the fault host) while a
+    /// session's client is at work through the endpoint, under the probe: the session is on green
+    /// during catch-up, green still fenced, and after the switchover it goes on on that very
+    /// backend with its settings; the probe saw no error.
+    /// </summary>
+    private static async Task MovesOnFencedGreenBeforeThePauseAsync(BlueGreenScenario scenario, string prefix, Func<string> log)
+    {
+        var created = await scenario.CreateDeploymentAsync();
+        var greenUrl = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        var name = $"{prefix}-{Guid.NewGuid():N}"[..24];
+        await using var session = await OpenSessionAsync(scenario, name);
+        await using var probe = new ProbeWriter(scenario.EndpointConnectionString);
+        probe.Start();
+        await ProxyProcessTests.WaitForAcksAsync(probe, 20);
+
+        // The session is at work (a quiet one logs in once green opens).
+        using var stop = new CancellationTokenSource();
+        var busy = KeepBusyAsync(session, stop.Token);
+        var switchover = scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(3));
+        await scenario.WaitForPhaseAsync("catch-up");
+        var pid = await BlueGreenScenario.ScalarAsync<int>(greenUrl, $"SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '{name}' AND usename = '{BlueGreenScenario.AppUser}'");
+        await stop.CancelAsync();
+        pid.ShouldNotBe(0, $"the session was not logged in on green before green opened:\n{log()}");
+        (await BlueGreenScenario.ScalarAsync<string>(greenUrl, "SELECT current_setting('default_transaction_read_only')")).ShouldBe("on", "green is still fenced");
+
+        (await switchover).ShouldSucceed();
+        await busy;
+        (await OnSessionAsync(session, "SELECT pg_backend_pid() || ' ' || current_setting('server_version_num')::int / 10000 || ' ' || current_setting('work_mem')"))
+            .ShouldBe($"{pid} 17 9MB", "the session goes on on the backend it logged in to before the pause, with its settings replayed");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        await probe.StopAsync();
+        probe.Errors.ShouldBeEmpty();
     }
 
     private static async Task<NpgsqlConnection> OpenSessionAsync(BlueGreenScenario scenario, string name)
