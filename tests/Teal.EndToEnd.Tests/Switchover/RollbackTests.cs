@@ -33,8 +33,9 @@ public sealed class RollbackTests
     [Fact]
     public async Task Switchover_GreenStoppedMidway_RollsBackAndASecondSwitchoverSucceeds()
     {
-        // catch-up waits 3 s first: the window in which the test stops green.
-        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:3" });
+        // catch-up waits 10 s first: the window in which the test sees the phase and stops green
+        // (3 s was once too short under the full suite's load: green was still up when catch-up ran).
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:10" });
         var created = await scenario.CreateDeploymentAsync();
         var greenName = created.GetProperty("green").GetString()!;
         // Green is fenced: only Teal's own login gets in (to find its data directory).
