@@ -596,7 +596,9 @@ internal sealed class ProxyConnection : IEndpointConnection
         {
             while (true)
             {
-                var read = await ReceiveFromClientAsync(buffer.AsMemory(), CancellationToken.None);
+                // ConfigureAwait(false) on the forwarding awaits: the proxy has no context to come back to,
+                // and looking for one costs two thread-local reads per chunk.
+                var read = await ReceiveFromClientAsync(buffer.AsMemory(), CancellationToken.None).ConfigureAwait(false);
                 if (read == 0)
                 {
                     return "client closed";
@@ -653,7 +655,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     }
                 }
 
-                await server!.SendAllAsync(buffer.AsMemory(0, read)); // Set before the pumps start; replaced, never cleared.
+                await server!.SendAllAsync(buffer.AsMemory(0, read)).ConfigureAwait(false); // Set before the pumps start; replaced, never cleared.
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
@@ -675,7 +677,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             var carried = 0;
             while (true)
             {
-                var read = carried > 0 ? carried : await server.ReceiveAsync(buffer.AsMemory(), CancellationToken.None);
+                var read = carried > 0 ? carried : await server.ReceiveAsync(buffer.AsMemory(), CancellationToken.None).ConfigureAwait(false);
                 carried = 0;
                 if (read == 0)
                 {
@@ -745,7 +747,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                     await server.SendAllAsync(StateQuery(), stopping);
                 }
 
-                await SendToClientAllAsync(buffer.AsMemory(0, read));
+                await SendToClientAllAsync(buffer.AsMemory(0, read)).ConfigureAwait(false);
                 _endpoint.CountToClient(read);
 
                 var readAhead = false;
@@ -1402,13 +1404,13 @@ internal sealed class ProxyConnection : IEndpointConnection
         return true;
     }
 
-    private async ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data)
+    // Not async itself: on the event loop a send that completes at once builds no state machine.
+    private ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data) =>
+        _tls is null && _clientIo is not null ? _clientIo.SendAllAsync(data) : SendToClientOtherwiseAsync(data);
+
+    private async ValueTask SendToClientOtherwiseAsync(ReadOnlyMemory<byte> data)
     {
-        if (_tls is null && _clientIo is not null)
-        {
-            await _clientIo.SendAllAsync(data);
-        }
-        else if (_tls is null)
+        if (_tls is null)
         {
             await SocketIo.SendAllAsync(_client, data);
         }

@@ -95,7 +95,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
         DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
         LoginDrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection during login for a switchover; reconnect");
-        _acceptLoop = Task.Run(AcceptLoopAsync);
+        // The connections run in no execution context of their own: the one of whoever made the
+        // endpoint (an API request, a host's start) would be restored around every chunk forwarded.
+        using (ExecutionContext.SuppressFlow())
+        {
+            _acceptLoop = Task.Run(AcceptLoopAsync);
+        }
     }
 
     public string Name { get; }

@@ -159,14 +159,12 @@ internal sealed class ServerLink : IDisposable
         : _io is not null ? _io.ReceiveAsync(buffer, cancellationToken)
         : _socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
 
-    public async ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default)
-    {
-        if (_tls is null && _io is not null)
-        {
-            await _io.SendAllAsync(data, cancellationToken);
-            return;
-        }
+    // Not async itself: on the event loop a send that completes at once builds no state machine.
+    public ValueTask SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken = default) =>
+        _tls is null && _io is not null ? _io.SendAllAsync(data, cancellationToken) : SendAllOtherwiseAsync(data, cancellationToken);
 
+    private async ValueTask SendAllOtherwiseAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
         if (_tls is null)
         {
             while (data.Length > 0)

@@ -48,6 +48,86 @@ public sealed class EpollSocketsTests
     }
 
     [Fact]
+    public async Task Send_WhileAnotherWaitsForTheBuffer_GoesAfterIt_Whole()
+    {
+        var (a, aIo, b, bIo) = await PairAsync();
+        try
+        {
+            var first = RandomNumberGenerator.GetBytes(8 << 20);
+            var second = RandomNumberGenerator.GetBytes(64 << 10);
+
+            // The first send fills the buffers and parks holding the socket's send turn; the
+            // second, which would go out at once on an idle socket, must wait for its turn.
+            var sendingFirst = aIo.SendAllAsync(first).AsTask();
+            await Task.Delay(200);
+            var sendingSecond = aIo.SendAllAsync(second).AsTask();
+            await Task.Delay(100);
+            sendingSecond.IsCompleted.ShouldBeFalse();
+
+            var received = new byte[first.Length + second.Length];
+            var at = 0;
+            while (at < received.Length)
+            {
+                var read = await bIo.ReceiveAsync(received.AsMemory(at), CancellationToken.None);
+                read.ShouldBeGreaterThan(0);
+                at += read;
+            }
+
+            await Task.WhenAll(sendingFirst, sendingSecond).WaitAsync(TimeSpan.FromSeconds(60));
+            received.AsSpan(0, first.Length).SequenceEqual(first).ShouldBeTrue();
+            received.AsSpan(first.Length).SequenceEqual(second).ShouldBeTrue();
+        }
+        finally
+        {
+            Dispose(a, aIo, b, bIo);
+        }
+    }
+
+    [Fact]
+    public async Task Send_ToAPeerThatReset_FailsItsTaskWithThePeersError_NotTheCall()
+    {
+        var (a, aIo, b, bIo) = await PairAsync();
+        try
+        {
+            // An abortive close: the next send meets a reset connection (ECONNRESET, then EPIPE).
+            b.LingerState = new LingerOption(true, 0);
+            bIo.Close();
+            b.Dispose();
+            await Task.Delay(100);
+
+            SocketException? failure = null;
+            for (var i = 0; i < 100 && failure is null; i++)
+            {
+                // Outside the try: the call never throws itself, the failure is its task's (callers
+                // that keep the task, as SslStream does, rely on that).
+                var sending = aIo.SendAllAsync(new byte[1024]);
+                try
+                {
+                    await sending;
+                }
+                catch (SocketException ex)
+                {
+                    failure = ex;
+                }
+
+                await Task.Delay(10);
+            }
+
+            failure.ShouldNotBeNull();
+            // The error is the send's own (read straight from errno after the call).
+            failure.SocketErrorCode.ShouldBeOneOf(SocketError.ConnectionReset, SocketError.Shutdown);
+
+            // The send turn was given back: the next send fails the same way instead of hanging.
+            await Should.ThrowAsync<SocketException>(aIo.SendAllAsync(new byte[16]).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            aIo.Close();
+            a.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task Receive_Parked_EndsWithZeroAtThePeersClose_AndPeekLeavesTheData()
     {
         var (a, aIo, b, bIo) = await PairAsync();
@@ -107,7 +187,7 @@ public sealed class EpollSocketsTests
 
         socket.ShouldBeNull();
         io.ShouldBeNull();
-        failure.ShouldNotBeNullOrEmpty();
+        failure.ShouldNotBeNull().ShouldContain("refused", Case.Insensitive); // The client's error says what happened.
     }
 
     private static async Task<(Socket A, EpollSocket AIo, Socket B, EpollSocket BIo)> PairAsync()
