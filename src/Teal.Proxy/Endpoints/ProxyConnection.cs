@@ -62,6 +62,12 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
     private bool _leftServer; // moving, and already gone from its old server: it waits for the route
+    private bool _routeTaken; // moving, and it has its target: it logs in or replays there
+
+    // A drain of a later pause came while the session was still landing on the route of the one
+    // it moved in: once landed, it leaves that server again for the route of the new one.
+    private bool _drainWhileLanding;
+    private bool _departedAgain; // ... and it has: the move ending now leaves the next one's wait alone
     private TaskCompletionSource _moved = NewSignal();
     private TaskCompletionSource<ConnectionOutcome>? _drained;
     private ConnectionOutcome _outcome;
@@ -249,10 +255,23 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             if (_leftServer)
             {
-                // A second drain of the same pause (a new control-plane leader pauses and drains
-                // again to recover the switchover): this session already left its server and
-                // waits for the route, so it is moving, not a session to cut at the budget.
-                _drained.TrySetResult(ConnectionOutcome.Moving);
+                if (!_routeTaken)
+                {
+                    // Still waiting for a route (a second drain of the same pause, as a new
+                    // control-plane leader's recovery makes): it takes the route this pause ends
+                    // with, so it is moving, not a session to cut at the budget.
+                    _drained.TrySetResult(ConnectionOutcome.Moving);
+                    return drained;
+                }
+
+                // A later pause (a switchback, a rollback right after a switchover) while the
+                // session still logs in or replays on the last route's target, the side this
+                // drain is for: it leaves that server again once it has landed, and the drain
+                // waits for that like any session's departure. Counted as moving now, it would be
+                // left behind on the side the switchover fences next.
+                _drainWhileLanding = true;
+                _readAheadRequested = false;
+                _drainRequestedAt = Stopwatch.GetTimestamp();
                 return drained;
             }
 
@@ -820,7 +839,15 @@ internal sealed class ProxyConnection : IEndpointConnection
             lock (_lock)
             {
                 _cancelMove = null;
-                EndMoveWaitLocked();
+                if (_departedAgain)
+                {
+                    // Landed and left again (a later pause's drain): the wait is the next move's now.
+                    _departedAgain = false;
+                }
+                else
+                {
+                    EndMoveWaitLocked();
+                }
             }
         }
     }
@@ -929,7 +956,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         // The client's go-ahead is the resume. Meanwhile, once green's logins are back (the
         // switchover's open-green says so, after the flip), the session logs in there, so that at
         // the resume only its state is left to replay; nothing of the client's is sent before.
-        var routing = _endpoint.WaitForRouteAsync(cancellationToken);
+        var routing = TakeRouteAsync(cancellationToken);
 
         // When the route came, even while a login started before it was still running: the time
         // from there to the session's first byte on green is this session's share of the gap.
@@ -1035,9 +1062,34 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// The route's target once the endpoint resumes, taken under this connection's lock (see
+    /// <see cref="RequestDrain"/>); null when the pause outlives its hold deadline.
+    /// </summary>
+    private async Task<EndpointTarget?> TakeRouteAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            lock (_lock)
+            {
+                if (_endpoint.TryTakeRoute(out var target))
+                {
+                    _routeTaken = true;
+                    return target;
+                }
+            }
+
+            if (!await _endpoint.WaitForResumeAsync(cancellationToken))
+            {
+                return null;
+            }
+        }
+    }
+
     /// <summary>The session goes on on <paramref name="server"/>: the pumps take it from here.</summary>
     private async Task<ServerLink?> ContinueAsync(ServerLink previous, ServerLink server, EndpointTarget target, MovedSession moved, MoveTimings timings)
     {
+        var departure = Departure.None;
         lock (_lock)
         {
             if (_closing)
@@ -1051,9 +1103,20 @@ internal sealed class ProxyConnection : IEndpointConnection
             _readAhead = null;
             _moving = false;
             _leftServer = false;
-            _drainRequested = false;
+            _routeTaken = false;
             _outcome = ConnectionOutcome.Open;
             Target = target;
+
+            // A later pause's drain came while landing: leave again now if the session is between
+            // transactions (nothing of the client's waits), else at its next boundary, as the
+            // server pump does for any drained session.
+            _drainRequested = _drainWhileLanding;
+            _drainWhileLanding = false;
+            if (_drainRequested)
+            {
+                departure = TryDepartLocked(moveOnly: true);
+                _departedAgain = departure == Departure.Move;
+            }
         }
 
         if (BackendKey is { } clientKey)
@@ -1071,6 +1134,14 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
 
         _endpoint.OnSessionMoved(this, target, timings);
+        if (departure == Departure.Move)
+        {
+            // Moving again: the client, if it sends meanwhile, waits for that move's end on the
+            // same signal. The server pump reads the state query's answer on the new server.
+            await server.SendAllAsync(StateQuery());
+            return server;
+        }
+
         var signal = _moved;
         _moved = NewSignal();
         signal.TrySetResult();

@@ -669,35 +669,50 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     }
 
     /// <summary>
-    /// The route's target once the endpoint is not paused (at once when it is not), for a session
-    /// moving at a switchover; null when the pause outlives its hold deadline.
+    /// The route's target for a session moving at a switchover, when the endpoint is not paused:
+    /// false while it is. The session takes it under its own lock, so that a drain of a later
+    /// pause knows whether the session still waits for a route or already has one.
     /// </summary>
-    internal async Task<EndpointTarget?> WaitForRouteAsync(CancellationToken cancellationToken)
+    internal bool TryTakeRoute([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out EndpointTarget? target)
     {
-        while (true)
+        lock (_gate)
         {
-            Task resumed;
-            TimeSpan deadline;
-            lock (_gate)
+            if (_resumed is null)
             {
-                if (_resumed is null)
-                {
-                    // A moved session takes its turn among the readers like a new connection.
-                    return Volatile.Read(ref _route).Next();
-                }
+                // A moved session takes its turn among the readers like a new connection.
+                target = Volatile.Read(ref _route).Next();
+                return true;
+            }
+        }
 
-                resumed = _resumed.Task;
-                deadline = _holdDeadline;
+        target = null;
+        return false;
+    }
+
+    /// <summary>Waits until the endpoint is not paused (at once when it is not); false when the pause outlives its hold deadline.</summary>
+    internal async Task<bool> WaitForResumeAsync(CancellationToken cancellationToken)
+    {
+        Task resumed;
+        TimeSpan deadline;
+        lock (_gate)
+        {
+            if (_resumed is null)
+            {
+                return true;
             }
 
-            try
-            {
-                await resumed.WaitAsync(deadline, _timeProvider, cancellationToken);
-            }
-            catch (TimeoutException)
-            {
-                return null;
-            }
+            resumed = _resumed.Task;
+            deadline = _holdDeadline;
+        }
+
+        try
+        {
+            await resumed.WaitAsync(deadline, _timeProvider, cancellationToken);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
         }
     }
 
@@ -705,7 +720,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     /// For a session moving at a switchover: completes with the target to log in on before the
     /// resume once that is allowed (<see cref="LoginsOpenAsync(CancellationToken)"/> or <see cref="LoginsOpenAsync(EndpointTarget, CancellationToken)"/>), or with null at the resume
     /// (and at once when the endpoint is not paused). Never the client's go-ahead: that is
-    /// <see cref="WaitForRouteAsync"/>.
+    /// <see cref="TryTakeRoute"/>.
     /// </summary>
     /// <summary>A moving session's client sent something while held: its login goes before idle sessions' logins.</summary>
     internal void MoveWaiting()

@@ -455,6 +455,33 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
+    public async Task LaterSwitchover_WhileASessionStillLogsInOnTheLastTarget_TheDrainWaitsAndTheSessionFollowsTheNewRoute()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var slowGreen = DelayedRelay.Start(servers.Green.Port, TimeSpan.FromSeconds(2));
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+
+        // The first switchover's move logs in on green through a relay that takes 2 s; the
+        // second, back to blue (a switchback or a rollback right after), pauses and drains while
+        // that login is still under way.
+        var first = await SwitchAsync(endpoint, servers.GreenTarget with { Port = slowGreen.Port });
+        first.Moving.ShouldBe(1);
+        (await EventuallyAsync(() => slowGreen.Accepted > 0)).ShouldBeTrue(); // The login on green is under way.
+        var clock = Stopwatch.StartNew();
+        var second = await SwitchAsync(endpoint, servers.BlueTarget);
+
+        // The drain waited for the session to land on green and leave it again: counted as
+        // moving at once, it would have been left on the side a switchover fences next.
+        second.Moving.ShouldBe(1);
+        clock.Elapsed.ShouldBeGreaterThan(TimeSpan.FromSeconds(1));
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where usename = '{AppUser}'") == 0)).ShouldBeTrue();
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+        endpoint.Stats.SessionsMoved.ShouldBe(2);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
+    [Fact]
     public async Task PreparedStatementsUnderLoad_NoClientErrorAcrossTwoSwitchovers()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
