@@ -29,14 +29,7 @@ public sealed class EpollSocketsTests
             await Task.Delay(300);
             sending.IsCompleted.ShouldBeFalse();
 
-            var received = new byte[data.Length];
-            var at = 0;
-            while (at < received.Length)
-            {
-                var read = await bIo.ReceiveAsync(received.AsMemory(at), CancellationToken.None);
-                read.ShouldBeGreaterThan(0);
-                at += read;
-            }
+            var received = await ReceiveExactlyAsync(bIo, data.Length);
 
             await sending.WaitAsync(TimeSpan.FromSeconds(60));
             received.SequenceEqual(data).ShouldBeTrue();
@@ -64,14 +57,7 @@ public sealed class EpollSocketsTests
             await Task.Delay(100);
             sendingSecond.IsCompleted.ShouldBeFalse();
 
-            var received = new byte[first.Length + second.Length];
-            var at = 0;
-            while (at < received.Length)
-            {
-                var read = await bIo.ReceiveAsync(received.AsMemory(at), CancellationToken.None);
-                read.ShouldBeGreaterThan(0);
-                at += read;
-            }
+            var received = await ReceiveExactlyAsync(bIo, first.Length + second.Length);
 
             await Task.WhenAll(sendingFirst, sendingSecond).WaitAsync(TimeSpan.FromSeconds(60));
             received.AsSpan(0, first.Length).SequenceEqual(first).ShouldBeTrue();
@@ -188,6 +174,20 @@ public sealed class EpollSocketsTests
         socket.ShouldBeNull();
         io.ShouldBeNull();
         failure.ShouldNotBeNull().ShouldContain("refused", Case.Insensitive); // The client's error says what happened.
+    }
+
+    private static async Task<byte[]> ReceiveExactlyAsync(EpollSocket io, int length)
+    {
+        var received = new byte[length];
+        var at = 0;
+        while (at < received.Length)
+        {
+            var read = await io.ReceiveAsync(received.AsMemory(at), CancellationToken.None);
+            read.ShouldBeGreaterThan(0);
+            at += read;
+        }
+
+        return received;
     }
 
     private static async Task<(Socket A, EpollSocket AIo, Socket B, EpollSocket BIo)> PairAsync()
