@@ -214,8 +214,8 @@ internal static partial class EpollSockets
 
     /// <summary>
     /// The exception for a Linux errno from a call made here. SocketException's constructor takes
-    /// .NET's SocketError, not an errno: given 104 it says "Unknown socket error" where a client's
-    /// error should say "Connection reset by peer".
+    /// .NET's SocketError, not an errno: given ECONNRESET (104) it made SocketError 104, a code
+    /// .NET does not have, where logs and a client's error should say the connection was reset.
     /// </summary>
     internal static SocketException Error(int errno) => errno switch
     {
