@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
 using Teal.Core.Endpoints;
+using Teal.Proxy.Endpoints;
 using Teal.Testing;
 using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
 
@@ -116,7 +117,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     public async Task StateReadAheadOfThePause_QuietSessionMovesWithIt_ChangedOnesAreReadAgain()
     {
         var log = new ListLogger();
-        await using var endpoint = Teal.Proxy.Endpoints.ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new Teal.Proxy.Endpoints.ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
+        await using var endpoint = ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
         await using var quiet = await OpenThroughAsync(endpoint, servers.Blue);
         await using var changed = await OpenThroughAsync(endpoint, servers.Blue);
         await using var temp = await OpenThroughAsync(endpoint, servers.Blue);
@@ -169,7 +170,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     {
         var log = new ListLogger();
         var tag = $"teal-early-{Guid.NewGuid():N}"[..24];
-        await using var endpoint = Teal.Proxy.Endpoints.ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new Teal.Proxy.Endpoints.ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
+        await using var endpoint = ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
         await using var client = await OpenNamedAsync(endpoint, tag);
         await using var quiet = await OpenNamedAsync(endpoint, $"{tag}-q");
         await Execute(client, "set work_mem = '13MB'");
@@ -457,7 +458,9 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     [Fact]
     public async Task LaterSwitchover_WhileASessionStillLogsInOnTheLastTarget_TheDrainWaitsAndTheSessionFollowsTheNewRoute()
     {
-        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        // Plain text to the servers: under `prefer` the flip also probes green for TLS, and that
+        // probe, not the session's login, could be the relay's first connection.
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers, options: new ProxyOptions { ServerTls = ServerTlsMode.Disable });
         await using var slowGreen = DelayedRelay.Start(servers.Green.Port, TimeSpan.FromSeconds(2));
         await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
         (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
@@ -467,7 +470,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         // that login is still under way.
         var first = await SwitchAsync(endpoint, servers.GreenTarget with { Port = slowGreen.Port });
         first.Moving.ShouldBe(1);
-        (await EventuallyAsync(() => slowGreen.Accepted > 0)).ShouldBeTrue(); // The login on green is under way.
+        (await EventuallyAsync(() => slowGreen.Accepted > 0)).ShouldBeTrue(); // The session's login on green is under way.
         var clock = Stopwatch.StartNew();
         var second = await SwitchAsync(endpoint, servers.BlueTarget);
 
