@@ -181,6 +181,7 @@ public static class TealServer
         services.AddSingleton<InstanceService>();
         services.AddSingleton<EndpointService>();
         services.AddSingleton<EndpointCanary>();
+        services.AddSingleton<Readiness>();
         services.AddHostedService<StartupWork>();
         services.AddObservability();
     }
@@ -204,15 +205,26 @@ public static class TealServer
         services.AddHostedService<PostgresLeaderElection>();
     }
 
-    private static HealthView Health(TealServerOptions options, Leadership leadership) =>
-        new("ok", Version) { State = options.State is null ? "sqlite" : "postgresql", Role = leadership.Role, Leader = leadership.LeaderUrl };
+    private static HealthView Health(TealServerOptions options, Leadership leadership, Readiness readiness) =>
+        new("ok", Version) { State = options.State is null ? "sqlite" : "postgresql", Role = leadership.Role, Leader = leadership.LeaderUrl, Ready = readiness.IsReady(leadership) };
+
+    /// <summary>
+    /// 200 once the endpoints listen (or as a standby), 503 before: for a readiness check, where
+    /// <c>/healthz</c> (always 200 while the process answers) is the liveness check.
+    /// </summary>
+    private static IResult Ready(TealServerOptions options, Leadership leadership, Readiness readiness)
+    {
+        var health = Health(options, leadership, readiness);
+        return health.Ready == true ? Results.Ok(health) : Results.Json(health with { Status = "starting" }, statusCode: StatusCodes.Status503ServiceUnavailable);
+    }
 
     private static void MapRoutes(WebApplication app)
     {
-        app.MapGet("/healthz", (TealServerOptions options, Leadership leadership) => Health(options, leadership));
+        app.MapGet("/healthz", (TealServerOptions options, Leadership leadership, Readiness readiness) => Health(options, leadership, readiness));
+        app.MapGet("/readyz", Ready);
         app.MapOpenApi();
         var api = app.MapGroup("/api");
-        api.MapGet("/health", (TealServerOptions options, Leadership leadership) => Health(options, leadership));
+        api.MapGet("/health", (TealServerOptions options, Leadership leadership, Readiness readiness) => Health(options, leadership, readiness));
         EngineRoutes.Map(api);
         InstanceRoutes.Map(api);
         DeploymentRoutes.Map(api);

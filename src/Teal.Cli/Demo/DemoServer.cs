@@ -35,7 +35,8 @@ internal static class DemoServer
         {
             try
             {
-                (await http.GetAsync(new Uri("/healthz", UriKind.Relative), ct)).EnsureSuccessStatusCode();
+                // Ready, not only alive: the demo's clients connect to its endpoint next.
+                (await http.GetAsync(new Uri("/readyz", UriKind.Relative), ct)).EnsureSuccessStatusCode();
                 return;
             }
             catch (HttpRequestException)

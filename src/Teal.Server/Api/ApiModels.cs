@@ -23,6 +23,9 @@ public sealed record HealthView(string Status, string Version)
 
     /// <summary>The leader's URL as it recorded it, when known.</summary>
     public string? Leader { get; init; }
+
+    /// <summary>Whether its endpoints listen yet (a standby binds none, and is ready as such): <c>GET /readyz</c>.</summary>
+    public bool? Ready { get; init; }
 }
 
 /// <summary>An instance as the API shows it: how to reach it, never its password.</summary>

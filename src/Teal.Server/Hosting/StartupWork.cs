@@ -18,7 +18,7 @@ namespace Teal.Server.Hosting;
 /// endpoint and drives nothing), and stops when leadership is lost: a new leader thus runs the
 /// same recovery a restarted one would, from the journal the old leader left.
 /// </remarks>
-public sealed class StartupWork(Leadership leadership, LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor, ILogger<StartupWork> logger) : BackgroundService
+public sealed class StartupWork(Leadership leadership, Readiness readiness, LiveEndpoints endpoints, InstanceService instances, SwitchoverService switchovers, DeploymentService deployments, ReplicationMonitor monitor, ILogger<StartupWork> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -37,6 +37,7 @@ public sealed class StartupWork(Leadership leadership, LiveEndpoints endpoints, 
         {
             // Endpoints first: applications reconnect as soon as Teal is back.
             await endpoints.StartAllAsync(ct);
+            readiness.EndpointsStarted();
             await instances.StartManagedAsync(ct);
             // A switchover Teal was running when it stopped is finished or unwound before anything
             // else touches the deployment (the journal says which).

@@ -28,6 +28,53 @@ public sealed class ServerApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Readyz_OnceTheEndpointsListen_AnswersOkAndHealthzSaysReady()
+    {
+        using var client = _teal.Client(withToken: false);
+
+        // The endpoints start in the background once the API answers.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        HttpResponseMessage ready;
+        while ((ready = await client.GetAsync(new Uri("/readyz", UriKind.Relative))).StatusCode != HttpStatusCode.OK && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            ready.Dispose();
+            await Task.Delay(50);
+        }
+
+        using (ready)
+        {
+            ready.StatusCode.ShouldBe(HttpStatusCode.OK);
+            var view = await ready.Content.ReadFromJsonAsync<HealthView>(TealJson.Options);
+            view!.Status.ShouldBe("ok");
+            view.Ready.ShouldBe(true);
+        }
+
+        (await client.GetFromJsonAsync<HealthView>("/healthz", TealJson.Options))!.Ready.ShouldBe(true);
+    }
+
+    [Fact]
+    public async Task Readyz_BeforeTheEndpointsListen_Answers503Starting_WhileHealthzStaysOk()
+    {
+        // A server whose start-up work never runs: its endpoints are never bound.
+        await using var starting = await TealHost.StartAsync(configure: services =>
+        {
+            var work = services.Single(d => d.ServiceType == typeof(Microsoft.Extensions.Hosting.IHostedService) && d.ImplementationType == typeof(Teal.Server.Hosting.StartupWork));
+            services.Remove(work);
+        });
+        using var client = starting.Client(withToken: false);
+
+        using var ready = await client.GetAsync(new Uri("/readyz", UriKind.Relative));
+        var health = await client.GetFromJsonAsync<HealthView>("/healthz", TealJson.Options);
+
+        ready.StatusCode.ShouldBe(HttpStatusCode.ServiceUnavailable);
+        var view = await ready.Content.ReadFromJsonAsync<HealthView>(TealJson.Options);
+        view!.Status.ShouldBe("starting");
+        view.Ready.ShouldBe(false);
+        health!.Status.ShouldBe("ok");
+        health.Ready.ShouldBe(false);
+    }
+
+    [Fact]
     public async Task Token_IsOwnerOnlyFile()
     {
         File.GetUnixFileMode(Path.Combine(_teal.DataDirectory, "token")).ShouldBe(UnixFileMode.UserRead | UnixFileMode.UserWrite);

@@ -85,8 +85,9 @@ public sealed class TealProcess : IAsyncDisposable
             try
             {
                 var health = await http.GetFromJsonAsync<Dictionary<string, System.Text.Json.JsonElement>>($"{Url}/healthz", cancellationToken);
-                // On a shared state store: up once it leads, or follows a leader it can name.
-                if (health is not null && (State is null || Leads(health) || health.TryGetValue("leader", out var leader) && leader.ValueKind == System.Text.Json.JsonValueKind.String))
+                // Up once its endpoints listen (a test connects to them next); on a shared state
+                // store, once it leads or follows a leader it can name.
+                if (health is not null && IsReady(health) && (State is null || Leads(health) || health.TryGetValue("leader", out var leader) && leader.ValueKind == System.Text.Json.JsonValueKind.String))
                 {
                     return;
                 }
@@ -101,7 +102,7 @@ public sealed class TealProcess : IAsyncDisposable
             await Task.Delay(100, cancellationToken);
         }
 
-        throw new TimeoutException($"teal serve did not answer /healthz within 60 s:\n{Log}");
+        throw new TimeoutException($"teal serve was not ready (/healthz: ready) within 60 s:\n{Log}");
     }
 
     /// <summary>Whether this serve says it leads the control plane (<c>GET /healthz</c>).</summary>
@@ -118,6 +119,9 @@ public sealed class TealProcess : IAsyncDisposable
             return false;
         }
     }
+
+    private static bool IsReady(Dictionary<string, System.Text.Json.JsonElement> health) =>
+        health.TryGetValue("ready", out var ready) && ready.ValueKind == System.Text.Json.JsonValueKind.True;
 
     private static bool Leads(Dictionary<string, System.Text.Json.JsonElement> health) =>
         health.TryGetValue("role", out var role) && role.ValueKind == System.Text.Json.JsonValueKind.String && role.GetString() == "leader";
