@@ -114,7 +114,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     {
         if (!FencesByHba(side))
         {
-            await TakeLoginsAsync(conn, holder, cancellationToken);
+            await TakeLoginsAsync(conn, side, holder, cancellationToken);
             return null;
         }
 
@@ -269,12 +269,20 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// NOLOGIN, or neither. Safe to repeat: it also re-asserts the fence after a drain, in
     /// case a superuser session gave a role LOGIN back meanwhile.
     /// </summary>
-    public static async Task TakeLoginsAsync(NpgsqlConnection conn, string holder, CancellationToken cancellationToken)
+    /// <remarks>
+    /// A role's row changed by a transaction still open (a superuser's <c>ALTER ROLE</c> not yet
+    /// committed) makes <c>ALTER ROLE … NOLOGIN</c> wait for that transaction, inside the write
+    /// pause; it waits <see cref="RoleLockWait"/> at most, then the fence refuses, naming the
+    /// sessions, and takes nothing (one transaction). Without the cap the clients stayed held until
+    /// the switchover's timeout rolled it back, with a message that said only that it timed out.
+    /// </remarks>
+    private static async Task TakeLoginsAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
     {
         var sql = $$"""
             DO $teal_fence$
             DECLARE r record;
             BEGIN
+              PERFORM pg_catalog.set_config('lock_timeout', '{{(int)RoleLockWait.TotalMilliseconds}}', true);
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{{LoginsRole}}') THEN
                 CREATE ROLE {{LoginsRole}} NOLOGIN;
               END IF;
@@ -304,7 +312,34 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
                 // Another deployment fenced the same server at the same moment ("tuple concurrently
                 // updated" is XX000): look again.
             }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+            {
+                throw new TealException(
+                    "fence.role-locked",
+                    $"{LinkSessions.Role(side)}: an open transaction is changing a role the fence must take LOGIN from, and still held it after {RoleLockWait.TotalSeconds:0.#} s; nothing was fenced. Sessions with uncommitted role changes: {await RoleChangersAsync(conn, cancellationToken)}",
+                    $"commit or roll back that transaction on {LinkSessions.Role(side)} (or end its session with pg_terminate_backend), then switch over again",
+                    ex);
+            }
         }
+    }
+
+    /// <summary>How long the fence waits for a role's row that an open transaction has changed.</summary>
+    internal static readonly TimeSpan RoleLockWait = TimeSpan.FromSeconds(2);
+
+    /// <summary>Sessions whose open transaction changed roles (they hold pg_authid until it ends), as "pid N (user, application, since T)".</summary>
+    private static async Task<string> RoleChangersAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
+    {
+        var sessions = await conn.QueryAsync(
+            """
+            SELECT format('pid %s (%s, %s, transaction since %s)', a.pid, a.usename, coalesce(nullif(a.application_name, ''), 'no application name'), to_char(a.xact_start AT TIME ZONE 'UTC', 'HH24:MI:SS "UTC"'))
+            FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'relation' AND l.relation = 'pg_catalog.pg_authid'::regclass AND l.granted
+              AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_catalog.pg_backend_pid()
+            ORDER BY a.xact_start
+            """,
+            r => r.GetString(0),
+            cancellationToken);
+        return sessions.Count == 0 ? "none left (it has ended since)" : string.Join("; ", sessions);
     }
 
     /// <summary>

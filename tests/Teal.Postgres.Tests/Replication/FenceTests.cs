@@ -189,6 +189,41 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
     }
 
     [Fact]
+    public async Task RoleChangedByAnOpenTransaction_FenceRefusesWithinSeconds_NamingTheSession_AndTakesNothing()
+    {
+        var loginsBefore = await LoginsAsync();
+        // A superuser's password change left uncommitted: fence_app's row waits for that transaction.
+        await using var dba = await OpenAsync("fence_su", "su-secret");
+        await ExecAsync(dba, "SET application_name = 'password-rotation'; BEGIN; ALTER ROLE fence_app PASSWORD 'app-secret'");
+        var dbaPid = dba.ProcessID;
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            // Without the cap the fence waits for that transaction: the test's own limit says so.
+            var refused = await Should.ThrowAsync<TealException>(deployment.Link.FenceAsync(Side.Blue, default).WaitAsync(TimeSpan.FromSeconds(30)));
+
+            refused.Code.ShouldBe("fence.role-locked");
+            refused.Message.ShouldContain($"pid {dbaPid} (fence_su, password-rotation");
+            refused.Message.ShouldContain("nothing was fenced");
+            clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(15));
+            // One transaction: no role lost LOGIN, no holder or record was left.
+            (await LoginsAsync()).ShouldBe(loginsBefore);
+            (await deployment.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_roles WHERE rolname = '{deployment.Name}_fence_blue'")).ShouldBe(0);
+            (await CanLogInAsync("fence_app", "app-secret")).ShouldBeTrue();
+        }
+        finally
+        {
+            await ExecAsync(dba, "ROLLBACK");
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        // Once that transaction has ended, the fence goes through.
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        await deployment.Link.UnfenceAsync(Side.Blue, default);
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+    }
+
+    [Fact]
     public async Task TwoFencesOnOneServer_LoginsComeBackOnlyWhenTheLastIsLifted()
     {
         var loginsBefore = await LoginsAsync();
