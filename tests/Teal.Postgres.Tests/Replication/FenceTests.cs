@@ -210,6 +210,9 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
             (await LoginsAsync()).ShouldBe(loginsBefore);
             (await deployment.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_roles WHERE rolname = '{deployment.Name}_fence_blue'")).ShouldBe(0);
             (await CanLogInAsync("fence_app", "app-secret")).ShouldBeTrue();
+            // The switchover's rollback undoes the fence while that transaction is still open: it
+            // has nothing to give back, so it does not wait for the role either.
+            await deployment.Link.UnfenceAsync(Side.Blue, default).WaitAsync(TimeSpan.FromSeconds(10));
         }
         finally
         {
