@@ -324,7 +324,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     }
 
     /// <summary>How long the fence waits for a role's row that an open transaction has changed.</summary>
-    internal static readonly TimeSpan RoleLockWait = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan RoleLockWait = TimeSpan.FromSeconds(2);
 
     /// <summary>Sessions whose open transaction changed roles (they hold pg_authid until it ends), as "pid N (user, application, since T)".</summary>
     private static async Task<string> RoleChangersAsync(NpgsqlConnection conn, CancellationToken cancellationToken)

@@ -8,10 +8,8 @@ namespace Teal.Server.Hosting;
 /// </summary>
 public sealed class Readiness
 {
+    // Set once the endpoints this server serves listen (holding clients, if a switchover is being recovered).
     private volatile bool _endpointsBound;
-
-    /// <summary>True once the endpoints this server serves are listening (holding clients, if a switchover is being recovered).</summary>
-    public bool EndpointsBound => _endpointsBound;
 
     internal void EndpointsStarted() => _endpointsBound = true;
 
@@ -19,5 +17,5 @@ public sealed class Readiness
     /// Ready when its endpoints listen, or as a standby: a standby binds none and serves reads,
     /// which is all it is for until it leads.
     /// </summary>
-    public bool IsReady(Leadership leadership) => EndpointsBound || (leadership.Shared && !leadership.IsLeader);
+    public bool IsReady(Leadership leadership) => _endpointsBound || (leadership.Shared && !leadership.IsLeader);
 }
