@@ -118,6 +118,21 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// Whether what the client sent waits behind the state read ahead of the pause: a client at
+    /// work that sends nothing more until it has its answer, however long the read takes.
+    /// </summary>
+    internal bool WaitsOnReadAhead
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _readingAhead && _clientReads != _clientReadsAtReadAhead;
+            }
+        }
+    }
+
     /// <summary>Set by the endpoint, under its gate, when the connection may go upstream.</summary>
     public bool Admitted { get; set; }
 

@@ -316,7 +316,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         // into the pause. They log in once green opens, in turn, or first once their client sends.
         var reads = sessions.Select(c => c.ClientReads).ToList();
         await Task.Delay(ActivityWindow, _timeProvider, cancellationToken);
-        var active = sessions.Where((c, i) => c.ClientReads != reads[i]).ToList();
+        // The state read ahead runs meanwhile: a session whose client's query waits behind it has
+        // sent nothing new in the window, yet is at work (under load, the read can outlast it).
+        var active = sessions.Where((c, i) => c.ClientReads != reads[i] || c.WaitsOnReadAhead).ToList();
         var generation = Interlocked.Increment(ref _loginBeforePauseGeneration);
         var logins = active.Select(c => c.LogInBeforePause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
         var started = Stopwatch.GetTimestamp();
