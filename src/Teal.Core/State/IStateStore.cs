@@ -86,6 +86,12 @@ public sealed record StateChange
     public IReadOnlyList<JournalEntry> Journal { get; init; } = [];
 
     /// <summary>
+    /// Events written in the same transaction: a reader that sees the change sees them too (a
+    /// switchover's outcome and the events that tell it, never one without the other).
+    /// </summary>
+    public IReadOnlyList<NewEvent> Events { get; init; } = [];
+
+    /// <summary>
     /// True (the default): on disk when the call returns, surviving a power loss. False: written
     /// to the file, so it survives a crash of Teal, but the disk flush is left to the next durable
     /// write. Only for changes whose loss on power failure recovery tolerates: it saves a flush
@@ -135,3 +141,6 @@ public enum JournalAction
     /// <summary>The whole switchover finished (completed, rolled back or abandoned); nothing to recover.</summary>
     Closed,
 }
+
+/// <summary>An event for <see cref="StateChange.Events"/>; the store numbers and times it as <see cref="IStateStore.AppendEventAsync"/> does.</summary>
+public sealed record NewEvent(DeploymentId? DeploymentId, string Kind, string Message, IReadOnlyDictionary<string, string> Data);

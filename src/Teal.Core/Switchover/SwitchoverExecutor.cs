@@ -397,6 +397,16 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         await ResumeHeldAsync(context);
         var rollbackMs = context.Time.GetElapsedTime(decidedAt).TotalMilliseconds;
         pending.Add(run.Entry(null, JournalAction.Closed));
+        var rollbackData = new Dictionary<string, string> { ["reason"] = reason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", CultureInfo.InvariantCulture) };
+        var writable = string.Empty;
+        if (blueWritableMs is { } ms)
+        {
+            // The bar operators care about: how long after the decision blue took writes again.
+            rollbackData["blueWritableMilliseconds"] = ms.ToString("0.0", CultureInfo.InvariantCulture);
+            writable = $" (blue writable again after {ms:0} ms)";
+        }
+
+        context.Record(EventKinds.SwitchoverCanceled, $"switchover rolled back in {rollbackMs:0} ms{writable}: {reason}", rollbackData);
         var now = context.Time.GetUtcNow();
         var deployment = await UpdateAsync(
             context,
@@ -408,18 +418,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 UpdatedAt = now,
             },
             pending,
-            durable: true);
-        var rollbackData = new Dictionary<string, string> { ["reason"] = reason, ["rollbackMilliseconds"] = rollbackMs.ToString("0.0", CultureInfo.InvariantCulture) };
-        var writable = string.Empty;
-        if (blueWritableMs is { } ms)
-        {
-            // The bar operators care about: how long after the decision blue took writes again.
-            rollbackData["blueWritableMilliseconds"] = ms.ToString("0.0", CultureInfo.InvariantCulture);
-            writable = $" (blue writable again after {ms:0} ms)";
-        }
-
-        context.Record(EventKinds.SwitchoverCanceled, $"switchover rolled back in {rollbackMs:0} ms{writable}: {reason}", rollbackData);
-        await FlushEventsAsync(context);
+            durable: true,
+            withEvents: true);
         LogRolledBack(context.Deployment.Id, reason);
         return deployment;
     }
@@ -489,6 +489,10 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
             pending.Add(run.Entry(step, JournalAction.Failed));
         }
 
+        context.Record(
+            EventKinds.SwitchoverStopped,
+            $"switchover stopped at {stop.Step}: {error.Message}; {fix}",
+            new Dictionary<string, string> { ["step"] = stop.Step, ["error"] = error.Message, ["hint"] = fix });
         var now = context.Time.GetUtcNow();
         var deployment = await UpdateAsync(
             context,
@@ -500,12 +504,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 UpdatedAt = now,
             },
             pending,
-            durable: true);
-        context.Record(
-            EventKinds.SwitchoverStopped,
-            $"switchover stopped at {stop.Step}: {error.Message}; {fix}",
-            new Dictionary<string, string> { ["step"] = stop.Step, ["error"] = error.Message, ["hint"] = fix });
-        await FlushEventsAsync(context);
+            durable: true,
+            withEvents: true);
         LogStopped(context.Deployment.Id, stop.Step, error.Message);
         return deployment;
     }
@@ -528,6 +528,25 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         // After a recovery the endpoints came up holding; resume-endpoints may have run before the crash.
         await RetryAsync(context, "resume-endpoints", () => ResumeHeldAsync(context), CancellationToken.None);
         pending.Add(run.Entry(null, JournalAction.Closed));
+        // The outcome's event is written with the outcome (one commit): whoever sees the
+        // deployment completed finds the event that says so, with the pause it cost.
+        var pauseMs = run.State(context.Current.Switchover).WritePauseMilliseconds;
+        var pause = pauseMs is { } ms ? $"; clients were paused for {ms:0} ms" : string.Empty;
+        if (context.IsSwitchback)
+        {
+            context.Record(
+                EventKinds.Switchback,
+                $"switchback completed: '{context.Names?.Blue ?? context.BlueName}' is the old blue again, replicating to '{context.Names?.BlueNewName}'{pause}",
+                run.TimingData());
+        }
+        else
+        {
+            context.Record(
+                EventKinds.SwitchoverCompleted,
+                $"switchover completed: '{context.Names?.Blue ?? context.BlueName}' is now green{pause}",
+                run.TimingData());
+        }
+
         var now = context.Time.GetUtcNow();
         var deployment = await UpdateAsync(
             context,
@@ -546,25 +565,9 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                 UpdatedAt = now,
             },
             pending,
-            durable: true);
+            durable: true,
+            withEvents: true);
         var switchover = deployment.Switchover!;
-        var pause = switchover.WritePauseMilliseconds is { } ms ? $"; clients were paused for {ms:0} ms" : string.Empty;
-        if (context.IsSwitchback)
-        {
-            context.Record(
-                EventKinds.Switchback,
-                $"switchback completed: '{context.Names?.Blue ?? context.BlueName}' is the old blue again, replicating to '{context.Names?.BlueNewName}'{pause}",
-                run.TimingData());
-        }
-        else
-        {
-            context.Record(
-                EventKinds.SwitchoverCompleted,
-                $"switchover completed: '{context.Names?.Blue ?? context.BlueName}' is now green{pause}",
-                run.TimingData());
-        }
-
-        await FlushEventsAsync(context);
         LogCompleted(context.Deployment.Id, switchover.WritePauseMilliseconds ?? 0);
         return deployment;
     }
@@ -612,28 +615,39 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         context.Current = change.Result!; // Set by the store, or ApplyAsync threw.
     }
 
-    private async Task<Deployment> UpdateAsync(SwitchoverContext context, Func<Deployment, Deployment> update, List<JournalEntry> entries, bool durable)
+    /// <summary>
+    /// Writes the deployment and journal entries in one transaction; <paramref name="withEvents"/>:
+    /// with the events recorded so far (kept for after the pause until the outcome is written).
+    /// </summary>
+    private async Task<Deployment> UpdateAsync(SwitchoverContext context, Func<Deployment, Deployment> update, List<JournalEntry> entries, bool durable, bool withEvents = false)
     {
         var change = new DeploymentChange(context.Deployment.Id, update);
-        await state.ApplyAsync(new StateChange { Journal = [.. entries], Deployments = [change], Durable = durable }, CancellationToken.None);
+        var events = withEvents ? context.Events.ToArray() : [];
+        await state.ApplyAsync(
+            new StateChange { Journal = [.. entries], Deployments = [change], Events = [.. events.Select(e => ToNewEvent(context, e))], Durable = durable },
+            CancellationToken.None);
+        // Only once they are written: a failed write leaves them queued with the outcome unwritten.
+        for (var i = 0; i < events.Length; i++)
+        {
+            context.Events.TryDequeue(out _);
+        }
+
         context.Current = change.Result!; // Set by the store, or ApplyAsync threw.
         return context.Current;
     }
 
     private const string SwitchoverIdKey = "switchoverId";
 
-    private async Task FlushEventsAsync(SwitchoverContext context)
-    {
-        while (context.Events.TryDequeue(out var e))
-        {
-            var data = new Dictionary<string, string>(e.Data)
+    private static NewEvent ToNewEvent(SwitchoverContext context, PendingEvent e) =>
+        new(
+            context.Deployment.Id,
+            e.Kind,
+            e.Message,
+            new Dictionary<string, string>(e.Data)
             {
                 ["at"] = e.At.ToString("O", CultureInfo.InvariantCulture),
                 [SwitchoverIdKey] = context.SwitchoverId,
-            };
-            await state.AppendEventAsync(context.Deployment.Id, e.Kind, e.Message, data, CancellationToken.None);
-        }
-    }
+            });
 
     private async Task TryAppendEventAsync(SwitchoverContext context, string kind, string message, Dictionary<string, string> data)
     {

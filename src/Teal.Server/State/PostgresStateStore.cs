@@ -148,25 +148,25 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
         var time = _time.GetUtcNow();
         var payload = data ?? new Dictionary<string, string>();
         long seq = 0;
-        await WriteAsync(
-            async (c, ct) =>
-            {
-                // A sequence hands out numbers at insert, not at commit: without this lock a reader
-                // following "after seq N" could pass an event that commits after a later one.
-                await ExecuteAsync(c, $"SELECT pg_advisory_xact_lock({PostgresStateSchema.LockClass}, {PostgresStateSchema.EventOrder})", ct);
-                await using var command = Command(
-                    c,
-                    "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-                    time.ToString("O", CultureInfo.InvariantCulture),
-                    deploymentId?.Value,
-                    kind,
-                    message,
-                    JsonValue(payload));
-                seq = (long)(await command.ExecuteScalarAsync(ct))!; // RETURNING seq is never NULL.
-            },
-            cancellationToken);
+        await WriteAsync(async (c, ct) => seq = await InsertEventAsync(c, time, new NewEvent(deploymentId, kind, message, payload), ct), cancellationToken);
         _signal.Pulse();
         return new DeploymentEvent(seq, time, deploymentId, kind, message) { Data = payload };
+    }
+
+    private static async Task<long> InsertEventAsync(NpgsqlConnection c, DateTimeOffset time, NewEvent e, CancellationToken ct)
+    {
+        // A sequence hands out numbers at insert, not at commit: without this lock a reader
+        // following "after seq N" could pass an event that commits after a later one.
+        await ExecuteAsync(c, $"SELECT pg_advisory_xact_lock({PostgresStateSchema.LockClass}, {PostgresStateSchema.EventOrder})", ct);
+        await using var command = Command(
+            c,
+            "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            time.ToString("O", CultureInfo.InvariantCulture),
+            e.DeploymentId?.Value,
+            e.Kind,
+            e.Message,
+            JsonValue(e.Data));
+        return (long)(await command.ExecuteScalarAsync(ct))!; // RETURNING seq is never NULL.
     }
 
     public async Task<IReadOnlyList<DeploymentEvent>> ListEventsAsync(DeploymentId? deploymentId, long afterSeq, int limit, CancellationToken cancellationToken)
@@ -230,10 +230,10 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
 
     // ---- several changes at once -----------------------------------------------------------
 
-    public Task ApplyAsync(StateChange change, CancellationToken cancellationToken)
+    public async Task ApplyAsync(StateChange change, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(change);
-        return WriteAsync(
+        await WriteAsync(
             async (c, ct) =>
             {
                 // Every old name goes before any new one is taken: at switchover green takes
@@ -262,9 +262,19 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
                 {
                     await InsertJournalAsync(c, entry, ct);
                 }
+
+                var time = _time.GetUtcNow();
+                foreach (var e in change.Events)
+                {
+                    await InsertEventAsync(c, time, e, ct);
+                }
             },
             cancellationToken,
             change.Durable);
+        if (change.Events.Count > 0)
+        {
+            _signal.Pulse();
+        }
     }
 
     // ---- plumbing --------------------------------------------------------------------------

@@ -156,22 +156,22 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
         var time = _time.GetUtcNow();
         var payload = data ?? new Dictionary<string, string>();
         long seq = 0;
-        await WriteAsync(
-            c =>
-            {
-                Execute(
-                    c,
-                    "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($time, $deployment, $kind, $message, $data)",
-                    ("$time", time.ToString("O", CultureInfo.InvariantCulture)),
-                    ("$deployment", deploymentId?.Value),
-                    ("$kind", kind),
-                    ("$message", message),
-                    ("$data", Json(payload)));
-                seq = LastRowId(c);
-            },
-            cancellationToken);
+        await WriteAsync(c => seq = InsertEvent(c, time, new NewEvent(deploymentId, kind, message, payload)), cancellationToken);
         _signal.Pulse();
         return new DeploymentEvent(seq, time, deploymentId, kind, message) { Data = payload };
+    }
+
+    private static long InsertEvent(SqliteConnection c, DateTimeOffset time, NewEvent e)
+    {
+        Execute(
+            c,
+            "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($time, $deployment, $kind, $message, $data)",
+            ("$time", time.ToString("O", CultureInfo.InvariantCulture)),
+            ("$deployment", e.DeploymentId?.Value),
+            ("$kind", e.Kind),
+            ("$message", e.Message),
+            ("$data", Json(e.Data)));
+        return LastRowId(c);
     }
 
     public async Task<IReadOnlyList<DeploymentEvent>> ListEventsAsync(DeploymentId? deploymentId, long afterSeq, int limit, CancellationToken cancellationToken)
@@ -203,8 +203,9 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
 
     // ---- several changes at once -----------------------------------------------------------
 
-    public Task ApplyAsync(StateChange change, CancellationToken cancellationToken) =>
-        WriteAsync(
+    public async Task ApplyAsync(StateChange change, CancellationToken cancellationToken)
+    {
+        await WriteAsync(
             c =>
             {
                 // Every old name goes before any new one is taken: at switchover green takes
@@ -233,9 +234,20 @@ public sealed class SqliteStateStore : IStateStore, IDisposable
                 {
                     InsertJournal(c, entry);
                 }
+
+                var time = _time.GetUtcNow();
+                foreach (var e in change.Events)
+                {
+                    InsertEvent(c, time, e);
+                }
             },
             cancellationToken,
             change.Durable);
+        if (change.Events.Count > 0)
+        {
+            _signal.Pulse();
+        }
+    }
 
     // ---- plumbing --------------------------------------------------------------------------
 

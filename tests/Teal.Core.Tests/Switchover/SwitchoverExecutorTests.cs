@@ -237,6 +237,42 @@ public sealed class SwitchoverExecutorTests
         (await JournalAsync(context)).ShouldNotContain("switchover:Closed", "the journal stays open for --resume");
     }
 
+    [Theory]
+    [InlineData("completes", EventKinds.SwitchoverCompleted)]
+    [InlineData("rolls back", EventKinds.SwitchoverCanceled)]
+    [InlineData("stops", EventKinds.SwitchoverStopped)]
+    public async Task RunAsync_TheOutcomeAndItsEvents_AreWrittenInOneCommit(string outcome, string kind)
+    {
+        var context = await ContextAsync();
+        List<ISwitchoverStep> plan = outcome switch
+        {
+            "completes" => Plan(),
+            "rolls back" => Plan(failing: "b"),
+            _ => [new RecordingStep("a", _calls) { Outcome = "a-done" }, new RecordingStep("flip", _calls) { PointOfNoReturn = true }, new RecordingStep("c", _calls) { Failures = int.MaxValue, Failure = () => new TealException("test.broken", "c is broken", "repair c") }],
+        };
+        // What an API client reading right after each commit sees: the first commit that shows
+        // the outcome must already hold the event that tells it (and the ones queued during the pause).
+        List<string>? seenWithOutcome = null;
+        _state.Applied = () =>
+        {
+            var status = _state.GetDeploymentAsync(context.Deployment.Id, CancellationToken.None).Result!.Status;
+            if (seenWithOutcome is null && status is DeploymentStatus.SwitchoverCompleted or DeploymentStatus.SwitchoverFailed or DeploymentStatus.SwitchoverStopped)
+            {
+                seenWithOutcome = [.. _state.Events.Select(e => e.Kind)];
+            }
+        };
+
+        await DriveAsync(Executor().RunAsync(context, plan, CancellationToken.None));
+
+        seenWithOutcome.ShouldNotBeNull();
+        seenWithOutcome.ShouldContain(kind);
+        seenWithOutcome.ShouldBe(_state.Events.Select(e => e.Kind).ToList(), "nothing of the switchover's is written after its outcome");
+        if (outcome == "stops")
+        {
+            seenWithOutcome.ShouldContain("a-done");
+        }
+    }
+
     [Fact]
     public async Task RecoverAsync_AfterAStop_ContinuesFromTheStoppedStepWithoutRepeatingEvents()
     {

@@ -215,12 +215,41 @@ public abstract class StateStoreTests
                 RenamedInstances = [("prod", NewInstance("taken"))],
                 Deployments = [new DeploymentChange(deployment.Id, d => d with { Status = DeploymentStatus.SwitchoverCompleted })],
                 Journal = [new JournalEntry(deployment.Id, "sw-1", "flip", JournalAction.Completed, DateTimeOffset.UtcNow)],
+                Events = [new NewEvent(deployment.Id, "switchover-completed", "switchover completed", new Dictionary<string, string>())],
             },
             default));
 
         (await store.GetInstanceAsync("prod", default)).ShouldNotBeNull();
         (await store.GetDeploymentAsync(deployment.Id, default))!.Status.ShouldBe(DeploymentStatus.Provisioning);
         (await store.ReadJournalAsync(deployment.Id, default)).ShouldBeEmpty();
+        (await store.ListEventsAsync(deployment.Id, 0, 10, default)).ShouldBeEmpty();
+    }
+
+    [Fact]
+    public async Task Apply_WithEvents_WritesThemWithTheChange_InOrder_AfterEarlierEvents()
+    {
+        var store = NewStore();
+        var deployment = NewDeployment("orders");
+        await store.AddDeploymentAsync(deployment, default);
+        await store.AppendEventAsync(deployment.Id, "switchover-started", "started", null, default);
+
+        await store.ApplyAsync(
+            new StateChange
+            {
+                Deployments = [new DeploymentChange(deployment.Id, d => d with { Status = DeploymentStatus.SwitchoverCompleted })],
+                Events =
+                [
+                    new NewEvent(deployment.Id, "positions", "green opened", new Dictionary<string, string> { ["greenPosition"] = "0/1" }),
+                    new NewEvent(deployment.Id, "switchover-completed", "switchover completed", new Dictionary<string, string>()),
+                ],
+            },
+            default);
+
+        var events = await store.ListEventsAsync(deployment.Id, 0, 10, default);
+        events.Select(e => e.Kind).ShouldBe(["switchover-started", "positions", "switchover-completed"]);
+        events.Select(e => e.Seq).ShouldBeInOrder();
+        events[1].Data["greenPosition"].ShouldBe("0/1");
+        (await store.GetDeploymentAsync(deployment.Id, default))!.Status.ShouldBe(DeploymentStatus.SwitchoverCompleted);
     }
 
     [Fact]

@@ -113,14 +113,24 @@ internal sealed class InMemoryStateStore(TimeProvider time) : IStateStore
                 _journal.Add(entry with { Seq = _journal.Count + 1 });
             }
 
+            foreach (var e in change.Events)
+            {
+                _events.Add(new DeploymentEvent(_events.Count + 1, time.GetUtcNow(), e.DeploymentId, e.Kind, e.Message) { Data = e.Data });
+            }
+
             if (change.Journal.Count > 0)
             {
                 _commits.Add(($"{(change.Durable ? "flushed" : "unflushed")}: {string.Join(", ", change.Journal.Select(e => $"{e.Step}:{e.Action}"))}"));
             }
+
+            Applied?.Invoke();
         }
 
         return Task.CompletedTask;
     }
+
+    /// <summary>Called inside each ApplyAsync once it is applied: what a reader could see right after that commit.</summary>
+    public Action? Applied { get; set; }
 
     /// <summary>Each commit with journal entries, in order: whether it waited for the disk, and its entries.</summary>
     public IReadOnlyList<string> JournalCommits
