@@ -574,35 +574,53 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         return new DrainResult(initial.Count - stillWriting.Count, terminated) { ClosedIdle = closed.Count - terminated };
     }
 
-    /// <summary>Terminates every non-Teal client session and returns their pids; confirms none is left.</summary>
+    /// <summary>
+    /// Terminates every non-Teal client session and returns their pids; confirms none is left.
+    /// On a side fenced by NOLOGIN each look also asks whether a role has LOGIN again: the
+    /// fence was re-asserted just before, but a superuser session still connected could give a
+    /// role LOGIN back until it is itself terminated, and that role could then log in to the
+    /// fenced side for good. Such a role is fenced again and the looks start over (same round
+    /// trip as the look: nothing added when no one did).
+    /// </summary>
     private async Task<HashSet<int>> TerminateClientsAsync(Side side, NpgsqlConnection conn, CancellationToken cancellationToken)
     {
         var closed = new HashSet<int>();
         var started = Stopwatch.GetTimestamp();
+        var loginsBack = FencesByHba(side)
+            ? "false"
+            : $"EXISTS (SELECT 1 FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}')";
         var quiet = 0;
         // Two looks in a row with nothing to end: a backend that passed its login check just
         // before LOGIN was taken shows up in pg_stat_activity within microseconds of that check.
         while (quiet < 2)
         {
-            var pids = await conn.QueryAsync($"SELECT pid FROM pg_stat_activity WHERE {ClientSessions}", r => r.GetInt32(0), cancellationToken);
-            if (pids.Count == 0)
+            var (pids, loginGivenBack) = (await conn.QueryAsync(
+                $"SELECT ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}",
+                r => (Pids: r.GetFieldValue<int[]>(0), LoginGivenBack: r.GetBoolean(1)),
+                cancellationToken))[0];
+            if (loginGivenBack)
             {
-                quiet++;
+                await CloseAsync(conn, side, cancellationToken);
+            }
+
+            if (pids.Length == 0)
+            {
+                quiet = loginGivenBack ? 0 : quiet + 1;
                 await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
                 continue;
             }
 
             quiet = 0;
             closed.UnionWith(pids);
-            await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids.ToArray());
+            await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids);
             // Wait until they are gone, so the caller's next position read sees no late commit.
-            while (await conn.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cancellationToken, pids.ToArray()) > 0)
+            while (await conn.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cancellationToken, pids) > 0)
             {
                 if (Stopwatch.GetElapsedTime(started) > TimeSpan.FromSeconds(30))
                 {
                     throw new TealException(
                         "fence.sessions-remain",
-                        $"{LinkSessions.Role(side)}: {pids.Count} client session(s) did not end within 30 s of pg_terminate_backend",
+                        $"{LinkSessions.Role(side)}: {pids.Length} client session(s) did not end within 30 s of pg_terminate_backend",
                         $"look at pg_stat_activity on {LinkSessions.Role(side)} (a backend stuck in I/O or an extension may ignore the signal)");
                 }
 

@@ -227,6 +227,54 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
     }
 
     [Fact]
+    public async Task LoginGivenBackWhileTheDrainEndsSessions_IsTakenAgainBeforeTheDrainReturns()
+    {
+        var loginsBefore = await LoginsAsync();
+        // A superuser session gives LOGIN back after the drain re-asserted the fence, before it
+        // is itself terminated: here, when the drain first waits between its looks for sessions.
+        var time = new ActAtFirstShortWait(() => deployment.Blue.ExecuteAsync("ALTER ROLE fence_app LOGIN"));
+        await using var link = LinkTestKit.Link(deployment.Blue, deployment.Green, Db, LinkTestKit.NewName("teal"), time: time);
+        await link.FenceAsync(Side.Blue, default);
+        try
+        {
+            time.Armed = true;
+            await link.DrainAsync(Side.Blue, TimeSpan.Zero, default);
+
+            time.Armed.ShouldBeFalse("the drain waited between its looks, and LOGIN was given back then");
+            (await CanLogInAsync("fence_app", "app-secret")).ShouldBeFalse("a role that had LOGIN back when the drain returned logs in to the fenced side");
+        }
+        finally
+        {
+            await link.UnfenceAsync(Side.Blue, default);
+        }
+
+        // The role given LOGIN back was recorded again: the unfence restores exactly the logins there were.
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+    }
+
+    /// <summary>The system clock, which runs an action (once armed) when the fence's code first asks for a 2 ms wait.</summary>
+    private sealed class ActAtFirstShortWait(Func<Task> action) : TimeProvider
+    {
+        private int _armed;
+
+        public bool Armed
+        {
+            get => Volatile.Read(ref _armed) == 1;
+            set => Volatile.Write(ref _armed, value ? 1 : 0);
+        }
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            if (dueTime == TimeSpan.FromMilliseconds(2) && Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                action().GetAwaiter().GetResult();
+            }
+
+            return System.CreateTimer(callback, state, dueTime, period);
+        }
+    }
+
+    [Fact]
     public async Task TwoFencesOnOneServer_LoginsComeBackOnlyWhenTheLastIsLifted()
     {
         var loginsBefore = await LoginsAsync();

@@ -21,7 +21,7 @@ internal static class LinkTestKit
     public static ConnectionInfo Connection(PostgresServer server, string database) =>
         new(server.Host, server.Port, server.User, server.Password, database);
 
-    public static PostgresReplicationLink Link(PostgresServer blue, PostgresServer green, string database, string name, LinkSpec? overrides = null)
+    public static PostgresReplicationLink Link(PostgresServer blue, PostgresServer green, string database, string name, LinkSpec? overrides = null, TimeProvider? time = null)
     {
         var spec = (overrides ?? new LinkSpec(name, Connection(blue, database), Connection(green, database))) with
         {
@@ -33,7 +33,7 @@ internal static class LinkTestKit
             BlueControlPassword = blue.ControlPassword,
             GreenControlPassword = green.ControlPassword,
         };
-        return new PostgresReplicationLink(spec, TestDirectories.Catalog, TimeProvider.System);
+        return new PostgresReplicationLink(spec, TestDirectories.Catalog, time ?? TimeProvider.System);
     }
 
     public static string NewName(string prefix) => $"{prefix}_{Guid.NewGuid():N}"[..(prefix.Length + 9)];
