@@ -977,6 +977,8 @@ internal sealed class ProxyConnection : IEndpointConnection
         // from there to the session's first byte on green is this session's share of the gap.
         var resumed = routing.ContinueWith(static _ => Stopwatch.GetTimestamp(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         LoggedInSession? ahead = null;
+        MovedSession? replayed = null; // logged in and replayed ahead of the resume
+        EndpointTarget? replayedOn = null;
         var loginsOpened = 0L;
         try
         {
@@ -1016,6 +1018,22 @@ internal sealed class ProxyConnection : IEndpointConnection
                 }
             }
 
+            if (ahead is not null && !routing.IsCompleted)
+            {
+                // Logged in ahead of the resume: the state goes there now as well, so that the
+                // resume finds the session ready. The replay is the new backend's first work
+                // (its catalog caches filled, the client's statements parsed): tens of
+                // milliseconds on a loaded machine, which otherwise fall after the resume, inside
+                // the client's gap. None of it writes, so green's read-only default (its unfence
+                // may still be running) refuses none of it. A replay that fails this early is
+                // made again at the resume, on a new login.
+                replayedOn = ahead.Target;
+                var session = ahead;
+                ahead = null; // The replay owns it now: it disposes it on failure.
+                var replay = await SessionMover.ReplayAsync(session, snapshot, cancellationToken);
+                replayed = replay.Server is null ? null : replay;
+            }
+
             var target = await routing;
             var routed = Stopwatch.GetTimestamp();
             if (target is null)
@@ -1031,9 +1049,16 @@ internal sealed class ProxyConnection : IEndpointConnection
                 ahead = null;
             }
 
-            var loggedInBeforeResume = ahead is not null;
+            if (replayed is not null && !SessionMover.SameServer(replayedOn!, target))
+            {
+                replayed.Server!.Dispose(); // Set: replayed is kept only when the replay succeeded.
+                replayed = null;
+            }
+
+            var loggedInBeforeResume = ahead is not null || replayed is not null;
+            var replayedBeforeResume = replayed is not null;
             loggedInBeforePause &= loggedInBeforeResume;
-            if (ahead is null)
+            if (ahead is null && replayed is null)
             {
                 await IdleLoginTurnAsync(cancellationToken);
                 var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken);
@@ -1047,9 +1072,19 @@ internal sealed class ProxyConnection : IEndpointConnection
                 ahead = session;
             }
 
-            var loggedIn = ahead;
-            ahead = null; // The replay owns it now: it disposes it on failure.
-            var moved = await SessionMover.ReplayAsync(loggedIn, snapshot, cancellationToken);
+            MovedSession moved;
+            if (replayed is not null)
+            {
+                moved = replayed;
+                replayed = null; // Handed on with the move.
+            }
+            else
+            {
+                var loggedIn = ahead!; // Logged in above when nothing was replayed ahead.
+                ahead = null; // The replay owns it now: it disposes it on failure.
+                moved = await SessionMover.ReplayAsync(loggedIn, snapshot, cancellationToken);
+            }
+
             if (moved.Server is not { } server)
             {
                 await CloseForSwitchoverAsync(null, moved.Failure ?? "unknown");
@@ -1064,6 +1099,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             {
                 LoggedInBeforeResume = loggedInBeforeResume,
                 LoggedInBeforePause = loggedInBeforePause,
+                ReplayedBeforeResume = replayedBeforeResume,
                 BoundaryMs = _drainRequestedAt == 0 ? 0 : Stopwatch.GetElapsedTime(_drainRequestedAt, _departedAt).TotalMilliseconds,
                 StateReadMs = Stopwatch.GetElapsedTime(_departedAt, started).TotalMilliseconds,
                 StateReadAhead = _moveWithReadAhead,
@@ -1074,6 +1110,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         finally
         {
             ahead?.Dispose();
+            replayed?.Server?.Dispose();
         }
     }
 

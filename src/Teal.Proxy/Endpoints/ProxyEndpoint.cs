@@ -858,7 +858,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal void OnSessionMoved(ProxyConnection connection, EndpointTarget target, MoveTimings timings)
     {
         Interlocked.Increment(ref _sessionsMoved);
-        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.StateReadAhead ? "(read ahead of the pause: an empty query)" : "(in the drain)", timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforePause ? "before the pause (over green's local socket while fenced)" : timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReadyAfterResumeMs);
+        ProxyLog.SessionMoved(_logger, Name, connection.Id, target, timings.BoundaryMs, timings.StateReadMs, timings.StateReadAhead ? "(read ahead of the pause: an empty query)" : "(in the drain)", timings.LeaveMs, timings.WaitMs, timings.LoginsOpenedMs, timings.LoginMs, timings.LoggedInBeforePause ? "before the pause (over green's local socket while fenced)" : timings.LoggedInBeforeResume ? "before the resume" : "at the resume", timings.ReplayMs, timings.ReplayedBeforeResume ? "before the resume" : "at the resume", timings.ReadyAfterResumeMs);
     }
 
     internal void OnLoginAheadFailed(ProxyConnection connection, EndpointTarget target, string reason) =>

@@ -50,8 +50,9 @@ internal sealed class LoggedInSession(ServerLink server, MessageReader reader, R
 /// Opens a server session on the endpoint's target for a client whose old session ended between
 /// transactions, logs in as the same role without the client's password, and replays the
 /// session's state, so that the client goes on as if nothing happened. The login and the replay
-/// are separate: a switchover lets the login happen while green finishes opening, before the
-/// resume, and the replay (the client's own state) only once the endpoint has resumed.
+/// are separate: a switchover lets the login happen before the resume (before the pause, or
+/// while green finishes opening), and the replay right after it; nothing of the client's own
+/// reaches the new server before the endpoint has resumed.
 /// </summary>
 internal static class SessionMover
 {
@@ -413,7 +414,7 @@ internal static class SessionMover
 /// <summary>
 /// How long each part of one move took: reading the state and leaving the old server, waiting
 /// for the endpoint to resume, logging in on the new target (during that wait, when green's
-/// logins came back before the resume), replaying the state.
+/// logins came back before the resume), replaying the state (then also during that wait).
 /// </summary>
 internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, double LoginMs, double ReplayMs)
 {
@@ -422,6 +423,9 @@ internal readonly record struct MoveTimings(double LeaveMs, double WaitMs, doubl
 
     /// <summary>The login happened before the pause, on a still-fenced green over its local socket.</summary>
     public bool LoggedInBeforePause { get; init; }
+
+    /// <summary>The state was replayed while the endpoint was still paused, right after such a login.</summary>
+    public bool ReplayedBeforeResume { get; init; }
 
     /// <summary>From the drain's request to the session's transaction boundary, where the state query is sent.</summary>
     public double BoundaryMs { get; init; }

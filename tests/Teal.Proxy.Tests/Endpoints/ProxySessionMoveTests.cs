@@ -73,7 +73,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     [Fact]
-    public async Task MovingSession_LogsInOnGreenOnceFlippedAndItsLoginsAreBack_AndGoesOnThereOnlyAtTheResume()
+    public async Task MovingSession_LogsInAndReplaysOnGreenOnceFlippedAndItsLoginsAreBack_AndGoesOnThereOnlyAtTheResume()
     {
         var name = $"teal-ahead-{Guid.NewGuid():N}"[..30];
         await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
@@ -94,9 +94,10 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
 
         await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
 
-        // Logged in on green with the client's startup packet, and nothing of the client's sent there.
-        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>(sessionsOnGreen) == 1)).ShouldBeTrue();
-        var pid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{name}' and state = 'idle' and query = ''");
+        // Logged in on green with the client's startup packet, its state replayed there, and
+        // nothing of the client's own sent there.
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>($"{sessionsOnGreen} and state = 'idle' and query like '%set_config%'") == 1)).ShouldBeTrue();
+        var pid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{name}' and query not like '%inet_server_port%'");
         await Task.Delay(200);
         answer.IsCompleted.ShouldBeFalse("the client went on before the resume");
 
@@ -193,6 +194,42 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         (await ScalarAsync<int>(quiet, "select inet_server_port()")).ShouldBe(servers.Green.Port);
         var moves = log.Lines.Where(l => l.Contains("moved to", StringComparison.Ordinal)).ToList();
         moves.Count(l => l.Contains("started before the pause", StringComparison.Ordinal)).ShouldBe(1, string.Join('\n', moves));
+    }
+
+    /// <summary>
+    /// A session logged in on green before the pause gets its state there while the endpoint is
+    /// still paused, not at the resume: the replay is a new backend's first work (catalog caches,
+    /// the client's statements parsed), which would otherwise fall inside the client's gap.
+    /// Nothing of the client's own reaches green before the resume.
+    /// </summary>
+    [Fact]
+    public async Task LoggedInBeforeThePause_ItsStateIsReplayedBeforeTheResume()
+    {
+        var log = new ListLogger();
+        var tag = $"teal-replay-{Guid.NewGuid():N}"[..24];
+        await using var endpoint = ProxyEndpoint.Start("app", new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0), servers.BlueTarget, new ProxyOptions(), log, TimeProvider.System, verifiers: servers.Verifiers);
+        await using var client = await OpenNamedAsync(endpoint, tag);
+        await Execute(client, "set work_mem = '11MB'");
+        await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
+        {
+            await WhileBusyAsync(client, () => endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None));
+        }
+
+        var greenPid = await servers.Green.ScalarAsync<int>($"select pid from pg_stat_activity where application_name = '{tag}'");
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).Moving.ShouldBe(1);
+        var answer = ScalarAsync<string>(client, "show work_mem");
+
+        // Still paused: the backend on green has run the replay (its last statement), the client's query waits.
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<string>($"select query from pg_stat_activity where pid = {greenPid}") is { } query && query.Contains("set_config", StringComparison.Ordinal)))
+            .ShouldBeTrue("the state was not replayed on green before the resume");
+        answer.IsCompleted.ShouldBeFalse("the client went on before the resume");
+
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+        (await answer.WaitAsync(TimeSpan.FromSeconds(30))).ShouldBe("11MB");
+        (await ScalarAsync<int>(client, "select pg_backend_pid()")).ShouldBe(greenPid);
+        log.Lines.ShouldContain(l => l.Contains("moved to", StringComparison.Ordinal) && l.Contains("ms before the resume; going on", StringComparison.Ordinal), string.Join('\n', log.Lines));
     }
 
     /// <summary>Keeps <paramref name="client"/> at work, one query after another, while <paramref name="action"/> runs.</summary>
