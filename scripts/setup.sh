@@ -7,7 +7,7 @@
 #   MariaDB 10.11, PgBouncer, HAProxy Debian packages (MariaDB engine, endpoint and bench baselines)
 #   promtool, Chromium               Debian packages (alert rules check, dashboard browser test)
 #   jq, socat                         Debian packages (the benches' hand-rolled baselines)
-#   node-postgres (npm)               a real Node.js client for the proxy tests (tests/clients/node)
+#   node-postgres, postgres.js (npm)  real Node.js clients for the proxy tests (tests/clients/node)
 #
 # Environment:
 #   TEAL_ENGINES_DIR   where PostgreSQL 16/17 are unpacked (default /opt/teal/engines as root,
@@ -99,7 +99,7 @@ install_npm_engine() {
 }
 
 # --- client libraries the tests drive ------------------------------------------------------------
-# node-postgres, pinned by package-lock.json; `npm ci` only when the lock changed or nothing is there.
+# node-postgres and postgres.js, pinned by package-lock.json; `npm ci` only when the lock changed or nothing is there.
 install_test_clients() {
   local dir
   dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/clients/node"
@@ -107,7 +107,7 @@ install_test_clients() {
     return
   fi
   command -v npm >/dev/null || die "npm is missing (Debian: apt-get install nodejs npm)"
-  log "installing node-postgres for the tests"
+  log "installing node-postgres and postgres.js for the tests"
   (cd "$dir" && npm ci --no-audit --no-fund --registry "$NPM_REGISTRY" >/dev/null) || die "npm ci in $dir failed (is the npm registry reachable?)"
   cp "$dir/package-lock.json" "$dir/node_modules/.teal-lock"
 }

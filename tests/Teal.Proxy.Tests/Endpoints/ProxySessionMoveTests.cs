@@ -649,6 +649,53 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
             process.HasExited ? await process.StandardError.ReadToEndAsync() : "node is still running";
     }
 
+    /// <summary>
+    /// postgres.js: every query a named prepared statement, three pipelined on its one query
+    /// connection, and LISTEN on a connection of its own. Both sessions move as in a switchover
+    /// (green's logins come back before the resume, so they log in and replay there while the
+    /// endpoint is still paused); after the resume the statements run on green without being
+    /// prepared again by the client, and a NOTIFY made on green at once reaches the listening
+    /// session: its LISTEN was on green before any client could write there.
+    /// </summary>
+    [Fact]
+    public async Task PostgresJs_KeepsItsPipelinedStatementsAndItsListenAcrossTheSwitchover()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        var start = new ProcessStartInfo("node")
+        {
+            ArgumentList = { Path.Combine(Teal.Testing.Processes.RepoPaths.Root, "tests", "clients", "node", "postgresjs.js"), endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture), AppUser },
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment["PGPASSWORD"] = AppPassword;
+        using var node = Process.Start(start)!; // Start returns null only for shell-executed documents.
+        var errors = node.StandardError.ReadToEndAsync();
+        await node.StandardInput.WriteLineAsync("run");
+        await node.StandardInput.FlushAsync();
+        (await node.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe($"{servers.Blue.Port} notified", node.HasExited ? await errors : "node is still running");
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drained = await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None);
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.LoginsOpenAsync(CancellationToken.None);
+        (await EventuallyAsync(async () => await servers.Green.ScalarAsync<long>("select count(*) from pg_stat_activity where query ilike 'listen %'") >= 1))
+            .ShouldBeTrue("the listening session's LISTEN was not replayed on green before the resume");
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        await node.StandardInput.WriteLineAsync("run");
+        await node.StandardInput.WriteLineAsync("run");
+        await node.StandardInput.WriteLineAsync("quit");
+        await node.StandardInput.FlushAsync();
+        (await node.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe($"{servers.Green.Port} notified", node.HasExited ? await errors : "node is still running");
+        (await node.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(60))).ShouldBe($"{servers.Green.Port} notified");
+        await node.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        node.ExitCode.ShouldBe(0, await errors);
+        drained.Moving.ShouldBe(2);
+        endpoint.Stats.SessionsMoved.ShouldBe(2);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
     [Fact]
     public async Task PgbenchPrepared_WithoutReconnecting_HasNoErrorsAcrossTheSwitchover()
     {
