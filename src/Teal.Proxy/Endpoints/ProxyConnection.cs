@@ -133,6 +133,22 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// Whether the state read ahead of the pause found LISTEN channels: a quiet client that may
+    /// be waiting for notifications, which it must not miss on green while its session logs in
+    /// there after the resume.
+    /// </summary>
+    internal bool ListensAhead
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _readAhead is { Channels.Count: > 0 };
+            }
+        }
+    }
+
     /// <summary>Set by the endpoint, under its gate, when the connection may go upstream.</summary>
     public bool Admitted { get; set; }
 

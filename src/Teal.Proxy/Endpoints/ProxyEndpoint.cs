@@ -286,7 +286,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
     /// <summary>
     /// Before the pause, green still fenced: every PostgreSQL session that can move and whose
-    /// client sent something within <see cref="ActivityWindow"/> logs in on
+    /// client sent something within <see cref="ActivityWindow"/> (or that LISTENs) logs in on
     /// <paramref name="target"/> over green's local socket now (<see cref="ProxyConnection.LogInBeforePause"/>),
     /// so that its move at the drain only waits for the route. Waits at most <see cref="LoginBeforePauseWait"/>;
     /// a move waits for a login still under way until the route comes. The resume closes the logins
@@ -318,7 +318,10 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         await Task.Delay(ActivityWindow, _timeProvider, cancellationToken);
         // The state read ahead runs meanwhile: a session whose client's query waits behind it has
         // sent nothing new in the window, yet is at work (under load, the read can outlast it).
-        var active = sessions.Where((c, i) => c.ClientReads != reads[i] || c.WaitsOnReadAhead).ToList();
+        // A quiet session that LISTENs logs in now too: logged in ahead, it replays its LISTEN on
+        // green before the resume, so it hears what other sessions notify there from their first
+        // write; logged in after the resume, it would miss what they notified meanwhile.
+        var active = sessions.Where((c, i) => c.ClientReads != reads[i] || c.WaitsOnReadAhead || c.ListensAhead).ToList();
         var generation = Interlocked.Increment(ref _loginBeforePauseGeneration);
         var logins = active.Select(c => c.LogInBeforePause(target, socket, _stopping.Token)).OfType<Task<LoggedInSession?>>().ToList();
         var started = Stopwatch.GetTimestamp();

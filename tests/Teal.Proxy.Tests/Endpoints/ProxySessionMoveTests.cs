@@ -197,6 +197,37 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     /// <summary>
+    /// A quiet session that LISTENs (a worker waiting for notifications) logs in on green before
+    /// the pause like a busy one, so that its LISTEN is on green before the resume; a quiet one
+    /// without channels still waits for green to open.
+    /// </summary>
+    [Fact]
+    public async Task QuietListeningSession_LogsInBeforeThePause_QuietOthersDoNot()
+    {
+        var tag = $"teal-listen-{Guid.NewGuid():N}"[..24];
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var listener = await OpenNamedAsync(endpoint, $"{tag}-l");
+        await using var quiet = await OpenNamedAsync(endpoint, $"{tag}-q");
+        await Execute(listener, "listen teal_jobs");
+        await using (await servers.Green.AdmitTealsOsUserLocallyAsync())
+        {
+            // As pause-endpoints' prepare does: the state read ahead and the logins at the same time.
+            await Task.WhenAll(
+                endpoint.PrepareAsync(TimeSpan.FromSeconds(30), CancellationToken.None),
+                endpoint.LogInBeforePauseAsync(servers.GreenTarget, servers.Green.LocalSocket, CancellationToken.None));
+
+            (await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}-l'")).ShouldBe(1, "the listening session did not log in on green before the pause");
+            (await servers.Green.ScalarAsync<long>($"select count(*) from pg_stat_activity where application_name = '{tag}-q'")).ShouldBe(0);
+        }
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.Moving.ShouldBe(2);
+        (await ScalarAsync<string>(listener, "select string_agg(c, ',') from pg_listening_channels() c")).ShouldBe("teal_jobs");
+        (await ScalarAsync<int>(quiet, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+    }
+
+    /// <summary>
     /// A session logged in on green before the pause gets its state there while the endpoint is
     /// still paused, not at the resume: the replay is a new backend's first work (catalog caches,
     /// the client's statements parsed), which would otherwise fall inside the client's gap.
