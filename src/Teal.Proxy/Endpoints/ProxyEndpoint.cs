@@ -388,11 +388,28 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         }
 
         _verifierCache = new();
+        // Sessions that LISTEN leave last: a transaction that other sessions finish on the old
+        // server may NOTIFY at its commit, and a listener gone from there by then never hears it.
+        var listeners = draining.Where(c => c is ProxyConnection { ListensAhead: true }).ToList();
+        var outcomes = await DepartAsync([.. draining.Except(listeners)], budget, cancellationToken);
+        outcomes.AddRange(await DepartAsync(listeners, budget - Stopwatch.GetElapsedTime(started), cancellationToken));
+        var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
+        var moving = outcomes.Count(o => o == ConnectionOutcome.Moving);
+        Interlocked.Add(ref _sessionsClosed, cut);
+        var result = new EndpointDrainResult(draining.Count - cut - moving, cut) { Moving = moving };
+        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline, moving);
+        return result;
+    }
+
+    /// <summary>Asks each connection to leave at its transaction boundary; cuts those still in a transaction when <paramref name="budget"/> is spent.</summary>
+    private async Task<List<ConnectionOutcome>> DepartAsync(List<IEndpointConnection> draining, TimeSpan budget, CancellationToken cancellationToken)
+    {
         var departures = draining.Select(c => c.RequestDrain()).ToList();
         var all = Task.WhenAll(departures);
         try
         {
-            await all.WaitAsync(budget, _timeProvider, cancellationToken);
+            await all.WaitAsync(budget > TimeSpan.Zero ? budget : TimeSpan.Zero, _timeProvider, cancellationToken);
         }
         catch (TimeoutException)
         {
@@ -408,14 +425,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             await all;
         }
 
-        var outcomes = departures.Select(d => d.Result).ToList();
-        var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
-        var moving = outcomes.Count(o => o == ConnectionOutcome.Moving);
-        Interlocked.Add(ref _sessionsClosed, cut);
-        var result = new EndpointDrainResult(draining.Count - cut - moving, cut) { Moving = moving };
-        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline, moving);
-        return result;
+        return [.. departures.Select(d => d.Result)];
     }
 
     public Task FlipAsync(EndpointTarget target, CancellationToken cancellationToken) => FlipAsync([target], cancellationToken);

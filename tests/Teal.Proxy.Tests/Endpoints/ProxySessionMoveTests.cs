@@ -228,6 +228,34 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     /// <summary>
+    /// In the drain, a session that LISTENs leaves its server after the others: a transaction
+    /// that finishes there during the drain and NOTIFYs at its commit still reaches the listener.
+    /// </summary>
+    [Fact]
+    public async Task Drain_ListeningSessionLeavesLast_HearsWhatATransactionFinishingInTheDrainNotifies()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var listener = await OpenThroughAsync(endpoint, servers.Blue);
+        var heard = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        listener.Notification += (_, e) => heard.Enqueue(e.Payload);
+        await Execute(listener, "listen teal_late");
+        await using var writer = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(writer, "begin; select 1");
+        await endpoint.PrepareAsync(TimeSpan.FromSeconds(30), CancellationToken.None); // reads the listener's state ahead
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drain = endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None);
+        await Task.Delay(300); // the drain waits for the writer's transaction
+        await Execute(writer, "notify teal_late, 'committed-in-the-drain'; commit");
+        (await drain).Moving.ShouldBe(2);
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        (await ScalarAsync<int>(listener, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        heard.ShouldContain("committed-in-the-drain", "the listener had left blue before the transaction's commit notified it");
+    }
+
+    /// <summary>
     /// A session logged in on green before the pause gets its state there while the endpoint is
     /// still paused, not at the resume: the replay is a new backend's first work (catalog caches,
     /// the client's statements parsed), which would otherwise fall inside the client's gap.
