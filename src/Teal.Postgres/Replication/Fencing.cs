@@ -208,7 +208,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var released = await ReleaseAsync(conn, Holder(side), cancellationToken);
+        // Blue is unfenced only by a rollback, which retries until it succeeds: a role lock may
+        // refuse it, naming the session (see ReleaseAsync). Green's unfence runs after the point
+        // of no return, where a refusal would stop the switchover: it waits, as it always did.
+        var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, cancellationToken);
         _fencedAt.TryRemove(side, out _);
         if (!released)
         {
@@ -348,9 +351,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// transaction and one round trip (it runs inside the write pause, at open-green): the
     /// holder is never gone while the logins it held stay taken with no holder left.
     /// </summary>
-    private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, string holder, CancellationToken cancellationToken)
+    /// <remarks>
+    /// With <paramref name="capRoleLocks"/>, as the fence, it waits <see cref="RoleLockWait"/> at most for a recorded role's row that an
+    /// open transaction changed, then refuses naming the sessions, and has let go of nothing. A
+    /// rollback retries its undo until it succeeds, so the side stays fenced until that
+    /// transaction ends either way; the refusal makes each retry's event say what to end
+    /// instead of "canceling statement due to user request" after the undo's own timeout.
+    /// </remarks>
+    private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, Side side, string holder, bool capRoleLocks, CancellationToken cancellationToken)
     {
         await using var batch = conn.CreateBatch();
+        if (capRoleLocks)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_catalog.set_config('lock_timeout', '{(int)RoleLockWait.TotalMilliseconds}', true)"));
+        }
+
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP ROLE IF EXISTS {Sql.Ident(holder)}"));
         batch.BatchCommands.Add(new NpgsqlBatchCommand(
             $$"""
@@ -364,17 +379,30 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             $teal_release$
             """));
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE {HolderPattern})"));
-        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
-        do
+        try
         {
-            if (await reader.ReadAsync(cancellationToken))
+            await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+            // The last result is whether no holder is left (set_config's, first when capped, is text).
+            var released = false;
+            do
             {
-                return reader.GetBoolean(0);
+                if (await reader.ReadAsync(cancellationToken) && reader.GetFieldType(0) == typeof(bool))
+                {
+                    released = reader.GetBoolean(0);
+                }
             }
-        }
-        while (await reader.NextResultAsync(cancellationToken));
+            while (await reader.NextResultAsync(cancellationToken));
 
-        throw new InvalidOperationException("the fence release batch returned no row");
+            return released;
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            throw new TealException(
+                "fence.role-locked",
+                $"{LinkSessions.Role(side)}: an open transaction is changing a role the fence took LOGIN from, and still held it after {RoleLockWait.TotalSeconds:0.#} s; the fence stays until it ends. Sessions with uncommitted role changes: {await RoleChangersAsync(conn, cancellationToken)}",
+                $"commit or roll back that transaction on {LinkSessions.Role(side)} (or end its session with pg_terminate_backend); Teal lets go of the fence at its next attempt",
+                ex);
+        }
     }
 
     private const string HolderPattern = @"rolname LIKE 'teal\_%\_fence\_blue' OR rolname LIKE 'teal\_%\_fence\_green'";

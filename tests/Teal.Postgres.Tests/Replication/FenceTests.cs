@@ -227,6 +227,40 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
     }
 
     [Fact]
+    public async Task RoleChangedByAnOpenTransactionAfterTheFence_UnfenceRefusesWithinSeconds_NamingTheSession_AndLetsGoOfNothing()
+    {
+        var loginsBefore = await LoginsAsync();
+        // A DBA's session from before the fence rotates a password and leaves it uncommitted:
+        // the unfence's ALTER ROLE … LOGIN for that role waits for the transaction.
+        await using var dba = await OpenAsync("fence_su", "su-secret");
+        await ExecAsync(dba, "SET application_name = 'late-rotation'");
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        try
+        {
+            await ExecAsync(dba, "BEGIN READ WRITE; ALTER ROLE fence_app PASSWORD 'app-secret'");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var refused = await Should.ThrowAsync<TealException>(deployment.Link.UnfenceAsync(Side.Blue, default).WaitAsync(TimeSpan.FromSeconds(30)));
+
+            refused.Code.ShouldBe("fence.role-locked");
+            refused.Message.ShouldContain($"pid {dba.ProcessID} (fence_su, late-rotation");
+            refused.Message.ShouldContain("the fence stays until it ends");
+            clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(15));
+            // One transaction: the holder is still there and no login came back.
+            (await deployment.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_roles WHERE rolname = '{deployment.Name}_fence_blue'")).ShouldBe(1);
+            (await CanLogInAsync("fence_app", "app-secret")).ShouldBeFalse();
+        }
+        finally
+        {
+            await ExecAsync(dba, "ROLLBACK");
+            // Once that transaction has ended, the next attempt lets go.
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+        (await CanLogInAsync("fence_app", "app-secret")).ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task LoginGivenBackWhileTheDrainEndsSessions_IsTakenAgainBeforeTheDrainReturns()
     {
         var loginsBefore = await LoginsAsync();
