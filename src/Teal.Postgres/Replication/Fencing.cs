@@ -317,14 +317,18 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             }
             catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
             {
-                throw new TealException(
-                    "fence.role-locked",
-                    $"{LinkSessions.Role(side)}: an open transaction is changing a role the fence must take LOGIN from, and still held it after {RoleLockWait.TotalSeconds:0.#} s; nothing was fenced. Sessions with uncommitted role changes: {await RoleChangersAsync(conn, cancellationToken)}",
-                    $"commit or roll back that transaction on {LinkSessions.Role(side)} (or end its session with pg_terminate_backend), then switch over again",
-                    ex);
+                throw await RoleLockedAsync(conn, side, "the fence must take LOGIN from", "nothing was fenced", ", then switch over again", ex, cancellationToken);
             }
         }
     }
+
+    /// <summary>The refusal when an open transaction held a role's row longer than <see cref="RoleLockWait"/>: what it blocked, what that left, and whom to end.</summary>
+    private static async Task<TealException> RoleLockedAsync(NpgsqlConnection conn, Side side, string role, string outcome, string then, PostgresException cause, CancellationToken cancellationToken) =>
+        new(
+            "fence.role-locked",
+            $"{LinkSessions.Role(side)}: an open transaction is changing a role {role}, and still held it after {RoleLockWait.TotalSeconds:0.#} s; {outcome}. Sessions with uncommitted role changes: {await RoleChangersAsync(conn, cancellationToken)}",
+            $"commit or roll back that transaction on {LinkSessions.Role(side)} (or end its session with pg_terminate_backend){then}",
+            cause);
 
     /// <summary>How long the fence waits for a role's row that an open transaction has changed.</summary>
     private static readonly TimeSpan RoleLockWait = TimeSpan.FromSeconds(2);
@@ -397,11 +401,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
         catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
         {
-            throw new TealException(
-                "fence.role-locked",
-                $"{LinkSessions.Role(side)}: an open transaction is changing a role the fence took LOGIN from, and still held it after {RoleLockWait.TotalSeconds:0.#} s; the fence stays until it ends. Sessions with uncommitted role changes: {await RoleChangersAsync(conn, cancellationToken)}",
-                $"commit or roll back that transaction on {LinkSessions.Role(side)} (or end its session with pg_terminate_backend); Teal lets go of the fence at its next attempt",
-                ex);
+            throw await RoleLockedAsync(conn, side, "the fence took LOGIN from", "the fence stays until it ends", "; Teal lets go of the fence at its next attempt", ex, cancellationToken);
         }
     }
 
