@@ -390,9 +390,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         _verifierCache = new();
         // Sessions that LISTEN leave last: a transaction that other sessions finish on the old
         // server may NOTIFY at its commit, and a listener gone from there by then never hears it.
+        // What is left of the budget, and at least a moment: a listener between transactions
+        // leaves in milliseconds, and must not be cut because another session used the budget up.
         var listeners = draining.Where(c => c is ProxyConnection { ListensAhead: true }).ToList();
         var outcomes = await DepartAsync([.. draining.Except(listeners)], budget, cancellationToken);
-        outcomes.AddRange(await DepartAsync(listeners, budget - Stopwatch.GetElapsedTime(started), cancellationToken));
+        var left = budget - Stopwatch.GetElapsedTime(started);
+        outcomes.AddRange(await DepartAsync(listeners, left > ListenerLeaveWait ? left : ListenerLeaveWait, cancellationToken));
         var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
         var moving = outcomes.Count(o => o == ConnectionOutcome.Moving);
         Interlocked.Add(ref _sessionsClosed, cut);
@@ -402,6 +405,8 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         return result;
     }
 
+    private static readonly TimeSpan ListenerLeaveWait = TimeSpan.FromSeconds(1);
+
     /// <summary>Asks each connection to leave at its transaction boundary; cuts those still in a transaction when <paramref name="budget"/> is spent.</summary>
     private async Task<List<ConnectionOutcome>> DepartAsync(List<IEndpointConnection> draining, TimeSpan budget, CancellationToken cancellationToken)
     {
@@ -409,7 +414,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         var all = Task.WhenAll(departures);
         try
         {
-            await all.WaitAsync(budget > TimeSpan.Zero ? budget : TimeSpan.Zero, _timeProvider, cancellationToken);
+            await all.WaitAsync(budget, _timeProvider, cancellationToken);
         }
         catch (TimeoutException)
         {

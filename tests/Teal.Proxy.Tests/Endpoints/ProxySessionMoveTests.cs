@@ -256,6 +256,30 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
     }
 
     /// <summary>
+    /// A listener leaves after the others, but is not cut because another session's transaction
+    /// used the whole drain budget up: it still moves.
+    /// </summary>
+    [Fact]
+    public async Task Drain_BudgetSpentByAnotherSession_TheListenerStillMoves()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var listener = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(listener, "listen teal_budget");
+        await using var writer = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(writer, "begin; select 1");
+        await endpoint.PrepareAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drained = await endpoint.DrainAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None);
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        drained.ClosedAtDeadline.ShouldBe(1, "the writer's transaction outlasted the budget");
+        drained.Moving.ShouldBe(1, "the listener was cut with the writer");
+        (await ScalarAsync<string>(listener, "select inet_server_port() || ' ' || (select string_agg(c, ',') from pg_listening_channels() c)")).ShouldBe($"{servers.Green.Port} teal_budget");
+    }
+
+    /// <summary>
     /// A session logged in on green before the pause gets its state there while the endpoint is
     /// still paused, not at the resume: the replay is a new backend's first work (catalog caches,
     /// the client's statements parsed), which would otherwise fall inside the client's gap.
