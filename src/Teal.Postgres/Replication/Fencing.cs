@@ -386,18 +386,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         try
         {
             await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
-            // The last result is whether no holder is left (set_config's, first when capped, is text).
-            var released = false;
+            if (capRoleLocks)
+            {
+                await reader.NextResultAsync(cancellationToken); // past set_config's row
+            }
+
             do
             {
-                if (await reader.ReadAsync(cancellationToken) && reader.GetFieldType(0) == typeof(bool))
+                if (await reader.ReadAsync(cancellationToken))
                 {
-                    released = reader.GetBoolean(0);
+                    return reader.GetBoolean(0);
                 }
             }
             while (await reader.NextResultAsync(cancellationToken));
 
-            return released;
+            throw new InvalidOperationException("the fence release batch returned no row");
         }
         catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
         {

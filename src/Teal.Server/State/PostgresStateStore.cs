@@ -148,16 +148,28 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
         var time = _time.GetUtcNow();
         var payload = data ?? new Dictionary<string, string>();
         long seq = 0;
-        await WriteAsync(async (c, ct) => seq = await InsertEventAsync(c, time, new NewEvent(deploymentId, kind, message, payload), ct), cancellationToken);
+        await WriteAsync(
+            async (c, ct) =>
+            {
+                await LockEventOrderAsync(c, ct);
+                seq = await InsertEventAsync(c, time, new NewEvent(deploymentId, kind, message, payload), ct);
+            },
+            cancellationToken);
         _signal.Pulse();
         return new DeploymentEvent(seq, time, deploymentId, kind, message) { Data = payload };
     }
 
+    /// <summary>
+    /// Held by every transaction that inserts events, until it ends: a sequence hands out numbers
+    /// at insert, not at commit, so without it a reader following "after seq N" could pass an
+    /// event that commits after a later one.
+    /// </summary>
+    private static Task<int> LockEventOrderAsync(NpgsqlConnection c, CancellationToken ct) =>
+        ExecuteAsync(c, $"SELECT pg_advisory_xact_lock({PostgresStateSchema.LockClass}, {PostgresStateSchema.EventOrder})", ct);
+
+    /// <summary>Inserts one event; the transaction holds <see cref="LockEventOrderAsync"/> already.</summary>
     private static async Task<long> InsertEventAsync(NpgsqlConnection c, DateTimeOffset time, NewEvent e, CancellationToken ct)
     {
-        // A sequence hands out numbers at insert, not at commit: without this lock a reader
-        // following "after seq N" could pass an event that commits after a later one.
-        await ExecuteAsync(c, $"SELECT pg_advisory_xact_lock({PostgresStateSchema.LockClass}, {PostgresStateSchema.EventOrder})", ct);
         await using var command = Command(
             c,
             "INSERT INTO events (time, deployment_id, kind, message, data) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
@@ -261,6 +273,11 @@ public sealed class PostgresStateStore : IStateStore, IDisposable
                 foreach (var entry in change.Journal)
                 {
                     await InsertJournalAsync(c, entry, ct);
+                }
+
+                if (change.Events.Count > 0)
+                {
+                    await LockEventOrderAsync(c, ct);
                 }
 
                 var time = _time.GetUtcNow();
