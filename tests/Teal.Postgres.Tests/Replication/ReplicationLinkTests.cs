@@ -296,7 +296,15 @@ public sealed class ReplicationLinkTests(ReplicatedDeploymentFixture deployment,
         {
             var started = System.Diagnostics.Stopwatch.StartNew();
             var drain = deployment.Link.DrainAsync(Side.Blue, TimeSpan.FromMilliseconds(1000), default);
-            await Task.Delay(100);
+            // Commit only once the drain has listed the transactions open at the fence (its query
+            // is on blue): a commit before that is not one the drain let finish.
+            var listed = System.Diagnostics.Stopwatch.StartNew();
+            while (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%xact_start IS NOT NULL AND xact_start <=%' AND pid <> pg_backend_pid()") == 0)
+            {
+                listed.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(10), "the drain never listed the open transactions");
+                await Task.Delay(2);
+            }
+
             await using (var commit = new NpgsqlCommand("COMMIT", quick))
             {
                 // Begun before the fence, so still read-write: it may finish within the budget.
