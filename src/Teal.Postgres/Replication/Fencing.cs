@@ -118,7 +118,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             return null;
         }
 
-        await conn.ExecuteAsync(
+        // The holder is made in the round trip that reads the file (committed before the file changes).
+        return await HbaFence.CloseAsync(
+            conn,
+            LinkSessions.Role(side),
             $$"""
             DO $teal_holder$
             BEGIN
@@ -129,7 +132,6 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             $teal_holder$
             """,
             cancellationToken);
-        return await HbaFence.CloseAsync(conn, LinkSessions.Role(side), cancellationToken);
     }
 
     private async Task ConfirmLoginAsync(NpgsqlConnection conn, Side side, CancellationToken cancellationToken)

@@ -44,12 +44,40 @@ internal static class HbaFence
     /// <summary>
     /// Fences the server's pg_hba.conf: saves it (unless it is fenced already, whose original is
     /// saved), writes the fenced file and checks the server parses it; returns the fenced file.
-    /// The caller reloads, then confirms Teal still logs in with a new session, and opens the file
-    /// again if not.
+    /// <paramref name="prelude"/> runs first, in the same round trip as the file's read (the
+    /// fence's holder role). The caller reloads, then confirms Teal still logs in with a new
+    /// session, and opens the file again if not.
     /// </summary>
-    public static async Task<string> CloseAsync(NpgsqlConnection conn, string side, CancellationToken cancellationToken)
+    /// <remarks>
+    /// Three round trips (read, save, write and check) where there were fourteen: this runs inside
+    /// the write pause, where each one waits for a server busy with the clients' last transactions.
+    /// </remarks>
+    public static async Task<string> CloseAsync(NpgsqlConnection conn, string side, string prelude, CancellationToken cancellationToken)
     {
-        var current = await ReadAsync(conn, "current_setting('hba_file')", cancellationToken);
+        await using var read = conn.CreateBatch();
+        read.BatchCommands.Add(new NpgsqlBatchCommand(prelude));
+        read.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_read_binary_file(current_setting('hba_file')), {MapsTealSql}")
+        {
+            Parameters = { new NpgsqlParameter { Value = LocalLogin.OsUser } },
+        });
+        string current;
+        bool mapsTeal;
+        await using (var reader = await read.ExecuteReaderAsync(cancellationToken))
+        {
+            while (reader.FieldCount == 0 && await reader.NextResultAsync(cancellationToken))
+            {
+                // Past the prelude's result.
+            }
+
+            if (!await reader.ReadAsync(cancellationToken))
+            {
+                throw new InvalidOperationException("reading pg_hba.conf returned no row");
+            }
+
+            current = Encoding.UTF8.GetString((byte[])reader.GetValue(0));
+            mapsTeal = reader.GetBoolean(1);
+        }
+
         if (IsFenced(current))
         {
             return current;
@@ -57,12 +85,13 @@ internal static class HbaFence
 
         // Saved first: a crash after it leaves the original both in place and saved.
         await WriteAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", current, cancellationToken);
-        var fenced = Fenced(current, await MapsTealAsync(conn, cancellationToken));
-        await WriteAsync(conn, "current_setting('hba_file')", fenced, cancellationToken);
-        var errors = await conn.QueryAsync(
-            "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number",
-            r => r.GetString(0),
-            cancellationToken);
+        var fenced = Fenced(current, mapsTeal);
+        var errors = await WriteAsync(
+            conn,
+            "current_setting('hba_file')",
+            fenced,
+            cancellationToken,
+            then: "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number");
         if (errors.Count > 0)
         {
             await WriteAsync(conn, "current_setting('hba_file')", current, cancellationToken);
@@ -75,13 +104,20 @@ internal static class HbaFence
     /// <summary>Puts the server's own pg_hba.conf back if it is fenced; returns whether it was. The caller reloads.</summary>
     public static async Task<bool> OpenAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
     {
-        if (!await IsClosedAsync(conn, cancellationToken))
+        // The saved file is read in the same round trip, only when the file on disk is fenced.
+        var saved = await conn.ScalarAsync<byte[]>(
+            $"""
+            SELECT CASE WHEN position(convert_to('{Marker}', 'UTF8') IN f) = 1
+                        THEN pg_read_binary_file(current_setting('hba_file') || '{SavedSuffix}') END
+            FROM pg_read_binary_file(current_setting('hba_file')) f
+            """,
+            cancellationToken);
+        if (saved is null)
         {
             return false;
         }
 
-        var saved = await ReadAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", cancellationToken);
-        await WriteAsync(conn, "current_setting('hba_file')", saved, cancellationToken);
+        await WriteAsync(conn, "current_setting('hba_file')", Encoding.UTF8.GetString(saved), cancellationToken);
         return true;
     }
 
@@ -146,15 +182,12 @@ internal static class HbaFence
     /// Whether the server lets Teal's OS user log in over its Unix socket (<see cref="LocalLogin"/>:
     /// Teal provisioned it with the map, or wrote a line per role, <see cref="MapRolesAsync"/>).
     /// </summary>
-    private static Task<bool> MapsTealAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
-        conn.ScalarAsync<bool>(
-            $"""
-            SELECT current_setting('unix_socket_directories') <> ''
-               AND EXISTS (SELECT 1 FROM pg_ident_file_mappings
-                           WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND error IS NULL)
-            """,
-            cancellationToken,
-            LocalLogin.OsUser);
+    // $1 is Teal's OS user.
+    private const string MapsTealSql = $"""
+        current_setting('unix_socket_directories') <> ''
+           AND EXISTS (SELECT 1 FROM pg_ident_file_mappings
+                       WHERE map_name = '{LocalLogin.MapName}' AND sys_name = $1 AND error IS NULL)
+        """;
 
     /// <summary>
     /// The fenced file: the server's rules that match Teal's login (user <c>all</c> or
@@ -283,15 +316,42 @@ internal static class HbaFence
 
     /// <summary>
     /// Writes a file as the server's OS user: a large object exported and unlinked in one
-    /// transaction, so nothing of it stays in the database.
+    /// transaction, so nothing of it stays in the database; one round trip, the statements
+    /// pipelined in the implicit transaction of one Sync (a large object made by a statement is
+    /// visible only to the next ones, so they are three, the object's id passed on in a setting
+    /// local to the transaction). <paramref name="then"/>, a query of one text column, runs after
+    /// the write in the same round trip (a check of the file written); its rows are returned.
     /// </summary>
-    private static async Task WriteAsync(NpgsqlConnection conn, string pathExpression, string content, CancellationToken cancellationToken)
+    private static async Task<List<string>> WriteAsync(NpgsqlConnection conn, string pathExpression, string content, CancellationToken cancellationToken, string? then = null)
     {
-        await using var transaction = await conn.BeginTransactionAsync(cancellationToken);
-        // Three statements: a large object made by a statement is visible only to the next ones.
-        var oid = await conn.ScalarAsync<long>("SELECT lo_from_bytea(0, $1)::bigint", cancellationToken, Encoding.UTF8.GetBytes(content));
-        await conn.ExecuteAsync($"SELECT lo_export($1::oid, {pathExpression})", cancellationToken, oid);
-        await conn.ExecuteAsync("SELECT lo_unlink($1::oid)", cancellationToken, oid);
-        await transaction.CommitAsync(cancellationToken);
+        await using var batch = conn.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT pg_catalog.set_config('teal.file_object', pg_catalog.lo_from_bytea(0, $1)::text, true)")
+        {
+            Parameters = { new NpgsqlParameter { Value = Encoding.UTF8.GetBytes(content) } },
+        });
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_catalog.lo_export(current_setting('teal.file_object')::oid, {pathExpression})"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT pg_catalog.lo_unlink(current_setting('teal.file_object')::oid)"));
+        if (then is not null)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(then));
+        }
+
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        var rows = new List<string>();
+        // On the first statement's result: the check's is the fourth.
+        for (var step = 0; step < 3; step++)
+        {
+            if (!await reader.NextResultAsync(cancellationToken))
+            {
+                return rows;
+            }
+        }
+
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            rows.Add(reader.GetString(0));
+        }
+
+        return rows;
     }
 }

@@ -269,6 +269,40 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     }
 
     [Fact]
+    public async Task FencedFile_ThatDoesNotParse_IsRefused_NamingTheLine_AndTheServersOwnFileComesBack()
+    {
+        const string db = "hba_invalid";
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
+        var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllBytesAsync(hbaFile);
+        // A DBA's edit not reloaded yet: the server runs on the rules it read, the file on disk
+        // has a rule for everyone, Teal's login included, that no PostgreSQL accepts.
+        var own = System.Text.Encoding.UTF8.GetString(original) + "host all all 127.0.0.1/32 no-such-method\n";
+        await File.WriteAllTextAsync(hbaFile, own);
+        try
+        {
+            var name = LinkTestKit.NewName("teal");
+            var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
+            await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec);
+
+            var refused = await Should.ThrowAsync<TealException>(() => LinkTestKit.StartAsync(link));
+
+            refused.Code.ShouldBe("fence.hba-invalid");
+            refused.Message.ShouldContain("no-such-method");
+            refused.Message.ShouldContain("its own file was put back");
+            (await File.ReadAllTextAsync(hbaFile)).ShouldBe(own);
+            // Written in one round trip each, the files left no large object behind.
+            (await servers.Green.ScalarAsync<long>("SELECT count(*) FROM pg_largeobject_metadata", db)).ShouldBe(0);
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT 1", servers.Green.User, servers.Green.Password)).ShouldBeNull();
+            await link.RemoveAsync(default);
+        }
+        finally
+        {
+            await File.WriteAllBytesAsync(hbaFile, original);
+        }
+    }
+
+    [Fact]
     public async Task FencedFile_ThatWouldLockTealOut_IsRefused_AndTheServersOwnFileComesBack()
     {
         const string db = "hba_lockout";
