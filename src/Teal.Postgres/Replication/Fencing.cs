@@ -75,9 +75,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var fencedFile = await CloseAsync(conn, side, cancellationToken);
         await ResetOverridesAsync(conn, cancellationToken);
-        // ALTER SYSTEM refuses to run in a transaction block: its own round trip.
-        await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
-        var at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
+        var at = await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
         try
         {
@@ -245,8 +243,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // loop caught it). With one reload, "off" on the observer means the postmaster has
         // handled it: later logins inherit "off", earlier ones have the signal pending, which a
         // backend handles before it runs its next command.
-        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
-        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
 
         // Logins come back with the reload (an early login that still meets the fenced file, or
         // NOLOGIN, is made again at the resume).
@@ -257,6 +254,28 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
         await RestoreOverridesAsync(conn, cancellationToken);
         await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
+    }
+
+    /// <summary>
+    /// <paramref name="alterSystem"/>, then the reload, in one round trip (both inside the write
+    /// pause); returns when the server handled the reload call. ALTER SYSTEM runs only outside a
+    /// transaction block: first in the pipeline it is, and it commits at once, so the reload runs
+    /// in a transaction of its own after it; should it fail, the server skips the reload (the rest
+    /// of a pipeline after an error is skipped up to its Sync).
+    /// </summary>
+    private static async Task<DateTime> AlterSystemAndReloadAsync(NpgsqlConnection conn, string alterSystem, CancellationToken cancellationToken)
+    {
+        await using var batch = conn.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(alterSystem));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
+        // ALTER SYSTEM returns no result set: the reader starts on the reload's.
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        if (!await reader.ReadAsync(cancellationToken))
+        {
+            throw new InvalidOperationException("the reload after ALTER SYSTEM returned no row");
+        }
+
+        return reader.GetDateTime(0);
     }
 
     /// <summary>Whether the fence's read-only default (ALTER SYSTEM) is in the server's postgresql.auto.conf.</summary>
@@ -452,8 +471,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             await HbaFence.OpenAsync(conn, cancellationToken);
         }
 
-        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
-        await conn.ExecuteAsync("SELECT pg_reload_conf()", cancellationToken);
+        await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
         await RestoreOverridesAsync(conn, cancellationToken);
         await DropRecordIfUnusedAsync(conn, cancellationToken);
         return roles;

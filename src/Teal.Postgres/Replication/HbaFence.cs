@@ -62,13 +62,9 @@ internal static class HbaFence
         });
         string current;
         bool mapsTeal;
+        // The prelude returns no result set: the reader starts on the read's.
         await using (var reader = await read.ExecuteReaderAsync(cancellationToken))
         {
-            while (reader.FieldCount == 0 && await reader.NextResultAsync(cancellationToken))
-            {
-                // Past the prelude's result.
-            }
-
             if (!await reader.ReadAsync(cancellationToken))
             {
                 throw new InvalidOperationException("reading pg_hba.conf returned no row");

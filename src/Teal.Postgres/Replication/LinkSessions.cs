@@ -83,16 +83,19 @@ internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
     /// Fills the pools the switchover uses with open sessions: two per side in the deployment's
     /// database (sequence sync reads both sides at once, a step may hold one while opening
     /// another) and one observer per side. Each opens and goes back to its pool, where it stays
-    /// for the pool's idle lifetime (minutes), well past a switchover.
+    /// for the pool's idle lifetime (minutes), well past a switchover. The fence's steps run
+    /// PL/pgSQL blocks (<see cref="Fencing"/>): the sessions that run them load the language
+    /// here, which the first block in a backend otherwise does inside the write pause (9 ms
+    /// per backend on an idle machine, measured against 0.7 ms for a later block).
     /// </summary>
     public async Task WarmUpAsync(CancellationToken cancellationToken)
     {
         Func<Task<NpgsqlConnection>>[] opens =
         [
-            () => OpenAsync(Side.Blue, cancellationToken),
-            () => OpenAsync(Side.Blue, cancellationToken),
-            () => OpenAsync(Side.Green, cancellationToken),
-            () => OpenAsync(Side.Green, cancellationToken),
+            () => OpenWithPlpgsqlAsync(Side.Blue, cancellationToken),
+            () => OpenWithPlpgsqlAsync(Side.Blue, cancellationToken),
+            () => OpenWithPlpgsqlAsync(Side.Green, cancellationToken),
+            () => OpenWithPlpgsqlAsync(Side.Green, cancellationToken),
             () => OpenObserverAsync(Side.Blue, cancellationToken),
             () => OpenObserverAsync(Side.Green, cancellationToken),
         ];
@@ -109,6 +112,22 @@ internal sealed class LinkSessions(LinkSpec spec) : IAsyncDisposable
             {
                 await open.Result.DisposeAsync();
             }
+        }
+    }
+
+    private async Task<NpgsqlConnection> OpenWithPlpgsqlAsync(Side side, CancellationToken cancellationToken)
+    {
+        var conn = await OpenAsync(side, cancellationToken);
+        try
+        {
+            // Loads the language into this backend (DISCARD ALL, when the pool hands it out again, keeps it).
+            await conn.ExecuteAsync("DO $teal_warm$ BEGIN END $teal_warm$", cancellationToken);
+            return conn;
+        }
+        catch
+        {
+            await conn.DisposeAsync();
+            throw;
         }
     }
 

@@ -21,9 +21,11 @@ internal static class LinkTestKit
     public static ConnectionInfo Connection(PostgresServer server, string database) =>
         new(server.Host, server.Port, server.User, server.Password, database);
 
-    public static PostgresReplicationLink Link(PostgresServer blue, PostgresServer green, string database, string name, LinkSpec? overrides = null, TimeProvider? time = null)
-    {
-        var spec = (overrides ?? new LinkSpec(name, Connection(blue, database), Connection(green, database))) with
+    public static PostgresReplicationLink Link(PostgresServer blue, PostgresServer green, string database, string name, LinkSpec? overrides = null, TimeProvider? time = null) =>
+        new(Spec(blue, green, database, name, overrides), TestDirectories.Catalog, time ?? TimeProvider.System);
+
+    public static LinkSpec Spec(PostgresServer blue, PostgresServer green, string database, string name, LinkSpec? overrides = null) =>
+        (overrides ?? new LinkSpec(name, Connection(blue, database), Connection(green, database))) with
         {
             Name = name,
             Blue = Connection(blue, database),
@@ -33,8 +35,6 @@ internal static class LinkTestKit
             BlueControlPassword = blue.ControlPassword,
             GreenControlPassword = green.ControlPassword,
         };
-        return new PostgresReplicationLink(spec, TestDirectories.Catalog, time ?? TimeProvider.System);
-    }
 
     public static string NewName(string prefix) => $"{prefix}_{Guid.NewGuid():N}"[..(prefix.Length + 9)];
 
