@@ -272,7 +272,6 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     public async Task FencedFile_ThatDoesNotParse_IsRefused_NamingTheLine_AndTheServersOwnFileComesBack()
     {
         const string db = "hba_invalid";
-        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
         var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
         var original = await File.ReadAllBytesAsync(hbaFile);
         // A DBA's edit not reloaded yet: the server runs on the rules it read, the file on disk
@@ -281,11 +280,8 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         await File.WriteAllTextAsync(hbaFile, own);
         try
         {
-            var name = LinkTestKit.NewName("teal");
-            var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
-            await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec);
-
-            var refused = await Should.ThrowAsync<TealException>(() => LinkTestKit.StartAsync(link));
+            var (link, refused) = await StartRefusedAsync(db);
+            await using var _ = link;
 
             refused.Code.ShouldBe("fence.hba-invalid");
             refused.Message.ShouldContain("no-such-method");
@@ -306,7 +302,6 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     public async Task FencedFile_ThatWouldLockTealOut_IsRefused_AndTheServersOwnFileComesBack()
     {
         const string db = "hba_lockout";
-        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
         var hbaFile = Path.Combine(servers.Green.Server.DataDirectory, "pg_hba.conf");
         var original = await File.ReadAllBytesAsync(hbaFile);
         // Every login, Teal's included, is admitted only by a rule naming its users through a
@@ -318,11 +313,8 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         await servers.Green.ExecuteAsync("SELECT pg_reload_conf()");
         try
         {
-            var name = LinkTestKit.NewName("teal");
-            var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
-            await using var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec);
-
-            var refused = await Should.ThrowAsync<TealException>(() => LinkTestKit.StartAsync(link));
+            var (link, refused) = await StartRefusedAsync(db);
+            await using var _ = link;
 
             refused.Code.ShouldBe("fence.hba-locks-out");
             refused.Message.ShouldContain("its own file was put back");
@@ -344,5 +336,15 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
 
             await LinkTestKit.WaitUntilAsync(async () => await LinkTestKit.TryWriteAsClientAsync(servers.Green, "postgres", "SELECT 1", servers.Green.User, servers.Green.Password) is null, "green admitting its superuser again");
         }
+    }
+
+    /// <summary>A deployment of a new database whose start (green's fence) is refused: the link, to remove, and the refusal.</summary>
+    private async Task<(PostgresReplicationLink Link, TealException Refused)> StartRefusedAsync(string db)
+    {
+        await LinkTestKit.CreateDatabaseAsync(servers.Blue, db, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 10)");
+        var name = LinkTestKit.NewName("teal");
+        var spec = new LinkSpec(name, LinkTestKit.Connection(servers.Blue, db), LinkTestKit.Connection(servers.Green, db)) { GreenManaged = true };
+        var link = LinkTestKit.Link(servers.Blue, servers.Green, db, name, spec);
+        return (link, await Should.ThrowAsync<TealException>(() => LinkTestKit.StartAsync(link)));
     }
 }
