@@ -30,6 +30,10 @@ internal static class HbaFence
     /// <summary>The server's own pg_hba.conf while fenced: <c>pg_hba.conf</c> + this.</summary>
     public const string SavedSuffix = ".teal-original";
 
+    // The server's pg_hba.conf and its saved rules, as SQL expressions for the server's own paths.
+    private const string HbaPath = "current_setting('hba_file')";
+    private const string SavedPath = HbaPath + " || '" + SavedSuffix + "'";
+
     private static readonly HashSet<string> RuleTypes = new(StringComparer.Ordinal)
     {
         "local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc",
@@ -37,7 +41,7 @@ internal static class HbaFence
 
     /// <summary>Whether the pg_hba.conf on disk is Teal's fenced one.</summary>
     public static async Task<bool> IsClosedAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
-        IsFenced(await ReadAsync(conn, "current_setting('hba_file')", cancellationToken));
+        IsFenced(await ReadAsync(conn, HbaPath, cancellationToken));
 
     public static bool IsFenced(string content) => content.StartsWith(Marker, StringComparison.Ordinal);
 
@@ -56,7 +60,7 @@ internal static class HbaFence
     {
         await using var read = conn.CreateBatch();
         read.BatchCommands.Add(new NpgsqlBatchCommand(prelude));
-        read.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_read_binary_file(current_setting('hba_file')), {MapsTealSql}")
+        read.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_read_binary_file({HbaPath}), {MapsTealSql}")
         {
             Parameters = { new NpgsqlParameter { Value = LocalLogin.OsUser } },
         });
@@ -80,17 +84,17 @@ internal static class HbaFence
         }
 
         // Saved first: a crash after it leaves the original both in place and saved.
-        await WriteAsync(conn, "current_setting('hba_file') || '" + SavedSuffix + "'", current, cancellationToken);
+        await WriteAsync(conn, SavedPath, current, cancellationToken);
         var fenced = Fenced(current, mapsTeal);
         var errors = await WriteAsync(
             conn,
-            "current_setting('hba_file')",
+            HbaPath,
             fenced,
             cancellationToken,
             then: "SELECT format('line %s: %s', line_number, error) FROM pg_hba_file_rules WHERE error IS NOT NULL ORDER BY line_number");
         if (errors.Count > 0)
         {
-            await WriteAsync(conn, "current_setting('hba_file')", current, cancellationToken);
+            await WriteAsync(conn, HbaPath, current, cancellationToken);
             throw new TealException("fence.hba-invalid", $"{side}: the fenced pg_hba.conf does not parse ({string.Join("; ", errors)}); its own file was put back", $"check {side}'s pg_hba.conf for rules this PostgreSQL version does not accept");
         }
 
@@ -104,8 +108,8 @@ internal static class HbaFence
         var saved = await conn.ScalarAsync<byte[]>(
             $"""
             SELECT CASE WHEN position(convert_to('{Marker}', 'UTF8') IN f) = 1
-                        THEN pg_read_binary_file(current_setting('hba_file') || '{SavedSuffix}') END
-            FROM pg_read_binary_file(current_setting('hba_file')) f
+                        THEN pg_read_binary_file({SavedPath}) END
+            FROM pg_read_binary_file({HbaPath}) f
             """,
             cancellationToken);
         if (saved is null)
@@ -113,7 +117,7 @@ internal static class HbaFence
             return false;
         }
 
-        await WriteAsync(conn, "current_setting('hba_file')", Encoding.UTF8.GetString(saved), cancellationToken);
+        await WriteAsync(conn, HbaPath, Encoding.UTF8.GetString(saved), cancellationToken);
         return true;
     }
 
