@@ -606,7 +606,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             SELECT pid FROM pg_stat_activity
             WHERE {ClientSessions} AND xact_start IS NOT NULL AND xact_start <= $1
             """;
-        var initial = await conn.QueryAsync(inTransaction, r => r.GetInt32(0), cancellationToken, fencedAt);
+        // A side fenced by its pg_hba.conf is a server Teal provisioned: where it runs on this
+        // machine, the drain also ends the backends its /proc shows still waiting for a startup
+        // packet (LocalPostmaster). Its postmaster.pid comes with the first look.
+        var (initial, pidFile) = (await conn.QueryAsync(
+            $"SELECT ARRAY({inTransaction}), {(FencesByHba(side) ? "pg_read_file('postmaster.pid')" : "NULL::text")}",
+            r => (Pids: r.GetFieldValue<int[]>(0).ToList(), PidFile: r.IsDBNull(1) ? null : r.GetString(1)),
+            cancellationToken,
+            fencedAt))[0];
         var started = Stopwatch.GetTimestamp();
         var remaining = initial;
         while (remaining.Count > 0 && Stopwatch.GetElapsedTime(started) < budget)
@@ -619,8 +626,8 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
         // A superuser session may have given some role LOGIN back during the budget.
         await CloseAsync(conn, side, cancellationToken);
-        var closed = await TerminateClientsAsync(side, conn, cancellationToken);
-        await RefusePreparedAsync(side, conn, cancellationToken);
+        var (closed, prepared) = await TerminateClientsAsync(side, conn, LocalPostmaster.Find(pidFile), cancellationToken);
+        RefusePrepared(side, prepared);
         var terminated = closed.Count(stillWriting.Contains);
         return new DrainResult(initial.Count - stillWriting.Count, terminated) { ClosedIdle = closed.Count - terminated };
     }
@@ -631,47 +638,78 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// fence was re-asserted just before, but a superuser session still connected could give a
     /// role LOGIN back until it is itself terminated, and that role could then log in to the
     /// fenced side for good. Such a role is fenced again and the looks start over (same round
-    /// trip as the look: nothing added when no one did).
+    /// trip as the look: nothing added when no one did). Returns the prepared transactions the
+    /// last look found as well.
     /// </summary>
-    private async Task<HashSet<int>> TerminateClientsAsync(Side side, NpgsqlConnection conn, CancellationToken cancellationToken)
+    /// <remarks>
+    /// On a side fenced by its pg_hba.conf a backend still logging in is a client session too.
+    /// The file is checked in the backend, against the rules the postmaster had when it forked
+    /// it: a client that connected before the fence's reload passes the server's own rules, and
+    /// could finish its password exchange after the drain (PostgreSQL gives it
+    /// <c>authentication_timeout</c>) and write with <c>BEGIN READ WRITE</c>. NOLOGIN has no such
+    /// gap: <c>rolcanlogin</c> is read after the password exchange. Up to PostgreSQL 17 such a
+    /// backend is not in pg_stat_activity until it has logged in, but it holds its virtual
+    /// transaction id's lock from before the exchange, so pg_locks shows it (18 lists it as
+    /// <c>starting</c>); one that has not sent its startup packet has no lock and no entry
+    /// either, and only <paramref name="postmaster"/> (this machine's /proc) finds it.
+    /// </remarks>
+    private async Task<(HashSet<int> Closed, IReadOnlyList<string> Prepared)> TerminateClientsAsync(Side side, NpgsqlConnection conn, LocalPostmaster? postmaster, CancellationToken cancellationToken)
     {
         var closed = new HashSet<int>();
         var started = Stopwatch.GetTimestamp();
-        var loginsBack = FencesByHba(side)
+        var byHba = FencesByHba(side);
+        var loginsBack = byHba
             ? "false"
             : $"EXISTS (SELECT 1 FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}')";
         var quiet = 0;
+        IReadOnlyList<string> prepared = [];
         // Two looks in a row with nothing to end: a backend that passed its login check just
         // before LOGIN was taken shows up in pg_stat_activity within microseconds of that check.
         while (quiet < 2)
         {
-            var (pids, loginGivenBack) = (await conn.QueryAsync(
-                $"SELECT ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}",
-                r => (Pids: r.GetFieldValue<int[]>(0), LoginGivenBack: r.GetBoolean(1)),
-                cancellationToken))[0];
-            if (loginGivenBack)
+            // Before the look: a child that logs in meanwhile is in the look's pg_stat_activity.
+            var silent = postmaster?.ChildrenBeforeStartup() ?? [];
+            var look = await LookAsync(conn, loginsBack, byHba, cancellationToken);
+            prepared = look.Prepared;
+            if (look.LoginGivenBack)
             {
                 await CloseAsync(conn, side, cancellationToken);
             }
 
-            if (pids.Length == 0)
+            silent = silent.Except(look.Known).ToList();
+            if (look.Pids.Count == 0 && silent.Count == 0)
             {
-                quiet = loginGivenBack ? 0 : quiet + 1;
-                await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
+                quiet = look.LoginGivenBack ? 0 : quiet + 1;
+                if (quiet < 2)
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
+                }
+
                 continue;
             }
 
             quiet = 0;
-            closed.UnionWith(pids);
-            await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids);
+            closed.UnionWith(look.Pids);
+            closed.UnionWith(silent);
+            postmaster?.Terminate(silent);
+            var pids = look.Pids.ToArray();
+            if (pids.Length > 0)
+            {
+                await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids);
+            }
+
             // Wait until they are gone, so the caller's next position read sees no late commit.
-            while (await conn.ScalarAsync<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cancellationToken, pids) > 0)
+            while ((postmaster is not null && silent.Any(postmaster.IsRunningChild))
+                || (pids.Length > 0 && await conn.ScalarAsync<long>(
+                    "SELECT count(*) FROM (SELECT pid FROM pg_stat_activity UNION ALL SELECT pid FROM pg_locks WHERE locktype = 'virtualxid') p WHERE pid = ANY($1)",
+                    cancellationToken,
+                    pids) > 0))
             {
                 if (Stopwatch.GetElapsedTime(started) > TimeSpan.FromSeconds(30))
                 {
                     throw new TealException(
                         "fence.sessions-remain",
-                        $"{LinkSessions.Role(side)}: {pids.Length} client session(s) did not end within 30 s of pg_terminate_backend",
+                        $"{LinkSessions.Role(side)}: {pids.Length + silent.Count} client session(s) did not end within 30 s of being terminated",
                         $"look at pg_stat_activity on {LinkSessions.Role(side)} (a backend stuck in I/O or an extension may ignore the signal)");
                 }
 
@@ -679,12 +717,42 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             }
         }
 
-        return closed;
+        return (closed, prepared);
     }
 
-    private static async Task RefusePreparedAsync(Side side, NpgsqlConnection conn, CancellationToken cancellationToken)
+    /// <summary>
+    /// One look at the side's sessions: the client sessions to end (on a side fenced by its file,
+    /// with the backends still logging in), whether a role has LOGIN again, every pid
+    /// pg_stat_activity knows, and the prepared transactions (the drain refuses any). pg_locks is read first, in a statement of its own in the same round
+    /// trip, so that a backend which finishes its login between the two reads is judged by its
+    /// role in pg_stat_activity (a session of Teal's is not ended) rather than as one starting.
+    /// </summary>
+    private static async Task<(IReadOnlyCollection<int> Pids, bool LoginGivenBack, IReadOnlySet<int> Known, IReadOnlyList<string> Prepared)> LookAsync(
+        NpgsqlConnection conn, string loginsBack, bool withStarting, CancellationToken cancellationToken)
     {
-        var prepared = await PreparedTransactionsAsync(conn, cancellationToken);
+        var sessions = $"SELECT ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql})";
+        if (!withStarting)
+        {
+            var (pids, loginGivenBack, prepared) = (await conn.QueryAsync(sessions, r => (r.GetFieldValue<int[]>(0), r.GetBoolean(1), r.GetFieldValue<string[]>(3)), cancellationToken))[0];
+            return (pids, loginGivenBack, new HashSet<int>(), prepared);
+        }
+
+        await using var batch = conn.CreateBatch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT ARRAY(SELECT pid FROM pg_locks WHERE locktype = 'virtualxid' AND pid IS NOT NULL AND pid <> pg_backend_pid())"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(sessions));
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var locked = reader.GetFieldValue<int[]>(0);
+        await reader.NextResultAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var clients = reader.GetFieldValue<int[]>(0).ToHashSet();
+        var known = reader.GetFieldValue<int[]>(2).ToHashSet();
+        clients.UnionWith(locked.Where(pid => !known.Contains(pid)));
+        return (clients, reader.GetBoolean(1), known, reader.GetFieldValue<string[]>(3));
+    }
+
+    private static void RefusePrepared(Side side, IReadOnlyList<string> prepared)
+    {
         if (prepared.Count > 0)
         {
             throw new TealException(
@@ -696,8 +764,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>Prepared (two-phase) transactions on the server, as "gid (database, owner)".</summary>
     public static async Task<List<string>> PreparedTransactionsAsync(NpgsqlConnection conn, CancellationToken cancellationToken) =>
-        await conn.QueryAsync(
-            "SELECT format('%s (%s, %s)', gid, database, owner) FROM pg_prepared_xacts ORDER BY prepared",
-            r => r.GetString(0),
-            cancellationToken);
+        await conn.QueryAsync(PreparedTransactionsSql, r => r.GetString(0), cancellationToken);
+
+    private const string PreparedTransactionsSql = "SELECT format('%s (%s, %s)', gid, database, owner) FROM pg_prepared_xacts ORDER BY prepared";
 }

@@ -243,6 +243,33 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     private int Reloads() =>
         File.ReadLines(servers.Green.Server.LogFile).Count(l => l.Contains("received SIGHUP, reloading configuration files", StringComparison.Ordinal));
 
+    /// <summary>
+    /// A backend checks pg_hba.conf against the rules of the moment it was forked, and only once
+    /// its client speaks: a client that connected before the fence, or stopped halfway through
+    /// its password exchange, would log in after the drain under the server's own rules and
+    /// write with BEGIN READ WRITE. The drain ends both kinds of backend.
+    /// </summary>
+    [Fact]
+    public async Task LoginsUnderWayAtTheFence_NeverGetInAfterTheDrain_HoweverLongTheClientWaited()
+    {
+        const string db = "hba_stalled_logins";
+        await using var link = await StartLinkAsync(db, blueManaged: true);
+        await using var silent = await StalledLogin.StartAsync(servers.Blue.Host, servers.Blue.Port, "hba_app", "app-secret", db, StalledLogin.Stage.Connected);
+        await using var challenged = await StalledLogin.StartAsync(servers.Blue.Host, servers.Blue.Port, "hba_app", "app-secret", db, StalledLogin.Stage.Challenged);
+
+        await link.FenceAsync(Side.Blue, default);
+        var drained = await link.DrainAsync(Side.Blue, TimeSpan.Zero, default);
+
+        drained.ClosedIdle.ShouldBe(2, "both backends still logging in were ended");
+        (await silent.FinishAsync("BEGIN READ WRITE; INSERT INTO items VALUES (1001); COMMIT")).ShouldNotBeNull("the silent client logged in to fenced blue and wrote");
+        (await challenged.FinishAsync("BEGIN READ WRITE; INSERT INTO items VALUES (1002); COMMIT")).ShouldNotBeNull("the client that stopped in its SCRAM exchange logged in to fenced blue and wrote");
+        // Teal's own sessions were not among them: the link still works on blue.
+        await link.UnfenceAsync(Side.Blue, default);
+        (await servers.Blue.ScalarAsync<long>("SELECT count(*) FROM items WHERE id > 1000", db)).ShouldBe(0);
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items VALUES (1003)", "hba_app", "app-secret")).ShouldBeNull();
+        await link.RemoveAsync(default);
+    }
+
     [Fact]
     public async Task FencedByItsFile_UnfencedByALinkThatWouldUseNologin_TheFileComesBackAllTheSame()
     {
