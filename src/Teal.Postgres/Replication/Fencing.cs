@@ -608,9 +608,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             """;
         // A side fenced by its pg_hba.conf is a server Teal provisioned: where it runs on this
         // machine, the drain also ends the backends its /proc shows still waiting for a startup
-        // packet (LocalPostmaster). Its postmaster.pid comes with the first look.
+        // packet (LocalPostmaster). Its postmaster.pid (a superuser's to read, which Teal's
+        // login is on such a server) comes with the first look.
         var (initial, pidFile) = (await conn.QueryAsync(
-            $"SELECT ARRAY({inTransaction}), {(FencesByHba(side) ? "pg_read_file('postmaster.pid')" : "NULL::text")}",
+            $"SELECT ARRAY({inTransaction}), {(FencesByHba(side) && IsSuperuser(conn) ? "pg_read_file('postmaster.pid')" : "NULL::text")}",
             r => (Pids: r.GetFieldValue<int[]>(0).ToList(), PidFile: r.IsDBNull(1) ? null : r.GetString(1)),
             cancellationToken,
             fencedAt))[0];
