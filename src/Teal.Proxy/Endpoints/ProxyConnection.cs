@@ -62,6 +62,11 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
     private bool _leftServer; // moving, and already gone from its old server: it waits for the route
+
+    // A drain came before the connection had a server (its verifier being read, or its client in
+    // the SCRAM exchange with the proxy): nothing to leave, so it is admitted again, held by the
+    // pause, and logs in where the pause's route goes. A slow client does not hold the drain.
+    private bool _readmit;
     private bool _routeTaken; // moving, and it has its target: it logs in or replays there
 
     // A drain of a later pause came while the session was still landing on the route of the one
@@ -235,6 +240,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return;
             }
 
+            target = Target!; // Set by ConnectAsync: the pause's route when a drain came during the login.
             await server.SendAllAsync(startup, stopping);
             if (!await (verifier is null ? RelayLoginAsync(server, stopping) : LogInForClientAsync(server, target, verifier, stopping)))
             {
@@ -281,6 +287,13 @@ internal sealed class ProxyConnection : IEndpointConnection
             if (_closing)
             {
                 _drained.TrySetResult(_outcome == ConnectionOutcome.Open ? ConnectionOutcome.ClosedIdle : _outcome);
+                return drained;
+            }
+
+            if (_server is null)
+            {
+                _readmit = true;
+                _drained.TrySetResult(ConnectionOutcome.Moving);
                 return drained;
             }
 
@@ -1408,6 +1421,13 @@ internal sealed class ProxyConnection : IEndpointConnection
             return Departure.None;
         }
 
+        if (loggingIn && _loginVerifier is not null)
+        {
+            // The proxy logs the client in itself (its password already proven): the server's
+            // part takes milliseconds, and the session moves at its first ReadyForQuery.
+            return Departure.None;
+        }
+
         if (!loggingIn && ((_scram is not null && _endpoint.HasAuthQuery) || _loggedInWithoutPassword))
         {
             _moving = true;
@@ -1496,19 +1516,42 @@ internal sealed class ProxyConnection : IEndpointConnection
         }
     }
 
+    /// <summary>
+    /// Connects to <paramref name="target"/>, or, when a drain came meanwhile (<see cref="_readmit"/>),
+    /// to where the pause's route goes once the endpoint admits again; <see cref="Target"/> is
+    /// where it connected.
+    /// </summary>
     private async Task<ServerLink?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
     {
         var server = new ServerLink();
-        lock (_lock)
+        while (true)
         {
-            if (_closing)
+            lock (_lock)
             {
-                // Cut (drain budget or stop) while it was being admitted: never reach the server.
+                if (_closing)
+                {
+                    // Cut (drain budget or stop) while it was being admitted: never reach the server.
+                    server.Dispose();
+                    return null;
+                }
+
+                if (!_readmit)
+                {
+                    _server = server;
+                    break;
+                }
+
+                _readmit = false;
+            }
+
+            if (await AdmitAsync(stopping) is not { } next)
+            {
                 server.Dispose();
+                await SendToClientQuietlyAsync(_endpoint.PausedError);
                 return null;
             }
 
-            _server = server;
+            Target = target = next;
         }
 
         if (await server.OpenAsync(target, _options, stopping, _endpoint.Plaintext) is not { } reason)

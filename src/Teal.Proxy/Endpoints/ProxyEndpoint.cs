@@ -661,8 +661,13 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             {
                 if (_resumed is null)
                 {
-                    connection.Admitted = true;
-                    Interlocked.Increment(ref _active);
+                    // Admitted again (a drain came while it was still logging in): counted once.
+                    if (!connection.Admitted)
+                    {
+                        connection.Admitted = true;
+                        Interlocked.Increment(ref _active);
+                    }
+
                     return Volatile.Read(ref _route).Pick(Interlocked.Increment(ref _routed) - 1);
                 }
 

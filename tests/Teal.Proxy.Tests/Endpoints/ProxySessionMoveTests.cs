@@ -575,6 +575,54 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         endpoint.Stats.Active.ShouldBe(0);
     }
 
+    /// <summary>
+    /// A client still in its SCRAM exchange with the proxy when the drain comes has no server
+    /// session to leave: the drain does not wait for it — a slow or stalled client held every
+    /// client's write pause until it went on (1.96 s by hand on the demo) — and once it goes on it
+    /// is held like a new connection and logs in on green.
+    /// </summary>
+    [Fact]
+    public async Task ClientStillInItsScramExchange_DoesNotHoldTheDrain_AndLogsInOnGreen()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var slow = await StalledLogin.StartAsync(endpoint.LocalEndPoint.Address.ToString(), endpoint.LocalEndPoint.Port, AppUser, AppPassword, "postgres", StalledLogin.Stage.Challenged);
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drained = await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5));
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        // Its proof now: the proxy checks it and holds the login until the resume.
+        var finishing = slow.FinishAsync($"SELECT 1 / (inet_server_port() = {servers.Green.Port})::int"); // division by zero anywhere but on green
+        await Task.Delay(200);
+        finishing.IsCompleted.ShouldBeFalse("held while the endpoint is paused");
+        await endpoint.ResumeAsync(CancellationToken.None);
+
+        drained.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 1 });
+        (await finishing.WaitAsync(TimeSpan.FromSeconds(10))).ShouldBeNull("logged in on green and ran its query there");
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+        endpoint.Stats.Active.ShouldBe(1, "admitted twice, one connection");
+    }
+
+    /// <summary>
+    /// A client whose password the proxy has checked, while the proxy's own login to the server
+    /// is still under way at the drain, is moved at its first ReadyForQuery; it was closed with
+    /// 57P01 "during login" before, an error a pool opening a connection at that moment saw.
+    /// </summary>
+    [Fact]
+    public async Task ServerLoginUnderWayAtTheDrain_TheSessionMovesInsteadOfBeingClosed()
+    {
+        await using var slowGreen = DelayedRelay.Start(servers.Green.Port, TimeSpan.FromSeconds(1.5));
+        await using var endpoint = StartEndpoint(servers.GreenTarget with { Port = slowGreen.Port }, verifiers: servers.Verifiers, options: new ProxyOptions { ServerTls = ServerTlsMode.Disable });
+        var opening = OpenThroughAsync(endpoint, servers.Blue);
+        (await EventuallyAsync(() => slowGreen.Accepted > 0)).ShouldBeTrue(); // The proxy's login to the server is under way.
+
+        var drained = await SwitchAsync(endpoint, servers.BlueTarget);
+
+        await using var connection = await opening;
+        drained.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 1 });
+        (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+        endpoint.Stats.SessionsClosed.ShouldBe(0);
+    }
+
     [Fact]
     public async Task LaterSwitchover_WhileASessionStillLogsInOnTheLastTarget_TheDrainWaitsAndTheSessionFollowsTheNewRoute()
     {

@@ -3,7 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Teal.Postgres.Wire;
 
-namespace Teal.Postgres.Tests.Replication;
+namespace Teal.Testing;
 
 /// <summary>
 /// A client that takes its time to log in, on purpose: it connects and then either says nothing
@@ -12,7 +12,7 @@ namespace Teal.Postgres.Tests.Replication;
 /// challenge received, the proof not sent). <see cref="FinishAsync"/> goes on from there and runs
 /// one simple query. What a fence must survive: the backend was forked before the fence.
 /// </summary>
-internal sealed class StalledLogin : IAsyncDisposable
+public sealed class StalledLogin : IAsyncDisposable
 {
     public enum Stage
     {
