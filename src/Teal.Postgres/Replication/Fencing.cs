@@ -724,9 +724,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <summary>
     /// One look at the side's sessions: the client sessions to end (on a side fenced by its file,
     /// with the backends still logging in), whether a role has LOGIN again, every pid
-    /// pg_stat_activity knows, and the prepared transactions (the drain refuses any). pg_locks is read first, in a statement of its own in the same round
-    /// trip, so that a backend which finishes its login between the two reads is judged by its
-    /// role in pg_stat_activity (a session of Teal's is not ended) rather than as one starting.
+    /// pg_stat_activity knows, and the prepared transactions (the drain refuses any). pg_locks is
+    /// read first, in a statement of its own in the same round trip, so that a backend which
+    /// finishes its login between the two reads is judged by its role in pg_stat_activity (a
+    /// session of Teal's is not ended) rather than as one starting.
     /// </summary>
     private static async Task<(IReadOnlyCollection<int> Pids, bool LoginGivenBack, IReadOnlySet<int> Known, IReadOnlyList<string> Prepared)> LookAsync(
         NpgsqlConnection conn, string loginsBack, bool withStarting, CancellationToken cancellationToken)

@@ -62,12 +62,12 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _closedDuringLogin; // set with _closing, read after it by the one closing
     private bool _moving;
     private bool _leftServer; // moving, and already gone from its old server: it waits for the route
+    private bool _routeTaken; // moving, and it has its target: it logs in or replays there
 
     // A drain came before the connection had a server (its verifier being read, or its client in
     // the SCRAM exchange with the proxy): nothing to leave, so it is admitted again, held by the
     // pause, and logs in where the pause's route goes. A slow client does not hold the drain.
     private bool _readmit;
-    private bool _routeTaken; // moving, and it has its target: it logs in or replays there
 
     // A drain of a later pause came while the session was still landing on the route of the one
     // it moved in: once landed, it leaves that server again for the route of the new one.
