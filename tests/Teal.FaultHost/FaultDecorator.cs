@@ -36,6 +36,12 @@ public sealed class FaultDecorator(string fault) : ISwitchoverStepDecorator
 
         public bool EndsWritePause => inner.EndsWritePause;
 
+        public bool JournaledAhead => inner.JournaledAhead;
+
+        public bool WorksAhead => inner.WorksAhead;
+
+        public Task WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.WorkAheadAsync(context, cancellationToken);
+
         public void RecordOutcome(SwitchoverContext context) => inner.RecordOutcome(context);
 
         public Task PrepareAsync(SwitchoverContext context, CancellationToken cancellationToken) => inner.PrepareAsync(context, cancellationToken);

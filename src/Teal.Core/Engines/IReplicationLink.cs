@@ -101,6 +101,13 @@ public interface IReplicationLink
     /// <summary>Engine-side guardrails (replication health, lag, writes on green, external replication, long writes on blue).</summary>
     Task<CheckReport> CheckSwitchoverAsync(SwitchoverGuardrailOptions options, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The part of <see cref="FenceAsync"/> no client can notice before the fence itself (files
+    /// written but not yet read by the server), done ahead of it; the fence's undo puts it back.
+    /// Engines with nothing to do ahead do nothing, and the fence does it all.
+    /// </summary>
+    Task PrepareFenceAsync(Side side, CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>Makes one side refuse writes from everyone but Teal (and replication).</summary>
     Task FenceAsync(Side side, CancellationToken cancellationToken);
 

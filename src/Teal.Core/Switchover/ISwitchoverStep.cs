@@ -42,6 +42,19 @@ public interface ISwitchoverStep
     bool JournaledAhead => false;
 
     /// <summary>
+    /// A step journaled ahead (<see cref="JournaledAhead"/>) starts <see cref="WorkAheadAsync"/>
+    /// as soon as that commit landed, while the steps before it still run; its own
+    /// <see cref="ExecuteAsync"/> waits for that work, then does the rest. The work ahead must
+    /// change nothing a client can notice before the step itself runs (the fence writes blue's
+    /// pg_hba.conf, which the postmaster reads only at the fence's reload). Once it has begun, a
+    /// rollback undoes the step as if it had run; after a crash recovery undoes it anyway.
+    /// </summary>
+    bool WorksAhead => false;
+
+    /// <summary>The part of the step done ahead (<see cref="WorksAhead"/>).</summary>
+    Task WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
     /// The step needs nothing the step before it does, so the executor runs the two at once: one
     /// journal commit records both as started (flushed if either needs it), and the step after
     /// waits for both. Only for steps inside the write pause, where every millisecond is clients

@@ -64,7 +64,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
                     var ahead = durable ? AheadOf(steps, group[^1] + 1) : [];
                     await StartAsync(context, run, group, pending, durable, deadline.Token, ahead);
                     run.JournaledAhead.UnionWith(ahead);
-                    run.Started.AddRange(group);
+                    run.WorkAhead(ahead, deadline.Token);
+                    run.Started.AddRange(group.Where(g => !run.Started.Contains(g)).ToList());
                     var executing = group.Select(g => ExecuteAsync(context, run, steps[g], deadline.Token)).ToList();
                     try
                     {
@@ -187,7 +188,11 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
     /// <summary>Runs one step, then records its outcome (its event, persisted after the pause).</summary>
     private static async Task ExecuteAsync(SwitchoverContext context, Run run, ISwitchoverStep step, CancellationToken cancellationToken)
     {
-        await run.TimeAsync(step, () => step.ExecuteAsync(context, cancellationToken));
+        await run.TimeAsync(step, async () =>
+        {
+            await run.AheadOf(step);
+            await step.ExecuteAsync(context, cancellationToken);
+        });
         step.RecordOutcome(context);
     }
 
@@ -357,6 +362,8 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
     private async Task<Deployment> RollBackAsync(SwitchoverContext context, Run run, string reason, List<JournalEntry> pending, int failedIndex, CancellationToken stopping)
     {
         var decidedAt = context.Time.GetTimestamp();
+        // Work a step began ahead ends before anything is undone, so its undo comes after it.
+        await run.SettleAheadAsync();
         if (failedIndex >= 0 && failedIndex < run.Steps.Count)
         {
             pending.Add(run.Entry(run.Steps[failedIndex], JournalAction.Failed));
@@ -684,6 +691,9 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
 
         public IReadOnlyList<ISwitchoverStep> Steps => steps;
 
+        // Work steps journaled ahead began (ISwitchoverStep.WorksAhead), until each step runs.
+        private readonly Dictionary<ISwitchoverStep, Task> _ahead = [];
+
         public List<int> Started { get; } = [];
 
         /// <summary>Steps whose start an earlier commit journaled (<see cref="ISwitchoverStep.JournaledAhead"/>).</summary>
@@ -692,6 +702,55 @@ public sealed partial class SwitchoverExecutor(IStateStore state, IEnumerable<IS
         public List<PhaseTiming> Timings { get; } = [];
 
         public bool PastPointOfNoReturn { get; set; }
+
+        /// <summary>
+        /// Starts the work ahead of the steps just journaled ahead that have some; each counts as
+        /// started from now, so a rollback undoes it.
+        /// </summary>
+        public void WorkAhead(IEnumerable<int> ahead, CancellationToken cancellationToken)
+        {
+            foreach (var i in ahead.Where(i => steps[i].WorksAhead))
+            {
+                Started.Add(i);
+                var work = steps[i].WorkAheadAsync(context, cancellationToken);
+                lock (_ahead)
+                {
+                    _ahead[steps[i]] = work;
+                }
+            }
+        }
+
+        /// <summary>The work <paramref name="step"/> began ahead (its failure is the step's), or nothing.</summary>
+        public Task AheadOf(ISwitchoverStep step)
+        {
+            lock (_ahead)
+            {
+                return _ahead.Remove(step, out var work) ? work : Task.CompletedTask;
+            }
+        }
+
+        /// <summary>Waits for work begun ahead that no step awaited (a step before it failed); its errors are the undo's to meet.</summary>
+        public async Task SettleAheadAsync()
+        {
+            List<Task> left;
+            lock (_ahead)
+            {
+                left = [.. _ahead.Values];
+                _ahead.Clear();
+            }
+
+            foreach (var work in left)
+            {
+                try
+                {
+                    await work;
+                }
+                catch (Exception)
+                {
+                    // The step never ran: its undo, next, puts back whatever part of the work was done.
+                }
+            }
+        }
 
         public JournalEntry Entry(ISwitchoverStep? step, JournalAction action) =>
             new(context.Deployment.Id, context.SwitchoverId, step?.Name ?? "switchover", action, context.Time.GetUtcNow())

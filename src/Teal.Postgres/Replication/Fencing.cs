@@ -51,6 +51,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     public DateTimeOffset? FencedAt(Side side) => _fencedAt.TryGetValue(side, out var at) ? at : null;
 
+    /// <summary>What <see cref="PrepareFenceAsync"/> did for a side, until its fence or unfence.</summary>
+    private readonly ConcurrentDictionary<Side, PreparedFence> _prepared = new();
+
+    /// <param name="HbaFile">The fenced pg_hba.conf written and not yet reloaded, or null for NOLOGIN.</param>
+    private sealed record PreparedFence(string? HbaFile);
+
     /// <summary>Teal's own roles: its login, the fence's record and the fence holders (never copied, never fenced).</summary>
     public static bool IsTealRole(string name) =>
         name is LinkSessions.ControlRole or LoginsRole
@@ -70,12 +76,47 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     public static bool FencedByHba(LinkSpec spec, Side side) => side == Side.Green ? spec.GreenManaged : spec.BlueManaged;
 
-    public async Task FenceAsync(Side side, CancellationToken cancellationToken)
+    /// <summary>
+    /// The fence's work no client notices before the fence's reload, done while the switchover's
+    /// endpoints pause and drain: on a side fenced by its file the holder and the fenced
+    /// pg_hba.conf (the postmaster reads it only at the reload), and on every side the role and
+    /// database overrides of the read-only default reset (they matter only once the server's
+    /// default is "on"). <see cref="FenceAsync"/> then has the reload, or NOLOGIN and the reload
+    /// in one round trip, left to do. Should the switchover go back instead, the unfence puts it
+    /// all back; a foreign reload meanwhile only fences the side a little early.
+    /// </summary>
+    public async Task PrepareFenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var fencedFile = await CloseAsync(conn, side, cancellationToken);
+        var fencedFile = FencesByHba(side) ? await CloseAsync(conn, side, cancellationToken) : null;
         await ResetOverridesAsync(conn, cancellationToken);
-        var at = await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+        _prepared[side] = new PreparedFence(fencedFile);
+    }
+
+    public async Task FenceAsync(Side side, CancellationToken cancellationToken)
+    {
+        var prepared = _prepared.TryRemove(side, out var ahead) ? ahead : null;
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        string? fencedFile = null;
+        DateTime at;
+        if (prepared is null)
+        {
+            fencedFile = await CloseAsync(conn, side, cancellationToken);
+            await ResetOverridesAsync(conn, cancellationToken);
+            at = await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+        }
+        else if (FencesByHba(side))
+        {
+            fencedFile = prepared.HbaFile;
+            at = await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+        }
+        else
+        {
+            // Prepared by a switchover, whose undo resets the default should taking the logins
+            // fail after ALTER SYSTEM wrote it: one round trip for all of it.
+            at = await TakeLoginsAsync(conn, side, Holder(side), cancellationToken, readOnlyDefault: true) ?? throw new InvalidOperationException("the fence's reload returned no row");
+        }
+
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
         try
         {
@@ -213,6 +254,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // of no return, where a refusal would stop the switchover: it waits, as it always did.
         var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, cancellationToken);
         _fencedAt.TryRemove(side, out _);
+        _prepared.TryRemove(side, out _);
         if (!released)
         {
             // Another deployment still fences this server: it stays fenced until that one lets go.
@@ -260,13 +302,20 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <paramref name="alterSystem"/>, then the reload, in one round trip (both inside the write
     /// pause); returns when the server handled the reload call. ALTER SYSTEM runs only outside a
     /// transaction block: first in the pipeline it is, and it commits at once, so the reload runs
-    /// in a transaction of its own after it; should it fail, the server skips the reload (the rest
-    /// of a pipeline after an error is skipped up to its Sync).
+    /// in a transaction of its own after it (with <paramref name="between"/>, which goes before
+    /// it); should either fail, the server skips the reload (the rest of a pipeline after an
+    /// error is skipped up to its Sync).
     /// </summary>
-    private static async Task<DateTime> AlterSystemAndReloadAsync(NpgsqlConnection conn, string alterSystem, CancellationToken cancellationToken)
+    private static async Task<DateTime> AlterSystemAndReloadAsync(NpgsqlConnection conn, string alterSystem, CancellationToken cancellationToken, string? between = null)
     {
         await using var batch = conn.CreateBatch();
         batch.BatchCommands.Add(new NpgsqlBatchCommand(alterSystem));
+        if (between is not null)
+        {
+            // Returns no result set either (a DO block).
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(between));
+        }
+
         batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
         // ALTER SYSTEM returns no result set: the reader starts on the reload's.
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
@@ -299,8 +348,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// pause; it waits <see cref="RoleLockWait"/> at most, then the fence refuses, naming the
     /// sessions, and takes nothing (one transaction). Without the cap the clients stayed held until
     /// the switchover's timeout rolled it back, with a message that said only that it timed out.
+    /// <para>
+    /// With <c>readOnlyDefault</c> the fence's read-only default goes in the same round trip:
+    /// ALTER SYSTEM first (it must be first in a pipeline, and commits at once), then the logins
+    /// taken, then the reload, whose server time is returned. Should taking the logins fail, the
+    /// reload is skipped with it and the undo resets the default.
+    /// </para>
     /// </remarks>
-    private static async Task TakeLoginsAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken)
+    private static async Task<DateTime?> TakeLoginsAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken, bool readOnlyDefault = false)
     {
         var sql = $$"""
             DO $teal_fence$
@@ -328,8 +383,13 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         {
             try
             {
-                await conn.ExecuteAsync(sql, cancellationToken);
-                return;
+                if (!readOnlyDefault)
+                {
+                    await conn.ExecuteAsync(sql, cancellationToken);
+                    return null;
+                }
+
+                return await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken, between: sql);
             }
             catch (PostgresException ex) when (attempt < 3 && ex.SqlState is PostgresErrorCodes.DuplicateObject or PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.InternalError)
             {

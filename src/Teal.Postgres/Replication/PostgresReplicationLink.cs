@@ -118,6 +118,8 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     public Task<string?> FencedLoginSocketAsync(CancellationToken cancellationToken) =>
         Fencing.FencedByHba(_sessions.Spec, Side.Green) ? _reach.GuardAsync(ct => HbaFence.LocalLoginSocketAsync(_sessions, Side.Green, ct), cancellationToken) : Task.FromResult<string?>(null);
 
+    public Task PrepareFenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.PrepareFenceAsync(side, ct), cancellationToken);
+
     public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
     public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);

@@ -25,6 +25,9 @@ internal sealed class RecordingStep(string name, List<string> calls) : ISwitchov
 
     public bool Ahead { get; init; }
 
+    /// <summary>Work done ahead (<see cref="ISwitchoverStep.WorksAhead"/>): recorded as "ahead NAME", then this runs.</summary>
+    public Func<Task>? WorkAhead { get; init; }
+
     /// <summary>How many times execute fails, and with what.</summary>
     public int Failures { get; init; }
 
@@ -62,6 +65,15 @@ internal sealed class RecordingStep(string name, List<string> calls) : ISwitchov
     bool ISwitchoverStep.NothingToUndo => Undoless;
 
     bool ISwitchoverStep.JournaledAhead => Ahead;
+
+    bool ISwitchoverStep.WorksAhead => WorkAhead is not null;
+
+    async Task ISwitchoverStep.WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        Add("ahead " + name);
+        await WorkAhead!();
+        Add("ahead done " + name);
+    }
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {

@@ -142,6 +142,92 @@ public sealed class SwitchoverExecutorTests
     }
 
     [Fact]
+    public async Task RunAsync_StepWorkingAhead_WorksWhileTheStepsBeforeItRun_AndRunsOnlyOnceThatWorkIsDone()
+    {
+        var context = await ContextAsync();
+        // The drain and the fence's work ahead each wait for the other to have begun: they run at once.
+        var pair = new Handshake();
+        var aheadMayEnd = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        List<string>? committedBeforeTheWork = null;
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("pause", _calls),
+            new RecordingStep("drain", _calls) { Undoless = true, Meet = async () => { await pair.First(); aheadMayEnd.SetResult(); } },
+            new RecordingStep("fence", _calls)
+            {
+                Ahead = true,
+                WorkAhead = async () =>
+                {
+                    committedBeforeTheWork = [.. _state.JournalCommits];
+                    await pair.Second();
+                    await aheadMayEnd.Task;
+                    await Task.Delay(50);
+                },
+            },
+            new RecordingStep("flip", _calls) { PointOfNoReturn = true },
+        ];
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverCompleted, result.StatusReason);
+        // Not before the flushed commit that journaled the fence as started: recovery undoes it from there.
+        committedBeforeTheWork.ShouldBe(["flushed: pause:Started, fence:Started"]);
+        _calls.IndexOf("ahead fence").ShouldBeLessThan(_calls.IndexOf("do fence"));
+        // The drain ended before the work ahead (it sleeps 50 ms after the drain let it go); the fence waited for it.
+        _calls.IndexOf("ahead done fence").ShouldBeLessThan(_calls.IndexOf("do fence"));
+        _calls.Count(c => c == "ahead fence").ShouldBe(1);
+        _state.JournalCommits[0].ShouldBe("flushed: pause:Started, fence:Started");
+    }
+
+    [Fact]
+    public async Task RunAsync_FailsWhileAStepWorksAhead_WaitsForThatWork_ThenUndoesTheStep()
+    {
+        var context = await ContextAsync();
+        var aheadEnded = false;
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("pause", _calls),
+            new RecordingStep("drain", _calls) { Undoless = true, Failures = 1 },
+            new RecordingStep("fence", _calls) { Ahead = true, WorkAhead = async () => { await Task.Delay(100); aheadEnded = true; } },
+            new RecordingStep("flip", _calls) { PointOfNoReturn = true },
+        ];
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
+        result.StatusReason!.ShouldContain("drain failed: broke");
+        aheadEnded.ShouldBeTrue();
+        _calls.ShouldNotContain("do fence");
+        // Its work may have begun: undone after that work ended, before the pause is let go.
+        _calls.IndexOf("undo fence").ShouldBeGreaterThan(_calls.IndexOf("ahead done fence"));
+        _calls.IndexOf("undo fence").ShouldBeLessThan(_calls.IndexOf("undo pause"));
+        var journal = await JournalAsync(context);
+        journal.ShouldContain("fence:UndoStarted");
+        journal.ShouldContain("fence:Undone");
+    }
+
+    [Fact]
+    public async Task RunAsync_WorkAheadFails_TheStepFailsWithItsError_AndIsUndone()
+    {
+        var context = await ContextAsync();
+        List<ISwitchoverStep> plan =
+        [
+            new RecordingStep("pause", _calls),
+            new RecordingStep("drain", _calls) { Undoless = true },
+            new RecordingStep("fence", _calls) { Ahead = true, WorkAhead = () => throw new IOException("blue did not answer") },
+            new RecordingStep("flip", _calls) { PointOfNoReturn = true },
+        ];
+
+        var result = await Executor().RunAsync(context, plan, CancellationToken.None);
+
+        result.Status.ShouldBe(DeploymentStatus.SwitchoverFailed);
+        result.StatusReason!.ShouldContain("fence failed: blue did not answer");
+        _calls.ShouldNotContain("do fence");
+        _calls.ShouldContain("undo fence");
+        _calls.ShouldNotContain("do flip");
+    }
+
+    [Fact]
     public async Task RecoverAsync_CrashBeforeAStepJournaledAheadRan_UndoesIt_AndNamesTheStepThatWasRunning()
     {
         var context = await ContextAsync();

@@ -14,6 +14,7 @@ public sealed class SwitchbackCrashTests
     private static string FaultHost => RepoPaths.Built("tests/Teal.FaultHost", "Teal.FaultHost.dll");
 
     [Theory]
+    [InlineData("crash-before:fence-blue", false)]
     [InlineData("crash-after:fence-blue", false)]
     [InlineData("crash-before:start-reverse-replication", true)]
     public async Task KillDuringSwitchback_RestartFinishesOrUnwinds_NoLostWrite(string fault, bool finishes)
@@ -39,7 +40,14 @@ public sealed class SwitchbackCrashTests
         BlueGreenScenario.Status(deployment).ShouldBe(finishes ? "AVAILABLE" : "SWITCHOVER_FAILED", deployment.ToString());
         if (!finishes)
         {
-            // Unwound: green is production and still replicates back; the switchback can be run again.
+            // Unwound, pg_hba.conf too: the fenced file the fence wrote while the endpoints
+            // drained (before its crash, or its reload) is gone, so a reload now shuts no one out.
+            var serving = await scenario.InstanceUrlAsync("app");
+            await BlueGreenScenario.ExecuteAsync(await scenario.InstanceUrlAsync("app", asTeal: true), "SELECT pg_reload_conf()");
+            await Task.Delay(500);
+            (await BlueGreenScenario.AcceptsWritesAsync(serving)).ShouldBeTrue($"the production server refuses its clients after a reload once {fault} was unwound");
+
+            // Green is production and still replicates back; the switchback can be run again.
             (await scenario.Cli.RunAsync(["switchback", "upgrade", "--wait"], TimeSpan.FromMinutes(2))).ShouldSucceed();
             BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("AVAILABLE");
         }

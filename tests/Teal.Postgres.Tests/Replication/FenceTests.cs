@@ -226,6 +226,78 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         (await LoginsAsync()).ShouldBe(loginsBefore);
     }
 
+    /// <summary>
+    /// The switchover prepares the fence while the endpoints drain (ISwitchoverStep.WorksAhead):
+    /// nothing of it may reach a client before the fence itself, and the fence then takes the
+    /// logins and sets the read-only default in one round trip.
+    /// </summary>
+    [Fact]
+    public async Task PreparedFence_ChangesNothingAClientSees_TheFenceThenTakesLoginsAndTheDefault_UnfencePutsAllBack()
+    {
+        var loginsBefore = await LoginsAsync();
+        // Connected before the override: a session keeps the override it started with until the drain ends it.
+        await using var before = await OpenAsync("fence_app", "app-secret");
+        await deployment.Blue.ExecuteAsync($"ALTER ROLE fence_app IN DATABASE {Db} SET default_transaction_read_only = off");
+        try
+        {
+            await deployment.Link.PrepareFenceAsync(Side.Blue, default);
+
+            // Prepared: the role's override is recorded and reset, and still every client logs in and writes.
+            (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_db_role_setting WHERE 'default_transaction_read_only=off' = ANY (setconfig)")).ShouldBe(0);
+            (await LoginsAsync()).ShouldBe(loginsBefore);
+            (await TriesAsync(() => ExecAsync(before, "INSERT INTO writes (how) VALUES ('prepared, connected before')"))).ShouldBeNull();
+            await using (var after = await OpenAsync("fence_app", "app-secret"))
+            {
+                (await TriesAsync(() => ExecAsync(after, "INSERT INTO writes (how) VALUES ('prepared, connected after')"))).ShouldBeNull();
+            }
+
+            await deployment.Link.FenceAsync(Side.Blue, default);
+
+            (await CanLogInAsync("fence_app", "app-secret")).ShouldBeFalse();
+            (await CanLogInAsync("fence_su", "su-secret")).ShouldBeFalse();
+            // The default reached the session connected before (the fence waited for the reload to be seen).
+            (await TriesAsync(() => ExecAsync(before, "INSERT INTO writes (how) VALUES ('fenced')"))).ShouldBeOfType<PostgresException>().SqlState.ShouldBe("25006");
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+        (await deployment.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_db_role_setting WHERE 'default_transaction_read_only=off' = ANY (setconfig)")).ShouldBe(1);
+        (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_file_settings WHERE name = 'default_transaction_read_only'")).ShouldBe(0);
+        await deployment.Blue.ExecuteAsync($"ALTER ROLE fence_app IN DATABASE {Db} RESET default_transaction_read_only");
+    }
+
+    [Fact]
+    public async Task PreparedFence_RefusedByARoleLock_LeavesNothingOnceUndone_NotEvenTheDefaultItWroteFirst()
+    {
+        var loginsBefore = await LoginsAsync();
+        await using var dba = await OpenAsync("fence_su", "su-secret");
+        await ExecAsync(dba, "SET application_name = 'password-rotation'; BEGIN; ALTER ROLE fence_app PASSWORD 'app-secret'");
+        try
+        {
+            await deployment.Link.PrepareFenceAsync(Side.Blue, default);
+            var refused = await Should.ThrowAsync<TealException>(deployment.Link.FenceAsync(Side.Blue, default).WaitAsync(TimeSpan.FromSeconds(30)));
+
+            refused.Code.ShouldBe("fence.role-locked");
+            (await LoginsAsync()).ShouldBe(loginsBefore);
+            // Written by ALTER SYSTEM in the same round trip, never reloaded: no session reads it.
+            (await TriesAsync(() => ExecAsync(dba, "ROLLBACK; INSERT INTO writes (how) VALUES ('refused fence')"))).ShouldBeNull();
+            // The switchover's rollback: the default goes too.
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+            (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_file_settings WHERE name = 'default_transaction_read_only'")).ShouldBe(0);
+        }
+        finally
+        {
+            await ExecAsync(dba, "ROLLBACK");
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+        (await CanLogInAsync("fence_app", "app-secret")).ShouldBeTrue();
+    }
+
     [Fact]
     public async Task RoleChangedByAnOpenTransactionAfterTheFence_UnfenceRefusesWithinSeconds_NamingTheSession_AndLetsGoOfNothing()
     {

@@ -270,6 +270,37 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         await link.RemoveAsync(default);
     }
 
+    /// <summary>
+    /// The switchover writes the fenced file while the endpoints drain (ISwitchoverStep.WorksAhead):
+    /// until the fence's reload every client still logs in, and a switchover that goes back then
+    /// finds the server's own file put back.
+    /// </summary>
+    [Fact]
+    public async Task PreparedFence_WritesTheFileButAdmitsClientsUntilTheFencesReload_AndGoingBackPutsTheFileBack()
+    {
+        const string db = "hba_prepared";
+        await using var link = await StartLinkAsync(db, blueManaged: true);
+        var hbaFile = Path.Combine(servers.Blue.Server.DataDirectory, "pg_hba.conf");
+        var original = await File.ReadAllBytesAsync(hbaFile);
+
+        await link.PrepareFenceAsync(Side.Blue, default);
+
+        HbaFence.IsFenced(await File.ReadAllTextAsync(hbaFile)).ShouldBeTrue();
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items VALUES (1)", "hba_app", "app-secret")).ShouldBeNull();
+        // A switchover rolled back before its fence ran.
+        await link.UnfenceAsync(Side.Blue, default);
+        (await File.ReadAllBytesAsync(hbaFile)).ShouldBe(original);
+
+        // Prepared again, then fenced: the fence's reload shuts the client out.
+        await link.PrepareFenceAsync(Side.Blue, default);
+        await link.FenceAsync(Side.Blue, default);
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items VALUES (2)", "hba_app", "app-secret")).ShouldNotBeNull();
+        await link.UnfenceAsync(Side.Blue, default);
+        (await File.ReadAllBytesAsync(hbaFile)).ShouldBe(original);
+        (await LinkTestKit.TryWriteAsClientAsync(servers.Blue, db, "INSERT INTO items VALUES (3)", "hba_app", "app-secret")).ShouldBeNull();
+        await link.RemoveAsync(default);
+    }
+
     [Fact]
     public async Task FencedByItsFile_UnfencedByALinkThatWouldUseNologin_TheFileComesBackAllTheSame()
     {

@@ -21,6 +21,17 @@ public sealed class FenceBlueStep : ISwitchoverStep
     /// </summary>
     public bool JournaledAhead => true;
 
+    /// <summary>
+    /// What the fence can do before it takes effect (PostgreSQL: blue's fenced pg_hba.conf
+    /// written, its role and database overrides of the read-only default reset) is done while
+    /// the endpoints pause and drain, off the write pause's critical path: clients cannot notice
+    /// it before the fence's reload, and its undo is the fence's.
+    /// </summary>
+    public bool WorksAhead => true;
+
+    public Task WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.PrepareFenceAsync(Side.Blue, cancellationToken);
+
     public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.FenceAsync(Side.Blue, cancellationToken);
 
