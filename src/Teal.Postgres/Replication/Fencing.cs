@@ -79,17 +79,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <summary>
     /// The fence's work no client notices before the fence's reload, done while the switchover's
     /// endpoints pause and drain: on a side fenced by its file the holder and the fenced
-    /// pg_hba.conf (the postmaster reads it only at the reload), and on every side the role and
-    /// database overrides of the read-only default reset (they matter only once the server's
-    /// default is "on"). <see cref="FenceAsync"/> then has the reload, or NOLOGIN and the reload
-    /// in one round trip, left to do. Should the switchover go back instead, the unfence puts it
-    /// all back; a foreign reload meanwhile only fences the side a little early.
+    /// pg_hba.conf, on every side the role and database overrides of the read-only default reset
+    /// (they matter only once the server's default is "on") and that default written by ALTER
+    /// SYSTEM. A server reads both files only when it reloads, and both writes are flushed to
+    /// disk (ALTER SYSTEM's cost on a small machine: 4-25 ms), so the write pause keeps only the
+    /// reload, or NOLOGIN and the reload in one round trip (<see cref="FenceAsync"/>). Should the
+    /// switchover go back instead, the unfence puts it all back. A reload by someone else before
+    /// the fence fences the side early: a login is refused, or a transaction a client starts then
+    /// is read-only.
     /// </summary>
     public async Task PrepareFenceAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         var fencedFile = FencesByHba(side) ? await CloseAsync(conn, side, cancellationToken) : null;
         await ResetOverridesAsync(conn, cancellationToken);
+        await conn.ExecuteAsync($"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
         _prepared[side] = new PreparedFence(fencedFile);
     }
 
@@ -108,13 +112,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         else if (FencesByHba(side))
         {
             fencedFile = prepared.HbaFile;
-            at = await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+            at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
         }
         else
         {
-            // Prepared by a switchover, whose undo resets the default should taking the logins
-            // fail after ALTER SYSTEM wrote it: one round trip for all of it.
-            at = await TakeLoginsAsync(conn, side, Holder(side), cancellationToken, readOnlyDefault: true) ?? throw new InvalidOperationException("the fence's reload returned no row");
+            at = await TakeLoginsAsync(conn, side, Holder(side), cancellationToken, inPause: true) ?? throw new InvalidOperationException("the fence's reload returned no row");
         }
 
         _fencedAt[side] = new DateTimeOffset(DateTime.SpecifyKind(at, DateTimeKind.Utc));
@@ -302,20 +304,13 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <paramref name="alterSystem"/>, then the reload, in one round trip (both inside the write
     /// pause); returns when the server handled the reload call. ALTER SYSTEM runs only outside a
     /// transaction block: first in the pipeline it is, and it commits at once, so the reload runs
-    /// in a transaction of its own after it (with <paramref name="between"/>, which goes before
-    /// it); should either fail, the server skips the reload (the rest of a pipeline after an
-    /// error is skipped up to its Sync).
+    /// in a transaction of its own after it; should it fail, the server skips the reload (the rest
+    /// of a pipeline after an error is skipped up to its Sync).
     /// </summary>
-    private static async Task<DateTime> AlterSystemAndReloadAsync(NpgsqlConnection conn, string alterSystem, CancellationToken cancellationToken, string? between = null)
+    private static async Task<DateTime> AlterSystemAndReloadAsync(NpgsqlConnection conn, string alterSystem, CancellationToken cancellationToken)
     {
         await using var batch = conn.CreateBatch();
         batch.BatchCommands.Add(new NpgsqlBatchCommand(alterSystem));
-        if (between is not null)
-        {
-            // Returns no result set either (a DO block).
-            batch.BatchCommands.Add(new NpgsqlBatchCommand(between));
-        }
-
         batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
         // ALTER SYSTEM returns no result set: the reader starts on the reload's.
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
@@ -349,19 +344,23 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// sessions, and takes nothing (one transaction). Without the cap the clients stayed held until
     /// the switchover's timeout rolled it back, with a message that said only that it timed out.
     /// <para>
-    /// With <c>readOnlyDefault</c> the fence's read-only default goes in the same round trip:
-    /// ALTER SYSTEM first (it must be first in a pipeline, and commits at once), then the logins
-    /// taken, then the reload, whose server time is returned. Should taking the logins fail, the
-    /// reload is skipped with it and the undo resets the default.
+    /// <c>inPause</c>: the switchover's fence, its read-only default already written (see
+    /// <see cref="PrepareFenceAsync"/>). The reload goes in the same round trip, after the logins
+    /// are taken (skipped should that fail), and its server time is returned. The transaction
+    /// commits without waiting for its WAL flush: that flush is a disk write inside the write
+    /// pause, and the catch-up marker's commit on the same server, which the switchover waits
+    /// for before its point of no return, flushes it anyway. Should the server crash before that,
+    /// the switchover goes back and the unfence finds nothing to give back.
     /// </para>
     /// </remarks>
-    private static async Task<DateTime?> TakeLoginsAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken, bool readOnlyDefault = false)
+    private static async Task<DateTime?> TakeLoginsAsync(NpgsqlConnection conn, Side side, string holder, CancellationToken cancellationToken, bool inPause = false)
     {
         var sql = $$"""
             DO $teal_fence$
             DECLARE r record;
             BEGIN
               PERFORM pg_catalog.set_config('lock_timeout', '{{(int)RoleLockWait.TotalMilliseconds}}', true);
+              {{(inPause ? "PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);" : string.Empty)}}
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{{LoginsRole}}') THEN
                 CREATE ROLE {{LoginsRole}} NOLOGIN;
               END IF;
@@ -383,13 +382,16 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         {
             try
             {
-                if (!readOnlyDefault)
+                if (!inPause)
                 {
                     await conn.ExecuteAsync(sql, cancellationToken);
                     return null;
                 }
 
-                return await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken, between: sql);
+                await using var batch = conn.CreateBatch();
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(sql));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
+                return (DateTime?)await batch.ExecuteScalarAsync(cancellationToken);
             }
             catch (PostgresException ex) when (attempt < 3 && ex.SqlState is PostgresErrorCodes.DuplicateObject or PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.InternalError)
             {

@@ -242,8 +242,10 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         {
             await deployment.Link.PrepareFenceAsync(Side.Blue, default);
 
-            // Prepared: the role's override is recorded and reset, and still every client logs in and writes.
+            // Prepared: the role's override is recorded and reset, the read-only default written
+            // (not reloaded), and still every client logs in and writes.
             (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_db_role_setting WHERE 'default_transaction_read_only=off' = ANY (setconfig)")).ShouldBe(0);
+            (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM pg_file_settings WHERE name = 'default_transaction_read_only'")).ShouldBe(1);
             (await LoginsAsync()).ShouldBe(loginsBefore);
             (await TriesAsync(() => ExecAsync(before, "INSERT INTO writes (how) VALUES ('prepared, connected before')"))).ShouldBeNull();
             await using (var after = await OpenAsync("fence_app", "app-secret"))
@@ -282,7 +284,7 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
 
             refused.Code.ShouldBe("fence.role-locked");
             (await LoginsAsync()).ShouldBe(loginsBefore);
-            // Written by ALTER SYSTEM in the same round trip, never reloaded: no session reads it.
+            // Written by the preparation, never reloaded: no session reads it.
             (await TriesAsync(() => ExecAsync(dba, "ROLLBACK; INSERT INTO writes (how) VALUES ('refused fence')"))).ShouldBeNull();
             // The switchover's rollback: the default goes too.
             await deployment.Link.UnfenceAsync(Side.Blue, default);
