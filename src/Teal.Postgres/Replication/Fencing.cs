@@ -244,12 +244,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>
     /// Lets go of this deployment's fence on <paramref name="side"/>. <paramref name="loginsBack"/>
-    /// runs once the roles have LOGIN again, before the read-only default is reset: a session
-    /// that logs in meanwhile starts read-only by default, and the reload below reaches it before
-    /// its first statement (a backend applies a pending reload before each command it reads).
+    /// runs once clients can log in again, beside the rest of the unfence: a session that logs in
+    /// before the observer below sees the read-only default reset has the reload pending, and a
+    /// backend applies a pending reload before each command it reads.
+    /// <paramref name="beforeLoginsBack"/> is awaited just before anything gives logins back: on a
+    /// side fenced by NOLOGIN before the release, on one fenced by its file before the reload, so
+    /// there the holder's release and the file's write run while it is made.
     /// </summary>
-    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null)
+    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null, Task? beforeLoginsBack = null)
     {
+        beforeLoginsBack ??= Task.CompletedTask;
+        if (!FencesByHba(side))
+        {
+            await beforeLoginsBack;
+        }
+
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         // Blue is unfenced only by a rollback, which retries until it succeeds: a role lock may
         // refuse it, naming the session (see ReleaseAsync). Green's unfence runs after the point
@@ -260,6 +269,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         if (!released)
         {
             // Another deployment still fences this server: it stays fenced until that one lets go.
+            await beforeLoginsBack;
             return;
         }
 
@@ -273,9 +283,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             // Open already (stop-replication makes sure, right after the switchover's open-green
             // opened it): a reload now would make every client backend on the side read the
             // configuration files again at its next statement, just as the resumed clients start.
+            await beforeLoginsBack;
             await RestoreOverridesAsync(conn, cancellationToken);
             return;
         }
+
+        await beforeLoginsBack;
 
         // One reload for both files, and only after both are written. Each backend reads the
         // files itself when it handles a reload signal: with one reload for pg_hba.conf and a
@@ -290,14 +303,15 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
 
         // Logins come back with the reload (an early login that still meets the fenced file, or
-        // NOLOGIN, is made again at the resume).
-        if (loginsBack is not null)
-        {
-            await loginsBack(cancellationToken);
-        }
+        // NOLOGIN, is made again at the resume). The endpoints log in beside the rest: the
+        // overrides restored are "off" values, the server's default from the reload on.
+        await Task.WhenAll(loginsBack?.Invoke(cancellationToken) ?? Task.CompletedTask, RestAsync());
 
-        await RestoreOverridesAsync(conn, cancellationToken);
-        await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
+        async Task RestAsync()
+        {
+            await RestoreOverridesAsync(conn, cancellationToken);
+            await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
+        }
     }
 
     /// <summary>
@@ -624,15 +638,21 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     private static async Task RestoreOverridesAsync(NpgsqlConnection conn, CancellationToken cancellationToken)
     {
-        if (!await TealObjects.SchemaExistsAsync(conn, cancellationToken))
+        List<(string Database, string Role, string Value)> saved;
+        try
+        {
+            // One round trip (open-green runs this inside the write pause); a server Teal never
+            // installed its tables on has nothing saved.
+            saved = await conn.QueryAsync(
+                "SELECT database_name, role_name, value FROM teal.fence_overrides WHERE server_id = (SELECT system_identifier FROM pg_control_system())",
+                r => (Database: r.GetString(0), Role: r.GetString(1), Value: r.GetString(2)),
+                cancellationToken);
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
         {
             return;
         }
 
-        var saved = await conn.QueryAsync(
-            "SELECT database_name, role_name, value FROM teal.fence_overrides WHERE server_id = (SELECT system_identifier FROM pg_control_system())",
-            r => (Database: r.GetString(0), Role: r.GetString(1), Value: r.GetString(2)),
-            cancellationToken);
         foreach (var o in saved)
         {
             await conn.ExecuteAsync(AlterSql(o.Database, o.Role, $"SET {Parameter} = {Sql.Literal(o.Value)}"), cancellationToken);

@@ -325,7 +325,10 @@ internal static class HbaFence
     private static async Task<List<string>> WriteAsync(NpgsqlConnection conn, string pathExpression, string content, CancellationToken cancellationToken, string? then = null)
     {
         await using var batch = conn.CreateBatch();
-        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT pg_catalog.set_config('teal.file_object', pg_catalog.lo_from_bytea(0, $1)::text, true)")
+        // The large object is the transaction's only write, and lo_export does not flush the file
+        // either: its commit need not wait for the WAL flush (a disk write, inside the write pause
+        // when green opens).
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT pg_catalog.set_config('synchronous_commit', 'off', true), pg_catalog.set_config('teal.file_object', pg_catalog.lo_from_bytea(0, $1)::text, true)")
         {
             Parameters = { new NpgsqlParameter { Value = Encoding.UTF8.GetBytes(content) } },
         });

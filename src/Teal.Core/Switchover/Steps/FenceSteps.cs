@@ -150,11 +150,29 @@ public sealed class OpenGreenStep : ISwitchoverStep
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
+        // All at once, on their own sessions: clients are still held, so nothing but Teal writes
+        // on green until the endpoints resume, and the position read is the one it opens at.
+        // The unfence lifts what it can while the slots are made, and gives logins back only
+        // once they exist. Then the endpoints log in there the sessions they move while the rest
+        // of the unfence runs: at the resume only their state is left to replay. The flip runs
+        // alongside; an endpoint waits for it to route to green before it logs anything in.
+        var slots = MakeSlotsAsync(context, cancellationToken);
+        var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
+        var opening = context.Link.OpenGreenAsync(slots, ct => Task.WhenAll(context.Endpoints.Select(e => e.LoginsOpenAsync(ct))), cancellationToken);
+        await Task.WhenAll(slots, reading, opening);
+        var position = await reading;
+        context.GreenPosition = position.Value;
+        context.GreenPositionDetails = position.Details;
+    }
+
+    /// <summary>The slots on green that must exist before any client can write there.</summary>
+    private static async Task MakeSlotsAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
         if (context.StartsReverseReplication)
         {
-            // The slot for replication back to blue is made here, while green is still fenced
-            // and has applied blue's final position: every write green takes once it opens comes
-            // after the slot's start, and nothing before it is sent back to blue, which has it.
+            // The slot for replication back to blue is made while green is still fenced and has
+            // applied blue's final position: every write green takes once it opens comes after
+            // the slot's start, and nothing before it is sent back to blue, which has it.
             var start = await context.Link.PrepareReverseReplicationAsync(cancellationToken);
             context.ReverseStartPosition = start?.Value;
         }
@@ -167,19 +185,6 @@ public sealed class OpenGreenStep : ISwitchoverStep
             var caughtUp = context.GreenCaughtUpPosition ?? (await context.Link.ReadPositionAsync(Side.Green, cancellationToken)).Value;
             context.CdcSlotsCreated = await context.Link.CreateCdcSlotsAsync(new ReplicationPosition(caughtUp), cancellationToken);
         }
-
-        // Both at once, on two sessions: clients are still held, so nothing but Teal writes on
-        // green until the endpoints resume, and the position read is the one it opens at.
-        // Once green's logins are back (the slots above exist by then), the endpoints log in
-        // there the sessions they move while the rest of the unfence runs: at the resume only
-        // their state is left to replay. The flip runs alongside; an endpoint waits for it to
-        // route to green before it logs anything in.
-        var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
-        var opening = context.Link.OpenGreenAsync(ct => Task.WhenAll(context.Endpoints.Select(e => e.LoginsOpenAsync(ct))), cancellationToken);
-        await Task.WhenAll(reading, opening);
-        var position = await reading;
-        context.GreenPosition = position.Value;
-        context.GreenPositionDetails = position.Details;
     }
 
     public void RecordOutcome(SwitchoverContext context)
