@@ -120,17 +120,12 @@ public interface IReplicationLink
     /// endpoints log in there what they move while Teal finishes opening it (PostgreSQL: LOGIN
     /// comes back first, the read-only default is reset and reloaded after the callback; a
     /// session that logged in before the reload applies it before its first statement). Not
-    /// called when green stays fenced by another deployment. <paramref name="before"/> is work on
-    /// green that must be done before any client can log in there (the slots the switchover makes
-    /// for reverse replication and CDC consumers): the unfence does what it can meanwhile and
-    /// waits for it before logins come back. Links whose green opens in one move keep this
-    /// default: the callback comes once green is open.
+    /// called when green stays fenced by another deployment. Links whose green opens in one move
+    /// keep this default: the callback comes once green is open.
     /// </summary>
-    async Task OpenGreenAsync(Task before, Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken)
+    async Task OpenGreenAsync(Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(before);
         ArgumentNullException.ThrowIfNull(loginsBack);
-        await before;
         await UnfenceAsync(Side.Green, cancellationToken);
         await loginsBack(cancellationToken);
     }

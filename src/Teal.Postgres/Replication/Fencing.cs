@@ -247,18 +247,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// runs once clients can log in again, beside the rest of the unfence: a session that logs in
     /// before the observer below sees the read-only default reset has the reload pending, and a
     /// backend applies a pending reload before each command it reads.
-    /// <paramref name="beforeLoginsBack"/> is awaited just before anything gives logins back: on a
-    /// side fenced by NOLOGIN before the release, on one fenced by its file before the reload, so
-    /// there the holder's release and the file's write run while it is made.
     /// </summary>
-    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null, Task? beforeLoginsBack = null)
+    public async Task UnfenceAsync(Side side, CancellationToken cancellationToken, Func<CancellationToken, Task>? loginsBack = null)
     {
-        beforeLoginsBack ??= Task.CompletedTask;
-        if (!FencesByHba(side))
-        {
-            await beforeLoginsBack;
-        }
-
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
         // Blue is unfenced only by a rollback, which retries until it succeeds: a role lock may
         // refuse it, naming the session (see ReleaseAsync). Green's unfence runs after the point
@@ -269,7 +260,6 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         if (!released)
         {
             // Another deployment still fences this server: it stays fenced until that one lets go.
-            await beforeLoginsBack;
             return;
         }
 
@@ -283,12 +273,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             // Open already (stop-replication makes sure, right after the switchover's open-green
             // opened it): a reload now would make every client backend on the side read the
             // configuration files again at its next statement, just as the resumed clients start.
-            await beforeLoginsBack;
             await RestoreOverridesAsync(conn, cancellationToken);
             return;
         }
-
-        await beforeLoginsBack;
 
         // One reload for both files, and only after both are written. Each backend reads the
         // files itself when it handles a reload signal: with one reload for pg_hba.conf and a

@@ -124,7 +124,7 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);
 
-    public Task OpenGreenAsync(Task before, Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(Side.Green, ct, loginsBack, before), cancellationToken);
+    public Task OpenGreenAsync(Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(Side.Green, ct, loginsBack), cancellationToken);
 
     public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 

@@ -150,16 +150,21 @@ public sealed class OpenGreenStep : ISwitchoverStep
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        // All at once, on their own sessions: clients are still held, so nothing but Teal writes
+        // The slots first, alone on green: a logical slot's creation waits for every transaction
+        // with an id running on the server to end, and for the next snapshot record after that.
+        // Made beside the unfence's transactions (the holder's release, the file's write), it
+        // took 200-370 ms in three of nine switchovers of the loop bench, against 4-10 ms alone.
+        await MakeSlotsAsync(context, cancellationToken);
+
+        // Then both at once, on two sessions: clients are still held, so nothing but Teal writes
         // on green until the endpoints resume, and the position read is the one it opens at.
-        // The unfence lifts what it can while the slots are made, and gives logins back only
-        // once they exist. Then the endpoints log in there the sessions they move while the rest
-        // of the unfence runs: at the resume only their state is left to replay. The flip runs
-        // alongside; an endpoint waits for it to route to green before it logs anything in.
-        var slots = MakeSlotsAsync(context, cancellationToken);
+        // Once green's logins are back, the endpoints log in there the sessions they move while
+        // the rest of the unfence runs: at the resume only their state is left to replay. The
+        // flip runs alongside; an endpoint waits for it to route to green before it logs
+        // anything in.
         var reading = context.Link.ReadPositionAsync(Side.Green, cancellationToken);
-        var opening = context.Link.OpenGreenAsync(slots, ct => Task.WhenAll(context.Endpoints.Select(e => e.LoginsOpenAsync(ct))), cancellationToken);
-        await Task.WhenAll(slots, reading, opening);
+        var opening = context.Link.OpenGreenAsync(ct => Task.WhenAll(context.Endpoints.Select(e => e.LoginsOpenAsync(ct))), cancellationToken);
+        await Task.WhenAll(reading, opening);
         var position = await reading;
         context.GreenPosition = position.Value;
         context.GreenPositionDetails = position.Details;
