@@ -81,8 +81,8 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// endpoints pause and drain: on a side fenced by its file the holder and the fenced
     /// pg_hba.conf, on every side the role and database overrides of the read-only default reset
     /// (they matter only once the server's default is "on") and that default written by ALTER
-    /// SYSTEM. A server reads both files only when it reloads, and both writes are flushed to
-    /// disk (ALTER SYSTEM's cost on a small machine: 4-25 ms), so the write pause keeps only the
+    /// SYSTEM. A server reads both files only when it reloads, and the writes wait for the disk
+    /// (ALTER SYSTEM flushes its file: 4-27 ms on a small machine), so the write pause keeps only the
     /// reload, or NOLOGIN and the reload in one round trip (<see cref="FenceAsync"/>). Should the
     /// switchover go back instead, the unfence puts it all back. A reload by someone else before
     /// the fence fences the side early: a login is refused, or a transaction a client starts then

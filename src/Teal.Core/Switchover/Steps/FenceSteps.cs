@@ -23,8 +23,8 @@ public sealed class FenceBlueStep : ISwitchoverStep
 
     /// <summary>
     /// What the fence can do before it takes effect (PostgreSQL: blue's fenced pg_hba.conf and
-    /// its read-only default written, each flushed to disk, and role and database overrides of
-    /// that default reset) is done while the endpoints pause and drain, off the write pause's
+    /// its read-only default written, with their disk flushes, and role and database overrides
+    /// of that default reset) is done while the endpoints pause and drain, off the write pause's
     /// critical path: clients cannot notice it before the fence's reload, and its undo is the
     /// fence's.
     /// </summary>
