@@ -38,6 +38,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     private const string Parameter = "default_transaction_read_only";
 
+    /// <summary>The reload, returning the server's time at it: from then on the fence counts (<see cref="FencedAt"/>).</summary>
+    private const string TimedReload = "SELECT clock_timestamp() FROM pg_reload_conf()";
+
     /// <summary>
     /// Client sessions that are not Teal's. Teal's are told by their login role, which no one
     /// else can log in as; never by application_name, which any client can set.
@@ -112,7 +115,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         else if (FencesByHba(side))
         {
             fencedFile = prepared.HbaFile;
-            at = await conn.ScalarAsync<DateTime>("SELECT clock_timestamp() FROM pg_reload_conf()", cancellationToken);
+            at = await conn.ScalarAsync<DateTime>(TimedReload, cancellationToken);
         }
         else
         {
@@ -312,7 +315,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     {
         await using var batch = conn.CreateBatch();
         batch.BatchCommands.Add(new NpgsqlBatchCommand(alterSystem));
-        batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(TimedReload));
         // ALTER SYSTEM returns no result set: the reader starts on the reload's.
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
         if (!await reader.ReadAsync(cancellationToken))
@@ -391,7 +394,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
                 await using var batch = conn.CreateBatch();
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(sql));
-                batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT clock_timestamp() FROM pg_reload_conf()"));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(TimedReload));
                 return (DateTime?)await batch.ExecuteScalarAsync(cancellationToken);
             }
             catch (PostgresException ex) when (attempt < 3 && ex.SqlState is PostgresErrorCodes.DuplicateObject or PostgresErrorCodes.UniqueViolation or PostgresErrorCodes.InternalError)
