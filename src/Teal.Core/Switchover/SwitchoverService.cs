@@ -313,18 +313,26 @@ public sealed class SwitchoverService(
             {
                 // Refused below, as any request that finds the slot taken.
             }
-
-            if (background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
-            {
-                return slot;
-            }
         }
 
-        throw new TealException(
-            "switchover.already-running",
-            $"a switchover of '{deployment.Name}' is already running",
-            "wait for it to finish; follow it with `teal show " + deployment.Name + " --watch`")
-        { Kind = TealErrorKind.Conflict };
+        // Tried again whether or not a run was found: one that ended between the first try and
+        // the look-up above has taken its entry with it, and the slot is free now.
+        if (background.TryStart(WorkKey(deployment.Id), slot.WaitAsync))
+        {
+            return slot;
+        }
+
+        throw _runs.ContainsKey(deployment.Id)
+            ? new TealException(
+                "switchover.already-running",
+                $"a switchover of '{deployment.Name}' is already running",
+                "wait for it to finish; follow it with `teal show " + deployment.Name + " --watch`")
+            { Kind = TealErrorKind.Conflict }
+            : new TealException(
+                "switchover.already-running",
+                $"another request on '{deployment.Name}' is already running (a switchover, switchback, resume or finish being started)",
+                "try again in a moment; `teal show " + deployment.Name + "` shows what it did")
+            { Kind = TealErrorKind.Conflict };
     }
 
     /// <summary>Marks the deployment's slot as running a switchover until the slot is released.</summary>
