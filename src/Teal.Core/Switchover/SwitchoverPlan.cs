@@ -18,6 +18,7 @@ public static class SwitchoverPlan
         new DrainBlueStep(),        //    direct sessions finish within the budget or are terminated
         new CatchUpStep(),          // 4. blue's final position applied on green
         new SyncSequencesStep(),    // 5. sequences
+        new ReadyGreenStep(),       //    green's writable default written, not loaded (written ahead, from the pause)
         new FlipStep(),             // 6. POINT OF NO RETURN: routes and names move to green
         new OpenGreenStep(),        // 7. green writable (only now: never two writable sides)
         new ResumeEndpointsStep(),  // 8. held connections proceed to green

@@ -60,6 +60,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <param name="HbaFile">The fenced pg_hba.conf written and not yet reloaded, or null for NOLOGIN.</param>
     private sealed record PreparedFence(string? HbaFile);
 
+    /// <summary>Sides whose writable default <see cref="PrepareUnfenceAsync"/> wrote, until their unfence or its take-back.</summary>
+    private readonly ConcurrentDictionary<Side, byte> _unfencePrepared = new();
+
     /// <summary>Teal's own roles: its login, the fence's record and the fence holders (never copied, never fenced).</summary>
     public static bool IsTealRole(string name) =>
         name is LinkSessions.ControlRole or LoginsRole
@@ -246,6 +249,51 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             cancellationToken);
 
     /// <summary>
+    /// Writes the side's writable default ahead of its unfence, without a reload: ALTER SYSTEM's
+    /// file and its disk flushes (4-50 ms measured here) leave the write pause, and the unfence
+    /// only reloads. The side stays fenced meanwhile: its logins are the layer no client gets
+    /// past (NOLOGIN, or its pg_hba.conf), and nothing of Teal's reloads it before the unfence.
+    /// A reload by someone else in between makes the default writable early, for sessions that
+    /// cannot log in. Nothing is written while another deployment fences the same server.
+    /// </summary>
+    public async Task PrepareUnfenceAsync(Side side, CancellationToken cancellationToken)
+    {
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var others = await conn.ScalarAsync<bool>($"SELECT EXISTS (SELECT 1 FROM pg_roles WHERE ({HolderPattern}) AND rolname <> $1)", cancellationToken, Holder(side));
+        if (others)
+        {
+            return;
+        }
+
+        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        _unfencePrepared[side] = 0;
+    }
+
+    /// <summary>
+    /// Puts the read-only default back on a side that stays fenced after <see cref="PrepareUnfenceAsync"/>
+    /// (a rollback, or a recovery after a crash), and reloads it in case someone else reloaded
+    /// the writable one. Only where this deployment's fence is, and only when the file lacks the
+    /// default: a rollback before the preparation wrote it (or one that found another
+    /// deployment's fence) does not pay ALTER SYSTEM's flushes before blue is let go.
+    /// </summary>
+    public async Task TakeBackUnfenceAsync(Side side, CancellationToken cancellationToken)
+    {
+        _unfencePrepared.TryRemove(side, out _);
+        await using var conn = await sessions.OpenAsync(side, cancellationToken);
+        var writtenBack = await conn.ScalarAsync<bool>(
+            $"""
+            SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+                OR EXISTS (SELECT 1 FROM pg_file_settings WHERE name = '{Parameter}' AND sourcefile LIKE '%/postgresql.auto.conf')
+            """,
+            cancellationToken,
+            Holder(side));
+        if (!writtenBack)
+        {
+            await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+        }
+    }
+
+    /// <summary>
     /// Lets go of this deployment's fence on <paramref name="side"/>. <paramref name="loginsBack"/>
     /// runs once clients can log in again, beside the rest of the unfence: a session that logs in
     /// before the observer below sees the read-only default reset has the reload pending, and a
@@ -260,9 +308,16 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, cancellationToken);
         _fencedAt.TryRemove(side, out _);
         _prepared.TryRemove(side, out _);
+        var writtenAhead = _unfencePrepared.TryRemove(side, out _);
         if (!released)
         {
-            // Another deployment still fences this server: it stays fenced until that one lets go.
+            // Another deployment still fences this server: it stays fenced until that one lets
+            // go, with the read-only default its fence wrote (fenced after the preparation looked).
+            if (writtenAhead)
+            {
+                await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
+            }
+
             return;
         }
 
@@ -271,7 +326,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // under an older Teal) is lifted all the same. Reading it needs a superuser, which Teal's
         // login is on every server Teal provisioned (is_superuser is reported at login: no round trip).
         var fileOpened = (FencesByHba(side) || IsSuperuser(conn)) && await HbaFence.OpenAsync(conn, cancellationToken);
-        if (!fileOpened && loginsBack is null && !await ReadOnlyDefaultSetAsync(conn, cancellationToken))
+        if (!fileOpened && loginsBack is null && !writtenAhead && !await ReadOnlyDefaultSetAsync(conn, cancellationToken))
         {
             // Open already (stop-replication makes sure, right after the switchover's open-green
             // opened it): a reload now would make every client backend on the side read the
@@ -290,7 +345,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // loop caught it). With one reload, "off" on the observer means the postmaster has
         // handled it: later logins inherit "off", earlier ones have the signal pending, which a
         // backend handles before it runs its next command.
-        await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        if (writtenAhead)
+        {
+            await conn.ScalarAsync<DateTime>(TimedReload, cancellationToken);
+        }
+        else
+        {
+            await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
+        }
 
         // Logins come back with the reload (an early login that still meets the fenced file, or
         // NOLOGIN, is made again at the resume). The endpoints log in beside the rest: the
@@ -665,11 +727,19 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <summary>
     /// Waits for transactions of client sessions that were open when the side was fenced (they
     /// may still write, and commit before blue's final position is read, so they replicate);
-    /// then re-asserts the fence and terminates every client session that is not Teal's, idle
-    /// ones included (an idle session could begin a writing transaction later), until none is
-    /// left. A prepared transaction left on the side refuses the step: no one could ever commit
-    /// it there (no client can log in), and it is not on green.
+    /// then terminates every client session that is not Teal's, idle ones included (an idle
+    /// session could begin a writing transaction later), until none is left. A prepared
+    /// transaction left on the side refuses the step: no one could ever commit it there (no
+    /// client can log in), and it is not on green.
     /// </summary>
+    /// <remarks>
+    /// The fence is not written again first. On a side fenced by NOLOGIN every look asks whether a
+    /// role has LOGIN again and fences it (<see cref="TerminateClientsAsync"/>); on a side fenced
+    /// by its pg_hba.conf writing the file again would change nothing the server does until a
+    /// reload. Where no transaction was open at the fence, the first look rides in the round trip
+    /// that asks (NOLOGIN sides; a side fenced by its file reads its postmaster.pid there, which
+    /// the looks need first).
+    /// </remarks>
     public async Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
@@ -678,15 +748,32 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             SELECT pid FROM pg_stat_activity
             WHERE {ClientSessions} AND xact_start IS NOT NULL AND xact_start <= $1
             """;
-        // A side fenced by its pg_hba.conf is a server Teal provisioned: where it runs on this
-        // machine, the drain also ends the backends its /proc shows still waiting for a startup
-        // packet (LocalPostmaster). Its postmaster.pid (a superuser's to read, which Teal's
-        // login is on such a server) comes with the first look.
-        var (initial, pidFile) = (await conn.QueryAsync(
-            $"SELECT ARRAY({inTransaction}), {(FencesByHba(side) && IsSuperuser(conn) ? "pg_read_file('postmaster.pid')" : "NULL::text")}",
-            r => (Pids: r.GetFieldValue<int[]>(0).ToList(), PidFile: r.IsDBNull(1) ? null : r.GetString(1)),
-            cancellationToken,
-            fencedAt))[0];
+        var byHba = FencesByHba(side);
+        var loginsBack = LoginsBackSql(byHba);
+        List<int> initial;
+        string? pidFile = null;
+        Look? first = null;
+        if (byHba)
+        {
+            // A side fenced by its pg_hba.conf is a server Teal provisioned: where it runs on this
+            // machine, the drain also ends the backends its /proc shows still waiting for a startup
+            // packet (LocalPostmaster). Its postmaster.pid (a superuser's to read, which Teal's
+            // login is on such a server) comes with the first question.
+            (initial, pidFile) = (await conn.QueryAsync(
+                $"SELECT ARRAY({inTransaction}), {(IsSuperuser(conn) ? "pg_read_file('postmaster.pid')" : "NULL::text")}",
+                r => (r.GetFieldValue<int[]>(0).ToList(), r.IsDBNull(1) ? null : r.GetString(1)),
+                cancellationToken,
+                fencedAt))[0];
+        }
+        else
+        {
+            (initial, first) = (await conn.QueryAsync(
+                $"SELECT ARRAY({inTransaction}), {LookColumns(loginsBack)}",
+                r => (r.GetFieldValue<int[]>(0).ToList(), ReadLook(r, 1)),
+                cancellationToken,
+                fencedAt))[0];
+        }
+
         var started = Stopwatch.GetTimestamp();
         var remaining = initial;
         while (remaining.Count > 0 && Stopwatch.GetElapsedTime(started) < budget)
@@ -696,10 +783,8 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
 
         var stillWriting = remaining.Intersect(initial).ToHashSet();
-
-        // A superuser session may have given some role LOGIN back during the budget.
-        await CloseAsync(conn, side, cancellationToken);
-        var (closed, prepared) = await TerminateClientsAsync(side, conn, LocalPostmaster.Find(pidFile), cancellationToken);
+        // The first look is only as fresh as the question it came with: stale once the budget was waited on.
+        var (closed, prepared) = await TerminateClientsAsync(side, conn, LocalPostmaster.Find(pidFile), initial.Count == 0 ? first : null, cancellationToken);
         RefusePrepared(side, prepared);
         var terminated = closed.Count(stillWriting.Contains);
         return new DrainResult(initial.Count - stillWriting.Count, terminated) { ClosedIdle = closed.Count - terminated };
@@ -707,12 +792,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>
     /// Terminates every non-Teal client session and returns their pids; confirms none is left.
-    /// On a side fenced by NOLOGIN each look also asks whether a role has LOGIN again: the
-    /// fence was re-asserted just before, but a superuser session still connected could give a
-    /// role LOGIN back until it is itself terminated, and that role could then log in to the
-    /// fenced side for good. Such a role is fenced again and the looks start over (same round
-    /// trip as the look: nothing added when no one did). Returns the prepared transactions the
-    /// last look found as well.
+    /// On a side fenced by NOLOGIN each look also asks whether a role has LOGIN again: a
+    /// superuser session still connected could give a role LOGIN back until it is itself
+    /// terminated, and that role could then log in to the fenced side for good. Such a role is
+    /// fenced again and the looks start over (same round trip as the look: nothing added when
+    /// no one did). Returns the prepared transactions the last look found as well.
     /// </summary>
     /// <remarks>
     /// On a side fenced by its pg_hba.conf a backend still logging in is a client session too.
@@ -726,14 +810,13 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <c>starting</c>); one that has not sent its startup packet has no lock and no entry
     /// either, and only <paramref name="postmaster"/> (this machine's /proc) finds it.
     /// </remarks>
-    private async Task<(HashSet<int> Closed, IReadOnlyList<string> Prepared)> TerminateClientsAsync(Side side, NpgsqlConnection conn, LocalPostmaster? postmaster, CancellationToken cancellationToken)
+    private async Task<(HashSet<int> Closed, IReadOnlyList<string> Prepared)> TerminateClientsAsync(
+        Side side, NpgsqlConnection conn, LocalPostmaster? postmaster, Look? first, CancellationToken cancellationToken)
     {
         var closed = new HashSet<int>();
         var started = Stopwatch.GetTimestamp();
         var byHba = FencesByHba(side);
-        var loginsBack = byHba
-            ? "false"
-            : $"EXISTS (SELECT 1 FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}')";
+        var loginsBack = LoginsBackSql(byHba);
         var quiet = 0;
         IReadOnlyList<string> prepared = [];
         // Two looks in a row with nothing to end: a backend that passed its login check just
@@ -741,8 +824,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         while (quiet < 2)
         {
             // Before the look: a child that logs in meanwhile is in the look's pg_stat_activity.
-            var silent = postmaster?.ChildrenBeforeStartup() ?? [];
-            var look = await LookAsync(conn, loginsBack, byHba, cancellationToken);
+            // (A first look given by the caller comes from a NOLOGIN side: no postmaster to read.)
+            var silent = first is null ? postmaster?.ChildrenBeforeStartup() ?? [] : [];
+            var look = first ?? await LookAsync(conn, loginsBack, byHba, cancellationToken);
+            first = null;
             prepared = look.Prepared;
             if (look.LoginGivenBack)
             {
@@ -750,7 +835,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             }
 
             silent = silent.Except(look.Known).ToList();
-            if (look.Pids.Count == 0 && silent.Count == 0)
+            if (look.Pids.Length == 0 && silent.Count == 0)
             {
                 quiet = look.LoginGivenBack ? 0 : quiet + 1;
                 if (quiet < 2)
@@ -765,7 +850,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             closed.UnionWith(look.Pids);
             closed.UnionWith(silent);
             postmaster?.Terminate(silent);
-            var pids = look.Pids.ToArray();
+            var pids = look.Pids;
             if (pids.Length > 0)
             {
                 await conn.ExecuteAsync("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", cancellationToken, pids);
@@ -793,22 +878,36 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         return (closed, prepared);
     }
 
+    /// <summary>One look at a side's sessions (<see cref="LookAsync"/>).</summary>
+    /// <param name="Pids">The client sessions to end (on a side fenced by its file, with the backends still logging in).</param>
+    /// <param name="LoginGivenBack">Whether a role has LOGIN again (NOLOGIN sides).</param>
+    /// <param name="Known">Every pid pg_stat_activity knows (a postmaster's child it lists is not one still waiting for its startup packet).</param>
+    /// <param name="Prepared">The prepared transactions (the drain refuses any).</param>
+    private sealed record Look(int[] Pids, bool LoginGivenBack, HashSet<int> Known, string[] Prepared);
+
+    private static string LoginsBackSql(bool byHba) => byHba
+        ? "false"
+        : $"EXISTS (SELECT 1 FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}')";
+
+    /// <summary>The columns of a look, read by <see cref="ReadLook"/>.</summary>
+    private static string LookColumns(string loginsBack) =>
+        $"ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql})";
+
+    private static Look ReadLook(NpgsqlDataReader r, int at) =>
+        new(r.GetFieldValue<int[]>(at), r.GetBoolean(at + 1), r.GetFieldValue<int[]>(at + 2).ToHashSet(), r.GetFieldValue<string[]>(at + 3));
+
     /// <summary>
-    /// One look at the side's sessions: the client sessions to end (on a side fenced by its file,
-    /// with the backends still logging in), whether a role has LOGIN again, every pid
-    /// pg_stat_activity knows, and the prepared transactions (the drain refuses any). pg_locks is
-    /// read first, in a statement of its own in the same round trip, so that a backend which
-    /// finishes its login between the two reads is judged by its role in pg_stat_activity (a
-    /// session of Teal's is not ended) rather than as one starting.
+    /// One look at the side's sessions. On a side fenced by its file pg_locks is read first, in
+    /// a statement of its own in the same round trip, so that a backend which finishes its login
+    /// between the two reads is judged by its role in pg_stat_activity (a session of Teal's is
+    /// not ended) rather than as one starting.
     /// </summary>
-    private static async Task<(IReadOnlyCollection<int> Pids, bool LoginGivenBack, IReadOnlySet<int> Known, IReadOnlyList<string> Prepared)> LookAsync(
-        NpgsqlConnection conn, string loginsBack, bool withStarting, CancellationToken cancellationToken)
+    private static async Task<Look> LookAsync(NpgsqlConnection conn, string loginsBack, bool withStarting, CancellationToken cancellationToken)
     {
-        var sessions = $"SELECT ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql})";
+        var sessions = $"SELECT {LookColumns(loginsBack)}";
         if (!withStarting)
         {
-            var (pids, loginGivenBack, prepared) = (await conn.QueryAsync(sessions, r => (r.GetFieldValue<int[]>(0), r.GetBoolean(1), r.GetFieldValue<string[]>(3)), cancellationToken))[0];
-            return (pids, loginGivenBack, new HashSet<int>(), prepared);
+            return (await conn.QueryAsync(sessions, r => ReadLook(r, 0), cancellationToken))[0];
         }
 
         await using var batch = conn.CreateBatch();
@@ -819,10 +918,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var locked = reader.GetFieldValue<int[]>(0);
         await reader.NextResultAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
-        var clients = reader.GetFieldValue<int[]>(0).ToHashSet();
-        var known = reader.GetFieldValue<int[]>(2).ToHashSet();
-        clients.UnionWith(locked.Where(pid => !known.Contains(pid)));
-        return (clients, reader.GetBoolean(1), known, reader.GetFieldValue<string[]>(3));
+        var starting = ReadLook(reader, 0);
+        var clients = starting.Pids.ToHashSet();
+        clients.UnionWith(locked.Where(pid => !starting.Known.Contains(pid)));
+        return starting with { Pids = [.. clients] };
     }
 
     private static void RefusePrepared(Side side, IReadOnlyList<string> prepared)

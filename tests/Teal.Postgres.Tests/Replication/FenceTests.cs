@@ -360,6 +360,31 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         (await LoginsAsync()).ShouldBe(loginsBefore);
     }
 
+    [Fact]
+    public async Task LoginGivenBackBetweenTheFenceAndTheDrain_IsTakenAgain_AndItsIdleSessionEnded()
+    {
+        var loginsBefore = await LoginsAsync();
+        await using var idle = await OpenAsync("fence_app", "app-secret");
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        try
+        {
+            // Nothing is in a transaction: the drain's first look rides with that question.
+            await deployment.Blue.ExecuteAsync("ALTER ROLE fence_app LOGIN");
+
+            var drained = await deployment.Link.DrainAsync(Side.Blue, TimeSpan.FromSeconds(5), default);
+
+            drained.ClosedIdle.ShouldBeGreaterThanOrEqualTo(1);
+            (await CanLogInAsync("fence_app", "app-secret")).ShouldBeFalse("the drain left a role with LOGIN given back after the fence");
+            (await deployment.Blue.ScalarAsync<long>($"SELECT count(*) FROM pg_stat_activity WHERE pid = {idle.ProcessID}")).ShouldBe(0);
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await LoginsAsync()).ShouldBe(loginsBefore);
+    }
+
     /// <summary>The system clock, which runs an action (once armed) when the fence's code first asks for a 2 ms wait.</summary>
     private sealed class ActAtFirstShortWait(Func<Task> action) : TimeProvider
     {

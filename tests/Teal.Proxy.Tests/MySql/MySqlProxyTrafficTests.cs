@@ -165,7 +165,8 @@ public sealed class MySqlProxyTrafficTests(MySqlProxyServersFixture servers)
         }).ToList();
 
         await allOpen.Task.WaitAsync(TimeSpan.FromSeconds(120));
-        endpoint.Stats.Active.ShouldBe(clients);
+        // Seen once at 299 in a loaded run (not reproduced): the whole of the stats says more next time.
+        endpoint.Stats.Active.ShouldBe(clients, endpoint.Stats.ToString());
         var ids = await Task.WhenAll(connections);
 
         ids.Distinct().Count().ShouldBe(clients);

@@ -135,6 +135,37 @@ public sealed class SyncSequencesStep : ISwitchoverStep
 }
 
 /// <summary>
+/// Step 5b: what opening green can write without opening it, written while the endpoints drain
+/// (PostgreSQL: green's writable default, ALTER SYSTEM with its disk flushes, not loaded). Only
+/// <c>open-green</c>'s reload, after the point of no return, loads it; until then green's
+/// logins stay fenced. Its start goes in the pause's flushed commit with the fence's, so a
+/// rollback (after a crash too) writes green's read-only default back; it runs with the
+/// sequences, and waits there for the work if the disk is slower than the drain, fence and
+/// catch-up together.
+/// </summary>
+public sealed class ReadyGreenStep : ISwitchoverStep
+{
+    public string Name => "ready-green";
+
+    public string Description => "write green's writable default ahead, without loading it (open-green's reload does, after the flip)";
+
+    public bool RunsWithPrevious => true;
+
+    public bool JournaledAhead => true;
+
+    public bool WorksAhead => true;
+
+    public Task WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.PrepareOpenGreenAsync(cancellationToken);
+
+    /// <summary>Nothing more: the executor starts the step once the work ahead is done.</summary>
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+        context.Link.TakeBackOpenGreenAsync(cancellationToken);
+}
+
+/// <summary>
 /// Step 7a: green accepts writes. It runs alongside the flip: both are journaled as started in
 /// the flip's flushed commit, so green opens only once Teal can no longer go back, and blue is
 /// fenced from <c>fence-blue</c> on — never two writable sides. Clients are still held, so the
