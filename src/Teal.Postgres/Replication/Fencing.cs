@@ -305,7 +305,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // Blue is unfenced only by a rollback, which retries until it succeeds: a role lock may
         // refuse it, naming the session (see ReleaseAsync). Green's unfence runs after the point
         // of no return, where a refusal would stop the switchover: it waits, as it always did.
-        var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, cancellationToken);
+        // Opening a cutover's green (loginsBack) commits the release without waiting for its WAL
+        // flush, inside the write pause: losing it to a crash of green can only leave green
+        // fenced, never two sides writable, and stop-replication's unfence, after the resume,
+        // releases again with a flushed commit (as does any client's commit on green before it).
+        var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, flushed: loginsBack is null, cancellationToken);
         _fencedAt.TryRemove(side, out _);
         _prepared.TryRemove(side, out _);
         var writtenAhead = _unfencePrepared.TryRemove(side, out _);
@@ -355,13 +359,20 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         }
 
         // Logins come back with the reload (an early login that still meets the fenced file, or
-        // NOLOGIN, is made again at the resume). The endpoints log in beside the rest: the
-        // overrides restored are "off" values, the server's default from the reload on.
+        // NOLOGIN, is made again at the resume). The endpoints log in beside the observation.
+        // The role and database overrides the fence reset are "off" values, the server's default
+        // from the reload on, so a cutover's green (loginsBack) gets them back after the resume,
+        // from stop-replication's unfence: no client meets a difference, and the pause does not
+        // wait for that round trip beside the endpoints' logins.
         await Task.WhenAll(loginsBack?.Invoke(cancellationToken) ?? Task.CompletedTask, RestAsync());
 
         async Task RestAsync()
         {
-            await RestoreOverridesAsync(conn, cancellationToken);
+            if (loginsBack is null)
+            {
+                await RestoreOverridesAsync(conn, cancellationToken);
+            }
+
             await WaitUntilObservedAsync(side, expectReadOnly: false, cancellationToken);
         }
     }
@@ -511,12 +522,24 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// transaction ends either way; the refusal makes each retry's event say what to end
     /// instead of "canceling statement due to user request" after the undo's own timeout.
     /// </remarks>
-    private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, Side side, string holder, bool capRoleLocks, CancellationToken cancellationToken)
+    private static async Task<bool> ReleaseAsync(NpgsqlConnection conn, Side side, string holder, bool capRoleLocks, bool flushed, CancellationToken cancellationToken)
     {
         await using var batch = conn.CreateBatch();
+        // One transaction (one Sync): the settings hold for the statements after them.
+        var settings = new List<string>();
         if (capRoleLocks)
         {
-            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_catalog.set_config('lock_timeout', '{(int)RoleLockWait.TotalMilliseconds}', true)"));
+            settings.Add($"pg_catalog.set_config('lock_timeout', '{(int)RoleLockWait.TotalMilliseconds}', true)");
+        }
+
+        if (!flushed)
+        {
+            settings.Add("pg_catalog.set_config('synchronous_commit', 'off', true)");
+        }
+
+        if (settings.Count > 0)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT {string.Join(", ", settings)}"));
         }
 
         batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP ROLE IF EXISTS {Sql.Ident(holder)}"));
@@ -535,7 +558,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         try
         {
             await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
-            if (capRoleLocks)
+            if (settings.Count > 0)
             {
                 await reader.NextResultAsync(cancellationToken); // past set_config's row
             }

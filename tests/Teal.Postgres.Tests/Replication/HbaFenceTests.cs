@@ -290,6 +290,41 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
         }
     }
 
+    /// <summary>
+    /// A role's own "off" setting of the read-only default, reset by the fence, comes back after
+    /// the resume rather than inside the pause: the open leaves it to stop-replication's unfence
+    /// (the server's default is already "off" then, so no client meets a difference).
+    /// </summary>
+    [Fact]
+    public async Task OverridesTheFenceReset_ComeBackWithTheUnfenceAfterTheOpen()
+    {
+        const string db = "hba_open_overrides";
+        await using var link = await StartLinkAsync(db);
+        Task<string?> Override() => servers.Green.ScalarAsync<string?>(
+            "SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setrole = 'hba_app'::regrole", db);
+        try
+        {
+            await servers.Green.ExecuteAsync($"ALTER ROLE hba_app IN DATABASE {db} SET default_transaction_read_only = off");
+            await link.FenceAsync(Side.Green, default);
+            (await Override()).ShouldBeNull("the fence resets a role's writable setting");
+
+            await link.OpenGreenAsync(_ => Task.CompletedTask, default);
+
+            (await Override()).ShouldBeNull("restored inside the write pause");
+            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items VALUES (1)", "hba_app", "app-secret")).ShouldBeNull();
+
+            await link.UnfenceAsync(Side.Green, default);
+
+            (await Override()).ShouldBe("default_transaction_read_only=off");
+        }
+        finally
+        {
+            await link.UnfenceAsync(Side.Green, default);
+            await servers.Green.ExecuteAsync($"ALTER ROLE hba_app IN DATABASE {db} RESET default_transaction_read_only");
+            await link.RemoveAsync(default);
+        }
+    }
+
     /// <summary>The application's role and a database with a table on blue, and a started link to the managed green.</summary>
     private async Task<PostgresReplicationLink> StartLinkAsync(string db, bool blueManaged = false)
     {
