@@ -844,6 +844,11 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         IReadOnlyList<string> prepared = [];
         // Two looks in a row with nothing to end: a backend that passed its login check just
         // before LOGIN was taken shows up in pg_stat_activity within microseconds of that check.
+        // On a NOLOGIN side one look is enough when no backend is starting: one that reads
+        // rolcanlogin does so in its startup transaction, whose virtualxid lock it holds until
+        // it is in pg_stat_activity, so with no such lock unaccounted for, every backend either
+        // is in the look or will read NOLOGIN. A starting one may also be a client stalled in its
+        // password exchange (NOLOGIN refuses it after), so it is not waited for beyond the two looks.
         while (quiet < 2)
         {
             // Before the look: a child that logs in meanwhile is in the look's pg_stat_activity.
@@ -860,7 +865,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             silent = silent.Except(look.Known).ToList();
             if (look.Pids.Length == 0 && silent.Count == 0)
             {
-                quiet = look.LoginGivenBack ? 0 : quiet + 1;
+                quiet = look.LoginGivenBack ? 0 : !byHba && look.Starting.Length == 0 ? 2 : quiet + 1;
                 if (quiet < 2)
                 {
                     await Task.Delay(TimeSpan.FromMilliseconds(2), time, cancellationToken);
@@ -906,7 +911,12 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <param name="LoginGivenBack">Whether a role has LOGIN again (NOLOGIN sides).</param>
     /// <param name="Known">Every pid pg_stat_activity knows (a postmaster's child it lists is not one still waiting for its startup packet).</param>
     /// <param name="Prepared">The prepared transactions (the drain refuses any).</param>
-    private sealed record Look(int[] Pids, bool LoginGivenBack, HashSet<int> Known, string[] Prepared);
+    /// <param name="Starting">
+    /// Backends still logging in (a startup transaction's virtualxid lock, no pg_stat_activity
+    /// entry yet) on a NOLOGIN side: while there are any, the drain looks twice, as it always
+    /// did. On a side fenced by its file they are among <paramref name="Pids"/>, ended at once.
+    /// </param>
+    private sealed record Look(int[] Pids, bool LoginGivenBack, HashSet<int> Known, string[] Prepared, int[] Starting);
 
     private static string LoginsBackSql(bool byHba) => byHba
         ? "false"
@@ -914,10 +924,14 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
 
     /// <summary>The columns of a look, read by <see cref="ReadLook"/>.</summary>
     private static string LookColumns(string loginsBack) =>
-        $"ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql})";
+        $"""
+        ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql}),
+        ARRAY(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.pid IS NOT NULL AND l.pid <> pg_backend_pid()
+              AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid))
+        """;
 
     private static Look ReadLook(NpgsqlDataReader r, int at) =>
-        new(r.GetFieldValue<int[]>(at), r.GetBoolean(at + 1), r.GetFieldValue<int[]>(at + 2).ToHashSet(), r.GetFieldValue<string[]>(at + 3));
+        new(r.GetFieldValue<int[]>(at), r.GetBoolean(at + 1), r.GetFieldValue<int[]>(at + 2).ToHashSet(), r.GetFieldValue<string[]>(at + 3), r.GetFieldValue<int[]>(at + 4));
 
     /// <summary>
     /// One look at the side's sessions. On a side fenced by its file pg_locks is read first, in
@@ -941,10 +955,10 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var locked = reader.GetFieldValue<int[]>(0);
         await reader.NextResultAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
-        var starting = ReadLook(reader, 0);
-        var clients = starting.Pids.ToHashSet();
-        clients.UnionWith(locked.Where(pid => !starting.Known.Contains(pid)));
-        return starting with { Pids = [.. clients] };
+        var look = ReadLook(reader, 0);
+        var clients = look.Pids.ToHashSet();
+        clients.UnionWith(locked.Where(pid => !look.Known.Contains(pid)));
+        return look with { Pids = [.. clients], Starting = [] };
     }
 
     private static void RefusePrepared(Side side, IReadOnlyList<string> prepared)

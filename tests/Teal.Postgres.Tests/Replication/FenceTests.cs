@@ -338,10 +338,12 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
     public async Task LoginGivenBackWhileTheDrainEndsSessions_IsTakenAgainBeforeTheDrainReturns()
     {
         var loginsBefore = await LoginsAsync();
-        // A superuser session gives LOGIN back after the drain re-asserted the fence, before it
-        // is itself terminated: here, when the drain first waits between its looks for sessions.
+        // A superuser session gives LOGIN back after the fence, before it is itself terminated:
+        // here, when the drain first waits between its looks (a login under way, stopped in its
+        // password exchange, makes it look twice).
         var time = new ActAtFirstShortWait(() => deployment.Blue.ExecuteAsync("ALTER ROLE fence_app LOGIN"));
         await using var link = LinkTestKit.Link(deployment.Blue, deployment.Green, Db, LinkTestKit.NewName("teal"), time: time);
+        await using var stopped = await StalledLogin.StartAsync(deployment.Blue.Host, deployment.Blue.Port, "fence_app", "app-secret", Db, StalledLogin.Stage.Challenged);
         await link.FenceAsync(Side.Blue, default);
         try
         {
@@ -383,6 +385,34 @@ public sealed class FenceTests(FencedDeploymentFixture deployment) : IClassFixtu
         }
 
         (await LoginsAsync()).ShouldBe(loginsBefore);
+    }
+
+    /// <summary>
+    /// A client stopped in its password exchange when blue is fenced by NOLOGIN holds its startup
+    /// transaction's lock with no pg_stat_activity entry yet, which the drain's look sees as a
+    /// login under way: the drain looks twice then, as it always did, rather than waiting for it
+    /// (PostgreSQL would give it authentication_timeout), and the client is refused when it goes
+    /// on (rolcanlogin is read after the exchange).
+    /// </summary>
+    [Fact]
+    public async Task LoginStoppedInItsPasswordExchange_DoesNotHoldTheDrain_AndIsRefusedWhenItGoesOn()
+    {
+        await using var challenged = await StalledLogin.StartAsync(deployment.Blue.Host, deployment.Blue.Port, "fence_app", "app-secret", Db, StalledLogin.Stage.Challenged);
+        await deployment.Link.FenceAsync(Side.Blue, default);
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await deployment.Link.DrainAsync(Side.Blue, TimeSpan.Zero, default);
+
+            clock.Elapsed.ShouldBeLessThan(TimeSpan.FromSeconds(5), "the drain waited for a login stopped in its password exchange");
+            (await challenged.FinishAsync("BEGIN READ WRITE; INSERT INTO writes (how) VALUES ('stopped login'); COMMIT")).ShouldNotBeNull("the stopped login got in to fenced blue");
+        }
+        finally
+        {
+            await deployment.Link.UnfenceAsync(Side.Blue, default);
+        }
+
+        (await deployment.Blue.ScalarAsync<long>("SELECT count(*) FROM writes WHERE how = 'stopped login'", Db)).ShouldBe(0);
     }
 
     /// <summary>The system clock, which runs an action (once armed) when the fence's code first asks for a 2 ms wait.</summary>
