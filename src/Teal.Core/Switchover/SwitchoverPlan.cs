@@ -12,13 +12,13 @@ public static class SwitchoverPlan
     public static IReadOnlyList<ISwitchoverStep> Forward() =>
     [
         new GuardrailsStep(),       // 1. every guardrail, again, right before acting
+        new ReadyGreenStep(),       //    green's writable default written, not loaded (open-green loads it)
         new PauseEndpointsStep(),   // 2. new connections are held
         new DrainEndpointsStep(),   //    endpoint connections close between transactions
         new FenceBlueStep(),        // 3. blue read-only for every role
         new DrainBlueStep(),        //    direct sessions finish within the budget or are terminated
         new CatchUpStep(),          // 4. blue's final position applied on green
         new SyncSequencesStep(),    // 5. sequences
-        new ReadyGreenStep(),       //    green's writable default written, not loaded (written ahead, from the pause)
         new FlipStep(),             // 6. POINT OF NO RETURN: routes and names move to green
         new OpenGreenStep(),        // 7. green writable (only now: never two writable sides)
         new ResumeEndpointsStep(),  // 8. held connections proceed to green

@@ -48,11 +48,9 @@ public sealed class SwitchoverOptionsTests
         names.IndexOf("open-green").ShouldBeGreaterThan(names.IndexOf("flip"));
         names.IndexOf("fence-blue").ShouldBeLessThan(names.IndexOf("catch-up"));
         names.IndexOf("drain-endpoints").ShouldBeLessThan(names.IndexOf("fence-blue"));
-        // Green's writable default is written ahead, journaled in the pause's flushed commit (a
-        // rollback writes the read-only one back), and loaded by open-green only.
-        var ready = plan.Single(s => s.Name == "ready-green");
-        (ready.JournaledAhead && ready.WorksAhead).ShouldBeTrue();
-        names.IndexOf("ready-green").ShouldBeLessThan(names.IndexOf("flip"));
+        // Green's writable default is written before the pause (a rollback writes the read-only
+        // one back), and loaded by open-green only.
+        names.IndexOf("ready-green").ShouldBeLessThan(names.IndexOf("pause-endpoints"));
     }
 
     [Fact]
@@ -62,19 +60,18 @@ public sealed class SwitchoverOptionsTests
         // paused), fencing (blue stays read-only) and the flip (roll forward, never back).
         var plan = SwitchoverPlan.Forward();
         plan.Where(s => !s.NothingToUndo).Select(s => s.Name).ShouldBe(
-            ["pause-endpoints", "fence-blue", "ready-green", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
+            ["ready-green", "pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
         plan.Where(s => s.UndoReopensBlue).ShouldAllBe(s => !s.NothingToUndo);
     }
 
     [Fact]
-    public void Plan_StepsThatRunTogether_AreSequencesAndReadyGreenWithCatchUp_AndOpenGreenWithTheFlip()
+    public void Plan_StepsThatRunTogether_AreSequencesWithCatchUpAndOpenGreenWithTheFlip()
     {
         // Green opens together with the flip, journaled in the flip's flushed commit: after the
         // point of no return, never before it. Nothing that changes blue runs alongside anything.
-        // ready-green's work runs from the pause on; the step only waits for it.
         var plan = SwitchoverPlan.Forward();
         var pairs = plan.Select((s, i) => (Step: s, Previous: i > 0 ? plan[i - 1] : null)).Where(p => p.Step.RunsWithPrevious).ToList();
-        pairs.Select(p => $"{p.Previous!.Name}+{p.Step.Name}").ShouldBe(["catch-up+sync-sequences", "sync-sequences+ready-green", "flip+open-green"]);
+        pairs.Select(p => $"{p.Previous!.Name}+{p.Step.Name}").ShouldBe(["catch-up+sync-sequences", "flip+open-green"]);
         pairs.ShouldAllBe(p => !p.Step.IsPointOfNoReturn && !p.Step.UndoReopensBlue);
     }
 }

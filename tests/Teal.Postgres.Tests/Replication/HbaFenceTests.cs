@@ -230,7 +230,7 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     }
 
     /// <summary>
-    /// ready-green writes green's writable default before the flip without loading it, so that
+    /// ready-green writes green's writable default before the pause without loading it, so that
     /// ALTER SYSTEM's disk flushes leave the write pause: green stays read-only and refuses the
     /// application until the open, which then only reloads. A rollback takes it back: the
     /// read-only default is in the file and loaded again, even after someone else's reload made

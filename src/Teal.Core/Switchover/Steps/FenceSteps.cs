@@ -135,13 +135,12 @@ public sealed class SyncSequencesStep : ISwitchoverStep
 }
 
 /// <summary>
-/// Step 5b: what opening green can write without opening it, written while the endpoints drain
+/// Step 1b: what opening green can write without opening it, written before the pause
 /// (PostgreSQL: green's writable default, ALTER SYSTEM with its disk flushes, not loaded). Only
-/// <c>open-green</c>'s reload, after the point of no return, loads it; until then green's
-/// logins stay fenced. Its start goes in the pause's flushed commit with the fence's, so a
-/// rollback (after a crash too) writes green's read-only default back; it runs with the
-/// sequences, and waits there for the work if the disk is slower than the drain, fence and
-/// catch-up together.
+/// <c>open-green</c>'s reload, after the point of no return, loads it; until then green's logins
+/// stay fenced. Before the pause rather than beside the endpoints' drain: its flushes shared the
+/// disk with the commits the drain waits for (the loop bench's drain took longer with it there).
+/// A rollback, after a crash too, writes green's read-only default back, after blue is let go.
 /// </summary>
 public sealed class ReadyGreenStep : ISwitchoverStep
 {
@@ -149,17 +148,8 @@ public sealed class ReadyGreenStep : ISwitchoverStep
 
     public string Description => "write green's writable default ahead, without loading it (open-green's reload does, after the flip)";
 
-    public bool RunsWithPrevious => true;
-
-    public bool JournaledAhead => true;
-
-    public bool WorksAhead => true;
-
-    public Task WorkAheadAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
+    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.PrepareOpenGreenAsync(cancellationToken);
-
-    /// <summary>Nothing more: the executor starts the step once the work ahead is done.</summary>
-    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) => Task.CompletedTask;
 
     public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
         context.Link.TakeBackOpenGreenAsync(cancellationToken);
