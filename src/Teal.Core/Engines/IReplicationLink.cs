@@ -131,10 +131,10 @@ public interface IReplicationLink
     }
 
     /// <summary>
-    /// The part of <see cref="OpenGreenAsync"/> that does not open green by itself, done ahead of
-    /// the point of no return (PostgreSQL: green's writable default written to
-    /// postgresql.auto.conf, with its disk flushes, not loaded; green's logins stay fenced and
-    /// the open's reload loads it). Engines with nothing to do ahead do nothing.
+    /// The part of <see cref="OpenGreenAsync"/> that does not open green by itself, done before
+    /// the write pause (PostgreSQL: green's writable default written to postgresql.auto.conf,
+    /// with its disk flushes, not loaded; green's logins stay fenced and the open's reload loads
+    /// it). Engines with nothing to do ahead do nothing.
     /// </summary>
     Task PrepareOpenGreenAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
