@@ -131,17 +131,6 @@ public interface IReplicationLink
     }
 
     /// <summary>
-    /// The part of <see cref="OpenGreenAsync"/> that does not open green by itself, done before
-    /// the write pause (PostgreSQL: green's writable default written to postgresql.auto.conf,
-    /// with its disk flushes, not loaded; green's logins stay fenced and the open's reload loads
-    /// it). Engines with nothing to do ahead do nothing.
-    /// </summary>
-    Task PrepareOpenGreenAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    /// <summary>Takes <see cref="PrepareOpenGreenAsync"/> back on a green that stays fenced (a rollback). Safe to repeat.</summary>
-    Task TakeBackOpenGreenAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    /// <summary>
     /// Waits up to <paramref name="budget"/> for transactions that were open when the side was
     /// fenced to finish, then terminates the sessions still holding one.
     /// </summary>

@@ -12,7 +12,6 @@ public static class SwitchoverPlan
     public static IReadOnlyList<ISwitchoverStep> Forward() =>
     [
         new GuardrailsStep(),       // 1. every guardrail, again, right before acting
-        new ReadyGreenStep(),       //    green's writable default written, not loaded (open-green loads it)
         new PauseEndpointsStep(),   // 2. new connections are held
         new DrainEndpointsStep(),   //    endpoint connections close between transactions
         new FenceBlueStep(),        // 3. blue read-only for every role

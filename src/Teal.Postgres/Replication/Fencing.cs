@@ -60,9 +60,6 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// <param name="HbaFile">The fenced pg_hba.conf written and not yet reloaded, or null for NOLOGIN.</param>
     private sealed record PreparedFence(string? HbaFile);
 
-    /// <summary>Sides whose writable default <see cref="PrepareUnfenceAsync"/> wrote, until their unfence or its take-back.</summary>
-    private readonly ConcurrentDictionary<Side, byte> _unfencePrepared = new();
-
     /// <summary>Teal's own roles: its login, the fence's record and the fence holders (never copied, never fenced).</summary>
     public static bool IsTealRole(string name) =>
         name is LinkSessions.ControlRole or LoginsRole
@@ -249,51 +246,6 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
             cancellationToken);
 
     /// <summary>
-    /// Writes the side's writable default ahead of its unfence, without a reload: ALTER SYSTEM's
-    /// file and its disk flushes (4-50 ms measured here) leave the write pause, and the unfence
-    /// only reloads. The side stays fenced meanwhile: its logins are the layer no client gets
-    /// past (NOLOGIN, or its pg_hba.conf), and nothing of Teal's reloads it before the unfence.
-    /// A reload by someone else in between makes the default writable early, for sessions that
-    /// cannot log in. Nothing is written while another deployment fences the same server.
-    /// </summary>
-    public async Task PrepareUnfenceAsync(Side side, CancellationToken cancellationToken)
-    {
-        await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var others = await conn.ScalarAsync<bool>($"SELECT EXISTS (SELECT 1 FROM pg_roles WHERE ({HolderPattern}) AND rolname <> $1)", cancellationToken, Holder(side));
-        if (others)
-        {
-            return;
-        }
-
-        await conn.ExecuteAsync($"ALTER SYSTEM RESET {Parameter}", cancellationToken);
-        _unfencePrepared[side] = 0;
-    }
-
-    /// <summary>
-    /// Puts the read-only default back on a side that stays fenced after <see cref="PrepareUnfenceAsync"/>
-    /// (a rollback, or a recovery after a crash), and reloads it in case someone else reloaded
-    /// the writable one. Only where this deployment's fence is, and only when the file lacks the
-    /// default: a rollback before the preparation wrote it (or one that found another
-    /// deployment's fence) does not pay ALTER SYSTEM's flushes before blue is let go.
-    /// </summary>
-    public async Task TakeBackUnfenceAsync(Side side, CancellationToken cancellationToken)
-    {
-        _unfencePrepared.TryRemove(side, out _);
-        await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var writtenBack = await conn.ScalarAsync<bool>(
-            $"""
-            SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
-                OR EXISTS (SELECT 1 FROM pg_file_settings WHERE name = '{Parameter}' AND sourcefile LIKE '%/postgresql.auto.conf')
-            """,
-            cancellationToken,
-            Holder(side));
-        if (!writtenBack)
-        {
-            await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
-        }
-    }
-
-    /// <summary>
     /// Lets go of this deployment's fence on <paramref name="side"/>. <paramref name="loginsBack"/>
     /// runs once clients can log in again, beside the rest of the unfence: a session that logs in
     /// before the observer below sees the read-only default reset has the reload pending, and a
@@ -312,16 +264,9 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var released = await ReleaseAsync(conn, side, Holder(side), capRoleLocks: side == Side.Blue, flushed: loginsBack is null, cancellationToken);
         _fencedAt.TryRemove(side, out _);
         _prepared.TryRemove(side, out _);
-        var writtenAhead = _unfencePrepared.TryRemove(side, out _);
         if (!released)
         {
-            // Another deployment still fences this server: it stays fenced until that one lets
-            // go, with the read-only default its fence wrote (fenced after the preparation looked).
-            if (writtenAhead)
-            {
-                await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM SET {Parameter} = on", cancellationToken);
-            }
-
+            // Another deployment still fences this server: it stays fenced until that one lets go.
             return;
         }
 
@@ -330,7 +275,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // under an older Teal) is lifted all the same. Reading it needs a superuser, which Teal's
         // login is on every server Teal provisioned (is_superuser is reported at login: no round trip).
         var fileOpened = (FencesByHba(side) || IsSuperuser(conn)) && await HbaFence.OpenAsync(conn, cancellationToken);
-        if (!fileOpened && loginsBack is null && !writtenAhead && !await ReadOnlyDefaultSetAsync(conn, cancellationToken))
+        if (!fileOpened && loginsBack is null && !await ReadOnlyDefaultSetAsync(conn, cancellationToken))
         {
             // Open already (stop-replication makes sure, right after the switchover's open-green
             // opened it): a reload now would make every client backend on the side read the
@@ -349,14 +294,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         // loop caught it). With one reload, "off" on the observer means the postmaster has
         // handled it: later logins inherit "off", earlier ones have the signal pending, which a
         // backend handles before it runs its next command.
-        if (writtenAhead)
-        {
-            await conn.ScalarAsync<DateTime>(TimedReload, cancellationToken);
-        }
-        else
-        {
-            await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
-        }
+        await AlterSystemAndReloadAsync(conn, $"ALTER SYSTEM RESET {Parameter}", cancellationToken);
 
         // Logins come back with the reload (an early login that still meets the fenced file, or
         // NOLOGIN, is made again at the resume). The endpoints log in beside the observation.

@@ -126,10 +126,6 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task OpenGreenAsync(Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(Side.Green, ct, loginsBack), cancellationToken);
 
-    public Task PrepareOpenGreenAsync(CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.PrepareUnfenceAsync(Side.Green, ct), cancellationToken);
-
-    public Task TakeBackOpenGreenAsync(CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.TakeBackUnfenceAsync(Side.Green, ct), cancellationToken);
-
     public Task<DrainResult> DrainAsync(Side side, TimeSpan budget, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.DrainAsync(side, budget, ct), cancellationToken);
 
     /// <summary>See <see cref="IReplicationLink.OpenTransactionsQuery"/>.</summary>

@@ -48,9 +48,6 @@ public sealed class SwitchoverOptionsTests
         names.IndexOf("open-green").ShouldBeGreaterThan(names.IndexOf("flip"));
         names.IndexOf("fence-blue").ShouldBeLessThan(names.IndexOf("catch-up"));
         names.IndexOf("drain-endpoints").ShouldBeLessThan(names.IndexOf("fence-blue"));
-        // Green's writable default is written before the pause (a rollback writes the read-only
-        // one back), and loaded by open-green only.
-        names.IndexOf("ready-green").ShouldBeLessThan(names.IndexOf("pause-endpoints"));
     }
 
     [Fact]
@@ -60,7 +57,7 @@ public sealed class SwitchoverOptionsTests
         // paused), fencing (blue stays read-only) and the flip (roll forward, never back).
         var plan = SwitchoverPlan.Forward();
         plan.Where(s => !s.NothingToUndo).Select(s => s.Name).ShouldBe(
-            ["ready-green", "pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
+            ["pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
         plan.Where(s => s.UndoReopensBlue).ShouldAllBe(s => !s.NothingToUndo);
     }
 

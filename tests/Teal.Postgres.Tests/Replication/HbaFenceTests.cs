@@ -230,67 +230,6 @@ public sealed class HbaFenceTests(ManagedGreenServers servers) : IClassFixture<M
     }
 
     /// <summary>
-    /// ready-green writes green's writable default before the pause without loading it, so that
-    /// ALTER SYSTEM's disk flushes leave the write pause: green stays read-only and refuses the
-    /// application until the open, which then only reloads. A rollback takes it back: the
-    /// read-only default is in the file and loaded again, even after someone else's reload made
-    /// the writable one current meanwhile (green's logins stayed fenced all along).
-    /// </summary>
-    [Fact]
-    public async Task GreensWritableDefault_WrittenAhead_LoadsOnlyWithTheOpen_AndARollbackTakesItBack()
-    {
-        const string db = "hba_ready_green";
-        await using var link = await StartLinkAsync(db);
-        var autoConf = Path.Combine(servers.Green.Server.DataDirectory, "postgresql.auto.conf");
-        // As Teal's login without its session settings: what a session logging in now gets.
-        async Task<string> Default()
-        {
-            await using var conn = new NpgsqlConnection(servers.Green.ConnectionString(db, PostgresServer.ControlRole, servers.Green.ControlPassword));
-            await conn.OpenAsync();
-            await using var show = new NpgsqlCommand("SHOW default_transaction_read_only", conn);
-            return (string)(await show.ExecuteScalarAsync())!;
-        }
-
-        try
-        {
-            await link.PrepareOpenGreenAsync(default);
-
-            (await File.ReadAllTextAsync(autoConf)).ShouldNotContain("default_transaction_read_only");
-            (await Default()).ShouldBe("on", "the writable default was loaded before the open");
-            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT 1", "hba_app", "app-secret")).ShouldNotBeNull("green's logins are fenced until the open");
-
-            // Someone else reloads green: its default is writable early, its logins still fenced.
-            await servers.Green.ExecuteAsync("SELECT pg_reload_conf()");
-            await LinkTestKit.WaitUntilAsync(async () => await Default() == "off", "the foreign reload");
-            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "SELECT 1", "hba_app", "app-secret")).ShouldNotBeNull("green's logins are fenced after a foreign reload");
-
-            await link.TakeBackOpenGreenAsync(default);
-
-            (await File.ReadAllTextAsync(autoConf)).ShouldContain("default_transaction_read_only = 'on'");
-            await LinkTestKit.WaitUntilAsync(async () => await Default() == "on", "the take-back's reload");
-            var reloads = Reloads();
-            await link.TakeBackOpenGreenAsync(default);
-            await Task.Delay(300); // a reload would be logged by now
-            Reloads().ShouldBe(reloads, "taking back what was not written again reloaded green");
-
-            // Written ahead again, then the open: one reload, and the application writes.
-            await link.PrepareOpenGreenAsync(default);
-            reloads = Reloads();
-            await link.OpenGreenAsync(_ => Task.CompletedTask, default);
-
-            (Reloads() - reloads).ShouldBe(1);
-            (await Default()).ShouldBe("off");
-            (await LinkTestKit.TryWriteAsClientAsync(servers.Green, db, "INSERT INTO items VALUES (1)", "hba_app", "app-secret")).ShouldBeNull();
-        }
-        finally
-        {
-            // Green open again (nothing to do once the open ran): the next tests share the server.
-            await link.UnfenceAsync(Side.Green, default);
-            await link.RemoveAsync(default);
-        }
-    }
-
-    /// <summary>
     /// A role's own "off" setting of the read-only default, reset by the fence, comes back after
     /// the resume rather than inside the pause: the open leaves it to stop-replication's unfence
     /// (the server's default is already "off" then, so no client meets a difference).

@@ -135,27 +135,6 @@ public sealed class SyncSequencesStep : ISwitchoverStep
 }
 
 /// <summary>
-/// Step 1b: what opening green can write without opening it, written before the pause
-/// (PostgreSQL: green's writable default, ALTER SYSTEM with its disk flushes, not loaded). Only
-/// <c>open-green</c>'s reload, after the point of no return, loads it; until then green's logins
-/// stay fenced. Before the pause rather than beside the endpoints' drain: its flushes shared the
-/// disk with the commits the drain waits for (the loop bench's drain took longer with it there).
-/// A rollback, after a crash too, writes green's read-only default back, after blue is let go.
-/// </summary>
-public sealed class ReadyGreenStep : ISwitchoverStep
-{
-    public string Name => "ready-green";
-
-    public string Description => "write green's writable default ahead, without loading it (open-green's reload does, after the flip)";
-
-    public Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
-        context.Link.PrepareOpenGreenAsync(cancellationToken);
-
-    public Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken) =>
-        context.Link.TakeBackOpenGreenAsync(cancellationToken);
-}
-
-/// <summary>
 /// Step 7a: green accepts writes. It runs alongside the flip: both are journaled as started in
 /// the flip's flushed commit, so green opens only once Teal can no longer go back, and blue is
 /// fenced from <c>fence-blue</c> on — never two writable sides. Clients are still held, so the
