@@ -729,7 +729,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         else
         {
             (initial, first) = (await conn.QueryAsync(
-                $"SELECT ARRAY({inTransaction}), {LookColumns(loginsBack)}",
+                $"SELECT ARRAY({inTransaction}), {LookColumns(loginsBack, starting: true)}",
                 r => (r.GetFieldValue<int[]>(0).ToList(), ReadLook(r, 1)),
                 cancellationToken,
                 fencedAt))[0];
@@ -860,12 +860,18 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         ? "false"
         : $"EXISTS (SELECT 1 FROM pg_roles WHERE rolcanlogin AND rolname <> '{LinkSessions.ControlRole}')";
 
-    /// <summary>The columns of a look, read by <see cref="ReadLook"/>.</summary>
-    private static string LookColumns(string loginsBack) =>
+    /// <summary>
+    /// The columns of a look, read by <see cref="ReadLook"/>. Backends starting are asked for
+    /// here on a NOLOGIN side only: a side fenced by its file reads pg_locks in a statement of its
+    /// own, before these (<see cref="LookAsync"/>).
+    /// </summary>
+    private static string LookColumns(string loginsBack, bool starting) =>
         $"""
         ARRAY(SELECT pid FROM pg_stat_activity WHERE {ClientSessions}), {loginsBack}, ARRAY(SELECT pid FROM pg_stat_activity), ARRAY({PreparedTransactionsSql}),
-        ARRAY(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.pid IS NOT NULL AND l.pid <> pg_backend_pid()
-              AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid))
+        {(starting ? """
+            ARRAY(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'virtualxid' AND l.pid IS NOT NULL AND l.pid <> pg_backend_pid()
+                  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.pid))
+            """ : "ARRAY[]::int[]")}
         """;
 
     private static Look ReadLook(NpgsqlDataReader r, int at) =>
@@ -879,7 +885,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
     /// </summary>
     private static async Task<Look> LookAsync(NpgsqlConnection conn, string loginsBack, bool withStarting, CancellationToken cancellationToken)
     {
-        var sessions = $"SELECT {LookColumns(loginsBack)}";
+        var sessions = $"SELECT {LookColumns(loginsBack, starting: !withStarting)}";
         if (!withStarting)
         {
             return (await conn.QueryAsync(sessions, r => ReadLook(r, 0), cancellationToken))[0];
@@ -896,7 +902,7 @@ internal sealed class Fencing(LinkSessions sessions, TimeProvider time)
         var look = ReadLook(reader, 0);
         var clients = look.Pids.ToHashSet();
         clients.UnionWith(locked.Where(pid => !look.Known.Contains(pid)));
-        return look with { Pids = [.. clients], Starting = [] };
+        return look with { Pids = [.. clients] };
     }
 
     private static void RefusePrepared(Side side, IReadOnlyList<string> prepared)
