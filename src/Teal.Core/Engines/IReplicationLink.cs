@@ -111,15 +111,6 @@ public interface IReplicationLink
     /// <summary>Makes one side refuse writes from everyone but Teal (and replication).</summary>
     Task FenceAsync(Side side, CancellationToken cancellationToken);
 
-    /// <summary>
-    /// The fence lets a transaction already open write and commit to its end: it refuses logins
-    /// and makes transactions that start later read-only (PostgreSQL). Then blue is fenced while
-    /// the endpoints drain, and what their clients have in flight commits on blue as it would
-    /// have. False where the fence refuses an open transaction's next write or commit (MariaDB's
-    /// <c>read_only</c>): there the endpoints drain first.
-    /// </summary>
-    bool FenceSparesOpenTransactions => false;
-
     /// <summary>Undoes <see cref="FenceAsync"/>.</summary>
     Task UnfenceAsync(Side side, CancellationToken cancellationToken);
 

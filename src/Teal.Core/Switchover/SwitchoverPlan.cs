@@ -9,16 +9,12 @@ namespace Teal.Core.Switchover;
 /// </summary>
 public static class SwitchoverPlan
 {
-    /// <param name="fenceWhileEndpointsDrain">
-    /// The link's fence spares open transactions (<see cref="Engines.IReplicationLink.FenceSparesOpenTransactions"/>):
-    /// blue is fenced while the endpoints drain rather than after.
-    /// </param>
-    public static IReadOnlyList<ISwitchoverStep> Forward(bool fenceWhileEndpointsDrain = false) =>
+    public static IReadOnlyList<ISwitchoverStep> Forward() =>
     [
         new GuardrailsStep(),       // 1. every guardrail, again, right before acting
         new PauseEndpointsStep(),   // 2. new connections are held
         new DrainEndpointsStep(),   //    endpoint connections close between transactions
-        new FenceBlueStep(fenceWhileEndpointsDrain), // 3. blue read-only for every role (PostgreSQL: alongside the drain)
+        new FenceBlueStep(),        // 3. blue read-only for every role
         new DrainBlueStep(),        //    direct sessions finish within the budget or are terminated
         new CatchUpStep(),          // 4. blue's final position applied on green
         new SyncSequencesStep(),    // 5. sequences

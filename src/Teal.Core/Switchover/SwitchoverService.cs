@@ -111,7 +111,7 @@ public sealed class SwitchoverService(
 
         var context = Context(started, link, routed, options, switchoverId, now);
         TrackRun(deployment.Id);
-        slot.Run(ct => RunAndTurnAsync(context, c => executor.RunAsync(context, SwitchoverPlan.Forward(link.FenceSparesOpenTransactions), c), ct));
+        slot.Run(ct => RunAndTurnAsync(context, c => executor.RunAsync(context, SwitchoverPlan.Forward(), c), ct));
         return started;
     }
 
@@ -141,7 +141,7 @@ public sealed class SwitchoverService(
         await recorder.EventAsync(deployment.Id, EventKinds.SwitchoverPhase, $"switchover {switchover.Id} resumed at {switchover.Phase}", cancellationToken, new Dictionary<string, string> { ["switchoverId"] = switchover.Id });
         var (context, journal) = await RecoveryContextAsync(resumed, switchover, cancellationToken);
         TrackRun(deployment.Id);
-        slot.Run(ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(context.Link.FenceSparesOpenTransactions), journal, c), ct));
+        slot.Run(ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, c), ct));
         return resumed;
     }
 
@@ -224,7 +224,7 @@ public sealed class SwitchoverService(
 
             var (context, journal) = await RecoveryContextAsync(deployment, switchover, cancellationToken);
             // A request that reserved the slot meanwhile is refused by the status and lets it go.
-            while (!background.TryStart(WorkKey(deployment.Id), ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(context.Link.FenceSparesOpenTransactions), journal, c), ct)))
+            while (!background.TryStart(WorkKey(deployment.Id), ct => RunAndTurnAsync(context, c => executor.RecoverAsync(context, SwitchoverPlan.Forward(), journal, c), ct)))
             {
                 await background.WaitAsync(WorkKey(deployment.Id)).WaitAsync(cancellationToken);
             }

@@ -122,10 +122,6 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
 
     public Task FenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.FenceAsync(side, ct), cancellationToken);
 
-    // NOLOGIN or the fenced pg_hba.conf, and the read-only default: a transaction reads the
-    // default when it starts, and a backend reloads only between statements.
-    public bool FenceSparesOpenTransactions => true;
-
     public Task UnfenceAsync(Side side, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(side, ct), cancellationToken);
 
     public Task OpenGreenAsync(Func<CancellationToken, Task> loginsBack, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _fencing.UnfenceAsync(Side.Green, ct, loginsBack), cancellationToken);

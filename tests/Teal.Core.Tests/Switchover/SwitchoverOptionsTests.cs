@@ -65,26 +65,10 @@ public sealed class SwitchoverOptionsTests
     public void Plan_StepsThatRunTogether_AreSequencesWithCatchUpAndOpenGreenWithTheFlip()
     {
         // Green opens together with the flip, journaled in the flip's flushed commit: after the
-        // point of no return, never before it. Nothing that changes blue runs alongside anything
-        // (unless the engine's fence spares open transactions: the test below).
+        // point of no return, never before it. Nothing that changes blue runs alongside anything.
         var plan = SwitchoverPlan.Forward();
         var pairs = plan.Select((s, i) => (Step: s, Previous: i > 0 ? plan[i - 1] : null)).Where(p => p.Step.RunsWithPrevious).ToList();
         pairs.Select(p => $"{p.Previous!.Name}+{p.Step.Name}").ShouldBe(["catch-up+sync-sequences", "flip+open-green"]);
         pairs.ShouldAllBe(p => !p.Step.IsPointOfNoReturn && !p.Step.UndoReopensBlue);
-    }
-
-    [Fact]
-    public void Plan_WhereTheFenceSparesOpenTransactions_FencesBlueWhileTheEndpointsDrain_AndNothingElseMoves()
-    {
-        // PostgreSQL's fence lets open transactions commit, so it runs alongside the endpoints'
-        // drain; its start stays journaled ahead in the pause's flushed commit, and every other
-        // step keeps its place and its company.
-        var plan = SwitchoverPlan.Forward(fenceWhileEndpointsDrain: true);
-        var pairs = plan.Select((s, i) => (Step: s, Previous: i > 0 ? plan[i - 1] : null)).Where(p => p.Step.RunsWithPrevious).ToList();
-        pairs.Select(p => $"{p.Previous!.Name}+{p.Step.Name}").ShouldBe(["drain-endpoints+fence-blue", "catch-up+sync-sequences", "flip+open-green"]);
-        plan.Select(s => s.Name).ShouldBe(SwitchoverPlan.Forward().Select(s => s.Name));
-        var fence = plan.Single(s => s.Name == "fence-blue");
-        fence.JournaledAhead.ShouldBeTrue();
-        fence.UndoReopensBlue.ShouldBeTrue();
     }
 }

@@ -4,17 +4,9 @@ using Teal.Core.Engines;
 namespace Teal.Core.Switchover.Steps;
 
 /// <summary>Step 3b: blue refuses writes from every role but Teal's own session.</summary>
-/// <param name="alongsideEndpointDrain">
-/// The engine's fence lets open transactions finish (<see cref="IReplicationLink.FenceSparesOpenTransactions"/>):
-/// the fence then runs while the endpoints drain. The endpoints hold every new transaction from
-/// the pause on, so their clients start nothing on blue that the fence would make read-only, and
-/// what they have in flight commits there; the fence's 7-14 ms leave the write pause.
-/// </param>
-public sealed class FenceBlueStep(bool alongsideEndpointDrain = false) : ISwitchoverStep
+public sealed class FenceBlueStep : ISwitchoverStep
 {
     public string Name => "fence-blue";
-
-    public bool RunsWithPrevious => alongsideEndpointDrain;
 
     public string Description => "fence blue: every role becomes read-only (Teal keeps a writable session for the marker)";
 
