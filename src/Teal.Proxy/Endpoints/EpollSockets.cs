@@ -293,7 +293,8 @@ internal static partial class EpollSockets
                 {
                     socket.OnEvent(
                         readable: (mask & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0,
-                        writable: (mask & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0);
+                        writable: (mask & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0,
+                        peerDone: (mask & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
                 }
 #pragma warning disable CA1031 // The loop serves every connection of its share: one failing must not stop the others.
                 catch (Exception)
@@ -354,6 +355,11 @@ internal sealed class EpollSocket
 
     // A writable edge no one waited for: the next wait returns at once (at worst a send retried once).
     private bool _writable;
+
+    // The peer closed its side (or the connection failed): no edge comes after the one that said
+    // so, which may also have carried the peer's last data. From then on every receive asks the
+    // kernel, which returns what is left, then 0 (or the error).
+    private bool _peerDone;
     private bool _closed;
 
     // The receive parked until the next edge.
@@ -414,7 +420,7 @@ internal sealed class EpollSocket
             var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
             if (read >= 0)
             {
-                if (read == 0 || read == buffer.Length || peek)
+                if (read == 0 || read == buffer.Length || peek || Volatile.Read(ref _peerDone))
                 {
                     // Maybe more behind it, a peek that left it there, or the end of the stream
                     // (no edge will come again): the next receive asks at once.
@@ -576,8 +582,13 @@ internal sealed class EpollSocket
         }
     }
 
-    internal void OnEvent(bool readable, bool writable)
+    internal void OnEvent(bool readable, bool writable, bool peerDone)
     {
+        if (peerDone)
+        {
+            Volatile.Write(ref _peerDone, true);
+        }
+
         if (readable)
         {
             OnReadable();
@@ -631,7 +642,7 @@ internal sealed class EpollSocket
             var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
             if (read >= 0)
             {
-                if (read == 0 || read == buffer.Length || peek)
+                if (read == 0 || read == buffer.Length || peek || Volatile.Read(ref _peerDone))
                 {
                     MarkReadable();
                 }

@@ -140,6 +140,60 @@ public sealed class EpollSocketsTests
     }
 
     [Fact]
+    public async Task Receive_DataAndThePeersCloseInOneEdge_EndsWithZeroAfterTheData()
+    {
+        // A server that answers and closes at once (an ErrorResponse, then its end: what
+        // pg_terminate_backend does) can have both arrive before the loop thread takes the
+        // socket's edge; then one edge carries both, and the receive after the data must still
+        // ask the kernel, since no edge comes again. Seen in a loaded suite: a proxied
+        // connection whose server had ended stayed open. The loop is held here by a
+        // continuation that runs on it, so that the two arrive in one edge.
+        var (a, aIo, b, bIo) = await PairAsync();
+        var (s1, s1Io, s2, s2Io) = await PairAsync();
+        while (s2Io.LoopFd != bIo.LoopFd)
+        {
+            Dispose(s1, s1Io, s2, s2Io);
+            (s1, s1Io, s2, s2Io) = await PairAsync();
+        }
+
+        try
+        {
+            var buffer = new byte[64];
+            var first = bIo.ReceiveAsync(buffer, CancellationToken.None).AsTask();
+
+            // Hold the loop thread for 400 ms, from the moment s2's byte arrives.
+            s2Io.InlineCompletions = true;
+            var holding = new TaskCompletionSource();
+            var held = s2Io.ReceiveAsync(new byte[1], CancellationToken.None).AsTask().ContinueWith(
+                _ =>
+                {
+                    holding.SetResult();
+                    Thread.Sleep(400);
+                },
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
+            await s1Io.SendAllAsync(new byte[] { 1 });
+            await holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // The answer and the close, while the loop is held.
+            await a.SendAsync("hello"u8.ToArray());
+            a.Shutdown(SocketShutdown.Send);
+
+            (await first.WaitAsync(TimeSpan.FromSeconds(30))).ShouldBe(5);
+            await held;
+            var end = bIo.ReceiveAsync(buffer, CancellationToken.None).AsTask();
+            (await Task.WhenAny(end, Task.Delay(TimeSpan.FromSeconds(5)))).ShouldBe(end, "the receive after the data waited for an edge that never comes");
+            (await end).ShouldBe(0);
+        }
+        finally
+        {
+            Dispose(a, aIo, b, bIo);
+            Dispose(s1, s1Io, s2, s2Io);
+        }
+    }
+
+    [Fact]
     public async Task Receive_Parked_FailsWhenCancelled_AndWhenClosed()
     {
         var (a, aIo, b, bIo) = await PairAsync();
