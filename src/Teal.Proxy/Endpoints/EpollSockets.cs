@@ -423,7 +423,7 @@ internal sealed class EpollSocket
                 if (read == 0 || read == buffer.Length || peek || Volatile.Read(ref _peerDone))
                 {
                     // Maybe more behind it, a peek that left it there, or the end of the stream
-                    // (no edge will come again): the next receive asks at once.
+                    // or the peer's close seen (no edge will come again): the next receive asks at once.
                     MarkReadable();
                 }
 
