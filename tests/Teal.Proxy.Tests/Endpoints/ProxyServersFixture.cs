@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 using Teal.Core.Endpoints;
@@ -67,8 +68,8 @@ public sealed class ProxyServersFixture : IAsyncLifetime
         }
     }
 
-    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", IScramVerifierSource? verifiers = null, ProxyOptions? options = null) =>
-        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, options ?? new ProxyOptions(), NullLogger.Instance, TimeProvider.System, verifiers: verifiers);
+    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", IScramVerifierSource? verifiers = null, ProxyOptions? options = null, ILogger? logger = null) =>
+        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, options ?? new ProxyOptions(), logger ?? NullLogger.Instance, TimeProvider.System, verifiers: verifiers);
 
     /// <summary>Pause, drain, flip to <paramref name="to"/>, resume: the endpoint's part of a switchover.</summary>
     public static async Task<EndpointDrainResult> SwitchAsync(ProxyEndpoint endpoint, EndpointTarget to, TimeSpan? budget = null)

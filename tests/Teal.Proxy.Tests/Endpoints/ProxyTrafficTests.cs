@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Npgsql;
+using Teal.Testing;
 using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
 
 namespace Teal.Proxy.Tests.Endpoints;
@@ -63,7 +64,8 @@ public sealed class ProxyTrafficTests(ProxyServersFixture servers)
     public async Task FiveHundredConcurrentConnections_EachRunsAQuery_AllReleased()
     {
         const int clients = 500;
-        await using var endpoint = StartEndpoint(servers.BlueTarget);
+        var log = new ListLogger();
+        await using var endpoint = StartEndpoint(servers.BlueTarget, logger: log);
         var allOpen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var opened = 0;
         var connections = Enumerable.Range(0, clients).Select(async i =>
@@ -80,7 +82,9 @@ public sealed class ProxyTrafficTests(ProxyServersFixture servers)
         }).ToList();
 
         await allOpen.Task.WaitAsync(TimeSpan.FromSeconds(90));
-        endpoint.Stats.Active.ShouldBe(clients);
+        // Seen once at 498 in a loaded full suite (not reproduced alone): the stats and every
+        // connection the endpoint saw end say next time whether logins went elsewhere or ended.
+        endpoint.Stats.Active.ShouldBe(clients, $"{endpoint.Stats}; ended: {string.Join(" | ", log.Lines.Where(l => l.Contains(" ended: ", StringComparison.Ordinal)))}");
         var pids = await Task.WhenAll(connections);
 
         pids.Distinct().Count().ShouldBe(clients);
