@@ -1586,21 +1586,12 @@ internal sealed class ProxyConnection : IEndpointConnection
         return true;
     }
 
-    // Not async itself: on the event loop a send that completes at once builds no state machine.
+    // Not async itself: on the event loop a send that completes at once builds no state machine
+    // (over TLS too: SslStream's write completes at once when the socket takes the record).
     private ValueTask SendToClientAllAsync(ReadOnlyMemory<byte> data) =>
-        _tls is null && _clientIo is not null ? _clientIo.SendAllAsync(data) : SendToClientOtherwiseAsync(data);
-
-    private async ValueTask SendToClientOtherwiseAsync(ReadOnlyMemory<byte> data)
-    {
-        if (_tls is null)
-        {
-            await SocketIo.SendAllAsync(_client, data);
-        }
-        else
-        {
-            await _tls.WriteAsync(data);
-        }
-    }
+        _tls is not null ? _tls.WriteAsync(data)
+        : _clientIo is not null ? _clientIo.SendAllAsync(data)
+        : SocketIo.SendAllAsync(_client, data);
 
     private async Task SendToClientQuietlyAsync(byte[] data)
     {
