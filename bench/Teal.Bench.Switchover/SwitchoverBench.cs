@@ -100,6 +100,9 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             }
         }
 
+        var logFile = Path.Combine(Path.GetTempPath(), $"teal-bench-{endpoint}-serve.log");
+        await File.WriteAllTextAsync(logFile, teal.Log);
+        log($"{endpoint}: teal serve's log in {logFile}");
         return KindResult.From(endpoint, switchovers, runs, baseline, null);
     }
 

@@ -393,9 +393,16 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         // What is left of the budget, and at least a moment: a listener between transactions
         // leaves in milliseconds, and must not be cut because another session used the budget up.
         var listeners = draining.Where(c => c is ProxyConnection { ListensAhead: true }).ToList();
-        var outcomes = await DepartAsync([.. draining.Except(listeners)], budget, cancellationToken);
-        var left = budget - Stopwatch.GetElapsedTime(started);
-        outcomes.AddRange(await DepartAsync(listeners, left > ListenerLeaveWait ? left : ListenerLeaveWait, cancellationToken));
+        // Autocommit writers leave after the sessions in a transaction, before the listeners:
+        // while the drain waits for those transactions, an autocommit writer's statements go on
+        // committing on the old server (one round trip each, the last waited for like any), so
+        // its writes stop for the rest of the pause only, not for the others' transactions too.
+        // Nothing of it is in flight once the drain ends, so the fence after it changes nothing
+        // for it; a client that opens a transaction meanwhile is waited for as at the pause.
+        var autocommit = draining.Except(listeners).Where(c => c is ProxyConnection { Autocommitting: true }).ToList();
+        var outcomes = await DepartAsync([.. draining.Except(listeners).Except(autocommit)], budget, cancellationToken);
+        outcomes.AddRange(await DepartAsync(autocommit, Left(), cancellationToken));
+        outcomes.AddRange(await DepartAsync(listeners, Left(), cancellationToken));
         var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
         var moving = outcomes.Count(o => o == ConnectionOutcome.Moving);
         Interlocked.Add(ref _sessionsClosed, cut);
@@ -403,9 +410,15 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         ProxyLog.Drained(_logger, Name, elapsedMs, result.ClosedIdle, result.ClosedAtDeadline, moving);
         return result;
+
+        TimeSpan Left()
+        {
+            var left = budget - Stopwatch.GetElapsedTime(started);
+            return left > LateLeaveWait ? left : LateLeaveWait;
+        }
     }
 
-    private static readonly TimeSpan ListenerLeaveWait = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan LateLeaveWait = TimeSpan.FromSeconds(1);
 
     /// <summary>Asks each connection to leave at its transaction boundary; cuts those still in a transaction when <paramref name="budget"/> is spent.</summary>
     private async Task<List<ConnectionOutcome>> DepartAsync(List<IEndpointConnection> draining, TimeSpan budget, CancellationToken cancellationToken)

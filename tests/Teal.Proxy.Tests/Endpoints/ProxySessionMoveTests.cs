@@ -864,6 +864,86 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         }
     }
 
+    /// <summary>
+    /// While the drain waits for a session's open transaction, an autocommit writer at work goes
+    /// on committing on blue (each statement one round trip), then leaves after the transaction,
+    /// moves and goes on on green: its writes stop for the rest of the pause, not for the other
+    /// session's transaction as well. Nothing is lost and the writer sees no error.
+    /// </summary>
+    [Fact]
+    public async Task Drain_AutocommitWriterGoesOnWritingOnBlueWhileATransactionEnds_ThenMoves()
+    {
+        var table = $"autocommit_{Guid.NewGuid():N}"[..24];
+        foreach (var server in new[] { servers.Blue, servers.Green })
+        {
+            await server.ExecuteAsync($"create table {table} (n int primary key); grant all on {table} to {AppUser}");
+        }
+
+        await using var endpoint = StartEndpoint(servers.BlueTarget, verifiers: servers.Verifiers);
+        await using var writer = await OpenThroughAsync(endpoint, servers.Blue);
+        await using var transaction = await OpenThroughAsync(endpoint, servers.Blue);
+        await Execute(transaction, $"begin; insert into {table} values (-1)");
+        using var stop = new CancellationTokenSource();
+        var acked = 0;
+        var writing = WriteUntilStoppedAsync(writer, table, () => Interlocked.Increment(ref acked), stop.Token);
+        (await EventuallyAsync(() => Volatile.Read(ref acked) >= 2 * ProxyConnection.AutocommitReadies)).ShouldBeTrue("the writer did not get going");
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var drain = endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None);
+        var onBlueAtDrain = await servers.Blue.ScalarAsync<long>($"select count(*) from {table}");
+        await Task.Delay(500); // the drain waits for the open transaction
+        var onBlueBeforeCommit = await servers.Blue.ScalarAsync<long>($"select count(*) from {table}");
+        drain.IsCompleted.ShouldBeFalse("the drain did not wait for the open transaction");
+        await Execute(transaction, "commit");
+        var drained = await drain.WaitAsync(TimeSpan.FromSeconds(10));
+        var onBlueAfterDrain = await servers.Blue.ScalarAsync<long>($"select count(*) from {table}");
+        await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+        await endpoint.ResumeAsync(CancellationToken.None);
+        var resumedAt = Volatile.Read(ref acked);
+        (await EventuallyAsync(() => Volatile.Read(ref acked) >= resumedAt + 10)).ShouldBeTrue("the writer did not go on after the resume");
+        await stop.CancelAsync();
+        var written = await writing;
+
+        (onBlueBeforeCommit - onBlueAtDrain).ShouldBeGreaterThan(5, "the writer's statements were held while the other session's transaction ended");
+        drained.ShouldBe(new EndpointDrainResult(0, 0) { Moving = 2 });
+        (await ScalarAsync<int>(writer, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        var onGreen = await servers.Green.ScalarAsync<long>($"select count(*) from {table}");
+        // Every acknowledged insert is on blue (before the drain ended) or on green (after the resume).
+        (onBlueAfterDrain - 1 + onGreen).ShouldBe(written);
+        (await servers.Blue.ScalarAsync<long>($"select count(*) from {table}")).ShouldBe(onBlueAfterDrain, "a write reached blue after the drain");
+    }
+
+    /// <summary>Autocommit inserts 1, 2, … on <paramref name="session"/> until <paramref name="stop"/>, on a thread of its own (blocking calls, as the early-login tests' busy client); returns how many were acknowledged.</summary>
+    private static Task<int> WriteUntilStoppedAsync(NpgsqlConnection session, string table, Action acked, CancellationToken stop)
+    {
+        var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var client = new Thread(() =>
+        {
+            try
+            {
+                var n = 0;
+                while (!stop.IsCancellationRequested)
+                {
+                    using var command = new NpgsqlCommand($"insert into {table} values ({n + 1})", session);
+                    command.ExecuteNonQuery();
+                    n++;
+                    acked();
+                }
+
+                done.SetResult(n);
+            }
+#pragma warning disable CA1031 // Handed to the test through the task.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                done.SetException(ex);
+            }
+        })
+        { IsBackground = true, Name = "autocommit writer" };
+        client.Start();
+        return done.Task;
+    }
+
     private static async Task Execute(NpgsqlConnection connection, string sql)
     {
         await using var command = new NpgsqlCommand(sql, connection);
