@@ -192,39 +192,22 @@ public sealed class ProxyEarlyLoginTests
     }
 
     /// <summary>
-    /// The session's client at work until <paramref name="stop"/>, on a thread of its own with
-    /// blocking calls. The proxy counts a session active when its client sent something in the
-    /// 200 ms before the pause; in the full suite, with other tests loading this process's thread
-    /// pool, an async loop here was twice left unscheduled that long (the proxy's log: "0 of 0
-    /// active", both sessions quiet), never when these tests ran alone.
+    /// The session's client at work until <paramref name="stop"/>, on a thread of its own
+    /// (<see cref="ClientThread"/>): the proxy counts a session active when its client sent
+    /// something in the 200 ms before the pause.
     /// </summary>
-    private static Task KeepBusyAsync(NpgsqlConnection session, CancellationToken stop)
-    {
-        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = new Thread(() =>
+    private static Task<bool> KeepBusyAsync(NpgsqlConnection session, CancellationToken stop) =>
+        ClientThread.Start("busy client", () =>
         {
-            try
+            while (!stop.IsCancellationRequested)
             {
-                while (!stop.IsCancellationRequested)
-                {
-                    using var command = new NpgsqlCommand("SELECT 'busy'", session);
-                    command.ExecuteScalar();
-                    Thread.Sleep(10);
-                }
+                using var command = new NpgsqlCommand("SELECT 'busy'", session);
+                command.ExecuteScalar();
+                Thread.Sleep(10);
+            }
 
-                done.SetResult();
-            }
-#pragma warning disable CA1031 // Handed to the test through the task.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                done.SetException(ex);
-            }
-        })
-        { IsBackground = true, Name = "busy client" };
-        client.Start();
-        return done.Task;
-    }
+            return true;
+        });
 
     private static async Task<string> OnSessionAsync(NpgsqlConnection session, string sql)
     {

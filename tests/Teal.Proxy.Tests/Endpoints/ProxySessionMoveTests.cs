@@ -4,6 +4,7 @@ using Npgsql;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Endpoints;
 using Teal.Testing;
+using Teal.Testing.Load;
 using static Teal.Proxy.Tests.Endpoints.ProxyServersFixture;
 
 namespace Teal.Proxy.Tests.Endpoints;
@@ -913,36 +914,21 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         (await servers.Blue.ScalarAsync<long>($"select count(*) from {table}")).ShouldBe(onBlueAfterDrain, "a write reached blue after the drain");
     }
 
-    /// <summary>Autocommit inserts 1, 2, … on <paramref name="session"/> until <paramref name="stop"/>, on a thread of its own (blocking calls, as the early-login tests' busy client); returns how many were acknowledged.</summary>
-    private static Task<int> WriteUntilStoppedAsync(NpgsqlConnection session, string table, Action acked, CancellationToken stop)
-    {
-        var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var client = new Thread(() =>
+    /// <summary>Autocommit inserts 1, 2, … on <paramref name="session"/> until <paramref name="stop"/>, on a thread of its own; returns how many were acknowledged.</summary>
+    private static Task<int> WriteUntilStoppedAsync(NpgsqlConnection session, string table, Action acked, CancellationToken stop) =>
+        ClientThread.Start("autocommit writer", () =>
         {
-            try
+            var n = 0;
+            while (!stop.IsCancellationRequested)
             {
-                var n = 0;
-                while (!stop.IsCancellationRequested)
-                {
-                    using var command = new NpgsqlCommand($"insert into {table} values ({n + 1})", session);
-                    command.ExecuteNonQuery();
-                    n++;
-                    acked();
-                }
+                using var command = new NpgsqlCommand($"insert into {table} values ({n + 1})", session);
+                command.ExecuteNonQuery();
+                n++;
+                acked();
+            }
 
-                done.SetResult(n);
-            }
-#pragma warning disable CA1031 // Handed to the test through the task.
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                done.SetException(ex);
-            }
-        })
-        { IsBackground = true, Name = "autocommit writer" };
-        client.Start();
-        return done.Task;
-    }
+            return n;
+        });
 
     private static async Task Execute(NpgsqlConnection connection, string sql)
     {
