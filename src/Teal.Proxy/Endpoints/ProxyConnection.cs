@@ -43,7 +43,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private bool _serverPartial;
     private byte _status;
     private int _idleReadies; // ReadyForQuery 'I' in a row: the client's statements commit one round trip each
-    private long _lastReadyAt; // when the last ReadyForQuery came
+    private long _lastReadyAt; // when the last ReadyForQuery came (Environment.TickCount64: a coarse clock, cheaper per answer)
     private bool _writingToClient;
     private bool _drainRequested;
     private long _drainRequestedAt;
@@ -161,7 +161,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// ended outside a transaction block: each of its statements commits in one round trip (an
     /// autocommit writer), so a drain can let it go on writing on the old server while other
     /// sessions finish their transactions, and take it after them (<see cref="ProxyEndpoint.DrainAsync"/>).
-    /// At work means a statement on the server now, or an answer within <see cref="AutocommitRecent"/>
+    /// At work means a statement on the server now, or an answer within <see cref="AutocommitRecentMs"/>
     /// (a loaded machine can leave the client that long between its statements): an idle
     /// connection (a pool's) leaves at once as before, rather than take its next client's
     /// transaction to the old server.
@@ -173,14 +173,14 @@ internal sealed class ProxyConnection : IEndpointConnection
             lock (_lock)
             {
                 return _idleReadies >= AutocommitReadies && _status == (byte)'I' && !_closing && !_moving && !_readingAhead
-                    && (_pendingSyncs > 0 || _unsynced || _clientPartial || Stopwatch.GetElapsedTime(_lastReadyAt) < AutocommitRecent);
+                    && (_pendingSyncs > 0 || _unsynced || _clientPartial || Environment.TickCount64 - _lastReadyAt < AutocommitRecentMs);
             }
         }
     }
 
     internal const int AutocommitReadies = 10;
 
-    internal static readonly TimeSpan AutocommitRecent = TimeSpan.FromMilliseconds(100);
+    internal const long AutocommitRecentMs = 100;
 
     /// <summary>Set by the endpoint, under its gate, when the connection may go upstream.</summary>
     public bool Admitted { get; set; }
@@ -824,7 +824,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                         _pendingSyncs = Math.Max(0, _pendingSyncs - messages.Ready);
                         _status = messages.Status;
                         _idleReadies = messages.Status == (byte)'I' ? Math.Min(_idleReadies + messages.Ready, AutocommitReadies) : 0;
-                        _lastReadyAt = Stopwatch.GetTimestamp();
+                        _lastReadyAt = Environment.TickCount64;
                     }
 
                     // A move is decided before the client sees the ReadyForQuery: what it sends

@@ -399,8 +399,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         // its writes stop for the rest of the pause only, not for the others' transactions too.
         // Nothing of it is in flight once the drain ends, so the fence after it changes nothing
         // for it; a client that opens a transaction meanwhile is waited for as at the pause.
-        var autocommit = draining.Except(listeners).Where(c => c is ProxyConnection { Autocommitting: true }).ToList();
-        var outcomes = await DepartAsync([.. draining.Except(listeners).Except(autocommit)], budget, cancellationToken);
+        var others = draining.Except(listeners).ToList();
+        var autocommit = others.Where(c => c is ProxyConnection { Autocommitting: true }).ToList();
+        var outcomes = await DepartAsync([.. others.Except(autocommit)], budget, cancellationToken);
         outcomes.AddRange(await DepartAsync(autocommit, Left(), cancellationToken));
         outcomes.AddRange(await DepartAsync(listeners, Left(), cancellationToken));
         var cut = outcomes.Count(o => o == ConnectionOutcome.ClosedAtDeadline);
