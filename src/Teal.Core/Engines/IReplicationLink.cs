@@ -158,7 +158,10 @@ public interface IReplicationLink
     /// </summary>
     Task<IReadOnlyList<string>> SyncLoginsAsync(CancellationToken cancellationToken);
 
-    /// <summary>Current write position of one side (PostgreSQL: LSN).</summary>
+    /// <summary>
+    /// Current write position of one side (PostgreSQL: the WAL insert LSN, past every commit
+    /// already visible, even one not yet written out, as the apply worker's asynchronous commits are).
+    /// </summary>
     Task<ReplicationPosition> ReadPositionAsync(Side side, CancellationToken cancellationToken);
 
     /// <summary>Stops forward replication for good (drops the subscription and blue's slot).</summary>
@@ -185,19 +188,27 @@ public interface IReplicationLink
     // ---- reverse replication (switchback) -----------------------------------------------------
 
     /// <summary>
-    /// Creates on green, while it is still fenced and has applied blue's final position, the
-    /// publication and the slot that replication back to blue will read, so every write green
-    /// takes once opened is kept for blue. Idempotent (an existing slot is kept, with its
+    /// Creates on green (fenced; before the write pause, while it still applies blue's writes)
+    /// the publication and the slot that replication back to blue will read, so every write
+    /// green takes once opened is kept for blue. Idempotent (an existing slot is kept, with its
     /// position). Returns the slot's start position; null when the engine has no reverse replication.
     /// </summary>
     Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken);
 
     /// <summary>
-    /// Subscribes blue (fenced, and staying so for clients) to green from the slot
-    /// <see cref="PrepareReverseReplicationAsync"/> made, without copying data; forward
-    /// replication must be stopped first. Idempotent.
+    /// Undoes <see cref="PrepareReverseReplicationAsync"/> when the switchover rolls back: the
+    /// slot and the publication leave green (a slot left there would hold its WAL). Idempotent.
     /// </summary>
-    Task StartReverseReplicationAsync(CancellationToken cancellationToken);
+    Task DropReverseReplicationAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Subscribes blue (fenced, and staying so for clients) to green from the slot
+    /// <see cref="PrepareReverseReplicationAsync"/> made, without copying data, applying what
+    /// green committed from <paramref name="from"/> on (green's position once it had applied
+    /// blue's final one: before it lies what blue already has); forward replication must be
+    /// stopped first. Idempotent.
+    /// </summary>
+    Task StartReverseReplicationAsync(ReplicationPosition from, CancellationToken cancellationToken);
 
     /// <summary>
     /// Removes replication and every object Teal created for the deployment on both sides, but

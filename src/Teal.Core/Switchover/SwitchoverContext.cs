@@ -79,11 +79,18 @@ public sealed class SwitchoverContext
     /// </summary>
     public bool StartsReverseReplication => Deployment.Reversed || Deployment.ReverseReplication;
 
-    /// <summary>Where the slot for replication back to the side being left starts (green's position before it opened); null when none was made.</summary>
+    /// <summary>Where the slot for replication back to the side being left started (made on green before the pause); null when none was made.</summary>
     public string? ReverseStartPosition { get; set; }
 
-    /// <summary>Green's position once it had applied blue's final one; read only when the deployment has CDC slots.</summary>
+    /// <summary>Green's position once it had applied blue's final one, before any client write; read when the cutover makes slots on green (CDC, reverse replication).</summary>
     public string? GreenCaughtUpPosition { get; set; }
+
+    /// <summary>
+    /// Where replication back to the side being left starts: green's position once caught up
+    /// (the slot was made before the pause, while green still applied blue's writes); the slot's
+    /// own start for a switchover journaled without that position. Null when none starts.
+    /// </summary>
+    public string? ReverseReplicationStart => ReverseStartPosition is null ? null : GreenCaughtUpPosition ?? ReverseStartPosition;
 
     /// <summary>The CDC slots open-green made on green, for the event that tells consumers where to go on.</summary>
     public IReadOnlyList<CdcSlotCreated> CdcSlotsCreated { get; set; } = [];

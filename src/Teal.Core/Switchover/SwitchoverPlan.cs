@@ -12,6 +12,7 @@ public static class SwitchoverPlan
     public static IReadOnlyList<ISwitchoverStep> Forward() =>
     [
         new GuardrailsStep(),       // 1. every guardrail, again, right before acting
+        new PrepareReverseReplicationStep(), // the slot back to blue, made on green before the pause
         new PauseEndpointsStep(),   // 2. new connections are held
         new DrainEndpointsStep(),   //    endpoint connections close between transactions
         new FenceBlueStep(),        // 3. blue read-only for every role
@@ -22,6 +23,6 @@ public static class SwitchoverPlan
         new OpenGreenStep(),        // 7. green writable (only now: never two writable sides)
         new ResumeEndpointsStep(),  // 8. held connections proceed to green
         new StopReplicationStep(),  //    forward replication dropped, outside the write pause
-        new StartReverseReplicationStep(), // green → old blue, from the slot made before green opened
+        new StartReverseReplicationStep(), // green → old blue, from green's position once caught up
     ];
 }

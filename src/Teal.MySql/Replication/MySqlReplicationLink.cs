@@ -117,7 +117,9 @@ public sealed class MySqlReplicationLink : IReplicationLink, IAsyncDisposable
     /// <summary>Reverse replication is PostgreSQL's for now: a MariaDB switchover ends with the old blue fenced and no way back.</summary>
     public Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) => Task.FromResult<ReplicationPosition?>(null);
 
-    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task DropReverseReplicationAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartReverseReplicationAsync(ReplicationPosition from, CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>CDC slots are PostgreSQL's logical slots; create refuses them for MariaDB (MariaDbEngine.CheckBeforeGreenAsync), so none is named here.</summary>
     public Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken) => Task.CompletedTask;

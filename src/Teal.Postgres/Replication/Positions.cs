@@ -25,7 +25,9 @@ internal sealed class Positions(LinkSessions sessions, TimeProvider time)
             """,
             cancellationToken,
             sessions.Spec.Name);
-        var lsn = await conn.ScalarAsync<string>("SELECT pg_current_wal_lsn()::text", cancellationToken);
+        // The insert position, not the written-out one: a commit is visible before it is written
+        // (the apply worker commits asynchronously), and what is read here must lie past it.
+        var lsn = await conn.ScalarAsync<string>("SELECT pg_current_wal_insert_lsn()::text", cancellationToken);
         return new ReplicationPosition(lsn!) { Details = new Dictionary<string, string> { [MarkerKey] = marker.ToString(CultureInfo.InvariantCulture) } };
     }
 
@@ -75,7 +77,9 @@ internal sealed class Positions(LinkSessions sessions, TimeProvider time)
     public async Task<ReplicationPosition> ReadAsync(Side side, CancellationToken cancellationToken)
     {
         await using var conn = await sessions.OpenAsync(side, cancellationToken);
-        var lsn = await conn.ScalarAsync<string>("SELECT pg_current_wal_lsn()::text", cancellationToken);
+        // The insert position, not the written-out one: a commit is visible before it is written
+        // (the apply worker commits asynchronously), and what is read here must lie past it.
+        var lsn = await conn.ScalarAsync<string>("SELECT pg_current_wal_insert_lsn()::text", cancellationToken);
         return new ReplicationPosition(lsn!);
     }
 

@@ -189,7 +189,9 @@ public sealed class PostgresReplicationLink : IReplicationLink, IAsyncDisposable
     public async Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) =>
         await _reach.GuardAsync(_reverse.PrepareAsync, cancellationToken);
 
-    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.StartAsync, cancellationToken);
+    public Task DropReverseReplicationAsync(CancellationToken cancellationToken) => _reach.GuardAsync(_reverse.DropPreparedAsync, cancellationToken);
+
+    public Task StartReverseReplicationAsync(ReplicationPosition from, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _reverse.StartAsync(from, ct), cancellationToken);
 
     public Task WaitForCdcConsumersAsync(ReplicationPosition position, CancellationToken cancellationToken) => _reach.GuardAsync(ct => _cdc.WaitAsync(position, ct), cancellationToken);
 

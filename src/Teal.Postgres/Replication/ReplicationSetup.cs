@@ -284,6 +284,9 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
         {
             await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
             await DropSubscriptionAsync(green, blue is not null, cancellationToken);
+            // Replication back to blue prepared by a switchover that rolled back while green was unreachable.
+            await green.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
+            await DropSlotAsync(green, cancellationToken);
             await _copy.ForgetAsync(green, cancellationToken);
             await TealObjects.RemoveAsync(green, Name, cancellationToken);
             await fencing.UnfenceAsync(Side.Green, cancellationToken);

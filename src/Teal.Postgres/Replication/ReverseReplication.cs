@@ -16,21 +16,18 @@ internal sealed class ReverseReplication(LinkSessions sessions, Fencing fencing,
     private string Name => sessions.Spec.Name;
 
     /// <summary>
-    /// Publication and slot on green, made while green is fenced and has applied blue's final
-    /// position: the slot's start is green's position before any client write, so what the slot
-    /// keeps is exactly what blue lacks. A slot already there (a recovery repeating the step) is
-    /// kept with its start: nothing consumed it yet.
+    /// Publication and slot on green, made while green is fenced, before the write pause: the
+    /// slot's start lies before any client write on green, and before some of what green still
+    /// applies from blue, which <see cref="StartAsync"/> skips. A slot already there was left by
+    /// a switchover that rolled back while green was unreachable; it is made afresh, so the skip
+    /// has little to read (nothing consumed it: blue subscribes only after the flip).
     /// </summary>
     public async Task<ReplicationPosition> PrepareAsync(CancellationToken cancellationToken)
     {
         await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
         // Teal's role on green is a superuser (green is fenced from the start), so FOR ALL TABLES.
         await setup.CreatePublicationAsync(green, superuser: true, cancellationToken);
-        var existing = await green.ScalarAsync<string>("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", cancellationToken, Name);
-        if (existing is not null)
-        {
-            return new ReplicationPosition(existing);
-        }
+        await setup.DropSlotAsync(green, cancellationToken);
 
         try
         {
@@ -48,13 +45,25 @@ internal sealed class ReverseReplication(LinkSessions sessions, Fencing fencing,
     }
 
     /// <summary>
-    /// Blue subscribes to green from the prepared slot, copying nothing (blue has every row up
-    /// to the slot's start). Blue's fence stays: only its holder changes to the one the reversed
-    /// link releases at switchback. The subscription is Teal's login's, so blue's apply worker
-    /// runs as a role that keeps LOGIN; it writes through the fence's read-only default because
-    /// the apply worker does not go through the executor's read-only check.
+    /// A switchover that rolls back before green opened takes the prepared objects away again:
+    /// the slot would hold green's WAL for as long as the deployment lives.
     /// </summary>
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public async Task DropPreparedAsync(CancellationToken cancellationToken)
+    {
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        await setup.DropSlotAsync(green, cancellationToken);
+        await green.ExecuteAsync($"DROP PUBLICATION IF EXISTS {Sql.Ident(Name)}", cancellationToken);
+    }
+
+    /// <summary>
+    /// Blue subscribes to green from the prepared slot, copying nothing, and applies what green
+    /// committed from <paramref name="from"/> on (green's position once it had applied blue's
+    /// final one). Blue's fence stays: only its holder changes to the one the reversed link
+    /// releases at switchback. The subscription is Teal's login's, so blue's apply worker runs
+    /// as a role that keeps LOGIN; it writes through the fence's read-only default because the
+    /// apply worker does not go through the executor's read-only check.
+    /// </summary>
+    public async Task StartAsync(ReplicationPosition from, CancellationToken cancellationToken)
     {
         await fencing.HandOverAsync(Side.Blue, cancellationToken);
         await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
@@ -63,6 +72,8 @@ internal sealed class ReverseReplication(LinkSessions sessions, Fencing fencing,
         {
             return;
         }
+
+        await SkipToAsync(from, cancellationToken);
 
         // origin = none (PostgreSQL 16+): blue applies only what clients wrote on green, never a
         // change green itself applied from elsewhere. Older subscribers do not know the option;
@@ -88,6 +99,24 @@ internal sealed class ReverseReplication(LinkSessions sessions, Fencing fencing,
         {
             await blue.ExecuteAsync("RESET log_statement; RESET log_min_error_statement", cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// The slot was made before the pause, while green still applied blue's writes: moved on to
+    /// <paramref name="from"/>, it skips every transaction committed before it — those blue
+    /// wrote itself — and keeps every client write on green. A PostgreSQL 15 subscriber has no
+    /// <c>origin = none</c> to filter them, and each would be applied twice on blue (a duplicate
+    /// key stops its apply worker). Moving the slot needs only green's replication privilege; a
+    /// slot already past <paramref name="from"/> (a recovery repeating the step) is left alone.
+    /// </summary>
+    private async Task SkipToAsync(ReplicationPosition from, CancellationToken cancellationToken)
+    {
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        await green.ExecuteAsync(
+            "SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn",
+            cancellationToken,
+            Name,
+            from.Value);
     }
 
     /// <summary>

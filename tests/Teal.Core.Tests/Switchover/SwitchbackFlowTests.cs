@@ -78,8 +78,8 @@ public sealed class SwitchbackFlowTests
     }
 
     /// <summary>
-    /// The real flip between two steps that stand in for the engine: open-green's slot (a
-    /// position when reverse replication is on) and the rest.
+    /// The real flip after a step that stands in for the engine: prepare-reverse-replication's
+    /// slot (a position when reverse replication is on).
     /// </summary>
     private async Task<Deployment> RunAsync(Deployment deployment)
     {
@@ -95,7 +95,7 @@ public sealed class SwitchbackFlowTests
             Time = _time,
             Deadline = _time.GetUtcNow() + TimeSpan.FromMinutes(5),
         };
-        List<ISwitchoverStep> plan = [new FlipStep(), new SlotStep()];
+        List<ISwitchoverStep> plan = [new SlotStep(), new FlipStep()];
         var executor = new SwitchoverExecutor(_state, [], TransientErrors.Neutral, NullLogger<SwitchoverExecutor>.Instance);
         return await executor.RunAsync(context, plan, CancellationToken.None);
     }
@@ -122,10 +122,12 @@ public sealed class SwitchbackFlowTests
             Switchover = new SwitchoverState("so-test", _time.GetUtcNow(), 300) { Phase = "guardrails" },
         };
 
-    /// <summary>Stands in for open-green's part: a slot (and its position) only when the cutover starts reverse replication.</summary>
+    /// <summary>Stands in for prepare-reverse-replication: a slot (and its position) only when the cutover starts reverse replication.</summary>
     private sealed class SlotStep : ISwitchoverStep
     {
-        public string Name => "open-green";
+        public bool NothingToUndo => true;
+
+        public string Name => "prepare-reverse-replication";
 
         public string Description => "slot";
 

@@ -57,7 +57,7 @@ public sealed class SwitchoverOptionsTests
         // paused), fencing (blue stays read-only) and the flip (roll forward, never back).
         var plan = SwitchoverPlan.Forward();
         plan.Where(s => !s.NothingToUndo).Select(s => s.Name).ShouldBe(
-            ["pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
+            ["prepare-reverse-replication", "pause-endpoints", "fence-blue", "flip", "open-green", "resume-endpoints", "stop-replication", "start-reverse-replication"]);
         plan.Where(s => s.UndoReopensBlue).ShouldAllBe(s => !s.NothingToUndo);
     }
 

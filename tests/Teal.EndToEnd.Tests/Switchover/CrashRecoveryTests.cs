@@ -64,6 +64,11 @@ public sealed class CrashRecoveryTests
         var expected = finishes ? "SWITCHOVER_COMPLETED" : "SWITCHOVER_FAILED";
         var deployment = await scenario.WaitForStatusAsync("upgrade", TimeSpan.FromSeconds(90), "SWITCHOVER_COMPLETED", "SWITCHOVER_FAILED");
         BlueGreenScenario.Status(deployment).ShouldBe(expected, deployment.ToString());
+        if (!finishes)
+        {
+            // The slot made on green for replication back to blue, before the pause, left with the rollback.
+            (await BlueGreenScenario.ScalarAsync<long>(greenAsTeal, "SELECT count(*) FROM pg_replication_slots")).ShouldBe(0, $"a replication slot left on green after {fault}");
+        }
         var clients = await Task.WhenAll(longLived).WaitAsync(TimeSpan.FromSeconds(90));
         try
         {

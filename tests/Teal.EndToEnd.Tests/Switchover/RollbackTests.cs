@@ -18,7 +18,7 @@ public sealed class RollbackTests
     {
         // catch-up is held for longer than the shortest timeout allowed: the timeout must fire.
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:40" });
-        await scenario.CreateDeploymentAsync();
+        var created = await scenario.CreateDeploymentAsync();
 
         var result = await scenario.Cli.RunAsync(["switchover", "upgrade", "--switchover-timeout", "30", "--wait"], TimeSpan.FromMinutes(2));
 
@@ -28,6 +28,9 @@ public sealed class RollbackTests
         BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_FAILED", deployment.ToString());
         deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("timeout of 30 s");
         await AssertRolledBackAsync(scenario);
+        // The slot and publication made on green before the pause for replication back to blue left with the rollback.
+        var greenAsTeal = await scenario.InstanceUrlAsync(created.GetProperty("green").GetString()!, asTeal: true);
+        (await BlueGreenScenario.ScalarAsync<long>(greenAsTeal, "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)")).ShouldBe(0);
     }
 
     [Fact]
@@ -51,6 +54,10 @@ public sealed class RollbackTests
         BlueGreenScenario.Status(deployment).ShouldBe("SWITCHOVER_FAILED", deployment.ToString());
         deployment.GetProperty("switchover").GetProperty("reason").GetString()!.ShouldContain("catch-up");
         await AssertRolledBackAsync(scenario);
+        // The slot for replication back to blue, made on green before the pause, could not be
+        // dropped with green down: the rollback went on and said so.
+        var events = await scenario.Cli.RunAsync("events", "upgrade");
+        events.Stdout.ShouldContain("could not be dropped from green");
 
         // Green is still down: a new switchover is a refusal naming green, not an internal error.
         var refused = await scenario.Cli.RunAsync(["switchover", "upgrade"], TimeSpan.FromMinutes(1));
@@ -64,6 +71,7 @@ public sealed class RollbackTests
         scenario.Teal.Environment = new Dictionary<string, string>();
         await scenario.Teal.StartAgainAsync();
         await scenario.WaitForReplicationAsync("upgrade", TimeSpan.FromMinutes(1));
+        // It makes the slot left on green afresh.
         (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2))).ShouldSucceed();
         BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_COMPLETED");
     }

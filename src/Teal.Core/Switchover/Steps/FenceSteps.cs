@@ -78,17 +78,19 @@ public sealed class CatchUpStep : ISwitchoverStep
         context.BlueFinalDetails = final.Details;
 
         await context.Link.WaitForPositionAsync(final, cancellationToken);
-        if (context.Deployment.CdcSlots.Count > 0)
+        if (context.Deployment.CdcSlots.Count > 0 && context.Deployment.CdcWait)
         {
-            if (context.Deployment.CdcWait)
-            {
-                // Inside the write pause and within the timeout: a consumer that does not confirm
-                // blue's final position in time rolls the switchover back like any other timeout.
-                await context.Link.WaitForCdcConsumersAsync(final, cancellationToken);
-            }
+            // Inside the write pause and within the timeout: a consumer that does not confirm
+            // blue's final position in time rolls the switchover back like any other timeout.
+            await context.Link.WaitForCdcConsumersAsync(final, cancellationToken);
+        }
 
-            // Journaled with the flip, before open-green makes the slots: a slot on green older
-            // than this is left from an earlier cutover, one newer is this cutover's own.
+        if (context.Deployment.CdcSlots.Count > 0 || context.ReverseStartPosition is not null)
+        {
+            // Journaled with the flip. Every change green applied from blue lies before it, every
+            // client write on green after it: a CDC slot on green older than this is left from an
+            // earlier cutover (one newer is this cutover's own), and replication back to blue
+            // starts here. One round trip beside sync-sequences, the longer of the two.
             context.GreenCaughtUpPosition = (await context.Link.ReadPositionAsync(Side.Green, cancellationToken)).Value;
         }
     }
@@ -173,11 +175,11 @@ public sealed class OpenGreenStep : ISwitchoverStep
     /// <summary>The slots on green that must exist before any client can write there.</summary>
     private static async Task MakeSlotsAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        if (context.StartsReverseReplication)
+        if (context.StartsReverseReplication && context.ReverseStartPosition is null)
         {
-            // The slot for replication back to blue is made while green is still fenced and has
-            // applied blue's final position: every write green takes once it opens comes after
-            // the slot's start, and nothing before it is sent back to blue, which has it.
+            // prepare-reverse-replication makes this slot before the pause; here only for a
+            // switchover journaled by a Teal without that step. Made while green is still fenced
+            // and has applied blue's final position, it keeps every write green takes once open.
             var start = await context.Link.PrepareReverseReplicationAsync(cancellationToken);
             context.ReverseStartPosition = start?.Value;
         }
@@ -195,7 +197,7 @@ public sealed class OpenGreenStep : ISwitchoverStep
     public void RecordOutcome(SwitchoverContext context)
     {
         var data = new Dictionary<string, string> { ["greenPosition"] = context.GreenPosition ?? string.Empty, ["blueFinalPosition"] = context.BlueFinalPosition ?? string.Empty };
-        if (context.ReverseStartPosition is { } reverse)
+        if (context.ReverseReplicationStart is { } reverse)
         {
             data["reverseStartPosition"] = reverse;
         }
@@ -245,30 +247,80 @@ public sealed class StopReplicationStep : ISwitchoverStep
 }
 
 /// <summary>
+/// Step 1b: the publication and the slot that replication back to the side being left will read,
+/// made on green before the pause: a logical slot's creation took 8-26 ms of the write pause
+/// when open-green made it. Green still applies blue's writes then, so the slot starts before
+/// blue's last ones; start-reverse-replication moves it to where green stood once caught up
+/// (<see cref="SwitchoverContext.GreenCaughtUpPosition"/>), so blue never gets its own writes
+/// back. A switchover that rolls back drops both: a slot left on green would hold its WAL.
+/// </summary>
+public sealed class PrepareReverseReplicationStep : ISwitchoverStep
+{
+    public string Name => "prepare-reverse-replication";
+
+    public string Description => "create on green the publication and the slot replication back to blue will read (before the pause)";
+
+    public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        if (!context.StartsReverseReplication)
+        {
+            // Opted out (teal create --no-reverse-replication).
+            return;
+        }
+
+        var start = await context.Link.PrepareReverseReplicationAsync(cancellationToken);
+        context.ReverseStartPosition = start?.Value;
+    }
+
+    public async Task UndoAsync(SwitchoverContext context, CancellationToken cancellationToken)
+    {
+        if (!context.StartsReverseReplication)
+        {
+            return;
+        }
+
+        try
+        {
+            await context.Link.DropReverseReplicationAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // Undone last, when blue is writable again: a rollback caused by an unreachable green
+            // must not wait for green to drop a slot. The next switchover makes it afresh.
+            context.Record(
+                Events.EventKinds.SwitchoverPhase,
+                $"the slot for replication back to blue could not be dropped from green ({ex.Message}): it holds green's WAL until the next switchover makes it afresh or `teal delete` drops it",
+                new Dictionary<string, string> { ["slotLeftOnGreen"] = "true" });
+        }
+    }
+}
+
+/// <summary>
 /// Step 7c: replication back from green to the side just left (which stays fenced for clients)
-/// from the slot open-green made, so a switchback loses nothing. Runs after forward replication
-/// is dropped: both directions at once would send each write back where it came from.
+/// from green's position once it had applied blue's final one, so a switchback loses nothing and
+/// gets nothing twice. Runs after forward replication is dropped: both directions at once would
+/// send each write back where it came from.
 /// </summary>
 public sealed class StartReverseReplicationStep : ISwitchoverStep
 {
     public string Name => "start-reverse-replication";
 
-    public string Description => "subscribe the old blue (still fenced) to green from the slot made before green opened: every write on green reaches it";
+    public string Description => "subscribe the old blue (still fenced) to green from green's position before it opened: every write on green reaches it";
 
     public async Task ExecuteAsync(SwitchoverContext context, CancellationToken cancellationToken)
     {
-        if (context.ReverseStartPosition is null)
+        if (context.ReverseReplicationStart is not { } start)
         {
             // Opted out (teal create --no-reverse-replication), or an engine without it.
             return;
         }
 
-        await context.Link.StartReverseReplicationAsync(cancellationToken);
+        await context.Link.StartReverseReplicationAsync(new ReplicationPosition(start), cancellationToken);
     }
 
     public void RecordOutcome(SwitchoverContext context)
     {
-        if (context.ReverseStartPosition is { } start)
+        if (context.ReverseReplicationStart is { } start)
         {
             var what = context.IsSwitchback ? "forward replication re-established" : "reverse replication started";
             context.Record(

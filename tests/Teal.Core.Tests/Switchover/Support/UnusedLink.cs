@@ -55,7 +55,9 @@ internal sealed class UnusedLink : IReplicationLink
 
     public Task<ReplicationPosition?> PrepareReverseReplicationAsync(CancellationToken cancellationToken) => throw Unused();
 
-    public Task StartReverseReplicationAsync(CancellationToken cancellationToken) => throw Unused();
+    public Task DropReverseReplicationAsync(CancellationToken cancellationToken) => throw Unused();
+
+    public Task StartReverseReplicationAsync(ReplicationPosition from, CancellationToken cancellationToken) => throw Unused();
 
     public Task FinishAsync(CancellationToken cancellationToken) => throw Unused();
 
