@@ -18,16 +18,20 @@ internal sealed class ReverseReplication(LinkSessions sessions, Fencing fencing,
     /// <summary>
     /// Publication and slot on green, made while green is fenced, before the write pause: the
     /// slot's start lies before any client write on green, and before some of what green still
-    /// applies from blue, which <see cref="StartAsync"/> skips. A slot already there was left by
-    /// a switchover that rolled back while green was unreachable; it is made afresh, so the skip
-    /// has little to read (nothing consumed it: blue subscribes only after the flip).
+    /// applies from blue, which <see cref="StartAsync"/> skips. A slot already there is kept with
+    /// its start (left by a switchover that rolled back while green was unreachable, or made by
+    /// open-green before a crash): nothing consumed it yet, and the skip reads past what it holds.
     /// </summary>
     public async Task<ReplicationPosition> PrepareAsync(CancellationToken cancellationToken)
     {
         await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
         // Teal's role on green is a superuser (green is fenced from the start), so FOR ALL TABLES.
         await setup.CreatePublicationAsync(green, superuser: true, cancellationToken);
-        await setup.DropSlotAsync(green, cancellationToken);
+        var existing = await green.ScalarAsync<string>("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", cancellationToken, Name);
+        if (existing is not null)
+        {
+            return new ReplicationPosition(existing);
+        }
 
         try
         {

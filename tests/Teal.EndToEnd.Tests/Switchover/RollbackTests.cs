@@ -71,7 +71,7 @@ public sealed class RollbackTests
         scenario.Teal.Environment = new Dictionary<string, string>();
         await scenario.Teal.StartAgainAsync();
         await scenario.WaitForReplicationAsync("upgrade", TimeSpan.FromMinutes(1));
-        // It makes the slot left on green afresh.
+        // It uses the slot left on green, moved on past what green applied since.
         (await scenario.Cli.RunAsync(["switchover", "upgrade", "--wait"], TimeSpan.FromMinutes(2))).ShouldSucceed();
         BlueGreenScenario.Status(await scenario.ShowAsync()).ShouldBe("SWITCHOVER_COMPLETED");
     }

@@ -286,10 +286,11 @@ public sealed class PrepareReverseReplicationStep : ISwitchoverStep
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             // Undone last, when blue is writable again: a rollback caused by an unreachable green
-            // must not wait for green to drop a slot. The next switchover makes it afresh.
+            // must not wait for green to drop a slot. The next switchover uses it (moved on past
+            // what it holds when blue subscribes).
             context.Record(
                 Events.EventKinds.SwitchoverPhase,
-                $"the slot for replication back to blue could not be dropped from green ({ex.Message}): it holds green's WAL until the next switchover makes it afresh or `teal delete` drops it",
+                $"the slot for replication back to blue could not be dropped from green ({ex.Message}): it holds green's WAL until the next switchover uses it or `teal delete` drops it",
                 new Dictionary<string, string> { ["slotLeftOnGreen"] = "true" });
         }
     }
