@@ -14,15 +14,18 @@ public sealed class CrashRecoveryTests
 {
     private static string FaultHost => RepoPaths.Built("tests/Teal.FaultHost", "Teal.FaultHost.dll");
 
+    /// <summary>
+    /// A point that leaves the journal and the servers as one listed here is not repeated (each
+    /// case is a minute of the suite under load): after fence-blue is before drain-blue, and
+    /// catch-up and sync-sequences start in one commit.
+    /// </summary>
     public static TheoryData<string, bool> CrashPoints => new()
     {
         { "crash-before:pause-endpoints", false },
         { "crash-before:drain-endpoints", false },
         { "crash-before:fence-blue", false },
         { "crash-after:fence-blue", false },
-        { "crash-before:drain-blue", false },
         { "crash-before:catch-up", false },
-        { "crash-before:sync-sequences", false },
         { "crash-after:sync-sequences", false },
         { "crash-before:flip", true },
         { "crash-after:flip", true },

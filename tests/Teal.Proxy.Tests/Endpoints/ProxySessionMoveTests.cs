@@ -190,7 +190,7 @@ public sealed class ProxySessionMoveTests(ProxyServersFixture servers)
         var drained = await SwitchAsync(endpoint, servers.GreenTarget with { Instance = "app-db" });
 
         drained.Moving.ShouldBe(2);
-        (await ScalarAsync<int>(client, "select pg_backend_pid()")).ShouldBe(greenPid);
+        (await ScalarAsync<int>(client, "select pg_backend_pid()")).ShouldBe(greenPid, string.Join('\n', log.Lines));
         (await ScalarAsync<string>(client, "show work_mem")).ShouldBe("13MB");
         (await ScalarAsync<int>(quiet, "select inet_server_port()")).ShouldBe(servers.Green.Port);
         var moves = log.Lines.Where(l => l.Contains("moved to", StringComparison.Ordinal)).ToList();
