@@ -136,10 +136,11 @@ internal static class SwitchoverCommands
         {
             await session.Output.WriteLineAsync(title(plan));
             var n = 1;
+            var width = plan.Steps.Select(s => s.Name.Length).DefaultIfEmpty(0).Max();
             foreach (var step in plan.Steps)
             {
                 var marker = step.PointOfNoReturn ? "  ← point of no return" : string.Empty;
-                await session.Output.WriteLineAsync($"  {n++,2}. {step.Name,-18} {step.Description}{marker}");
+                await session.Output.WriteLineAsync($"  {n++,2}. {step.Name.PadRight(width)} {step.Description}{marker}");
             }
 
             await session.Output.WriteLineAsync();

@@ -146,6 +146,9 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
         return deployment;
     }
 
+    /// <summary>The phases' results line up after the longest step name.</summary>
+    private static readonly int StepColumn = Core.Switchover.SwitchoverPlan.Forward().Max(s => s.Name.Length);
+
     private async Task<Deployment> FollowSwitchoverAsync(ApiClient api, Deployment deployment, CancellationToken ct)
     {
         var printed = 0;
@@ -157,7 +160,7 @@ internal sealed class DemoRun(CliSession session, DemoOptions options)
                 var phases = deployment.Switchover?.Phases ?? [];
                 for (; update is null && printed < phases.Count; printed++)
                 {
-                    await Out.WriteLineAsync($"    {phases[printed].Step,-18} {phases[printed].Result,-7} {phases[printed].Milliseconds,7:0} ms");
+                    await Out.WriteLineAsync($"    {phases[printed].Step.PadRight(StepColumn)} {phases[printed].Result,-7} {phases[printed].Milliseconds,7:0} ms");
                 }
 
                 if (deployment.Status != DeploymentStatus.SwitchoverInProgress)

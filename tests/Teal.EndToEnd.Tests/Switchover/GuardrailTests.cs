@@ -257,6 +257,10 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         plan.ShouldSucceed();
         plan.Stdout.ShouldContain("switchover plan for upgrade");
         plan.Stdout.ShouldContain("point of no return");
+        // Every step's description starts in one column, past the longest step name.
+        var steps = plan.Stdout.Split('\n').Where(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^\s+\d+\. ")).ToList();
+        steps.Count.ShouldBeGreaterThan(10);
+        steps.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"^\s+\d+\. \S+\s+").Length).Distinct().Count().ShouldBe(1, plan.Stdout);
         foreach (var guardrail in new[] { "deployment-available", "replication.healthy", "replication.lag", "green.no-clients", "blue.external-replication", "blue.long-transactions" })
         {
             plan.Stdout.ShouldContain(guardrail);
