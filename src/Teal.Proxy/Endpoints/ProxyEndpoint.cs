@@ -455,11 +455,11 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(targets);
         ArgumentOutOfRangeException.ThrowIfZero(targets.Count);
         var target = targets[0];
-        var readers = targets.Count > 1 ? new ReaderRotation(targets) : null;
         ProxyRoute previous, next;
         do
         {
             previous = Volatile.Read(ref _route);
+            var readers = targets.Count > 1 ? ReaderRotation.Over(targets, previous.Readers) : null;
 
             // A canary on the instance that becomes the target has nothing left to split off.
             // Compared by address too: the canary's instance may be renamed as it becomes the target.
@@ -515,11 +515,11 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(targets);
         ArgumentOutOfRangeException.ThrowIfNegative(percent);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
-        var rotation = targets.Count == 0 || percent == 0 ? null : new ReaderRotation(targets);
         ProxyRoute previous, next;
         do
         {
             previous = Volatile.Read(ref _route);
+            var rotation = targets.Count == 0 || percent == 0 ? null : ReaderRotation.Over(targets, previous.Canary);
             next = rotation is null ? previous with { Canary = null, CanaryPercent = 0 } : previous with { Canary = rotation, CanaryPercent = percent };
         }
         while (Interlocked.CompareExchange(ref _route, next, previous) != previous);

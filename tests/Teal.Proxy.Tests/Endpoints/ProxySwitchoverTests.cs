@@ -36,6 +36,32 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
         // How long pause, drain, flip and resume take is measured by bench/switchover, not here.
     }
 
+    /// <summary>
+    /// A reader endpoint's route is published again at every heartbeat: the same readers keep
+    /// their turn, so new connections go on alternating instead of starting over at the first.
+    /// </summary>
+    [Fact]
+    public async Task ReaderRoute_PublishedAgainUnchanged_KeepsTheRoundRobinTurn()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget);
+        EndpointTarget[] readers = [servers.BlueTarget, servers.GreenTarget];
+        await endpoint.FlipAsync(readers, CancellationToken.None);
+        var unpooled = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { Pooling = false }.ConnectionString;
+        var ports = new List<int>();
+        for (var i = 0; i < 4; i++)
+        {
+            await using (var connection = new NpgsqlConnection(unpooled))
+            {
+                await connection.OpenAsync();
+                ports.Add(await ScalarAsync<int>(connection, "select inet_server_port()"));
+            }
+
+            await endpoint.FlipAsync(readers, CancellationToken.None); // as each heartbeat does
+        }
+
+        ports.ShouldBe([servers.Blue.Port, servers.Green.Port, servers.Blue.Port, servers.Green.Port]);
+    }
+
     [Fact]
     public async Task HeldPastDeadline_ClientGetsCannotConnectNowNamingTheEndpoint()
     {
