@@ -1,11 +1,12 @@
 using Teal.Core.Endpoints;
+using Teal.Proxy.Sessions;
 
 namespace Teal.Proxy.Endpoints;
 
 /// <summary>
 /// Round robin over a reader endpoint's readers: each new connection takes the next one. The
-/// list is fixed (a new list comes with a new route); only the counter moves, shared by every
-/// connection that reads the route.
+/// list is fixed (a new list comes with a new route, which takes the turn over when its servers
+/// are the same); only the counter moves, shared by every connection that reads the route.
 /// </summary>
 internal sealed class ReaderRotation
 {
@@ -22,13 +23,23 @@ internal sealed class ReaderRotation
     public IReadOnlyList<EndpointTarget> Targets => _targets;
 
     /// <summary>
-    /// The rotation over <paramref name="targets"/>: <paramref name="current"/> when it has the
-    /// same readers in the same order, so its turn goes on — the route is published again, unchanged,
-    /// at every heartbeat, and a new rotation would send the next connection to the first reader
-    /// again (ten connections spread 6 and 4 over two readers) — else a new one.
+    /// The rotation over <paramref name="targets"/>, going on from <paramref name="current"/>'s
+    /// turn when it has the same servers in the same order (by address: the flip names green's
+    /// readers as renamed with green, a route table fetched later may name them otherwise). A
+    /// rotation started afresh sends the next connection to the first reader again: ten
+    /// connections went 6 and 4 over two readers after such a republish.
     /// </summary>
-    public static ReaderRotation Over(IReadOnlyList<EndpointTarget> targets, ReaderRotation? current) =>
-        current is not null && current._targets.SequenceEqual(targets) ? current : new ReaderRotation(targets);
+    public static ReaderRotation Over(IReadOnlyList<EndpointTarget> targets, ReaderRotation? current)
+    {
+        var next = new ReaderRotation(targets);
+        if (current is not null && current._targets.Length == next._targets.Length
+            && current._targets.Zip(next._targets).All(p => SessionMover.SameServer(p.First, p.Second)))
+        {
+            next._next = Interlocked.Read(ref current._next);
+        }
+
+        return next;
+    }
 
     public EndpointTarget Next() => _targets[(int)((ulong)Interlocked.Increment(ref _next) % (ulong)_targets.Length)];
 }

@@ -37,15 +37,15 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
     }
 
     /// <summary>
-    /// A reader endpoint's route is published again at every heartbeat: the same readers keep
-    /// their turn, so new connections go on alternating instead of starting over at the first.
+    /// A reader endpoint's route published again with the same servers — as named after a rename
+    /// too — keeps their turn, so new connections go on alternating instead of starting over at the first.
     /// </summary>
     [Fact]
-    public async Task ReaderRoute_PublishedAgainUnchanged_KeepsTheRoundRobinTurn()
+    public async Task ReaderRoute_PublishedAgainWithTheSameServers_KeepsTheRoundRobinTurn()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget);
         EndpointTarget[] readers = [servers.BlueTarget, servers.GreenTarget];
-        await endpoint.FlipAsync(readers, CancellationToken.None);
+        await endpoint.FlipAsync(readers.Select(r => r with { Instance = r.Instance + "-before-the-flip" }).ToList(), CancellationToken.None);
         var unpooled = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { Pooling = false }.ConnectionString;
         var ports = new List<int>();
         for (var i = 0; i < 4; i++)
@@ -56,7 +56,7 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
                 ports.Add(await ScalarAsync<int>(connection, "select inet_server_port()"));
             }
 
-            await endpoint.FlipAsync(readers, CancellationToken.None); // as each heartbeat does
+            await endpoint.FlipAsync(readers, CancellationToken.None); // as a route table fetched again does
         }
 
         ports.ShouldBe([servers.Blue.Port, servers.Green.Port, servers.Blue.Port, servers.Green.Port]);
