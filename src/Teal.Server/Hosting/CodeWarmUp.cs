@@ -25,11 +25,12 @@ public static partial class CodeWarmUp
     public static void StartForProxy(ILogger logger) => Start(logger, ProxyAssemblies);
 
     // The assemblies whose code runs inside a switchover: engine-neutral core, the PostgreSQL
-    // engine and PgBouncer driver, the proxy, the server.
+    // engine and PgBouncer driver, the MariaDB/MySQL engine, the proxy, the server.
     private static Assembly[] ServerAssemblies =>
     [
         typeof(Core.Switchover.SwitchoverExecutor).Assembly,
         typeof(Postgres.PgBouncer.PgBouncerEndpoint).Assembly,
+        typeof(MySql.Engines.MariaDbEngine).Assembly,
         typeof(Proxy.Endpoints.ProxyEndpoint).Assembly,
         typeof(CodeWarmUp).Assembly,
     ];
@@ -40,8 +41,21 @@ public static partial class CodeWarmUp
         typeof(CodeWarmUp).Assembly,
     ];
 
+    /// <summary>
+    /// <c>TEAL_CODE_WARM_UP=off</c> skips the warm-up. It only moves compiling earlier, and costs
+    /// 2-3 s of one core at each start: the test suite starts teal serve and teal proxy some two
+    /// hundred times on two cores and sets it, but for the tests that check it.
+    /// </summary>
+    public const string Switch = "TEAL_CODE_WARM_UP";
+
     private static void Start(ILogger logger, Assembly[] assemblies)
     {
+        if (string.Equals(Environment.GetEnvironmentVariable(Switch), "off", StringComparison.OrdinalIgnoreCase))
+        {
+            LogOff(logger, Switch);
+            return;
+        }
+
         var thread = new Thread(() => Run(logger, assemblies))
         {
             IsBackground = true,
@@ -65,10 +79,16 @@ public static partial class CodeWarmUp
     /// <summary>Compiles every non-generic method of the proxy's assemblies; returns how many.</summary>
     public static int CompileAllForProxy() => CompileAll(ProxyAssemblies);
 
-    private static int CompileAll(Assembly[] assemblies)
+    private const BindingFlags Declared = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+
+    private static int CompileAll(Assembly[] assemblies) => Compile(assemblies.SelectMany(Types));
+
+    /// <summary>Compiles the methods of <paramref name="types"/> and, for async state machines among them, the runtime's code they run on; returns how many.</summary>
+    public static int Compile(IEnumerable<Type> types)
     {
+        ArgumentNullException.ThrowIfNull(types);
         var compiled = 0;
-        foreach (var type in assemblies.SelectMany(Types))
+        foreach (var type in types)
         {
             // Open generic types have no code until instantiated; nested types (async state
             // machines, lambdas' closures) are listed by GetTypes and compiled here too.
@@ -77,27 +97,127 @@ public static partial class CodeWarmUp
                 continue;
             }
 
-            const BindingFlags all = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
-            foreach (var method in type.GetMethods(all).Cast<MethodBase>().Concat(type.GetConstructors(all)))
+            foreach (var method in CodeOf(type))
             {
-                if (method.IsAbstract || method.ContainsGenericParameters || method.GetMethodBody() is null)
-                {
-                    continue;
-                }
+                compiled += Compile(method) ? 1 : 0;
+            }
 
-                try
+            if (type.IsValueType && typeof(IAsyncStateMachine).IsAssignableFrom(type))
+            {
+                compiled += CompileAsyncMachinery(type);
+            }
+        }
+
+        return compiled;
+    }
+
+    private static IEnumerable<MethodBase> CodeOf(Type type) =>
+        type.GetMethods(Declared).Cast<MethodBase>().Concat(type.GetConstructors(Declared))
+            .Where(m => !m.IsAbstract && !m.ContainsGenericParameters && m.GetMethodBody() is not null);
+
+    /// <summary>
+    /// The runtime's own code for one of Teal's async methods, instantiated over its state
+    /// machine (a struct, so none of it is shared): the builder's Start, its
+    /// AwaitUnsafeOnCompleted for each awaiter the method holds, and the box the state machine
+    /// moves into when it first waits (its MoveNext, its execution-context callback). Compiling
+    /// Teal's methods alone left these to the first switchover: ~340 of the ~600 methods a
+    /// serve process compiled inside its first write pause.
+    /// </summary>
+    private static int CompileAsyncMachinery(Type stateMachine)
+    {
+        var builder = stateMachine.GetField("<>t__builder", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)?.FieldType;
+        if (builder is null || VoidTaskResult is null)
+        {
+            return 0;
+        }
+
+        var awaiters = stateMachine.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)
+            .Where(f => f.Name.StartsWith("<>u__", StringComparison.Ordinal))
+            .Select(f => f.FieldType)
+            .Distinct()
+            .ToList();
+
+        // Task, ValueTask and void builders keep their state machine in AsyncTaskMethodBuilder<T>'s
+        // box (T the result, VoidTaskResult for none); pooling builders have boxes of their own.
+        var result = builder.IsGenericType ? builder.GetGenericArguments()[0] : VoidTaskResult;
+        var core = builder.Name.StartsWith("Pooling", StringComparison.Ordinal) ? null : typeof(AsyncTaskMethodBuilder<>).MakeGenericType(result);
+        var compiled = 0;
+        foreach (var owner in new[] { builder, core, AsyncMethodBuilderCore }.OfType<Type>().Distinct())
+        {
+            foreach (var method in owner.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition))
+            {
+                var arity = method.GetGenericArguments().Length;
+                IEnumerable<Type[]> instantiations = (method.Name, arity) switch
                 {
-                    RuntimeHelpers.PrepareMethod(method.MethodHandle);
-                    compiled++;
+                    ("Start" or "GetStateMachineBox", 1) => [[stateMachine]],
+                    ("AwaitUnsafeOnCompleted", 2) => awaiters.Select(a => new[] { a, stateMachine }),
+                    ("AwaitUnsafeOnCompleted", 1) => awaiters.Select(a => new[] { a }),
+                    _ => [],
+                };
+                foreach (var instantiation in instantiations)
+                {
+                    compiled += Compile(method, [.. owner.GetGenericArguments(), .. instantiation]) ? 1 : 0;
                 }
-                catch (Exception ex) when (ex is ArgumentException or BadImageFormatException or TypeLoadException or FileNotFoundException or MissingMethodException)
+            }
+        }
+
+        if (core?.GetNestedType("AsyncStateMachineBox`1", BindingFlags.NonPublic) is { } box)
+        {
+            var closed = box.MakeGenericType(result, stateMachine);
+            foreach (var method in CodeOf(closed))
+            {
+                compiled += Compile(method, [result, stateMachine]) ? 1 : 0;
+            }
+        }
+
+        if (result.IsValueType && result != VoidTaskResult)
+        {
+            // A struct result (a tuple, an outcome) has its own task and builder code too, once
+            // per result type; a class result shares code every async method already ran.
+            foreach (var type in new[] { builder, core, typeof(Task<>).MakeGenericType(result), typeof(TaskAwaiter<>).MakeGenericType(result) }.OfType<Type>().Distinct())
+            {
+                foreach (var method in CodeOf(type).Where(m => type.Name != "Task`1" || m is ConstructorInfo || TaskCompletion.Contains(m.Name)))
                 {
-                    // A method whose dependencies are absent is compiled when (if ever) it runs.
+                    compiled += Compile(method, type.GetGenericArguments()) ? 1 : 0;
                 }
             }
         }
 
         return compiled;
+    }
+
+    // What completing and awaiting a Task<T> runs, of its many methods.
+    private static readonly HashSet<string> TaskCompletion = ["TrySetResult", "TrySetException", "GetAwaiter", "get_Result", "get_ResultOnSuccess", "GetResultCore", "ConfigureAwait"];
+
+    private static readonly Type? VoidTaskResult = typeof(Task).Assembly.GetType("System.Threading.Tasks.VoidTaskResult");
+
+    private static readonly Type? AsyncMethodBuilderCore = typeof(Task).Assembly.GetType("System.Runtime.CompilerServices.AsyncMethodBuilderCore");
+
+    /// <param name="method">A method with code.</param>
+    /// <param name="instantiation">For a generic method or a method of a generic type: the type's arguments, then the method's.</param>
+    private static bool Compile(MethodBase method, Type[]? instantiation = null)
+    {
+        try
+        {
+            // Under tiered compilation PrepareMethod compiles only a method whose entry point is
+            // still the prestub; a virtual method of a class (every interface implementation: the
+            // steps' ExecuteAsync, the endpoints' DrainAsync) has none until something asks for
+            // it, so without this it was left to its first call, inside the write pause. (A
+            // generic method's definition has no entry point to ask for: its instantiation does.)
+            if (!method.IsGenericMethodDefinition)
+            {
+                method.MethodHandle.GetFunctionPointer();
+            }
+
+            RuntimeHelpers.PrepareMethod(method.MethodHandle, instantiation?.Select(t => t.TypeHandle).ToArray());
+            return true;
+        }
+        catch (Exception ex) when (ex is ArgumentException or BadImageFormatException or TypeLoadException or FileNotFoundException or MissingMethodException or NotSupportedException or InvalidOperationException)
+        {
+            // A method whose dependencies are absent, or an awaiter a builder's constraints do not
+            // take, is compiled when (if ever) it runs.
+            return false;
+        }
     }
 
     private static Type[] Types(Assembly assembly)
@@ -111,6 +231,9 @@ public static partial class CodeWarmUp
             return [.. ex.Types.OfType<Type>()];
         }
     }
+
+    [LoggerMessage(EventId = 1902, Level = LogLevel.Information, Message = "Code warm-up off ({Switch}=off): the first switchover compiles what it runs")]
+    private static partial void LogOff(ILogger logger, string @switch);
 
     [LoggerMessage(EventId = 1901, Level = LogLevel.Information, Message = "Compiled {Methods} methods ahead of use in {Milliseconds} ms")]
     private static partial void LogWarmedUp(ILogger logger, int methods, long milliseconds);

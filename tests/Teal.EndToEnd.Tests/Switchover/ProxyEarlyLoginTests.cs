@@ -78,7 +78,7 @@ public sealed class ProxyEarlyLoginTests
     public async Task Switchover_ThroughTealProxy_ActiveSessionIsLoggedInOnFencedGreenBeforeThePause_AndGoesOnOnThatBackend()
     {
         await using var scenario = await BlueGreenScenario.StartAsync(tealEntry: FaultHost, tealEnvironment: new Dictionary<string, string> { ["TEAL_FAULT"] = "delay:catch-up:6" }, serveArguments: External);
-        await using var proxy = await TealProxyProcess.StartAsync(scenario.Teal, "p1");
+        await using var proxy = await TealProxyProcess.StartAsync(scenario.Teal, "p1", environment: TealProcess.WarmUpOn);
         await ProxyProcessTests.WaitForEndpointAsync(scenario.EndpointConnectionString);
 
         await MovesOnFencedGreenBeforeThePauseAsync(scenario, "teal-pfenced", () => $"{proxy.Log}\n{scenario.Teal.Log}");

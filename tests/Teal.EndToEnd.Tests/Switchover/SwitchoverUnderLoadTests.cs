@@ -1,5 +1,6 @@
 using Npgsql;
 using Teal.Testing.Load;
+using Teal.Testing.Processes;
 
 namespace Teal.EndToEnd.Tests.Switchover;
 
@@ -15,7 +16,8 @@ public sealed class SwitchoverUnderLoadTests
     [Fact]
     public async Task Switchover_UnderPgbenchAndProbeLoad_KeepsEveryAcknowledgedWriteAndFencesBlue()
     {
-        await using var scenario = await BlueGreenScenario.StartAsync();
+        // As operators run it: teal serve compiles its code at start (TealProcess.WarmUpOff).
+        await using var scenario = await BlueGreenScenario.StartAsync(tealEnvironment: TealProcess.WarmUpOn);
         await scenario.CreateDeploymentAsync();
 
         // A session held across the switchover, with a setting and a prepared statement: Teal's
@@ -110,5 +112,8 @@ public sealed class SwitchoverUnderLoadTests
         unfenced.ShouldSucceed();
         unfenced.Stdout.ShouldContain(BlueGreenScenario.AppUser);
         (await BlueGreenScenario.AcceptsWritesAsync(oldBlue)).ShouldBeTrue();
+
+        // teal serve compiled its code at start, every engine's and its async methods' included, without failing.
+        scenario.Teal.Log.ShouldContain("methods ahead of use");
     }
 }

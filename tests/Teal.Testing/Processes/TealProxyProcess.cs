@@ -12,11 +12,13 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
 {
     private readonly LoggedProcess _process = new();
     private readonly IReadOnlyList<string> _arguments;
+    private readonly IReadOnlyList<KeyValuePair<string, string>> _environment;
 
-    private TealProxyProcess(string name, IReadOnlyList<string> arguments)
+    private TealProxyProcess(string name, IReadOnlyList<string> arguments, IReadOnlyList<KeyValuePair<string, string>> environment)
     {
         Name = name;
         _arguments = arguments;
+        _environment = environment;
     }
 
     public string Name { get; }
@@ -34,14 +36,15 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     /// Starts <c>teal proxy --name NAME</c> against <paramref name="server"/>;
     /// <paramref name="listen"/> gives endpoints another address on this proxy (<c>app=127.0.0.1:P</c>).
     /// </summary>
-    public static Task<TealProxyProcess> StartAsync(TealProcess server, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null) =>
-        StartAsync([server], name, listen, stateDirectory);
+    public static Task<TealProxyProcess> StartAsync(TealProcess server, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null, IReadOnlyDictionary<string, string>? environment = null) =>
+        StartAsync([server], name, listen, stateDirectory, environment);
 
     /// <summary>
     /// Starts <c>teal proxy</c> with one <c>--server</c> per control plane (a leader and its
     /// standbys on one shared state store, which share the token).
     /// </summary>
-    public static async Task<TealProxyProcess> StartAsync(IReadOnlyList<TealProcess> servers, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null)
+    /// <param name="environment">Added to the proxy's (<see cref="TealProcess.WarmUpOff"/> by default).</param>
+    public static async Task<TealProxyProcess> StartAsync(IReadOnlyList<TealProcess> servers, string name, IReadOnlyList<string>? listen = null, string? stateDirectory = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         ArgumentNullException.ThrowIfNull(servers);
         var directory = stateDirectory ?? TestDirectories.NewDirectory("proxy");
@@ -59,7 +62,7 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
             arguments.Add(pair);
         }
 
-        var proxy = new TealProxyProcess(name, arguments);
+        var proxy = new TealProxyProcess(name, arguments, [.. TealProcess.WarmUpOff, .. environment ?? new Dictionary<string, string>()]);
         await proxy.StartAgainAsync();
         return proxy;
     }
@@ -67,7 +70,7 @@ public sealed partial class TealProxyProcess : IAsyncDisposable
     /// <summary>Starts the same proxy again (same name, same route file).</summary>
     public async Task StartAgainAsync()
     {
-        _process.Start(_arguments, [], "teal proxy");
+        _process.Start(_arguments, _environment, "teal proxy");
         await WaitForLogAsync(AdminApi(), TimeSpan.FromSeconds(60));
         AdminUrl = new Uri(AdminApi().Matches(Log)[^1].Groups[1].Value);
     }
