@@ -68,9 +68,18 @@ public static partial class CodeWarmUp
     private static void Run(ILogger logger, Assembly[] assemblies)
     {
         var started = Stopwatch.GetTimestamp();
-        var compiled = CompileAll(assemblies);
-        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        LogWarmedUp(logger, compiled, elapsedMs);
+        try
+        {
+            var compiled = CompileAll(assemblies);
+            var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+            LogWarmedUp(logger, compiled, elapsedMs);
+        }
+        catch (Exception ex)
+        {
+            // Its own thread: an exception here would end the process, and nothing in it is
+            // needed for anything to work (what it did not compile is compiled at first use).
+            LogWarmUpFailed(logger, ex);
+        }
     }
 
     /// <summary>Compiles every non-generic method of Teal's server-side assemblies; returns how many.</summary>
@@ -231,6 +240,9 @@ public static partial class CodeWarmUp
             return [.. ex.Types.OfType<Type>()];
         }
     }
+
+    [LoggerMessage(EventId = 1903, Level = LogLevel.Warning, Message = "Code warm-up stopped; what it did not compile is compiled at first use, the first switchover's write pause included")]
+    private static partial void LogWarmUpFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 1902, Level = LogLevel.Information, Message = "Code warm-up off ({Switch}=off): the first switchover compiles what it runs")]
     private static partial void LogOff(ILogger logger, string @switch);
