@@ -43,7 +43,7 @@ public static partial class CodeWarmUp
 
     /// <summary>
     /// <c>TEAL_CODE_WARM_UP=off</c> skips the warm-up. It only moves compiling earlier, and costs
-    /// 2-3 s of one core at each start: the test suite starts teal serve and teal proxy some two
+    /// 2-4 s of one core at each start: the test suite starts teal serve and teal proxy some two
     /// hundred times on two cores and sets it, but for the tests that check it.
     /// </summary>
     public const string Switch = "TEAL_CODE_WARM_UP";
@@ -82,10 +82,10 @@ public static partial class CodeWarmUp
         }
     }
 
-    /// <summary>Compiles every non-generic method of Teal's server-side assemblies; returns how many.</summary>
+    /// <summary>Compiles every non-generic method of Teal's server-side assemblies and its async methods' runtime code; returns how many.</summary>
     public static int CompileAll() => CompileAll(ServerAssemblies);
 
-    /// <summary>Compiles every non-generic method of the proxy's assemblies; returns how many.</summary>
+    /// <summary>Compiles every non-generic method of the proxy's assemblies and its async methods' runtime code; returns how many.</summary>
     public static int CompileAllForProxy() => CompileAll(ProxyAssemblies);
 
     private const BindingFlags Declared = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
@@ -97,6 +97,7 @@ public static partial class CodeWarmUp
     {
         ArgumentNullException.ThrowIfNull(types);
         var compiled = 0;
+        var resultTypes = new HashSet<Type>();
         foreach (var type in types)
         {
             // Open generic types have no code until instantiated; nested types (async state
@@ -113,7 +114,7 @@ public static partial class CodeWarmUp
 
             if (type.IsValueType && typeof(IAsyncStateMachine).IsAssignableFrom(type))
             {
-                compiled += CompileAsyncMachinery(type);
+                compiled += CompileAsyncMachinery(type, resultTypes);
             }
         }
 
@@ -132,7 +133,9 @@ public static partial class CodeWarmUp
     /// Teal's methods alone left these to the first switchover: ~340 of the ~600 methods a
     /// serve process compiled inside its first write pause.
     /// </summary>
-    private static int CompileAsyncMachinery(Type stateMachine)
+    /// <param name="stateMachine">An async method's state machine (a struct).</param>
+    /// <param name="resultTypes">Builders, tasks and awaiters of struct results compiled already: once per type, not per async method.</param>
+    private static int CompileAsyncMachinery(Type stateMachine, HashSet<Type> resultTypes)
     {
         var builder = stateMachine.GetField("<>t__builder", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)?.FieldType;
         if (builder is null || VoidTaskResult is null)
@@ -183,7 +186,7 @@ public static partial class CodeWarmUp
         {
             // A struct result (a tuple, an outcome) has its own task and builder code too, once
             // per result type; a class result shares code every async method already ran.
-            foreach (var type in new[] { builder, core, typeof(Task<>).MakeGenericType(result), typeof(TaskAwaiter<>).MakeGenericType(result) }.OfType<Type>().Distinct())
+            foreach (var type in new[] { builder, core, typeof(Task<>).MakeGenericType(result), typeof(TaskAwaiter<>).MakeGenericType(result) }.OfType<Type>().Where(resultTypes.Add))
             {
                 foreach (var method in CodeOf(type).Where(m => type.Name != "Task`1" || m is ConstructorInfo || TaskCompletion.Contains(m.Name)))
                 {
