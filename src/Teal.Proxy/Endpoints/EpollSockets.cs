@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Sources;
 using Teal.Core.Endpoints;
+using Teal.Proxy.Tls;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -34,7 +35,7 @@ internal static partial class EpollSockets
     /// </summary>
     public const string ThreadsVariable = "TEAL_PROXY_EPOLL_THREADS";
 
-    private const int EAGAIN = 11;
+    internal const int EAGAIN = 11;
     private const int EBADF = 9;
     private const int EINTR = 4;
     private const int EINPROGRESS = 115;
@@ -371,6 +372,9 @@ internal sealed class EpollSocket
     private readonly int _fd;
     private bool _inline;
 
+    // The client's TLS once StartTlsAsync is done: from then on OpenSSL reads and writes the socket.
+    private OpenSslSession? _tls;
+
     internal EpollSocket(Socket socket, long id, int loopFd, int fd)
     {
         _socket = socket;
@@ -392,6 +396,55 @@ internal sealed class EpollSocket
 
     /// <summary>A stream over this socket, for TLS on top of it.</summary>
     public Stream AsStream() => new EpollStream(this);
+
+    /// <summary>Whether receives and sends go through TLS (<see cref="StartTlsAsync"/>).</summary>
+    public bool Encrypted => Volatile.Read(ref _tls) is not null;
+
+    /// <summary>
+    /// The server side of a TLS handshake on this socket, with <paramref name="server"/>'s
+    /// certificate; then every receive and send goes through OpenSSL on this socket.
+    /// </summary>
+    public async Task StartTlsAsync(OpenSslServer server, CancellationToken cancellationToken)
+    {
+        var session = server.NewSession(_fd);
+        try
+        {
+            var probe = new byte[1];
+            while (true)
+            {
+                switch (session.Accept())
+                {
+                    case TlsWait.None:
+                        lock (_lock)
+                        {
+                            ObjectDisposedException.ThrowIf(_closed, _socket);
+                            _tls = session;
+
+                            // OpenSSL may have read the client's first bytes with its last handshake
+                            // message: no edge comes for them.
+                            _readable = true;
+                        }
+
+                        return;
+                    case TlsWait.Readable:
+                        if (await PeekAsync(probe, cancellationToken) == 0)
+                        {
+                            throw new IOException("the client closed the connection during the TLS handshake");
+                        }
+
+                        break;
+                    default:
+                        await WaitWritableAsync(cancellationToken);
+                        break;
+                }
+            }
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>Receives into <paramref name="buffer"/>: 0 at the peer's end of stream.</summary>
     public ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ReceiveAsync(buffer, peek: false, cancellationToken);
@@ -417,10 +470,10 @@ internal sealed class EpollSocket
                 _readable = false;
             }
 
-            var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
+            var read = ReceiveNow(buffer.Span, peek, out var errno, out var more);
             if (read >= 0)
             {
-                if (read == 0 || read == buffer.Length || peek || Volatile.Read(ref _peerDone))
+                if (read == 0 || read == buffer.Length || peek || more || Volatile.Read(ref _peerDone))
                 {
                     // Maybe more behind it, a peek that left it there, or the end of the stream
                     // or the peer's close seen (no edge will come again): the next receive asks at once.
@@ -428,6 +481,19 @@ internal sealed class EpollSocket
                 }
 
                 return new ValueTask<int>(read);
+            }
+
+            if (errno == WantsWrite)
+            {
+                lock (_lock)
+                {
+                    _pendingBuffer = buffer;
+                    _pendingPeek = peek;
+                    _receiving = true;
+                    var parked = _receiver.Park(this, cancellationToken);
+                    RetryReceiveSoon();
+                    return parked;
+                }
             }
 
             if (!EpollSockets.WouldBlock(errno))
@@ -497,7 +563,19 @@ internal sealed class EpollSocket
     {
         while (data.Length > 0)
         {
-            var sent = EpollSockets.Send(_socket.SafeHandle, data.Span, out var errno);
+            int sent, errno;
+            if (Volatile.Read(ref _tls) is { } tls)
+            {
+                sent = tls.Write(data.Span, out var wait);
+                errno = wait == TlsWait.Readable
+                    ? throw new IOException("TLS: the client asked for a renegotiation, which Teal's proxy does not do")
+                    : sent < 0 ? EpollSockets.EAGAIN : 0;
+            }
+            else
+            {
+                sent = EpollSockets.Send(_socket.SafeHandle, data.Span, out errno);
+            }
+
             if (sent >= 0)
             {
                 data = data[sent..];
@@ -544,6 +622,7 @@ internal sealed class EpollSocket
             }
 
             _closed = true;
+            _tls?.Dispose(); // Before the owner closes the descriptor, which OpenSSL would use.
             receiving = _receiving;
             writing = _waitingToWrite;
             _receiving = false;
@@ -639,15 +718,28 @@ internal sealed class EpollSocket
 
         while (true)
         {
-            var read = EpollSockets.Receive(_socket.SafeHandle, buffer.Span, peek, out var errno);
+            var read = ReceiveNow(buffer.Span, peek, out var errno, out var more);
             if (read >= 0)
             {
-                if (read == 0 || read == buffer.Length || peek || Volatile.Read(ref _peerDone))
+                if (read == 0 || read == buffer.Length || peek || more || Volatile.Read(ref _peerDone))
                 {
                     MarkReadable();
                 }
 
                 _receiver.Complete(read);
+                return;
+            }
+
+            if (errno == WantsWrite)
+            {
+                lock (_lock)
+                {
+                    _pendingBuffer = buffer;
+                    _pendingPeek = peek;
+                    _receiving = true;
+                }
+
+                RetryReceiveSoon();
                 return;
             }
 
@@ -679,6 +771,34 @@ internal sealed class EpollSocket
             }
         }
     }
+
+    // ReceiveNow's errno when OpenSSL must send before it can read on (a TLS 1.3 key update
+    // answered while the socket's send buffer is full).
+    private const int WantsWrite = -1;
+
+    /// <summary>
+    /// One receive: plain, or decrypted through the client's TLS. A TLS receive sets
+    /// <paramref name="more"/> when bytes may wait in OpenSSL or in the kernel with no edge to
+    /// come for them: the next receive then asks at once.
+    /// </summary>
+    private int ReceiveNow(Span<byte> buffer, bool peek, out int errno, out bool more)
+    {
+        more = false;
+        if (peek || Volatile.Read(ref _tls) is not { } tls)
+        {
+            // A peek looks at the socket itself: the hang-up watch only wants to know that
+            // something (or the end) came.
+            return EpollSockets.Receive(_socket.SafeHandle, buffer, peek, out errno);
+        }
+
+        var read = tls.Read(buffer, out var wait, out more);
+        errno = wait switch { TlsWait.Readable => EpollSockets.EAGAIN, TlsWait.Writable => WantsWrite, _ => 0 };
+        return read;
+    }
+
+    // Rare enough not to track the socket's writable edges for it: the receive is tried again in a millisecond, until OpenSSL has sent.
+    private void RetryReceiveSoon() =>
+        _ = Task.Delay(1).ContinueWith(static (_, state) => ((EpollSocket)state!).OnReadable(), this, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
 
     private void MarkReadable()
     {

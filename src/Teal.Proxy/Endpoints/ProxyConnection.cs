@@ -7,6 +7,7 @@ using System.Text;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Protocol;
 using Teal.Proxy.Sessions;
+using Teal.Proxy.Tls;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -99,6 +100,9 @@ internal sealed class ProxyConnection : IEndpointConnection
 
     // Set once while reading the startup packet, before anything else touches the client.
     private SslStream? _tls;
+
+    // The client's TLS: OpenSSL on the event loop's socket, or SslStream.
+    private bool Encrypted => _tls is not null || _clientIo?.Encrypted == true;
 
     // The client socket on the proxy's event loop (EpollSockets), when it runs; set first thing in RunAsync.
     private EpollSocket? _clientIo;
@@ -229,7 +233,7 @@ internal sealed class ProxyConnection : IEndpointConnection
                 return;
             }
 
-            if (_options.RequireTls && _tls is null)
+            if (_options.RequireTls && !Encrypted)
             {
                 await SendToClientQuietlyAsync(PostgresWire.FatalError(PostgresWire.InvalidAuthorization, $"Teal endpoint {_endpoint.Name} accepts only TLS connections; connect with sslmode=require or stronger"));
                 reason = "refused: no TLS";
@@ -1518,10 +1522,17 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             var length = BinaryPrimitives.ReadInt32BigEndian(header);
             var code = BinaryPrimitives.ReadInt32BigEndian(header.AsSpan(4));
-            if (length == 8 && code == PostgresWire.SslRequestCode && _tls is null && _options.Certificate is { } certificate)
+            if (length == 8 && code == PostgresWire.SslRequestCode && !Encrypted && _options.Certificate is { } certificate)
             {
                 // 'S', then the TLS handshake; the startup packet follows inside TLS.
                 await SendToClientAllAsync("S"u8.ToArray());
+                if (_clientIo is { } io && OpenSslServer.For(certificate) is { } openSsl)
+                {
+                    // On the event loop OpenSSL reads and writes the socket itself, as PgBouncer's does.
+                    await io.StartTlsAsync(openSsl, timeout.Token);
+                    continue;
+                }
+
                 _tls = new SslStream(_clientIo?.AsStream() ?? new NetworkStream(_client, ownsSocket: false));
                 await _tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
                 continue;

@@ -9,6 +9,7 @@ using Teal.Core.Errors;
 using Teal.Proxy.MySql;
 using Teal.Proxy.Protocol;
 using Teal.Proxy.Sessions;
+using Teal.Proxy.Tls;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -210,6 +211,15 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
 
         var endpoint = new ProxyEndpoint(name, listener, target, options, logger, timeProvider, holdDeadline, verifiers, protocol);
         ProxyLog.Listening(logger, name, endpoint.LocalEndPoint, target);
+        if (options.Certificate is { } certificate && protocol == ProxyProtocol.Postgres && EpollSockets.Enabled)
+        {
+            // The context now rather than at the first client's handshake, and said once.
+            if (OpenSslServer.For(certificate) is null)
+            {
+                ProxyLog.TlsThroughSslStream(logger, name, OpenSslServer.Unavailable ?? "unknown");
+            }
+        }
+
         if (holdDeadline is { } hold)
         {
             ProxyLog.Paused(logger, name, hold);

@@ -62,6 +62,9 @@ internal static partial class ProxyLog
     [LoggerMessage(EventId = 2016, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: connection {ConnectionId} could not log in on {Target} before the resume ({Reason}); it logs in at the resume")]
     public static partial void LoginAheadFailed(ILogger logger, string endpoint, long connectionId, EndpointTarget target, string reason);
 
+    [LoggerMessage(EventId = 2019, Level = LogLevel.Information, Message = "Endpoint {Endpoint}: clients' TLS through .NET's SslStream, not OpenSSL on the event loop ({Reason}); it costs more CPU per transaction")]
+    public static partial void TlsThroughSslStream(ILogger logger, string endpoint, string reason);
+
     [LoggerMessage(EventId = 2014, Level = LogLevel.Warning, Message = "Endpoint {Endpoint}: reading the SCRAM verifier of role {Role} on {Target} failed: {Reason}")]
     public static partial void VerifierReadFailed(ILogger logger, string endpoint, EndpointTarget target, string role, string reason);
 }

@@ -98,6 +98,27 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         }
     }
 
+    [Fact]
+    public async Task WithOpenSslTurnedOff_SslStreamEndsTheClientsTls()
+    {
+        // The escape hatch (and the path where the event loop is off): .NET's SslStream instead
+        // of OpenSSL on the loop's socket. Other tests starting TLS meanwhile take it too, which
+        // they pass on as well.
+        Environment.SetEnvironmentVariable(OpenSslServer.Variable, "0");
+        try
+        {
+            await using var endpoint = Start(requireTls: true);
+            await using var connection = await OpenAsync(endpoint, SslMode.VerifyFull, Path.Combine(_directory, ProxyCertificate.CertificateFile));
+
+            (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+            OpenSslServer.Unavailable.ShouldBe($"{OpenSslServer.Variable}=0");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(OpenSslServer.Variable, null);
+        }
+    }
+
     private ProxyEndpoint Start(bool requireTls) =>
         ProxyEndpoint.Start("tls", new IPEndPoint(IPAddress.Loopback, 0), servers.BlueTarget,
             new ProxyOptions { Certificate = ProxyCertificate.LoadOrCreate(_directory), RequireTls = requireTls }, NullLogger.Instance, TimeProvider.System, verifiers: servers.Verifiers);
