@@ -100,6 +100,9 @@ internal static partial class OpenSsl
     public static partial ulong ERR_get_error();
 
     [LibraryImport(Crypto)]
+    public static partial ulong ERR_peek_error();
+
+    [LibraryImport(Crypto)]
     public static unsafe partial void ERR_error_string_n(ulong error, byte* buffer, nuint length);
 
     [LibraryImport(Crypto)]

@@ -318,7 +318,7 @@ internal sealed class OpenSslSession : IDisposable
             case OpenSsl.ErrorZeroReturn:
                 ended = true;
                 return TlsWait.None;
-            case OpenSsl.ErrorSyscall when OpenSsl.ERR_get_error() == 0:
+            case OpenSsl.ErrorSyscall when OpenSsl.ERR_peek_error() == 0:
                 if (errno == 0)
                 {
                     ended = true;
