@@ -372,7 +372,7 @@ internal sealed class EpollSocket
     private readonly int _fd;
     private bool _inline;
 
-    // The client's TLS once StartTlsAsync is done: from then on OpenSSL reads and writes the socket.
+    // The TLS once StartTlsAsync is done: from then on OpenSSL reads and writes the socket.
     private OpenSslSession? _tls;
 
     internal EpollSocket(Socket socket, long id, int loopFd, int fd)
@@ -401,18 +401,18 @@ internal sealed class EpollSocket
     public bool Encrypted => Volatile.Read(ref _tls) is not null;
 
     /// <summary>
-    /// The server side of a TLS handshake on this socket, with <paramref name="server"/>'s
-    /// certificate; then every receive and send goes through OpenSSL on this socket.
+    /// A TLS handshake on this socket, on <paramref name="context"/>'s side (the server's, with
+    /// its certificate, or a client's); then every receive and send goes through OpenSSL on it.
     /// </summary>
-    public async Task StartTlsAsync(OpenSslServer server, CancellationToken cancellationToken)
+    public async Task StartTlsAsync(OpenSslContext context, CancellationToken cancellationToken)
     {
-        var session = server.NewSession(_fd);
+        var session = context.NewSession(_fd);
         try
         {
             var probe = new byte[1];
             while (true)
             {
-                switch (session.Accept())
+                switch (session.Handshake())
                 {
                     case TlsWait.None:
                         lock (_lock)
@@ -420,7 +420,7 @@ internal sealed class EpollSocket
                             ObjectDisposedException.ThrowIf(_closed, _socket);
                             _tls = session;
 
-                            // OpenSSL may have read the client's first bytes with its last handshake
+                            // OpenSSL may have read the peer's first bytes with its last handshake
                             // message: no edge comes for them.
                             _readable = true;
                         }
@@ -429,7 +429,7 @@ internal sealed class EpollSocket
                     case TlsWait.Readable:
                         if (await PeekAsync(probe, cancellationToken) == 0)
                         {
-                            throw new IOException("the client closed the connection during the TLS handshake");
+                            throw new IOException("the peer closed the connection during the TLS handshake");
                         }
 
                         break;
@@ -568,7 +568,7 @@ internal sealed class EpollSocket
             {
                 sent = tls.Write(data.Span, out var wait);
                 errno = wait == TlsWait.Readable
-                    ? throw new IOException("TLS: the client asked for a renegotiation, which Teal's proxy does not do")
+                    ? throw new IOException("TLS: the peer asked for a renegotiation, which Teal's proxy does not do")
                     : sent < 0 ? EpollSockets.EAGAIN : 0;
             }
             else
@@ -777,7 +777,7 @@ internal sealed class EpollSocket
     private const int WantsWrite = -1;
 
     /// <summary>
-    /// One receive: plain, or decrypted through the client's TLS. A TLS receive sets
+    /// One receive: plain, or decrypted through the socket's TLS. A TLS receive sets
     /// <paramref name="more"/> when bytes may wait in OpenSSL or in the kernel with no edge to
     /// come for them: the next receive then asks at once.
     /// </summary>

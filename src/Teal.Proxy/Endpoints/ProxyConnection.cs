@@ -1526,7 +1526,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             {
                 // 'S', then the TLS handshake; the startup packet follows inside TLS.
                 await SendToClientAllAsync("S"u8.ToArray());
-                if (_clientIo is { } io && OpenSslServer.For(certificate) is { } openSsl)
+                if (_clientIo is { } io && OpenSslContext.ForServer(certificate) is { } openSsl)
                 {
                     // On the event loop OpenSSL reads and writes the socket itself, as PgBouncer's does.
                     await io.StartTlsAsync(openSsl, timeout.Token);

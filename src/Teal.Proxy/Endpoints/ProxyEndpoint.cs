@@ -214,9 +214,9 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         if (options.Certificate is { } certificate && protocol == ProxyProtocol.Postgres && EpollSockets.Enabled)
         {
             // The context now rather than at the first client's handshake, and said once.
-            if (OpenSslServer.For(certificate) is null)
+            if (OpenSslContext.ForServer(certificate) is null)
             {
-                ProxyLog.TlsThroughSslStream(logger, name, OpenSslServer.Unavailable ?? "unknown");
+                ProxyLog.TlsThroughSslStream(logger, name, OpenSslContext.Unavailable ?? "unknown");
             }
         }
 

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Protocol;
+using Teal.Proxy.Tls;
 
 namespace Teal.Proxy.Endpoints;
 
@@ -34,7 +35,7 @@ internal sealed class ServerLink : IDisposable
     }
 
     /// <summary>True once TLS is up on the link.</summary>
-    public bool Encrypted => _tls is not null;
+    public bool Encrypted => _tls is not null || _io?.Encrypted == true;
 
     /// <summary>
     /// Connects to <paramref name="target"/> and sets up TLS as <paramref name="options"/> say,
@@ -93,6 +94,14 @@ internal sealed class ServerLink : IDisposable
                 }
 
                 return $"the server does not accept TLS, and the endpoint's server TLS mode is {options.ServerTls.ToString().ToLowerInvariant()}";
+            }
+
+            if (_io is not null && options.ServerTls != ServerTlsMode.VerifyFull && OpenSslContext.ForClient() is { } openSsl)
+            {
+                // On the event loop OpenSSL reads and writes the socket itself, as for clients.
+                // verify-full stays with SslStream, whose chain and host name checks are .NET's.
+                await _io.StartTlsAsync(openSsl, deadline.Token);
+                return null;
             }
 
             var tls = new SslStream(_io?.AsStream() ?? new NetworkStream(_socket, ownsSocket: false));

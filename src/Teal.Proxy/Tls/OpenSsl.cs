@@ -37,6 +37,9 @@ internal static partial class OpenSsl
     public static partial nint TLS_server_method();
 
     [LibraryImport(Ssl)]
+    public static partial nint TLS_client_method();
+
+    [LibraryImport(Ssl)]
     public static partial nint SSL_CTX_new(nint method);
 
     [LibraryImport(Ssl)]
@@ -72,8 +75,14 @@ internal static partial class OpenSsl
     [LibraryImport(Ssl)]
     public static partial int SSL_set_fd(nint ssl, int fd);
 
+    [LibraryImport(Ssl)]
+    public static partial void SSL_set_accept_state(nint ssl);
+
+    [LibraryImport(Ssl)]
+    public static partial void SSL_set_connect_state(nint ssl);
+
     [LibraryImport(Ssl, SetLastError = true)]
-    public static partial int SSL_accept(nint ssl);
+    public static partial int SSL_do_handshake(nint ssl);
 
     [LibraryImport(Ssl, SetLastError = true)]
     public static partial int SSL_read(nint ssl, ref byte buffer, int count);

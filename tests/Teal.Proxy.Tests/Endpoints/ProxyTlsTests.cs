@@ -104,18 +104,18 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         // The escape hatch (and the path where the event loop is off): .NET's SslStream instead
         // of OpenSSL on the loop's socket. Other tests starting TLS meanwhile take it too, which
         // they pass on as well.
-        Environment.SetEnvironmentVariable(OpenSslServer.Variable, "0");
+        Environment.SetEnvironmentVariable(OpenSslContext.Variable, "0");
         try
         {
             await using var endpoint = Start(requireTls: true);
             await using var connection = await OpenAsync(endpoint, SslMode.VerifyFull, Path.Combine(_directory, ProxyCertificate.CertificateFile));
 
             (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
-            OpenSslServer.Unavailable.ShouldBe($"{OpenSslServer.Variable}=0");
+            OpenSslContext.Unavailable.ShouldBe($"{OpenSslContext.Variable}=0");
         }
         finally
         {
-            Environment.SetEnvironmentVariable(OpenSslServer.Variable, null);
+            Environment.SetEnvironmentVariable(OpenSslContext.Variable, null);
         }
     }
 

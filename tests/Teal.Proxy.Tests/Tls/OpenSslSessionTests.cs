@@ -10,11 +10,12 @@ using Teal.Proxy.Tls;
 namespace Teal.Proxy.Tests.Tls;
 
 /// <summary>
-/// A client's TLS ended by OpenSSL on the event loop's socket, against .NET's SslStream as the
-/// client: what the proxy tests through a server do not force (records larger than a read, full
-/// send buffers, many small messages with the socket drained between them, a broken handshake).
+/// TLS by OpenSSL on the event loop's socket — a client's ended at the proxy, and the proxy's own
+/// to a server — against .NET's SslStream on the other end: what the proxy tests through a server
+/// do not force (records larger than a read, full send buffers, many small messages with the
+/// socket drained between them, a broken handshake).
 /// </summary>
-public sealed class OpenSslServerTests : IDisposable
+public sealed class OpenSslSessionTests : IDisposable
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("teal-openssl-").FullName;
 
@@ -26,16 +27,17 @@ public sealed class OpenSslServerTests : IDisposable
         // Guards the suite: the proxy tests with TLS go through the path production uses on Linux.
         using var certificate = ProxyCertificate.LoadOrCreate(_directory);
 
-        OpenSslServer.For(certificate).ShouldNotBeNull(OpenSslServer.Unavailable);
+        OpenSslContext.ForServer(certificate).ShouldNotBeNull(OpenSslContext.Unavailable);
     }
 
     [Theory]
-    [InlineData("ec")]
-    [InlineData("rsa")]
-    public async Task Exchange_LargeAndSmall_BothWays_ArrivesWhole_ThenTheClientsCloseReadsAsTheEnd(string key)
+    [InlineData("server, EC key")]
+    [InlineData("server, RSA key")]
+    [InlineData("client")]
+    public async Task Exchange_LargeAndSmall_BothWays_ArrivesWhole_ThenThePeersCloseReadsAsTheEnd(string side)
     {
-        using var certificate = key == "ec" ? ProxyCertificate.LoadOrCreate(_directory) : RsaCertificate();
-        var (client, tls, server, io) = await HandshakeAsync(certificate);
+        using var certificate = side == "server, RSA key" ? RsaCertificate() : ProxyCertificate.LoadOrCreate(_directory);
+        var (client, tls, server, io) = side == "client" ? await ConnectAsync(certificate) : await HandshakeAsync(certificate);
         try
         {
             // The client's 4 MB, read late: OpenSSL's read-ahead fills its buffer from a full
@@ -69,7 +71,7 @@ public sealed class OpenSslServerTests : IDisposable
                 answer[0].ShouldBe((byte)i);
             }
 
-            // libpq closes without close_notify: the end of the stream, not an error.
+            // libpq closes without close_notify (so may a server): the end of the stream, not an error.
             client.Shutdown(SocketShutdown.Both);
             (await io.ReceiveAsync(new byte[16]).AsTask().WaitAsync(TimeSpan.FromSeconds(10))).ShouldBe(0);
         }
@@ -86,7 +88,7 @@ public sealed class OpenSslServerTests : IDisposable
     public async Task Handshake_WithAClientThatDoesNotSpeakTls_FailsWithItsReason_AndOneThatHangsUp_Too()
     {
         using var certificate = ProxyCertificate.LoadOrCreate(_directory);
-        var context = OpenSslServer.For(certificate).ShouldNotBeNull();
+        var context = OpenSslContext.ForServer(certificate).ShouldNotBeNull();
 
         var (client, server, io) = await PairAsync();
         try
@@ -110,7 +112,7 @@ public sealed class OpenSslServerTests : IDisposable
             await Task.Delay(100);
             client.Shutdown(SocketShutdown.Both);
             var error = await Should.ThrowAsync<IOException>(handshake.WaitAsync(TimeSpan.FromSeconds(10)));
-            error.Message.ShouldBe("the client closed the connection during the TLS handshake");
+            error.Message.ShouldBe("the peer closed the connection during the TLS handshake");
         }
         finally
         {
@@ -151,7 +153,7 @@ public sealed class OpenSslServerTests : IDisposable
 
     private static async Task<(Socket Client, SslStream Tls, Socket Server, EpollSocket Io)> HandshakeAsync(X509Certificate2 certificate)
     {
-        var context = OpenSslServer.For(certificate).ShouldNotBeNull(OpenSslServer.Unavailable);
+        var context = OpenSslContext.ForServer(certificate).ShouldNotBeNull(OpenSslContext.Unavailable);
         var (client, server, io) = await PairAsync();
         // The certificate OpenSSL shows must be the one it was given.
         var tls = new SslStream(new NetworkStream(client, ownsSocket: false), leaveInnerStreamOpen: false,
@@ -161,6 +163,19 @@ public sealed class OpenSslServerTests : IDisposable
         await accepting.WaitAsync(TimeSpan.FromSeconds(10));
         io.Encrypted.ShouldBeTrue();
         return (client, tls, server, io);
+    }
+
+    /// <summary>The other way round: OpenSSL on the loop's socket is the client, SslStream the server.</summary>
+    private static async Task<(Socket Peer, SslStream Tls, Socket Socket, EpollSocket Io)> ConnectAsync(X509Certificate2 certificate)
+    {
+        var context = OpenSslContext.ForClient().ShouldNotBeNull(OpenSslContext.Unavailable);
+        var (peer, socket, io) = await PairAsync();
+        var tls = new SslStream(new NetworkStream(peer, ownsSocket: false), leaveInnerStreamOpen: false);
+        var accepting = tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate });
+        await io.StartTlsAsync(context, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        await accepting.WaitAsync(TimeSpan.FromSeconds(10));
+        io.Encrypted.ShouldBeTrue();
+        return (peer, tls, socket, io);
     }
 
     private static async Task<(Socket Client, Socket Server, EpollSocket Io)> PairAsync()
