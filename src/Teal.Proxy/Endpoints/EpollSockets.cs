@@ -470,7 +470,17 @@ internal sealed class EpollSocket
                 _readable = false;
             }
 
-            var read = ReceiveNow(buffer.Span, peek, out var errno, out var more);
+            int read, errno;
+            bool more;
+            try
+            {
+                read = ReceiveNow(buffer.Span, peek, out errno, out more);
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                return ValueTask.FromException<int>(ex); // A TLS receive that failed.
+            }
+
             if (read >= 0)
             {
                 if (read == 0 || read == buffer.Length || peek || more || Volatile.Read(ref _peerDone))
@@ -523,8 +533,10 @@ internal sealed class EpollSocket
         {
             done = TrySendAll(ref data);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
+            // IOException: a TLS send that failed. The turn goes back either way, or every later
+            // send (the error a closing connection sends its client) would wait for it forever.
             _sendGate.Release();
             return ValueTask.FromException(ex);
         }
@@ -718,7 +730,20 @@ internal sealed class EpollSocket
 
         while (true)
         {
-            var read = ReceiveNow(buffer.Span, peek, out var errno, out var more);
+            int read, errno;
+            bool more;
+            try
+            {
+                read = ReceiveNow(buffer.Span, peek, out errno, out more);
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                // A TLS receive that failed (a record that does not decrypt, a reset): the parked
+                // receive is this one, taken above, so it fails here, or no one would end it.
+                _receiver.Fail(ex);
+                return;
+            }
+
             if (read >= 0)
             {
                 if (read == 0 || read == buffer.Length || peek || more || Volatile.Read(ref _peerDone))
@@ -796,7 +821,8 @@ internal sealed class EpollSocket
         return read;
     }
 
-    // Rare enough not to track the socket's writable edges for it: the receive is tried again in a millisecond, until OpenSSL has sent.
+    // Rare enough not to track the socket's writable edges for it: the receive is tried again in
+    // a millisecond, until OpenSSL has sent.
     private void RetryReceiveSoon() =>
         _ = Task.Delay(1).ContinueWith(static (_, state) => ((EpollSocket)state!).OnReadable(), this, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
 

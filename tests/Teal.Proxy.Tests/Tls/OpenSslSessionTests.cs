@@ -123,6 +123,40 @@ public sealed class OpenSslSessionTests : IDisposable
     }
 
     [Fact]
+    public async Task Receive_OfARecordThatDoesNotDecrypt_FailsWithItsReason_ParkedOrNot_AndSendsFailAfter()
+    {
+        using var certificate = ProxyCertificate.LoadOrCreate(_directory);
+        foreach (var parked in new[] { true, false })
+        {
+            var (client, tls, server, io) = await HandshakeAsync(certificate);
+            try
+            {
+                // Bytes past the client's TLS, straight on its socket: an application data record OpenSSL cannot decrypt.
+                var garbage = new byte[] { 23, 3, 3, 0, 32 }.Concat(RandomNumberGenerator.GetBytes(32)).ToArray();
+                var receiving = parked ? io.ReceiveAsync(new byte[64]).AsTask() : null;
+                await Task.Delay(100);
+                await client.SendAsync(garbage);
+                await Task.Delay(parked ? 0 : 200);
+                receiving ??= io.ReceiveAsync(new byte[64]).AsTask();
+
+                var error = await Should.ThrowAsync<IOException>(receiving.WaitAsync(TimeSpan.FromSeconds(10)));
+                error.Message.ShouldStartWith("TLS read failed:");
+
+                // Sends on the broken session fail too, each at once: a failed one gives the send turn back.
+                await Should.ThrowAsync<IOException>(io.SendAllAsync(new byte[8]).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
+                await Should.ThrowAsync<IOException>(io.SendAllAsync(new byte[8]).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
+            }
+            finally
+            {
+                await tls.DisposeAsync();
+                client.Dispose();
+                io.Close();
+                server.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task Receive_AfterTheSocketIsClosed_FailsAsAClosedSocket_WithoutTouchingTheFreedSession()
     {
         using var certificate = ProxyCertificate.LoadOrCreate(_directory);
