@@ -14,10 +14,9 @@ internal enum TlsWait
 
 /// <summary>
 /// One connection's TLS (a client's, or the proxy's own to a server), OpenSSL reading and writing
-/// its (non-blocking) socket. Every call holds the
-/// session's lock: a connection's receive and its sends can run on two event loops, and one
-/// OpenSSL session must not be used by two threads at once. Freed by <see cref="Dispose"/>, after
-/// which every call fails as a closed socket does.
+/// its (non-blocking) socket. Every call holds the session's lock: a connection's receive and its
+/// sends can run on two event loops, and one OpenSSL session must not be used by two threads at
+/// once. Freed by <see cref="Dispose"/>, after which every call fails as a closed socket does.
 /// </summary>
 internal sealed class OpenSslSession : IDisposable
 {

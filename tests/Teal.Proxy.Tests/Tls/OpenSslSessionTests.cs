@@ -77,10 +77,7 @@ public sealed class OpenSslSessionTests : IDisposable
         }
         finally
         {
-            await tls.DisposeAsync();
-            client.Dispose();
-            io.Close();
-            server.Dispose();
+            await CloseAsync(client, tls, server, io);
         }
     }
 
@@ -148,10 +145,7 @@ public sealed class OpenSslSessionTests : IDisposable
             }
             finally
             {
-                await tls.DisposeAsync();
-                client.Dispose();
-                io.Close();
-                server.Dispose();
+                await CloseAsync(client, tls, server, io);
             }
         }
     }
@@ -175,6 +169,15 @@ public sealed class OpenSslSessionTests : IDisposable
             client.Dispose();
             server.Dispose();
         }
+    }
+
+    /// <summary>Both ends closed; closing the loop's side frees its OpenSSL session.</summary>
+    private static async Task CloseAsync(Socket peer, SslStream tls, Socket socket, EpollSocket io)
+    {
+        await tls.DisposeAsync();
+        peer.Dispose();
+        io.Close();
+        socket.Dispose();
     }
 
     private static X509Certificate2 RsaCertificate()
