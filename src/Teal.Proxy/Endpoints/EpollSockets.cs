@@ -400,6 +400,9 @@ internal sealed class EpollSocket
     /// <summary>Whether receives and sends go through TLS (<see cref="StartTlsAsync"/>).</summary>
     public bool Encrypted => Volatile.Read(ref _tls) is not null;
 
+    /// <summary>Whether this socket's TLS agreed on ALPN "postgresql" with the client.</summary>
+    public bool AgreedPostgresAlpn => Volatile.Read(ref _tls)?.AgreedAlpn ?? false;
+
     /// <summary>
     /// A TLS handshake on this socket, on <paramref name="context"/>'s side (the server's, with
     /// its certificate, or a client's); then every receive and send goes through OpenSSL on it.

@@ -3,6 +3,8 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Protocol;
@@ -282,7 +284,7 @@ internal sealed class ProxyConnection : IEndpointConnection
 
             reason = await PumpAsync(server, stopping);
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException or AuthenticationException)
         {
             reason = ex.Message;
         }
@@ -1512,6 +1514,13 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         timeout.CancelAfter(_options.StartupTimeout);
+        if (_options.Certificate is { } direct && await StartsWithTlsAsync(timeout.Token))
+        {
+            // A PostgreSQL 17 client with sslnegotiation=direct: TLS from the first byte, no
+            // SSLRequest; the startup packet follows inside TLS.
+            await StartTlsAsync(direct, directly: true, timeout.Token);
+        }
+
         var header = new byte[8];
         while (true)
         {
@@ -1526,15 +1535,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             {
                 // 'S', then the TLS handshake; the startup packet follows inside TLS.
                 await SendToClientAllAsync("S"u8.ToArray());
-                if (_clientIo is { } io && OpenSslContext.ForServer(certificate) is { } openSsl)
-                {
-                    // On the event loop OpenSSL reads and writes the socket itself, as PgBouncer's does.
-                    await io.StartTlsAsync(openSsl, timeout.Token);
-                    continue;
-                }
-
-                _tls = new SslStream(_clientIo?.AsStream() ?? new NetworkStream(_client, ownsSocket: false));
-                await _tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
+                await StartTlsAsync(certificate, directly: false, timeout.Token);
                 continue;
             }
 
@@ -1554,6 +1555,47 @@ internal sealed class ProxyConnection : IEndpointConnection
             var packet = new byte[length];
             header.CopyTo(packet, 0);
             return await ReceiveExactlyFromClientAsync(packet.AsMemory(8), timeout.Token) ? packet : null;
+        }
+    }
+
+    /// <summary>
+    /// Whether the client's first byte opens a TLS handshake record (0x16), as PostgreSQL 17
+    /// tells a direct TLS connection from a packet length: a startup packet's length (at most
+    /// 10 000 bytes) never starts with that byte. Peeked, so the handshake reads it again.
+    /// </summary>
+    private async Task<bool> StartsWithTlsAsync(CancellationToken cancellationToken)
+    {
+        var first = new byte[1];
+        var peeked = _clientIo is { } io ? await io.PeekAsync(first, cancellationToken) : await _client.ReceiveAsync(first, SocketFlags.Peek, cancellationToken);
+        return peeked == 1 && first[0] == PostgresWire.TlsHandshakeRecord;
+    }
+
+    /// <summary>
+    /// The client's TLS handshake with <paramref name="certificate"/>. A connection that starts
+    /// with TLS (<paramref name="directly"/>) must have agreed on ALPN "postgresql", as PostgreSQL 17
+    /// requires: nothing else tells it apart from another protocol's TLS sent to this port.
+    /// </summary>
+    private async Task StartTlsAsync(X509Certificate2 certificate, bool directly, CancellationToken cancellationToken)
+    {
+        bool postgresAlpn;
+        if (_clientIo is { } io && OpenSslContext.ForServer(certificate) is { } openSsl)
+        {
+            // On the event loop OpenSSL reads and writes the socket itself, as PgBouncer's does.
+            await io.StartTlsAsync(openSsl, cancellationToken);
+            postgresAlpn = io.AgreedPostgresAlpn;
+        }
+        else
+        {
+            _tls = new SslStream(_clientIo?.AsStream() ?? new NetworkStream(_client, ownsSocket: false));
+            await _tls.AuthenticateAsServerAsync(
+                new SslServerAuthenticationOptions { ServerCertificate = certificate, ApplicationProtocols = directly ? [PostgresWire.Alpn] : null },
+                cancellationToken);
+            postgresAlpn = _tls.NegotiatedApplicationProtocol == PostgresWire.Alpn;
+        }
+
+        if (directly && !postgresAlpn)
+        {
+            throw new AuthenticationException("the client started TLS directly without agreeing on ALPN \"postgresql\" (PostgreSQL 17 refuses such a connection too)");
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Net.Security;
 using System.Text;
 
 namespace Teal.Proxy.Protocol;
@@ -17,6 +18,12 @@ internal static class PostgresWire
     public const int GssEncRequestCode = 80877104;
 
     public const int CancelRequestCode = 80877102;
+
+    /// <summary>A TLS record's first byte when it carries a handshake: a direct TLS connection's first byte.</summary>
+    public const byte TlsHandshakeRecord = 0x16;
+
+    /// <summary>The ALPN protocol of PostgreSQL's direct TLS connections (PostgreSQL 17).</summary>
+    public static readonly SslApplicationProtocol Alpn = new("postgresql"u8.ToArray());
 
     /// <summary>A CancelRequest is always 16 bytes: length, code, process id, secret key.</summary>
     public const int CancelRequestLength = 16;

@@ -33,6 +33,10 @@ internal static partial class OpenSsl
     public const int BioCallbackRead = 0x02;
     public const int BioCallbackReturn = 0x80;
 
+    // tls1.h: what an ALPN select callback answers.
+    public const int TlsExtensionOk = 0;
+    public const int TlsExtensionNoAcknowledgement = 3;
+
     [LibraryImport(Ssl)]
     public static partial nint TLS_server_method();
 
@@ -98,6 +102,12 @@ internal static partial class OpenSsl
 
     [LibraryImport(Ssl)]
     public static partial nint SSL_get_rbio(nint ssl);
+
+    [LibraryImport(Ssl)]
+    public static unsafe partial void SSL_CTX_set_alpn_select_cb(nint context, delegate* unmanaged[Cdecl]<nint, byte**, byte*, byte*, uint, nint, int> callback, nint argument);
+
+    [LibraryImport(Ssl)]
+    public static unsafe partial void SSL_get0_alpn_selected(nint ssl, out byte* protocol, out uint length);
 
     [LibraryImport(Crypto)]
     public static unsafe partial void BIO_set_callback_ex(nint bio, delegate* unmanaged[Cdecl]<nint, int, nint, nuint, int, nint, int, nuint*, nint> callback);

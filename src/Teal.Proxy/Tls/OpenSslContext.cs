@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Teal.Proxy.Protocol;
 
 namespace Teal.Proxy.Tls;
 
@@ -54,7 +55,7 @@ internal sealed class OpenSslContext : SafeHandle
         return true;
     }
 
-    private static OpenSslContext? CreateServer(X509Certificate2 certificate)
+    private static unsafe OpenSslContext? CreateServer(X509Certificate2 certificate)
     {
         var context = Create(server: true);
         if (context is not null && !UseCertificate(context.handle, certificate, out var failure))
@@ -64,7 +65,36 @@ internal sealed class OpenSslContext : SafeHandle
             return null;
         }
 
+        if (context is not null)
+        {
+            OpenSsl.SSL_CTX_set_alpn_select_cb(context.handle, &OnAlpn, 0);
+        }
+
         return context;
+    }
+
+    /// <summary>
+    /// ALPN: "postgresql" when the client offers it, as PostgreSQL 17 answers; otherwise none. A
+    /// client that asked for TLS with an SSLRequest need not offer it (libpq before 17 does not);
+    /// one that started TLS directly is refused after the handshake without it.
+    /// </summary>
+    [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
+    private static unsafe int OnAlpn(nint ssl, byte** selected, byte* selectedLength, byte* offered, uint offeredLength, nint argument)
+    {
+        var list = new ReadOnlySpan<byte>(offered, (int)offeredLength);
+        var wanted = PostgresWire.Alpn.Protocol.Span;
+        for (var at = 0; at < list.Length && at + 1 + list[at] <= list.Length; at += 1 + list[at])
+        {
+            if (list.Slice(at + 1, list[at]).SequenceEqual(wanted))
+            {
+                // OpenSSL copies the choice: a pointer into the client's list is enough.
+                *selected = offered + at + 1;
+                *selectedLength = list[at];
+                return OpenSsl.TlsExtensionOk;
+            }
+        }
+
+        return OpenSsl.TlsExtensionNoAcknowledgement;
     }
 
     private static OpenSslContext? CreateClient() => Create(server: false); // SSL_CTX_new's default: no peer verification.

@@ -106,6 +106,19 @@ internal sealed class OpenSslSession : IDisposable
         }
     }
 
+    /// <summary>Whether the handshake agreed on ALPN "postgresql" (the only protocol the server context chooses).</summary>
+    public unsafe bool AgreedAlpn
+    {
+        get
+        {
+            lock (_lock)
+            {
+                OpenSsl.SSL_get0_alpn_selected(Live(), out _, out var length);
+                return length > 0;
+            }
+        }
+    }
+
     public void Dispose()
     {
         lock (_lock)

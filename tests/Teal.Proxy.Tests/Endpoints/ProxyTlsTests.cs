@@ -52,6 +52,54 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
     }
 
     [Fact]
+    public async Task NpgsqlWithDirectTls_LogsInWithoutAnSslRequest_AndMovesAcrossASwitchover()
+    {
+        // sslnegotiation=direct (PostgreSQL 17's clients): the ClientHello is the first thing sent.
+        await using var endpoint = Start(requireTls: true);
+        var root = Path.Combine(_directory, ProxyCertificate.CertificateFile);
+        await using var require = await OpenAsync(endpoint, SslMode.Require, direct: true);
+        await using var verifyFull = await OpenAsync(endpoint, SslMode.VerifyFull, root, direct: true);
+
+        (await ScalarAsync<int>(verifyFull, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+
+        var drained = await SwitchAsync(endpoint, servers.GreenTarget);
+
+        drained.Moving.ShouldBe(2);
+        (await ScalarAsync<int>(require, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+        (await ScalarAsync<int>(verifyFull, "select inet_server_port()")).ShouldBe(servers.Green.Port);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("http/1.1")]
+    public async Task DirectTls_WithoutAlpnPostgresql_IsClosedBeforeTheLogin(string? alpn)
+    {
+        // Nothing but ALPN tells a PostgreSQL client's direct TLS from another protocol's TLS sent
+        // to this port (a browser's, say): PostgreSQL 17 refuses it, and so does the proxy.
+        await using var endpoint = Start(requireTls: false);
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(endpoint.LocalEndPoint);
+        using var root = X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(_directory, ProxyCertificate.CertificateFile)));
+        await using var tls = new System.Net.Security.SslStream(
+            client.GetStream(), leaveInnerStreamOpen: false, (_, presented, _, _) => presented is not null && presented.GetRawCertData().AsSpan().SequenceEqual(root.RawData));
+        var options = new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "localhost" };
+        if (alpn is not null)
+        {
+            options.ApplicationProtocols = [new System.Net.Security.SslApplicationProtocol(alpn)];
+        }
+
+        await tls.AuthenticateAsClientAsync(options);
+        tls.NegotiatedApplicationProtocol.ShouldBe(default);
+        var startup = Teal.Proxy.Protocol.MessageWriter.Startup(new Dictionary<string, string> { ["user"] = AppUser, ["database"] = "postgres" });
+        await tls.WriteAsync(startup);
+        await tls.FlushAsync();
+
+        // No authentication request comes back, only the end of the connection.
+        var answer = new byte[1];
+        (await ReadOrEndAsync(tls, answer).WaitAsync(TimeSpan.FromSeconds(10))).ShouldBe(0);
+    }
+
+    [Fact]
     public async Task SslModeRequire_AgainstAnEndpointWithoutCertificate_IsRefusedByTheClient()
     {
         await using var endpoint = StartEndpoint(servers.BlueTarget);
@@ -109,8 +157,10 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         {
             await using var endpoint = Start(requireTls: true);
             await using var connection = await OpenAsync(endpoint, SslMode.VerifyFull, Path.Combine(_directory, ProxyCertificate.CertificateFile));
+            await using var direct = await OpenAsync(endpoint, SslMode.Require, direct: true);
 
             (await ScalarAsync<int>(connection, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
+            (await ScalarAsync<int>(direct, "select inet_server_port()")).ShouldBe(servers.Blue.Port);
             OpenSslContext.Unavailable.ShouldBe($"{OpenSslContext.Variable}=0");
         }
         finally
@@ -123,9 +173,26 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         ProxyEndpoint.Start("tls", new IPEndPoint(IPAddress.Loopback, 0), servers.BlueTarget,
             new ProxyOptions { Certificate = ProxyCertificate.LoadOrCreate(_directory), RequireTls = requireTls }, NullLogger.Instance, TimeProvider.System, verifiers: servers.Verifiers);
 
-    private async Task<NpgsqlConnection> OpenAsync(ProxyEndpoint endpoint, SslMode mode, string? root = null)
+    private static async Task<int> ReadOrEndAsync(Stream stream, byte[] buffer)
     {
-        var builder = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue)) { SslMode = mode, Pooling = false };
+        try
+        {
+            return await stream.ReadAsync(buffer);
+        }
+        catch (IOException)
+        {
+            return 0; // A reset is an end too.
+        }
+    }
+
+    private async Task<NpgsqlConnection> OpenAsync(ProxyEndpoint endpoint, SslMode mode, string? root = null, bool direct = false)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(Through(endpoint, servers.Blue))
+        {
+            SslMode = mode,
+            Pooling = false,
+            SslNegotiation = direct ? SslNegotiation.Direct : SslNegotiation.Postgres,
+        };
         if (root is not null)
         {
             builder.RootCertificate = root;
