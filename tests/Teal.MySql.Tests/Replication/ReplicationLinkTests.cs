@@ -112,6 +112,36 @@ public sealed class ReplicationLinkTests : IAsyncLifetime
         report.Results.Count.ShouldBeGreaterThan(failed.Count, "passing checks are reported too");
     }
 
+    [Fact]
+    public async Task AutoIncrementCheck_RaisesOnlyACounterOfGreensNotAboveBluesLargestValue_Unlogged()
+    {
+        await using var link = LinkKit.Link(_blue, _green);
+        await link.CopySchemaAsync(CancellationToken.None);
+        await link.StartReplicationAsync(CancellationToken.None);
+        (await WaitReplicatingAsync(link)).State.ShouldBe(ReplicationState.Replicating);
+        var blueAudit = await _blue.ScalarAsync<long>("SELECT MAX(id) FROM app.audit");
+        var blueOrders = await _blue.ScalarAsync<long>("SELECT MAX(id) FROM app.orders");
+
+        // A counter of green's behind blue's rows (rows gone on green only, its counter moved
+        // back to them): green's next insert would reuse an id blue gave out.
+        await using (var green = await _green.OpenAsync())
+        {
+            await using var back = new MySqlCommand("SET SESSION sql_log_bin = 0; DELETE FROM app.audit WHERE id > 100; ALTER TABLE app.audit AUTO_INCREMENT = 101", green);
+            await back.ExecuteNonQueryAsync();
+        }
+
+        var gtidBefore = await _green.ScalarAsync<string>("SELECT @@global.gtid_binlog_pos");
+        var synced = await link.SyncSequencesAsync(CancellationToken.None);
+
+        synced.Single(s => s.Sequence == "app.audit.id").ShouldBe(new SequenceSync("app.audit.id", blueAudit, 101, blueAudit + 1));
+        var orders = synced.Single(s => s.Sequence == "app.orders.id");
+        orders.BlueValue.ShouldBe(blueOrders);
+        orders.GreenValueAfter.ShouldBe(orders.GreenValueBefore, "a counter above blue's rows is left alone");
+        orders.GreenValueBefore!.Value.ShouldBeGreaterThan(blueOrders);
+        (await _green.ScalarAsync<long>("SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'audit'")).ShouldBe(blueAudit + 1);
+        (await _green.ScalarAsync<string>("SELECT @@global.gtid_binlog_pos")).ShouldBe(gtidBefore, "green's own setting: nothing of it in its binlog");
+    }
+
     private async Task WriteUntilAsync(CancellationToken cancellationToken)
     {
         await using var app = await _blue.OpenAsync(user: "app", password: "app-pw", cancellationToken: CancellationToken.None);
