@@ -104,77 +104,39 @@ internal sealed class Positions(LinkSessions sessions)
     /// green's counters as they apply, so this normally finds nothing; a counter that is not
     /// above is raised on green (unlogged: it is green's setting, not a change to replicate).
     /// </summary>
-    /// <remarks>
-    /// Inside the write pause, beside catch-up: blue's columns and their largest values in two
-    /// round trips, green's counters in one alongside them, however many tables there are (one
-    /// round trip per table and side took 14 ms of a 90 ms pause with the bench's two tables).
-    /// </remarks>
     public async Task<IReadOnlyList<SequenceSync>> CheckAutoIncrementAsync(CancellationToken cancellationToken)
     {
-        var blueTask = BlueMaximaAsync(cancellationToken);
-        var greenTask = GreenCountersAsync(cancellationToken);
-        await Task.WhenAll(blueTask, greenTask);
-        var green = await greenTask;
-        var results = new List<SequenceSync>();
-        var raises = new List<string>();
-        foreach (var (schema, table, column, max) in await blueTask)
+        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
+        await using var green = await sessions.OpenUnloggedAsync(Side.Green, cancellationToken);
+        var schemas = await TealObjects.UserSchemasAsync(blue, sessions.Schema, cancellationToken);
+        if (schemas.Count == 0)
         {
-            long? greenBefore = green.TryGetValue((schema, table), out var counter) ? counter : null;
+            return [];
+        }
+
+        var list = string.Join(",", schemas.Select(Sql.Literal));
+        var columns = await Sql.RowsAsync(
+            blue,
+            $"SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME FROM information_schema.COLUMNS c JOIN information_schema.TABLES t USING (TABLE_SCHEMA, TABLE_NAME) WHERE t.TABLE_TYPE = 'BASE TABLE' AND c.EXTRA LIKE '%auto_increment%' AND c.TABLE_SCHEMA IN ({list}) ORDER BY 1, 2",
+            cancellationToken);
+        var results = new List<SequenceSync>();
+        foreach (var c in columns)
+        {
+            var (schema, table, column) = (c["TABLE_SCHEMA"]!, c["TABLE_NAME"]!, c["COLUMN_NAME"]!);
+            var blueMax = await Sql.ScalarAsync(blue, $"SELECT MAX({Sql.Id(column)}) FROM {Sql.Table(schema, table)}", cancellationToken);
+            long? max = blueMax is null ? null : Convert.ToInt64(blueMax, CultureInfo.InvariantCulture);
+            var before = await Sql.ScalarAsync(green, "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = @s AND TABLE_NAME = @t", cancellationToken, ("@s", schema), ("@t", table));
+            long? greenBefore = before is null ? null : Convert.ToInt64(before, CultureInfo.InvariantCulture);
             var greenAfter = greenBefore;
             if (max is { } m && (greenBefore is null || greenBefore.Value <= m))
             {
-                raises.Add($"ALTER TABLE {Sql.Table(schema, table)} AUTO_INCREMENT = {(m + 1).ToString(CultureInfo.InvariantCulture)}");
+                await Sql.ExecuteAsync(green, $"ALTER TABLE {Sql.Table(schema, table)} AUTO_INCREMENT = {(m + 1).ToString(CultureInfo.InvariantCulture)}", cancellationToken);
                 greenAfter = m + 1;
             }
 
             results.Add(new SequenceSync($"{schema}.{table}.{column}", max, greenBefore, greenAfter));
         }
 
-        if (raises.Count > 0)
-        {
-            await using var unlogged = await sessions.OpenUnloggedAsync(Side.Green, cancellationToken);
-            foreach (var raise in raises)
-            {
-                await Sql.ExecuteAsync(unlogged, raise, cancellationToken);
-            }
-        }
-
         return results;
     }
-
-    /// <summary>Blue's AUTO_INCREMENT columns of the user schemas with each one's largest value (null in an empty table).</summary>
-    private async Task<List<(string Schema, string Table, string Column, long? Max)>> BlueMaximaAsync(CancellationToken cancellationToken)
-    {
-        await using var blue = await sessions.OpenAsync(Side.Blue, cancellationToken);
-        var columns = (await Sql.RowsAsync(blue, AutoIncrementTablesSql("c.COLUMN_NAME"), cancellationToken))
-            .Select(c => (Schema: c["TABLE_SCHEMA"]!, Table: c["TABLE_NAME"]!, Column: c["COLUMN_NAME"]!))
-            .Where(c => TealObjects.IsUserSchema(c.Schema, sessions.Schema))
-            .ToList();
-        if (columns.Count == 0)
-        {
-            return [];
-        }
-
-        // MAX of an AUTO_INCREMENT column reads the end of its index: one statement for all of them.
-        var maxima = string.Join(
-            " UNION ALL ",
-            columns.Select((c, i) => $"SELECT {i.ToString(CultureInfo.InvariantCulture)} AS i, MAX({Sql.Id(c.Column)}) AS m FROM {Sql.Table(c.Schema, c.Table)}"));
-        var values = (await Sql.RowsAsync(blue, maxima, cancellationToken))
-            .ToDictionary(r => int.Parse(r["i"]!, CultureInfo.InvariantCulture), r => r["m"] is { } m ? long.Parse(m, CultureInfo.InvariantCulture) : (long?)null);
-        return columns.Select((c, i) => (c.Schema, c.Table, c.Column, values.GetValueOrDefault(i))).ToList();
-    }
-
-    /// <summary>Green's AUTO_INCREMENT counter of every table with such a column (a table missing there is missing here).</summary>
-    private async Task<Dictionary<(string Schema, string Table), long?>> GreenCountersAsync(CancellationToken cancellationToken)
-    {
-        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
-        var rows = await Sql.RowsAsync(green, AutoIncrementTablesSql("t.AUTO_INCREMENT"), cancellationToken);
-        return rows.ToDictionary(
-            r => (r["TABLE_SCHEMA"]!, r["TABLE_NAME"]!),
-            r => r["AUTO_INCREMENT"] is { } value ? long.Parse(value, CultureInfo.InvariantCulture) : (long?)null);
-    }
-
-    private static string AutoIncrementTablesSql(string column) =>
-        $"SELECT c.TABLE_SCHEMA, c.TABLE_NAME, {column} FROM information_schema.COLUMNS c JOIN information_schema.TABLES t USING (TABLE_SCHEMA, TABLE_NAME) " +
-        $"WHERE t.TABLE_TYPE = 'BASE TABLE' AND c.EXTRA LIKE '%auto_increment%' AND c.TABLE_SCHEMA NOT IN ({TealObjects.SystemSchemaList}) ORDER BY 1, 2";
 }

@@ -40,17 +40,12 @@ internal static class TealObjects
     public static async Task<List<string>> UserSchemasAsync(MySqlConnection connection, string ownSchema, CancellationToken cancellationToken)
     {
         var rows = await Sql.RowsAsync(connection, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME", cancellationToken);
-        return rows.Select(r => r["SCHEMA_NAME"]!).Where(s => IsUserSchema(s, ownSchema)).ToList();
+        return rows.Select(r => r["SCHEMA_NAME"]!)
+            .Where(s => !SystemSchemas.Contains(s, StringComparer.OrdinalIgnoreCase))
+            // Other deployments' schemas are theirs; this deployment's heartbeat schema is copied.
+            .Where(s => !s.StartsWith("teal_", StringComparison.Ordinal) || s == ownSchema)
+            .ToList();
     }
-
-    /// <summary>Whether <paramref name="schema"/> is one <see cref="UserSchemasAsync"/> lists.</summary>
-    public static bool IsUserSchema(string schema, string ownSchema) =>
-        !SystemSchemas.Contains(schema, StringComparer.OrdinalIgnoreCase)
-        // Other deployments' schemas are theirs; this deployment's heartbeat schema is copied.
-        && (!schema.StartsWith("teal_", StringComparison.Ordinal) || schema == ownSchema);
-
-    /// <summary>A SQL list of <see cref="SystemSchemas"/>, for <c>TABLE_SCHEMA NOT IN (…)</c>.</summary>
-    public static string SystemSchemaList { get; } = string.Join(",", SystemSchemas.Select(Sql.Literal));
 
     /// <summary>Base tables of the user schemas, with the engine and estimated size.</summary>
     public static async Task<List<TableInfo>> TablesAsync(MySqlConnection connection, IReadOnlyList<string> schemas, CancellationToken cancellationToken)
