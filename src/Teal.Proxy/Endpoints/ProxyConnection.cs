@@ -457,9 +457,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     {
         try
         {
-            var peek = new byte[1];
-            var peeked = _clientIo is { } io ? await io.PeekAsync(peek, watching) : await _client.ReceiveAsync(peek, SocketFlags.Peek, watching);
-            if (peeked == 0)
+            if (await PeekClientAsync(new byte[1], watching) == 0)
             {
                 await held.CancelAsync();
             }
@@ -1566,9 +1564,12 @@ internal sealed class ProxyConnection : IEndpointConnection
     private async Task<bool> StartsWithTlsAsync(CancellationToken cancellationToken)
     {
         var first = new byte[1];
-        var peeked = _clientIo is { } io ? await io.PeekAsync(first, cancellationToken) : await _client.ReceiveAsync(first, SocketFlags.Peek, cancellationToken);
-        return peeked == 1 && first[0] == PostgresWire.TlsHandshakeRecord;
+        return await PeekClientAsync(first, cancellationToken) == 1 && first[0] == PostgresWire.TlsHandshakeRecord;
     }
+
+    /// <summary>What the client has sent, left in the socket for the next read (raw bytes, under TLS too).</summary>
+    private async ValueTask<int> PeekClientAsync(Memory<byte> buffer, CancellationToken cancellationToken) =>
+        _clientIo is { } io ? await io.PeekAsync(buffer, cancellationToken) : await _client.ReceiveAsync(buffer, SocketFlags.Peek, cancellationToken);
 
     /// <summary>
     /// The client's TLS handshake with <paramref name="certificate"/>. A connection that starts
