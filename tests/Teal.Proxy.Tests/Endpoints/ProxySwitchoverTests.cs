@@ -133,6 +133,9 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
         var clients = await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => OpenThroughAsync(endpoint, servers.Blue)));
         await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
         await endpoint.DrainAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+        // A drained session's backend ends a moment after the proxy's Terminate (on a loaded
+        // machine, after the drain returns): count once they have.
+        (await EventuallyAsync(async () => await BlueSessionsAsync() == 0)).ShouldBeTrue("every drained session's backend on blue ends");
         var before = await BlueSessionsAsync();
 
         foreach (var client in clients)
