@@ -44,6 +44,11 @@ internal static class Sql
     {
         await using var command = Command(connection, sql, parameters);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await ReadRowsAsync(reader, cancellationToken);
+    }
+
+    private static async Task<List<Dictionary<string, string?>>> ReadRowsAsync(MySqlDataReader reader, CancellationToken cancellationToken)
+    {
         var rows = new List<Dictionary<string, string?>>();
         while (await reader.ReadAsync(cancellationToken))
         {
@@ -57,6 +62,27 @@ internal static class Sql
         }
 
         return rows;
+    }
+
+    /// <summary>
+    /// A batch of statements in one round trip, the rows of each statement that returns rows (in
+    /// order; statements without rows, such as SET or INSERT, give none).
+    /// </summary>
+    public static async Task<List<List<Dictionary<string, string?>>>> ResultSetsAsync(MySqlConnection connection, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = Command(connection, sql, []);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var sets = new List<List<Dictionary<string, string?>>>();
+        do
+        {
+            if (reader.FieldCount > 0)
+            {
+                sets.Add(await ReadRowsAsync(reader, cancellationToken));
+            }
+        }
+        while (await reader.NextResultAsync(cancellationToken));
+
+        return sets;
     }
 
     /// <summary>The first row, or null.</summary>

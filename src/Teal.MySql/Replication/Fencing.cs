@@ -32,27 +32,30 @@ internal sealed class Fencing(LinkSessions sessions)
 
     public async Task FenceAsync(Side side, CancellationToken cancellationToken)
     {
-        await using var connection = await sessions.OpenUnloggedAsync(side, cancellationToken);
-        // A switchover's write pause lasts as long as the fence, so it goes in a few round trips
-        // (batches) rather than one per statement. First what every non-privileged session obeys
-        // at once: the previous values are kept only by the first fence (a repeated fence must
-        // not record its own ON as "before"), then read_only goes on.
-        var scheduler = await Sql.StringAsync(
+        await using var connection = await sessions.OpenAsync(side, cancellationToken);
+        // A switchover's write pause lasts as long as the fence, so it goes in two round trips
+        // (batches) rather than one per statement. First, unlogged, what every non-privileged
+        // session obeys at once: the previous values are kept only by the first fence (a
+        // repeated fence must not record its own ON as "before"), then read_only goes on; and
+        // which accounts it does not stop.
+        var first = await Sql.ResultSetsAsync(
             connection,
-            // The scheduler's state first: the batch's first result is the one read.
             $"""
-            SELECT @@global.event_scheduler;
+            SET SESSION sql_log_bin = 0;
+            SELECT @@global.event_scheduler AS scheduler;
             {TealObjects.CreateFenceTablesSql};
             INSERT IGNORE INTO {Settings} (name, value) SELECT 'read_only', IF(@@global.read_only, 'ON', 'OFF');
             INSERT IGNORE INTO {Settings} (name, value) SELECT 'event_scheduler', @@global.event_scheduler;
-            SET GLOBAL read_only = ON
+            SET GLOBAL read_only = ON;
+            {PrivilegedAccountsSql}
             """,
             cancellationToken);
+        var scheduler = first[0][0]["scheduler"];
+        var accounts = first[1].Select(r => (User: r["User"]!, Host: r["Host"]!)).ToList();
 
-        // Then the accounts read_only does not stop: locked first (no new logins), then their
-        // sessions ended, so none can come back between the two. The event scheduler goes off
-        // in the same batch: events run as their definer, who may hold SUPER.
-        var accounts = await PrivilegedAccountsAsync(connection, cancellationToken);
+        // Then those accounts: locked first (no new logins), then their sessions ended, so none
+        // can come back between the two. The event scheduler goes off in the same batch: events
+        // run as their definer, who may hold SUPER. The batch ends with the sessions to end.
         var batch = new System.Text.StringBuilder();
         if (!string.Equals(scheduler, "DISABLED", StringComparison.OrdinalIgnoreCase))
         {
@@ -65,13 +68,12 @@ internal sealed class Fencing(LinkSessions sessions)
             batch.Append($"ALTER USER {Sql.Account(user, host)} ACCOUNT LOCK;\n");
         }
 
-        if (batch.Length > 0)
+        batch.Append($"{ClientSessionsSql} AND BINARY USER IN (SELECT BINARY user FROM {LockedAccounts})");
+        var locked = (await Sql.ResultSetsAsync(connection, batch.ToString(), cancellationToken))[0];
+        foreach (var session in ClientSessions(locked))
         {
-            await Sql.ExecuteAsync(connection, batch.ToString(), cancellationToken);
+            await KillOneAsync(connection, session.Id, cancellationToken);
         }
-
-        var users = (await Sql.RowsAsync(connection, $"SELECT DISTINCT user FROM {LockedAccounts}", cancellationToken)).Select(r => r["user"]!).ToHashSet(StringComparer.Ordinal);
-        await KillAsync(connection, s => users.Contains(s.User), cancellationToken);
     }
 
     public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
@@ -85,13 +87,24 @@ internal sealed class Fencing(LinkSessions sessions)
     /// event scheduler) on a session that does not write to the binlog. Returns the accounts unlocked.
     /// </summary>
     /// <remarks>
-    /// Opening green is inside the switchover's write pause: a handful of round trips, whatever
-    /// the number of accounts (the changes themselves go in one batch).
+    /// Opening green is inside the switchover's write pause: two or three round trips, whatever
+    /// the number of accounts (the changes themselves go in one batch). <paramref name="before"/>:
+    /// statements returning no rows, run first in the same round trip (replication's end).
     /// </remarks>
-    public static async Task<IReadOnlyList<string>> LiftAsync(MySqlConnection connection, CancellationToken cancellationToken)
+    public static async Task<IReadOnlyList<string>> LiftAsync(MySqlConnection connection, CancellationToken cancellationToken, string before = "")
     {
-        await Sql.ExecuteAsync(connection, $"SET SESSION sql_log_bin = 0; {TealObjects.CreateFenceTablesSql}", cancellationToken);
-        var recorded = (await Sql.RowsAsync(connection, $"SELECT user, host FROM {LockedAccounts}", cancellationToken)).Select(r => (User: r["user"]!, Host: r["host"]!)).ToList();
+        // What the fence recorded, read in the round trip that makes the session unlogged.
+        var state = await Sql.ResultSetsAsync(
+            connection,
+            $"""
+            {before}
+            SET SESSION sql_log_bin = 0;
+            {TealObjects.CreateFenceTablesSql};
+            SELECT user, host FROM {LockedAccounts};
+            SELECT name, value FROM {Settings}
+            """,
+            cancellationToken);
+        var recorded = state[0].Select(r => (User: r["user"]!, Host: r["host"]!)).ToList();
         var batch = new System.Text.StringBuilder();
         var unlocked = new List<string>();
         if (recorded.Count > 0)
@@ -116,7 +129,7 @@ internal sealed class Fencing(LinkSessions sessions)
         }
 
         // Settings go back to what they were before the first fence; a side never fenced by Teal keeps its own.
-        var settings = (await Sql.RowsAsync(connection, $"SELECT name, value FROM {Settings}", cancellationToken)).ToDictionary(r => r["name"]!, r => r["value"]!);
+        var settings = state[1].ToDictionary(r => r["name"]!, r => r["value"]!);
         if (settings.TryGetValue("event_scheduler", out var scheduler) && !scheduler.Equals("DISABLED", StringComparison.OrdinalIgnoreCase))
         {
             batch.Append($"SET GLOBAL event_scheduler = {(scheduler.Equals("ON", StringComparison.OrdinalIgnoreCase) ? "ON" : "OFF")};\n");
@@ -165,30 +178,28 @@ internal sealed class Fencing(LinkSessions sessions)
         return await Sql.VariableAsync(connection, "read_only", cancellationToken) == "ON";
     }
 
+    /// <summary>
+    /// The process list without this session and Teal's account (compared as bytes: account
+    /// names are case-sensitive); <see cref="ClientSessions"/> drops the server's own threads.
+    /// </summary>
+    private const string ClientSessionsSql =
+        "SELECT ID, USER, HOST, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND BINARY USER <> BINARY SUBSTRING_INDEX(CURRENT_USER(), '@', 1)";
+
     /// <summary>Client sessions: not Teal's account, not the server's threads, not replication.</summary>
-    public static async Task<List<SessionInfo>> ClientSessionsAsync(MySqlConnection connection, CancellationToken cancellationToken)
-    {
-        var tealUser = (await Sql.StringAsync(connection, "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)", cancellationToken))!;
-        var rows = await Sql.RowsAsync(connection, "SELECT ID, USER, HOST, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()", cancellationToken);
-        return rows
+    public static async Task<List<SessionInfo>> ClientSessionsAsync(MySqlConnection connection, CancellationToken cancellationToken) =>
+        ClientSessions(await Sql.RowsAsync(connection, ClientSessionsSql, cancellationToken));
+
+    private static List<SessionInfo> ClientSessions(IEnumerable<Dictionary<string, string?>> rows) =>
+        rows
             .Select(r => new SessionInfo(long.Parse(r["ID"]!, System.Globalization.CultureInfo.InvariantCulture), r["USER"] ?? string.Empty, r["HOST"] ?? string.Empty, r["COMMAND"] ?? string.Empty, long.TryParse(r["TIME"], out var t) ? t : 0, r["INFO"]))
-            .Where(s => s.User != tealUser && !SystemUsers.Contains(s.User, StringComparer.Ordinal) && s.Command is not ("Binlog Dump" or "Daemon" or "Slave_IO" or "Slave_SQL" or "Slave_worker"))
+            .Where(s => !SystemUsers.Contains(s.User, StringComparer.Ordinal) && s.Command is not ("Binlog Dump" or "Daemon" or "Slave_IO" or "Slave_SQL" or "Slave_worker"))
             .ToList();
-    }
 
     private static async Task<List<long>> OpenTransactionsAsync(MySqlConnection connection, CancellationToken cancellationToken)
     {
-        var clients = (await ClientSessionsAsync(connection, cancellationToken)).Select(s => s.Id).ToHashSet();
-        var rows = await Sql.RowsAsync(connection, "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX", cancellationToken);
-        return rows.Select(r => long.Parse(r["trx_mysql_thread_id"]!, System.Globalization.CultureInfo.InvariantCulture)).Where(clients.Contains).ToList();
-    }
-
-    private static async Task KillAsync(MySqlConnection connection, Func<SessionInfo, bool> which, CancellationToken cancellationToken)
-    {
-        foreach (var session in (await ClientSessionsAsync(connection, cancellationToken)).Where(which))
-        {
-            await KillOneAsync(connection, session.Id, cancellationToken);
-        }
+        var sets = await Sql.ResultSetsAsync(connection, $"{ClientSessionsSql}; SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX", cancellationToken);
+        var clients = ClientSessions(sets[0]).Select(s => s.Id).ToHashSet();
+        return sets[1].Select(r => long.Parse(r["trx_mysql_thread_id"]!, System.Globalization.CultureInfo.InvariantCulture)).Where(clients.Contains).ToList();
     }
 
     private static async Task<bool> KillOneAsync(MySqlConnection connection, long id, CancellationToken cancellationToken)
@@ -205,46 +216,34 @@ internal sealed class Fencing(LinkSessions sessions)
         }
     }
 
-    private static async Task RememberAsync(MySqlConnection connection, string variable, CancellationToken cancellationToken)
-    {
-        var value = await Sql.VariableAsync(connection, variable, cancellationToken) ?? "OFF";
-        await Sql.ExecuteAsync(connection, $"INSERT IGNORE INTO {Settings} (name, value) VALUES (@n, @v)", cancellationToken, ("@n", variable), ("@v", value));
-    }
-
     /// <summary>
     /// Accounts that can write through read_only — SUPER or READ ONLY ADMIN granted directly or
     /// through a role — other than Teal's own, not already locked, and not roles themselves.
     /// </summary>
-    private static async Task<List<(string User, string Host)>> PrivilegedAccountsAsync(MySqlConnection connection, CancellationToken cancellationToken)
-    {
-        var rows = await Sql.RowsAsync(
-            connection,
-            """
-            WITH privileged AS (
-                -- Granted directly (USER_PRIVILEGES) or held by a role: roles are not in
-                -- USER_PRIVILEGES, so their access bits are read (SUPER = 1<<15, READ_ONLY ADMIN = 1<<33 in 10.5+).
-                SELECT TRIM(BOTH '''' FROM SUBSTRING_INDEX(GRANTEE, '@', 1)) AS name,
-                       TRIM(BOTH '''' FROM SUBSTRING(GRANTEE, LOCATE('@', GRANTEE) + 1)) AS host
-                FROM information_schema.USER_PRIVILEGES
-                WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN', 'READ ONLY ADMIN')
-                UNION
-                SELECT User, Host FROM mysql.global_priv
-                WHERE (CAST(COALESCE(JSON_VALUE(Priv, '$.access'), '0') AS UNSIGNED) & (32768 | 8589934592)) <> 0
-            ),
-            through_roles AS (
-                SELECT m.User AS name, m.Host AS host FROM mysql.roles_mapping m JOIN privileged p ON p.name = m.Role AND p.host = ''
-            )
-            SELECT g.User, g.Host
-            FROM mysql.global_priv g
-            WHERE (g.User, g.Host) IN (SELECT name, host FROM privileged UNION SELECT name, host FROM through_roles)
-              AND CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
-              AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('true', '1')
-              AND COALESCE(JSON_VALUE(g.Priv, '$.is_role'), 'false') NOT IN ('true', '1')
-              AND g.User <> ''
-            """,
-            cancellationToken);
-        return rows.Select(r => (r["User"]!, r["Host"]!)).ToList();
-    }
+    private const string PrivilegedAccountsSql =
+        """
+        WITH privileged AS (
+            -- Granted directly (USER_PRIVILEGES) or held by a role: roles are not in
+            -- USER_PRIVILEGES, so their access bits are read (SUPER = 1<<15, READ_ONLY ADMIN = 1<<33 in 10.5+).
+            SELECT TRIM(BOTH '''' FROM SUBSTRING_INDEX(GRANTEE, '@', 1)) AS name,
+                   TRIM(BOTH '''' FROM SUBSTRING(GRANTEE, LOCATE('@', GRANTEE) + 1)) AS host
+            FROM information_schema.USER_PRIVILEGES
+            WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN', 'READ ONLY ADMIN')
+            UNION
+            SELECT User, Host FROM mysql.global_priv
+            WHERE (CAST(COALESCE(JSON_VALUE(Priv, '$.access'), '0') AS UNSIGNED) & (32768 | 8589934592)) <> 0
+        ),
+        through_roles AS (
+            SELECT m.User AS name, m.Host AS host FROM mysql.roles_mapping m JOIN privileged p ON p.name = m.Role AND p.host = ''
+        )
+        SELECT g.User, g.Host
+        FROM mysql.global_priv g
+        WHERE (g.User, g.Host) IN (SELECT name, host FROM privileged UNION SELECT name, host FROM through_roles)
+          AND CONCAT(g.User, '@', g.Host) <> CURRENT_USER()
+          AND COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), 'false') NOT IN ('true', '1')
+          AND COALESCE(JSON_VALUE(g.Priv, '$.is_role'), 'false') NOT IN ('true', '1')
+          AND g.User <> ''
+        """;
 }
 
 /// <summary>One row of the process list.</summary>

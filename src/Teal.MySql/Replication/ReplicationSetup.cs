@@ -83,18 +83,12 @@ internal sealed class ReplicationSetup(LinkSessions sessions, Fencing fencing, S
     }
 
     /// <summary>Opens green: its replication stops for good (blue is fenced and drained, green has applied everything), then the fence lifts.</summary>
+    /// <remarks>Inside the write pause: replication's end goes in the lift's first round trip.</remarks>
     public async Task OpenGreenAsync(CancellationToken cancellationToken)
     {
-        await using (var green = await sessions.OpenAsync(Side.Green, cancellationToken))
-        {
-            if (await OursAsync(green, cancellationToken) is not null)
-            {
-                await Sql.ExecuteAsync(green, "STOP SLAVE", cancellationToken);
-                await Sql.ExecuteAsync(green, "RESET SLAVE ALL", cancellationToken);
-            }
-        }
-
-        await fencing.UnfenceAsync(Side.Green, cancellationToken);
+        await using var green = await sessions.OpenAsync(Side.Green, cancellationToken);
+        var stop = await OursAsync(green, cancellationToken) is not null ? "STOP SLAVE; RESET SLAVE ALL;" : string.Empty;
+        await Fencing.LiftAsync(green, cancellationToken, stop);
     }
 
     /// <summary>Stops forward replication for good: green's replica connection and blue's replication account.</summary>
