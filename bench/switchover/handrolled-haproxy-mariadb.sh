@@ -115,13 +115,44 @@ sql() { local name=$1; shift; mariadb --socket="$WORK/$name/mysqld.sock" -u root
 
 haproxy_cmd() { echo "$1" | socat stdio "unix-connect:$WORK/haproxy.sock"; }
 
+start_haproxy() { # port blue-port green-port
+  cat >"$WORK/haproxy.cfg" <<EOF
+global
+  maxconn 1000
+  pidfile $WORK/haproxy.pid
+  stats socket $WORK/haproxy.sock mode 600 level admin
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend mariadb
+  bind 127.0.0.1:$1
+  default_backend db
+backend db
+  server blue 127.0.0.1:$2
+  server green 127.0.0.1:$3 disabled
+EOF
+  haproxy -f "$WORK/haproxy.cfg" -D >/dev/null 2>"$WORK/haproxy.log"
+}
+
+start_haproxy_retrying() { # blue-port green-port; prints the port it got
+  local port
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    start_haproxy "$port" "$1" "$2" && { echo "$port"; return; }
+    # free_port only tries to connect: a port no one listens on may still be some connection's own.
+    grep -q "Address already in use" "$WORK/haproxy.log" || die "HAProxy did not start: $(cat "$WORK/haproxy.log")"
+    log "HAProxy: port $port was taken meanwhile, another one"
+  done
+  die "HAProxy did not start on any of 5 ports"
+}
+
 run_once() { # run number; prints one JSON object
   local run=$1
   local blue_port green_port haproxy_port
   blue_port=$(start_server_retrying blue 1)
   green_port=$(start_server_retrying green 2)
-  haproxy_port=$(free_port)
-  log "run $run: MariaDB blue on $blue_port, green on $green_port, HAProxy on $haproxy_port"
 
   # Local housekeeping stays out of the binlogs (green's own GTIDs would break strict mode).
   for side in blue green; do
@@ -143,24 +174,8 @@ run_once() { # run number; prints one JSON object
   setup_pos=$(sql blue -e "SELECT @@gtid_binlog_pos")
   [ "$(sql green -e "SELECT MASTER_GTID_WAIT('$setup_pos', 60)")" = "0" ] || die "green did not replicate the setup: $(sql green -e 'SHOW SLAVE STATUS\G' | grep -i error)"
 
-  cat >"$WORK/haproxy.cfg" <<EOF
-global
-  maxconn 1000
-  pidfile $WORK/haproxy.pid
-  stats socket $WORK/haproxy.sock mode 600 level admin
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend mariadb
-  bind 127.0.0.1:$haproxy_port
-  default_backend db
-backend db
-  server blue 127.0.0.1:$blue_port
-  server green 127.0.0.1:$green_port disabled
-EOF
-  haproxy -f "$WORK/haproxy.cfg" -D >/dev/null 2>"$WORK/haproxy.log" || die "HAProxy did not start: $(cat "$WORK/haproxy.log")"
+  haproxy_port=$(start_haproxy_retrying "$blue_port" "$green_port")
+  log "run $run: MariaDB blue on $blue_port, green on $green_port, HAProxy on $haproxy_port"
   for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.05; done
 
   log "run $run: probe and load through HAProxy, then the switchover"
