@@ -68,6 +68,22 @@ public sealed class FencingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Fence_SuperLoginHeldAtItsAuthSwitch_CannotFinishAndWriteAfter()
+    {
+        await using var link = LinkKit.Link(_blue, _green);
+        // A SUPER login that has sent its name and stops at the server's auth switch: MariaDB
+        // looked the account up before the fence locked it.
+        using var login = await StalledLogin.StartAsync(_blue.Host, _blue.Port, "admin");
+
+        await link.FenceAsync(Side.Blue, CancellationToken.None);
+
+        var finished = await login.FinishAsync("admin-pw");
+        finished.ShouldNotBe(StalledLogin.Outcome.LoggedIn, "a login under way at the fence must not end in a SUPER session");
+        (await login.TryWriteAsync("INSERT INTO app.t (v) VALUES (7)")).ShouldBeFalse();
+        (await _blue.ScalarAsync<long>("SELECT COUNT(*) FROM app.t WHERE v = 7")).ShouldBe(0);
+    }
+
+    [Fact]
     public async Task Unfence_PutsBackWhatTheFenceChanged_AndLeavesTheOperatorsLocksAlone()
     {
         await using var link = LinkKit.Link(_blue, _green);
@@ -111,4 +127,121 @@ public sealed class FencingTests : IAsyncLifetime
         (await LinkKit.TryAsync(app, "COMMIT")).ShouldNotBe(0);
         (await _blue.ScalarAsync<long>("SELECT COUNT(*) FROM app.t WHERE v = 7")).ShouldBe(0);
     }
+}
+
+/// <summary>
+/// A MySQL-protocol login by hand, held between the server's auth switch request and the answer
+/// (what a slow or misbehaving client does), then finished with <c>mysql_native_password</c>.
+/// </summary>
+internal sealed class StalledLogin : IDisposable
+{
+    public enum Outcome { LoggedIn, Refused, Closed }
+
+    private readonly System.Net.Sockets.TcpClient _tcp;
+    private readonly System.Net.Sockets.NetworkStream _stream;
+    private byte[] _salt = [];
+    private bool _loggedIn;
+
+    private StalledLogin(System.Net.Sockets.TcpClient tcp)
+    {
+        _tcp = tcp;
+        _stream = tcp.GetStream();
+        _stream.ReadTimeout = 10_000;
+    }
+
+    public static async Task<StalledLogin> StartAsync(string host, int port, string user)
+    {
+        var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(host, port);
+        var login = new StalledLogin(tcp);
+        var (_, greeting) = await login.ReadPacketAsync();
+        greeting![0].ShouldBe((byte)10, "protocol 10 greeting");
+        // HandshakeResponse41 naming a plugin the account does not use, so the server switches.
+        const uint capabilities = 0x1 | 0x200 | 0x2000 | 0x8000 | 0x20000 | 0x80000; // long password, 4.1, transactions, secure connection, multi results, plugin auth
+        var response = new List<byte>();
+        response.AddRange(BitConverter.GetBytes(capabilities));
+        response.AddRange(BitConverter.GetBytes(16 * 1024 * 1024));
+        response.Add(45); // utf8mb4
+        response.AddRange(new byte[23]);
+        response.AddRange(System.Text.Encoding.UTF8.GetBytes(user));
+        response.Add(0);
+        response.Add(0); // no auth data for the plugin named below
+        response.AddRange("client_ed25519"u8.ToArray());
+        response.Add(0);
+        await login.WritePacketAsync(1, response.ToArray());
+        var (_, switchRequest) = await login.ReadPacketAsync();
+        switchRequest![0].ShouldBe((byte)0xFE, "an auth switch request");
+        var plugin = Array.IndexOf(switchRequest, (byte)0, 1);
+        System.Text.Encoding.ASCII.GetString(switchRequest, 1, plugin - 1).ShouldBe("mysql_native_password");
+        login._salt = switchRequest[(plugin + 1)..].Take(20).ToArray();
+        return login;
+    }
+
+    /// <summary>Answers the switch with the password's mysql_native_password scramble (SHA-1 is that protocol's, not a choice).</summary>
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Security", "CA5350", Justification = "mysql_native_password is defined with SHA-1")]
+    public async Task<Outcome> FinishAsync(string password)
+    {
+        var sha1 = System.Security.Cryptography.SHA1.HashData(System.Text.Encoding.UTF8.GetBytes(password));
+        var sha2 = System.Security.Cryptography.SHA1.HashData(sha1);
+        var mask = System.Security.Cryptography.SHA1.HashData(_salt.Concat(sha2).ToArray());
+        var scramble = sha1.Select((b, i) => (byte)(b ^ mask[i])).ToArray();
+        try
+        {
+            await WritePacketAsync(3, scramble);
+            var (_, answer) = await ReadPacketAsync();
+            _loggedIn = answer is [0x00, ..];
+            return answer switch { null => Outcome.Closed, [0x00, ..] => Outcome.LoggedIn, _ => Outcome.Refused };
+        }
+        catch (IOException)
+        {
+            return Outcome.Closed;
+        }
+    }
+
+    /// <summary>Whether a statement sent on this connection was answered with OK.</summary>
+    public async Task<bool> TryWriteAsync(string sql)
+    {
+        if (!_loggedIn)
+        {
+            return false;
+        }
+
+        await WritePacketAsync(0, [0x03, .. System.Text.Encoding.UTF8.GetBytes(sql)]);
+        var (_, answer) = await ReadPacketAsync();
+        return answer is [0x00, ..];
+    }
+
+    private async Task WritePacketAsync(byte sequence, byte[] payload)
+    {
+        var header = new byte[] { (byte)payload.Length, (byte)(payload.Length >> 8), (byte)(payload.Length >> 16), sequence };
+        await _stream.WriteAsync(header.Concat(payload).ToArray());
+    }
+
+    /// <summary>The next packet, or a null payload once the server has closed the connection.</summary>
+    private async Task<(byte Sequence, byte[]? Payload)> ReadPacketAsync()
+    {
+        var header = new byte[4];
+        if (!await ReadExactlyAsync(header))
+        {
+            return (0, null);
+        }
+
+        var payload = new byte[header[0] | (header[1] << 8) | (header[2] << 16)];
+        return await ReadExactlyAsync(payload) ? (header[3], payload) : (header[3], null);
+    }
+
+    private async Task<bool> ReadExactlyAsync(byte[] buffer)
+    {
+        try
+        {
+            await _stream.ReadExactlyAsync(buffer);
+            return true;
+        }
+        catch (EndOfStreamException)
+        {
+            return false;
+        }
+    }
+
+    public void Dispose() => _tcp.Dispose();
 }
