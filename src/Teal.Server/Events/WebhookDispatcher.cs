@@ -200,7 +200,15 @@ public sealed partial class WebhookDispatcher(
         public void Stop()
         {
             _queue.Writer.TryComplete();
-            _stop.Cancel();
+            try
+            {
+                _stop.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The sender has ended already: the service's stopping token, to which its own is
+                // linked, cancelled it and it disposed its source before the dispatcher got here.
+            }
         }
 
         public WebhookView View() => new(_webhook.Id, _webhook.Url, _webhook.CreatedAt, _webhook.SecretRef is not null)

@@ -94,6 +94,28 @@ public sealed class WebhookTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Stopping_WithWebhooksDelivering_EndsTheDispatcherWithoutAFault()
+    {
+        using var client = _teal.Client();
+        // Many senders, so that some end on the stopping token before the dispatcher reaches them.
+        for (var i = 0; i < 40; i++)
+        {
+            await client.PostAsJsonAsync("/api/webhooks", new { url = _receiver.Url + $"hook{i}" });
+        }
+
+        await _teal.State.AppendEventAsync(null, "instance-added", "before the stop", null, default);
+        await _receiver.WaitForAsync(d => d.Path == "/hook39" && d.Status == 200, TimeSpan.FromSeconds(30));
+        var dispatcher = _teal.Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>().OfType<WebhookDispatcher>().Single();
+
+        // The stop cancels each webhook's sender, which ends by itself, and the dispatcher then
+        // stops them all: a shutdown must not report the service as failed.
+        await dispatcher.StopAsync(CancellationToken.None);
+
+        await dispatcher.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(10));
+        dispatcher.ExecuteTask.IsCompletedSuccessfully.ShouldBeTrue();
+    }
+
+    [Fact]
     public async Task Event_ToAReceiverThatNeverAnswers_DoesNotHoldUpRecordingOrOtherWebhooks()
     {
         _receiver.HangAt("/hang");
