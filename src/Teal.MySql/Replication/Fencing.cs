@@ -78,7 +78,8 @@ internal sealed class Fencing(LinkSessions sessions)
 
     public async Task UnfenceAsync(Side side, CancellationToken cancellationToken)
     {
-        await using var connection = await sessions.OpenUnloggedAsync(side, cancellationToken);
+        // LiftAsync makes its session unlogged in its first round trip.
+        await using var connection = await sessions.OpenAsync(side, cancellationToken);
         await LiftAsync(connection, cancellationToken);
     }
 
