@@ -183,6 +183,9 @@ internal sealed class MariaDbSwitchoverBench(int switchovers, Baseline? baseline
         Database = Database,
         ConnectionTimeout = 30,
         DefaultCommandTimeout = 60,
+        // Plain text on both paths: the baseline's HAProxy passes bytes to a server without a
+        // certificate, where MySqlConnector's default (Preferred) would take TLS from Teal's proxy.
+        SslMode = MySqlSslMode.None,
     }.ConnectionString;
 
     /// <summary>bench/Teal.Bench.Probe (built by run.sh) with its stdin a pipe: closing it stops the probe.</summary>

@@ -25,14 +25,18 @@ public sealed class MariaDbScenario : Scenario
 
     public MariaDbServer Blue { get; }
 
-    /// <summary>Clients connect here (Teal's proxy), never to blue or green directly.</summary>
-    public string EndpointConnectionString => AppConnectionString("127.0.0.1", EndpointPort);
+    /// <summary>
+    /// Clients connect here (Teal's proxy), never to blue or green directly; on TLS, which the
+    /// proxy ends with the certificate teal serve generated (the servers here have none).
+    /// </summary>
+    public string EndpointConnectionString => AppConnectionString("127.0.0.1", EndpointPort, MySqlSslMode.Required);
 
     /// <summary>The application's account on blue itself, bypassing the endpoint.</summary>
     public string BlueConnectionString => AppConnectionString(Blue.Host, Blue.Port);
 
-    public static string AppConnectionString(string host, int port) => new MySqlConnectionStringBuilder
+    public static string AppConnectionString(string host, int port, MySqlSslMode ssl = MySqlSslMode.Preferred) => new MySqlConnectionStringBuilder
     {
+        SslMode = ssl,
         Server = host,
         Port = (uint)port,
         UserID = AppUser,

@@ -1,5 +1,7 @@
 using System.Buffers;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
 using Teal.Core.Endpoints;
 using Teal.Proxy.Endpoints;
 
@@ -8,11 +10,13 @@ namespace Teal.Proxy.MySql;
 /// <summary>
 /// One MySQL-protocol client connection. The server speaks first, so the connection is admitted
 /// (or held, while the endpoint is paused) as soon as it is accepted, connects to the route and
-/// relays the server's greeting — without TLS and compression, which would hide the packets —
-/// and the client's login. Both pumps then follow packet boundaries and each command's
-/// response (<see cref="MySqlSession"/>), so a drain closes the connection only when it is idle
-/// outside a transaction, or still logging in.
+/// relays the server's greeting — without compression, which would hide the packets, and with
+/// TLS offered only when the endpoint has a certificate: TLS then ends here — and the client's
+/// login. Both pumps then follow packet boundaries and each command's response
+/// (<see cref="MySqlSession"/>), so a drain closes the connection only when it is idle outside a
+/// transaction, or still logging in.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "RunAsync disposes the TLS stream as it ends: the connection's lifetime is RunAsync, not a using scope")]
 internal sealed class MySqlProxyConnection : IEndpointConnection
 {
     /// <summary>A greeting or login packet larger than this is not one (connection attributes included).</summary>
@@ -32,6 +36,10 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     private bool _closing;
     private ConnectionOutcome _outcome;
     private Socket? _server;
+
+    // The client's TLS, once its SSL request was answered; null for a plaintext client. Set
+    // during login, before the pumps start, and read by them only.
+    private SslStream? _clientTls;
 
     public MySqlProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
@@ -90,6 +98,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         finally
         {
             Abort(ConnectionOutcome.ClosedIdle);
+            _clientTls?.Dispose();
             _endpoint.OnConnectionEnded(this, reason);
         }
     }
@@ -136,9 +145,10 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     }
 
     /// <summary>
-    /// Passes the server's greeting on without the capabilities the proxy cannot relay, and the
-    /// client's answer back, refusing a client that asks for TLS anyway. Null when the pumps
-    /// take over (authentication exchanges are relayed by them); otherwise why it ended.
+    /// Passes the server's greeting on without the capabilities the proxy cannot relay (TLS
+    /// offered instead when the endpoint has a certificate), ends the client's TLS when it asks,
+    /// and passes the client's answer on, refusing one that asks for what the proxy cannot relay.
+    /// Null when the pumps take over; otherwise why it ended.
     /// </summary>
     private async Task<string?> LoginAsync(Socket server, CancellationToken stopping)
     {
@@ -150,7 +160,8 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             return "server closed before its greeting";
         }
 
-        var serverCapabilities = MySqlWire.StripHandshakeCapabilities(greeting.AsSpan(MySqlWire.HeaderSize));
+        var certificate = _options.Certificate;
+        var serverCapabilities = MySqlWire.StripHandshakeCapabilities(greeting.AsSpan(MySqlWire.HeaderSize), offerTls: certificate is not null);
         await SocketIo.SendAllAsync(_client, greeting);
         _endpoint.CountToClient(greeting.Length);
         if (serverCapabilities is null)
@@ -166,12 +177,47 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
         _endpoint.CountFromClient(answer.Length);
         var clientCapabilities = MySqlWire.ClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize)) ?? 0;
+        if ((clientCapabilities & MySqlWire.ClientSsl) != 0 && certificate is not null && answer.Length == MySqlWire.HeaderSize + MySqlWire.SslRequestLength)
+        {
+            // The SSL request: the first fields of the answer, the rest follows over TLS.
+            _clientTls = new SslStream(new NetworkStream(_client, ownsSocket: false));
+            try
+            {
+                await _clientTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
+            }
+            catch (AuthenticationException ex)
+            {
+                return $"TLS handshake failed: {ex.Message}";
+            }
+
+            answer = await ReceivePacketAsync(_clientTls, timeout.Token);
+            if (answer is null)
+            {
+                return "client left during login";
+            }
+
+            _endpoint.CountFromClient(answer.Length);
+            clientCapabilities = MySqlWire.ClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize)) ?? 0;
+
+            // The server never saw the SSL request: it expects the answer as the packet after
+            // its greeting, without CLIENT_SSL (the proxy reaches it in plain text).
+            clientCapabilities &= ~MySqlWire.ClientSsl;
+            MySqlWire.SetClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize), clientCapabilities);
+            answer[3]--;
+        }
+        else if (_options.RequireTls)
+        {
+            await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErSecureTransportRequired, "08004",
+                $"Teal endpoint {_endpoint.Name} accepts only TLS connections; connect with TLS (ssl-mode=REQUIRED, --ssl, SslMode=Required)", withSqlState: true));
+            return "refused: no TLS";
+        }
+
         if ((clientCapabilities & (MySqlWire.ClientSsl | MySqlWire.ClientCompress)) != 0 || (clientCapabilities & MySqlWire.ClientProtocol41) == 0)
         {
-            // The greeting offered neither TLS nor compression; a client asking for them anyway
-            // (or speaking the pre-4.1 protocol) cannot be relayed packet by packet.
-            await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErNotSupportedYet, "08004",
-                $"Teal endpoint {_endpoint.Name} relays the MySQL protocol 4.1 without TLS or compression; connect without them", withSqlState: true));
+            // The greeting offered no compression (and TLS only with a certificate); a client
+            // asking for them anyway (or speaking the pre-4.1 protocol) cannot be relayed packet by packet.
+            await SendToClientQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1 + (_clientTls is null ? 0 : 1)), MySqlWire.ErNotSupportedYet, "08004",
+                $"Teal endpoint {_endpoint.Name} relays the MySQL protocol 4.1 without compression{(certificate is null ? " or TLS" : "")}; connect without {(certificate is null ? "them" : "it")}", withSqlState: true));
             return "client asked for TLS, compression or an old protocol";
         }
 
@@ -181,7 +227,56 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         }
 
         await SocketIo.SendAllAsync(server, answer);
-        return null;
+        return _clientTls is null ? null : await RelayLoginOverTlsAsync(server, timeout.Token);
+    }
+
+    /// <summary>
+    /// The rest of a TLS client's login, packet by packet: the client numbered its packets after
+    /// its SSL request, one more than the server, which never saw that request. Each packet is
+    /// renumbered on its way, up to the server's OK (the pumps take over: commands number from
+    /// 0) or ERR. Null when logged in; otherwise why it ended.
+    /// </summary>
+    private async Task<string?> RelayLoginOverTlsAsync(Socket server, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var packet = await ReceivePacketAsync(server, cancellationToken);
+            if (packet is null)
+            {
+                return "server closed during login";
+            }
+
+            packet[3]++;
+            await _clientTls!.WriteAsync(packet, cancellationToken);
+            _endpoint.CountToClient(packet.Length);
+            var payload = packet.AsSpan(MySqlWire.HeaderSize);
+            switch (payload.IsEmpty ? (byte)0 : payload[0])
+            {
+                case MySqlWire.Ok:
+                    lock (_lock)
+                    {
+                        _fromServer.Scan(packet, new ServerPackets(_session));
+                    }
+
+                    return null;
+                case MySqlWire.Err:
+                    return "the server refused the login";
+                case MySqlWire.AuthMoreData when payload.Length == 2 && payload[1] == MySqlWire.FastAuthSuccess:
+                    // caching_sha2_password's cached login: its OK follows unasked.
+                    continue;
+            }
+
+            // An authentication switch or a plugin's question: the client answers it.
+            var reply = await ReceivePacketAsync(_clientTls, cancellationToken);
+            if (reply is null)
+            {
+                return "client left during login";
+            }
+
+            _endpoint.CountFromClient(reply.Length);
+            reply[3]--;
+            await SocketIo.SendAllAsync(server, reply);
+        }
     }
 
     private async Task<string> PumpAsync(Socket server)
@@ -213,7 +308,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         {
             while (true)
             {
-                var read = await _client.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = _clientTls is { } tls ? await tls.ReadAsync(buffer.AsMemory()) : await _client.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
                 if (read == 0)
                 {
                     return "client closed";
@@ -234,7 +329,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                 await SocketIo.SendAllAsync(server, buffer.AsMemory(0, read));
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             return "client side closed";
         }
@@ -263,7 +358,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                     _writingToClient = true;
                 }
 
-                await SocketIo.SendAllAsync(_client, buffer.AsMemory(0, read));
+                await SendToClientAsync(buffer.AsMemory(0, read));
                 _endpoint.CountToClient(read);
 
                 bool closeNow;
@@ -280,7 +375,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                 }
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
         {
             return "server side closed";
         }
@@ -366,11 +461,33 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         return null;
     }
 
+    private ValueTask SendToClientAsync(ReadOnlyMemory<byte> data) =>
+        _clientTls is { } tls ? tls.WriteAsync(data) : SocketIo.SendAllAsync(_client, data);
+
+    private async Task SendToClientQuietlyAsync(byte[] data)
+    {
+        try
+        {
+            await SendToClientAsync(data);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
+        {
+            // The client is gone already; there is nobody left to tell.
+        }
+    }
+
     /// <summary>One whole packet (header included), or null when the peer closed first.</summary>
-    private static async Task<byte[]?> ReceivePacketAsync(Socket socket, CancellationToken cancellationToken)
+    private static Task<byte[]?> ReceivePacketAsync(Socket socket, CancellationToken cancellationToken) =>
+        ReceivePacketAsync((buffer, ct) => SocketIo.ReceiveExactlyAsync(socket, buffer, ct), cancellationToken);
+
+    /// <summary>One whole packet from the client's TLS, or null when it closed first.</summary>
+    private static Task<byte[]?> ReceivePacketAsync(SslStream tls, CancellationToken cancellationToken) =>
+        ReceivePacketAsync(async (buffer, ct) => await tls.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, ct) == buffer.Length, cancellationToken);
+
+    private static async Task<byte[]?> ReceivePacketAsync(Func<Memory<byte>, CancellationToken, Task<bool>> receiveExactly, CancellationToken cancellationToken)
     {
         var header = new byte[MySqlWire.HeaderSize];
-        if (!await SocketIo.ReceiveExactlyAsync(socket, header, cancellationToken))
+        if (!await receiveExactly(header, cancellationToken))
         {
             return null;
         }
@@ -383,7 +500,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
         var packet = new byte[MySqlWire.HeaderSize + length];
         header.CopyTo(packet, 0);
-        return await SocketIo.ReceiveExactlyAsync(socket, packet.AsMemory(MySqlWire.HeaderSize), cancellationToken) ? packet : null;
+        return await receiveExactly(packet.AsMemory(MySqlWire.HeaderSize), cancellationToken) ? packet : null;
     }
 
     private readonly struct ClientPackets(MySqlSession session) : IMySqlPacketSink

@@ -31,8 +31,9 @@ internal static class MySqlWire
 
     /// <summary>
     /// What the proxy takes out of the server's greeting so that clients never ask for it: TLS
-    /// and compression would hide the packets the proxy reads; optional result-set metadata
-    /// changes the result-set layout it follows.
+    /// (the server's; the proxy offers its own when it has a certificate) and compression would
+    /// hide the packets the proxy reads; optional result-set metadata changes the result-set
+    /// layout it follows.
     /// </summary>
     public const uint StrippedCapabilities = ClientSsl | ClientCompress | ClientZstdCompression | ClientOptionalResultsetMetadata;
 
@@ -48,6 +49,19 @@ internal static class MySqlWire
     public const byte Eof = 0xFE;
     public const byte Err = 0xFF;
     public const byte LocalInfile = 0xFB;
+
+    /// <summary>Login: more data for the authentication plugin (caching_sha2_password's status, a public key).</summary>
+    public const byte AuthMoreData = 0x01;
+
+    /// <summary>caching_sha2_password's "cached login accepted", after <see cref="AuthMoreData"/>: the OK follows unasked.</summary>
+    public const byte FastAuthSuccess = 0x03;
+
+    /// <summary>
+    /// Payload length of an SSL request: capabilities (4), maximum packet (4), collation (1) and
+    /// 23 reserved bytes (MariaDB's extended capabilities in the last 4) — the handshake
+    /// response's first fields, after which the client starts TLS.
+    /// </summary>
+    public const int SslRequestLength = 32;
 
     // Commands the proxy must tell apart by their response (the first byte of a command packet).
     public const byte ComQuit = 0x01;
@@ -69,6 +83,7 @@ internal static class MySqlWire
     public const ushort ErServerShutdown = 1053;
     public const ushort ErConnectionKilled = 1927;
     public const ushort ErNotSupportedYet = 1235;
+    public const ushort ErSecureTransportRequired = 3159;
 
     /// <summary>COM_QUIT: ends the session on the server as a client leaving would.</summary>
     public static byte[] Quit { get; } = [1, 0, 0, 0, ComQuit];
@@ -109,10 +124,11 @@ internal static class MySqlWire
 
     /// <summary>
     /// Clears <see cref="StrippedCapabilities"/> (and MariaDB's <see cref="StrippedMariaDbCapabilities"/>)
-    /// in an initial handshake (protocol 10) payload, in place, and returns the capabilities left.
-    /// Null when it is not one (an ERR from a server refusing the connection is passed on untouched).
+    /// in an initial handshake (protocol 10) payload, in place, sets <see cref="ClientSsl"/> when
+    /// the proxy offers its own TLS, and returns the capabilities passed on. Null when it is not
+    /// one (an ERR from a server refusing the connection is passed on untouched).
     /// </summary>
-    public static uint? StripHandshakeCapabilities(Span<byte> payload)
+    public static uint? StripHandshakeCapabilities(Span<byte> payload, bool offerTls = false)
     {
         if (payload.Length < 1 || payload[0] != 10)
         {
@@ -135,6 +151,11 @@ internal static class MySqlWire
 
         var capabilities = (uint)BinaryPrimitives.ReadUInt16LittleEndian(payload[low..]);
         capabilities &= ~StrippedCapabilities & 0xFFFF;
+        if (offerTls)
+        {
+            capabilities |= ClientSsl;
+        }
+
         BinaryPrimitives.WriteUInt16LittleEndian(payload[low..], (ushort)capabilities);
         var high = low + 2 + 1 + 2;
         if (payload.Length >= high + 2)
@@ -158,6 +179,10 @@ internal static class MySqlWire
     /// <summary>The client's capability flags from its handshake response (protocol 41), or null when too short.</summary>
     public static uint? ClientCapabilities(ReadOnlySpan<byte> payload) =>
         payload.Length >= 4 ? BinaryPrimitives.ReadUInt32LittleEndian(payload) : null;
+
+    /// <summary>Writes the client's capability flags into its handshake response (protocol 41), in place.</summary>
+    public static void SetClientCapabilities(Span<byte> payload, uint capabilities) =>
+        BinaryPrimitives.WriteUInt32LittleEndian(payload, capabilities);
 
     /// <summary>
     /// Status flags of an OK packet (header 0x00, or 0xFE ending a result set under

@@ -69,8 +69,8 @@ public sealed class MySqlProxyServersFixture : IAsyncLifetime
         }
     }
 
-    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", ILogger? logger = null) =>
-        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, new ProxyOptions(), logger ?? NullLogger.Instance, TimeProvider.System, protocol: ProxyProtocol.MySql);
+    public static ProxyEndpoint StartEndpoint(EndpointTarget target, string name = "app", ILogger? logger = null, ProxyOptions? options = null) =>
+        ProxyEndpoint.Start(name, new IPEndPoint(IPAddress.Loopback, 0), target, options ?? new ProxyOptions(), logger ?? NullLogger.Instance, TimeProvider.System, protocol: ProxyProtocol.MySql);
 
     /// <summary>The application's connection string through <paramref name="endpoint"/>.</summary>
     public static string Through(ProxyEndpoint endpoint, int timeoutSeconds = 15, MySqlSslMode ssl = MySqlSslMode.Preferred) =>
