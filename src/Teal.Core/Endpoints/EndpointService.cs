@@ -49,7 +49,7 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, IEn
                     throw new TealException("endpoint.address-in-use", $"endpoint '{taken.Name}' already listens on {listen}", "choose another port") { Kind = TealErrorKind.Conflict };
                 }
 
-                await ValidateServerTlsAsync(request, cancellationToken);
+                ValidateServerTls(request);
 
                 break;
             case EndpointKind.PgBouncer when request.PgBouncer is null:
@@ -57,7 +57,7 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, IEn
         }
     }
 
-    private async Task ValidateServerTlsAsync(AddEndpointRequest request, CancellationToken cancellationToken)
+    private static void ValidateServerTls(AddEndpointRequest request)
     {
         if (request.ServerTlsRootFile is { } roots)
         {
@@ -70,12 +70,6 @@ public sealed class EndpointService(IStateStore state, ISecretStore secrets, IEn
             {
                 throw new TealException("endpoint.server-tls-roots", $"the root certificate file {roots} does not exist", "give the PEM file of the CA that signed the servers' certificates");
             }
-        }
-
-        if (request.ServerTls is ServerTlsMode.Require or ServerTlsMode.VerifyFull
-            && await state.GetInstanceAsync(request.Instance, cancellationToken) is { Engine: not EngineKind.Postgres } instance)
-        {
-            throw new TealException("endpoint.server-tls-engine", $"Teal's proxy speaks plain text to {instance.Engine.DisplayName()} servers, so it cannot require TLS to instance '{instance.Name}'", "leave out --server-tls (or use prefer or disable) for this endpoint");
         }
     }
 

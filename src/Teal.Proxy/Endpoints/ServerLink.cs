@@ -147,7 +147,7 @@ internal sealed class ServerLink : IDisposable
     /// some, and that the certificate is for the host Teal connects to.
     /// </summary>
     [System.Diagnostics.CodeAnalysis.SuppressMessage("Security", "CA5359", Justification = "prefer and require do not check the certificate, exactly as libpq's sslmode of the same names; verify-full does")]
-    private static SslClientAuthenticationOptions ClientOptions(EndpointTarget target, ProxyOptions options)
+    internal static SslClientAuthenticationOptions ClientOptions(EndpointTarget target, ProxyOptions options)
     {
         var client = new SslClientAuthenticationOptions { TargetHost = target.Host };
         if (options.ServerTls != ServerTlsMode.VerifyFull)

@@ -59,7 +59,7 @@ public sealed class ProxyManager(ProxyOptions options, ILoggerFactory loggerFact
         {
             MaxConnections = spec.MaxConnections,
             RequireTls = spec.RequireTls,
-            ServerTls = protocol == ProxyProtocol.MySql ? ServerTlsMode.Disable : spec.ServerTls,
+            ServerTls = spec.ServerTls,
             ServerTlsRoots = spec.ServerTlsRootFile is { } roots ? LoadRoots(spec.Name, roots) : null,
             Certificate = spec.TlsCertificateFile is { } certificate
                 ? ProxyCertificate.FromPemFiles(certificate, spec.TlsKeyFile ?? throw new TealException("endpoint.tls-key-missing", $"Endpoint {spec.Name} names a TLS certificate but no key", "Give the key file too."))

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
 using Teal.Core.Endpoints;
@@ -11,19 +10,16 @@ namespace Teal.Proxy.MySql;
 /// One MySQL-protocol client connection. The server speaks first, so the connection is admitted
 /// (or held, while the endpoint is paused) as soon as it is accepted, connects to the route and
 /// relays the server's greeting — without compression, which would hide the packets, and with
-/// TLS offered only when the endpoint has a certificate: TLS then ends here — and the client's
-/// login. Both pumps then follow packet boundaries and each command's response
+/// TLS offered only when the endpoint has a certificate: the client's TLS ends here, and the
+/// proxy starts its own with a server that offers it — and the client's login. Both pumps then follow packet boundaries and each command's response
 /// (<see cref="MySqlSession"/>), so a drain closes the connection only when it is idle outside a
 /// transaction, or still logging in.
 /// </summary>
-[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "RunAsync disposes the TLS stream as it ends: the connection's lifetime is RunAsync, not a using scope")]
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "RunAsync disposes both legs as it ends: the connection's lifetime is RunAsync, not a using scope")]
 internal sealed class MySqlProxyConnection : IEndpointConnection
 {
-    /// <summary>A greeting or login packet larger than this is not one (connection attributes included).</summary>
-    private const int MaxLoginPacket = 1024 * 1024;
-
     private readonly ProxyEndpoint _endpoint;
-    private readonly Socket _client;
+    private readonly MySqlLeg _client;
     private readonly ProxyOptions _options;
 
     // Session state shared by the two pumps and a drain; every read and write is under _lock.
@@ -35,16 +31,12 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     private bool _drainRequested;
     private bool _closing;
     private ConnectionOutcome _outcome;
-    private Socket? _server;
-
-    // The client's TLS, once its SSL request was answered; null for a plaintext client. Set
-    // during login, before the pumps start, and read by them only.
-    private SslStream? _clientTls;
+    private MySqlLeg? _server;
 
     public MySqlProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
         _endpoint = endpoint;
-        _client = client;
+        _client = new MySqlLeg(client);
         Id = id;
         _options = options;
     }
@@ -76,7 +68,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             var target = await _endpoint.AdmitAsync(this, stopping);
             if (target is null)
             {
-                await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01", $"Teal endpoint {_endpoint.Name} is paused for a switchover; retry", withSqlState: false));
+                await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01", $"Teal endpoint {_endpoint.Name} is paused for a switchover; retry", withSqlState: false));
                 reason = "held past the pause deadline";
                 return;
             }
@@ -89,7 +81,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                 return;
             }
 
-            reason = await LoginAsync(server, stopping) ?? await PumpAsync(server);
+            reason = await LoginAsync(server, target, stopping) ?? await PumpAsync(server);
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException)
         {
@@ -98,7 +90,8 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         finally
         {
             Abort(ConnectionOutcome.ClosedIdle);
-            _clientTls?.Dispose();
+            _client.Dispose();
+            _server?.Dispose();
             _endpoint.OnConnectionEnded(this, reason);
         }
     }
@@ -128,7 +121,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
     public void Abort(ConnectionOutcome outcome)
     {
-        Socket? server;
+        MySqlLeg? server;
         lock (_lock)
         {
             _closing = true;
@@ -140,21 +133,22 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             server = _server;
         }
 
-        _client.Dispose();
-        server?.Dispose();
+        _client.Close();
+        server?.Close();
     }
 
     /// <summary>
     /// Passes the server's greeting on without the capabilities the proxy cannot relay (TLS
     /// offered instead when the endpoint has a certificate), ends the client's TLS when it asks,
-    /// and passes the client's answer on, refusing one that asks for what the proxy cannot relay.
-    /// Null when the pumps take over; otherwise why it ended.
+    /// starts the proxy's own with a server that offers it (as the endpoint's server TLS mode
+    /// says), and passes the client's answer on, refusing one that asks for what the proxy
+    /// cannot relay. Null when the pumps take over; otherwise why it ended.
     /// </summary>
-    private async Task<string?> LoginAsync(Socket server, CancellationToken stopping)
+    private async Task<string?> LoginAsync(MySqlLeg server, EndpointTarget target, CancellationToken stopping)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         timeout.CancelAfter(_options.StartupTimeout);
-        var greeting = await ReceivePacketAsync(server, timeout.Token);
+        var greeting = await server.ReceivePacketAsync(timeout.Token);
         if (greeting is null)
         {
             return "server closed before its greeting";
@@ -162,14 +156,23 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
         var certificate = _options.Certificate;
         var serverCapabilities = MySqlWire.StripHandshakeCapabilities(greeting.AsSpan(MySqlWire.HeaderSize), offerTls: certificate is not null);
-        await SocketIo.SendAllAsync(_client, greeting);
-        _endpoint.CountToClient(greeting.Length);
         if (serverCapabilities is null)
         {
+            await _client.SendAsync(greeting);
             return "server refused the connection";
         }
 
-        var answer = await ReceivePacketAsync(_client, timeout.Token);
+        var serverTls = _options.ServerTls != ServerTlsMode.Disable && (serverCapabilities.Value & MySqlWire.ClientSsl) != 0;
+        if (!serverTls && _options.ServerTls is ServerTlsMode.Require or ServerTlsMode.VerifyFull)
+        {
+            await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
+                $"Teal endpoint {_endpoint.Name}: instance {target.Instance} at {target.Host}:{target.Port} does not offer TLS, and the endpoint's server TLS mode is {_options.ServerTls.ToString().ToLowerInvariant()}", withSqlState: false));
+            return "the server offers no TLS";
+        }
+
+        await _client.SendAsync(greeting);
+        _endpoint.CountToClient(greeting.Length);
+        var answer = await _client.ReceivePacketAsync(timeout.Token);
         if (answer is null)
         {
             return "client left during login";
@@ -180,34 +183,27 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         if ((clientCapabilities & MySqlWire.ClientSsl) != 0 && certificate is not null && answer.Length == MySqlWire.HeaderSize + MySqlWire.SslRequestLength)
         {
             // The SSL request: the first fields of the answer, the rest follows over TLS.
-            _clientTls = new SslStream(new NetworkStream(_client, ownsSocket: false));
             try
             {
-                await _clientTls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = certificate }, timeout.Token);
+                await _client.AcceptTlsAsync(certificate, timeout.Token);
             }
             catch (AuthenticationException ex)
             {
-                return $"TLS handshake failed: {ex.Message}";
+                return $"TLS handshake with the client failed: {ex.Message}";
             }
 
-            answer = await ReceivePacketAsync(_clientTls, timeout.Token);
+            answer = await _client.ReceivePacketAsync(timeout.Token);
             if (answer is null)
             {
                 return "client left during login";
             }
 
             _endpoint.CountFromClient(answer.Length);
-            clientCapabilities = MySqlWire.ClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize)) ?? 0;
-
-            // The server never saw the SSL request: it expects the answer as the packet after
-            // its greeting, without CLIENT_SSL (the proxy reaches it in plain text).
-            clientCapabilities &= ~MySqlWire.ClientSsl;
-            MySqlWire.SetClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize), clientCapabilities);
-            answer[3]--;
+            clientCapabilities = (MySqlWire.ClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize)) ?? 0) & ~MySqlWire.ClientSsl;
         }
         else if (_options.RequireTls)
         {
-            await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErSecureTransportRequired, "08004",
+            await _client.SendQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErSecureTransportRequired, "08004",
                 $"Teal endpoint {_endpoint.Name} accepts only TLS connections; connect with TLS (ssl-mode=REQUIRED, --ssl, SslMode=Required)", withSqlState: true));
             return "refused: no TLS";
         }
@@ -216,7 +212,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         {
             // The greeting offered no compression (and TLS only with a certificate); a client
             // asking for them anyway (or speaking the pre-4.1 protocol) cannot be relayed packet by packet.
-            await SendToClientQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1 + (_clientTls is null ? 0 : 1)), MySqlWire.ErNotSupportedYet, "08004",
+            await _client.SendQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErNotSupportedYet, "08004",
                 $"Teal endpoint {_endpoint.Name} relays the MySQL protocol 4.1 without compression{(certificate is null ? " or TLS" : "")}; connect without {(certificate is null ? "them" : "it")}", withSqlState: true));
             return "client asked for TLS, compression or an old protocol";
         }
@@ -226,28 +222,63 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             _session.Negotiated(serverCapabilities.Value & clientCapabilities);
         }
 
-        await SocketIo.SendAllAsync(server, answer);
-        return _clientTls is null ? null : await RelayLoginOverTlsAsync(server, timeout.Token);
+        if (serverTls && await StartServerTlsAsync(server, target, answer, clientCapabilities, timeout.Token) is { } failed)
+        {
+            await _client.SendQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErServerShutdown, "08S01",
+                $"Teal endpoint {_endpoint.Name}: TLS with instance {target.Instance} at {target.Host}:{target.Port} failed: {failed}", withSqlState: true));
+            return $"TLS with the server failed: {failed}";
+        }
+
+        // The server numbers the answer after its greeting, or after the proxy's SSL request.
+        var clientSequence = answer[3];
+        MySqlWire.SetClientCapabilities(answer.AsSpan(MySqlWire.HeaderSize), serverTls ? clientCapabilities | MySqlWire.ClientSsl : clientCapabilities);
+        answer[3] = (byte)(serverTls ? 2 : 1);
+        await server.SendAsync(answer);
+        var shift = (byte)(clientSequence - answer[3]);
+        return shift == 0 ? null : await RelayLoginAsync(server, shift, timeout.Token);
     }
 
     /// <summary>
-    /// The rest of a TLS client's login, packet by packet: the client numbered its packets after
-    /// its SSL request, one more than the server, which never saw that request. Each packet is
-    /// renumbered on its way, up to the server's OK (the pumps take over: commands number from
-    /// 0) or ERR. Null when logged in; otherwise why it ended.
+    /// The proxy's SSL request to the server (the client's capabilities, as its own would be)
+    /// and the handshake as <see cref="ServerTlsMode"/> says; null when done, else why not.
     /// </summary>
-    private async Task<string?> RelayLoginOverTlsAsync(Socket server, CancellationToken cancellationToken)
+    private async Task<string?> StartServerTlsAsync(MySqlLeg server, EndpointTarget target, byte[] answer, uint clientCapabilities, CancellationToken cancellationToken)
+    {
+        var request = new byte[MySqlWire.HeaderSize + MySqlWire.SslRequestLength];
+        MySqlWire.WriteHeader(request, MySqlWire.SslRequestLength, 1);
+        answer.AsSpan(MySqlWire.HeaderSize, MySqlWire.SslRequestLength).CopyTo(request.AsSpan(MySqlWire.HeaderSize));
+        MySqlWire.SetClientCapabilities(request.AsSpan(MySqlWire.HeaderSize), clientCapabilities | MySqlWire.ClientSsl);
+        await server.SendAsync(request);
+        try
+        {
+            await server.StartTlsAsync(ServerLink.ClientOptions(target, _options), cancellationToken);
+            return null;
+        }
+        catch (Exception ex) when (ex is AuthenticationException or IOException)
+        {
+            return ex.Message;
+        }
+    }
+
+    /// <summary>
+    /// The rest of a login whose two sides number its packets differently: a client on TLS
+    /// counted its SSL request, which the server never saw, and the server counted the proxy's
+    /// own, which the client never sent. Each packet is renumbered on its way, up to the server's
+    /// OK (the pumps take over: commands number from 0 on both sides) or ERR. Null when logged
+    /// in; otherwise why it ended.
+    /// </summary>
+    private async Task<string?> RelayLoginAsync(MySqlLeg server, byte shift, CancellationToken cancellationToken)
     {
         while (true)
         {
-            var packet = await ReceivePacketAsync(server, cancellationToken);
+            var packet = await server.ReceivePacketAsync(cancellationToken);
             if (packet is null)
             {
                 return "server closed during login";
             }
 
-            packet[3]++;
-            await _clientTls!.WriteAsync(packet, cancellationToken);
+            packet[3] += shift;
+            await _client.SendAsync(packet);
             _endpoint.CountToClient(packet.Length);
             var payload = packet.AsSpan(MySqlWire.HeaderSize);
             switch (payload.IsEmpty ? (byte)0 : payload[0])
@@ -267,19 +298,19 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             }
 
             // An authentication switch or a plugin's question: the client answers it.
-            var reply = await ReceivePacketAsync(_clientTls, cancellationToken);
+            var reply = await _client.ReceivePacketAsync(cancellationToken);
             if (reply is null)
             {
                 return "client left during login";
             }
 
             _endpoint.CountFromClient(reply.Length);
-            reply[3]--;
-            await SocketIo.SendAllAsync(server, reply);
+            reply[3] -= shift;
+            await server.SendAsync(reply);
         }
     }
 
-    private async Task<string> PumpAsync(Socket server)
+    private async Task<string> PumpAsync(MySqlLeg server)
     {
         var toServer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         var toClient = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
@@ -302,13 +333,13 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<string> ClientToServerAsync(Socket server, byte[] buffer)
+    private async Task<string> ClientToServerAsync(MySqlLeg server, byte[] buffer)
     {
         try
         {
             while (true)
             {
-                var read = _clientTls is { } tls ? await tls.ReadAsync(buffer.AsMemory()) : await _client.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = await _client.ReceiveAsync(buffer.AsMemory());
                 if (read == 0)
                 {
                     return "client closed";
@@ -326,7 +357,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                 }
 
                 _endpoint.CountFromClient(read);
-                await SocketIo.SendAllAsync(server, buffer.AsMemory(0, read));
+                await server.SendAsync(buffer.AsMemory(0, read));
             }
         }
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
@@ -335,13 +366,13 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<string> ServerToClientAsync(Socket server, byte[] buffer)
+    private async Task<string> ServerToClientAsync(MySqlLeg server, byte[] buffer)
     {
         try
         {
             while (true)
             {
-                var read = await server.ReceiveAsync(buffer.AsMemory(), SocketFlags.None);
+                var read = await server.ReceiveAsync(buffer.AsMemory());
                 if (read == 0)
                 {
                     return "server closed";
@@ -358,7 +389,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
                     _writingToClient = true;
                 }
 
-                await SendToClientAsync(buffer.AsMemory(0, read));
+                await _client.SendAsync(buffer.AsMemory(0, read));
                 _endpoint.CountToClient(read);
 
                 bool closeNow;
@@ -405,7 +436,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
     private async Task CloseBetweenTransactionsAsync()
     {
-        Socket? server;
+        MySqlLeg? server;
         bool loggedIn;
         lock (_lock)
         {
@@ -417,15 +448,15 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         // unasked packet would be read as the answer to its next command), so the client sees
         // the connection end and reconnects, through the endpoint, to the new route. The server
         // gets COM_QUIT, as if the client had left.
-        SocketIo.ShutdownQuietly(_client);
+        SocketIo.ShutdownQuietly(_client.Socket);
         if (server is not null)
         {
             if (loggedIn)
             {
-                await SocketIo.SendQuietlyAsync(server, MySqlWire.Quit);
+                await server.SendQuietlyAsync(MySqlWire.Quit);
             }
 
-            SocketIo.ShutdownQuietly(server);
+            SocketIo.ShutdownQuietly(server.Socket);
         }
 
         if (!loggedIn)
@@ -435,9 +466,9 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         }
     }
 
-    private async Task<Socket?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
+    private async Task<MySqlLeg?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
     {
-        var server = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var server = new MySqlLeg(new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true });
         lock (_lock)
         {
             if (_closing)
@@ -450,57 +481,15 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             _server = server;
         }
 
-        if (await SocketIo.ConnectAsync(server, target, _options.ConnectTimeout, stopping) is not { } reason)
+        if (await SocketIo.ConnectAsync(server.Socket, target, _options.ConnectTimeout, stopping) is not { } reason)
         {
             return server;
         }
 
         _endpoint.OnUpstreamConnectFailed(target, reason);
-        await SocketIo.SendQuietlyAsync(_client, MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
+        await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
             $"Teal endpoint {_endpoint.Name} could not reach instance {target.Instance} at {target.Host}:{target.Port}: {reason}", withSqlState: false));
         return null;
-    }
-
-    private ValueTask SendToClientAsync(ReadOnlyMemory<byte> data) =>
-        _clientTls is { } tls ? tls.WriteAsync(data) : SocketIo.SendAllAsync(_client, data);
-
-    private async Task SendToClientQuietlyAsync(byte[] data)
-    {
-        try
-        {
-            await SendToClientAsync(data);
-        }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException)
-        {
-            // The client is gone already; there is nobody left to tell.
-        }
-    }
-
-    /// <summary>One whole packet (header included), or null when the peer closed first.</summary>
-    private static Task<byte[]?> ReceivePacketAsync(Socket socket, CancellationToken cancellationToken) =>
-        ReceivePacketAsync((buffer, ct) => SocketIo.ReceiveExactlyAsync(socket, buffer, ct), cancellationToken);
-
-    /// <summary>One whole packet from the client's TLS, or null when it closed first.</summary>
-    private static Task<byte[]?> ReceivePacketAsync(SslStream tls, CancellationToken cancellationToken) =>
-        ReceivePacketAsync(async (buffer, ct) => await tls.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, ct) == buffer.Length, cancellationToken);
-
-    private static async Task<byte[]?> ReceivePacketAsync(Func<Memory<byte>, CancellationToken, Task<bool>> receiveExactly, CancellationToken cancellationToken)
-    {
-        var header = new byte[MySqlWire.HeaderSize];
-        if (!await receiveExactly(header, cancellationToken))
-        {
-            return null;
-        }
-
-        var length = MySqlWire.PayloadLength(header);
-        if (length > MaxLoginPacket)
-        {
-            throw new IOException($"a login packet of {length} bytes");
-        }
-
-        var packet = new byte[MySqlWire.HeaderSize + length];
-        header.CopyTo(packet, 0);
-        return await receiveExactly(packet.AsMemory(MySqlWire.HeaderSize), cancellationToken) ? packet : null;
     }
 
     private readonly struct ClientPackets(MySqlSession session) : IMySqlPacketSink

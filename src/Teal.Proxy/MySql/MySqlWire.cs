@@ -125,8 +125,9 @@ internal static class MySqlWire
     /// <summary>
     /// Clears <see cref="StrippedCapabilities"/> (and MariaDB's <see cref="StrippedMariaDbCapabilities"/>)
     /// in an initial handshake (protocol 10) payload, in place, sets <see cref="ClientSsl"/> when
-    /// the proxy offers its own TLS, and returns the capabilities passed on. Null when it is not
-    /// one (an ERR from a server refusing the connection is passed on untouched).
+    /// the proxy offers its own TLS, and returns the server's capabilities as it sent them (the
+    /// client's answer picks among those passed on). Null when it is not one (an ERR from a
+    /// server refusing the connection is passed on untouched).
     /// </summary>
     public static uint? StripHandshakeCapabilities(Span<byte> payload, bool offerTls = false)
     {
@@ -149,31 +150,25 @@ internal static class MySqlWire
             return null;
         }
 
-        var capabilities = (uint)BinaryPrimitives.ReadUInt16LittleEndian(payload[low..]);
-        capabilities &= ~StrippedCapabilities & 0xFFFF;
-        if (offerTls)
-        {
-            capabilities |= ClientSsl;
-        }
-
-        BinaryPrimitives.WriteUInt16LittleEndian(payload[low..], (ushort)capabilities);
+        var server = (uint)BinaryPrimitives.ReadUInt16LittleEndian(payload[low..]);
+        var passedOn = (server & ~StrippedCapabilities & 0xFFFF) | (offerTls ? ClientSsl : 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(payload[low..], (ushort)passedOn);
         var high = low + 2 + 1 + 2;
         if (payload.Length >= high + 2)
         {
             var upper = (uint)BinaryPrimitives.ReadUInt16LittleEndian(payload[high..]);
-            upper &= ~(StrippedCapabilities >> 16) & 0xFFFF;
-            BinaryPrimitives.WriteUInt16LittleEndian(payload[high..], (ushort)upper);
-            capabilities |= upper << 16;
+            BinaryPrimitives.WriteUInt16LittleEndian(payload[high..], (ushort)(upper & ~(StrippedCapabilities >> 16)));
+            server |= upper << 16;
         }
 
         var mariaDb = high + 2 + 1 + 6;
-        if ((capabilities & ClientMySql) == 0 && payload.Length >= mariaDb + 4)
+        if ((server & ClientMySql) == 0 && payload.Length >= mariaDb + 4)
         {
             var extended = BinaryPrimitives.ReadUInt32LittleEndian(payload[mariaDb..]);
             BinaryPrimitives.WriteUInt32LittleEndian(payload[mariaDb..], extended & ~StrippedMariaDbCapabilities);
         }
 
-        return capabilities;
+        return server;
     }
 
     /// <summary>The client's capability flags from its handshake response (protocol 41), or null when too short.</summary>

@@ -10,19 +10,31 @@ public sealed class MySqlWireTests
     [Fact]
     public void Greeting_LosesTlsCompressionAndMariaDbFramingCapabilities_KeepsTheRest()
     {
-        var payload = Greeting(capabilities: 0xF7FE | MySqlWire.ClientSsl | MySqlWire.ClientCompress | (MySqlWire.ClientDeprecateEof | MySqlWire.ClientZstdCompression), mariaDb: 0x1F);
+        var sent = 0xF7FE | MySqlWire.ClientSsl | MySqlWire.ClientCompress | (MySqlWire.ClientDeprecateEof | MySqlWire.ClientZstdCompression);
+        var payload = Greeting(capabilities: sent, mariaDb: 0x1F);
 
-        var left = MySqlWire.StripHandshakeCapabilities(payload);
+        var server = MySqlWire.StripHandshakeCapabilities(payload);
 
-        left.ShouldNotBeNull();
-        (left.Value & MySqlWire.ClientSsl).ShouldBe(0u);
-        (left.Value & MySqlWire.ClientCompress).ShouldBe(0u);
-        (left.Value & MySqlWire.ClientZstdCompression).ShouldBe(0u);
-        (left.Value & MySqlWire.ClientDeprecateEof).ShouldBe(MySqlWire.ClientDeprecateEof);
-        (left.Value & MySqlWire.ClientProtocol41).ShouldBe(MySqlWire.ClientProtocol41);
+        server.ShouldBe(sent, "the server's capabilities as it sent them");
+        var left = PassedOn(payload);
+        (left & MySqlWire.ClientSsl).ShouldBe(0u);
+        (left & MySqlWire.ClientCompress).ShouldBe(0u);
+        (left & MySqlWire.ClientZstdCompression).ShouldBe(0u);
+        (left & MySqlWire.ClientDeprecateEof).ShouldBe(MySqlWire.ClientDeprecateEof);
+        (left & MySqlWire.ClientProtocol41).ShouldBe(MySqlWire.ClientProtocol41);
         var version = Encoding.ASCII.GetByteCount("10.11.6-MariaDB") + 2;
-        (BinaryPrimitives.ReadUInt16LittleEndian(payload.AsSpan(version + 13)) & MySqlWire.ClientSsl).ShouldBe(0u, "the bytes sent on carry the change");
         BinaryPrimitives.ReadUInt32LittleEndian(payload.AsSpan(version + 13 + 2 + 1 + 2 + 2 + 1 + 6)).ShouldBe(0x1Fu & ~MySqlWire.StrippedMariaDbCapabilities);
+    }
+
+    [Fact]
+    public void Greeting_OfServerWithoutTls_OffersTheProxysOwn_AndSaysTheServerHasNone()
+    {
+        var payload = Greeting(capabilities: 0xF7FE & ~MySqlWire.ClientSsl, mariaDb: 0);
+
+        var server = MySqlWire.StripHandshakeCapabilities(payload, offerTls: true);
+
+        (server!.Value & MySqlWire.ClientSsl).ShouldBe(0u, "the server offers no TLS of its own");
+        (PassedOn(payload) & MySqlWire.ClientSsl).ShouldBe(MySqlWire.ClientSsl, "the client is offered the proxy's");
     }
 
     [Fact]
@@ -162,6 +174,13 @@ public sealed class MySqlWireTests
     }
 
     private static byte[] Concat(params byte[][] parts) => [.. parts.SelectMany(p => p)];
+
+    /// <summary>The capability flags in a greeting's bytes (low and high halves).</summary>
+    private static uint PassedOn(byte[] payload)
+    {
+        var low = Encoding.ASCII.GetByteCount("10.11.6-MariaDB") + 2 + 4 + 8 + 1;
+        return BinaryPrimitives.ReadUInt16LittleEndian(payload.AsSpan(low)) | (uint)BinaryPrimitives.ReadUInt16LittleEndian(payload.AsSpan(low + 5)) << 16;
+    }
 
     private static byte[] Greeting(uint capabilities, uint mariaDb)
     {
