@@ -33,6 +33,9 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     private ConnectionOutcome _outcome;
     private MySqlLeg? _server;
 
+    // Counted against the endpoint's cap; RunAsync's own.
+    private bool _slot;
+
     public MySqlProxyConnection(ProxyEndpoint endpoint, Socket client, long id, ProxyOptions options)
     {
         _endpoint = endpoint;
@@ -65,6 +68,15 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         var reason = "client closed";
         try
         {
+            if (!_endpoint.TryTakeSlot())
+            {
+                // Instead of the greeting, as a server at max_connections answers.
+                await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErConCount, "08004", $"Teal endpoint {_endpoint.Name} has reached its limit of {_options.MaxConnections} connections", withSqlState: false));
+                reason = "over the endpoint's connection cap";
+                return;
+            }
+
+            _slot = true;
             var target = await _endpoint.AdmitAsync(this, stopping);
             if (target is null)
             {
@@ -92,6 +104,11 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             Abort(ConnectionOutcome.ClosedIdle);
             _client.Dispose();
             _server?.Dispose();
+            if (_slot)
+            {
+                _endpoint.ReleaseSlot();
+            }
+
             _endpoint.OnConnectionEnded(this, reason);
         }
     }

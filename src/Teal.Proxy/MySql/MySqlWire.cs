@@ -80,6 +80,7 @@ internal static class MySqlWire
     public const byte ComStmtBulkExecute = 0xFA;
 
     // Error numbers of the packets the proxy sends itself.
+    public const ushort ErConCount = 1040;
     public const ushort ErServerShutdown = 1053;
     public const ushort ErConnectionKilled = 1927;
     public const ushort ErNotSupportedYet = 1235;

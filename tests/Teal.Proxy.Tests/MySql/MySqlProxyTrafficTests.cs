@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using MySqlConnector;
 using Teal.Core.Endpoints;
+using Teal.Proxy.Endpoints;
 using Teal.Proxy.Tests.Endpoints;
 using Teal.Testing;
 using static Teal.Proxy.Tests.MySql.MySqlProxyServersFixture;
@@ -195,6 +196,25 @@ public sealed class MySqlProxyTrafficTests(MySqlProxyServersFixture servers)
 
         await using var plain = await OpenThroughAsync(endpoint);
         (await ScalarAsync<string>(plain, "SELECT CONCAT('[', VARIABLE_VALUE, ']') FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")).ShouldBe("[]");
+    }
+
+    [Fact]
+    public async Task ConnectionCap_ClientOverItGetsTooManyConnections_AndASlotFreedIsReusable()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, name: "orders", options: new ProxyOptions { MaxConnections = 2 });
+        await using var first = await OpenThroughAsync(endpoint);
+        var second = await OpenThroughAsync(endpoint);
+
+        var error = await Should.ThrowAsync<MySqlException>(OpenThroughAsync(endpoint));
+
+        error.ErrorCode.ShouldBe(MySqlErrorCode.ConnectionCountError, error.Message);
+        error.Message.ShouldContain("Teal endpoint orders has reached its limit of 2 connections");
+        endpoint.Stats.Errors.ShouldBe(1);
+        await second.DisposeAsync();
+        (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Active == 1)).ShouldBeTrue();
+        await using var third = await OpenThroughAsync(endpoint);
+        (await ScalarAsync<int>(third, "SELECT 1")).ShouldBe(1);
+        (await ScalarAsync<int>(first, "SELECT 2")).ShouldBe(2);
     }
 
     [Fact]
