@@ -423,54 +423,10 @@ internal sealed class ProxyConnection : IEndpointConnection
     }
 
     /// <summary>
-    /// Admission; while the endpoint holds the connection, a client that hangs up frees it at once
-    /// instead of at the resume. A held client sends nothing (it waits for the server's answer to
-    /// its startup packet), so a peek that returns 0 can only be its FIN.
+    /// Admission; a held client sends nothing (it waits for the server's answer to its startup
+    /// packet), so a hang-up while held frees it at once.
     /// </summary>
-    private async Task<EndpointTarget?> AdmitAsync(CancellationToken stopping)
-    {
-        if (!_endpoint.Paused)
-        {
-            return await _endpoint.AdmitAsync(this, stopping);
-        }
-
-        using var held = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-        using var watching = new CancellationTokenSource();
-        var watch = WatchForHangUpAsync(held, watching.Token);
-        try
-        {
-            return await _endpoint.AdmitAsync(this, held.Token);
-        }
-        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
-        {
-            throw new IOException("the client hung up while held");
-        }
-        finally
-        {
-            // The peek must be over before anything else reads the socket.
-            await watching.CancelAsync();
-            await watch;
-        }
-    }
-
-    private async Task WatchForHangUpAsync(CancellationTokenSource held, CancellationToken watching)
-    {
-        try
-        {
-            if (await PeekClientAsync(new byte[1], watching) == 0)
-            {
-                await held.CancelAsync();
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            // Admitted (or refused) first: stop watching.
-        }
-        catch (SocketException)
-        {
-            await held.CancelAsync();
-        }
-    }
+    private Task<EndpointTarget?> AdmitAsync(CancellationToken stopping) => _endpoint.AdmitAsync(this, PeekClientAsync, stopping);
 
     /// <summary>
     /// The role's SCRAM verifier on the target when the proxy checks the password itself: with an

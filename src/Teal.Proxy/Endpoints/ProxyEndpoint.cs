@@ -672,6 +672,58 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     public ValueTask DisposeAsync() => new(StopAsync());
 
     /// <summary>
+    /// <see cref="AdmitAsync(IEndpointConnection, CancellationToken)"/> for a client that sends
+    /// nothing while held (it waits for the server's answer to its startup packet, or, MySQL, for
+    /// the server's greeting): a peek at its socket that returns 0 can only be its FIN, and a
+    /// client that hangs up while held is let go at once instead of at the resume.
+    /// <paramref name="peekClient"/> must leave what it reads in the socket.
+    /// </summary>
+    internal async Task<EndpointTarget?> AdmitAsync(IEndpointConnection connection, Func<Memory<byte>, CancellationToken, ValueTask<int>> peekClient, CancellationToken stopping)
+    {
+        if (!Paused)
+        {
+            return await AdmitAsync(connection, stopping);
+        }
+
+        using var held = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        using var watching = new CancellationTokenSource();
+        var watch = WatchForHangUpAsync(peekClient, held, watching.Token);
+        try
+        {
+            return await AdmitAsync(connection, held.Token);
+        }
+        catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+        {
+            throw new IOException("the client hung up while held");
+        }
+        finally
+        {
+            // The peek must be over before anything else reads the socket.
+            await watching.CancelAsync();
+            await watch;
+        }
+    }
+
+    private static async Task WatchForHangUpAsync(Func<Memory<byte>, CancellationToken, ValueTask<int>> peekClient, CancellationTokenSource held, CancellationToken watching)
+    {
+        try
+        {
+            if (await peekClient(new byte[1], watching) == 0)
+            {
+                await held.CancelAsync();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Admitted (or refused) first: stop watching.
+        }
+        catch (SocketException)
+        {
+            await held.CancelAsync();
+        }
+    }
+
+    /// <summary>
     /// Lets a connection through to the route, or holds it while paused. Null means it was held
     /// past the deadline and must be refused.
     /// </summary>

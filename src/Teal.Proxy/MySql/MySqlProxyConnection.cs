@@ -77,7 +77,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
             }
 
             _slot = true;
-            var target = await _endpoint.AdmitAsync(this, stopping);
+            var target = await _endpoint.AdmitAsync(this, (buffer, ct) => _client.Socket.ReceiveAsync(buffer, SocketFlags.Peek, ct), stopping);
             if (target is null)
             {
                 await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01", $"Teal endpoint {_endpoint.Name} is paused for a switchover; retry", withSqlState: false));

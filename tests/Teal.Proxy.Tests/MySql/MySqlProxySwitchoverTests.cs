@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using MySqlConnector;
 using Teal.Core.Endpoints;
+using Teal.Proxy.Endpoints;
 using Teal.Proxy.Tests.Endpoints;
 using static Teal.Proxy.Tests.MySql.MySqlProxyServersFixture;
 
@@ -49,6 +50,29 @@ public sealed class MySqlProxySwitchoverTests(MySqlProxyServersFixture servers)
         endpoint.Stats.Errors.ShouldBe(1);
         endpoint.Stats.Held.ShouldBe(0);
         endpoint.Stats.Active.ShouldBe(0);
+    }
+
+    [Fact]
+    public async Task HeldClientThatHangsUp_FreesItsSlotBeforeTheResume()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget, options: new ProxyOptions { MaxConnections = 1 });
+        await endpoint.PauseAsync(TimeSpan.FromMinutes(1), CancellationToken.None);
+        using (var client = new Socket(SocketType.Stream, ProtocolType.Tcp))
+        {
+            // A MySQL client sends nothing before the greeting: it waits, then gives up.
+            await client.ConnectAsync(endpoint.LocalEndPoint);
+            (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Held == 1)).ShouldBeTrue();
+        }
+
+        (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Held == 0)).ShouldBeTrue("the client hung up while held");
+        endpoint.Stats.Active.ShouldBe(0);
+
+        // Its slot under the cap is free again: the next client is held, not refused.
+        var next = OpenThroughAsync(endpoint, timeoutSeconds: 60);
+        (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Held == 1)).ShouldBeTrue();
+        await endpoint.ResumeAsync(CancellationToken.None);
+        await using var connection = await next;
+        (await ScalarAsync<int>(connection, "SELECT 1")).ShouldBe(1);
     }
 
     [Fact]
