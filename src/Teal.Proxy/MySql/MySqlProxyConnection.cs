@@ -182,6 +182,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         var serverTls = _options.ServerTls != ServerTlsMode.Disable && (serverCapabilities.Value & MySqlWire.ClientSsl) != 0;
         if (!serverTls && _options.ServerTls is ServerTlsMode.Require or ServerTlsMode.VerifyFull)
         {
+            _endpoint.OnUpstreamConnectFailed(target, $"the server does not offer TLS, and the endpoint's server TLS mode is {_options.ServerTls.ToString().ToLowerInvariant()}");
             await _client.SendQuietlyAsync(MySqlWire.Error(0, MySqlWire.ErServerShutdown, "08S01",
                 $"Teal endpoint {_endpoint.Name}: instance {target.Instance} at {target.Host}:{target.Port} does not offer TLS, and the endpoint's server TLS mode is {_options.ServerTls.ToString().ToLowerInvariant()}", withSqlState: false));
             return "the server offers no TLS";
@@ -241,6 +242,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
 
         if (serverTls && await StartServerTlsAsync(server, target, answer, clientCapabilities, timeout.Token) is { } failed)
         {
+            _endpoint.OnUpstreamConnectFailed(target, $"TLS with the server failed: {failed}");
             await _client.SendQuietlyAsync(MySqlWire.Error((byte)(answer[3] + 1), MySqlWire.ErServerShutdown, "08S01",
                 $"Teal endpoint {_endpoint.Name}: TLS with instance {target.Instance} at {target.Host}:{target.Port} failed: {failed}", withSqlState: true));
             return $"TLS with the server failed: {failed}";

@@ -79,6 +79,7 @@ public sealed class MySqlProxyServerTlsTests(MySqlProxyServersFixture servers) :
         {
             var error = await Should.ThrowAsync<MySqlException>(OpenAsync(Through(endpoint, ssl: MySqlSslMode.None)));
             error.Message.ShouldContain("TLS with instance secure");
+            endpoint.Stats.Errors.ShouldBe(1);
         }
 
         // disable: the server's own refusal reaches the client (MariaDB 10.11 words it as a denied
@@ -99,6 +100,7 @@ public sealed class MySqlProxyServerTlsTests(MySqlProxyServersFixture servers) :
 
         error.Message.ShouldContain("instance blue");
         error.Message.ShouldContain("does not offer TLS, and the endpoint's server TLS mode is require");
+        endpoint.Stats.Errors.ShouldBe(1);
         (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Active == 0)).ShouldBeTrue();
     }
 
