@@ -1528,9 +1528,10 @@ internal sealed class ProxyConnection : IEndpointConnection
         _clientIo is { } io ? await io.PeekAsync(buffer, cancellationToken) : await _client.ReceiveAsync(buffer, SocketFlags.Peek, cancellationToken);
 
     /// <summary>
-    /// The client's TLS handshake with <paramref name="certificate"/>. A connection that starts
-    /// with TLS (<paramref name="directly"/>) must have agreed on ALPN "postgresql", as PostgreSQL 17
-    /// requires: nothing else tells it apart from another protocol's TLS sent to this port.
+    /// The client's TLS handshake with <paramref name="certificate"/>. A client offering ALPN
+    /// without "postgresql" fails it (PostgreSQL 17 sends the same alert); a connection that
+    /// starts with TLS (<paramref name="directly"/>) must have agreed on "postgresql", as
+    /// PostgreSQL 17 requires: nothing else tells it apart from another protocol's TLS sent to this port.
     /// </summary>
     private async Task StartTlsAsync(X509Certificate2 certificate, bool directly, CancellationToken cancellationToken)
     {
@@ -1545,7 +1546,7 @@ internal sealed class ProxyConnection : IEndpointConnection
         {
             _tls = new SslStream(_clientIo?.AsStream() ?? new NetworkStream(_client, ownsSocket: false));
             await _tls.AuthenticateAsServerAsync(
-                new SslServerAuthenticationOptions { ServerCertificate = certificate, ApplicationProtocols = directly ? [PostgresWire.Alpn] : null },
+                new SslServerAuthenticationOptions { ServerCertificate = certificate, ApplicationProtocols = [PostgresWire.Alpn] },
                 cancellationToken);
             postgresAlpn = _tls.NegotiatedApplicationProtocol == PostgresWire.Alpn;
         }

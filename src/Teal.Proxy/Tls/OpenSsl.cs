@@ -35,7 +35,7 @@ internal static partial class OpenSsl
 
     // tls1.h: what an ALPN select callback answers.
     public const int TlsExtensionOk = 0;
-    public const int TlsExtensionNoAcknowledgement = 3;
+    public const int TlsExtensionAlertFatal = 2;
 
     [LibraryImport(Ssl)]
     public static partial nint TLS_server_method();

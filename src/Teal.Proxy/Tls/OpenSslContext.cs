@@ -74,9 +74,11 @@ internal sealed class OpenSslContext : SafeHandle
     }
 
     /// <summary>
-    /// ALPN: "postgresql" when the client offers it, as PostgreSQL 17 answers; otherwise none. A
-    /// client that asked for TLS with an SSLRequest need not offer it (libpq before 17 does not);
-    /// one that started TLS directly is refused after the handshake without it.
+    /// ALPN, as PostgreSQL 17 answers: "postgresql" when the client offers it; a client offering
+    /// only other protocols gets the fatal "no_application_protocol" alert (another protocol's
+    /// TLS sent to this port). OpenSSL does not call this for a client that offers none: one that
+    /// asked for TLS with an SSLRequest need not (libpq before 17 does not); one that started TLS
+    /// directly is refused after the handshake without it.
     /// </summary>
     [UnmanagedCallersOnly(CallConvs = [typeof(CallConvCdecl)])]
     private static unsafe int OnAlpn(nint ssl, byte** selected, byte* selectedLength, byte* offered, uint offeredLength, nint argument)
@@ -94,7 +96,7 @@ internal sealed class OpenSslContext : SafeHandle
             }
         }
 
-        return OpenSsl.TlsExtensionNoAcknowledgement;
+        return OpenSsl.TlsExtensionAlertFatal;
     }
 
     private static OpenSslContext? CreateClient() => Create(server: false); // SSL_CTX_new's default: no peer verification.

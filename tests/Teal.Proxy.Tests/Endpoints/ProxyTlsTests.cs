@@ -69,26 +69,15 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         (await ScalarAsync<int>(verifyFull, "select inet_server_port()")).ShouldBe(servers.Green.Port);
     }
 
-    [Theory]
-    [InlineData(null)]
-    [InlineData("http/1.1")]
-    public async Task DirectTls_WithoutAlpnPostgresql_IsClosedBeforeTheLogin(string? alpn)
+    [Fact]
+    public async Task DirectTls_WithoutAlpn_IsClosedBeforeTheLogin()
     {
         // Nothing but ALPN tells a PostgreSQL client's direct TLS from another protocol's TLS sent
         // to this port (a browser's, say): PostgreSQL 17 refuses it, and so does the proxy.
         await using var endpoint = Start(requireTls: false);
         using var client = new System.Net.Sockets.TcpClient();
         await client.ConnectAsync(endpoint.LocalEndPoint);
-        using var root = X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(_directory, ProxyCertificate.CertificateFile)));
-        await using var tls = new System.Net.Security.SslStream(
-            client.GetStream(), leaveInnerStreamOpen: false, (_, presented, _, _) => presented is not null && presented.GetRawCertData().AsSpan().SequenceEqual(root.RawData));
-        var options = new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "localhost" };
-        if (alpn is not null)
-        {
-            options.ApplicationProtocols = [new System.Net.Security.SslApplicationProtocol(alpn)];
-        }
-
-        await tls.AuthenticateAsClientAsync(options);
+        await using var tls = await HandshakeAsync(client.GetStream(), alpn: []);
         tls.NegotiatedApplicationProtocol.ShouldBe(default);
         var startup = Teal.Proxy.Protocol.MessageWriter.Startup(new Dictionary<string, string> { ["user"] = AppUser, ["database"] = "postgres" });
         await tls.WriteAsync(startup);
@@ -97,6 +86,66 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         // No authentication request comes back, only the end of the connection.
         var answer = new byte[1];
         (await ReadOrEndAsync(tls, answer).WaitAsync(TimeSpan.FromSeconds(10))).ShouldBe(0);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ClientOfferingAlpn_WithoutPostgresql_FailsTheHandshake_WithIt_AgreesOnIt(bool direct)
+    {
+        // PostgreSQL 17 answers a client that offers only other protocols with the fatal
+        // "no_application_protocol" alert, after an SSLRequest too (checked against 17.10).
+        await using var endpoint = Start(requireTls: false);
+        foreach (var (alpn, agrees) in new[] { (new[] { "http/1.1" }, false), (["http/1.1", "postgresql"], true) })
+        {
+            using var client = new System.Net.Sockets.TcpClient();
+            await client.ConnectAsync(endpoint.LocalEndPoint);
+            var stream = client.GetStream();
+            if (!direct)
+            {
+                var request = new byte[8];
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(request, 8);
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(request.AsSpan(4), Teal.Proxy.Protocol.PostgresWire.SslRequestCode);
+                await stream.WriteAsync(request);
+                var answer = new byte[1];
+                await stream.ReadExactlyAsync(answer);
+                answer[0].ShouldBe((byte)'S');
+            }
+
+            if (agrees)
+            {
+                await using var tls = await HandshakeAsync(stream, alpn);
+                tls.NegotiatedApplicationProtocol.ToString().ShouldBe("postgresql");
+            }
+            else
+            {
+                await Should.ThrowAsync<System.Security.Authentication.AuthenticationException>(HandshakeAsync(stream, alpn));
+            }
+        }
+    }
+
+    private async Task<System.Net.Security.SslStream> HandshakeAsync(Stream stream, string[] alpn)
+    {
+        using var root = X509Certificate2.CreateFromPem(File.ReadAllText(Path.Combine(_directory, ProxyCertificate.CertificateFile)));
+        var rootData = root.RawData;
+        var tls = new System.Net.Security.SslStream(
+            stream, leaveInnerStreamOpen: false, (_, presented, _, _) => presented is not null && presented.GetRawCertData().AsSpan().SequenceEqual(rootData));
+        var options = new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "localhost" };
+        if (alpn.Length > 0)
+        {
+            options.ApplicationProtocols = [.. alpn.Select(p => new System.Net.Security.SslApplicationProtocol(p))];
+        }
+
+        try
+        {
+            await tls.AuthenticateAsClientAsync(options);
+            return tls;
+        }
+        catch
+        {
+            await tls.DisposeAsync();
+            throw;
+        }
     }
 
     [Fact]
