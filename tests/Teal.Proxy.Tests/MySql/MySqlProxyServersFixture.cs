@@ -98,6 +98,23 @@ public sealed class MySqlProxyServersFixture : IAsyncLifetime
         return connection;
     }
 
+    /// <summary>Runs the mariadb command-line client through an endpoint's port: its exit code, output and errors.</summary>
+    public static async Task<(int Exit, string Output, string Error)> MariaDbCliAsync(int port, string user, string password, string[] options, string sql)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("mariadb") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in (string[])["--no-defaults", "--batch", "-h", "127.0.0.1", "-P", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-u", user, .. options, "-e", sql])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        start.Environment["MYSQL_PWD"] = password;
+        using var process = System.Diagnostics.Process.Start(start)!; // Start returns null only for shell-executed documents.
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return (process.ExitCode, await output, await error);
+    }
+
     public static async Task<T> ScalarAsync<T>(MySqlConnection connection, string sql)
     {
         await using var command = new MySqlCommand(sql, connection);
