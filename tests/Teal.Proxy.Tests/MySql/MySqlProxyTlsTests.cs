@@ -116,6 +116,46 @@ public sealed class MySqlProxyTlsTests(MySqlProxyServersFixture servers) : IDisp
     }
 
     [Fact]
+    public async Task PooledTlsConnections_ClosedByTheDrain_ThePoolOpensNewOnesOnTheNewRoute()
+    {
+        // What applications do: MySqlConnector's pool keeps the TLS sessions the drain closes
+        // (without a TLS close_notify: the proxy ends the socket between transactions).
+        using var certificate = ProxyCertificate.LoadOrCreate(_directory);
+        await using var endpoint = StartEndpoint(servers.BlueTarget, options: new ProxyOptions { Certificate = certificate });
+        var pooled = new MySqlConnectionStringBuilder(TlsThrough(endpoint, MySqlSslMode.Required)) { Pooling = true, MinimumPoolSize = 0, MaximumPoolSize = 4 }.ConnectionString;
+        try
+        {
+            var opened = await Task.WhenAll(Enumerable.Range(0, 3).Select(async _ =>
+            {
+                var connection = new MySqlConnection(pooled);
+                await connection.OpenAsync();
+                return connection;
+            }));
+            foreach (var connection in opened)
+            {
+                (await ScalarAsync<long>(connection, "SELECT @@port")).ShouldBe(servers.Blue.Port);
+                await connection.DisposeAsync(); // back to the pool, open through the proxy
+            }
+
+            await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+            (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).ShouldBe(new EndpointDrainResult(3, 0));
+            await endpoint.FlipAsync(servers.GreenTarget, CancellationToken.None);
+            await endpoint.ResumeAsync(CancellationToken.None);
+
+            for (var i = 0; i < 6; i++)
+            {
+                await using var connection = new MySqlConnection(pooled);
+                await connection.OpenAsync();
+                (await ScalarAsync<long>(connection, "SELECT @@port")).ShouldBe(servers.Green.Port);
+            }
+        }
+        finally
+        {
+            MySqlConnection.ClearAllPools();
+        }
+    }
+
+    [Fact]
     public async Task RequireTls_PlaintextClientRefusedWithAnErrorSayingSo_TlsClientServed()
     {
         using var certificate = ProxyCertificate.LoadOrCreate(_directory);
