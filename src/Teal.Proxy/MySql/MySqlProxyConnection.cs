@@ -11,9 +11,9 @@ namespace Teal.Proxy.MySql;
 /// (or held, while the endpoint is paused) as soon as it is accepted, connects to the route and
 /// relays the server's greeting — without compression, which would hide the packets, and with
 /// TLS offered only when the endpoint has a certificate: the client's TLS ends here, and the
-/// proxy starts its own with a server that offers it — and the client's login. Both pumps then follow packet boundaries and each command's response
-/// (<see cref="MySqlSession"/>), so a drain closes the connection only when it is idle outside a
-/// transaction, or still logging in.
+/// proxy starts its own with a server that offers it — and the client's login. Both pumps then
+/// follow packet boundaries and each command's response (<see cref="MySqlSession"/>), so a drain
+/// closes the connection only when it is idle outside a transaction, or still logging in.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "RunAsync disposes both legs as it ends: the connection's lifetime is RunAsync, not a using scope")]
 internal sealed class MySqlProxyConnection : IEndpointConnection
