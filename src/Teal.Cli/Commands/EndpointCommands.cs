@@ -32,7 +32,7 @@ internal static class EndpointCommands
         var tlsCertificate = new Option<string?>("--tls-cert") { Description = "Teal's proxy: PEM certificate for TLS clients (default: the one Teal generates in its data directory)" };
         var tlsKey = new Option<string?>("--tls-key") { Description = "Teal's proxy: the PEM private key of --tls-cert" };
         var requireTls = new Option<bool>("--require-tls") { Description = "Teal's proxy: refuse clients that do not use TLS" };
-        var serverTls = new Option<string>("--server-tls") { Description = "Teal's proxy: TLS to the servers, as libpq's sslmode: disable, prefer, require or verify-full", DefaultValueFactory = _ => "prefer" };
+        var serverTls = new Option<string>("--server-tls") { Description = "Teal's proxy: TLS to the servers (PostgreSQL and MariaDB), as libpq's sslmode: disable, prefer, require or verify-full", DefaultValueFactory = _ => "prefer" };
         serverTls.AcceptOnlyFromAmong("disable", "prefer", "require", "verify-full");
         var serverTlsRoot = new Option<string?>("--server-tls-root") { Description = "Teal's proxy, --server-tls verify-full: PEM file of the CA certificates to trust (default: the system's)" };
         var role = new Option<bool>("--reader") { Description = "Teal's proxy: a reader endpoint (routes to the instance's readers; at switchover to green's readers)" };

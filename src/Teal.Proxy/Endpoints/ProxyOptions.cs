@@ -27,7 +27,7 @@ public sealed record ProxyOptions
     /// <summary>Refuse clients that do not ask for TLS (28000), as a <c>hostssl</c>-only pg_hba.conf does.</summary>
     public bool RequireTls { get; init; }
 
-    /// <summary>TLS to the servers, as libpq's sslmode. prefer, as libpq: servers with ssl = off go on in plain text.</summary>
+    /// <summary>TLS to the servers, as libpq's sslmode. prefer, as libpq: servers with ssl = off (MariaDB: without a certificate) go on in plain text.</summary>
     public ServerTlsMode ServerTls { get; init; } = ServerTlsMode.Prefer;
 
     /// <summary>Roots verify-full trusts; empty or null for the system's.</summary>
