@@ -210,6 +210,9 @@ public sealed class MySqlProxyTlsTests(MySqlProxyServersFixture servers) : IDisp
             await plain.OpenAsync();
             (await ServerSideCipherAsync(plain)).ShouldNotBeEmpty("the proxy's session with the server is on TLS");
             (await SucceedingCliAsync(endpoint, "ed", "ed-secret-2", ["--skip-ssl"], "SELECT CURRENT_USER()")).ShouldContain("ed@%");
+            // The client's exit reaches the proxy's session a moment later; the drain then finds
+            // only the open connection.
+            (await ProxyServersFixture.EventuallyAsync(() => endpoint.Stats.Active == 1)).ShouldBeTrue();
             (await endpoint.DrainAsync(TimeSpan.FromSeconds(20), CancellationToken.None)).ShouldBe(new EndpointDrainResult(1, 0));
         }
 
