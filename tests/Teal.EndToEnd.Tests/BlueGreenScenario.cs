@@ -101,7 +101,7 @@ public sealed class BlueGreenScenario : Scenario
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
-            var deployment = await ShowAsync(name);
+            var deployment = await PollAsync(name);
             if (deployment.TryGetProperty("switchover", out var switchover) && switchover.ValueKind == JsonValueKind.Object
                 && switchover.TryGetProperty("phase", out var current) && (current.GetString() ?? string.Empty).Split('+').Contains(phase))
             {
@@ -120,7 +120,7 @@ public sealed class BlueGreenScenario : Scenario
         var deadline = DateTime.UtcNow + timeout;
         while (DateTime.UtcNow < deadline)
         {
-            var deployment = await ShowAsync(name);
+            var deployment = await PollAsync(name);
             if (Normalize(deployment.GetProperty("replication").GetProperty("state").GetString()) == "REPLICATING")
             {
                 return;

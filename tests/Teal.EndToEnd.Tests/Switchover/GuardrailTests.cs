@@ -345,7 +345,7 @@ public sealed class GuardrailTests(GuardrailScenario fixture) : IClassFixture<Gu
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (DateTime.UtcNow < deadline)
         {
-            var deployment = await Scenario.ShowAsync();
+            var deployment = await Scenario.PollAsync();
             if (BlueGreenScenario.Normalize(deployment.GetProperty("replication").GetProperty("state").GetString()) == state)
             {
                 return;

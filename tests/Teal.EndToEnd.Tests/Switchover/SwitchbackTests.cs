@@ -156,7 +156,7 @@ public sealed class SwitchbackTests
         JsonElement deployment;
         do
         {
-            deployment = await scenario.ShowAsync();
+            deployment = await scenario.PollAsync();
             if (condition(deployment))
             {
                 return deployment;
