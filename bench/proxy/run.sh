@@ -371,6 +371,16 @@ ALLOC_PER_TX=$(awk -v a="${TEAL_ALLOC:-0}" -v t="$TEAL_TX" 'BEGIN { if (t > 0) p
 
 # --- JSON ---------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
+# Whether a part of the bar that the medians miss is also missed run for run: with REPEAT runs per
+# path, a miss smaller than the runs' spread says "not ahead", not "behind" (the best of Teal's
+# runs reached the other path's worst). Usage: beyond_spread higher-is-better TEAL_RUNS OTHER_RUNS.
+beyond_spread() {
+  awk -v up="$1" -v t="$2" -v o="$3" 'BEGIN {
+    n = split(t, a, " "); m = split(o, b, " ")
+    tmin = tmax = a[1]; for (i = 2; i <= n; i++) { if (a[i] < tmin) tmin = a[i]; if (a[i] > tmax) tmax = a[i] }
+    omin = omax = b[1]; for (i = 2; i <= m; i++) { if (b[i] < omin) omin = b[i]; if (b[i] > omax) omax = b[i] }
+    print (up ? tmax < omin : tmin > omax) ? "true" : "false" }'
+}
 {
   printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
   printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40, RECONNECT before each run (new backends, as every path)", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$SERVER_TLS"
@@ -397,6 +407,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
   printf '\n  ],\n  "bar": [\n'
   first=1
   all_met=true
+  misses_within=0
+  misses_beyond=0
   for suffix in "${SUFFIXES[@]}"; do
     tls=false
     [ -z "$suffix" ] || tls=true
@@ -409,12 +421,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
         cpu_vs_bouncer="$(ratio "${CPU[$key/teal$suffix]}" "${CPU[$key/pgbouncer$suffix]}")"
         met=$(awk -v a="$vs_bouncer" -v b="$vs_haproxy" -v c="$cpu_vs_bouncer" 'BEGIN { print (a >= 1 && b >= 1 && c <= 1) ? "true" : "false" }')
         [ "$met" = true ] || all_met=false
+        # Each missed part, told apart: behind in every run, or inside the runs' spread.
+        beyond=false
+        if [ "$met" = false ]; then
+          { awk -v a="$vs_bouncer" 'BEGIN { exit !(a < 1) }' && [ "$(beyond_spread 1 "${TPS_RUNS[$key/teal$suffix]}" "${TPS_RUNS[$key/pgbouncer$suffix]}")" = true ]; } && beyond=true
+          { awk -v a="$vs_haproxy" 'BEGIN { exit !(a < 1) }' && [ "$(beyond_spread 1 "${TPS_RUNS[$key/teal$suffix]}" "${TPS_RUNS[$key/haproxy$suffix]}")" = true ]; } && beyond=true
+          { awk -v a="$cpu_vs_bouncer" 'BEGIN { exit !(a > 1) }' && [ "$(beyond_spread 0 "${CPU_RUNS[$key/teal$suffix]}" "${CPU_RUNS[$key/pgbouncer$suffix]}")" = true ]; } && beyond=true
+          [ "$beyond" = true ] && misses_beyond=$((misses_beyond + 1)) || misses_within=$((misses_within + 1))
+        fi
         [ $first = 1 ] || printf ',\n'
         first=0
-        printf '    {"workload": "%s", "clients": %s, "tls": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_cpu_vs_pgbouncer": %s, "teal_proxy_process_vs_in_process": %s, "met": %s}' \
-          "$workload" "$clients" "$tls" "$vs_bouncer" "$vs_haproxy" "$cpu_vs_bouncer" "$(ratio "${TPS[$key/teal-proxy$suffix]}" "$teal")" "$met"
+        printf '    {"workload": "%s", "clients": %s, "tls": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_cpu_vs_pgbouncer": %s, "teal_proxy_process_vs_in_process": %s, "met": %s, "missed_in_every_run": %s}' \
+          "$workload" "$clients" "$tls" "$vs_bouncer" "$vs_haproxy" "$cpu_vs_bouncer" "$(ratio "${TPS[$key/teal-proxy$suffix]}" "$teal")" "$met" "$([ "$met" = true ] && echo null || echo "$beyond")"
       done
     done
   done
-  printf '\n  ],\n  "bar_met": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
+  printf '\n  ],\n  "bar_met": %s,\n  "bar_missed_within_run_spread": %s,\n  "bar_missed_in_every_run": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$misses_within" "$misses_beyond" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
 } | tee "${OUT:-/dev/null}"
