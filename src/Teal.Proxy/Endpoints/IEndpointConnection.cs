@@ -24,6 +24,20 @@ internal interface IEndpointConnection
     /// </summary>
     Task<ConnectionOutcome> RequestDrain();
 
-    /// <summary>Cuts the connection now (the drain budget ran out, or the endpoint stops).</summary>
-    void Abort(ConnectionOutcome outcome);
+    /// <summary>
+    /// Cuts the connection now, <see cref="ConnectionOutcome.ClosedAtDeadline"/>; the client is
+    /// told why where its protocol lets the proxy speak unasked (PostgreSQL: a FATAL 57P01, as a
+    /// server's own shutdown or pg_terminate_backend gives it).
+    /// </summary>
+    void Cut(CutReason reason);
+}
+
+/// <summary>Why the endpoint cuts an open connection.</summary>
+internal enum CutReason
+{
+    /// <summary>Still in a transaction when the switchover's drain budget ran out.</summary>
+    DrainBudgetSpent,
+
+    /// <summary>The endpoint stops (its process shuts down, or the endpoint is deleted).</summary>
+    EndpointStopping,
 }

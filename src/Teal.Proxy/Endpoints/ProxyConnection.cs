@@ -48,6 +48,8 @@ internal sealed class ProxyConnection : IEndpointConnection
     private int _idleReadies; // ReadyForQuery 'I' in a row: the client's statements commit one round trip each
     private long _lastReadyAt; // when the last ReadyForQuery came (Environment.TickCount64: a coarse clock, cheaper per answer)
     private bool _writingToClient;
+    private bool _pumping; // the pumps forward; set once, under the lock
+    private bool _tellingClient; // a cut is telling the client why, and closes its socket after
     private bool _drainRequested;
     private long _drainRequestedAt;
     private long _departedAt; // the boundary: the state query goes out
@@ -376,15 +378,37 @@ internal sealed class ProxyConnection : IEndpointConnection
         return drained;
     }
 
-    /// <summary>Cuts the connection now (the drain budget ran out, or the endpoint stops).</summary>
-    public void Abort(ConnectionOutcome outcome)
+    /// <summary>
+    /// Cuts the connection, telling the client why with a FATAL 57P01 where it stands between two
+    /// of the server's messages: a driver then reports the endpoint's reason (and retries, as it
+    /// does after a server's shutdown) instead of a connection lost for no reason it can name.
+    /// </summary>
+    public void Cut(CutReason reason) => Abort(ConnectionOutcome.ClosedAtDeadline, reason);
+
+    public void Abort(ConnectionOutcome outcome) => Abort(outcome, cut: null);
+
+    private void Abort(ConnectionOutcome outcome, CutReason? cut)
     {
         ServerLink? server;
         Action? cancelMove;
         EpollSocket? clientIo;
         Task<LoggedInSession?>? loginBeforePause;
+        byte[]? lastWords = null;
+        bool telling;
         lock (_lock)
         {
+            // Only from the pumps' steady state, and while the server pump is not writing: once
+            // _closing is set it writes nothing more, so the error cannot split a message of its.
+            if (cut is { } why && !_closing && _pumping && !_moving && !_writingToClient && !_serverPartial)
+            {
+                var idleInTransaction = _pendingSyncs == 0 && !_unsynced && !_clientPartial;
+                lastWords = why == CutReason.EndpointStopping ? _endpoint.StoppingError
+                    : idleInTransaction ? _endpoint.CutIdleError
+                    : _endpoint.CutBusyError;
+            }
+
+            telling = _tellingClient;
+            _tellingClient |= lastWords is not null;
             _closing = true;
             clientIo = _clientIo;
             if (_outcome is ConnectionOutcome.Open or ConnectionOutcome.Moving)
@@ -415,11 +439,49 @@ internal sealed class ProxyConnection : IEndpointConnection
             // The move ended meanwhile.
         }
 
+        if (lastWords is not null)
+        {
+            // The server first: the transaction ends there now, whatever the client is told.
+            server?.Dispose();
+            _ = TellAndCloseClientAsync(lastWords, clientIo);
+        }
+        else
+        {
+            if (!telling)
+            {
+                CloseClient(clientIo);
+            }
+
+            // Otherwise a cut is telling the client: it closes the socket once the error is out.
+            server?.Dispose();
+        }
+
+        _moved.TrySetResult();
+    }
+
+    private void CloseClient(EpollSocket? clientIo)
+    {
         _tls?.Dispose();
         clientIo?.Close();
         _client.Dispose();
-        server?.Dispose();
-        _moved.TrySetResult();
+    }
+
+    /// <summary>The cut's error to the client, then the close; a client that does not read gets its close within a second.</summary>
+    private async Task TellAndCloseClientAsync(byte[] error, EpollSocket? clientIo)
+    {
+        try
+        {
+            await SendToClientQuietlyAsync(error).WaitAsync(TimeSpan.FromSeconds(1));
+            _endpoint.CountToClient(error.Length);
+        }
+        catch (TimeoutException)
+        {
+            // Its socket buffer is full: the close below ends the send.
+        }
+        finally
+        {
+            CloseClient(clientIo);
+        }
     }
 
     /// <summary>
@@ -622,6 +684,11 @@ internal sealed class ProxyConnection : IEndpointConnection
         // Forwarding never blocks: on the event loop, each chunk goes on from the thread that saw it.
         _clientIo?.InlineCompletions = true;
         server.InlineCompletions = true;
+        lock (_lock)
+        {
+            _pumping = true;
+        }
+
         try
         {
             var fromServer = ServerToClientAsync(server, toClient, stopping);

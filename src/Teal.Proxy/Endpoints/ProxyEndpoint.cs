@@ -96,6 +96,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         PausedError = PostgresWire.FatalError(PostgresWire.CannotConnectNow, $"Teal endpoint {name} is paused for a switchover; retry");
         DrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection between transactions for a switchover; reconnect");
         LoginDrainError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection during login for a switchover; reconnect");
+        // A cut connection's client is told whether its transaction's fate is known: with nothing
+        // of its own on the server (idle in a transaction), the closed backend rolls it back; with a
+        // statement under way, a COMMIT among it may have run.
+        CutIdleError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection for a switchover: its transaction was still open when the drain budget ran out, and was rolled back; reconnect");
+        CutBusyError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} closed this connection for a switchover: a statement was still running when the drain budget ran out, and whether it committed is unknown; reconnect");
+        StoppingError = PostgresWire.FatalError(PostgresWire.AdminShutdown, $"Teal endpoint {name} is shutting down; reconnect");
         // The connections run in no execution context of their own: the one of whoever made the
         // endpoint (an API request, a host's start) would be restored around every chunk forwarded.
         using (ExecutionContext.SuppressFlow())
@@ -178,6 +184,12 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
     internal byte[] DrainError { get; }
 
     internal byte[] LoginDrainError { get; }
+
+    internal byte[] CutIdleError { get; }
+
+    internal byte[] CutBusyError { get; }
+
+    internal byte[] StoppingError { get; }
 
     /// <summary>
     /// Binds <paramref name="listen"/> and starts accepting. With <paramref name="holdDeadline"/>
@@ -447,7 +459,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
             {
                 if (!departures[i].IsCompleted)
                 {
-                    draining[i].Abort(ConnectionOutcome.ClosedAtDeadline);
+                    draining[i].Cut(CutReason.DrainBudgetSpent);
                 }
             }
 
@@ -661,7 +673,7 @@ public sealed class ProxyEndpoint : IEndpoint, IAsyncDisposable
         await _acceptLoop;
         foreach (var connection in _connections.Values)
         {
-            connection.Abort(ConnectionOutcome.ClosedAtDeadline);
+            connection.Cut(CutReason.EndpointStopping);
         }
 
         await Task.WhenAll(_connections.Values.Select(c => c.Completion));

@@ -136,6 +136,12 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
         return Outcome == ConnectionOutcome.Open ? ConnectionOutcome.ClosedIdle : Outcome;
     }
 
+    /// <summary>
+    /// The close alone: a MySQL client reads a server's packet only as the answer to its own
+    /// command, so it learns of the cut at its next one, as of a connection its server killed.
+    /// </summary>
+    public void Cut(CutReason reason) => Abort(ConnectionOutcome.ClosedAtDeadline);
+
     public void Abort(ConnectionOutcome outcome)
     {
         MySqlLeg? server;

@@ -120,10 +120,54 @@ public sealed class ProxySwitchoverTests(ProxyServersFixture servers)
         var result = await endpoint.DrainAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None);
 
         result.ShouldBe(new EndpointDrainResult(0, 1));
-        await Should.ThrowAsync<NpgsqlException>(transaction.CommitAsync());
+        // The client is told why, as pg_terminate_backend would tell it, not left with a lost connection.
+        var error = await Should.ThrowAsync<NpgsqlException>(transaction.CommitAsync());
+        var told = (error as PostgresException ?? error.InnerException as PostgresException).ShouldNotBeNull(error.ToString());
+        told.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        told.MessageText.ShouldBe($"Teal endpoint {endpoint.Name} closed this connection for a switchover: its transaction was still open when the drain budget ran out, and was rolled back; reconnect");
         (await EventuallyAsync(async () => await servers.Blue.ScalarAsync<long>("select count(*) from pg_stat_activity where query like 'insert into cut_rows%'") == 0)).ShouldBeTrue();
         (await servers.Blue.ScalarAsync<long>("select count(*) from cut_rows")).ShouldBe(0);
         endpoint.Stats.Active.ShouldBe(0);
+    }
+
+    /// <summary>A statement still running at the budget (a COMMIT among it may have run): the client is told its outcome is unknown.</summary>
+    [Fact]
+    public async Task StatementStillRunningAtBudget_IsCut_AndTheClientToldItsOutcomeIsUnknown()
+    {
+        await using var endpoint = StartEndpoint(servers.BlueTarget);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        var running = ScalarAsync<object>(connection, "select pg_sleep(30)");
+        (await EventuallyAsync(async () => await servers.Blue.ScalarAsync<long>("select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'") == 1)).ShouldBeTrue();
+
+        await endpoint.PauseAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var result = await endpoint.DrainAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None);
+
+        result.ShouldBe(new EndpointDrainResult(0, 1));
+        var error = await Should.ThrowAsync<NpgsqlException>(running);
+        var told = (error as PostgresException ?? error.InnerException as PostgresException).ShouldNotBeNull(error.ToString());
+        told.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        told.MessageText.ShouldContain("a statement was still running when the drain budget ran out, and whether it committed is unknown");
+        await endpoint.ResumeAsync(CancellationToken.None);
+        // The backend sleeps on without its client (in a switchover drain-blue terminates it): end it
+        // here, for the tests that count blue's sessions.
+        await servers.Blue.ExecuteAsync("select pg_terminate_backend(pid) from pg_stat_activity where query = 'select pg_sleep(30)'");
+    }
+
+    /// <summary>An endpoint that stops tells its open sessions so, as a PostgreSQL server shutting down does.</summary>
+    [Fact]
+    public async Task EndpointStopping_OpenSessionsAreToldWhy()
+    {
+        var endpoint = StartEndpoint(servers.BlueTarget);
+        await using var connection = await OpenThroughAsync(endpoint, servers.Blue);
+        await using var transaction = await connection.BeginTransactionAsync();
+        await Execute(connection, "select 1");
+
+        await endpoint.StopAsync();
+
+        var error = await Should.ThrowAsync<NpgsqlException>(Execute(connection, "select 2"));
+        var told = (error as PostgresException ?? error.InnerException as PostgresException).ShouldNotBeNull(error.ToString());
+        told.SqlState.ShouldBe(PostgresErrorCodes.AdminShutdown);
+        told.MessageText.ShouldBe($"Teal endpoint {endpoint.Name} is shutting down; reconnect");
     }
 
     [Fact]
