@@ -385,7 +385,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// </summary>
     public void Cut(CutReason reason) => Abort(ConnectionOutcome.ClosedAtDeadline, reason);
 
-    public void Abort(ConnectionOutcome outcome) => Abort(outcome, cut: null);
+    private void Abort(ConnectionOutcome outcome) => Abort(outcome, cut: null);
 
     private void Abort(ConnectionOutcome outcome, CutReason? cut)
     {

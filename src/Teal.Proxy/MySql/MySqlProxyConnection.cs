@@ -142,7 +142,7 @@ internal sealed class MySqlProxyConnection : IEndpointConnection
     /// </summary>
     public void Cut(CutReason reason) => Abort(ConnectionOutcome.ClosedAtDeadline);
 
-    public void Abort(ConnectionOutcome outcome)
+    private void Abort(ConnectionOutcome outcome)
     {
         MySqlLeg? server;
         lock (_lock)
