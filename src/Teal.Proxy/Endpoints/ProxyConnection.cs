@@ -398,8 +398,10 @@ internal sealed class ProxyConnection : IEndpointConnection
         lock (_lock)
         {
             // Only from the pumps' steady state, and while the server pump is not writing: once
-            // _closing is set it writes nothing more, so the error cannot split a message of its.
-            if (cut is { } why && !_closing && _pumping && !_moving && !_writingToClient && !_serverPartial)
+            // _closing is set it writes nothing more, so the error cannot split one of the server's
+            // messages. Not while a move or a state read ahead runs: they pass notifications on to
+            // the client on their own.
+            if (cut is { } why && !_closing && _pumping && !_moving && !_readingAhead && !_writingToClient && !_serverPartial)
             {
                 var idleInTransaction = _pendingSyncs == 0 && !_unsynced && !_clientPartial;
                 lastWords = why == CutReason.EndpointStopping ? _endpoint.StoppingError
