@@ -625,6 +625,29 @@ internal sealed class EpollSocket
         }
     }
 
+    // The TLS close_notify goes out only while the descriptor is still this socket's: once the
+    // socket is disposed, its number may belong to another connection already.
+    private void ShutDownTls(OpenSslSession tls)
+    {
+        var added = false;
+        try
+        {
+            _socket.SafeHandle.DangerousAddRef(ref added);
+            tls.Shutdown();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed already: no alert.
+        }
+        finally
+        {
+            if (added)
+            {
+                _socket.SafeHandle.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>Leaves the event loop and fails what waits; the owner disposes the socket after.</summary>
     public void Close()
     {
@@ -637,7 +660,11 @@ internal sealed class EpollSocket
             }
 
             _closed = true;
-            _tls?.Dispose(); // Before the owner closes the descriptor, which OpenSSL would use.
+            if (_tls is { } tls)
+            {
+                ShutDownTls(tls);
+                tls.Dispose(); // Before the owner closes the descriptor, which OpenSSL would use.
+            }
             receiving = _receiving;
             writing = _waitingToWrite;
             _receiving = false;

@@ -95,6 +95,12 @@ internal static partial class OpenSsl
     public static partial int SSL_write(nint ssl, in byte buffer, int count);
 
     [LibraryImport(Ssl)]
+    public static partial int SSL_shutdown(nint ssl);
+
+    [LibraryImport(Ssl)]
+    public static partial int SSL_is_init_finished(nint ssl);
+
+    [LibraryImport(Ssl)]
     public static partial int SSL_get_error(nint ssl, int result);
 
     [LibraryImport(Ssl)]

@@ -23,6 +23,10 @@ internal sealed class OpenSslSession : IDisposable
     private readonly Lock _lock = new();
     private nint _ssl;
 
+    // The peer's end was read (its close_notify, or a close without one), or a call failed as
+    // OpenSSL allows no shutdown after: no close_notify goes out then.
+    private bool _over;
+
     // Whether the socket read OpenSSL made last on this thread took all it asked for: then the
     // kernel may hold more, and no edge will come for it.
     [ThreadStatic]
@@ -119,6 +123,27 @@ internal sealed class OpenSslSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// Sends TLS's close_notify if the socket takes it at once, as PostgreSQL and libpq do before
+    /// they close: a peer that reads a bare close takes it for a lost connection (libpq: "SSL
+    /// SYSCALL error: EOF detected"). Nothing once the peer has ended, or before the handshake did.
+    /// </summary>
+    public void Shutdown()
+    {
+        lock (_lock)
+        {
+            if (_ssl == 0 || _over || OpenSsl.SSL_is_init_finished(_ssl) != 1)
+            {
+                return;
+            }
+
+            _over = true;
+            OpenSsl.ERR_clear_error();
+            _ = OpenSsl.SSL_shutdown(_ssl); // One try: a full socket or a gone peer only lose the alert.
+            OpenSsl.ERR_clear_error();
+        }
+    }
+
     public void Dispose()
     {
         lock (_lock)
@@ -133,7 +158,7 @@ internal sealed class OpenSslSession : IDisposable
 
     private nint Live() => _ssl != 0 ? _ssl : throw new ObjectDisposedException(nameof(OpenSslSession));
 
-    private static TlsWait Wait(nint ssl, int result, string what, out bool ended)
+    private TlsWait Wait(nint ssl, int result, string what, out bool ended)
     {
         var errno = Marshal.GetLastPInvokeError(); // Of the call that failed: SetLastError on it.
         ended = false;
@@ -144,9 +169,10 @@ internal sealed class OpenSslSession : IDisposable
             case OpenSsl.ErrorWantWrite:
                 return TlsWait.Writable;
             case OpenSsl.ErrorZeroReturn:
-                ended = true;
+                ended = _over = true;
                 return TlsWait.None;
             case OpenSsl.ErrorSyscall when OpenSsl.ERR_peek_error() == 0:
+                _over = true;
                 if (errno == 0)
                 {
                     ended = true;
@@ -155,6 +181,7 @@ internal sealed class OpenSslSession : IDisposable
 
                 throw EpollSockets.Error(errno);
             default:
+                _over = true;
                 throw new IOException($"TLS {what} failed: {OpenSsl.TakeError("protocol error")}");
         }
     }

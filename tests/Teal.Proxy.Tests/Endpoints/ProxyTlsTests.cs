@@ -195,6 +195,42 @@ public sealed class ProxyTlsTests(ProxyServersFixture servers) : IDisposable
         }
     }
 
+    /// <summary>
+    /// A session the proxy closes (its server ended it, or the endpoint stops) gets TLS's
+    /// close_notify after the error, as from PostgreSQL itself: psql then reports the close, not
+    /// a connection lost ("SSL SYSCALL error: EOF detected").
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task PsqlOverTls_IsToldOfTheClose_AsPostgresTellsIt(bool endpointStops)
+    {
+        await using var endpoint = Start(requireTls: true);
+        var marker = endpointStops ? "select pg_sleep(30) -- stops" : "select pg_sleep(30) -- terminated";
+        var conninfo = $"host=127.0.0.1 port={endpoint.LocalEndPoint.Port.ToString(CultureInfo.InvariantCulture)} user={AppUser} dbname=postgres sslmode=require";
+        var start = new ProcessStartInfo("psql") { ArgumentList = { "-X", "-At", "-c", marker, conninfo }, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment["PGPASSWORD"] = AppPassword;
+        using var psql = Process.Start(start)!; // Start returns null only for shell-executed documents.
+        var stderr = psql.StandardError.ReadToEndAsync();
+        var running = $"select count(*) from pg_stat_activity where query = '{marker}' and state = 'active'";
+        (await EventuallyAsync(async () => await servers.Blue.ScalarAsync<long>(running) == 1)).ShouldBeTrue();
+
+        if (endpointStops)
+        {
+            await endpoint.StopAsync();
+        }
+
+        // Ends the backend either way (one cut by the stop sleeps on without its client).
+        await servers.Blue.ExecuteAsync($"select pg_terminate_backend(pid) from pg_stat_activity where query = '{marker}'");
+        await psql.WaitForExitAsync();
+
+        var told = await stderr;
+        psql.ExitCode.ShouldNotBe(0);
+        told.ShouldContain(endpointStops ? "Teal endpoint tls is shutting down; reconnect" : "terminating connection due to administrator command");
+        told.ShouldContain("SSL connection has been closed unexpectedly");
+        told.ShouldNotContain("EOF detected");
+    }
+
     [Fact]
     public async Task WithOpenSslTurnedOff_SslStreamEndsTheClientsTls()
     {
