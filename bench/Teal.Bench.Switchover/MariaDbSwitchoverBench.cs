@@ -36,7 +36,7 @@ internal sealed class MariaDbSwitchoverBench(int switchovers, Baseline? baseline
     public async Task<KindResult> RunAsync()
     {
         var runs = new List<SwitchoverRun>();
-        await using var teal = await TealProcess.StartAsync();
+        await using var teal = await WarmTeal.StartServeAsync(log);
         var cli = new BenchCli(teal);
         log($"{Kind}: teal serve at {teal.Url}");
         for (var i = 1; i <= switchovers; i++)

@@ -3,7 +3,6 @@ using Npgsql;
 using Teal.Postgres.Instances;
 using Teal.Testing;
 using Teal.Testing.Load;
-using Teal.Testing.Processes;
 
 namespace Teal.Bench.Switchover;
 
@@ -25,7 +24,7 @@ internal sealed class SwitchbackLoopBench(int iterations, int idleConnections, A
 
     public async Task<LoopResult> RunAsync()
     {
-        await using var teal = await TealProcess.StartAsync();
+        await using var teal = await WarmTeal.StartServeAsync(log);
         var cli = new BenchCli(teal);
         await using var blue = await PostgresServer.StartAsync("15");
         await blue.ExecuteAsync($"CREATE ROLE {AppUser} LOGIN PASSWORD '{AppPassword}'");

@@ -47,7 +47,7 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
     public async Task<KindResult> RunAsync()
     {
         var runs = new List<SwitchoverRun>();
-        await using var teal = await TealProcess.StartAsync(serveArguments: endpoint == TwoProxies ? ["--endpoints", "external"] : null);
+        await using var teal = await WarmTeal.StartServeAsync(log, endpoint == TwoProxies ? ["--endpoints", "external"] : null);
         var cli = new BenchCli(teal);
         log($"{endpoint}: teal serve at {teal.Url}");
         for (var i = 1; i <= switchovers; i++)
@@ -170,8 +170,8 @@ internal sealed class SwitchoverBench(string endpoint, int switchovers, Baseline
             {
                 // p1 listens where the endpoint is declared (the probe's way in), p2 elsewhere (pgbench's).
                 var second = ManagedPostgres.FreePort();
-                _proxies.Add(await TealProxyProcess.StartAsync(cli.Server, $"p1-{i}"));
-                _proxies.Add(await TealProxyProcess.StartAsync(cli.Server, $"p2-{i}", [$"{name}=127.0.0.1:{second}"]));
+                _proxies.Add(await WarmTeal.StartProxyAsync(cli.Server, $"p1-{i}"));
+                _proxies.Add(await WarmTeal.StartProxyAsync(cli.Server, $"p2-{i}", [$"{name}=127.0.0.1:{second}"]));
                 foreach (var proxy in _proxies)
                 {
                     await proxy.WaitForLogAsync(new System.Text.RegularExpressions.Regex($"Endpoint {name} listens on"), TimeSpan.FromSeconds(60));
