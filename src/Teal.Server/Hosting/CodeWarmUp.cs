@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Console;
 
 namespace Teal.Server.Hosting;
 
@@ -92,14 +94,23 @@ public static partial class CodeWarmUp
 
     private static int CompileAll(Assembly[] assemblies) => Compile(assemblies.SelectMany(Types));
 
-    /// <summary>Compiles the methods of <paramref name="types"/> and, for async state machines among them, the runtime's code they run on; returns how many.</summary>
+    /// <summary>
+    /// Compiles the methods of <paramref name="types"/> and, for async state machines among them,
+    /// the runtime's code they run on, and for their log messages logging's code; returns how many.
+    /// </summary>
     public static int Compile(IEnumerable<Type> types)
     {
         ArgumentNullException.ThrowIfNull(types);
         var compiled = 0;
         var resultTypes = new HashSet<Type>();
+        var logStates = new HashSet<Type>();
         foreach (var type in types)
         {
+            foreach (var state in LogStatesOf(type))
+            {
+                logStates.Add(state);
+            }
+
             // Open generic types have no code until instantiated; nested types (async state
             // machines, lambdas' closures) are listed by GetTypes and compiled here too.
             if (type.ContainsGenericParameters)
@@ -118,7 +129,7 @@ public static partial class CodeWarmUp
             }
         }
 
-        return compiled;
+        return compiled + CompileLogging(logStates);
     }
 
     private static IEnumerable<MethodBase> CodeOf(Type type) =>
@@ -197,6 +208,154 @@ public static partial class CodeWarmUp
 
         return compiled;
     }
+
+    /// <summary>
+    /// The state each of <paramref name="type"/>'s log messages hands the logger: a
+    /// <c>[LoggerMessage]</c> method of up to six arguments calls the delegate
+    /// <c>LoggerMessage.Define</c> made (a static field, <c>Action&lt;ILogger, T1…Tn,
+    /// Exception?&gt;</c>), which logs a <c>LoggerMessage.LogValues&lt;T1…Tn&gt;</c>; a message of
+    /// more arguments logs a struct the generator writes beside it.
+    /// </summary>
+    private static IEnumerable<Type> LogStatesOf(Type type)
+    {
+        if (type.ContainsGenericParameters)
+        {
+            yield break;
+        }
+
+        if (type.IsValueType && typeof(IReadOnlyList<KeyValuePair<string, object?>>).IsAssignableFrom(type))
+        {
+            yield return type;
+        }
+
+        foreach (var field in type.GetFields(BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public | BindingFlags.DeclaredOnly))
+        {
+            if (field.FieldType is { IsGenericType: true } action
+                && action.Name.StartsWith("Action`", StringComparison.Ordinal)
+                && action.GetGenericArguments() is [var logger, .. var arguments, var exception]
+                && logger == typeof(ILogger) && exception == typeof(Exception)
+                && LogValues(arguments) is { } state)
+            {
+                yield return state;
+            }
+        }
+    }
+
+    private static Type? LogValues(Type[] arguments)
+    {
+        try
+        {
+            return arguments.Length == 0
+                ? typeof(LoggerMessage).GetNestedType("LogValues", BindingFlags.NonPublic)
+                : typeof(LoggerMessage).GetNestedType($"LogValues`{arguments.Length}", BindingFlags.NonPublic)?.MakeGenericType(arguments);
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Logging's code for each log message's state: the state's own (and the closure
+    /// <c>LoggerMessage.Define</c> made over its argument types), and every method of the logging
+    /// pipeline that is generic over it — the logger, each provider's logger, the console
+    /// formatter, the entry it formats. A value type among a message's arguments makes all of it
+    /// code of its own that no other message shares: before this, ~90 of the ~240 methods a serve's
+    /// first switchover compiled inside its write pause were these, for the few lines it logs then.
+    /// </summary>
+    private static int CompileLogging(HashSet<Type> states)
+    {
+        if (states.Count == 0)
+        {
+            return 0;
+        }
+
+        var pipeline = LoggingPipeline();
+        var compiled = LogValuesFormatter is null ? 0 : CodeOf(LogValuesFormatter).Count(m => Compile(m));
+        foreach (var state in states)
+        {
+            var arguments = state.IsGenericType ? state.GetGenericArguments() : [];
+            IEnumerable<Type> closed = [state, typeof(LogEntry<>).MakeGenericType(state)];
+            if (state.IsGenericType)
+            {
+                // LogValues' nested callback class, and Define's closure over the same argument types.
+                closed = closed
+                    .Concat(state.GetGenericTypeDefinition().GetNestedTypes(BindingFlags.NonPublic).Where(n => n.GetGenericArguments().Length == arguments.Length).Select(n => TryClose(n, arguments)))
+                    .Concat(typeof(LoggerMessage).GetNestedTypes(BindingFlags.NonPublic).Where(n => n.Name.StartsWith("<>c__DisplayClass", StringComparison.Ordinal) && n.GetGenericArguments().Length == arguments.Length).Select(n => TryClose(n, arguments)))
+                    .OfType<Type>();
+            }
+
+            foreach (var type in closed)
+            {
+                compiled += CodeOf(type).Count(m => Compile(m, type.IsGenericType ? type.GetGenericArguments() : null));
+            }
+
+            foreach (var method in pipeline)
+            {
+                compiled += Compile(method, [.. method.DeclaringType!.GetGenericArguments(), state]) ? 1 : 0;
+            }
+
+            // Formatting the message is generic over its arguments too (a Format per count, and
+            // one check per argument).
+            foreach (var method in LogValuesFormatter?.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition) ?? [])
+            {
+                var arity = method.GetGenericArguments().Length;
+                IEnumerable<Type[]> instantiations = arity == arguments.Length && method.Name == "Format" ? [arguments]
+                    : arity == 1 && method.Name != "Format" ? arguments.Select(a => new[] { a })
+                    : [];
+                compiled += instantiations.Count(i => Compile(method, i));
+            }
+        }
+
+        return compiled;
+    }
+
+    /// <summary>
+    /// The logging pipeline's methods generic over a log state, found in the logging assemblies
+    /// loaded (so in the process's own configuration): <c>ILogger.Log&lt;TState&gt;</c> of every
+    /// logger (the category's, the factory's, each provider's), the factory logger's own generic
+    /// helpers, and <c>ConsoleFormatter.Write&lt;TState&gt;</c> of every console formatter.
+    /// </summary>
+    private static List<MethodInfo> LoggingPipeline()
+    {
+        List<MethodInfo> pipeline = [];
+        var assemblies = AppDomain.CurrentDomain.GetAssemblies().Where(a => a.GetName().Name?.StartsWith("Microsoft.Extensions.Logging", StringComparison.Ordinal) == true);
+        foreach (var type in assemblies.SelectMany(Types).Where(t => t.IsClass && !t.IsAbstract))
+        {
+            // A generic logger (the category's Logger<T>) over a class shares its code with every T.
+            if ((type.ContainsGenericParameters ? TryClose(type, [.. type.GetGenericArguments().Select(_ => typeof(object))]) : type) is not { } closed)
+            {
+                continue;
+            }
+
+            if (typeof(ILogger).IsAssignableFrom(closed))
+            {
+                pipeline.AddRange(closed.GetInterfaceMap(typeof(ILogger)).TargetMethods.Where(m => m.IsGenericMethodDefinition && m.Name.EndsWith("Log", StringComparison.Ordinal)));
+                pipeline.AddRange(closed.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition && m.GetGenericArguments().Length == 1 && m.Name.Contains("LoggerLog", StringComparison.Ordinal)));
+            }
+
+            if (closed.IsSubclassOf(typeof(ConsoleFormatter)))
+            {
+                pipeline.AddRange(closed.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition && m.Name == nameof(ConsoleFormatter.Write)));
+            }
+        }
+
+        return pipeline;
+    }
+
+    private static Type? TryClose(Type definition, Type[] arguments)
+    {
+        try
+        {
+            return definition.MakeGenericType(arguments);
+        }
+        catch (ArgumentException)
+        {
+            return null; // Constraints the arguments do not meet.
+        }
+    }
+
+    private static readonly Type? LogValuesFormatter = typeof(LoggerMessage).Assembly.GetType("Microsoft.Extensions.Logging.LogValuesFormatter");
 
     // What completing and awaiting a Task<T> runs, of its many methods.
     private static readonly HashSet<string> TaskCompletion = ["TrySetResult", "TrySetException", "GetAwaiter", "get_Result", "get_ResultOnSuccess", "GetResultCore", "ConfigureAwait"];
