@@ -241,19 +241,10 @@ public static partial class CodeWarmUp
         }
     }
 
-    private static Type? LogValues(Type[] arguments)
-    {
-        try
-        {
-            return arguments.Length == 0
-                ? typeof(LoggerMessage).GetNestedType("LogValues", BindingFlags.NonPublic)
-                : typeof(LoggerMessage).GetNestedType($"LogValues`{arguments.Length}", BindingFlags.NonPublic)?.MakeGenericType(arguments);
-        }
-        catch (ArgumentException)
-        {
-            return null;
-        }
-    }
+    private static Type? LogValues(Type[] arguments) =>
+        arguments.Length == 0
+            ? typeof(LoggerMessage).GetNestedType("LogValues", BindingFlags.NonPublic)
+            : typeof(LoggerMessage).GetNestedType($"LogValues`{arguments.Length}", BindingFlags.NonPublic) is { } definition ? TryClose(definition, arguments) : null;
 
     /// <summary>
     /// Logging's code for each log message's state: the state's own (and the closure
@@ -272,6 +263,7 @@ public static partial class CodeWarmUp
 
         var pipeline = LoggingPipeline();
         var compiled = LogValuesFormatter is null ? 0 : CodeOf(LogValuesFormatter).Count(m => Compile(m));
+        var formatting = LogValuesFormatter?.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition).ToList() ?? [];
         foreach (var state in states)
         {
             var arguments = state.IsGenericType ? state.GetGenericArguments() : [];
@@ -297,7 +289,7 @@ public static partial class CodeWarmUp
 
             // Formatting the message is generic over its arguments too (a Format per count, and
             // one check per argument).
-            foreach (var method in LogValuesFormatter?.GetMethods(Declared).Where(m => m.IsGenericMethodDefinition) ?? [])
+            foreach (var method in formatting)
             {
                 var arity = method.GetGenericArguments().Length;
                 IEnumerable<Type[]> instantiations = arity == arguments.Length && method.Name == "Format" ? [arguments]
