@@ -35,7 +35,12 @@
 #   scenario; medians compared, every run in the JSON), SCALE (default 10), CLIENTS (default "8 32"),
 #   SAMPLING (default 0.1), TLS (default 1; 0 for the plain runs only), SERVER_TLS (default
 #   disable; require for TLS on both legs of Teal's proxy and PgBouncer), KEEP=1 to keep the work
-#   directory, OUT=file to also write the JSON.
+#   directory, OUT=file to also write the JSON, CONTROL (default 1; 0 to leave the control out).
+#
+# The control: a second PgBouncer, configured as the first, in the rotation as one more path
+# ("pgbouncer-control") and judged by the same bar as Teal ("control" in each bar entry). Two
+# identical proxies differ only by the machine's run-to-run spread, so the scenarios the control
+# meets say what the bar gives a proxy exactly at PgBouncer's level in one run.
 set -euo pipefail
 
 DURATION="${DURATION:-20}"
@@ -45,6 +50,7 @@ SCALE="${SCALE:-10}"
 CLIENTS="${CLIENTS:-8 32}"
 SAMPLING="${SAMPLING:-0.1}"
 TLS="${TLS:-1}"
+CONTROL="${CONTROL:-1}"
 SERVER_TLS="${SERVER_TLS:-disable}"
 case "$SERVER_TLS" in disable | require) ;; *) echo "bench-proxy: error: SERVER_TLS is disable or require" >&2; exit 1 ;; esac
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
@@ -91,6 +97,8 @@ cleanup() {
   done
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
   [ -f "$WORK/pgbouncer-tls.pid" ] && kill "$(cat "$WORK/pgbouncer-tls.pid")" 2>/dev/null || true
+  [ -f "$WORK/pgbouncer-control.pid" ] && kill "$(cat "$WORK/pgbouncer-control.pid")" 2>/dev/null || true
+  [ -f "$WORK/pgbouncer-control-tls.pid" ] && kill "$(cat "$WORK/pgbouncer-control-tls.pid")" 2>/dev/null || true
   [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
   [ -d "$WORK/pg" ] && "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
@@ -105,6 +113,8 @@ TEALPROC_PORT="$(free_port)"
 SERVE_PORT="$(free_port)"
 TEALTLS_PORT="$(free_port)"
 BOUNCERTLS_PORT="$(free_port)"
+CONTROL_PORT="$(free_port)"
+CONTROLTLS_PORT="$(free_port)"
 
 # A self-signed server certificate for PostgreSQL, Teal's bench host and PgBouncer (clients on
 # sslmode=require check none).
@@ -205,12 +215,23 @@ client_tls_sslmode = require
 client_tls_cert_file = $WORK/server.crt
 client_tls_key_file = $WORK/server.key
 CONF
-chmod 644 "$WORK"/pgbouncer.ini "$WORK"/pgbouncer-tls.ini "$WORK"/userlist.txt
+# The control: the same two again, on ports and files of their own.
+sed -e "s/^listen_port = .*/listen_port = $CONTROL_PORT/" -e "s/pgbouncer\.\(log\|pid\)$/pgbouncer-control.\1/" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer-control.ini"
+sed -e "s/^listen_port = .*/listen_port = $CONTROLTLS_PORT/" -e "s/pgbouncer-tls\.\(log\|pid\)$/pgbouncer-control-tls.\1/" "$WORK/pgbouncer-tls.ini" >"$WORK/pgbouncer-control-tls.ini"
+chmod 644 "$WORK"/pgbouncer*.ini "$WORK"/userlist.txt
 "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer.ini" >/dev/null
 wait_port "$BOUNCER_PORT" "PgBouncer"
 if [ "$TLS" = 1 ]; then
   "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer-tls.ini" >/dev/null
   wait_port "$BOUNCERTLS_PORT" "PgBouncer (TLS)"
+fi
+if [ "$CONTROL" = 1 ]; then
+  "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer-control.ini" >/dev/null
+  wait_port "$CONTROL_PORT" "PgBouncer (control)"
+  if [ "$TLS" = 1 ]; then
+    "${RUN_AS[@]}" pgbouncer -d "$WORK/pgbouncer-control-tls.ini" >/dev/null
+    wait_port "$CONTROLTLS_PORT" "PgBouncer (control, TLS)"
+  fi
 fi
 
 # --- HAProxy, tcp mode --------------------------------------------------------------------------
@@ -238,6 +259,7 @@ port_of() {
   case "$1" in
     direct | direct-tls) echo "$PG_PORT" ;; teal) echo "$TEAL_PORT" ;; teal-tls) echo "$TEALTLS_PORT" ;;
     teal-proxy | teal-proxy-tls) echo "$TEALPROC_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;; pgbouncer-tls) echo "$BOUNCERTLS_PORT" ;;
+    pgbouncer-control) echo "$CONTROL_PORT" ;; pgbouncer-control-tls) echo "$CONTROLTLS_PORT" ;;
     haproxy | haproxy-tls) echo "$HAPROXY_PORT" ;;
   esac
 }
@@ -245,7 +267,8 @@ port_of() {
 pid_of() {
   case "$1" in
     teal) echo "$TEAL_PID" ;; teal-tls) echo "$TEALTLS_PID" ;; teal-proxy | teal-proxy-tls) echo "$TEALPROC_PID" ;;
-    pgbouncer) cat "$WORK/pgbouncer.pid" ;; pgbouncer-tls) cat "$WORK/pgbouncer-tls.pid" ;; haproxy | haproxy-tls) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
+    pgbouncer) cat "$WORK/pgbouncer.pid" ;; pgbouncer-tls) cat "$WORK/pgbouncer-tls.pid" ;;
+    pgbouncer-control) cat "$WORK/pgbouncer-control.pid" ;; pgbouncer-control-tls) cat "$WORK/pgbouncer-control-tls.pid" ;; haproxy | haproxy-tls) cat "$WORK/haproxy.pid" ;; *) echo "" ;;
   esac
 }
 
@@ -268,7 +291,7 @@ cpu_ticks() {
 # kept warm and 1.05 with new backends (bench/proxy/README.md).
 fresh_backends() {
   case "$1" in
-    pgbouncer | pgbouncer-tls)
+    pgbouncer | pgbouncer-tls | pgbouncer-control | pgbouncer-control-tls)
       local admin=(psql -X -q -At -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d pgbouncer)
       PGSSLMODE="$(sslmode_of "$1")" "${admin[@]}" -c RECONNECT >/dev/null || die "PgBouncer's RECONNECT failed on $1"
       # Closed as they are released, idle ones at once: wait until SHOW SERVERS lists none.
@@ -319,8 +342,9 @@ run_one() {
 # Warm-up, unmeasured and the same for every path: fills caches and lets .NET's tiered JIT
 # reach its optimized code, as it has in a long-running `teal serve`.
 PATHS=(direct teal teal-proxy pgbouncer haproxy)
+[ "$CONTROL" = 1 ] && PATHS+=(pgbouncer-control)
 TLS_PATHS=()
-[ "$TLS" = 1 ] && TLS_PATHS=(direct-tls teal-tls teal-proxy-tls pgbouncer-tls haproxy-tls)
+[ "$TLS" = 1 ] && for base in "${PATHS[@]}"; do TLS_PATHS+=("$base-tls"); done
 for via in "${PATHS[@]}" "${TLS_PATHS[@]}"; do
   PGSSLMODE="$(sslmode_of "$via")" pgbench -h 127.0.0.1 -p "$(port_of "$via")" -U postgres -n -S -M simple -c 8 -j 2 -T "${WARMUP:-3}" postgres >"$WORK/warmup-$via.out" 2>&1 || die "warm-up through $via failed"
 done
@@ -381,9 +405,19 @@ beyond_spread() {
     omin = omax = b[1]; for (i = 2; i <= m; i++) { if (b[i] < omin) omin = b[i]; if (b[i] > omax) omax = b[i] }
     print (up ? tmax < omin : tmin > omax) ? "true" : "false" }'
 }
+# One path's medians against the bar, for a scenario key ("workload/clients"): prints its TPS
+# over PgBouncer's and over HAProxy's, its CPU per transaction over PgBouncer's, and whether all three
+# parts are met. Usage: judge KEY PATH SUFFIX.
+judge() {
+  local key="$1" via="$2$3" suffix="$3" vs_bouncer vs_haproxy cpu
+  vs_bouncer="$(ratio "${TPS[$key/$via]}" "${TPS[$key/pgbouncer$suffix]}")"
+  vs_haproxy="$(ratio "${TPS[$key/$via]}" "${TPS[$key/haproxy$suffix]}")"
+  cpu="$(ratio "${CPU[$key/$via]}" "${CPU[$key/pgbouncer$suffix]}")"
+  echo "$vs_bouncer $vs_haproxy $cpu $(awk -v a="$vs_bouncer" -v b="$vs_haproxy" -v c="$cpu" 'BEGIN { print (a >= 1 && b >= 1 && c <= 1) ? "true" : "false" }')"
+}
 {
   printf '{\n  "bench": "proxy",\n  "date": "%s",\n  "host_cores": %s,\n  "postgres": "%s",\n' "$(date -u +%FT%TZ)" "$(nproc)" "$("$PGBIN/postgres" --version | awk '{print $3}')"
-  printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40, RECONNECT before each run (new backends, as every path)", "haproxy": "mode tcp", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$SERVER_TLS"
+  printf '  "method": {"duration_s": %s, "settle_s": %s, "runs_per_path": %s, "median_of_runs": true, "scale": %s, "protocol": "simple", "threads": 2, "synchronous_commit": "off", "fsync": "on", "p99": "pgbench --log, sampling %s, 99th percentile of per-transaction latency", "pgbouncer": "transaction pooling, pool 40, RECONNECT before each run (new backends, as every path)", "haproxy": "mode tcp", "control": "%s", "tls": "client sslmode=require; Teal and PgBouncer terminate it, server TLS %s; HAProxy passes it through to PostgreSQL"},\n' "$DURATION" "$SETTLE" "$REPEAT" "$SCALE" "$SAMPLING" "$([ "$CONTROL" = 1 ] && echo "a second PgBouncer configured as the first, judged by the same bar" || echo none)" "$SERVER_TLS"
   printf '  "scenarios": [\n'
   first=1
   for suffix in "${SUFFIXES[@]}"; do
@@ -409,6 +443,8 @@ beyond_spread() {
   all_met=true
   misses_within=0
   misses_beyond=0
+  teal_met=0
+  control_met=0
   for suffix in "${SUFFIXES[@]}"; do
     tls=false
     [ -z "$suffix" ] || tls=true
@@ -416,11 +452,15 @@ beyond_spread() {
       for clients in $CLIENTS; do
         key="$workload/$clients"
         teal="${TPS[$key/teal$suffix]}"
-        vs_bouncer="$(ratio "$teal" "${TPS[$key/pgbouncer$suffix]}")"
-        vs_haproxy="$(ratio "$teal" "${TPS[$key/haproxy$suffix]}")"
-        cpu_vs_bouncer="$(ratio "${CPU[$key/teal$suffix]}" "${CPU[$key/pgbouncer$suffix]}")"
-        met=$(awk -v a="$vs_bouncer" -v b="$vs_haproxy" -v c="$cpu_vs_bouncer" 'BEGIN { print (a >= 1 && b >= 1 && c <= 1) ? "true" : "false" }')
+        read -r vs_bouncer vs_haproxy cpu_vs_bouncer met < <(judge "$key" teal "$suffix")
         [ "$met" = true ] || all_met=false
+        [ "$met" = true ] && teal_met=$((teal_met + 1))
+        control=null
+        if [ "$CONTROL" = 1 ]; then
+          read -r c_bouncer c_haproxy c_cpu c_met < <(judge "$key" pgbouncer-control "$suffix")
+          [ "$c_met" = true ] && control_met=$((control_met + 1))
+          control="{\"vs_pgbouncer\": $c_bouncer, \"vs_haproxy\": $c_haproxy, \"cpu_vs_pgbouncer\": $c_cpu, \"met\": $c_met}"
+        fi
         # Each missed part, told apart: behind in every run, or inside the runs' spread.
         beyond=false
         if [ "$met" = false ]; then
@@ -431,10 +471,11 @@ beyond_spread() {
         fi
         [ $first = 1 ] || printf ',\n'
         first=0
-        printf '    {"workload": "%s", "clients": %s, "tls": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_cpu_vs_pgbouncer": %s, "teal_proxy_process_vs_in_process": %s, "met": %s, "missed_in_every_run": %s}' \
-          "$workload" "$clients" "$tls" "$vs_bouncer" "$vs_haproxy" "$cpu_vs_bouncer" "$(ratio "${TPS[$key/teal-proxy$suffix]}" "$teal")" "$met" "$([ "$met" = true ] && echo null || echo "$beyond")"
+        printf '    {"workload": "%s", "clients": %s, "tls": %s, "teal_vs_pgbouncer": %s, "teal_vs_haproxy": %s, "teal_cpu_vs_pgbouncer": %s, "teal_proxy_process_vs_in_process": %s, "met": %s, "missed_in_every_run": %s, "control": %s}' \
+          "$workload" "$clients" "$tls" "$vs_bouncer" "$vs_haproxy" "$cpu_vs_bouncer" "$(ratio "${TPS[$key/teal-proxy$suffix]}" "$teal")" "$met" "$([ "$met" = true ] && echo null || echo "$beyond")" "$control"
       done
     done
   done
-  printf '\n  ],\n  "bar_met": %s,\n  "bar_missed_within_run_spread": %s,\n  "bar_missed_in_every_run": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' "$all_met" "$misses_within" "$misses_beyond" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
+  printf '\n  ],\n  "bar_met": %s,\n  "bar_met_scenarios": %s,\n  "control_bar_met_scenarios": %s,\n  "bar_missed_within_run_spread": %s,\n  "bar_missed_in_every_run": %s,\n  "teal_endpoint": %s,\n  "teal_transactions": %s,\n  "teal_allocated_bytes_per_transaction": %s\n}\n' \
+    "$all_met" "$teal_met" "$([ "$CONTROL" = 1 ] && echo "$control_met" || echo null)" "$misses_within" "$misses_beyond" "$TEAL_STATS" "$TEAL_TX" "$ALLOC_PER_TX"
 } | tee "${OUT:-/dev/null}"
