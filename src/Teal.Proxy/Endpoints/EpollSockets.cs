@@ -29,9 +29,11 @@ internal static partial class EpollSockets
     public const string Variable = "TEAL_PROXY_EPOLL";
 
     /// <summary>
-    /// Event-loop threads. Default: one per two cores (at least one, at most eight). The proxy
-    /// shares its machine with clients or servers; on two cores one loop spent less CPU per
-    /// transaction than two (it batches more events per wake-up) at the same throughput.
+    /// Event-loop threads. Default: one per core (at most eight), as HAProxy's threads. A client's
+    /// server socket joins its client's loop (<see cref="Attach"/>), so each session is one loop's
+    /// and the loops share nothing per transaction: on two cores, under pgbench -S, two loops so
+    /// placed ran 10-20 % more transactions than one at the same CPU per transaction, where two
+    /// loops with the sockets dealt out apart had cost more CPU than one (bench/proxy/README.md).
     /// </summary>
     public const string ThreadsVariable = "TEAL_PROXY_EPOLL_THREADS";
 
@@ -54,11 +56,24 @@ internal static partial class EpollSockets
     private static readonly ConcurrentDictionary<long, EpollSocket> Registered = new();
     private static long _nextId;
 
+    // Turns among the loops for sockets placed on no other's loop: counted apart from the ids,
+    // which server sockets placed near their clients take too (with two loops and one id each way,
+    // every client would land on the same loop).
+    private static long _nextLoop;
+
     /// <summary>Whether the event loop serves this process.</summary>
     public static bool Enabled => Loops.Value is not null;
 
-    /// <summary>Takes <paramref name="socket"/> over for the event loop; null when the loop is off (then use .NET's sockets).</summary>
-    public static EpollSocket? Attach(Socket socket)
+    /// <summary>How many event-loop threads run (0 when the loop is off).</summary>
+    public static int LoopCount => Loops.Value?.Length ?? 0;
+
+    /// <summary>
+    /// Takes <paramref name="socket"/> over for the event loop; null when the loop is off (then use
+    /// .NET's sockets). With <paramref name="near"/>, on that socket's loop: a server connection
+    /// on its client's loop forwards a transaction's both ways on one thread, as PgBouncer's one
+    /// thread does and HAProxy's threads do, instead of waking two threads for each exchange.
+    /// </summary>
+    public static EpollSocket? Attach(Socket socket, EpollSocket? near = null)
     {
         if (Loops.Value is not { } loops)
         {
@@ -68,7 +83,7 @@ internal static partial class EpollSockets
         socket.Blocking = false;
         var id = Interlocked.Increment(ref _nextId);
         var fd = (int)socket.SafeHandle.DangerousGetHandle();
-        var registration = new EpollSocket(socket, id, loops[id % loops.Length].Fd, fd);
+        var registration = new EpollSocket(socket, id, near?.LoopFd ?? loops[Interlocked.Increment(ref _nextLoop) % loops.Length].Fd, fd);
         Registered[id] = registration;
         var ev = new EpollEvent { Events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, Data = (ulong)id };
         if (EpollCtl(registration.LoopFd, EPOLL_CTL_ADD, fd, ref ev) != 0)
@@ -85,7 +100,7 @@ internal static partial class EpollSockets
     /// <paramref name="timeout"/>: the socket, or why not in words for the client's error.
     /// Connecting through .NET would register the socket with .NET's own epoll as well.
     /// </summary>
-    public static async Task<(Socket? Socket, EpollSocket? Io, string? Failure)> ConnectAsync(EndpointTarget target, TimeSpan timeout, CancellationToken stopping)
+    public static async Task<(Socket? Socket, EpollSocket? Io, string? Failure)> ConnectAsync(EndpointTarget target, TimeSpan timeout, CancellationToken stopping, EpollSocket? near = null)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         deadline.CancelAfter(timeout);
@@ -102,14 +117,14 @@ internal static partial class EpollSockets
                     try
                     {
                         socket.Connect(new IPEndPoint(address, target.Port));
-                        io = Attach(socket)!; // Only called when the loop runs.
+                        io = Attach(socket, near)!; // Only called when the loop runs.
                     }
                     catch (SocketException ex) when (ex.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress || ex.ErrorCode == EINPROGRESS)
                     {
                         // Registered only now that the connect is under way: registered before,
                         // the unconnected socket's own state (writable, hung up) would be an edge
                         // that the wait below could take for the connect's end.
-                        io = Attach(socket)!;
+                        io = Attach(socket, near)!;
                         await io.WaitWritableAsync(deadline.Token);
                         var error = (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
                         if (error != 0)
@@ -241,7 +256,7 @@ internal static partial class EpollSockets
 
         var count = int.TryParse(Environment.GetEnvironmentVariable(ThreadsVariable), out var configured) && configured > 0
             ? configured
-            : Math.Clamp(Environment.ProcessorCount / 2, 1, 8);
+            : Math.Clamp(Environment.ProcessorCount, 1, 8);
         var loops = new Loop[count];
         for (var i = 0; i < count; i++)
         {

@@ -978,7 +978,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     private async Task<LoggedInSession?> LogInOnSocketAsync(EndpointTarget target, string socket, CancellationToken cancellationToken)
     {
         await Task.Yield(); // Off the caller's lock and thread: a login is a round trip to a process starting.
-        var (session, failure) = await SessionMover.LogInAsync(target, _startup, null, null, _options, _endpoint.Plaintext, beforeResume: true, cancellationToken, socket);
+        var (session, failure) = await SessionMover.LogInAsync(target, _startup, null, null, _options, _endpoint.Plaintext, beforeResume: true, cancellationToken, socket, _clientIo);
         if (failure is not null)
         {
             _endpoint.OnLoginBeforePauseFailed(this, target, failure);
@@ -1096,7 +1096,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             {
                 loginsOpened = Stopwatch.GetTimestamp();
                 await IdleLoginTurnAsync(cancellationToken);
-                var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken);
+                var (session, failure) = await SessionMover.LogInAsync(early, _startup, _scram, verifierOn(early), _options, _endpoint.Plaintext, beforeResume: true, cancellationToken, near: _clientIo);
                 EndMoveWait();
                 ahead = session;
                 if (failure is not null)
@@ -1149,7 +1149,7 @@ internal sealed class ProxyConnection : IEndpointConnection
             if (ahead is null && replayed is null)
             {
                 await IdleLoginTurnAsync(cancellationToken);
-                var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken);
+                var (session, failure) = await SessionMover.LogInAsync(target, _startup, _scram, verifierOn(target), _options, _endpoint.Plaintext, beforeResume: false, cancellationToken, near: _clientIo);
                 EndMoveWait();
                 if (session is null)
                 {
@@ -1633,7 +1633,7 @@ internal sealed class ProxyConnection : IEndpointConnection
     /// </summary>
     private async Task<ServerLink?> ConnectAsync(EndpointTarget target, CancellationToken stopping)
     {
-        var server = new ServerLink();
+        var server = new ServerLink(_clientIo);
         while (true)
         {
             lock (_lock)

@@ -22,10 +22,16 @@ internal sealed class ServerLink : IDisposable
     // The socket on the proxy's event loop (EpollSockets), when it runs; else .NET's socket.
     private EpollSocket? _io;
 
+    // The client's socket on the loop, whose loop this link's socket joins (EpollSockets.Attach).
+    private readonly EpollSocket? _near;
+
     // SslStream allows one write at a time; a drain's state query and the client pump can write at
     // once. Plain sockets need no gate.
     private readonly SemaphoreSlim _writes = new(1, 1);
     private SslStream? _tls;
+
+    /// <summary>A link whose socket, on the event loop, joins <paramref name="near"/>'s loop (its client's).</summary>
+    public ServerLink(EpollSocket? near = null) => _near = near;
 
     /// <summary>Whether receives continue on the event loop's thread (forwarding) or the thread pool (see <see cref="EpollSocket.InlineCompletions"/>).</summary>
     public bool InlineCompletions
@@ -47,7 +53,7 @@ internal sealed class ServerLink : IDisposable
     {
         if (EpollSockets.Enabled)
         {
-            var (socket, io, failed) = await EpollSockets.ConnectAsync(target, options.ConnectTimeout, stopping);
+            var (socket, io, failed) = await EpollSockets.ConnectAsync(target, options.ConnectTimeout, stopping, _near);
             if (socket is null)
             {
                 return failed;
@@ -129,7 +135,7 @@ internal sealed class ServerLink : IDisposable
             // A local connect completes at once (or fails); on the event loop, the socket must not
             // have met .NET's own epoll, so it connects while still blocking.
             await Task.Run(() => socket.Connect(new UnixDomainSocketEndPoint(path)), stopping).WaitAsync(timeout, stopping);
-            _io = EpollSockets.Attach(socket);
+            _io = EpollSockets.Attach(socket, _near);
             _socket.Dispose();
             _socket = socket;
             return null;

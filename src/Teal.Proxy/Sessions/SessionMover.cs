@@ -69,6 +69,7 @@ internal static class SessionMover
     /// the client's captured SCRAM login and the role's verifier on the target (Teal's auth
     /// query) when the server asks for SCRAM. <paramref name="beforeResume"/>: the endpoint is
     /// still paused (green's logins are back, the rest of its unfence may still run).
+    /// <paramref name="near"/>: the client's socket, whose event loop the new server socket joins.
     /// </summary>
     public static async Task<(LoggedInSession? Session, string? Failure)> LogInAsync(
         EndpointTarget target,
@@ -79,9 +80,10 @@ internal static class SessionMover
         PlaintextServers plaintext,
         bool beforeResume,
         CancellationToken cancellationToken,
-        string? socket = null)
+        string? socket = null,
+        EpollSocket? near = null)
     {
-        var server = new ServerLink();
+        var server = new ServerLink(near);
         var started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {

@@ -17,6 +17,52 @@ public sealed class EpollSocketsTests
     }
 
     [Fact]
+    public async Task Connect_NearAClientSocket_JoinsItsLoop_WhileClientsTakeTheLoopsInTurn()
+    {
+        // proxy.runsettings runs two loops, as production does on a two-core machine.
+        EpollSockets.LoopCount.ShouldBeGreaterThanOrEqualTo(2);
+        var pairs = new List<(Socket A, EpollSocket AIo, Socket B, EpollSocket BIo)>();
+        var servers = new List<(Socket Socket, EpollSocket Io)>();
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen();
+        var target = new EndpointTarget("server", "127.0.0.1", ((IPEndPoint)listener.LocalEndPoint!).Port, "postgres");
+        try
+        {
+            // Each "client" (an accepted socket, as the proxy's clients are) gets a server
+            // connection near it, as ProxyConnection makes one: the ids alternate client, server.
+            for (var i = 0; i < 8; i++)
+            {
+                var pair = await PairAsync();
+                pairs.Add(pair);
+                var accepting = listener.AcceptAsync();
+                var (socket, io, failure) = await EpollSockets.ConnectAsync(target, TimeSpan.FromSeconds(30), CancellationToken.None, near: pair.BIo);
+                failure.ShouldBeNull();
+                servers.Add((socket!, io!));
+                (await accepting).Dispose();
+
+                io!.LoopFd.ShouldBe(pair.BIo.LoopFd);
+            }
+
+            // Sockets placed near nothing still take every loop in turn.
+            pairs.SelectMany(p => new[] { p.AIo.LoopFd, p.BIo.LoopFd }).Distinct().Count().ShouldBe(EpollSockets.LoopCount);
+        }
+        finally
+        {
+            foreach (var (socket, io) in servers)
+            {
+                io.Close();
+                socket.Dispose();
+            }
+
+            foreach (var (a, aIo, b, bIo) in pairs)
+            {
+                Dispose(a, aIo, b, bIo);
+            }
+        }
+    }
+
+    [Fact]
     public async Task Send_MoreThanTheSocketBuffersHold_ArrivesWholeOnceTheReaderCatchesUp()
     {
         var (a, aIo, b, bIo) = await PairAsync();
