@@ -31,9 +31,10 @@ internal static partial class EpollSockets
     /// <summary>
     /// Event-loop threads. Default: one per core (at most eight), as HAProxy's threads. A client's
     /// server socket joins its client's loop (<see cref="Attach"/>), so each session is one loop's
-    /// and the loops share nothing per transaction: on two cores, under pgbench -S, two loops so
-    /// placed ran 10-20 % more transactions than one at the same CPU per transaction, where two
-    /// loops with the sockets dealt out apart had cost more CPU than one (bench/proxy/README.md).
+    /// and the loops share nothing per transaction. On two cores (bench/proxy/README.md) two loops
+    /// so placed ran 5-16 % more transactions than PgBouncer in every scenario, where one loop ran
+    /// at its level, for 2-13 % more CPU per transaction than PgBouncer's (fewer events per
+    /// wake-up): one loop (TEAL_PROXY_EPOLL_THREADS=1) spends less CPU, two serve more.
     /// </summary>
     public const string ThreadsVariable = "TEAL_PROXY_EPOLL_THREADS";
 
