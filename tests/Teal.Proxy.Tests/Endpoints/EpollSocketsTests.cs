@@ -30,7 +30,7 @@ public sealed class EpollSocketsTests
         try
         {
             // Each "client" (an accepted socket, as the proxy's clients are) gets a server
-            // connection near it, as ProxyConnection makes one: the ids alternate client, server.
+            // connection near it, as ProxyConnection makes one: its id right after the client's.
             for (var i = 0; i < 8; i++)
             {
                 var pair = await PairAsync();
